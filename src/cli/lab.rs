@@ -1,0 +1,170 @@
+//! `cutover lab up|down`: a kept lab for trying cutover by hand.
+
+use std::path::PathBuf;
+
+use super::{EXIT_FAILED, EXIT_OK};
+use crate::lab::{self, Lab, LabDir, LabState, Supervision};
+
+fn default_dir() -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    std::env::temp_dir().join(format!("cutover-lab-{uid}"))
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cutover: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// `lab up`.
+pub fn up(dir: Option<PathBuf>) -> u8 {
+    let dir = dir.unwrap_or_else(default_dir);
+    if let Ok(state) = LabState::load(&dir) {
+        eprintln!(
+            "a lab is already up in {} (plan: {}); run `cutover lab down --dir {}` first",
+            dir.display(),
+            state.plan.display(),
+            dir.display()
+        );
+        return EXIT_FAILED;
+    }
+    let Some(rt) = runtime() else {
+        return EXIT_FAILED;
+    };
+    let result = rt.block_on(async {
+        let lab_dir = LabDir::kept(&dir)?;
+        let lab = Lab::start(lab_dir, Supervision::Detached).await?;
+        lab::prepare_app(&lab).await?;
+        let plan_path = dir.join("plan.toml");
+        std::fs::write(&plan_path, lab::lab_plan_toml(&lab)).map_err(|e| lab::LabError::Io {
+            path: plan_path.clone(),
+            source: e,
+        })?;
+        Ok::<_, lab::LabError>((lab, plan_path))
+    });
+    let (lab, plan_path) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("cutover lab up failed: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return EXIT_FAILED;
+        }
+    };
+    print_details(&lab, &plan_path);
+    let Lab {
+        pg_source,
+        pg_target,
+        maria_source,
+        maria_target,
+        powerdns,
+        bind,
+        sshd,
+        ..
+    } = lab;
+    let mut servers = Vec::new();
+    let mut keep = |name: &str, signal: i32, pid: u32| {
+        servers.push(lab::state::ServerEntry {
+            name: name.to_owned(),
+            pid,
+            stop_signal: signal,
+        })
+    };
+    keep("pg-source", libc::SIGINT, pg_source.release());
+    keep("pg-target", libc::SIGINT, pg_target.release());
+    keep("maria-source", libc::SIGTERM, maria_source.release());
+    keep("maria-target", libc::SIGTERM, maria_target.release());
+    keep("powerdns", libc::SIGTERM, powerdns.release());
+    keep("bind", libc::SIGTERM, bind.release());
+    keep("sshd", libc::SIGTERM, sshd.release());
+    let state = LabState {
+        dir: dir.clone(),
+        servers,
+        plan: plan_path,
+    };
+    if let Err(e) = state.save() {
+        eprintln!(
+            "cutover lab up: servers are running but the state file could not be written: {e}"
+        );
+        return EXIT_FAILED;
+    }
+    EXIT_OK
+}
+
+fn print_details(lab: &Lab, plan: &std::path::Path) {
+    let root = lab.dir.path();
+    println!("lab is up in {}", root.display());
+    println!(
+        "  (passwords and keys are in {}, never printed)",
+        root.join("secrets").display()
+    );
+    for pg in [&lab.pg_source, &lab.pg_target] {
+        println!(
+            "  postgresql {:<13} 127.0.0.1:{:<5}  user postgres, password file {}",
+            pg.name,
+            pg.port,
+            pg.password_file.display()
+        );
+    }
+    for m in [&lab.maria_source, &lab.maria_target] {
+        println!(
+            "  mariadb    {:<13} 127.0.0.1:{:<5}  user cutover, password file {} (server_id {})",
+            m.name,
+            m.port,
+            m.password_file.display(),
+            m.server_id
+        );
+    }
+    println!(
+        "  powerdns   dns 127.0.0.1:{}  api {}  key file {}",
+        lab.powerdns.dns_port,
+        lab.powerdns.api_url(),
+        lab.powerdns.api_key_file.display()
+    );
+    println!(
+        "  bind9      dns 127.0.0.1:{}  zone {}  tsig key {} ({}), secret file {}",
+        lab.bind.port,
+        lab::bind::ZONE,
+        lab::bind::TSIG_KEY_NAME,
+        lab::bind::TSIG_ALGORITHM,
+        lab.bind.tsig_secret_file.display()
+    );
+    println!(
+        "  sshd       127.0.0.1:{}  hosts lab-source, lab-target: ssh -F {} lab-source",
+        lab.sshd.port,
+        lab.sshd.ssh_config.display()
+    );
+    println!("plan: {}", plan.display());
+    println!("next: cutover plan check {}", plan.display());
+    println!("stop: cutover lab down --dir {}", root.display());
+}
+
+/// `lab down`.
+pub fn down(dir: Option<PathBuf>) -> u8 {
+    let dir = dir.unwrap_or_else(default_dir);
+    match lab::stop_detached(&dir) {
+        Ok(stopped) => {
+            println!(
+                "lab in {} is down (stopped: {})",
+                dir.display(),
+                if stopped.is_empty() {
+                    "nothing was running".to_owned()
+                } else {
+                    stopped.join(", ")
+                }
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("cutover lab down: {e}");
+            EXIT_FAILED
+        }
+    }
+}

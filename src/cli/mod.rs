@@ -1,0 +1,286 @@
+//! Command-line interface: clap definitions here, one module per command group.
+
+mod lab;
+mod not_implemented;
+mod plan;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit status: the command did its work.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the command ran and failed (a server refused, a check failed).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status: the input is wrong (plan file, arguments).
+pub const EXIT_INVALID: u8 = 2;
+/// Exit status: the command exists but is not implemented yet.
+pub const EXIT_NOT_IMPLEMENTED: u8 = 3;
+
+/// Move a live service from one host to another with (near) zero downtime.
+///
+/// A TOML plan describes the databases, files and DNS records to move; cutover checks it,
+/// replicates, fences writes, catches up exactly, promotes, switches DNS and verifies.
+/// Exit status: 0 done, 1 failed, 2 invalid input, 3 not implemented yet.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Log filter (e.g. `info`, `cutover=debug`); also read from CUTOVER_LOG.
+    #[arg(long, global = true, env = "CUTOVER_LOG", default_value = "warn")]
+    pub log: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of commands that report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Text for people.
+    #[default]
+    Human,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a plan file and show what a run would do.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Run a whole migration: preflight, sync, fence, catch up, promote, switch, verify, report.
+    Run(RunArgs),
+    /// Show where a migration stands, from its journal.
+    Status(PlanArgs),
+    /// PostgreSQL logical replication, pair by pair.
+    #[command(subcommand)]
+    Pg(DbCommand),
+    /// MySQL / MariaDB binlog replication, pair by pair.
+    #[command(subcommand)]
+    Mysql(DbCommand),
+    /// DNS: lower TTLs ahead of time, switch records, wait for every authoritative server.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+    /// Run as a daemon serving Prometheus metrics and a status API.
+    Serve(ServeArgs),
+    /// Throwaway real servers on 127.0.0.1 for trying cutover out.
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+/// `cutover plan ...`
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Parse and validate a plan (every problem at once), then print the steps a run would take.
+    /// Never connects to anything.
+    Check {
+        /// The plan file.
+        plan: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// A plan argument.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `cutover run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// Continue (or roll back) the interrupted run recorded in the journal.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the steps and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Cut over even if the lowered DNS TTLs have not been served for one old TTL yet (logged).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of the per-database commands.
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// Only this pair (default: every pair of this kind in the plan).
+    #[arg(long, value_name = "NAME")]
+    pub pair: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `cutover pg ...` and `cutover mysql ...`
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Check both servers and say what to change on which one.
+    Preflight(PairArgs),
+    /// Copy the schema or snapshot and start replication (idempotent).
+    Start(PairArgs),
+    /// Initial-copy progress and replication lag.
+    Status(PairArgs),
+    /// Fence writes, catch up exactly, promote the target; unfence on any failure before promotion.
+    Cutover(PairArgs),
+    /// Compare row counts and checksums, chunked by primary key.
+    Verify(PairArgs),
+    /// Remove everything cutover created for replication (idempotent).
+    Cleanup(PairArgs),
+}
+
+impl DbCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            DbCommand::Preflight(_) => "preflight",
+            DbCommand::Start(_) => "start",
+            DbCommand::Status(_) => "status",
+            DbCommand::Cutover(_) => "cutover",
+            DbCommand::Verify(_) => "verify",
+            DbCommand::Cleanup(_) => "cleanup",
+        }
+    }
+
+    fn args(&self) -> &PairArgs {
+        match self {
+            DbCommand::Preflight(a)
+            | DbCommand::Start(a)
+            | DbCommand::Status(a)
+            | DbCommand::Cutover(a)
+            | DbCommand::Verify(a)
+            | DbCommand::Cleanup(a) => a,
+        }
+    }
+}
+
+/// `cutover dns ...`
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// Lower the records' TTL now and record when every authoritative server serves it (cron-safe).
+    LowerTtl(PlanArgs),
+    /// Put the TTL saved by lower-ttl back.
+    RestoreTtl(PlanArgs),
+    /// Per record: TTL and value on every authoritative server, saved TTL, safe cutover time.
+    Status(PlanArgs),
+    /// Set the records to their new values.
+    Update(PlanArgs),
+    /// Wait until every address of every authoritative server answers the new values.
+    Wait(PlanArgs),
+}
+
+impl DnsCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            DnsCommand::LowerTtl(_) => "lower-ttl",
+            DnsCommand::RestoreTtl(_) => "restore-ttl",
+            DnsCommand::Status(_) => "status",
+            DnsCommand::Update(_) => "update",
+            DnsCommand::Wait(_) => "wait",
+        }
+    }
+
+    fn args(&self) -> &PlanArgs {
+        match self {
+            DnsCommand::LowerTtl(a)
+            | DnsCommand::RestoreTtl(a)
+            | DnsCommand::Status(a)
+            | DnsCommand::Update(a)
+            | DnsCommand::Wait(a) => a,
+        }
+    }
+}
+
+/// `cutover serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The daemon's configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `cutover lab ...`
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Start two PostgreSQL 15, two MariaDB, PowerDNS, BIND9 and sshd on 127.0.0.1 and write a
+    /// ready plan; they keep running until `cutover lab down`.
+    Up(LabArgs),
+    /// Stop the servers `lab up` started and remove the lab directory.
+    Down(LabArgs),
+    /// Run a full demo migration on a throwaway lab.
+    Demo(LabArgs),
+}
+
+/// Where the lab lives.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Lab directory (default: `$TMPDIR/cutover-lab-<uid>`; servers running as their own
+    /// system user must be able to reach it, so not under a private home directory).
+    #[arg(long, env = "CUTOVER_LAB_DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Which kind of `--pair` a command selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairKind {
+    /// `[[postgres]]`
+    Postgres,
+    /// `[[mysql]]`
+    Mysql,
+}
+
+/// Runs the parsed command and returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Plan(PlanCommand::Check { plan, output }) => plan::check(&plan, output),
+        Command::Run(args) if args.dry_run => plan::check(&args.plan, Output::Human),
+        Command::Run(args) => {
+            let _ = (args.resume, args.force);
+            plan::then_not_implemented(&args.plan, None, "run", "the hot-migration sequencer")
+        }
+        Command::Status(args) => {
+            plan::then_not_implemented(&args.plan, None, "status", "the run journal")
+        }
+        Command::Pg(cmd) => plan::then_not_implemented(
+            &cmd.args().plan,
+            cmd.args().pair.as_deref().map(|p| (PairKind::Postgres, p)),
+            &format!("pg {}", cmd.name()),
+            "PostgreSQL logical replication (issue #3)",
+        ),
+        Command::Mysql(cmd) => plan::then_not_implemented(
+            &cmd.args().plan,
+            cmd.args().pair.as_deref().map(|p| (PairKind::Mysql, p)),
+            &format!("mysql {}", cmd.name()),
+            "MySQL/MariaDB binlog replication (issue #4)",
+        ),
+        Command::Dns(cmd) => plan::then_not_implemented(
+            &cmd.args().plan,
+            None,
+            &format!("dns {}", cmd.name()),
+            "DNS providers and propagation (issue #5)",
+        ),
+        Command::Serve(_) => not_implemented::report("serve", "service mode"),
+        Command::Lab(LabCommand::Up(args)) => lab::up(args.dir),
+        Command::Lab(LabCommand::Down(args)) => lab::down(args.dir),
+        Command::Lab(LabCommand::Demo(_)) => not_implemented::report(
+            "lab demo",
+            "the run sequencer; meanwhile `cutover lab up` then `cutover plan check <lab dir>/plan.toml`",
+        ),
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,137 @@
+//! `cutover plan check`: validate a plan and print the run it describes.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::not_implemented;
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairKind};
+use crate::plan::{self, Plan, PlanError};
+use crate::run::{self, Step};
+
+/// Loads a plan, printing every problem on failure; the error is the exit status.
+pub fn load_or_report(path: &Path, output: Output) -> Result<Plan, u8> {
+    match plan::load(path) {
+        Ok(plan) => Ok(plan),
+        Err(err) => {
+            let code = match err {
+                PlanError::Read { .. } => EXIT_FAILED,
+                PlanError::Invalid { .. } => EXIT_INVALID,
+            };
+            match output {
+                Output::Human => eprintln!("{err}"),
+                Output::Json => println!(
+                    "{}",
+                    json!({
+                        "file": path,
+                        "valid": false,
+                        "error": err.to_string(),
+                        "problems": err.problems(),
+                    })
+                ),
+            }
+            Err(code)
+        }
+    }
+}
+
+/// `plan check`.
+pub fn check(path: &Path, output: Output) -> u8 {
+    let plan = match load_or_report(path, output) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let steps = run::steps(&plan);
+    let rollback = run::rollback_summary(&plan);
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "file": path,
+                "valid": true,
+                "migration": plan.migration,
+                "steps": steps,
+                "rollback_before_point_of_no_return": rollback,
+            })
+        ),
+        Output::Human => print!("{}", render(path, &plan, &steps, &rollback)),
+    }
+    EXIT_OK
+}
+
+fn render(path: &Path, plan: &Plan, steps: &[Step], rollback: &str) -> String {
+    let mut out = format!(
+        "{}: valid\nmigration `{}`, journal in {}\n",
+        path.display(),
+        plan.migration.name,
+        plan.migration.state_dir.display()
+    );
+    if let Some(hosts) = &plan.hosts {
+        out.push_str(&format!(
+            "moving from `{}` to `{}`\n",
+            hosts.source.ssh, hosts.target.ssh
+        ));
+    }
+    out.push_str("\nA run would, in order:\n");
+    let width = steps.len().to_string().len();
+    let mut phase = None;
+    for (i, step) in steps.iter().enumerate() {
+        if phase != Some(step.phase) {
+            out.push_str(&format!("  [{}]\n", step.phase.as_str()));
+            phase = Some(step.phase);
+        }
+        out.push_str(&format!(
+            "  {:>width$}. {}: {}{}\n",
+            i + 1,
+            step.component,
+            step.action,
+            if step.point_of_no_return {
+                "   <- point of no return"
+            } else {
+                ""
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "\nA failure before the point of no return rolls back: {rollback}.\n"
+    ));
+    out
+}
+
+/// For commands whose work arrives later: check the plan and the `--pair`, then say so.
+pub fn then_not_implemented(
+    path: &Path,
+    pair: Option<(PairKind, &str)>,
+    command: &str,
+    arrives_with: &str,
+) -> u8 {
+    let plan = match load_or_report(path, Output::Human) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    if let Some((kind, name)) = pair {
+        let (section, names): (&str, Vec<&str>) = match kind {
+            PairKind::Postgres => (
+                "postgres",
+                plan.postgres.iter().map(|p| p.name.as_str()).collect(),
+            ),
+            PairKind::Mysql => (
+                "mysql",
+                plan.mysql.iter().map(|p| p.name.as_str()).collect(),
+            ),
+        };
+        if !names.contains(&name) {
+            eprintln!(
+                "{}: no [[{section}]] pair named `{name}`; pairs: {}",
+                path.display(),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+            return EXIT_INVALID;
+        }
+    }
+    not_implemented::report(command, arrives_with)
+}

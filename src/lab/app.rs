@@ -1,0 +1,118 @@
+//! The demo application's objects in a fresh lab: database, roles, a DNS zone, a file tree.
+
+use mysql_async::prelude::Queryable;
+
+use super::env::{random_token, write_secret};
+use super::mariadb::quote_literal;
+use super::plan::{APP, APP_RECORD, PDNS_ZONE};
+use super::postgres::{pg_error_message, quote_ident};
+use super::{Lab, LabError};
+
+/// Creates the `app` database and role on both PostgreSQL clusters and both MariaDB servers,
+/// the PowerDNS zone with the record the lab plan switches, and a small file tree to sync.
+pub async fn prepare(lab: &Lab) -> Result<(), LabError> {
+    let root = lab.dir.path();
+    let app_password = random_token(24);
+    write_secret(
+        &root.join("secrets").join("app.password"),
+        &app_password,
+        None,
+    )?;
+
+    for pg in [&lab.pg_source, &lab.pg_target] {
+        let client = pg.connect("postgres").await?;
+        let role = quote_ident(APP);
+        // CREATE DATABASE cannot share an (implicit) transaction with other statements.
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN PASSWORD '{app_password}'"),
+            format!("CREATE DATABASE {role} OWNER {role}"),
+        ] {
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| LabError::Sql {
+                    server: pg.name.clone(),
+                    context: "create the app role and database".into(),
+                    message: pg_error_message(&e),
+                })?;
+        }
+    }
+
+    for maria in [&lab.maria_source, &lab.maria_target] {
+        let mut conn = maria.connect(None).await?;
+        let statements = [
+            "SET SESSION sql_log_bin = 0".to_owned(),
+            format!("CREATE DATABASE `{APP}`"),
+            format!(
+                "CREATE USER '{APP}'@'127.0.0.1' IDENTIFIED BY {}",
+                quote_literal(&app_password)
+            ),
+            format!("GRANT ALL PRIVILEGES ON `{APP}`.* TO '{APP}'@'127.0.0.1'"),
+        ];
+        for sql in statements {
+            conn.query_drop(&sql).await.map_err(|e| LabError::Sql {
+                server: maria.name.clone(),
+                context: "create the app database and user".into(),
+                message: e.to_string(),
+            })?;
+        }
+        let _ = conn.disconnect().await;
+    }
+
+    create_pdns_zone(lab).await?;
+
+    let files = root.join("files");
+    for (rel, body) in [
+        ("source/README.txt", "files the demo app keeps on disk\n"),
+        ("source/avatars/1.txt", "avatar 1\n"),
+        ("source/avatars/2.txt", "avatar 2\n"),
+    ] {
+        let path = files.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| LabError::io(parent, e))?;
+        }
+        std::fs::write(&path, body).map_err(|e| LabError::io(&path, e))?;
+    }
+    let target = files.join("target");
+    std::fs::create_dir_all(&target).map_err(|e| LabError::io(&target, e))?;
+    Ok(())
+}
+
+async fn create_pdns_zone(lab: &Lab) -> Result<(), LabError> {
+    let body = serde_json::json!({
+        "name": format!("{PDNS_ZONE}."),
+        "kind": "Native",
+        "nameservers": [format!("ns1.{PDNS_ZONE}.")],
+        "rrsets": [{
+            "name": format!("{APP_RECORD}."),
+            "type": "A",
+            "ttl": 300,
+            "changetype": "REPLACE",
+            "records": [{ "content": "127.0.0.1", "disabled": false }],
+        }],
+    });
+    let url = format!("{}/api/v1/servers/localhost/zones", lab.powerdns.api_url());
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("X-API-Key", lab.powerdns.api_key().expose())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| LabError::Sql {
+            server: "powerdns".into(),
+            context: "create zone".into(),
+            message: e.to_string(),
+        })?;
+    if !response.status().is_success() {
+        return Err(LabError::Sql {
+            server: "powerdns".into(),
+            context: format!("create zone {PDNS_ZONE}"),
+            message: format!(
+                "{}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! A throwaway PostgreSQL 15 cluster with `wal_level=logical`, run as the `postgres` user.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::LabError;
+use super::env::{free_port, private_dir, random_token, run_checked, service_user, write_secret};
+use super::process::{ServerProcess, Spawn, Supervision, wait_until};
+use crate::secret::Secret;
+
+/// The superuser the lab creates in every cluster.
+pub const SUPERUSER: &str = "postgres";
+
+/// A running lab PostgreSQL cluster.
+pub struct Postgres {
+    /// Name, e.g. `pg-source`.
+    pub name: String,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The cluster's directory (data, socket, log).
+    pub dir: PathBuf,
+    /// File holding the superuser's password (mode 0600).
+    pub password_file: PathBuf,
+    password: Secret,
+    process: ServerProcess,
+}
+
+/// Where the PostgreSQL 15 server binaries are: `CUTOVER_PG_BIN`, Debian's layout, or PATH.
+fn bin_dir() -> Result<PathBuf, LabError> {
+    if let Some(dir) = std::env::var_os("CUTOVER_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let debian = Path::new("/usr/lib/postgresql/15/bin");
+    if debian.join("postgres").is_file() {
+        return Ok(debian.to_owned());
+    }
+    let initdb = super::find_program("initdb", "package postgresql-15")?;
+    Ok(initdb.parent().unwrap_or(Path::new("/")).to_owned())
+}
+
+impl Postgres {
+    /// Creates a cluster in `root/name` and starts it on a free port.
+    pub async fn start(
+        root: &Path,
+        name: &str,
+        supervision: Supervision,
+    ) -> Result<Postgres, LabError> {
+        let bin = bin_dir()?;
+        let owner = service_user("postgres")?;
+        let dir = root.join(name);
+        private_dir(&dir, owner)?;
+        let data = dir.join("data");
+        let password = Secret::new(random_token(24));
+
+        // initdb reads the password from a file the postgres user can read; it is removed after.
+        let pwfile = dir.join("initdb.pw");
+        write_secret(&pwfile, password.expose(), owner)?;
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb.args(["-D"]).arg(&data).args([
+            "-U",
+            SUPERUSER,
+            "-A",
+            "scram-sha-256",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ]);
+        initdb.arg(format!("--pwfile={}", pwfile.display()));
+        if let Some((uid, gid)) = owner {
+            initdb.uid(uid).gid(gid);
+        }
+        let initdb_result = run_checked(initdb);
+        let _ = std::fs::remove_file(&pwfile);
+        initdb_result?;
+
+        let password_file = root.join("secrets").join(format!("{name}.password"));
+        write_secret(&password_file, password.expose(), None)?;
+
+        let mut last_err = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            let spawn = Spawn {
+                name: format!("postgres {name}"),
+                program: &bin.join("postgres"),
+                args: vec![
+                    "-D".into(),
+                    data.display().to_string(),
+                    "-p".into(),
+                    port.to_string(),
+                    "-k".into(),
+                    dir.display().to_string(),
+                    "-c".into(),
+                    "listen_addresses=127.0.0.1".into(),
+                    "-c".into(),
+                    "wal_level=logical".into(),
+                    "-c".into(),
+                    "max_replication_slots=16".into(),
+                    "-c".into(),
+                    "max_wal_senders=16".into(),
+                    "-c".into(),
+                    "max_logical_replication_workers=8".into(),
+                    "-c".into(),
+                    "max_connections=100".into(),
+                    "-c".into(),
+                    "shared_buffers=32MB".into(),
+                    "-c".into(),
+                    "fsync=off".into(),
+                    "-c".into(),
+                    "synchronous_commit=off".into(),
+                    "-c".into(),
+                    "full_page_writes=off".into(),
+                ],
+                log: dir.join("server.log"),
+                run_as: owner,
+                // SIGQUIT: immediate shutdown; the cluster is thrown away anyway.
+                stop_signal: libc::SIGQUIT,
+                supervision,
+            };
+            let mut process = spawn.start()?;
+            let pid_file = data.join("postmaster.pid");
+            match wait_until(&mut process, Duration::from_secs(30), || {
+                postmaster_ready(&pid_file)
+            })
+            .await
+            {
+                Ok(()) => {
+                    return Ok(Postgres {
+                        name: name.to_owned(),
+                        port,
+                        dir,
+                        password_file,
+                        password,
+                        process,
+                    });
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| LabError::NotReady {
+            name: format!("postgres {name}"),
+            waited: Duration::ZERO,
+            log_tail: String::new(),
+        }))
+    }
+
+    /// The superuser password.
+    pub fn password(&self) -> &Secret {
+        &self.password
+    }
+
+    /// libpq connection parameters for `dbname` over TCP, without the password.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={SUPERUSER} dbname={dbname}",
+            self.port
+        )
+    }
+
+    /// tokio-postgres configuration for `dbname`, with the password.
+    pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(SUPERUSER)
+            .password(self.password.expose())
+            .dbname(dbname)
+            .application_name("cutover-lab")
+            .connect_timeout(Duration::from_secs(10));
+        config
+    }
+
+    /// Connects as the superuser to `dbname`; the connection task runs in the background.
+    pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client, LabError> {
+        let (client, connection) = self
+            .config(dbname)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| self.sql_error("connect", &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "lab postgres connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Creates a database (for tests that share a cluster).
+    pub async fn create_database(&self, dbname: &str) -> Result<(), LabError> {
+        let client = self.connect("postgres").await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(dbname)))
+            .await
+            .map_err(|e| self.sql_error(&format!("create database {dbname}"), &e))
+    }
+
+    /// The server process (tests use it to stop or kill the server).
+    pub fn process(&mut self) -> &mut ServerProcess {
+        &mut self.process
+    }
+
+    /// Lets the server outlive this handle (for `lab up`); returns its pid.
+    pub fn release(self) -> u32 {
+        self.process.release()
+    }
+
+    fn sql_error(&self, context: &str, e: &tokio_postgres::Error) -> LabError {
+        LabError::Sql {
+            server: self.name.clone(),
+            context: context.to_owned(),
+            message: pg_error_message(e),
+        }
+    }
+}
+
+/// PostgreSQL writes `ready` into line 8 of postmaster.pid once it accepts connections.
+fn postmaster_ready(pid_file: &Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .map(|t| t.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
+        .unwrap_or(false)
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The server's own message for database errors (tokio-postgres only says "db error").
+pub fn pg_error_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,14 @@
+//! `cutover` moves a live service from one host to another with (near) zero downtime.
+//!
+//! Layering, top to bottom:
+//! - [`cli`]: argument parsing and one module per command; prints, never decides.
+//! - [`run`]: the hot-migration sequencer (the ordered steps of a run).
+//! - [`plan`]: the TOML plan file, its types and validation.
+//! - [`lab`]: throwaway real servers on loopback for tests and the demo.
+//! - [`secret`]: secrets from the environment or files, never printed.
+
+pub mod cli;
+pub mod lab;
+pub mod plan;
+pub mod run;
+pub mod secret;

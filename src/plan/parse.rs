@@ -1,0 +1,440 @@
+//! From TOML text to a [`Plan`], collecting every problem instead of stopping at the first.
+//!
+//! serde stops at the first error. To report them all, the document is parsed once into a
+//! span-keeping tree; then the typed deserialization is retried, each time recording the error
+//! and removing the key that caused it, until it succeeds or an error cannot be stepped over.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::error::Problem;
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Seg {
+    /// A table key.
+    Key(String),
+    /// An array index.
+    Index(usize),
+}
+
+/// Renders a key path as users write it: `postgres[0].source.port`.
+pub(crate) fn display_path(segs: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in segs {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The plan text, for turning byte offsets into lines and columns.
+pub(crate) struct SourceText<'a> {
+    text: &'a str,
+}
+
+impl<'a> SourceText<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        SourceText { text }
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..floor_char_boundary(self.text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    /// A problem located at `span` (or unlocated).
+    pub(crate) fn problem(
+        &self,
+        key: String,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Problem {
+        let (line, column) = match span {
+            Some(span) => {
+                let (l, c) = self.line_col(span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        Problem {
+            key,
+            line,
+            column,
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Finds the span of the key (or, for array elements, the value) a path points to.
+pub(crate) fn locate(root: &DeTable<'_>, segs: &[Seg]) -> Option<Range<usize>> {
+    let mut table = root;
+    let mut value: Option<&Spanned<DeValue<'_>>> = None;
+    let mut best: Option<Range<usize>> = None;
+    for seg in segs {
+        match seg {
+            Seg::Key(k) => {
+                if let Some(v) = value {
+                    match v.get_ref() {
+                        DeValue::Table(t) => table = t,
+                        _ => return best,
+                    }
+                }
+                let (key, v) = table.get_key_value(k.as_str())?;
+                best = Some(key.span());
+                value = Some(v);
+            }
+            Seg::Index(i) => {
+                let DeValue::Array(items) = value?.get_ref() else {
+                    return best;
+                };
+                let item = items.get(*i)?;
+                best = Some(item.span());
+                value = Some(item);
+            }
+        }
+    }
+    best
+}
+
+/// Removes the table key a path ends in (array indices at the end are stepped back over).
+/// Returns the path of the removed key.
+fn remove_key(root: &mut DeTable<'_>, segs: &[Seg]) -> Option<Vec<Seg>> {
+    let last_key = segs.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
+    let (parent, key) = (&segs[..last_key], &segs[last_key]);
+    let Seg::Key(key) = key else { return None };
+    let mut table = root;
+    let mut i = 0;
+    while i < parent.len() {
+        let Seg::Key(k) = &parent[i] else { return None };
+        let mut v = table.get_mut(k.as_str())?.get_mut();
+        while let Some(Seg::Index(idx)) = parent.get(i + 1) {
+            let DeValue::Array(items) = v else {
+                return None;
+            };
+            v = items.get_mut(*idx)?.get_mut();
+            i += 1;
+        }
+        let DeValue::Table(t) = v else { return None };
+        table = t;
+        i += 1;
+    }
+    table.remove(key.as_str())?;
+    Some(segs[..=last_key].to_vec())
+}
+
+/// What a serde message says, in a form we can act on.
+enum SerdeMessage {
+    UnknownField {
+        field: String,
+        allowed: Vec<String>,
+    },
+    MissingField {
+        field: String,
+    },
+    UnknownVariant {
+        variant: String,
+        allowed: Vec<String>,
+    },
+    Other,
+}
+
+fn backticked(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn classify(message: &str) -> SerdeMessage {
+    let names = backticked(message);
+    if message.starts_with("unknown field") && !names.is_empty() {
+        SerdeMessage::UnknownField {
+            field: names[0].clone(),
+            allowed: names[1..].to_vec(),
+        }
+    } else if message.starts_with("missing field") && !names.is_empty() {
+        SerdeMessage::MissingField {
+            field: names[0].clone(),
+        }
+    } else if message.starts_with("unknown variant") && !names.is_empty() {
+        SerdeMessage::UnknownVariant {
+            variant: names[0].clone(),
+            allowed: names[1..].to_vec(),
+        }
+    } else {
+        SerdeMessage::Other
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest allowed name, when it is close enough to be a likely typo.
+pub(crate) fn closest<'a>(word: &str, allowed: &'a [String]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|a| (edit_distance(word, a), a))
+        .filter(|(d, a)| *d <= 2.max(a.len() / 3) && *d < a.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a.as_str())
+}
+
+fn list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn where_to_add(parent: &[Seg]) -> String {
+    if parent.is_empty() {
+        "the top level of the plan".to_owned()
+    } else {
+        format!("`{}`", display_path(parent))
+    }
+}
+
+fn missing_field_fix(parent: &[Seg], field: &str) -> String {
+    if parent.is_empty() && field == "migration" {
+        return "add a `[migration]` table with `name = \"...\"` and `state_dir = \"/var/lib/cutover/NAME\"`".to_owned();
+    }
+    format!("add `{field} = ...` to {}", where_to_add(parent))
+}
+
+/// Deserializes `root` as `T`, recording every problem serde finds into `problems`.
+///
+/// Returns the value when deserialization eventually succeeded (possibly with offending keys
+/// removed, in which case `problems` is not empty).
+pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
+    src: &SourceText<'_>,
+    original: &DeTable<'_>,
+    mut root: Spanned<DeTable<'_>>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let mut removed_for_type: HashSet<Vec<Seg>> = HashSet::new();
+    // Each round removes one key, so this bound is never reached by a real plan.
+    for _ in 0..256 {
+        let span = root.span();
+        let value = Spanned::new(span, DeValue::Table(root.get_ref().clone()));
+        let err = match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)) {
+            Ok(v) => return Some(v),
+            Err(err) => err,
+        };
+        let mut segs: Vec<Seg> = err
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                _ => None,
+            })
+            .collect();
+        let inner = err.into_inner();
+        let message = inner.message().to_owned();
+        let err_span = inner.span();
+        match classify(&message) {
+            SerdeMessage::UnknownField { field, allowed } => {
+                if segs.last() != Some(&Seg::Key(field.clone())) {
+                    segs.push(Seg::Key(field.clone()));
+                }
+                let fix = match closest(&field, &allowed) {
+                    Some(best) => {
+                        format!("did you mean `{best}`? (allowed here: {})", list(&allowed))
+                    }
+                    None if allowed.is_empty() => "remove it".to_owned(),
+                    None => format!("remove it; allowed here: {}", list(&allowed)),
+                };
+                let span = locate(original, &segs).or(err_span);
+                problems.push(src.problem(
+                    display_path(&segs),
+                    span,
+                    format!("unknown key `{field}`"),
+                    fix,
+                ));
+                if remove_key(root.get_mut(), &segs).is_none() {
+                    return None;
+                }
+            }
+            SerdeMessage::MissingField { field } => {
+                let mut full = segs.clone();
+                full.push(Seg::Key(field.clone()));
+                if !removed_for_type.contains(&full) {
+                    let span = locate(original, &segs).or(err_span);
+                    problems.push(src.problem(
+                        display_path(&full),
+                        span,
+                        format!("required key `{field}` is missing"),
+                        missing_field_fix(&segs, &field),
+                    ));
+                }
+                return None;
+            }
+            other => {
+                let span = locate(original, &segs).or(err_span);
+                let fix = match other {
+                    SerdeMessage::UnknownVariant { variant, allowed } => {
+                        match closest(&variant, &allowed) {
+                            Some(best) => {
+                                format!("did you mean `{best}`? (one of {})", list(&allowed))
+                            }
+                            None => format!("use one of {}", list(&allowed)),
+                        }
+                    }
+                    _ => match message.split_once("expected ") {
+                        Some((_, expected)) => format!("give it {expected}"),
+                        None => "correct the value".to_owned(),
+                    },
+                };
+                problems.push(src.problem(display_path(&segs), span, message.clone(), fix));
+                match remove_key(root.get_mut(), &segs) {
+                    Some(removed) => {
+                        removed_for_type.insert(removed);
+                    }
+                    None => return None,
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Keys whose names say they hold a secret, and the key prefix the plan uses for them instead.
+fn secret_key_canonical(key: &str) -> Option<&'static str> {
+    let k = key.to_ascii_lowercase();
+    if k.ends_with("_env") || k.ends_with("_file") || k == "passfile" || k == "option_file" {
+        return None;
+    }
+    Some(match k.as_str() {
+        "password" | "passwd" | "pass" | "pwd" => "password",
+        "token" | "api_token" | "apitoken" | "bearer_token" => "api_token",
+        "api_key" | "apikey" => "api_key",
+        "secret" | "key_secret" | "tsig_secret" | "tsig_key" => "key_secret",
+        "secret_access_key" | "aws_secret_access_key" => "secret_access_key",
+        _ if k.ends_with("_password") => "password",
+        _ if k.ends_with("_token") => "api_token",
+        _ if k.ends_with("_secret") => "key_secret",
+        _ => return None,
+    })
+}
+
+/// Reports and removes every key that holds a secret inline.
+pub(crate) fn take_inline_secrets(
+    src: &SourceText<'_>,
+    table: &mut DeTable<'_>,
+    path: &mut Vec<Seg>,
+    problems: &mut Vec<Problem>,
+) {
+    let keys: Vec<(String, Range<usize>)> = table
+        .iter()
+        .map(|(k, _)| (k.get_ref().to_string(), k.span()))
+        .collect();
+    for (key, span) in keys {
+        path.push(Seg::Key(key.clone()));
+        if let Some(canonical) = secret_key_canonical(&key) {
+            problems.push(src.problem(
+                display_path(path),
+                Some(span),
+                format!("`{key}` holds a secret inline; plans must not contain secrets"),
+                format!(
+                    "remove `{key}`; put the value in an environment variable and set \
+                     `{canonical}_env = \"VARIABLE\"`, or in a file only you can read and set \
+                     `{canonical}_file = \"/path/to/file\"`"
+                ),
+            ));
+            table.remove(key.as_str());
+        } else if let Some(value) = table.get_mut(key.as_str()) {
+            walk_value(src, value.get_mut(), path, problems);
+        }
+        path.pop();
+    }
+}
+
+fn walk_value(
+    src: &SourceText<'_>,
+    value: &mut DeValue<'_>,
+    path: &mut Vec<Seg>,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        DeValue::Table(t) => take_inline_secrets(src, t, path, problems),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(Seg::Index(i));
+                walk_value(src, item.get_mut(), path, problems);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_are_one_based() {
+        let src = SourceText::new("a = 1\nbb = 2\n");
+        assert_eq!(src.line_col(0), (1, 1));
+        assert_eq!(src.line_col(6), (2, 1));
+        assert_eq!(src.line_col(8), (2, 3));
+    }
+
+    #[test]
+    fn closest_suggests_typos_only() {
+        let allowed = vec!["dbname".to_owned(), "host".to_owned(), "port".to_owned()];
+        assert_eq!(closest("dbnmae", &allowed), Some("dbname"));
+        assert_eq!(closest("prot", &allowed), Some("port"));
+        assert_eq!(closest("completely_else", &allowed), None);
+    }
+
+    #[test]
+    fn secret_names_are_recognised_but_references_are_not() {
+        assert_eq!(secret_key_canonical("password"), Some("password"));
+        assert_eq!(secret_key_canonical("api_key"), Some("api_key"));
+        assert_eq!(secret_key_canonical("token"), Some("api_token"));
+        assert_eq!(secret_key_canonical("password_env"), None);
+        assert_eq!(secret_key_canonical("api_token_file"), None);
+        assert_eq!(secret_key_canonical("key_name"), None);
+        assert_eq!(secret_key_canonical("passfile"), None);
+    }
+}

@@ -1,0 +1,701 @@
+//! The plan file's types: exactly what a user may write, nothing more.
+//!
+//! Every struct denies unknown keys, so a typo is an error and never a silently ignored setting.
+//! Secrets are never values here: only the name of an environment variable (`*_env`) or the path
+//! of a file (`*_file`) that holds them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cutover_providers::ProviderKind;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretRef;
+
+/// A whole migration plan.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Name, state directory and run-wide settings.
+    pub migration: Migration,
+    /// The old and the new host, as ssh destinations.
+    #[serde(default)]
+    pub hosts: Option<Hosts>,
+    /// PostgreSQL logical-replication pairs.
+    #[serde(default)]
+    pub postgres: Vec<PostgresPair>,
+    /// MySQL/MariaDB binlog-replication pairs.
+    #[serde(default)]
+    pub mysql: Vec<MysqlPair>,
+    /// Directory trees copied with rsync.
+    #[serde(default)]
+    pub files: Vec<FileSync>,
+    /// DNS records switched at cutover.
+    #[serde(default)]
+    pub dns: Vec<DnsRecord>,
+    /// Commands run at named points of a run.
+    #[serde(default)]
+    pub hooks: Vec<Hook>,
+    /// Health checks that decide whether the new host serves correctly.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+/// `[migration]`: what this migration is called and where its journal lives.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migration {
+    /// Short identifier (lowercase letters, digits, `-`, `_`); used in slot and publication names.
+    pub name: String,
+    /// Absolute directory for the journal, the lock and saved DNS state.
+    pub state_dir: PathBuf,
+    /// Free text shown in status output.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Roll back automatically when a step fails before the point of no return.
+    #[serde(default = "default_true")]
+    pub auto_rollback: bool,
+}
+
+/// `[hosts]`: the machines the service moves between.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hosts {
+    /// The host the service runs on today.
+    pub source: Host,
+    /// The host the service moves to.
+    pub target: Host,
+}
+
+/// One host, reached over ssh.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// ssh destination: `user@host`, `host`, or an alias from an ssh config file.
+    pub ssh: String,
+    /// ssh port, when not 22 and not set in the ssh config.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// An ssh config file (`ssh -F`), e.g. one that defines the alias used in `ssh`.
+    #[serde(default)]
+    pub ssh_config: Option<PathBuf>,
+    /// Private key to log in with (`ssh -i`).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+}
+
+/// How cutover connects to one PostgreSQL server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgEndpoint {
+    /// Host name or address cutover connects to.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Database to migrate.
+    pub dbname: String,
+    /// Role cutover logs in as (superuser, or REPLICATION plus ownership of the tables).
+    pub user: String,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A libpq password file (`.pgpass` format) to look the password up in.
+    #[serde(default)]
+    pub passfile: Option<PathBuf>,
+    /// libpq `sslmode`.
+    #[serde(default)]
+    pub sslmode: SslMode,
+}
+
+impl PgEndpoint {
+    /// Where the password comes from, if anywhere.
+    pub fn password(&self) -> Option<SecretRef> {
+        SecretRef::from_pair(&self.password_env, &self.password_file)
+    }
+}
+
+/// libpq `sslmode` values cutover understands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it.
+    #[default]
+    Prefer,
+    /// TLS required, certificate not checked.
+    Require,
+    /// TLS with the server certificate checked against `sslrootcert`.
+    VerifyCa,
+    /// As `verify-ca`, and the host name must match.
+    VerifyFull,
+}
+
+/// `[[postgres]]`: one database replicated from source to target with logical replication.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresPair {
+    /// Pair name, unique in the plan; `--pair NAME` selects it.
+    pub name: String,
+    /// The server the data lives on today.
+    pub source: PgEndpoint,
+    /// The server the data moves to.
+    pub target: PgEndpoint,
+    /// Host the *target server* uses to reach the source for its subscription (defaults to `source.host`).
+    #[serde(default)]
+    pub publisher_host: Option<String>,
+    /// Port the target server uses to reach the source (defaults to `source.port`).
+    #[serde(default)]
+    pub publisher_port: Option<u16>,
+    /// Roles the application writes as; they are fenced on the source at cutover.
+    #[serde(default)]
+    pub app_roles: Vec<String>,
+    /// Tables to replicate (`schema.table`); empty means every table.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Copy the schema into the target with `pg_dump --schema-only` when it is missing.
+    #[serde(default)]
+    pub copy_schema: bool,
+    /// Allow tables without a primary key by setting `REPLICA IDENTITY FULL` on them.
+    #[serde(default)]
+    pub replica_identity_full: bool,
+    /// Set up replication from the new primary back to the old one, for a lossless rollback.
+    #[serde(default)]
+    pub reverse_replication: bool,
+    /// Cutover only starts when the replication lag is below this many bytes.
+    #[serde(default = "default_max_lag_bytes")]
+    pub max_lag_bytes: u64,
+    /// How long to wait for the target to catch up once writes are fenced.
+    #[serde(default = "default_catchup_timeout", with = "duration")]
+    pub catchup_timeout: Duration,
+    /// Time given to app sessions to finish before they are terminated at the fence.
+    #[serde(default, with = "duration")]
+    pub drain: Duration,
+}
+
+/// How cutover connects to one MySQL or MariaDB server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlEndpoint {
+    /// Host name or address cutover connects to.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_mysql_port")]
+    pub port: u16,
+    /// User cutover logs in as.
+    pub user: String,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A MySQL option file (`[client]` section) with the password, as for `--defaults-extra-file`.
+    #[serde(default)]
+    pub option_file: Option<PathBuf>,
+}
+
+impl MysqlEndpoint {
+    /// Where the password comes from, if anywhere.
+    pub fn password(&self) -> Option<SecretRef> {
+        SecretRef::from_pair(&self.password_env, &self.password_file)
+    }
+}
+
+/// Whether the replica follows the source by GTID or by binlog file and position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GtidMode {
+    /// GTID when both sides support it, file/position otherwise (stated in preflight).
+    #[default]
+    Auto,
+    /// GTID required.
+    On,
+    /// File/position.
+    Off,
+}
+
+/// `[[mysql]]`: one MySQL/MariaDB server pair replicated with the binlog.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlPair {
+    /// Pair name, unique in the plan; `--pair NAME` selects it.
+    pub name: String,
+    /// The server the data lives on today.
+    pub source: MysqlEndpoint,
+    /// The server the data moves to.
+    pub target: MysqlEndpoint,
+    /// Databases (schemas) to copy and replicate.
+    pub databases: Vec<String>,
+    /// Host the *target server* uses to reach the source as a replica (defaults to `source.host`).
+    #[serde(default)]
+    pub replication_host: Option<String>,
+    /// Port the target server uses to reach the source (defaults to `source.port`).
+    #[serde(default)]
+    pub replication_port: Option<u16>,
+    /// Users the application connects as; their sessions are killed at the fence.
+    #[serde(default)]
+    pub app_users: Vec<String>,
+    /// GTID or file/position replication.
+    #[serde(default)]
+    pub gtid: GtidMode,
+    /// Cutover only starts when the heartbeat lag is below this.
+    #[serde(default = "default_max_lag", with = "duration")]
+    pub max_lag: Duration,
+    /// How long to wait for the target to catch up once writes are fenced.
+    #[serde(default = "default_catchup_timeout", with = "duration")]
+    pub catchup_timeout: Duration,
+    /// Make the old source a replica of the new primary after promotion.
+    #[serde(default)]
+    pub reverse_replication: bool,
+}
+
+/// `[[files]]`: a directory tree copied from the source host to the target host with rsync.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSync {
+    /// Name, unique among `[[files]]`.
+    pub name: String,
+    /// Absolute path on the source host.
+    pub source_path: PathBuf,
+    /// Absolute path on the target host.
+    pub target_path: PathBuf,
+    /// rsync `--exclude` patterns.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Delete files on the target that are gone from the source (`--delete`).
+    #[serde(default = "default_true")]
+    pub delete: bool,
+    /// Further rsync arguments, one per element (never a shell string).
+    #[serde(default)]
+    pub rsync_args: Vec<String>,
+}
+
+/// DNS record types cutover switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum RecordType {
+    /// IPv4 address.
+    A,
+    /// IPv6 address.
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    /// Alias.
+    #[serde(rename = "CNAME")]
+    Cname,
+}
+
+impl RecordType {
+    /// The record type as written in zone files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Cname => "CNAME",
+        }
+    }
+}
+
+/// `[[dns]]`: one record set switched from the old host to the new one.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecord {
+    /// Fully qualified record name, e.g. `git.example.com`.
+    pub name: String,
+    /// Record type.
+    #[serde(rename = "type")]
+    pub record_type: RecordType,
+    /// The zone the record lives in; found from the SOA when omitted.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Values the record must have after cutover.
+    pub values: Vec<String>,
+    /// TTL (seconds) to lower the record to ahead of the cutover.
+    #[serde(default = "default_cutover_ttl")]
+    pub cutover_ttl: u32,
+    /// Authoritative servers to poll (`address` or `address:port`); found from NS when omitted.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Recursive resolvers that should also serve the new value before the run reports success.
+    #[serde(default)]
+    pub resolvers: Vec<String>,
+    /// How long to wait for every authoritative server to serve the new value.
+    #[serde(default = "default_propagation_timeout", with = "duration")]
+    pub propagation_timeout: Duration,
+    /// The DNS provider that hosts the zone.
+    pub provider: Provider,
+}
+
+/// Provider settings for a `[[dns]]` record; `kind` selects the provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Provider {
+    /// PowerDNS Authoritative HTTP API.
+    Powerdns {
+        /// Base URL of the API, e.g. `http://ns1.example.com:8081`.
+        api_url: String,
+        /// PowerDNS server id.
+        #[serde(default = "default_pdns_server_id")]
+        server_id: String,
+        /// Environment variable holding the API key.
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// File holding the API key.
+        #[serde(default)]
+        api_key_file: Option<PathBuf>,
+    },
+    /// RFC 2136 dynamic update signed with TSIG.
+    Rfc2136 {
+        /// Primary server to send updates to (`address` or `address:port`).
+        server: String,
+        /// TSIG key name.
+        key_name: String,
+        /// TSIG algorithm.
+        #[serde(default = "default_tsig_algorithm")]
+        key_algorithm: String,
+        /// Environment variable holding the base64 TSIG secret.
+        #[serde(default)]
+        key_secret_env: Option<String>,
+        /// File holding the base64 TSIG secret.
+        #[serde(default)]
+        key_secret_file: Option<PathBuf>,
+    },
+    /// Cloudflare API v4.
+    Cloudflare {
+        /// Zone id; looked up by zone name when omitted.
+        #[serde(default)]
+        zone_id: Option<String>,
+        /// Environment variable holding the API token.
+        #[serde(default)]
+        api_token_env: Option<String>,
+        /// File holding the API token.
+        #[serde(default)]
+        api_token_file: Option<PathBuf>,
+        /// API base URL override (tests).
+        #[serde(default)]
+        api_url: Option<String>,
+    },
+    /// Amazon Route 53.
+    Route53 {
+        /// Hosted zone id.
+        hosted_zone_id: String,
+        /// Environment variable holding the access key id.
+        #[serde(default = "default_aws_key_id_env")]
+        access_key_id_env: String,
+        /// Environment variable holding the secret access key.
+        #[serde(default)]
+        secret_access_key_env: Option<String>,
+        /// File holding the secret access key.
+        #[serde(default)]
+        secret_access_key_file: Option<PathBuf>,
+        /// API base URL override (tests).
+        #[serde(default)]
+        api_url: Option<String>,
+    },
+    /// DigitalOcean Domains API.
+    Digitalocean {
+        /// Environment variable holding the API token.
+        #[serde(default)]
+        api_token_env: Option<String>,
+        /// File holding the API token.
+        #[serde(default)]
+        api_token_file: Option<PathBuf>,
+        /// API base URL override (tests).
+        #[serde(default)]
+        api_url: Option<String>,
+    },
+    /// Hetzner DNS API.
+    Hetzner {
+        /// Zone id; looked up by zone name when omitted.
+        #[serde(default)]
+        zone_id: Option<String>,
+        /// Environment variable holding the API token.
+        #[serde(default)]
+        api_token_env: Option<String>,
+        /// File holding the API token.
+        #[serde(default)]
+        api_token_file: Option<PathBuf>,
+        /// API base URL override (tests).
+        #[serde(default)]
+        api_url: Option<String>,
+    },
+    /// Gandi LiveDNS.
+    Gandi {
+        /// Environment variable holding the personal access token.
+        #[serde(default)]
+        api_token_env: Option<String>,
+        /// File holding the personal access token.
+        #[serde(default)]
+        api_token_file: Option<PathBuf>,
+        /// API base URL override (tests).
+        #[serde(default)]
+        api_url: Option<String>,
+    },
+    /// deSEC.
+    Desec {
+        /// Environment variable holding the API token.
+        #[serde(default)]
+        api_token_env: Option<String>,
+        /// File holding the API token.
+        #[serde(default)]
+        api_token_file: Option<PathBuf>,
+        /// API base URL override (tests).
+        #[serde(default)]
+        api_url: Option<String>,
+    },
+}
+
+impl Provider {
+    /// Which provider this is.
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Provider::Powerdns { .. } => ProviderKind::Powerdns,
+            Provider::Rfc2136 { .. } => ProviderKind::Rfc2136,
+            Provider::Cloudflare { .. } => ProviderKind::Cloudflare,
+            Provider::Route53 { .. } => ProviderKind::Route53,
+            Provider::Digitalocean { .. } => ProviderKind::Digitalocean,
+            Provider::Hetzner { .. } => ProviderKind::Hetzner,
+            Provider::Gandi { .. } => ProviderKind::Gandi,
+            Provider::Desec { .. } => ProviderKind::Desec,
+        }
+    }
+
+    /// The credential this provider needs, with the plan key prefix that names it.
+    pub fn credential(&self) -> (&'static str, Option<SecretRef>) {
+        match self {
+            Provider::Powerdns {
+                api_key_env,
+                api_key_file,
+                ..
+            } => ("api_key", SecretRef::from_pair(api_key_env, api_key_file)),
+            Provider::Rfc2136 {
+                key_secret_env,
+                key_secret_file,
+                ..
+            } => (
+                "key_secret",
+                SecretRef::from_pair(key_secret_env, key_secret_file),
+            ),
+            Provider::Route53 {
+                secret_access_key_env,
+                secret_access_key_file,
+                ..
+            } => (
+                "secret_access_key",
+                SecretRef::from_pair(secret_access_key_env, secret_access_key_file),
+            ),
+            Provider::Cloudflare {
+                api_token_env,
+                api_token_file,
+                ..
+            }
+            | Provider::Digitalocean {
+                api_token_env,
+                api_token_file,
+                ..
+            }
+            | Provider::Hetzner {
+                api_token_env,
+                api_token_file,
+                ..
+            }
+            | Provider::Gandi {
+                api_token_env,
+                api_token_file,
+                ..
+            }
+            | Provider::Desec {
+                api_token_env,
+                api_token_file,
+                ..
+            } => (
+                "api_token",
+                SecretRef::from_pair(api_token_env, api_token_file),
+            ),
+        }
+    }
+}
+
+/// Points in a run at which hooks can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookPoint {
+    /// The cutover window opens: e.g. stop the app on the old host.
+    WindowOpen,
+    /// The target has been promoted (point of no return passed).
+    AfterPromote,
+    /// DNS has been switched: e.g. reload a proxy, start the app on the new host.
+    AfterSwitch,
+    /// Health checks passed.
+    AfterVerify,
+    /// A rollback finished: e.g. start the app on the old host again.
+    OnRollback,
+}
+
+impl HookPoint {
+    /// The name used in plan files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookPoint::WindowOpen => "window-open",
+            HookPoint::AfterPromote => "after-promote",
+            HookPoint::AfterSwitch => "after-switch",
+            HookPoint::AfterVerify => "after-verify",
+            HookPoint::OnRollback => "on-rollback",
+        }
+    }
+}
+
+/// Where a hook or command check runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOn {
+    /// On the machine running cutover.
+    #[default]
+    Local,
+    /// Over ssh on `hosts.source`.
+    Source,
+    /// Over ssh on `hosts.target`.
+    Target,
+}
+
+impl RunOn {
+    /// The name used in plan files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOn::Local => "local",
+            RunOn::Source => "source",
+            RunOn::Target => "target",
+        }
+    }
+}
+
+/// `[[hooks]]`: a command run at a named point of a run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// When it runs.
+    pub at: HookPoint,
+    /// Where it runs.
+    #[serde(default)]
+    pub on: RunOn,
+    /// Program and arguments, one per element (never a shell string).
+    pub command: Vec<String>,
+    /// How long it may take.
+    #[serde(default = "default_hook_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// A failing hook does not fail the run.
+    #[serde(default)]
+    pub allow_failure: bool,
+}
+
+/// `[[checks]]`: a health check that must pass on the new host; `kind` selects the check.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Check {
+    /// An HTTP request that must answer with the expected status.
+    Http {
+        /// Name shown in reports.
+        name: String,
+        /// URL to request.
+        url: String,
+        /// Expected HTTP status.
+        #[serde(default = "default_http_status")]
+        expect_status: u16,
+        /// Text the body must contain.
+        #[serde(default)]
+        body_contains: Option<String>,
+        /// How long to keep retrying until the check passes.
+        #[serde(default = "default_check_within", with = "duration")]
+        within: Duration,
+    },
+    /// A command that must exit 0.
+    Command {
+        /// Name shown in reports.
+        name: String,
+        /// Where it runs.
+        #[serde(default)]
+        on: RunOn,
+        /// Program and arguments, one per element (never a shell string).
+        command: Vec<String>,
+        /// How long to keep retrying until the check passes.
+        #[serde(default = "default_check_within", with = "duration")]
+        within: Duration,
+    },
+}
+
+impl Check {
+    /// The check's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Check::Http { name, .. } | Check::Command { name, .. } => name,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_mysql_port() -> u16 {
+    3306
+}
+fn default_max_lag_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_max_lag() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_catchup_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_cutover_ttl() -> u32 {
+    60
+}
+fn default_propagation_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_pdns_server_id() -> String {
+    "localhost".to_owned()
+}
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_owned()
+}
+fn default_aws_key_id_env() -> String {
+    "AWS_ACCESS_KEY_ID".to_owned()
+}
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_http_status() -> u16 {
+    200
+}
+fn default_check_within() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Durations written as `"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`.
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d).map_err(|_| {
+            D::Error::custom("expected a duration string such as \"30s\", \"5m\" or \"250ms\"")
+        })?;
+        humantime::parse_duration(&text).map_err(|e| {
+            D::Error::custom(format!(
+                "`{text}` is not a duration ({e}); write e.g. \"30s\", \"5m\" or \"250ms\""
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+}

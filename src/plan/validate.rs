@@ -1,0 +1,604 @@
+//! Checks on a typed plan that serde cannot express: names, uniqueness, absolute paths,
+//! argv-not-shell-strings, credentials present, addresses that parse.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use toml::de::DeTable;
+
+use super::error::Problem;
+use super::parse::{Seg, SourceText, display_path, locate};
+use super::types::{
+    Check, DnsRecord, Hook, MysqlEndpoint, PgEndpoint, Plan, Provider, RecordType, RunOn,
+};
+
+/// Longest migration or pair name; keeps derived PostgreSQL identifiers under 63 bytes.
+pub const MAX_NAME_LEN: usize = 24;
+
+/// Databases that are never migrated as application data.
+const MYSQL_SYSTEM_DATABASES: [&str; 4] =
+    ["mysql", "sys", "information_schema", "performance_schema"];
+
+/// A key path under construction.
+#[derive(Clone)]
+struct KeyPath(Vec<Seg>);
+
+impl KeyPath {
+    fn root() -> KeyPath {
+        KeyPath(Vec::new())
+    }
+    fn k(&self, key: &str) -> KeyPath {
+        let mut v = self.0.clone();
+        v.push(Seg::Key(key.to_owned()));
+        KeyPath(v)
+    }
+    fn i(&self, index: usize) -> KeyPath {
+        let mut v = self.0.clone();
+        v.push(Seg::Index(index));
+        KeyPath(v)
+    }
+}
+
+struct Checker<'a> {
+    src: &'a SourceText<'a>,
+    root: &'a DeTable<'a>,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, at: &KeyPath, message: impl Into<String>, fix: impl Into<String>) {
+        let span = locate(self.root, &at.0);
+        self.problems
+            .push(self.src.problem(display_path(&at.0), span, message, fix));
+    }
+
+    fn name(&mut self, at: &KeyPath, value: &str, what: &str) {
+        let ok_chars = value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let starts = value.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+        if !(ok_chars && starts) || value.len() > MAX_NAME_LEN {
+            self.fail(
+                at,
+                format!("{what} `{value}` is not a valid name"),
+                format!(
+                    "use 1 to {MAX_NAME_LEN} lowercase letters, digits, `-` or `_`, starting with \
+                     a letter (it becomes part of slot, publication and file names)"
+                ),
+            );
+        }
+    }
+
+    fn absolute(&mut self, at: &KeyPath, path: &Path, example: &str) {
+        if !path.is_absolute() {
+            self.fail(
+                at,
+                format!("path `{}` is relative", path.display()),
+                format!("use an absolute path, e.g. `{example}`"),
+            );
+        }
+    }
+
+    fn one_secret_source(&mut self, at: &KeyPath, prefix: &str, env: bool, file: bool) {
+        if env && file {
+            self.fail(
+                &at.k(&format!("{prefix}_file")),
+                format!("both `{prefix}_env` and `{prefix}_file` are set"),
+                format!("keep one of `{prefix}_env` and `{prefix}_file`"),
+            );
+        }
+    }
+
+    fn argv(&mut self, at: &KeyPath, command: &[String]) {
+        match command {
+            [] => self.fail(
+                at,
+                "the command is empty",
+                "give the program and its arguments as an array, e.g. `[\"systemctl\", \"stop\", \"myapp\"]`",
+            ),
+            [single] if single.trim().contains(char::is_whitespace) => {
+                let split: Vec<String> = single
+                    .split_whitespace()
+                    .map(|w| format!("\"{w}\""))
+                    .collect();
+                self.fail(
+                    at,
+                    format!("`{single}` looks like a shell command line; cutover never runs a shell"),
+                    format!(
+                        "split it into program and arguments: `[{}]` (wrap it in `[\"sh\", \"-c\", ...]` only if you really need a shell)",
+                        split.join(", ")
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn needs_hosts(&mut self, plan: &Plan, at: &KeyPath, on: RunOn) {
+        if on != RunOn::Local && plan.hosts.is_none() {
+            self.fail(
+                at,
+                format!("runs on `{}` but the plan has no `[hosts]`", on.as_str()),
+                "add `[hosts.source]` and `[hosts.target]` with `ssh = \"user@host\"`, or use `on = \"local\"`",
+            );
+        }
+    }
+}
+
+/// Runs every semantic check and returns the problems found.
+pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) -> Vec<Problem> {
+    let mut c = Checker {
+        src,
+        root,
+        problems: Vec::new(),
+    };
+    let top = KeyPath::root();
+    let m = top.k("migration");
+    c.name(&m.k("name"), &plan.migration.name, "migration name");
+    c.absolute(
+        &m.k("state_dir"),
+        &plan.migration.state_dir,
+        "/var/lib/cutover/NAME",
+    );
+
+    if plan.postgres.is_empty()
+        && plan.mysql.is_empty()
+        && plan.files.is_empty()
+        && plan.dns.is_empty()
+    {
+        c.fail(
+            &top,
+            "the plan has nothing to migrate",
+            "add at least one `[[postgres]]`, `[[mysql]]`, `[[files]]` or `[[dns]]` section",
+        );
+    }
+
+    check_unique(
+        &mut c,
+        "postgres",
+        plan.postgres.iter().map(|p| p.name.as_str()),
+    );
+    check_unique(&mut c, "mysql", plan.mysql.iter().map(|p| p.name.as_str()));
+    check_unique(&mut c, "files", plan.files.iter().map(|f| f.name.as_str()));
+    check_unique(&mut c, "checks", plan.checks.iter().map(Check::name));
+
+    for (i, pair) in plan.postgres.iter().enumerate() {
+        let at = top.k("postgres").i(i);
+        c.name(&at.k("name"), &pair.name, "pair name");
+        pg_endpoint(&mut c, &at.k("source"), &pair.source);
+        pg_endpoint(&mut c, &at.k("target"), &pair.target);
+        if same_server(
+            &pair.source.host,
+            pair.source.port,
+            &pair.target.host,
+            pair.target.port,
+        ) && pair.source.dbname == pair.target.dbname
+        {
+            c.fail(
+                &at.k("target"),
+                "source and target are the same database",
+                "point `target` at the new server",
+            );
+        }
+        if pair.app_roles.is_empty() {
+            c.fail(
+                &at.k("app_roles"),
+                "no application roles are listed, so writes cannot be fenced at cutover",
+                "list the roles your application connects as, e.g. `app_roles = [\"forgejo\"]`",
+            );
+        }
+        if pair.max_lag_bytes == 0 {
+            c.fail(
+                &at.k("max_lag_bytes"),
+                "0 bytes of lag is never reached under writes",
+                "use a few MiB, e.g. `max_lag_bytes = 1048576`",
+            );
+        }
+        if pair.catchup_timeout.is_zero() {
+            c.fail(
+                &at.k("catchup_timeout"),
+                "a zero timeout always fails",
+                "use e.g. \"30s\"",
+            );
+        }
+    }
+
+    for (i, pair) in plan.mysql.iter().enumerate() {
+        let at = top.k("mysql").i(i);
+        c.name(&at.k("name"), &pair.name, "pair name");
+        mysql_endpoint(&mut c, &at.k("source"), &pair.source);
+        mysql_endpoint(&mut c, &at.k("target"), &pair.target);
+        if same_server(
+            &pair.source.host,
+            pair.source.port,
+            &pair.target.host,
+            pair.target.port,
+        ) {
+            c.fail(
+                &at.k("target"),
+                "source and target are the same server",
+                "point `target` at the new server",
+            );
+        }
+        if pair.databases.is_empty() {
+            c.fail(
+                &at.k("databases"),
+                "no databases are listed",
+                "list the application's databases, e.g. `databases = [\"app\"]`",
+            );
+        }
+        for (j, db) in pair.databases.iter().enumerate() {
+            if MYSQL_SYSTEM_DATABASES.contains(&db.to_ascii_lowercase().as_str()) {
+                c.fail(
+                    &at.k("databases").i(j),
+                    format!("`{db}` is a system database"),
+                    "list only application databases; users and grants are not migrated by replication",
+                );
+            }
+        }
+        if pair.app_users.is_empty() {
+            c.fail(
+                &at.k("app_users"),
+                "no application users are listed, so their sessions cannot be ended at the fence",
+                "list the users your application connects as, e.g. `app_users = [\"app\"]`",
+            );
+        }
+        if pair.catchup_timeout.is_zero() {
+            c.fail(
+                &at.k("catchup_timeout"),
+                "a zero timeout always fails",
+                "use e.g. \"30s\"",
+            );
+        }
+    }
+
+    for (i, f) in plan.files.iter().enumerate() {
+        let at = top.k("files").i(i);
+        c.absolute(&at.k("source_path"), &f.source_path, "/var/lib/myapp/");
+        c.absolute(&at.k("target_path"), &f.target_path, "/var/lib/myapp/");
+        if plan.hosts.is_none() {
+            c.fail(
+                &at,
+                "file syncs copy between hosts but the plan has no `[hosts]`",
+                "add `[hosts.source]` and `[hosts.target]` with `ssh = \"user@host\"`",
+            );
+        }
+        for (j, arg) in f.rsync_args.iter().enumerate() {
+            if arg == "-e" || arg.starts_with("--rsh") || arg.starts_with("-e") {
+                c.fail(
+                    &at.k("rsync_args").i(j),
+                    "cutover sets rsync's remote shell itself",
+                    "remove it; set `port`, `ssh_config` or `identity_file` under `[hosts.*]` instead",
+                );
+            }
+        }
+    }
+
+    for (i, record) in plan.dns.iter().enumerate() {
+        dns_record(&mut c, &top.k("dns").i(i), record);
+    }
+
+    for (i, hook) in plan.hooks.iter().enumerate() {
+        hook_checks(&mut c, plan, &top.k("hooks").i(i), hook);
+    }
+
+    for (i, check) in plan.checks.iter().enumerate() {
+        let at = top.k("checks").i(i);
+        match check {
+            Check::Http { url, within, .. } => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    c.fail(
+                        &at.k("url"),
+                        format!("`{url}` is not an http(s) URL"),
+                        "write the full URL, e.g. `https://app.example.com/healthz`",
+                    );
+                }
+                if within.is_zero() {
+                    c.fail(
+                        &at.k("within"),
+                        "a zero window always fails",
+                        "use e.g. \"60s\"",
+                    );
+                }
+            }
+            Check::Command { on, command, .. } => {
+                c.argv(&at.k("command"), command);
+                c.needs_hosts(plan, &at.k("on"), *on);
+            }
+        }
+    }
+
+    c.problems
+}
+
+fn check_unique<'a>(c: &mut Checker<'_>, section: &str, names: impl Iterator<Item = &'a str>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        if let Some(first) = seen.get(name) {
+            c.fail(
+                &KeyPath::root().k(section).i(i).k("name"),
+                format!("name `{name}` is already used by {section}[{first}]"),
+                format!("give each `[[{section}]]` its own name"),
+            );
+        } else {
+            seen.insert(name, i);
+        }
+    }
+}
+
+fn same_server(a_host: &str, a_port: u16, b_host: &str, b_port: u16) -> bool {
+    a_host.eq_ignore_ascii_case(b_host) && a_port == b_port
+}
+
+fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
+    if e.host.trim().is_empty() {
+        c.fail(
+            &at.k("host"),
+            "host is empty",
+            "set the server's host name or address",
+        );
+    }
+    if e.dbname.trim().is_empty() {
+        c.fail(&at.k("dbname"), "dbname is empty", "set the database name");
+    }
+    c.one_secret_source(
+        at,
+        "password",
+        e.password_env.is_some(),
+        e.password_file.is_some(),
+    );
+    if let Some(p) = &e.password_file {
+        c.absolute(&at.k("password_file"), p, "/etc/cutover/pg.password");
+    }
+}
+
+fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
+    if e.host.trim().is_empty() {
+        c.fail(
+            &at.k("host"),
+            "host is empty",
+            "set the server's host name or address",
+        );
+    }
+    c.one_secret_source(
+        at,
+        "password",
+        e.password_env.is_some(),
+        e.password_file.is_some(),
+    );
+    if let Some(p) = &e.password_file {
+        c.absolute(&at.k("password_file"), p, "/etc/cutover/mysql.password");
+    }
+}
+
+fn is_hostname(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '*')
+        })
+}
+
+/// `address`, `address:port` or `[v6]:port`.
+fn is_server_address(s: &str) -> bool {
+    if s.parse::<IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => is_hostname(host) && port.parse::<u16>().is_ok(),
+        None => is_hostname(s),
+    }
+}
+
+fn dns_record(c: &mut Checker<'_>, at: &KeyPath, r: &DnsRecord) {
+    if !is_hostname(&r.name) || !r.name.contains('.') {
+        c.fail(
+            &at.k("name"),
+            format!("`{}` is not a fully qualified domain name", r.name),
+            "write the full name, e.g. `git.example.com`",
+        );
+    }
+    if let Some(zone) = &r.zone {
+        let name = r.name.trim_end_matches('.');
+        let zone_t = zone.trim_end_matches('.');
+        if !(name == zone_t || name.ends_with(&format!(".{zone_t}"))) {
+            c.fail(
+                &at.k("zone"),
+                format!("`{}` is not inside zone `{zone}`", r.name),
+                "set `zone` to the zone the record belongs to, or remove it to find it from the SOA",
+            );
+        }
+    }
+    if r.values.is_empty() {
+        c.fail(
+            &at.k("values"),
+            "no values given",
+            "list what the record must point to after cutover, e.g. `values = [\"203.0.113.10\"]`",
+        );
+    }
+    for (j, v) in r.values.iter().enumerate() {
+        let ok = match r.record_type {
+            RecordType::A => v.parse::<Ipv4Addr>().is_ok(),
+            RecordType::Aaaa => v.parse::<Ipv6Addr>().is_ok(),
+            RecordType::Cname => is_hostname(v),
+        };
+        if !ok {
+            let expect = match r.record_type {
+                RecordType::A => "an IPv4 address such as `203.0.113.10`",
+                RecordType::Aaaa => "an IPv6 address such as `2001:db8::10`",
+                RecordType::Cname => "a host name such as `new.example.com`",
+            };
+            c.fail(
+                &at.k("values").i(j),
+                format!("`{v}` is not a valid {} value", r.record_type.as_str()),
+                format!("use {expect}"),
+            );
+        }
+    }
+    if r.record_type == RecordType::Cname && r.values.len() > 1 {
+        c.fail(
+            &at.k("values"),
+            "a CNAME has exactly one value",
+            "keep one value",
+        );
+    }
+    if r.cutover_ttl == 0 {
+        c.fail(
+            &at.k("cutover_ttl"),
+            "a TTL of 0 is ignored by many resolvers",
+            "use 60 to 300 seconds",
+        );
+    }
+    for (j, ns) in r.nameservers.iter().enumerate() {
+        if !is_server_address(ns) {
+            c.fail(
+                &at.k("nameservers").i(j),
+                format!("`{ns}` is not an address or address:port"),
+                "write e.g. `192.0.2.53`, `ns1.example.com` or `127.0.0.1:5353`",
+            );
+        }
+    }
+    for (j, ns) in r.resolvers.iter().enumerate() {
+        if !is_server_address(ns) {
+            c.fail(
+                &at.k("resolvers").i(j),
+                format!("`{ns}` is not an address or address:port"),
+                "write e.g. `9.9.9.9`",
+            );
+        }
+    }
+    let p = at.k("provider");
+    let (prefix, credential) = r.provider.credential();
+    if credential.is_none() {
+        c.fail(
+            &p,
+            format!(
+                "the {} provider needs a credential",
+                r.provider.kind().as_str()
+            ),
+            format!("set `{prefix}_env = \"VARIABLE\"` or `{prefix}_file = \"/path/to/file\"`"),
+        );
+    }
+    match &r.provider {
+        Provider::Powerdns {
+            api_url,
+            api_key_env,
+            api_key_file,
+            ..
+        } => {
+            url(c, &p.k("api_url"), api_url);
+            c.one_secret_source(&p, "api_key", api_key_env.is_some(), api_key_file.is_some());
+        }
+        Provider::Rfc2136 {
+            server,
+            key_algorithm,
+            key_secret_env,
+            key_secret_file,
+            ..
+        } => {
+            if !is_server_address(server) {
+                c.fail(
+                    &p.k("server"),
+                    format!("`{server}` is not an address or address:port"),
+                    "write the primary server, e.g. `192.0.2.53` or `ns1.example.com:53`",
+                );
+            }
+            const ALGORITHMS: [&str; 4] =
+                ["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha1"];
+            if !ALGORITHMS.contains(&key_algorithm.as_str()) {
+                c.fail(
+                    &p.k("key_algorithm"),
+                    format!("unsupported TSIG algorithm `{key_algorithm}`"),
+                    format!("use one of {}", ALGORITHMS.join(", ")),
+                );
+            }
+            c.one_secret_source(
+                &p,
+                "key_secret",
+                key_secret_env.is_some(),
+                key_secret_file.is_some(),
+            );
+        }
+        Provider::Route53 {
+            secret_access_key_env,
+            secret_access_key_file,
+            api_url,
+            ..
+        } => {
+            c.one_secret_source(
+                &p,
+                "secret_access_key",
+                secret_access_key_env.is_some(),
+                secret_access_key_file.is_some(),
+            );
+            if let Some(u) = api_url {
+                url(c, &p.k("api_url"), u);
+            }
+        }
+        Provider::Cloudflare {
+            api_token_env,
+            api_token_file,
+            api_url,
+            ..
+        }
+        | Provider::Digitalocean {
+            api_token_env,
+            api_token_file,
+            api_url,
+        }
+        | Provider::Hetzner {
+            api_token_env,
+            api_token_file,
+            api_url,
+            ..
+        }
+        | Provider::Gandi {
+            api_token_env,
+            api_token_file,
+            api_url,
+        }
+        | Provider::Desec {
+            api_token_env,
+            api_token_file,
+            api_url,
+        } => {
+            c.one_secret_source(
+                &p,
+                "api_token",
+                api_token_env.is_some(),
+                api_token_file.is_some(),
+            );
+            if let Some(u) = api_url {
+                url(c, &p.k("api_url"), u);
+            }
+        }
+    }
+}
+
+fn url(c: &mut Checker<'_>, at: &KeyPath, value: &str) {
+    if !(value.starts_with("http://") || value.starts_with("https://")) {
+        c.fail(
+            at,
+            format!("`{value}` is not an http(s) URL"),
+            "write the full URL, e.g. `https://dns.example.com:8081`",
+        );
+    }
+}
+
+fn hook_checks(c: &mut Checker<'_>, plan: &Plan, at: &KeyPath, hook: &Hook) {
+    c.argv(&at.k("command"), &hook.command);
+    c.needs_hosts(plan, &at.k("on"), hook.on);
+    if hook.timeout.is_zero() {
+        c.fail(
+            &at.k("timeout"),
+            "a zero timeout always fails",
+            "use e.g. \"60s\"",
+        );
+    }
+}
