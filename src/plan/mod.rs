@@ -63,13 +63,73 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Plan, PlanError> {
         &mut problems,
     );
 
-    let plan: Option<Plan> = parse::deserialize_collecting(&src, original, stripped, &mut problems);
-    if let Some(plan) = &plan {
-        problems.extend(validate::validate(plan, &src, original));
-    }
+    let plan = match collect_plan(&src, original, stripped, &mut problems) {
+        Ok(plan) => {
+            problems.extend(validate::validate(&plan, &src, original));
+            Some(plan)
+        }
+        Err(Some(partial)) => {
+            // Check what did parse; a plan-wide "nothing to migrate" would be wrong here, as the
+            // sections that failed are missing from `partial`.
+            problems.extend(
+                validate::validate(&partial, &src, original)
+                    .into_iter()
+                    .filter(|p| !p.key.is_empty()),
+            );
+            None
+        }
+        Err(None) => None,
+    };
     problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
     match plan {
         Some(plan) if problems.is_empty() => Ok(plan),
         _ => Err(invalid(problems)),
+    }
+}
+
+/// Deserializes the plan section by section, so each `[[...]]` entry is checked on its own.
+/// On failure, returns what parsed if the top level did: the sections that parsed completely,
+/// and the others empty.
+fn collect_plan(
+    src: &SourceText<'_>,
+    original: &DeTable<'_>,
+    mut root: toml::Spanned<DeTable<'_>>,
+    problems: &mut Vec<Problem>,
+) -> Result<Plan, Option<Plan>> {
+    let table = root.get_mut();
+    let postgres = parse::collect_section(src, original, table, "postgres", problems);
+    let mysql = parse::collect_section(src, original, table, "mysql", problems);
+    let files = parse::collect_section(src, original, table, "files", problems);
+    let dns = parse::collect_section(src, original, table, "dns", problems);
+    let hooks = parse::collect_section(src, original, table, "hooks", problems);
+    let checks = parse::collect_section(src, original, table, "checks", problems);
+    let top: Option<Plan> = parse::deserialize_collecting(src, original, &[], root, problems);
+    match (top, postgres, mysql, files, dns, hooks, checks) {
+        (
+            Some(top),
+            Some(postgres),
+            Some(mysql),
+            Some(files),
+            Some(dns),
+            Some(hooks),
+            Some(checks),
+        ) => Ok(Plan {
+            postgres,
+            mysql,
+            files,
+            dns,
+            hooks,
+            checks,
+            ..top
+        }),
+        (top, postgres, mysql, files, dns, hooks, checks) => Err(top.map(|top| Plan {
+            postgres: postgres.unwrap_or_default(),
+            mysql: mysql.unwrap_or_default(),
+            files: files.unwrap_or_default(),
+            dns: dns.unwrap_or_default(),
+            hooks: hooks.unwrap_or_default(),
+            checks: checks.unwrap_or_default(),
+            ..top
+        })),
     }
 }

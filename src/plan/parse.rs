@@ -240,23 +240,66 @@ fn missing_field_fix(parent: &[Seg], field: &str) -> String {
     format!("add `{field} = ...` to {}", where_to_add(parent))
 }
 
-/// Deserializes `root` as `T`, recording every problem serde finds into `problems`.
+/// Plain words for serde's type names.
+fn humanize_expected(expected: &str) -> String {
+    let e = expected.trim();
+    let words = match e {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (no quotes)",
+        "i8" | "i16" | "i32" | "i64" => "a whole number (no quotes)",
+        "f32" | "f64" => "a number",
+        "a boolean" => "`true` or `false` (no quotes)",
+        "a string" => "a quoted string",
+        "a sequence" => "an array, e.g. `[\"a\", \"b\"]`",
+        "a map" => "a table",
+        _ => return e.to_owned(),
+    };
+    match e {
+        "u16" => format!("{words} from 0 to 65535"),
+        _ => words.to_owned(),
+    }
+}
+
+/// The fix for an error serde or a custom deserializer reported.
+fn fix_for_message(message: &str) -> (String, String) {
+    // Custom errors of ours carry their own fix after "; fix: ".
+    if let Some((msg, fix)) = message.split_once("; fix: ") {
+        return (msg.to_owned(), fix.to_owned());
+    }
+    if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        if let Some((_, expected)) = message.rsplit_once("expected ") {
+            return (
+                message.to_owned(),
+                format!("write {}", humanize_expected(expected)),
+            );
+        }
+    }
+    (message.to_owned(), "correct the value".to_owned())
+}
+
+fn join(prefix: &[Seg], segs: &[Seg]) -> Vec<Seg> {
+    prefix.iter().chain(segs).cloned().collect()
+}
+
+/// Deserializes the table `root` (found at `prefix` in the document) as `T`, recording every
+/// problem serde finds into `problems`.
 ///
-/// Returns the value when deserialization eventually succeeded (possibly with offending keys
-/// removed, in which case `problems` is not empty).
+/// Returns the value when deserialization eventually succeeded with nothing removed.
 pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
     src: &SourceText<'_>,
     original: &DeTable<'_>,
+    prefix: &[Seg],
     mut root: Spanned<DeTable<'_>>,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    let mut removed_for_type: HashSet<Vec<Seg>> = HashSet::new();
+    let found_before = problems.len();
+    let mut removed: HashSet<Vec<Seg>> = HashSet::new();
     // Each round removes one key, so this bound is never reached by a real plan.
     for _ in 0..256 {
         let span = root.span();
         let value = Spanned::new(span, DeValue::Table(root.get_ref().clone()));
         let err = match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)) {
-            Ok(v) => return Some(v),
+            Ok(v) if problems.len() == found_before => return Some(v),
+            Ok(_) => return None,
             Err(err) => err,
         };
         let mut segs: Vec<Seg> = err
@@ -271,7 +314,7 @@ pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
         let inner = err.into_inner();
         let message = inner.message().to_owned();
         let err_span = inner.span();
-        match classify(&message) {
+        let to_remove: Vec<Seg> = match classify(&message) {
             SerdeMessage::UnknownField { field, allowed } => {
                 if segs.last() != Some(&Seg::Key(field.clone())) {
                     segs.push(Seg::Key(field.clone()));
@@ -283,58 +326,115 @@ pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
                     None if allowed.is_empty() => "remove it".to_owned(),
                     None => format!("remove it; allowed here: {}", list(&allowed)),
                 };
-                let span = locate(original, &segs).or(err_span);
+                let full = join(prefix, &segs);
                 problems.push(src.problem(
-                    display_path(&segs),
-                    span,
+                    display_path(&full),
+                    locate(original, &full).or(err_span),
                     format!("unknown key `{field}`"),
                     fix,
                 ));
-                if remove_key(root.get_mut(), &segs).is_none() {
-                    return None;
-                }
+                segs
             }
             SerdeMessage::MissingField { field } => {
-                let mut full = segs.clone();
-                full.push(Seg::Key(field.clone()));
-                if !removed_for_type.contains(&full) {
-                    let span = locate(original, &segs).or(err_span);
+                let mut missing = segs.clone();
+                missing.push(Seg::Key(field.clone()));
+                if !removed.contains(&missing) {
+                    let full = join(prefix, &segs);
                     problems.push(src.problem(
-                        display_path(&full),
-                        span,
+                        display_path(&join(prefix, &missing)),
+                        locate(original, &full).or(err_span),
                         format!("required key `{field}` is missing"),
-                        missing_field_fix(&segs, &field),
+                        missing_field_fix(&full, &field),
                     ));
                 }
-                return None;
+                // Step over it by dropping the table that lacks the key; at the top there is
+                // nothing left to drop.
+                if segs.is_empty() {
+                    return None;
+                }
+                segs
             }
             other => {
-                let span = locate(original, &segs).or(err_span);
-                let fix = match other {
-                    SerdeMessage::UnknownVariant { variant, allowed } => {
+                let full = join(prefix, &segs);
+                let (message, fix) = match other {
+                    SerdeMessage::UnknownVariant { variant, allowed } => (
+                        message.clone(),
                         match closest(&variant, &allowed) {
                             Some(best) => {
                                 format!("did you mean `{best}`? (one of {})", list(&allowed))
                             }
                             None => format!("use one of {}", list(&allowed)),
-                        }
-                    }
-                    _ => match message.split_once("expected ") {
-                        Some((_, expected)) => format!("give it {expected}"),
-                        None => "correct the value".to_owned(),
-                    },
+                        },
+                    ),
+                    _ => fix_for_message(&message),
                 };
-                problems.push(src.problem(display_path(&segs), span, message.clone(), fix));
-                match remove_key(root.get_mut(), &segs) {
-                    Some(removed) => {
-                        removed_for_type.insert(removed);
-                    }
-                    None => return None,
-                }
+                problems.push(src.problem(
+                    display_path(&full),
+                    locate(original, &full).or(err_span),
+                    message,
+                    fix,
+                ));
+                segs
             }
+        };
+        match remove_key(root.get_mut(), &to_remove) {
+            Some(key) => {
+                removed.insert(key);
+            }
+            None => return None,
         }
     }
     None
+}
+
+/// Takes the array of tables `key` out of `root` and deserializes each element on its own, so a
+/// problem in one element does not hide problems in the next.
+pub(crate) fn collect_section<T: DeserializeOwned>(
+    src: &SourceText<'_>,
+    original: &DeTable<'_>,
+    root: &mut DeTable<'_>,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<T>> {
+    let Some(value) = root.remove(key) else {
+        return Some(Vec::new());
+    };
+    let at = vec![Seg::Key(key.to_owned())];
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        problems.push(src.problem(
+            key.to_owned(),
+            locate(original, &at).or(Some(span)),
+            format!("`{key}` must be an array of tables"),
+            format!("write each entry as its own `[[{key}]]` table"),
+        ));
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.into_iter().enumerate() {
+        let item_span = item.span();
+        let prefix = vec![Seg::Key(key.to_owned()), Seg::Index(i)];
+        match item.into_inner() {
+            DeValue::Table(table) => {
+                let table = Spanned::new(item_span, table);
+                match deserialize_collecting::<T>(src, original, &prefix, table, problems) {
+                    Some(v) => out.push(v),
+                    None => ok = false,
+                }
+            }
+            _ => {
+                problems.push(src.problem(
+                    display_path(&prefix),
+                    Some(item_span),
+                    format!("each `{key}` entry must be a table"),
+                    format!("write each entry as its own `[[{key}]]` table"),
+                ));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// Keys whose names say they hold a secret, and the key prefix the plan uses for them instead.

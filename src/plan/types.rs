@@ -686,11 +686,13 @@ pub(crate) mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d).map_err(|_| {
-            D::Error::custom("expected a duration string such as \"30s\", \"5m\" or \"250ms\"")
+            D::Error::custom(
+                "expected a duration string; fix: write a quoted duration such as \"30s\", \"5m\" or \"250ms\"",
+            )
         })?;
         humantime::parse_duration(&text).map_err(|e| {
             D::Error::custom(format!(
-                "`{text}` is not a duration ({e}); write e.g. \"30s\", \"5m\" or \"250ms\""
+                "`{text}` is not a duration ({e}); fix: write e.g. \"30s\", \"5m\" or \"250ms\""
             ))
         })
     }

@@ -10,7 +10,7 @@ use toml::de::DeTable;
 use super::error::Problem;
 use super::parse::{Seg, SourceText, display_path, locate};
 use super::types::{
-    Check, DnsRecord, Hook, MysqlEndpoint, PgEndpoint, Plan, Provider, RecordType, RunOn,
+    Check, DnsRecord, Hook, Migration, MysqlEndpoint, PgEndpoint, Plan, Provider, RecordType, RunOn,
 };
 
 /// Longest migration or pair name; keeps derived PostgreSQL identifiers under 63 bytes.
@@ -126,21 +126,35 @@ impl Checker<'_> {
     }
 }
 
-/// Runs every semantic check and returns the problems found.
-pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) -> Vec<Problem> {
+/// Checks `[migration]`.
+fn validate_migration(
+    migration: &Migration,
+    src: &SourceText<'_>,
+    root: &DeTable<'_>,
+) -> Vec<Problem> {
     let mut c = Checker {
         src,
         root,
         problems: Vec::new(),
     };
-    let top = KeyPath::root();
-    let m = top.k("migration");
-    c.name(&m.k("name"), &plan.migration.name, "migration name");
+    let m = KeyPath::root().k("migration");
+    c.name(&m.k("name"), &migration.name, "migration name");
     c.absolute(
         &m.k("state_dir"),
-        &plan.migration.state_dir,
+        &migration.state_dir,
         "/var/lib/cutover/NAME",
     );
+    c.problems
+}
+
+/// Runs every semantic check on a fully parsed plan and returns the problems found.
+pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) -> Vec<Problem> {
+    let mut c = Checker {
+        src,
+        root,
+        problems: validate_migration(&plan.migration, src, root),
+    };
+    let top = KeyPath::root();
 
     if plan.postgres.is_empty()
         && plan.mysql.is_empty()

@@ -1,0 +1,305 @@
+//! Plan files: the shipped examples validate; each kind of mistake is reported with its key and
+//! its fix; several mistakes are reported at once; no input makes the parser panic.
+
+use std::path::Path;
+
+use cutover::plan::{self, Plan, PlanError, Problem};
+use proptest::prelude::*;
+
+const VALID: &str = r#"
+[migration]
+name = "shop"
+state_dir = "/var/lib/cutover/shop"
+
+[hosts.source]
+ssh = "root@old.example.com"
+
+[hosts.target]
+ssh = "root@new.example.com"
+
+[[postgres]]
+name = "shop-db"
+source = { host = "old.example.com", dbname = "shop", user = "cutover", password_env = "PG_SOURCE_PW" }
+target = { host = "new.example.com", dbname = "shop", user = "cutover", password_file = "/etc/cutover/pg.pw" }
+app_roles = ["shop"]
+
+[[files]]
+name = "uploads"
+source_path = "/srv/shop/uploads/"
+target_path = "/srv/shop/uploads/"
+"#;
+
+fn parse(text: &str) -> Result<Plan, PlanError> {
+    plan::parse_str(text, Path::new("shop.toml"))
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text) {
+        Ok(_) => panic!("plan unexpectedly valid:\n{text}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+fn only_problem(text: &str) -> Problem {
+    let mut p = problems(text);
+    assert_eq!(p.len(), 1, "expected exactly one problem, got {p:#?}");
+    p.remove(0)
+}
+
+#[test]
+fn the_base_plan_is_valid() {
+    let plan = parse(VALID).expect("valid plan");
+    assert_eq!(plan.postgres[0].source.port, 5432, "default port applies");
+    assert_eq!(plan.postgres[0].catchup_timeout.as_secs(), 30);
+}
+
+#[test]
+fn every_shipped_example_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = plan::load(&path) {
+                panic!("{} does not validate:\n{e}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 4,
+        "expected one example per seed scenario, found {seen}"
+    );
+}
+
+#[test]
+fn unknown_key_is_named_with_a_suggestion() {
+    let p = only_problem(&VALID.replace("app_roles", "app_role"));
+    assert_eq!(p.key, "postgres[0].app_role");
+    assert!(p.message.contains("unknown key `app_role`"), "{p:?}");
+    assert!(p.fix.contains("did you mean `app_roles`?"), "{p:?}");
+    assert_eq!(p.line, Some(16));
+}
+
+#[test]
+fn wrong_type_names_the_key_and_what_to_write() {
+    let text = VALID.replace(
+        r#"source = { host = "old.example.com","#,
+        r#"source = { host = "old.example.com", port = "5432","#,
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.key, "postgres[0].source.port");
+    assert!(p.message.contains("invalid type"), "{p:?}");
+    assert!(p.fix.contains("whole number"), "{p:?}");
+}
+
+#[test]
+fn bad_duration_says_how_to_write_one() {
+    let text = VALID.replace(
+        "app_roles = [\"shop\"]",
+        "app_roles = [\"shop\"]\ncatchup_timeout = \"soon\"",
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.key, "postgres[0].catchup_timeout");
+    assert!(p.fix.contains("\"30s\""), "{p:?}");
+}
+
+#[test]
+fn missing_required_section_is_reported_with_an_example() {
+    let text = VALID.replace(
+        "[migration]\nname = \"shop\"\nstate_dir = \"/var/lib/cutover/shop\"\n",
+        "",
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.key, "migration");
+    assert!(
+        p.message.contains("required key `migration` is missing"),
+        "{p:?}"
+    );
+    assert!(
+        p.fix.contains("[migration]") && p.fix.contains("state_dir"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn missing_required_key_in_a_pair_is_reported() {
+    let p = only_problem(&VALID.replace(
+        r#"dbname = "shop", user = "cutover", password_env"#,
+        r#"user = "cutover", password_env"#,
+    ));
+    assert_eq!(p.key, "postgres[0].source.dbname");
+    assert!(
+        p.fix.contains("add `dbname = ...` to `postgres[0].source`"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn inline_password_is_rejected_with_the_key_to_use_instead() {
+    let text = VALID.replace(
+        r#"password_env = "PG_SOURCE_PW""#,
+        r#"password = "hunter2""#,
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.key, "postgres[0].source.password");
+    assert!(p.message.contains("secret inline"), "{p:?}");
+    assert!(
+        p.fix.contains("password_env") && p.fix.contains("password_file"),
+        "{p:?}"
+    );
+    let rendered = parse(&text).unwrap_err().to_string();
+    assert!(
+        !rendered.contains("hunter2"),
+        "the secret must never be echoed:\n{rendered}"
+    );
+}
+
+#[test]
+fn inline_provider_token_is_rejected() {
+    let text = format!(
+        "{VALID}\n[[dns]]\nname = \"shop.example.com\"\ntype = \"A\"\nvalues = [\"192.0.2.1\"]\n\
+         provider = {{ kind = \"cloudflare\", api_token = \"cf-secret\" }}\n"
+    );
+    let ps = problems(&text);
+    let p = ps
+        .iter()
+        .find(|p| p.key == "dns[0].provider.api_token")
+        .unwrap_or_else(|| panic!("{ps:#?}"));
+    assert!(p.fix.contains("api_token_env"), "{p:?}");
+}
+
+#[test]
+fn duplicate_pair_names_are_rejected() {
+    let second = r#"
+[[postgres]]
+name = "shop-db"
+source = { host = "old2.example.com", dbname = "shop", user = "cutover" }
+target = { host = "new2.example.com", dbname = "shop", user = "cutover" }
+app_roles = ["shop"]
+"#;
+    let p = only_problem(&format!("{VALID}{second}"));
+    assert_eq!(p.key, "postgres[1].name");
+    assert!(p.message.contains("already used by postgres[0]"), "{p:?}");
+    assert!(p.fix.contains("its own name"), "{p:?}");
+}
+
+#[test]
+fn relative_files_path_is_rejected() {
+    let p = only_problem(&VALID.replace(
+        r#"source_path = "/srv/shop/uploads/""#,
+        r#"source_path = "uploads/""#,
+    ));
+    assert_eq!(p.key, "files[0].source_path");
+    assert!(p.message.contains("relative"), "{p:?}");
+    assert!(p.fix.contains("absolute path"), "{p:?}");
+}
+
+#[test]
+fn shell_string_commands_are_rejected_with_the_argv_form() {
+    let text = format!(
+        "{VALID}\n[[hooks]]\nat = \"window-open\"\non = \"source\"\ncommand = [\"systemctl stop shop\"]\n"
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.key, "hooks[0].command");
+    assert!(p.fix.contains(r#"["systemctl", "stop", "shop"]"#), "{p:?}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_in_file_order() {
+    let text = VALID
+        .replace("name = \"shop\"", "name = \"Shop Name\"")
+        .replace("app_roles", "app_rolez")
+        .replace(
+            r#"source_path = "/srv/shop/uploads/""#,
+            r#"source_path = "uploads/""#,
+        )
+        .replace(r#"password_env = "PG_SOURCE_PW""#, r#"password = "x""#);
+    let ps = problems(&text);
+    let keys: Vec<&str> = ps.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "migration.name",
+            "postgres[0].source.password",
+            "postgres[0].app_rolez",
+            "files[0].source_path"
+        ],
+        "{ps:#?}"
+    );
+    assert!(ps.iter().all(|p| p.line.is_some() && !p.fix.is_empty()));
+}
+
+#[test]
+fn problems_in_one_entry_do_not_hide_those_in_the_next() {
+    let text = format!(
+        "{VALID}\n[[postgres]]\nname = \"a\"\nsource = {{ host = \"h\" }}\n\n[[postgres]]\nname = \"b\"\n\
+         source = {{ host = \"h1\", dbname = \"d\", user = \"u\" }}\n\
+         target = {{ host = \"h2\", dbname = \"d\", user = \"u\", port = \"x\" }}\napp_roles = [\"r\"]\n"
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert!(
+        keys.contains(&"postgres[1].source.dbname".to_owned()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"postgres[2].target.port".to_owned()),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn syntax_errors_have_a_position() {
+    let p = only_problem("[migration\nname = 1\n");
+    assert!(p.message.starts_with("TOML syntax error"), "{p:?}");
+    assert_eq!(p.line, Some(1));
+}
+
+#[test]
+fn error_display_names_the_file() {
+    let err = parse(&VALID.replace("app_roles", "app_role")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("shop.toml:16:1: `postgres[0].app_role`"),
+        "{err}"
+    );
+}
+
+fn valid_plan_mutation() -> impl Strategy<Value = String> {
+    (
+        0..VALID.len(),
+        prop::collection::vec(any::<char>(), 0..8),
+        0..12usize,
+    )
+        .prop_map(|(at, insert, delete)| {
+            let mut at = at;
+            while !VALID.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + delete).min(VALID.len());
+            while !VALID.is_char_boundary(end) {
+                end -= 1;
+            }
+            let ins: String = insert.into_iter().collect();
+            format!("{}{}{}", &VALID[..at], ins, &VALID[end..])
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>()) {
+        let _ = parse(&text);
+    }
+
+    #[test]
+    fn mutated_plans_never_panic_and_errors_say_how_to_fix(text in valid_plan_mutation()) {
+        if let Err(PlanError::Invalid { problems, .. }) = parse(&text) {
+            prop_assert!(!problems.is_empty());
+            for p in problems {
+                prop_assert!(!p.fix.is_empty() && !p.message.is_empty());
+            }
+        }
+    }
+}
