@@ -63,23 +63,24 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Plan, PlanError> {
         &mut problems,
     );
 
-    let plan = match collect_plan(&src, original, stripped, &mut problems) {
+    let (plan, semantic) = match collect_plan(&src, original, stripped, &mut problems) {
         Ok(plan) => {
-            problems.extend(validate::validate(&plan, &src, original));
-            Some(plan)
+            let semantic = validate::validate(&plan, &src, original);
+            (Some(plan), semantic)
         }
         Err(Some(partial)) => {
             // Check what did parse; a plan-wide "nothing to migrate" would be wrong here, as the
             // sections that failed are missing from `partial`.
-            problems.extend(
-                validate::validate(&partial, &src, original)
-                    .into_iter()
-                    .filter(|p| !p.key.is_empty()),
-            );
-            None
+            let mut semantic = validate::validate(&partial, &src, original);
+            semantic.retain(|p| !p.key.is_empty());
+            (None, semantic)
         }
-        Err(None) => None,
+        Err(None) => (None, Vec::new()),
     };
+    // `app_role = [...]` is reported as "did you mean `app_roles`?"; saying that `app_roles` is
+    // empty as well would only repeat it.
+    let meant = suggested_keys(&problems);
+    problems.extend(semantic.into_iter().filter(|p| !meant.contains(&p.key)));
     problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
     match plan {
         Some(plan) if problems.is_empty() => Ok(plan),
@@ -132,4 +133,19 @@ fn collect_plan(
             ..top
         })),
     }
+}
+
+/// Key paths that unknown-key problems suggest instead ("did you mean `X`?").
+fn suggested_keys(problems: &[Problem]) -> std::collections::HashSet<String> {
+    problems
+        .iter()
+        .filter_map(|p| {
+            let suggestion = p.fix.strip_prefix("did you mean `")?.split('`').next()?;
+            let parent = p
+                .key
+                .rsplit_once('.')
+                .map_or(String::new(), |(a, _)| format!("{a}."));
+            Some(format!("{parent}{suggestion}"))
+        })
+        .collect()
 }

@@ -283,7 +283,8 @@ fn join(prefix: &[Seg], segs: &[Seg]) -> Vec<Seg> {
 /// Deserializes the table `root` (found at `prefix` in the document) as `T`, recording every
 /// problem serde finds into `problems`.
 ///
-/// Returns the value when deserialization eventually succeeded with nothing removed.
+/// Returns the value when deserialization eventually succeeded, possibly after removing the keys
+/// it reported (so later semantic checks still see the rest of the table).
 pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
     src: &SourceText<'_>,
     original: &DeTable<'_>,
@@ -291,15 +292,13 @@ pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
     mut root: Spanned<DeTable<'_>>,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    let found_before = problems.len();
     let mut removed: HashSet<Vec<Seg>> = HashSet::new();
     // Each round removes one key, so this bound is never reached by a real plan.
     for _ in 0..256 {
         let span = root.span();
         let value = Spanned::new(span, DeValue::Table(root.get_ref().clone()));
         let err = match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)) {
-            Ok(v) if problems.len() == found_before => return Some(v),
-            Ok(_) => return None,
+            Ok(v) => return Some(v),
             Err(err) => err,
         };
         let mut segs: Vec<Seg> = err

@@ -1,0 +1,239 @@
+//! The `cutover` binary: its command tree, honest stubs, plan output, and the kept lab.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn cutover() -> Command {
+    Command::cargo_bin("cutover").unwrap()
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn help_shows_the_command_tree() {
+    let out = cutover()
+        .arg("--help")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let help = String::from_utf8(out).unwrap();
+    for cmd in [
+        "plan", "run", "status", "pg", "mysql", "dns", "serve", "lab",
+    ] {
+        assert!(
+            help.contains(&format!("\n  {cmd} ")),
+            "`{cmd}` missing from:\n{help}"
+        );
+    }
+    let pg = cutover()
+        .args(["pg", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let pg = String::from_utf8(pg).unwrap();
+    for sub in [
+        "preflight",
+        "start",
+        "status",
+        "cutover",
+        "verify",
+        "cleanup",
+    ] {
+        assert!(pg.contains(sub), "pg {sub} missing:\n{pg}");
+    }
+    let dns = cutover()
+        .args(["dns", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let dns = String::from_utf8(dns).unwrap();
+    for sub in ["lower-ttl", "restore-ttl", "status", "update", "wait"] {
+        assert!(dns.contains(sub), "dns {sub} missing:\n{dns}");
+    }
+    cutover().args(["lab", "--help"]).assert().success().stdout(
+        predicate::str::contains("up")
+            .and(predicate::str::contains("down"))
+            .and(predicate::str::contains("demo")),
+    );
+}
+
+#[test]
+fn unimplemented_commands_fail_honestly_after_checking_the_plan() {
+    cutover()
+        .args(["pg", "preflight", &example("forgejo-postgres.toml")])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("not implemented yet"))
+        .stdout(predicate::str::is_empty());
+    cutover()
+        .args([
+            "pg",
+            "cutover",
+            &example("forgejo-postgres.toml"),
+            "--pair",
+            "nope",
+        ])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("no [[postgres]] pair named `nope`")
+                .and(predicate::str::contains("forgejo-db")),
+        );
+    cutover()
+        .args(["serve", "--config", "/nonexistent.toml"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("not implemented yet"));
+}
+
+#[test]
+fn plan_check_prints_the_steps_and_json_on_request() {
+    cutover()
+        .args(["plan", "check", &example("forgejo-postgres.toml")])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("point of no return").and(predicate::str::contains("rsync")),
+        );
+    let out = cutover()
+        .args([
+            "plan",
+            "check",
+            "--output",
+            "json",
+            &example("mariadb-app.toml"),
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["valid"], true);
+    let steps = doc["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["phase"] == "fence"));
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| s["point_of_no_return"] == true)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn invalid_plan_exits_2_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[migration]\nname = \"x\"\nstate_dir = \"rel\"\n[[files]]\nname = \"f\"\nsource_path = \"a\"\ntarget_path = \"/b\"\npasword = 1\n",
+    )
+    .unwrap();
+    cutover()
+        .args(["plan", "check"])
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("4 problems")
+                .and(predicate::str::contains("migration.state_dir"))
+                .and(predicate::str::contains("no `[hosts]`"))
+                .and(predicate::str::contains("files[0].source_path"))
+                .and(predicate::str::contains("files[0].pasword")),
+        );
+    let out = cutover()
+        .args(["plan", "check", "--output", "json"])
+        .arg(&path)
+        .assert()
+        .code(2)
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["problems"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn lab_up_writes_a_valid_plan_and_lab_down_stops_everything() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("lab");
+    std::fs::set_permissions(
+        parent.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let up = cutover().args(["lab", "up", "--dir"]).arg(&dir).assert();
+    let up_out = String::from_utf8(up.get_output().stdout.clone()).unwrap();
+    let up_err = String::from_utf8(up.get_output().stderr.clone()).unwrap();
+    let state: serde_json::Value = match std::fs::read_to_string(dir.join("lab.json")) {
+        Ok(text) => serde_json::from_str(&text).unwrap(),
+        Err(e) => panic!("lab up wrote no state ({e}):\n{up_out}\n{up_err}"),
+    };
+    let pids: Vec<u64> = state["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap())
+        .collect();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        up.success();
+        assert_eq!(pids.len(), 7);
+        assert!(
+            !up_out.contains(
+                &std::fs::read_to_string(dir.join("secrets/pg-source.password"))
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            )
+        );
+        for pid in &pids {
+            assert!(
+                Path::new(&format!("/proc/{pid}")).exists(),
+                "server {pid} not running"
+            );
+        }
+        cutover()
+            .args(["plan", "check"])
+            .arg(dir.join("plan.toml"))
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("valid"));
+        cutover()
+            .args(["lab", "up", "--dir"])
+            .arg(&dir)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("already up"));
+    }));
+    cutover()
+        .args(["lab", "down", "--dir"])
+        .arg(&dir)
+        .assert()
+        .success();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    for pid in &pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "server {pid} survived lab down"
+        );
+    }
+    assert!(!dir.exists(), "lab down removes the directory");
+}
