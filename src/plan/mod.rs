@@ -64,18 +64,18 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Plan, PlanError> {
     );
 
     let (plan, semantic) = match collect_plan(&src, original, stripped, &mut problems) {
-        Ok(plan) => {
+        Collected::Complete(plan) => {
             let semantic = validate::validate(&plan, &src, original);
             (Some(plan), semantic)
         }
-        Err(Some(partial)) => {
+        Collected::Partial(partial) => {
             // Check what did parse; a plan-wide "nothing to migrate" would be wrong here, as the
             // sections that failed are missing from `partial`.
             let mut semantic = validate::validate(&partial, &src, original);
             semantic.retain(|p| !p.key.is_empty());
             (None, semantic)
         }
-        Err(None) => (None, Vec::new()),
+        Collected::Nothing => (None, Vec::new()),
     };
     // `app_role = [...]` is reported as "did you mean `app_roles`?"; saying that `app_roles` is
     // empty as well would only repeat it.
@@ -88,6 +88,16 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Plan, PlanError> {
     }
 }
 
+/// How much of a plan deserialized.
+enum Collected {
+    /// All of it (semantic problems may remain).
+    Complete(Plan),
+    /// The top level; sections that failed are empty.
+    Partial(Plan),
+    /// Not even the top level.
+    Nothing,
+}
+
 /// Deserializes the plan section by section, so each `[[...]]` entry is checked on its own.
 /// On failure, returns what parsed if the top level did: the sections that parsed completely,
 /// and the others empty.
@@ -96,7 +106,7 @@ fn collect_plan(
     original: &DeTable<'_>,
     mut root: toml::Spanned<DeTable<'_>>,
     problems: &mut Vec<Problem>,
-) -> Result<Plan, Option<Plan>> {
+) -> Collected {
     let table = root.get_mut();
     let postgres = parse::collect_section(src, original, table, "postgres", problems);
     let mysql = parse::collect_section(src, original, table, "mysql", problems);
@@ -114,7 +124,7 @@ fn collect_plan(
             Some(dns),
             Some(hooks),
             Some(checks),
-        ) => Ok(Plan {
+        ) => Collected::Complete(Plan {
             postgres,
             mysql,
             files,
@@ -123,7 +133,8 @@ fn collect_plan(
             checks,
             ..top
         }),
-        (top, postgres, mysql, files, dns, hooks, checks) => Err(top.map(|top| Plan {
+        (None, ..) => Collected::Nothing,
+        (Some(top), postgres, mysql, files, dns, hooks, checks) => Collected::Partial(Plan {
             postgres: postgres.unwrap_or_default(),
             mysql: mysql.unwrap_or_default(),
             files: files.unwrap_or_default(),
@@ -131,7 +142,7 @@ fn collect_plan(
             hooks: hooks.unwrap_or_default(),
             checks: checks.unwrap_or_default(),
             ..top
-        })),
+        }),
     }
 }
 

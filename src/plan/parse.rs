@@ -265,13 +265,13 @@ fn fix_for_message(message: &str) -> (String, String) {
     if let Some((msg, fix)) = message.split_once("; fix: ") {
         return (msg.to_owned(), fix.to_owned());
     }
-    if message.starts_with("invalid type") || message.starts_with("invalid value") {
-        if let Some((_, expected)) = message.rsplit_once("expected ") {
-            return (
-                message.to_owned(),
-                format!("write {}", humanize_expected(expected)),
-            );
-        }
+    if (message.starts_with("invalid type") || message.starts_with("invalid value"))
+        && let Some((_, expected)) = message.rsplit_once("expected ")
+    {
+        return (
+            message.to_owned(),
+            format!("write {}", humanize_expected(expected)),
+        );
     }
     (message.to_owned(), "correct the value".to_owned())
 }
