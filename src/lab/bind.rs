@@ -7,7 +7,7 @@ use base64::Engine;
 use rand::RngCore;
 
 use super::env::{free_port, private_dir, write_secret};
-use super::process::{ServerProcess, Spawn, Supervision, tcp_open, wait_until};
+use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
 use super::{LabError, find_program};
 use crate::secret::Secret;
 
@@ -87,8 +87,8 @@ impl Bind {
         let zone_path = dir.join(format!("{ZONE}.zone"));
         std::fs::write(&zone_path, zone_file()).map_err(|e| LabError::io(&zone_path, e))?;
 
-        let mut last_err = None;
-        for _ in 0..3 {
+        let mut retry = PortRetry::default();
+        loop {
             let port = free_port()?;
             let conf = dir.join("named.conf");
             write_secret(&conf, &named_conf(&dir, port, tsig_secret.expose()), None)?;
@@ -118,14 +118,9 @@ impl Bind {
                         process,
                     });
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => retry.after(e)?,
             }
         }
-        Err(last_err.unwrap_or_else(|| LabError::NotReady {
-            name: format!("bind {name}"),
-            waited: Duration::ZERO,
-            log_tail: String::new(),
-        }))
     }
 
     /// The base64 TSIG secret.

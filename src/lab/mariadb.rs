@@ -7,7 +7,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 
 use super::env::{free_port, private_dir, random_token, run_checked, service_user, write_secret};
-use super::process::{ServerProcess, Spawn, Supervision, tcp_open, wait_until};
+use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
 use super::{LabError, find_program};
 use crate::secret::Secret;
 
@@ -62,8 +62,8 @@ impl MariaDb {
         let password_file = root.join("secrets").join(format!("{name}.password"));
         write_secret(&password_file, password.expose(), None)?;
 
-        let mut last_err = None;
-        for _ in 0..3 {
+        let mut retry = PortRetry::default();
+        loop {
             let port = free_port()?;
             let mut args = vec![
                 "--no-defaults".to_owned(),
@@ -123,22 +123,17 @@ impl MariaDb {
                 }
                 Err(e) => {
                     // The error log says why (often: port taken).
-                    last_err = Some(match e {
+                    retry.after(match e {
                         LabError::Exited { name, status, .. } => LabError::Exited {
                             name,
                             status,
                             log_tail: super::process::log_tail(&dir.join("error.log")),
                         },
                         other => other,
-                    });
+                    })?;
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| LabError::NotReady {
-            name: format!("mariadb {name}"),
-            waited: Duration::ZERO,
-            log_tail: String::new(),
-        }))
     }
 
     /// Over the root socket: drop the passwordless TCP root accounts mariadb-install-db makes and

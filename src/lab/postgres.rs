@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::LabError;
 use super::env::{free_port, private_dir, random_token, run_checked, service_user, write_secret};
-use super::process::{ServerProcess, Spawn, Supervision, wait_until};
+use super::process::{PortRetry, ServerProcess, Spawn, Supervision, wait_until};
 use crate::secret::Secret;
 
 /// The superuser the lab creates in every cluster.
@@ -80,8 +80,8 @@ impl Postgres {
         let password_file = root.join("secrets").join(format!("{name}.password"));
         write_secret(&password_file, password.expose(), None)?;
 
-        let mut last_err = None;
-        for _ in 0..3 {
+        let mut retry = PortRetry::default();
+        loop {
             let port = free_port()?;
             let spawn = Spawn {
                 name: format!("postgres {name}"),
@@ -137,14 +137,9 @@ impl Postgres {
                         process,
                     });
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => retry.after(e)?,
             }
         }
-        Err(last_err.unwrap_or_else(|| LabError::NotReady {
-            name: format!("postgres {name}"),
-            waited: Duration::ZERO,
-            log_tail: String::new(),
-        }))
     }
 
     /// The superuser password.

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::env::{free_port, private_dir, random_token, run_checked, write_secret};
-use super::process::{ServerProcess, Spawn, Supervision, tcp_open, wait_until};
+use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
 use super::{LabError, find_program};
 use crate::secret::Secret;
 
@@ -57,8 +57,8 @@ impl PowerDns {
         let api_key_file = root.join("secrets").join(format!("{name}.api-key"));
         write_secret(&api_key_file, api_key.expose(), None)?;
 
-        let mut last_err = None;
-        for _ in 0..3 {
+        let mut retry = PortRetry::default();
+        loop {
             let (dns_port, api_port) = (free_port()?, free_port()?);
             let args = vec![
                 "--no-config".to_owned(),
@@ -108,14 +108,9 @@ impl PowerDns {
                         process,
                     });
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => retry.after(e)?,
             }
         }
-        Err(last_err.unwrap_or_else(|| LabError::NotReady {
-            name: format!("powerdns {name}"),
-            waited: Duration::ZERO,
-            log_tail: String::new(),
-        }))
     }
 
     /// Base URL of the HTTP API.

@@ -205,3 +205,71 @@ pub fn tcp_open(port: u16) -> bool {
     )
     .is_ok()
 }
+
+/// Decides whether a failed server start is worth another try on another port.
+///
+/// Ports are picked free, but another program can take one between our check and the server's
+/// bind. That failure is retried (three attempts in all); any other failure is returned at once,
+/// so a broken configuration fails fast instead of timing out three times.
+#[derive(Debug, Default)]
+pub struct PortRetry {
+    failures: u32,
+}
+
+impl PortRetry {
+    /// Attempts in all, the first included.
+    const ATTEMPTS: u32 = 3;
+
+    /// Records a failed attempt: `Ok` to try again on a new port, or the error to give up with.
+    pub fn after(&mut self, error: LabError) -> Result<(), LabError> {
+        self.failures += 1;
+        if self.failures < Self::ATTEMPTS && port_clash(&error) {
+            tracing::debug!(%error, "lab server lost its port; retrying on another");
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+}
+
+fn port_clash(error: &LabError) -> bool {
+    match error {
+        LabError::Exited { log_tail, .. } | LabError::NotReady { log_tail, .. } => {
+            let log = log_tail.to_ascii_lowercase();
+            log.contains("address already in use") || log.contains("address in use")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(log_tail: &str) -> LabError {
+        LabError::Exited {
+            name: "server".into(),
+            status: "exit status: 1".into(),
+            log_tail: log_tail.into(),
+        }
+    }
+
+    #[test]
+    fn only_port_clashes_are_retried_and_at_most_twice() {
+        let mut retry = PortRetry::default();
+        assert!(retry.after(exited("bind: Address already in use")).is_ok());
+        assert!(
+            retry
+                .after(exited("could not bind: address in use"))
+                .is_ok()
+        );
+        assert!(retry.after(exited("Address already in use")).is_err());
+
+        let mut retry = PortRetry::default();
+        assert!(
+            retry
+                .after(exited("FATAL: invalid value for parameter"))
+                .is_err()
+        );
+    }
+}

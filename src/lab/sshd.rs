@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::env::{current_user_name, free_port, private_dir, run_checked};
-use super::process::{ServerProcess, Spawn, Supervision, tcp_open, wait_until};
+use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
 use super::sys;
 use super::{LabError, find_program};
 
@@ -64,8 +64,8 @@ impl Sshd {
         write(&authorized, &read(&client_key.with_extension("pub"))?)?;
         let user = current_user_name();
 
-        let mut last_err = None;
-        for _ in 0..3 {
+        let mut retry = PortRetry::default();
+        loop {
             let port = free_port()?;
             let d = dir.display();
             let config = dir.join("sshd_config");
@@ -121,14 +121,9 @@ impl Sshd {
                         process,
                     });
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) => retry.after(e)?,
             }
         }
-        Err(last_err.unwrap_or_else(|| LabError::NotReady {
-            name: format!("sshd {name}"),
-            waited: Duration::ZERO,
-            log_tail: String::new(),
-        }))
     }
 
     /// The server process.
