@@ -59,31 +59,7 @@ pub fn up(dir: Option<PathBuf>) -> u8 {
         }
     };
     print_details(&lab, &plan_path);
-    let Lab {
-        pg_source,
-        pg_target,
-        maria_source,
-        maria_target,
-        powerdns,
-        bind,
-        sshd,
-        ..
-    } = lab;
-    let mut servers = Vec::new();
-    let mut keep = |name: &str, signal: i32, pid: u32| {
-        servers.push(lab::state::ServerEntry {
-            name: name.to_owned(),
-            pid,
-            stop_signal: signal,
-        })
-    };
-    keep("pg-source", libc::SIGINT, pg_source.release());
-    keep("pg-target", libc::SIGINT, pg_target.release());
-    keep("maria-source", libc::SIGTERM, maria_source.release());
-    keep("maria-target", libc::SIGTERM, maria_target.release());
-    keep("powerdns", libc::SIGTERM, powerdns.release());
-    keep("bind", libc::SIGTERM, bind.release());
-    keep("sshd", libc::SIGTERM, sshd.release());
+    let servers = lab.release();
     let state = LabState {
         dir: dir.clone(),
         servers,

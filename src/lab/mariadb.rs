@@ -8,6 +8,7 @@ use mysql_async::prelude::Queryable;
 
 use super::env::{free_port, private_dir, random_token, run_checked, service_user, write_secret};
 use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
+use super::state::ServerEntry;
 use super::{LabError, find_program};
 use crate::secret::Secret;
 
@@ -202,8 +203,8 @@ impl MariaDb {
         &mut self.process
     }
 
-    /// Lets the server outlive this handle (for `lab up`); returns its pid.
-    pub fn release(self) -> u32 {
+    /// Lets the server outlive this handle (for `lab up`).
+    pub fn release(self) -> ServerEntry {
         self.process.release()
     }
 

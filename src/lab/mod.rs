@@ -168,3 +168,18 @@ impl Lab {
         })
     }
 }
+
+impl Lab {
+    /// Lets every server outlive this handle (for `lab up`); returns what `lab down` needs.
+    pub fn release(self) -> Vec<state::ServerEntry> {
+        vec![
+            self.pg_source.release(),
+            self.pg_target.release(),
+            self.maria_source.release(),
+            self.maria_target.release(),
+            self.powerdns.release(),
+            self.bind.release(),
+            self.sshd.release(),
+        ]
+    }
+}

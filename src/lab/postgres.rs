@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::LabError;
 use super::env::{free_port, private_dir, random_token, run_checked, service_user, write_secret};
 use super::process::{PortRetry, ServerProcess, Spawn, Supervision, wait_until};
+use super::state::ServerEntry;
 use crate::secret::Secret;
 
 /// The superuser the lab creates in every cluster.
@@ -198,8 +199,8 @@ impl Postgres {
         &mut self.process
     }
 
-    /// Lets the server outlive this handle (for `lab up`); returns its pid.
-    pub fn release(self) -> u32 {
+    /// Lets the server outlive this handle (for `lab up`).
+    pub fn release(self) -> ServerEntry {
         self.process.release()
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::env::{free_port, private_dir, random_token, run_checked, write_secret};
 use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
+use super::state::ServerEntry;
 use super::{LabError, find_program};
 use crate::secret::Secret;
 
@@ -128,8 +129,8 @@ impl PowerDns {
         &mut self.process
     }
 
-    /// Lets the server outlive this handle (for `lab up`); returns its pid.
-    pub fn release(self) -> u32 {
+    /// Lets the server outlive this handle (for `lab up`).
+    pub fn release(self) -> ServerEntry {
         self.process.release()
     }
 }

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::LabError;
+use super::state::ServerEntry;
 use super::sys;
 
 /// Whether a server lives with its handle or outlives the process that started it.
@@ -156,10 +157,15 @@ impl ServerProcess {
         }
     }
 
-    /// Lets a detached process run on after this handle is gone.
-    pub fn release(mut self) -> u32 {
+    /// Lets a detached process run on after this handle is gone; returns what `lab down`
+    /// needs to stop it later.
+    pub fn release(mut self) -> ServerEntry {
         self.child.take();
-        self.pid
+        ServerEntry {
+            name: self.name.clone(),
+            pid: self.pid,
+            stop_signal: self.stop_signal,
+        }
     }
 }
 

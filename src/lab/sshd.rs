@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::env::{current_user_name, free_port, private_dir, run_checked};
 use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
+use super::state::ServerEntry;
 use super::sys;
 use super::{LabError, find_program};
 
@@ -131,8 +132,8 @@ impl Sshd {
         &mut self.process
     }
 
-    /// Lets the server outlive this handle (for `lab up`); returns its pid.
-    pub fn release(self) -> u32 {
+    /// Lets the server outlive this handle (for `lab up`).
+    pub fn release(self) -> ServerEntry {
         self.process.release()
     }
 }
