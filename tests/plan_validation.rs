@@ -303,3 +303,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn provider_credential_from_both_env_and_file_is_ambiguous() {
+    let text = format!(
+        "{VALID}\n[[dns]]\nname = \"shop.example.com\"\ntype = \"A\"\nvalues = [\"192.0.2.1\"]\n\
+         provider = {{ kind = \"hetzner\", api_token_env = \"T\", api_token_file = \"/etc/t\" }}\n"
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.key, "dns[0].provider.api_token_file");
+    assert!(p.fix.contains("keep one of"), "{p:?}");
+}

@@ -463,29 +463,27 @@ impl Provider {
         }
     }
 
-    /// The credential this provider needs, with the plan key prefix that names it.
-    pub fn credential(&self) -> (&'static str, Option<SecretRef>) {
-        match self {
+    /// The plan keys that hold this provider's credential.
+    pub fn credential_keys(&self) -> CredentialKeys<'_> {
+        let (prefix, env, file) = match self {
             Provider::Powerdns {
                 api_key_env,
                 api_key_file,
                 ..
-            } => ("api_key", SecretRef::from_pair(api_key_env, api_key_file)),
+            } => ("api_key", api_key_env, api_key_file),
             Provider::Rfc2136 {
                 key_secret_env,
                 key_secret_file,
                 ..
-            } => (
-                "key_secret",
-                SecretRef::from_pair(key_secret_env, key_secret_file),
-            ),
+            } => ("key_secret", key_secret_env, key_secret_file),
             Provider::Route53 {
                 secret_access_key_env,
                 secret_access_key_file,
                 ..
             } => (
                 "secret_access_key",
-                SecretRef::from_pair(secret_access_key_env, secret_access_key_file),
+                secret_access_key_env,
+                secret_access_key_file,
             ),
             Provider::Cloudflare {
                 api_token_env,
@@ -511,12 +509,41 @@ impl Provider {
                 api_token_env,
                 api_token_file,
                 ..
-            } => (
-                "api_token",
-                SecretRef::from_pair(api_token_env, api_token_file),
-            ),
+            } => ("api_token", api_token_env, api_token_file),
+        };
+        CredentialKeys { prefix, env, file }
+    }
+
+    /// Where this provider's credential comes from.
+    pub fn credential(&self) -> Option<SecretRef> {
+        let keys = self.credential_keys();
+        SecretRef::from_pair(keys.env, keys.file)
+    }
+
+    /// The HTTP API base URL, where the provider has one set.
+    pub fn api_url(&self) -> Option<&str> {
+        match self {
+            Provider::Powerdns { api_url, .. } => Some(api_url),
+            Provider::Rfc2136 { .. } => None,
+            Provider::Cloudflare { api_url, .. }
+            | Provider::Route53 { api_url, .. }
+            | Provider::Digitalocean { api_url, .. }
+            | Provider::Hetzner { api_url, .. }
+            | Provider::Gandi { api_url, .. }
+            | Provider::Desec { api_url, .. } => api_url.as_deref(),
         }
     }
+}
+
+/// The `<prefix>_env` / `<prefix>_file` pair holding a provider's credential.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialKeys<'a> {
+    /// Key prefix, e.g. `api_token`.
+    pub prefix: &'static str,
+    /// Value of `<prefix>_env`.
+    pub env: &'a Option<String>,
+    /// Value of `<prefix>_file`.
+    pub file: &'a Option<PathBuf>,
 }
 
 /// Points in a run at which hooks can run.

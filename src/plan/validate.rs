@@ -488,8 +488,9 @@ fn dns_record(c: &mut Checker<'_>, at: &KeyPath, r: &DnsRecord) {
         }
     }
     let p = at.k("provider");
-    let (prefix, credential) = r.provider.credential();
-    if credential.is_none() {
+    let keys = r.provider.credential_keys();
+    let prefix = keys.prefix;
+    if keys.env.is_none() && keys.file.is_none() {
         c.fail(
             &p,
             format!(
@@ -499,98 +500,30 @@ fn dns_record(c: &mut Checker<'_>, at: &KeyPath, r: &DnsRecord) {
             format!("set `{prefix}_env = \"VARIABLE\"` or `{prefix}_file = \"/path/to/file\"`"),
         );
     }
-    match &r.provider {
-        Provider::Powerdns {
-            api_url,
-            api_key_env,
-            api_key_file,
-            ..
-        } => {
-            url(c, &p.k("api_url"), api_url);
-            c.one_secret_source(&p, "api_key", api_key_env.is_some(), api_key_file.is_some());
-        }
-        Provider::Rfc2136 {
-            server,
-            key_algorithm,
-            key_secret_env,
-            key_secret_file,
-            ..
-        } => {
-            if !is_server_address(server) {
-                c.fail(
-                    &p.k("server"),
-                    format!("`{server}` is not an address or address:port"),
-                    "write the primary server, e.g. `192.0.2.53` or `ns1.example.com:53`",
-                );
-            }
-            const ALGORITHMS: [&str; 4] =
-                ["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha1"];
-            if !ALGORITHMS.contains(&key_algorithm.as_str()) {
-                c.fail(
-                    &p.k("key_algorithm"),
-                    format!("unsupported TSIG algorithm `{key_algorithm}`"),
-                    format!("use one of {}", ALGORITHMS.join(", ")),
-                );
-            }
-            c.one_secret_source(
-                &p,
-                "key_secret",
-                key_secret_env.is_some(),
-                key_secret_file.is_some(),
+    c.one_secret_source(&p, prefix, keys.env.is_some(), keys.file.is_some());
+    if let Some(u) = r.provider.api_url() {
+        url(c, &p.k("api_url"), u);
+    }
+    if let Provider::Rfc2136 {
+        server,
+        key_algorithm,
+        ..
+    } = &r.provider
+    {
+        if !is_server_address(server) {
+            c.fail(
+                &p.k("server"),
+                format!("`{server}` is not an address or address:port"),
+                "write the primary server, e.g. `192.0.2.53` or `ns1.example.com:53`",
             );
         }
-        Provider::Route53 {
-            secret_access_key_env,
-            secret_access_key_file,
-            api_url,
-            ..
-        } => {
-            c.one_secret_source(
-                &p,
-                "secret_access_key",
-                secret_access_key_env.is_some(),
-                secret_access_key_file.is_some(),
+        const ALGORITHMS: [&str; 4] = ["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha1"];
+        if !ALGORITHMS.contains(&key_algorithm.as_str()) {
+            c.fail(
+                &p.k("key_algorithm"),
+                format!("unsupported TSIG algorithm `{key_algorithm}`"),
+                format!("use one of {}", ALGORITHMS.join(", ")),
             );
-            if let Some(u) = api_url {
-                url(c, &p.k("api_url"), u);
-            }
-        }
-        Provider::Cloudflare {
-            api_token_env,
-            api_token_file,
-            api_url,
-            ..
-        }
-        | Provider::Digitalocean {
-            api_token_env,
-            api_token_file,
-            api_url,
-        }
-        | Provider::Hetzner {
-            api_token_env,
-            api_token_file,
-            api_url,
-            ..
-        }
-        | Provider::Gandi {
-            api_token_env,
-            api_token_file,
-            api_url,
-        }
-        | Provider::Desec {
-            api_token_env,
-            api_token_file,
-            api_url,
-        } => {
-            c.one_secret_source(
-                &p,
-                "api_token",
-                api_token_env.is_some(),
-                api_token_file.is_some(),
-            );
-            if let Some(u) = api_url {
-                url(c, &p.k("api_url"), u);
-            }
         }
     }
 }
