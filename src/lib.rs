@@ -4,11 +4,13 @@
 //! - [`cli`]: argument parsing and one module per command; prints, never decides.
 //! - [`run`]: the hot-migration sequencer (the ordered steps of a run).
 //! - [`plan`]: the TOML plan file, its types and validation.
+//! - [`postgres`]: PostgreSQL logical replication, preflight to cleanup.
 //! - [`lab`]: throwaway real servers on loopback for tests and the demo.
 //! - [`secret`]: secrets from the environment or files, never printed.
 
 pub mod cli;
 pub mod lab;
 pub mod plan;
+pub mod postgres;
 pub mod run;
 pub mod secret;

@@ -2,26 +2,13 @@
 
 use std::path::PathBuf;
 
-use super::{EXIT_FAILED, EXIT_OK};
+use super::{EXIT_FAILED, EXIT_OK, runtime};
 use crate::lab::{self, Lab, LabDir, LabState, Supervision};
 
 fn default_dir() -> PathBuf {
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
     std::env::temp_dir().join(format!("cutover-lab-{uid}"))
-}
-
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("cutover: cannot start the async runtime: {e}");
-            None
-        }
-    }
 }
 
 /// `lab up`.

@@ -2,6 +2,7 @@
 
 mod lab;
 mod not_implemented;
+mod pg;
 mod plan;
 
 use std::path::PathBuf;
@@ -256,12 +257,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => {
             plan::then_not_implemented(&args.plan, None, "status", "the run journal")
         }
-        Command::Pg(cmd) => plan::then_not_implemented(
-            &cmd.args().plan,
-            cmd.args().pair.as_deref().map(|p| (PairKind::Postgres, p)),
-            &format!("pg {}", cmd.name()),
-            "PostgreSQL logical replication (issue #3)",
-        ),
+        Command::Pg(cmd) => pg::run(cmd),
         Command::Mysql(cmd) => plan::then_not_implemented(
             &cmd.args().plan,
             cmd.args().pair.as_deref().map(|p| (PairKind::Mysql, p)),
@@ -283,4 +279,18 @@ pub fn run(cli: Cli) -> ExitCode {
         ),
     };
     ExitCode::from(code)
+}
+
+/// A multi-threaded tokio runtime, or an error printed and `None`.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cutover: cannot start the async runtime: {e}");
+            None
+        }
+    }
 }

@@ -98,6 +98,33 @@ fn render(path: &Path, plan: &Plan, steps: &[Step], rollback: &str) -> String {
     out
 }
 
+/// Checks that `--pair NAME` names a pair of the given kind; prints the choices when not.
+pub fn check_pair(path: &Path, plan: &Plan, kind: PairKind, name: &str) -> Result<(), u8> {
+    let (section, names): (&str, Vec<&str>) = match kind {
+        PairKind::Postgres => (
+            "postgres",
+            plan.postgres.iter().map(|p| p.name.as_str()).collect(),
+        ),
+        PairKind::Mysql => (
+            "mysql",
+            plan.mysql.iter().map(|p| p.name.as_str()).collect(),
+        ),
+    };
+    if names.contains(&name) {
+        return Ok(());
+    }
+    eprintln!(
+        "{}: no [[{section}]] pair named `{name}`; pairs: {}",
+        path.display(),
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    );
+    Err(EXIT_INVALID)
+}
+
 /// For commands whose work arrives later: check the plan and the `--pair`, then say so.
 pub fn then_not_implemented(
     path: &Path,
@@ -109,29 +136,10 @@ pub fn then_not_implemented(
         Ok(plan) => plan,
         Err(code) => return code,
     };
-    if let Some((kind, name)) = pair {
-        let (section, names): (&str, Vec<&str>) = match kind {
-            PairKind::Postgres => (
-                "postgres",
-                plan.postgres.iter().map(|p| p.name.as_str()).collect(),
-            ),
-            PairKind::Mysql => (
-                "mysql",
-                plan.mysql.iter().map(|p| p.name.as_str()).collect(),
-            ),
-        };
-        if !names.contains(&name) {
-            eprintln!(
-                "{}: no [[{section}]] pair named `{name}`; pairs: {}",
-                path.display(),
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            );
-            return EXIT_INVALID;
-        }
+    if let Some((kind, name)) = pair
+        && let Err(code) = check_pair(path, &plan, kind, name)
+    {
+        return code;
     }
     not_implemented::report(command, arrives_with)
 }

@@ -15,6 +15,7 @@ mod process;
 mod sshd;
 pub mod state;
 mod sys;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

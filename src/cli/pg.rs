@@ -1,0 +1,437 @@
+//! `cutover pg ...`: PostgreSQL pairs, one after another; prints, never decides.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::plan::{check_pair, load_or_report};
+use super::{DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairArgs, PairKind, runtime};
+use crate::postgres::cutover::{self, Event, Rollback};
+use crate::postgres::preflight::{self, Severity};
+use crate::postgres::{Pair, PgError, cleanup, start, status, verify};
+
+/// Runs one `pg` subcommand for the selected pairs.
+pub fn run(cmd: DbCommand) -> u8 {
+    let args: &PairArgs = match &cmd {
+        DbCommand::Preflight(a)
+        | DbCommand::Start(a)
+        | DbCommand::Status(a)
+        | DbCommand::Cutover(a)
+        | DbCommand::Verify(a)
+        | DbCommand::Cleanup(a) => a,
+    };
+    let plan = match load_or_report(&args.plan, args.output) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    if let Some(name) = &args.pair
+        && let Err(code) = check_pair(&args.plan, &plan, PairKind::Postgres, name)
+    {
+        return code;
+    }
+    let pairs = Pair::select(&plan, args.pair.as_deref());
+    if pairs.is_empty() {
+        eprintln!(
+            "{}: the plan has no [[postgres]] pairs",
+            args.plan.display()
+        );
+        return EXIT_INVALID;
+    }
+    let Some(rt) = runtime() else {
+        return EXIT_FAILED;
+    };
+    let output = args.output;
+    let state_dir = plan.migration.state_dir.clone();
+    rt.block_on(async move {
+        let mut results = Vec::new();
+        let mut code = EXIT_OK;
+        for pair in &pairs {
+            let (ok, value) = match &cmd {
+                DbCommand::Preflight(_) => run_preflight(pair, output).await,
+                DbCommand::Start(_) => report(output, start::start(pair).await, print_start),
+                DbCommand::Status(_) => run_status(pair, output, &state_dir).await,
+                DbCommand::Cutover(_) => run_cutover(pair, output).await,
+                DbCommand::Verify(_) => run_verify(pair, output).await,
+                DbCommand::Cleanup(_) => {
+                    report(output, cleanup::cleanup(pair).await, print_cleanup)
+                }
+            };
+            results.push(value);
+            if !ok {
+                code = EXIT_FAILED;
+                // A cutover stops at the first pair that fails; the others are left untouched.
+                if matches!(cmd, DbCommand::Cutover(_)) {
+                    break;
+                }
+            }
+        }
+        if output == Output::Json {
+            println!("{}", json!({ "pairs": results }));
+        }
+        code
+    })
+}
+
+fn error_json(pair: &Pair, e: &dyn std::fmt::Display) -> serde_json::Value {
+    json!({ "pair": pair.plan.name, "ok": false, "error": e.to_string() })
+}
+
+/// Prints a result (or its error) and returns (success, JSON).
+fn report<T: Serialize>(
+    output: Output,
+    result: Result<T, PgError>,
+    print: fn(&T),
+) -> (bool, serde_json::Value) {
+    match result {
+        Ok(value) => {
+            if output == Output::Human {
+                print(&value);
+            }
+            let mut v = serde_json::to_value(&value).unwrap_or_default();
+            v["ok"] = json!(true);
+            (true, v)
+        }
+        Err(e) => {
+            if output == Output::Human {
+                eprintln!("error: {e}");
+            }
+            (false, json!({ "ok": false, "error": e.to_string() }))
+        }
+    }
+}
+
+async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
+    let result = async {
+        let (source, target) = pair.connect().await?;
+        preflight::run(pair, &source, &target).await
+    }
+    .await;
+    match result {
+        Ok(r) => {
+            if output == Output::Human {
+                println!(
+                    "pair {}: {} -> {}, PostgreSQL {} -> {}, {} tables in scope",
+                    r.pair,
+                    pair.source.label,
+                    pair.target.label,
+                    r.versions.0,
+                    r.versions.1,
+                    r.tables.len()
+                );
+                for f in &r.findings {
+                    let mark = match f.severity {
+                        Severity::Error => "error",
+                        Severity::Warning => "warning",
+                        Severity::Info => "note",
+                    };
+                    println!(
+                        "  {mark}: [{}] {}\n      fix: {}",
+                        f.server, f.problem, f.fix
+                    );
+                }
+                let errors = r
+                    .findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Error)
+                    .count();
+                if errors == 0 {
+                    println!("  preflight passed");
+                } else {
+                    println!("  preflight failed: {errors} problem(s) to fix first");
+                }
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["ok"] = json!(r.passed());
+            (r.passed(), v)
+        }
+        Err(e) => {
+            if output == Output::Human {
+                eprintln!("pair {}: {e}", pair.plan.name);
+            }
+            (false, error_json(pair, &e))
+        }
+    }
+}
+
+fn print_start(r: &start::StartReport) {
+    println!("pair {}: replication running ({})", r.pair, r.name);
+    if r.schema_copied {
+        println!("  schema copied into the target");
+    }
+    if !r.identity_full.is_empty() {
+        println!("  REPLICA IDENTITY FULL on: {}", r.identity_full.join(", "));
+    }
+    println!(
+        "  publication {} ({} tables), subscription {}",
+        if r.publication_created {
+            "created"
+        } else {
+            "refreshed"
+        },
+        r.tables,
+        if r.subscription_created {
+            "created"
+        } else {
+            "already there, refreshed"
+        },
+    );
+    println!(
+        "  blocked on the target until promotion: {}",
+        r.target_roles_blocked.join(", ")
+    );
+    println!("  follow the initial copy and lag with `cutover pg status`");
+}
+
+fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+async fn run_status(
+    pair: &Pair,
+    output: Output,
+    state_dir: &std::path::Path,
+) -> (bool, serde_json::Value) {
+    let result = async {
+        let (source, target) = pair.connect().await?;
+        status::status(pair, &source, &target, Some(state_dir)).await
+    }
+    .await;
+    report(output, result, print_status)
+}
+
+fn print_status(s: &status::Status) {
+    let ready = s.tables.iter().filter(|t| t.state == "ready").count();
+    println!(
+        "pair {}: subscription {}, slot {}",
+        s.pair,
+        match (s.subscribed, s.enabled, s.apply_running) {
+            (false, _, _) => "absent",
+            (true, false, _) => "disabled",
+            (true, true, false) => "enabled, apply worker NOT running",
+            (true, true, true) => "running",
+        },
+        match (s.slot_exists, s.slot_active) {
+            (false, _) => "absent",
+            (true, false) => "inactive",
+            (true, true) => "streaming",
+        }
+    );
+    if let Some(lag) = s.lag_bytes {
+        println!(
+            "  lag: {} / {:.3} s; WAL retained for the slot: {} ({})",
+            bytes(lag),
+            s.lag_seconds.unwrap_or(0.0),
+            bytes(s.wal_retained_bytes.unwrap_or(0)),
+            s.slot_wal_status.as_deref().unwrap_or("?")
+        );
+    }
+    if !s.tables.is_empty() {
+        println!("  initial copy: {ready}/{} tables ready", s.tables.len());
+        for t in &s.tables {
+            let progress = t
+                .copy_bytes_processed
+                .map(|b| format!(", {} copied so far", bytes(b)))
+                .unwrap_or_default();
+            println!(
+                "    {:<40} {:<8} {}{progress}",
+                t.table,
+                t.state,
+                bytes(t.target_bytes)
+            );
+        }
+    }
+    if !s.blocked_roles.source.is_empty() {
+        println!(
+            "  fenced on the source: {}",
+            s.blocked_roles.source.join(", ")
+        );
+    }
+    if !s.blocked_roles.target.is_empty() {
+        println!(
+            "  blocked on the target until promotion: {}",
+            s.blocked_roles.target.join(", ")
+        );
+    }
+    for w in &s.warnings {
+        println!("  warning: {w}");
+    }
+}
+
+async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
+    let began = Instant::now();
+    let human = output == Output::Human;
+    let mut events = Vec::new();
+    let name = pair.plan.name.clone();
+    let mut on_event = |event: &Event| {
+        let ms = began.elapsed().as_secs_f64() * 1000.0;
+        if human {
+            let what = match event {
+                Event::GatePassed { lag_bytes } => {
+                    format!("gate passed (lag {})", bytes(*lag_bytes))
+                }
+                Event::Fenced { sessions_ended } => {
+                    format!("source fenced ({sessions_ended} app session(s) ended)")
+                }
+                Event::CaughtUp { fence_lsn } => {
+                    format!("target caught up exactly to the fence at {fence_lsn}")
+                }
+                Event::SequencesSynced { count } => format!("{count} sequence(s) synced"),
+                Event::ReverseReady => "reverse replication target -> source ready".to_owned(),
+                Event::Promoted { .. } => "target promoted and writable".to_owned(),
+                Event::RollingBack { reason } => format!("FAILED: {reason}; rolling back"),
+            };
+            println!("  {ms:>9.1} ms  {name}: {what}");
+        }
+        events.push(json!({ "at_ms": ms, "detail": event }));
+    };
+    let result = cutover::cutover(pair, &mut on_event).await;
+    match result {
+        Ok(r) => {
+            if human {
+                println!(
+                    "pair {}: cut over. Writes were unavailable for {:.1} ms (fence -> target writable).",
+                    r.pair, r.write_unavailable_ms
+                );
+                let stages: Vec<String> = r
+                    .stages_ms
+                    .iter()
+                    .map(|(s, ms)| format!("{s:?} {ms:.1} ms"))
+                    .collect();
+                println!("  stages: {}", stages.join(", "));
+                println!(
+                    "  the source's app roles stay blocked so nothing writes to the old primary; \
+                     `cutover pg cleanup` removes replication objects when you are done{}",
+                    if r.reverse_replication {
+                        " (including the reverse replication that keeps the old primary current)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["ok"] = json!(true);
+            v["events"] = json!(events);
+            (true, v)
+        }
+        Err(failed) => {
+            if human {
+                eprintln!("pair {}: {failed}", pair.plan.name);
+                match &failed.rollback {
+                    Rollback::NotNeeded => {
+                        eprintln!("  nothing was changed; the source serves as before")
+                    }
+                    Rollback::SourceUnfenced {
+                        roles,
+                        replication_lost,
+                    } => {
+                        eprintln!(
+                            "  rolled back: the source is unfenced and serves writes (LOGIN restored: {})",
+                            if roles.is_empty() {
+                                "none needed".to_owned()
+                            } else {
+                                roles.join(", ")
+                            }
+                        );
+                        if *replication_lost {
+                            eprintln!(
+                                "  replication to the target was already removed: run `cutover pg cleanup` then `cutover pg start` before retrying"
+                            );
+                        }
+                    }
+                    Rollback::Failed { error } => eprintln!("  ROLLBACK FAILED: {error}"),
+                }
+            }
+            let v = json!({
+                "pair": pair.plan.name,
+                "ok": false,
+                "stage": failed.stage,
+                "error": failed.error.to_string(),
+                "rollback": failed.rollback,
+                "events": events,
+            });
+            (false, v)
+        }
+    }
+}
+
+async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
+    match verify::verify(pair, verify::CHUNK_ROWS).await {
+        Ok(r) => {
+            if output == Output::Human {
+                println!("pair {}:", r.pair);
+                for t in &r.tables {
+                    println!(
+                        "  {:<40} {} source rows, {} target rows, {} chunk(s){}: {}",
+                        t.table,
+                        t.source_rows,
+                        t.target_rows,
+                        t.chunks,
+                        if t.whole_table {
+                            " (no primary key: whole table)"
+                        } else {
+                            ""
+                        },
+                        if t.matches() { "match" } else { "DIFFER" }
+                    );
+                    for m in &t.mismatches {
+                        println!(
+                            "    keys after {} up to {}: {} source rows, {} target rows",
+                            m.after
+                                .as_ref()
+                                .map(|k| k.join(","))
+                                .unwrap_or("the start".into()),
+                            m.up_to
+                                .as_ref()
+                                .map(|k| k.join(","))
+                                .unwrap_or("the end".into()),
+                            m.source_rows,
+                            m.target_rows
+                        );
+                    }
+                }
+                println!(
+                    "  {}",
+                    if r.matches() {
+                        "every table matches"
+                    } else {
+                        "tables differ"
+                    }
+                );
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["ok"] = json!(r.matches());
+            (r.matches(), v)
+        }
+        Err(e) => {
+            if output == Output::Human {
+                eprintln!("pair {}: {e}", pair.plan.name);
+            }
+            (false, error_json(pair, &e))
+        }
+    }
+}
+
+fn print_cleanup(r: &cleanup::CleanupReport) {
+    println!("pair {}:", r.pair);
+    if r.done.is_empty() {
+        println!("  nothing to clean up");
+    }
+    for line in &r.done {
+        println!("  {line}");
+    }
+    for line in &r.kept {
+        println!("  kept: {line}");
+    }
+}

@@ -1,0 +1,397 @@
+//! A concurrent writer for cutover tests, benchmarks and the demo: it commits inserts and
+//! updates at a steady rate to whichever server accepts its role (source first, the target once
+//! the source refuses), remembers every acknowledged commit, and afterwards proves row by row
+//! that nothing acknowledged was lost or duplicated.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, Config, NoTls};
+
+/// Tables the writer uses (created on the source by [`create_tables`]).
+pub const SCHEMA_SQL: &str = "
+    CREATE TABLE writes (id serial PRIMARY KEY, k bigint NOT NULL, payload text NOT NULL,
+                         at timestamptz NOT NULL DEFAULT now());
+    CREATE TABLE idents (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, k bigint NOT NULL,
+                         n int NOT NULL DEFAULT 0);
+    CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL);
+";
+
+/// Which server a commit went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// The old primary.
+    Source,
+    /// The new primary.
+    Target,
+}
+
+/// Writer settings.
+#[derive(Clone)]
+pub struct WriterConfig {
+    /// How to reach the source as the app role.
+    pub source: Config,
+    /// How to reach the target as the app role.
+    pub target: Config,
+    /// Transactions per second, over all tasks.
+    pub rate: u32,
+    /// Concurrent connections.
+    pub tasks: u32,
+}
+
+/// One acknowledged insert.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    table: &'static str,
+    k: i64,
+    id: i64,
+    on: Server,
+}
+
+/// What one writer task saw.
+#[derive(Debug, Default)]
+struct TaskLog {
+    acked: Vec<Ack>,
+    in_doubt: Vec<(&'static str, i64)>,
+    counter_acked: i64,
+    counter_in_doubt: i64,
+    commits: Vec<Instant>,
+    both_accepted: usize,
+    errors: Vec<String>,
+}
+
+/// Everything the writer saw, merged over its tasks.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    acked: Vec<Ack>,
+    in_doubt: Vec<(&'static str, i64)>,
+    counters: Vec<(i32, i64, i64)>,
+    /// Commit times, sorted.
+    pub commits: Vec<Instant>,
+    /// Times both servers accepted the app role at once (split brain; must be 0).
+    pub both_accepted: usize,
+    /// Failed commits, with the first few messages (expected only around a cutover).
+    pub errors: Vec<String>,
+}
+
+/// A running writer.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<TaskLog>>,
+}
+
+/// Creates the writer's tables on the source (as a superuser client) and grants them to `role`.
+pub async fn create_tables(client: &Client, role: &str) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(SCHEMA_SQL).await?;
+    let role = format!("\"{}\"", role.replace('"', "\"\""));
+    client
+        .batch_execute(&format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON writes, idents, counters TO {role};
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};"
+        ))
+        .await
+}
+
+/// Creates one counter row per task (before replication starts, so they are copied).
+pub async fn seed_counters(client: &Client, tasks: u32) -> Result<(), tokio_postgres::Error> {
+    for task in 0..tasks as i32 {
+        client
+            .execute(
+                "INSERT INTO counters (id, n) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                &[&task],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+impl Writer {
+    /// Starts the writer's tasks.
+    pub fn start(config: WriterConfig) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let period = Duration::from_secs_f64(config.tasks as f64 / config.rate.max(1) as f64);
+        let tasks = (0..config.tasks as i32)
+            .map(|task| {
+                let stop = stop.clone();
+                let config = config.clone();
+                tokio::spawn(async move { run_task(task, config, period, stop).await })
+            })
+            .collect();
+        Writer { stop, tasks }
+    }
+
+    /// Stops the tasks and returns what they saw.
+    pub async fn stop(self) -> Ledger {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut ledger = Ledger::default();
+        for (task, handle) in self.tasks.into_iter().enumerate() {
+            let log = handle.await.unwrap_or_default();
+            ledger.acked.extend(log.acked);
+            ledger.in_doubt.extend(log.in_doubt);
+            ledger
+                .counters
+                .push((task as i32, log.counter_acked, log.counter_in_doubt));
+            ledger.commits.extend(log.commits);
+            ledger.both_accepted += log.both_accepted;
+            ledger.errors.extend(log.errors);
+        }
+        ledger.commits.sort();
+        ledger
+    }
+}
+
+async fn connect(config: &Config) -> Option<Client> {
+    let (client, connection) = config.connect(NoTls).await.ok()?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Some(client)
+}
+
+async fn run_task(
+    task: i32,
+    config: WriterConfig,
+    period: Duration,
+    stop: Arc<AtomicBool>,
+) -> TaskLog {
+    let mut log = TaskLog::default();
+    let mut current: Option<(Server, Client)> = None;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seq: i64 = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Some((on, client)) = &current else {
+            // Ask both at once: exactly one should accept the app role at any time.
+            let (s, t) = tokio::join!(connect(&config.source), connect(&config.target));
+            current = match (s, t) {
+                (Some(s), Some(_)) => {
+                    log.both_accepted += 1;
+                    Some((Server::Source, s))
+                }
+                (Some(s), None) => Some((Server::Source, s)),
+                (None, Some(t)) => Some((Server::Target, t)),
+                (None, None) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    None
+                }
+            };
+            continue;
+        };
+        ticker.tick().await;
+        seq += 1;
+        let k = (task as i64) * 1_000_000_000 + seq;
+        let ok = if seq % 2 == 0 {
+            match client
+                .query_one(
+                    "INSERT INTO writes (k, payload) VALUES ($1, md5($1::int8::text)) RETURNING id::int8",
+                    &[&k],
+                )
+                .await
+            {
+                Ok(row) => {
+                    log.acked.push(Ack {
+                        table: "writes",
+                        k,
+                        id: row.get(0),
+                        on: *on,
+                    });
+                    true
+                }
+                Err(e) => {
+                    log.in_doubt.push(("writes", k));
+                    log.errors.push(error_text(&e));
+                    false
+                }
+            }
+        } else {
+            // A transaction with an insert and an update.
+            let result = async {
+                client.batch_execute("BEGIN").await?;
+                let row = client
+                    .query_one("INSERT INTO idents (k) VALUES ($1) RETURNING id", &[&k])
+                    .await?;
+                client
+                    .execute("UPDATE counters SET n = n + 1 WHERE id = $1", &[&task])
+                    .await?;
+                client
+                    .execute(
+                        "UPDATE idents SET n = n + 1 WHERE id = $1",
+                        &[&row.get::<_, i64>(0)],
+                    )
+                    .await?;
+                client.batch_execute("COMMIT").await?;
+                Ok::<i64, tokio_postgres::Error>(row.get(0))
+            }
+            .await;
+            match result {
+                Ok(id) => {
+                    log.acked.push(Ack {
+                        table: "idents",
+                        k,
+                        id,
+                        on: *on,
+                    });
+                    log.counter_acked += 1;
+                    true
+                }
+                Err(e) => {
+                    log.in_doubt.push(("idents", k));
+                    log.errors.push(error_text(&e));
+                    log.counter_in_doubt += 1;
+                    false
+                }
+            }
+        };
+        if ok {
+            log.commits.push(Instant::now());
+        } else {
+            current = None;
+        }
+    }
+    log
+}
+
+fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// The row-by-row proof, read from the server that is primary after the cutover.
+#[derive(Debug, Default)]
+pub struct LedgerCheck {
+    /// Acknowledged commits.
+    pub acked: usize,
+    /// Acknowledged inserts that went to the target.
+    pub acked_on_target: usize,
+    /// Failed commits whose outcome is unknown (present at most once is fine).
+    pub in_doubt: usize,
+    /// Acknowledged rows that are missing (`table:k`).
+    pub lost: Vec<String>,
+    /// Rows present more than once.
+    pub duplicated: Vec<String>,
+    /// Rows nobody wrote (neither acknowledged nor in doubt).
+    pub unexpected: Vec<String>,
+    /// Counter rows outside `[acked, acked + in doubt]`, and the `idents.n` updates lost.
+    pub counter_problems: Vec<String>,
+    /// Inserts on the target whose ids are not above every id used on the source.
+    pub id_problems: Vec<String>,
+}
+
+impl LedgerCheck {
+    /// No loss, no duplicate, no stranger, counters and ids right.
+    pub fn clean(&self) -> bool {
+        self.lost.is_empty()
+            && self.duplicated.is_empty()
+            && self.unexpected.is_empty()
+            && self.counter_problems.is_empty()
+            && self.id_problems.is_empty()
+    }
+}
+
+impl Ledger {
+    /// Checks every acknowledged write against `db` (the primary after the cutover).
+    pub async fn check(&self, db: &Client) -> Result<LedgerCheck, tokio_postgres::Error> {
+        use std::collections::{HashMap, HashSet};
+        let mut out = LedgerCheck {
+            acked: self.acked.len(),
+            acked_on_target: self.acked.iter().filter(|a| a.on == Server::Target).count(),
+            in_doubt: self.in_doubt.len(),
+            ..LedgerCheck::default()
+        };
+        for table in ["writes", "idents"] {
+            let rows = db
+                .query(
+                    &format!("SELECT k, count(*) FROM {table} WHERE k >= 0 GROUP BY k"),
+                    &[],
+                )
+                .await?;
+            let present: HashMap<i64, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let doubt: HashSet<i64> = self
+                .in_doubt
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, k)| *k)
+                .collect();
+            let acked: HashSet<i64> = self
+                .acked
+                .iter()
+                .filter(|a| a.table == table)
+                .map(|a| a.k)
+                .collect();
+            for k in &acked {
+                match present.get(k) {
+                    None => out.lost.push(format!("{table}:{k}")),
+                    Some(1) => {}
+                    Some(n) => out.duplicated.push(format!("{table}:{k} x{n}")),
+                }
+            }
+            for (k, n) in &present {
+                if !acked.contains(k) && !doubt.contains(k) {
+                    out.unexpected.push(format!("{table}:{k}"));
+                } else if doubt.contains(k) && *n > 1 {
+                    out.duplicated.push(format!("{table}:{k} x{n}"));
+                }
+            }
+            let max_source = self
+                .acked
+                .iter()
+                .filter(|a| a.table == table && a.on == Server::Source)
+                .map(|a| a.id)
+                .max();
+            let min_target = self
+                .acked
+                .iter()
+                .filter(|a| a.table == table && a.on == Server::Target)
+                .map(|a| a.id)
+                .min();
+            if let (Some(s), Some(t)) = (max_source, min_target)
+                && t <= s
+            {
+                out.id_problems.push(format!(
+                    "{table}: first id on the target {t} is not above the last id on the source {s}"
+                ));
+            }
+        }
+        for (task, acked, doubt) in &self.counters {
+            let n: i64 = db
+                .query_opt("SELECT n FROM counters WHERE id = $1", &[task])
+                .await?
+                .map(|r| r.get(0))
+                .unwrap_or(-1);
+            if n < *acked || n > acked + doubt {
+                out.counter_problems.push(format!(
+                    "counter {task} is {n}, expected {acked}..={}",
+                    acked + doubt
+                ));
+            }
+        }
+        let bad_updates: i64 = db
+            .query_one("SELECT count(*) FROM idents WHERE n <> 1", &[])
+            .await?
+            .get(0);
+        if bad_updates > 0 {
+            out.counter_problems
+                .push(format!("{bad_updates} idents rows lost their update"));
+        }
+        Ok(out)
+    }
+
+    /// Longest gap between consecutive commits that overlaps `[from, to]`, and the longest one
+    /// entirely outside it.
+    pub fn gaps_around(&self, from: Instant, to: Instant) -> (Duration, Duration) {
+        let mut inside = Duration::ZERO;
+        let mut outside = Duration::ZERO;
+        for w in self.commits.windows(2) {
+            let gap = w[1] - w[0];
+            if w[1] > from && w[0] < to {
+                inside = inside.max(gap);
+            } else {
+                outside = outside.max(gap);
+            }
+        }
+        (inside, outside)
+    }
+}

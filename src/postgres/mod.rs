@@ -1,0 +1,95 @@
+//! PostgreSQL logical replication from a source database to a target database.
+//!
+//! One module per job, in the order a migration uses them:
+//! - [`names`]: the deterministic names of everything cutover creates (publication, slot, ...).
+//! - [`db`]: connecting with the plan's credentials; every SQL error carries the server's message.
+//! - [`catalog`]: what is in scope (tables, keys, sequences, extensions) on a server.
+//! - [`preflight`]: checks on both servers, each failure with its fix and the server it applies to.
+//! - [`schema`]: `pg_dump --schema-only` piped into the target.
+//! - [`start`]: publication, subscription, the marker table; target app roles blocked.
+//! - [`status`]: initial-copy state per table, lag in bytes and seconds, WAL retained.
+//! - [`fence`]: blocking and unblocking the application roles (the write fence).
+//! - [`cutover`]: gate, fence, exact catch-up, sequences, reverse replication, promotion.
+//! - [`verify`]: row counts and checksums per primary-key chunk, source against target.
+//! - [`cleanup`]: removing every object cutover created, on both servers.
+
+pub mod catalog;
+pub mod cleanup;
+pub mod cutover;
+pub mod db;
+pub mod fence;
+pub mod names;
+pub mod preflight;
+pub mod schema;
+pub mod sequences;
+pub mod start;
+pub mod status;
+pub mod verify;
+
+use std::fmt;
+
+use serde::Serialize;
+
+pub use db::{Db, PgError, Server};
+pub use names::Names;
+
+use crate::plan::{Plan, PostgresPair};
+
+/// Which end of a pair a server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Where the data lives today.
+    Source,
+    /// Where the data moves to.
+    Target,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        })
+    }
+}
+
+/// One `[[postgres]]` pair of a plan, with the names derived from it.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// The pair as written in the plan.
+    pub plan: PostgresPair,
+    /// Names of the objects cutover creates for this pair.
+    pub names: Names,
+    /// The source server.
+    pub source: Server,
+    /// The target server.
+    pub target: Server,
+}
+
+impl Pair {
+    /// The pair `pair` of migration `plan`.
+    pub fn new(plan: &Plan, pair: &PostgresPair) -> Pair {
+        Pair {
+            plan: pair.clone(),
+            names: Names::new(&plan.migration.name, &pair.name),
+            source: Server::new(Side::Source, pair.source.clone()),
+            target: Server::new(Side::Target, pair.target.clone()),
+        }
+    }
+
+    /// Every pair of the plan, or only the one called `only`.
+    pub fn select(plan: &Plan, only: Option<&str>) -> Vec<Pair> {
+        plan.postgres
+            .iter()
+            .filter(|p| only.is_none_or(|name| p.name == name))
+            .map(|p| Pair::new(plan, p))
+            .collect()
+    }
+
+    /// Connects to both servers.
+    pub async fn connect(&self) -> Result<(Db, Db), PgError> {
+        let (source, target) = tokio::join!(self.source.connect(), self.target.connect());
+        Ok((source?, target?))
+    }
+}

@@ -1,0 +1,575 @@
+//! Preflight: everything that would make replication or the cutover fail, checked on both
+//! servers before anything is changed. Every finding names the server and the fix.
+
+use serde::Serialize;
+
+use super::catalog::{self, Table};
+use super::db::{Db, PgError, ident};
+use super::{Pair, Side};
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Replication or the cutover would fail; `start` refuses.
+    Error,
+    /// Works, but worth knowing (slower apply, something to watch).
+    Warning,
+    /// What `start` will do about it.
+    Info,
+}
+
+/// One thing found on one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Source or target.
+    pub side: Side,
+    /// The server's label.
+    pub server: String,
+    /// How serious.
+    pub severity: Severity,
+    /// What is wrong.
+    pub problem: String,
+    /// What to change, on that server.
+    pub fix: String,
+}
+
+/// The result of a preflight.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The pair name.
+    pub pair: String,
+    /// Everything found, source first.
+    pub findings: Vec<Finding>,
+    /// Tables replication covers (on the source).
+    pub tables: Vec<Table>,
+    /// Tables that get `REPLICA IDENTITY FULL` at start.
+    pub identity_full: Vec<String>,
+    /// The target has none of the tables and `copy_schema` will copy them.
+    pub copy_schema: bool,
+    /// Replication for this pair was already started (its subscription exists).
+    pub already_started: bool,
+    /// `server_version_num` of source and target.
+    pub versions: (i32, i32),
+}
+
+impl Report {
+    /// True when nothing blocks replication.
+    pub fn passed(&self) -> bool {
+        !self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+
+    /// The errors, one per line, for a refusal message.
+    pub fn errors_text(&self) -> String {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("  {}: {}\n    fix: {}", f.server, f.problem, f.fix))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+struct Findings<'a> {
+    list: Vec<Finding>,
+    source: &'a Db,
+    target: &'a Db,
+}
+
+impl Findings<'_> {
+    fn add(&mut self, side: Side, severity: Severity, problem: String, fix: String) {
+        let server = match side {
+            Side::Source => self.source.server(),
+            Side::Target => self.target.server(),
+        };
+        self.list.push(Finding {
+            side,
+            server: server.to_owned(),
+            severity,
+            problem,
+            fix,
+        });
+    }
+    fn error(&mut self, side: Side, problem: impl Into<String>, fix: impl Into<String>) {
+        self.add(side, Severity::Error, problem.into(), fix.into());
+    }
+    fn warning(&mut self, side: Side, problem: impl Into<String>, fix: impl Into<String>) {
+        self.add(side, Severity::Warning, problem.into(), fix.into());
+    }
+    fn info(&mut self, side: Side, problem: impl Into<String>, fix: impl Into<String>) {
+        self.add(side, Severity::Info, problem.into(), fix.into());
+    }
+}
+
+/// Checks both servers of `pair`. Changes nothing.
+pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgError> {
+    let mut f = Findings {
+        list: Vec::new(),
+        source,
+        target,
+    };
+    let already_started = subscription_exists(target, &pair.names.subscription).await?;
+    let sync_workers: i64 = catalog::setting(target, "max_sync_workers_per_subscription")
+        .await?
+        .parse()
+        .unwrap_or(2);
+
+    let versions = (
+        catalog::version_num(source).await?,
+        catalog::version_num(target).await?,
+    );
+    if versions.1 / 10000 < versions.0 / 10000 {
+        f.error(
+            Side::Target,
+            format!(
+                "target runs PostgreSQL {} but the source runs {}",
+                versions.1 / 10000,
+                versions.0 / 10000
+            ),
+            "install the same or a newer major version on the target",
+        );
+    }
+
+    // Publisher side: WAL, slots, senders.
+    publisher_capacity(
+        &mut f,
+        source,
+        Side::Source,
+        &pair.names.subscription,
+        if already_started { 0 } else { 1 + sync_workers },
+    )
+    .await?;
+    if pair.plan.reverse_replication {
+        publisher_capacity(
+            &mut f,
+            target,
+            Side::Target,
+            &pair.names.reverse_subscription,
+            1,
+        )
+        .await?;
+    }
+
+    // Privileges.
+    let source_privs = catalog::privileges(source).await?;
+    let target_privs = catalog::privileges(target).await?;
+    if !source_privs.superuser {
+        if !source_privs.replication {
+            f.error(
+                Side::Source,
+                format!(
+                    "role `{}` has neither REPLICATION nor SUPERUSER",
+                    source_privs.user
+                ),
+                format!("ALTER ROLE {} REPLICATION;", ident(&source_privs.user)),
+            );
+        }
+        if !source_privs.create_on_database {
+            f.error(
+                Side::Source,
+                format!(
+                    "role `{}` cannot create publications in this database",
+                    source_privs.user
+                ),
+                format!(
+                    "GRANT CREATE ON DATABASE {} TO {};",
+                    ident(&pair.plan.source.dbname),
+                    ident(&source_privs.user)
+                ),
+            );
+        }
+        if !source_privs.createrole || !source_privs.signal_backend {
+            f.error(
+                Side::Source,
+                format!(
+                    "role `{}` cannot block the app roles and end their sessions at the fence",
+                    source_privs.user
+                ),
+                format!(
+                    "ALTER ROLE {0} CREATEROLE; GRANT pg_signal_backend TO {0}; (or use a superuser)",
+                    ident(&source_privs.user)
+                ),
+            );
+        }
+    }
+    if !target_privs.superuser {
+        f.error(
+            Side::Target,
+            format!(
+                "role `{}` is not a superuser; PostgreSQL {} only lets superusers create subscriptions",
+                target_privs.user,
+                versions.1 / 10000
+            ),
+            format!("ALTER ROLE {} SUPERUSER; (or log in as one)", ident(&target_privs.user)),
+        );
+    }
+    if pair.plan.reverse_replication && !source_privs.superuser {
+        f.error(
+            Side::Source,
+            "reverse replication needs a subscription on the source, which only a superuser can create",
+            "log in to the source as a superuser, or set `reverse_replication = false`",
+        );
+    }
+
+    // Tables in scope.
+    let (tables, unknown) = catalog::in_scope(catalog::tables(source).await?, &pair.plan.tables);
+    for name in unknown {
+        f.error(
+            Side::Source,
+            format!("table `{name}` from the plan's `tables` does not exist"),
+            "correct the name in `tables` (write it as schema.table)",
+        );
+    }
+    if tables.is_empty() {
+        f.error(
+            Side::Source,
+            "there are no tables to replicate",
+            "create the schema on the source, or check `dbname`",
+        );
+    }
+    let no_identity: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.has_usable_identity())
+        .map(Table::display_name)
+        .collect();
+    let mut identity_full = Vec::new();
+    if !no_identity.is_empty() {
+        if pair.plan.replica_identity_full {
+            f.warning(
+                Side::Source,
+                format!(
+                    "tables without a primary key get REPLICA IDENTITY FULL at start: {}",
+                    no_identity.join(", ")
+                ),
+                "fine for small tables; for large ones add a primary key, as every update then scans the target table",
+            );
+            identity_full = no_identity;
+        } else {
+            f.error(
+                Side::Source,
+                format!(
+                    "tables without a primary key or usable replica identity (their UPDATE and DELETE would fail once published): {}",
+                    no_identity.join(", ")
+                ),
+                "add a primary key, or ALTER TABLE ... REPLICA IDENTITY USING INDEX <unique index>, or set `replica_identity_full = true` in the plan",
+            );
+        }
+    }
+    if !source_privs.superuser {
+        let not_owned = tables_not_owned(source, &tables).await?;
+        if !not_owned.is_empty() {
+            f.error(
+                Side::Source,
+                format!(
+                    "role `{}` does not own these tables, so it cannot publish them: {}",
+                    source_privs.user,
+                    not_owned.join(", ")
+                ),
+                format!(
+                    "GRANT <owner role> TO {}; (or use a superuser)",
+                    ident(&source_privs.user)
+                ),
+            );
+        }
+    }
+
+    // Transactions that would block slot creation or the fence.
+    let prepared = source
+        .query(
+            "list prepared transactions",
+            "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
+            &[],
+        )
+        .await?;
+    for row in prepared {
+        let gid: String = row.get(0);
+        f.error(
+            Side::Source,
+            format!("prepared transaction `{gid}` is open (it blocks the replication slot)"),
+            format!(
+                "COMMIT PREPARED '{0}'; or ROLLBACK PREPARED '{0}';",
+                gid.replace('\'', "''")
+            ),
+        );
+    }
+    let long = source
+        .query(
+            "list long transactions",
+            "SELECT pid, usename::text, EXTRACT(epoch FROM now() - xact_start)::float8,
+                    backend_xid IS NOT NULL
+             FROM pg_stat_activity
+             WHERE xact_start < now() - interval '1 minute' AND pid <> pg_backend_pid()
+               AND backend_type = 'client backend' AND datname = current_database()",
+            &[],
+        )
+        .await?;
+    for row in long {
+        let (pid, user, age, writer): (i32, Option<String>, f64, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let what = format!(
+            "session {pid} of `{}` has had a {} transaction open for {:.0} s",
+            user.unwrap_or_default(),
+            if writer { "writing" } else { "read-only" },
+            age
+        );
+        let fix = format!("let it finish, or end it: SELECT pg_terminate_backend({pid});");
+        if writer {
+            f.error(
+                Side::Source,
+                format!("{what} (creating the replication slot waits for it)"),
+                fix,
+            );
+        } else if age > 300.0 {
+            f.warning(Side::Source, what, fix);
+        }
+    }
+
+    // Roles.
+    for (side, db) in [(Side::Source, source), (Side::Target, target)] {
+        let found = catalog::roles(db, &pair.plan.app_roles).await?;
+        for role in &pair.plan.app_roles {
+            if !found.iter().any(|(name, _)| name == role) {
+                f.error(
+                    side,
+                    format!("app role `{role}` does not exist"),
+                    match side {
+                        Side::Source => "correct `app_roles` in the plan".to_owned(),
+                        Side::Target => format!(
+                            "create it on the target (pg_dumpall --roles-only from the source, or CREATE ROLE {} LOGIN PASSWORD ...)",
+                            ident(role)
+                        ),
+                    },
+                );
+            }
+        }
+    }
+    for (side, endpoint) in [
+        (Side::Source, &pair.plan.source),
+        (Side::Target, &pair.plan.target),
+    ] {
+        if pair.plan.app_roles.contains(&endpoint.user) {
+            f.error(
+                side,
+                format!("cutover logs in as `{}`, which is also an app role it would block", endpoint.user),
+                "give cutover its own role (superuser, or REPLICATION + CREATEROLE + pg_signal_backend)",
+            );
+        }
+    }
+
+    // Extensions and schema on the target.
+    let copy_schema =
+        schema_on_target(&mut f, pair, source, target, &tables, already_started).await?;
+
+    Ok(Report {
+        pair: pair.plan.name.clone(),
+        findings: f.list,
+        tables,
+        identity_full,
+        copy_schema,
+        already_started,
+        versions,
+    })
+}
+
+/// Whether the subscription `name` exists in the connected database.
+pub async fn subscription_exists(db: &Db, name: &str) -> Result<bool, PgError> {
+    Ok(db
+        .query_opt(
+            "look up the subscription",
+            "SELECT 1 FROM pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&name],
+        )
+        .await?
+        .is_some())
+}
+
+async fn publisher_capacity(
+    f: &mut Findings<'_>,
+    db: &Db,
+    side: Side,
+    own_slot: &str,
+    slots_needed: i64,
+) -> Result<(), PgError> {
+    let wal_level = catalog::setting(db, "wal_level").await?;
+    if wal_level != "logical" {
+        f.error(
+            side,
+            format!("wal_level is `{wal_level}`, logical replication needs `logical`"),
+            "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
+        );
+    }
+    if slots_needed == 0 {
+        return Ok(());
+    }
+    let r = db
+        .query_one(
+            "count replication slots and senders",
+            "SELECT current_setting('max_replication_slots')::int8,
+                    (SELECT count(*) FROM pg_replication_slots WHERE slot_name <> $1),
+                    current_setting('max_wal_senders')::int8,
+                    (SELECT count(*) FROM pg_stat_replication)",
+            &[&own_slot],
+        )
+        .await?;
+    let (max_slots, used_slots, max_senders, used_senders): (i64, i64, i64, i64) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    if max_slots - used_slots < slots_needed {
+        f.error(
+            side,
+            format!(
+                "{} of max_replication_slots = {max_slots} are free; replication needs {slots_needed} (one slot, plus one per initial-copy worker)",
+                max_slots - used_slots
+            ),
+            format!(
+                "ALTER SYSTEM SET max_replication_slots = {}; then restart PostgreSQL (or drop unused slots)",
+                used_slots + slots_needed + 2
+            ),
+        );
+    }
+    if max_senders - used_senders < slots_needed {
+        f.error(
+            side,
+            format!(
+                "{} of max_wal_senders = {max_senders} are free; replication needs {slots_needed}",
+                max_senders - used_senders
+            ),
+            format!(
+                "ALTER SYSTEM SET max_wal_senders = {}; then restart PostgreSQL",
+                used_senders + slots_needed + 2
+            ),
+        );
+    }
+    Ok(())
+}
+
+async fn tables_not_owned(db: &Db, tables: &[Table]) -> Result<Vec<String>, PgError> {
+    let mut out = Vec::new();
+    for t in tables {
+        let r = db
+            .query_one(
+                "check table ownership",
+                "SELECT pg_has_role(current_user, c.relowner, 'USAGE')
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&t.schema, &t.name],
+            )
+            .await?;
+        if !r.get::<_, bool>(0) {
+            out.push(t.display_name());
+        }
+    }
+    Ok(out)
+}
+
+/// Extensions and tables on the target. Returns whether the schema will be copied.
+async fn schema_on_target(
+    f: &mut Findings<'_>,
+    pair: &Pair,
+    source: &Db,
+    target: &Db,
+    tables: &[Table],
+    already_started: bool,
+) -> Result<bool, PgError> {
+    let mut present = Vec::new();
+    let mut missing = Vec::new();
+    for t in tables {
+        if catalog::relation_exists(target, &t.schema, &t.name).await? {
+            present.push(t);
+        } else {
+            missing.push(t.display_name());
+        }
+    }
+    let copy_schema = present.is_empty() && !missing.is_empty() && pair.plan.copy_schema;
+
+    let target_extensions = catalog::extensions(target).await?;
+    let available = target
+        .query(
+            "list available extensions",
+            "SELECT name::text FROM pg_available_extensions",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>();
+    for (name, version) in catalog::extensions(source).await? {
+        if target_extensions.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        if !available.contains(&name) {
+            f.error(
+                Side::Target,
+                format!("extension `{name}` (version {version} on the source) is not installed"),
+                format!("install the package that provides `{name}` on the target server"),
+            );
+        } else if !copy_schema {
+            f.error(
+                Side::Target,
+                format!("extension `{name}` is available but not created in this database"),
+                format!("CREATE EXTENSION {};", ident(&name)),
+            );
+        }
+    }
+
+    if !missing.is_empty() {
+        if copy_schema {
+            f.info(
+                Side::Target,
+                format!("the target has none of the {} tables", missing.len()),
+                "`start` copies the schema (pg_dump --schema-only piped into the target)",
+            );
+        } else if present.is_empty() {
+            f.error(
+                Side::Target,
+                format!("the target has none of the tables: {}", missing.join(", ")),
+                "set `copy_schema = true` in the plan, or restore the schema yourself: pg_dump --schema-only <source> | psql <target>",
+            );
+        } else {
+            f.error(
+                Side::Target,
+                format!("the target lacks these tables: {}", missing.join(", ")),
+                "create them on the target (the schema is only copied automatically into an empty target)",
+            );
+        }
+    }
+    for t in present {
+        let (s, d) = (
+            catalog::columns(source, &t.schema, &t.name).await?,
+            catalog::columns(target, &t.schema, &t.name).await?,
+        );
+        let absent: Vec<&String> = s.iter().filter(|c| !d.contains(c)).collect();
+        if !absent.is_empty() {
+            f.error(
+                Side::Target,
+                format!(
+                    "table `{}` lacks columns the source has (or has them with another type): {}",
+                    t.display_name(),
+                    absent
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "ALTER TABLE on the target to match the source",
+            );
+        }
+        if !already_started {
+            let has_rows = target
+                .query_one(
+                    "check for existing rows",
+                    &format!("SELECT EXISTS (SELECT 1 FROM {})", t.sql_name()),
+                    &[],
+                )
+                .await?
+                .get::<_, bool>(0);
+            if has_rows {
+                f.error(
+                    Side::Target,
+                    format!("table `{}` already has rows; the initial copy would clash with them", t.display_name()),
+                    format!("TRUNCATE {} on the target (after making sure it is the copy you mean to replace)", t.sql_name()),
+                );
+            }
+        }
+    }
+    Ok(copy_schema)
+}

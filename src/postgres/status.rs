@@ -1,0 +1,254 @@
+//! `pg status`: initial-copy state per table, lag in bytes and seconds, WAL the slot retains.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::db::{Db, PgError};
+use super::{Pair, fence};
+
+/// Initial-copy state of one table on the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableState {
+    /// `schema.table`.
+    pub table: String,
+    /// `init`, `copying`, `syncing`, `catching-up` or `ready` (`pg_subscription_rel.srsubstate`).
+    pub state: &'static str,
+    /// Size on the target now.
+    pub target_bytes: i64,
+    /// Bytes the running initial copy has processed, while it runs.
+    pub copy_bytes_processed: Option<i64>,
+}
+
+/// Where replication of one pair stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The pair.
+    pub pair: String,
+    /// The subscription exists on the target.
+    pub subscribed: bool,
+    /// The subscription is enabled.
+    pub enabled: bool,
+    /// The target's apply worker is running.
+    pub apply_running: bool,
+    /// The slot exists on the source.
+    pub slot_exists: bool,
+    /// A walsender is streaming from the slot.
+    pub slot_active: bool,
+    /// Per table, in name order.
+    pub tables: Vec<TableState>,
+    /// Every table has finished its initial copy.
+    pub all_ready: bool,
+    /// Source WAL position minus the slot's `confirmed_flush_lsn`.
+    pub lag_bytes: Option<i64>,
+    /// Walsender `replay_lag` (0 when nothing is outstanding).
+    pub lag_seconds: Option<f64>,
+    /// Seconds since the target last heard from the source.
+    pub last_message_age_seconds: Option<f64>,
+    /// WAL kept on the source for the slot (from `restart_lsn`).
+    pub wal_retained_bytes: Option<i64>,
+    /// `pg_replication_slots.wal_status` (`reserved`, `extended`, `unreserved`, `lost`).
+    pub slot_wal_status: Option<String>,
+    /// Roles blocked by cutover on the source (the fence) and on the target (until promotion).
+    pub blocked_roles: BlockedRoles,
+    /// Things to look at.
+    pub warnings: Vec<String>,
+}
+
+/// Roles cutover blocks on each side.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockedRoles {
+    /// On the source (fenced).
+    pub source: Vec<String>,
+    /// On the target (until promotion).
+    pub target: Vec<String>,
+}
+
+fn state_name(code: &str) -> &'static str {
+    match code {
+        "i" => "init",
+        "d" => "copying",
+        "f" => "copied",
+        "s" => "syncing",
+        "r" => "ready",
+        _ => "unknown",
+    }
+}
+
+/// Reads the status of `pair` from both servers. With `history_dir`, the retained-WAL figure is
+/// remembered there and a warning is given when it grew on each of the last samples.
+pub async fn status(
+    pair: &Pair,
+    source: &Db,
+    target: &Db,
+    history_dir: Option<&Path>,
+) -> Result<Status, PgError> {
+    let name = &pair.names.subscription;
+    let sub = target
+        .query_opt(
+            "read the subscription",
+            "SELECT s.subenabled, st.pid IS NOT NULL,
+                    EXTRACT(epoch FROM now() - st.last_msg_receipt_time)::float8
+             FROM pg_subscription s
+             LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL
+             WHERE s.subname = $1
+               AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&name],
+        )
+        .await?;
+    let tables = target
+        .query(
+            "read per-table copy state",
+            "SELECT n.nspname || '.' || c.relname, sr.srsubstate::text,
+                    pg_total_relation_size(c.oid),
+                    (SELECT max(p.bytes_processed) FROM pg_stat_progress_copy p WHERE p.relid = c.oid)
+             FROM pg_subscription_rel sr
+             JOIN pg_subscription s ON s.oid = sr.srsubid
+             JOIN pg_class c ON c.oid = sr.srrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE s.subname = $1
+             ORDER BY 1",
+            &[&name],
+        )
+        .await?
+        .iter()
+        .map(|r| TableState {
+            table: r.get(0),
+            state: state_name(&r.get::<_, String>(1)),
+            target_bytes: r.get(2),
+            copy_bytes_processed: r.get(3),
+        })
+        .collect::<Vec<_>>();
+    let slot = source
+        .query_opt(
+            "read the replication slot",
+            "SELECT s.active,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::int8,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::int8,
+                    s.wal_status,
+                    EXTRACT(epoch FROM r.replay_lag)::float8
+             FROM pg_replication_slots s
+             LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+             WHERE s.slot_name = $1",
+            &[&pair.names.slot()],
+        )
+        .await?;
+
+    let mut status = Status {
+        pair: pair.plan.name.clone(),
+        subscribed: sub.is_some(),
+        enabled: sub.as_ref().is_some_and(|r| r.get(0)),
+        apply_running: sub.as_ref().is_some_and(|r| r.get(1)),
+        last_message_age_seconds: sub.as_ref().and_then(|r| r.get(2)),
+        slot_exists: slot.is_some(),
+        slot_active: slot.as_ref().is_some_and(|r| r.get(0)),
+        all_ready: !tables.is_empty() && tables.iter().all(|t| t.state == "ready"),
+        tables,
+        lag_bytes: slot.as_ref().and_then(|r| r.get(1)),
+        lag_seconds: None,
+        wal_retained_bytes: slot.as_ref().and_then(|r| r.get(2)),
+        slot_wal_status: slot.as_ref().and_then(|r| r.get(3)),
+        blocked_roles: BlockedRoles {
+            source: fence::blocked(source, &pair.names.pair).await?,
+            target: fence::blocked(target, &pair.names.pair).await?,
+        },
+        warnings: Vec::new(),
+    };
+    status.lag_seconds = match (status.lag_bytes, slot.as_ref().and_then(|r| r.get(4))) {
+        (Some(0), _) => Some(0.0),
+        (Some(_), Some(seconds)) => Some(seconds),
+        (Some(_), None) => Some(0.0),
+        (None, _) => None,
+    };
+
+    if status.subscribed && !status.slot_exists {
+        status.warnings.push(format!(
+            "the subscription exists but its slot `{}` is missing on the source; run `pg cleanup` then `pg start`",
+            pair.names.slot()
+        ));
+    }
+    if status.subscribed && status.enabled && !status.apply_running {
+        status.warnings.push(
+            "the target's apply worker is not running; see the target's server log".to_owned(),
+        );
+    }
+    if let Some(wal) = status.slot_wal_status.as_deref()
+        && matches!(wal, "unreserved" | "lost")
+    {
+        status.warnings.push(format!(
+            "the slot's WAL is `{wal}`: the source may already have removed WAL the target needs (max_slot_wal_keep_size)"
+        ));
+    }
+    if let (Some(dir), Some(retained)) = (history_dir, status.wal_retained_bytes)
+        && let Some(warning) = record_retained(dir, &pair.plan.name, retained)
+    {
+        status.warnings.push(warning);
+    }
+    Ok(status)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RetainedHistory {
+    /// (unix seconds, bytes), oldest first.
+    samples: Vec<(u64, i64)>,
+}
+
+/// Samples kept per pair.
+const HISTORY: usize = 6;
+/// Growth over the samples that earns a warning (one WAL segment's worth, 16 MiB, times 4).
+const GROWTH_WARNING_BYTES: i64 = 64 << 20;
+
+/// Appends a retained-WAL sample; warns when it grew at every one of the last samples by more
+/// than [`GROWTH_WARNING_BYTES`] in all.
+fn record_retained(dir: &Path, pair: &str, retained: i64) -> Option<String> {
+    let path = dir.join(format!("postgres-{pair}-retained-wal.json"));
+    let mut history: RetainedHistory = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    history.samples.push((now, retained));
+    let excess = history.samples.len().saturating_sub(HISTORY);
+    history.samples.drain(..excess);
+    if std::fs::create_dir_all(dir).is_ok()
+        && let Ok(bytes) = serde_json::to_vec(&history)
+    {
+        let _ = std::fs::write(&path, bytes);
+    }
+    growth_warning(&history.samples)
+}
+
+fn growth_warning(samples: &[(u64, i64)]) -> Option<String> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let growing = samples.windows(2).all(|w| w[1].1 > w[0].1);
+    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    (growing && last.1 - first.1 > GROWTH_WARNING_BYTES).then(|| {
+        format!(
+            "WAL retained by the slot grew from {} MiB to {} MiB over the last {} status checks ({} s): the target is not keeping up or not consuming",
+            first.1 >> 20,
+            last.1 >> 20,
+            samples.len(),
+            last.0.saturating_sub(first.0)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::growth_warning;
+
+    #[test]
+    fn warns_only_on_steady_growth() {
+        let mib = 1 << 20;
+        assert!(growth_warning(&[(0, 10 * mib), (60, 50 * mib), (120, 90 * mib)]).is_some());
+        assert!(growth_warning(&[(0, 10 * mib), (60, 50 * mib)]).is_none());
+        assert!(growth_warning(&[(0, 10 * mib), (60, 90 * mib), (120, 80 * mib)]).is_none());
+        assert!(growth_warning(&[(0, 10 * mib), (60, 11 * mib), (120, 12 * mib)]).is_none());
+    }
+}

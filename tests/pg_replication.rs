@@ -1,0 +1,394 @@
+//! PostgreSQL logical replication against two real PostgreSQL 15 clusters per test.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cutover::lab::writer::{self, Writer, WriterConfig};
+use cutover::lab::{LabDir, Postgres, Supervision};
+use cutover::plan::{self, Plan};
+use cutover::postgres::cutover::{Event, Rollback, Stage};
+use cutover::postgres::preflight::{self, Severity};
+use cutover::postgres::{Pair, cleanup, cutover as pg_cutover, start, status, verify};
+
+const APP_PASSWORD: &str = "app-test-password";
+
+struct Fixture {
+    dir: LabDir,
+    source: Postgres,
+    target: Postgres,
+}
+
+impl Fixture {
+    /// Two clusters, an `app` database on each, the `app` role on the source (and on the
+    /// target unless `role_on_target` is false), the writer's tables on the source.
+    async fn new(role_on_target: bool) -> Fixture {
+        let dir = LabDir::temporary().expect("lab dir");
+        let (source, target) = tokio::try_join!(
+            Postgres::start(dir.path(), "pg-source", Supervision::Owned),
+            Postgres::start(dir.path(), "pg-target", Supervision::Owned),
+        )
+        .expect("clusters start");
+        for (pg, with_role) in [(&source, true), (&target, role_on_target)] {
+            let c = pg.connect("postgres").await.unwrap();
+            if with_role {
+                c.batch_execute(&format!("CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'"))
+                    .await
+                    .unwrap();
+            }
+            c.batch_execute("CREATE DATABASE app").await.unwrap();
+        }
+        let c = source.connect("app").await.unwrap();
+        writer::create_tables(&c, "app").await.unwrap();
+        writer::seed_counters(&c, 2).await.unwrap();
+        // Rows that exist before replication starts, so the initial copy has work to do.
+        c.batch_execute(
+            "INSERT INTO writes (k, payload) SELECT -g, md5(g::text) FROM generate_series(1, 3000) g;
+             INSERT INTO idents (k, n) SELECT -g, 1 FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+        Fixture {
+            dir,
+            source,
+            target,
+        }
+    }
+
+    fn plan(&self, extra: &str) -> Plan {
+        let endpoint = |pg: &Postgres| {
+            format!(
+                "{{ host = \"127.0.0.1\", port = {}, dbname = \"app\", user = \"postgres\", password_file = \"{}\" }}",
+                pg.port,
+                pg.password_file.display()
+            )
+        };
+        let text = format!(
+            "[migration]\nname = \"t\"\nstate_dir = \"{}\"\n\n[[postgres]]\nname = \"app-pg\"\nsource = {}\ntarget = {}\napp_roles = [\"app\"]\ncopy_schema = true\n{extra}\n",
+            self.dir.path().join("state").display(),
+            endpoint(&self.source),
+            endpoint(&self.target),
+        );
+        plan::parse_str(&text, &PathBuf::from("test-plan.toml")).expect("valid plan")
+    }
+
+    fn app_config(&self, pg: &Postgres) -> tokio_postgres::Config {
+        let mut config = pg.config("app");
+        config.user("app").password(APP_PASSWORD);
+        config.connect_timeout(Duration::from_secs(5));
+        config
+    }
+
+    async fn app_can_write(&self, pg: &Postgres) -> Result<(), tokio_postgres::Error> {
+        let (client, conn) = self.app_config(pg).connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .execute("UPDATE counters SET n = n WHERE id = 0", &[])
+            .await
+            .map(|_| ())
+    }
+}
+
+fn pair_of(plan: &Plan) -> Pair {
+    Pair::select(plan, None).remove(0)
+}
+
+async fn wait_ready(pair: &Pair) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, t) = pair.connect().await.unwrap();
+        let st = status::status(pair, &s, &t, None).await.unwrap();
+        if st.all_ready && st.apply_running && st.lag_bytes.is_some_and(|l| l < 1 << 20) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replication not ready: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_names_tables_without_key_and_missing_roles_with_fixes() {
+    let fx = Fixture::new(false).await;
+    let c = fx.source.connect("app").await.unwrap();
+    c.batch_execute("CREATE TABLE audit_log (at timestamptz, line text)")
+        .await
+        .unwrap();
+    c.batch_execute("PREPARE TRANSACTION 'x'").await.ok(); // needs max_prepared_transactions; ignored
+
+    let pair = pair_of(&fx.plan(""));
+    let (s, t) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    assert!(!report.passed());
+    let no_key = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("public.audit_log"))
+        .expect("the table without a primary key is named");
+    assert_eq!(no_key.severity, Severity::Error);
+    assert!(no_key.server.starts_with("source"), "{no_key:?}");
+    assert!(no_key.fix.contains("replica_identity_full"), "{no_key:?}");
+    let role = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("app role `app` does not exist"))
+        .expect("the missing role is reported");
+    assert!(role.server.starts_with("target"));
+    assert!(role.fix.contains("CREATE ROLE"));
+    // The tables with keys are fine and the empty target gets its schema copied.
+    assert!(report.copy_schema);
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !f.problem.contains("public.writes"))
+    );
+
+    // With the role created and FULL identity allowed, only a warning is left.
+    t.batch(
+        "create role",
+        &format!("CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'"),
+    )
+    .await
+    .unwrap();
+    let pair = pair_of(&fx.plan("replica_identity_full = true"));
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    assert!(report.passed(), "{:#?}", report.findings);
+    assert_eq!(report.identity_full, vec!["public.audit_log".to_owned()]);
+
+    // Without copy_schema the empty target is an error that says how to fix it.
+    let mut plan = fx.plan("replica_identity_full = true");
+    plan.postgres[0].copy_schema = false;
+    let pair = pair_of(&plan);
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    let schema = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("none of the tables"))
+        .expect("missing schema reported");
+    assert!(schema.fix.contains("copy_schema = true"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn start_twice_verify_and_cleanup_twice_are_harmless() {
+    let fx = Fixture::new(true).await;
+    let plan = fx.plan("");
+    let pair = pair_of(&plan);
+
+    let first = start::start(&pair).await.unwrap();
+    assert!(first.schema_copied && first.publication_created && first.subscription_created);
+    assert_eq!(first.target_roles_blocked, vec!["app".to_owned()]);
+    wait_ready(&pair).await;
+    let second = start::start(&pair).await.unwrap();
+    assert!(!second.schema_copied && !second.publication_created && !second.subscription_created);
+    wait_ready(&pair).await;
+
+    // The target's app role cannot log in until promotion.
+    assert!(fx.app_can_write(&fx.target).await.is_err());
+
+    // Verify in small chunks: everything matches (the source is idle) ...
+    let report = verify::verify(&pair, 700).await.unwrap();
+    assert!(report.matches(), "{report:#?}");
+    let writes = report
+        .tables
+        .iter()
+        .find(|t| t.table == "public.writes")
+        .unwrap();
+    assert_eq!((writes.source_rows, writes.target_rows), (3000, 3000));
+    assert_eq!(writes.chunks, 5, "3000 rows in chunks of 700");
+    // ... and a row changed behind replication's back is found, with its key range.
+    let t = fx.target.connect("app").await.unwrap();
+    t.batch_execute("UPDATE writes SET payload = 'tampered' WHERE id = 1500")
+        .await
+        .unwrap();
+    let report = verify::verify(&pair, 700).await.unwrap();
+    assert!(!report.matches());
+    let writes = report
+        .tables
+        .iter()
+        .find(|t| t.table == "public.writes")
+        .unwrap();
+    assert_eq!(writes.mismatches.len(), 1, "{writes:#?}");
+    let m = &writes.mismatches[0];
+    assert_eq!(m.after.as_deref(), Some(&["1400".to_owned()][..]));
+    assert_eq!(m.up_to.as_deref(), Some(&["2100".to_owned()][..]));
+
+    let first = cleanup::cleanup(&pair).await.unwrap();
+    assert!(
+        first.done.iter().any(|l| l.contains("subscription")),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .done
+            .iter()
+            .any(|l| l.contains("restored LOGIN on the target")),
+        "{first:?}"
+    );
+    let second = cleanup::cleanup(&pair).await.unwrap();
+    assert!(
+        second.done.is_empty() && second.kept.is_empty(),
+        "{second:?}"
+    );
+
+    // Nothing of cutover's is left, and the target's app role works again.
+    let s = fx.source.connect("app").await.unwrap();
+    let left: i64 = s
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots)
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'cutover')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    let left: i64 = t
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_subscription) + (SELECT count(*) FROM pg_namespace WHERE nspname = 'cutover')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    fx.app_can_write(&fx.target).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
+    let fx = Fixture::new(true).await;
+    let plan = fx.plan("reverse_replication = true");
+    let pair = pair_of(&plan);
+    start::start(&pair).await.unwrap();
+    wait_ready(&pair).await;
+
+    let writer = Writer::start(WriterConfig {
+        source: fx.app_config(&fx.source),
+        target: fx.app_config(&fx.target),
+        rate: 700,
+        tasks: 2,
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Start again while writes flow: still harmless.
+    start::start(&pair).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let began = Instant::now();
+    let mut fenced_at = None;
+    let mut promoted_at = None;
+    let report = pg_cutover::cutover(&pair, &mut |e: &Event| match e {
+        Event::GatePassed { .. } => fenced_at = Some(Instant::now()),
+        Event::Promoted { .. } => promoted_at = Some(Instant::now()),
+        _ => {}
+    })
+    .await
+    .unwrap_or_else(|e| panic!("cutover failed: {e} ({:?})", e.rollback));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ledger = writer.stop().await;
+
+    let (fenced_at, promoted_at) = (fenced_at.unwrap(), promoted_at.unwrap());
+    let before = ledger.commits.iter().filter(|t| **t < fenced_at).count();
+    let first = ledger.commits[0];
+    let rate = before as f64 / (fenced_at - first).as_secs_f64();
+    assert!(
+        rate >= 500.0,
+        "writer managed only {rate:.0} tx/s before the fence"
+    );
+    assert!(report.write_unavailable_ms > 0.0);
+    assert_eq!(
+        ledger.both_accepted, 0,
+        "source and target accepted the app role at once"
+    );
+    // Only the commits cut off by the fence fail: one per writer connection.
+    assert!(ledger.errors.len() <= 2, "{:?}", ledger.errors);
+
+    let t = fx.target.connect("app").await.unwrap();
+    let check = ledger.check(&t).await.unwrap();
+    assert!(check.acked_on_target > 100, "{check:?}");
+    assert!(check.clean(), "{check:#?}");
+    let (gap, _) = ledger.gaps_around(fenced_at, promoted_at);
+    assert!(gap > Duration::ZERO && began.elapsed() > gap);
+
+    // The old primary stays fenced; the new one takes the app.
+    assert!(fx.app_can_write(&fx.source).await.is_err());
+    fx.app_can_write(&fx.target).await.unwrap();
+
+    // Reverse replication carries the target's writes back to the old primary.
+    let s = fx.source.connect("app").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let back = ledger.check(&s).await.unwrap();
+        if back.clean() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reverse replication incomplete: {back:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let cleaned = cleanup::cleanup(&pair).await.unwrap();
+    assert!(
+        cleaned
+            .kept
+            .iter()
+            .any(|k| k.contains("stay blocked on the source")),
+        "{cleaned:?}"
+    );
+    assert!(fx.app_can_write(&fx.source).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn target_lost_during_catch_up_leaves_source_writable() {
+    let mut fx = Fixture::new(true).await;
+    let plan = fx.plan("catchup_timeout = \"3s\"");
+    let pair = pair_of(&plan);
+    start::start(&pair).await.unwrap();
+    wait_ready(&pair).await;
+
+    let writer = Writer::start(WriterConfig {
+        source: fx.app_config(&fx.source),
+        target: fx.app_config(&fx.target),
+        rate: 300,
+        tasks: 2,
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let target_process = fx.target.process();
+    let result = pg_cutover::cutover(&pair, &mut |e: &Event| {
+        if matches!(e, Event::Fenced { .. }) {
+            target_process.stop(Duration::from_secs(5));
+        }
+    })
+    .await;
+    let failed = result.expect_err("the cutover must fail without a target");
+    assert_eq!(failed.stage, Stage::CatchUp, "{failed}");
+    match &failed.rollback {
+        Rollback::SourceUnfenced {
+            roles,
+            replication_lost,
+        } => {
+            assert_eq!(roles, &vec!["app".to_owned()]);
+            assert!(!replication_lost);
+        }
+        other => panic!("expected the source unfenced, got {other:?}"),
+    }
+
+    // The app role logs in and writes on the source again; the writer found its way back.
+    fx.app_can_write(&fx.source).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ledger = writer.stop().await;
+    let s = fx.source.connect("app").await.unwrap();
+    let check = ledger.check(&s).await.unwrap();
+    assert!(check.clean(), "{check:#?}");
+    assert_eq!(check.acked_on_target, 0);
+    let after_rollback = ledger
+        .commits
+        .iter()
+        .filter(|t| **t > ledger.commits[0] + Duration::from_millis(600))
+        .count();
+    assert!(
+        after_rollback > 0,
+        "no commits on the source after the rollback"
+    );
+}
