@@ -284,10 +284,12 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                 Event::Fenced { sessions_ended } => {
                     format!("source fenced ({sessions_ended} app session(s) ended)")
                 }
-                Event::CaughtUp { fence_lsn } => {
-                    format!("target caught up exactly to the fence at {fence_lsn}")
-                }
-                Event::SequencesSynced { count } => format!("{count} sequence(s) synced"),
+                Event::CaughtUp {
+                    fence_lsn,
+                    sequences,
+                } => format!(
+                    "target caught up exactly to the fence at {fence_lsn}; {sequences} sequence(s) set"
+                ),
                 Event::ReverseReady => "reverse replication target -> source ready".to_owned(),
                 Event::Promoted { .. } => "target promoted and writable".to_owned(),
                 Event::RollingBack { reason } => format!("FAILED: {reason}; rolling back"),
@@ -310,6 +312,9 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                     .map(|(s, ms)| format!("{s:?} {ms:.1} ms"))
                     .collect();
                 println!("  stages: {}", stages.join(", "));
+                for w in &r.warnings {
+                    println!("  warning: {w}");
+                }
                 println!(
                     "  the source's app roles stay blocked so nothing writes to the old primary; \
                      `cutover pg cleanup` removes replication objects when you are done{}",
@@ -332,10 +337,7 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                     Rollback::NotNeeded => {
                         eprintln!("  nothing was changed; the source serves as before")
                     }
-                    Rollback::SourceUnfenced {
-                        roles,
-                        replication_lost,
-                    } => {
+                    Rollback::SourceUnfenced { roles } => {
                         eprintln!(
                             "  rolled back: the source is unfenced and serves writes (LOGIN restored: {})",
                             if roles.is_empty() {
@@ -344,11 +346,6 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                                 roles.join(", ")
                             }
                         );
-                        if *replication_lost {
-                            eprintln!(
-                                "  replication to the target was already removed: run `cutover pg cleanup` then `cutover pg start` before retrying"
-                            );
-                        }
                     }
                     Rollback::Failed { error } => eprintln!("  ROLLBACK FAILED: {error}"),
                 }

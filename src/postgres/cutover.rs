@@ -1,25 +1,28 @@
 //! `pg cutover`: the write-unavailability window, top to bottom.
 //!
-//! 1. Gate: subscription running, every table copied, lag under `max_lag_bytes`.
-//! 2. Fence: app roles NOLOGIN on the source, sessions drained then terminated and gone.
-//! 3. Exact catch-up: `fence_lsn` is read after the last app session is gone; a marker row is
-//!    committed (flushed) after it; done when the marker is on the target *and* the slot's
-//!    `confirmed_flush_lsn >= fence_lsn`. Never "lag = 0".
-//! 4. Sequences copied from the fenced source.
-//! 5. Reverse replication (optional): publication on the target, subscription on the source
+//! 1. Gate: subscription running, every table copied, lag under `max_lag_bytes`, the target's
+//!    app roles still blocked, the source not already fenced.
+//! 2. Fence: app roles NOLOGIN on the source (one transaction), sessions drained, terminated,
+//!    and gone.
+//! 3. Exact catch-up: once the last app session is gone, a marker row is committed (and
+//!    flushed); `fence_lsn` is read inside the marker's transaction; done when the marker is on the target *and* the slot's
+//!    `confirmed_flush_lsn >= fence_lsn`. Never "lag = 0". Sequences are copied from the fenced
+//!    source at the same time (they are final once the fence holds).
+//! 4. Reverse replication (optional): publication on the target, subscription on the source
 //!    with `copy_data = false`, before the target takes a single write.
-//! 6. Promote: the forward subscription is dropped together with its slot on the source.
-//! 7. Target app roles unblocked: the target is writable (the point of no return).
+//! 5. Promote, in one target transaction: the forward subscription is disabled (no more
+//!    applying from the source) and the app roles get LOGIN back. The point of no return.
+//! 6. After the window: the forward subscription is dropped with its slot on the source, and the
+//!    source's fence is marked permanent (the old primary must not take writes).
 //!
-//! Any failure in 2-7 rolls back: reverse replication removed, source unfenced. After 7, the
-//! source's roles stay blocked on purpose.
+//! Any failure in 2-5 rolls back: reverse replication removed, source unfenced.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::cleanup::{self, SubscriptionDrop};
-use super::db::{Db, PgError, qualified};
+use super::db::{Db, PgError, ident, qualified};
 use super::names::{MARKER_TABLE, SCHEMA};
 use super::start::{create_subscription, own_tables, publish};
 use super::{Pair, catalog, fence, sequences, status};
@@ -43,15 +46,12 @@ pub enum Event {
         /// Sessions terminated.
         sessions_ended: usize,
     },
-    /// Everything committed before the fence is on the target.
+    /// Everything committed before the fence is on the target, and sequences are set.
     CaughtUp {
         /// The source WAL position after the last app session was gone.
         fence_lsn: String,
-    },
-    /// Sequences set on the target.
-    SequencesSynced {
-        /// How many.
-        count: usize,
+        /// Sequences set on the target.
+        sequences: usize,
     },
     /// Reverse replication is in place.
     ReverseReady,
@@ -67,7 +67,7 @@ pub enum Event {
     },
 }
 
-/// Steps of the window, for timings and failure reports.
+/// Steps of a cutover, for timings and failure reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
@@ -77,16 +77,14 @@ pub enum Stage {
     Gate,
     /// Blocking roles and ending sessions.
     Fence,
-    /// Waiting for the marker and the slot.
+    /// Waiting for the marker and the slot; copying sequences.
     CatchUp,
-    /// Copying sequence positions.
-    Sequences,
     /// Setting up reverse replication.
     Reverse,
-    /// Dropping the forward subscription.
+    /// Disabling the subscription and unblocking the target's app roles.
     Promote,
-    /// Unblocking the target's app roles.
-    UnblockTarget,
+    /// Dropping the forward subscription and its slot (after the window).
+    DropSubscription,
 }
 
 /// A successful cutover.
@@ -106,6 +104,8 @@ pub struct CutoverReport {
     pub stages_ms: Vec<(Stage, f64)>,
     /// Fence start to target writable, in milliseconds.
     pub write_unavailable_ms: f64,
+    /// Problems after the point of no return that need a hand (e.g. a slot left behind).
+    pub warnings: Vec<String>,
 }
 
 /// What happened to the source after a failure.
@@ -118,10 +118,8 @@ pub enum Rollback {
     SourceUnfenced {
         /// Roles given LOGIN back.
         roles: Vec<String>,
-        /// The forward subscription was already dropped: run `pg cleanup` and `pg start` again.
-        replication_lost: bool,
     },
-    /// Unfencing failed too: the source stays fenced until someone acts.
+    /// Unfencing failed or was unsafe: the source stays fenced until someone acts.
     Failed {
         /// Why, and what to run.
         error: String,
@@ -153,7 +151,7 @@ pub async fn cutover(
         }
     };
     let (source, target) = pair.connect().await.map_err(early(Stage::Connect))?;
-    let lag_bytes = gate(pair, &source, &target)
+    let (lag_bytes, target_roles) = gate(pair, &source, &target)
         .await
         .map_err(early(Stage::Gate))?;
     events(&Event::GatePassed { lag_bytes });
@@ -162,18 +160,20 @@ pub async fn cutover(
         pair,
         source: &source,
         target: &target,
-        started: Instant::now(),
+        target_roles,
         stages: Vec::new(),
         reverse_created: false,
-        forward_dropped: false,
     };
     match window.run(events).await {
-        Ok(report) => Ok(report),
+        Ok(mut report) => {
+            window.after(&mut report).await;
+            Ok(report)
+        }
         Err((stage, error)) => {
             events(&Event::RollingBack {
                 reason: error.to_string(),
             });
-            let rollback = window.roll_back().await;
+            let rollback = window.roll_back(stage).await;
             Err(CutoverFailed {
                 stage,
                 error,
@@ -183,8 +183,13 @@ pub async fn cutover(
     }
 }
 
-/// Checks that replication is running, complete and close enough. Returns the lag in bytes.
-async fn gate(pair: &Pair, source: &Db, target: &Db) -> Result<i64, PgError> {
+/// Checks that replication is running, complete and close enough. Returns the lag in bytes and
+/// the target's blocked roles (with their LOGIN attribute before blocking).
+async fn gate(
+    pair: &Pair,
+    source: &Db,
+    target: &Db,
+) -> Result<(i64, Vec<(String, bool)>), PgError> {
     let s = status::status(pair, source, target, None).await?;
     let refuse = |why: String| Err(PgError::Refused(format!("{}: {why}", pair.plan.name)));
     if !s.subscribed || !s.slot_exists {
@@ -212,29 +217,27 @@ async fn gate(pair: &Pair, source: &Db, target: &Db) -> Result<i64, PgError> {
             pair.plan.max_lag_bytes
         ));
     }
-    let missing: Vec<&String> = pair
+    if !s.blocked_roles.source.is_empty() {
+        return refuse(format!(
+            "the source is already fenced ({}): a previous cutover completed or did not roll back; see `cutover pg status`",
+            s.blocked_roles.source.join(", ")
+        ));
+    }
+    let target_roles = fence::blocked_state(target, &pair.names.pair).await?;
+    let missing: Vec<&str> = pair
         .plan
         .app_roles
         .iter()
-        .filter(|r| !s.blocked_roles.target.contains(r))
+        .filter(|r| !target_roles.iter().any(|(name, _)| name == *r))
+        .map(String::as_str)
         .collect();
     if !missing.is_empty() {
         return refuse(format!(
             "app roles are not blocked on the target ({}); run `cutover pg start` again",
-            missing
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            missing.join(", ")
         ));
     }
-    if !s.blocked_roles.source.is_empty() {
-        return refuse(format!(
-            "the source is already fenced ({}); a previous cutover completed or did not roll back; see `cutover pg status`",
-            s.blocked_roles.source.join(", ")
-        ));
-    }
-    Ok(lag)
+    Ok((lag, target_roles))
 }
 
 /// The fenced part of a cutover and what is needed to undo it.
@@ -242,10 +245,9 @@ struct Window<'a> {
     pair: &'a Pair,
     source: &'a Db,
     target: &'a Db,
-    started: Instant,
+    target_roles: Vec<(String, bool)>,
     stages: Vec<(Stage, f64)>,
     reverse_created: bool,
-    forward_dropped: bool,
 }
 
 impl Window<'_> {
@@ -264,7 +266,7 @@ impl Window<'_> {
         let names = &pair.names;
         let at = |stage| move |e| (stage, e);
 
-        // Prepared before the fence so the window holds no planning round trips.
+        // Everything that can be prepared is prepared before the fence.
         let marker = qualified(SCHEMA, MARKER_TABLE);
         let marker_seen = target
             .client()
@@ -272,7 +274,7 @@ impl Window<'_> {
                 "SELECT EXISTS (SELECT 1 FROM {marker} WHERE token = $1)"
             ))
             .await
-            .map_err(|e| (Stage::CatchUp, target.error("prepare the marker check", &e)))?;
+            .map_err(|e| (Stage::Fence, target.error("prepare the marker check", &e)))?;
         let flushed = source
             .client()
             .prepare(
@@ -280,7 +282,7 @@ impl Window<'_> {
                  WHERE slot_name = $2",
             )
             .await
-            .map_err(|e| (Stage::CatchUp, source.error("prepare the slot check", &e)))?;
+            .map_err(|e| (Stage::Fence, source.error("prepare the slot check", &e)))?;
         // The marker's commit must be flushed at once: logical decoding only sends flushed WAL.
         source
             .batch(
@@ -288,11 +290,15 @@ impl Window<'_> {
                 "SET synchronous_commit = on",
             )
             .await
-            .map_err(at(Stage::CatchUp))?;
+            .map_err(at(Stage::Fence))?;
+        let promote_sql = format!(
+            "ALTER SUBSCRIPTION {} DISABLE;{}",
+            ident(&names.subscription),
+            fence::unblock_statements(&names.pair, &self.target_roles)
+        );
         let token = marker_token();
 
-        self.started = Instant::now();
-        let t = self.started;
+        let started = Instant::now();
         fence::block(source, roles, &names.pair)
             .await
             .map_err(at(Stage::Fence))?;
@@ -300,27 +306,24 @@ impl Window<'_> {
             fence::end_sessions(source, roles, pair.plan.drain, SESSION_EXIT_LIMIT)
                 .await
                 .map_err(at(Stage::Fence))?;
-        let t = self.done(Stage::Fence, t);
+        let t = self.done(Stage::Fence, started);
         events(&Event::Fenced { sessions_ended });
 
+        // The WAL position read inside the marker's own transaction: after every app commit
+        // (their sessions are gone) and before the marker's commit record.
         let fence_lsn: String = source
             .query_one(
-                "read the fence position",
-                "SELECT pg_current_wal_insert_lsn()::text",
-                &[],
+                "commit the fence marker",
+                &format!(
+                    "INSERT INTO {marker} (token, pair) VALUES ($1, $2)
+                     RETURNING pg_current_wal_insert_lsn()::text"
+                ),
+                &[&token, &names.pair],
             )
             .await
             .map_err(at(Stage::CatchUp))?
             .get(0);
-        source
-            .execute(
-                "commit the fence marker",
-                &format!("INSERT INTO {marker} (token, pair) VALUES ($1, $2)"),
-                &[&token, &names.pair],
-            )
-            .await
-            .map_err(at(Stage::CatchUp))?;
-        let wait = async {
+        let caught_up = async {
             let mut seen = false;
             loop {
                 if !seen {
@@ -352,30 +355,26 @@ impl Window<'_> {
                 tokio::time::sleep(POLL).await;
             }
         };
-        match tokio::time::timeout(pair.plan.catchup_timeout, wait).await {
-            Ok(result) => result.map_err(at(Stage::CatchUp))?,
-            Err(_) => {
-                return Err((
-                    Stage::CatchUp,
-                    PgError::Timeout {
-                        what: format!(
-                            "the target to apply everything up to {fence_lsn} (catchup_timeout)"
-                        ),
-                        after: pair.plan.catchup_timeout,
-                    },
-                ));
+        let timed = async {
+            match tokio::time::timeout(pair.plan.catchup_timeout, caught_up).await {
+                Ok(result) => result,
+                Err(_) => Err(PgError::Timeout {
+                    what: format!(
+                        "the target to apply everything up to {fence_lsn} (catchup_timeout)"
+                    ),
+                    after: pair.plan.catchup_timeout,
+                }),
             }
-        }
-        let t = self.done(Stage::CatchUp, t);
+        };
+        // Sequences are final once the fence holds; set them while the marker travels.
+        let (caught_up, synced) = tokio::join!(timed, sequences::sync(source, target));
+        caught_up.map_err(at(Stage::CatchUp))?;
+        let count = synced.map_err(at(Stage::CatchUp))?;
+        let mut t = self.done(Stage::CatchUp, t);
         events(&Event::CaughtUp {
             fence_lsn: fence_lsn.clone(),
+            sequences: count,
         });
-
-        let count = sequences::sync(source, target)
-            .await
-            .map_err(at(Stage::Sequences))?;
-        let mut t = self.done(Stage::Sequences, t);
-        events(&Event::SequencesSynced { count });
 
         if pair.plan.reverse_replication {
             self.reverse_created = true;
@@ -384,37 +383,17 @@ impl Window<'_> {
             events(&Event::ReverseReady);
         }
 
-        self.forward_dropped = true;
-        match cleanup::drop_subscription(target, &names.subscription)
+        // One transaction: stop applying from the source and let the app in.
+        target
+            .batch("promote the target", &promote_sql)
             .await
-            .map_err(at(Stage::Promote))?
-        {
-            SubscriptionDrop::Dropped => {}
-            other => {
-                return Err((
-                    Stage::Promote,
-                    PgError::Refused(format!(
-                        "{}: dropping the subscription ended as {other:?}",
-                        target.server()
-                    )),
-                ));
-            }
-        }
-        let t = self.done(Stage::Promote, t);
-
-        fence::unblock(target, &names.pair)
-            .await
-            .map_err(at(Stage::UnblockTarget))?;
-        let write_unavailable_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        self.done(Stage::UnblockTarget, t);
+            .map_err(at(Stage::Promote))?;
+        let write_unavailable_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.done(Stage::Promote, t);
         events(&Event::Promoted {
             write_unavailable_ms,
         });
 
-        // Past the point of no return: failures here are reported, not rolled back.
-        if let Err(e) = fence::keep_after_promotion(source, &names.pair).await {
-            tracing::warn!(error = %e, "could not mark the source fence as permanent");
-        }
         Ok(CutoverReport {
             pair: pair.plan.name.clone(),
             fence_lsn,
@@ -423,7 +402,32 @@ impl Window<'_> {
             reverse_replication: pair.plan.reverse_replication,
             stages_ms: self.stages.clone(),
             write_unavailable_ms,
+            warnings: Vec::new(),
         })
+    }
+
+    /// After the point of no return: drop the forward subscription with its slot and keep the
+    /// source fenced for good. Failures here are reported, never rolled back.
+    async fn after(&mut self, report: &mut CutoverReport) {
+        let names = &self.pair.names;
+        let t = Instant::now();
+        match cleanup::drop_subscription(self.target, &names.subscription).await {
+            Ok(SubscriptionDrop::Dropped | SubscriptionDrop::Absent) => {}
+            Ok(SubscriptionDrop::DroppedSlotLeft) => report.warnings.push(format!(
+                "slot {} is still on the source and keeps WAL there: run `cutover pg cleanup`",
+                names.slot()
+            )),
+            Err(e) => report.warnings.push(format!(
+                "the forward subscription could not be dropped ({e}): run `cutover pg cleanup`"
+            )),
+        }
+        self.done(Stage::DropSubscription, t);
+        report.stages_ms = self.stages.clone();
+        if let Err(e) = fence::keep_after_promotion(self.source, &names.pair).await {
+            report.warnings.push(format!(
+                "could not mark the source's fence as permanent ({e}); `pg cleanup` would unfence the old primary"
+            ));
+        }
     }
 
     /// Publication on the target, subscription on the source (no initial copy): everything
@@ -447,9 +451,30 @@ impl Window<'_> {
         .await
     }
 
-    /// Undoes the window: reverse replication removed, source unfenced.
-    async fn roll_back(&self) -> Rollback {
+    /// Undoes the window: reverse replication removed, source unfenced. When the promotion's
+    /// own outcome is unknown (the target went away while committing it), the source stays
+    /// fenced: unfencing it next to a promoted target would split writes between two primaries.
+    async fn roll_back(&self, stage: Stage) -> Rollback {
         let names = &self.pair.names;
+        if stage == Stage::Promote {
+            match self.promotion_committed().await {
+                Some(false) => {}
+                Some(true) => {
+                    return Rollback::Failed {
+                        error: "the promotion committed on the target although its reply was lost: the target is the primary now; keep the source fenced and run `cutover pg cleanup` to drop the subscription".to_owned(),
+                    };
+                }
+                None => {
+                    return Rollback::Failed {
+                        error: format!(
+                            "the promotion's outcome is unknown (target unreachable); the source stays fenced. If subscription {} on the target is disabled, the target is the primary; otherwise {}",
+                            names.subscription,
+                            unfence_help(self.pair)
+                        ),
+                    };
+                }
+            }
+        }
         // A reconnect, in case the failure broke the connection itself.
         let fresh;
         let source = if self.source.is_closed() {
@@ -460,7 +485,7 @@ impl Window<'_> {
                 }
                 Err(e) => {
                     return Rollback::Failed {
-                        error: unfence_help(self.pair, &e),
+                        error: format!("{e}; {}", unfence_help(self.pair)),
                     };
                 }
             }
@@ -474,7 +499,7 @@ impl Window<'_> {
                     error: format!(
                         "could not remove reverse subscription {} from the source ({e}); the source stays fenced. Drop it (DROP SUBSCRIPTION), then {}",
                         names.reverse_subscription,
-                        unfence_help(self.pair, &e)
+                        unfence_help(self.pair)
                     ),
                 };
             }
@@ -484,25 +509,37 @@ impl Window<'_> {
             }
         }
         match fence::unblock(source, &names.pair).await {
-            Ok(roles) => Rollback::SourceUnfenced {
-                roles,
-                replication_lost: self.forward_dropped,
-            },
+            Ok(roles) => Rollback::SourceUnfenced { roles },
             Err(e) => Rollback::Failed {
-                error: unfence_help(self.pair, &e),
+                error: format!("{e}; {}", unfence_help(self.pair)),
             },
         }
     }
+
+    /// Whether the promotion transaction committed (the forward subscription is disabled), from
+    /// a fresh connection; `None` when the target cannot be asked.
+    async fn promotion_committed(&self) -> Option<bool> {
+        let db = self.pair.target.connect().await.ok()?;
+        let row = db
+            .query_opt(
+                "read the subscription",
+                "SELECT subenabled FROM pg_subscription WHERE subname = $1",
+                &[&self.pair.names.subscription],
+            )
+            .await
+            .ok()?;
+        Some(row.is_some_and(|r| !r.get::<_, bool>(0)))
+    }
 }
 
-fn unfence_help(pair: &Pair, e: &PgError) -> String {
+fn unfence_help(pair: &Pair) -> String {
     format!(
-        "the source is still fenced ({e}); to reopen it run `cutover pg cleanup` for pair {}, or on the source: {}",
+        "to reopen the source run `cutover pg cleanup --pair {}`, or on the source: {}",
         pair.plan.name,
         pair.plan
             .app_roles
             .iter()
-            .map(|r| format!("ALTER ROLE {} LOGIN;", super::db::ident(r)))
+            .map(|r| format!("ALTER ROLE {} LOGIN;", ident(r)))
             .collect::<Vec<_>>()
             .join(" ")
     )

@@ -7,37 +7,27 @@
 
 use std::time::{Duration, Instant};
 
-use super::db::{Db, PgError, ident, qualified};
+use super::db::{Db, PgError, ident, literal, qualified};
 use super::names::{ROLE_TABLE, SCHEMA};
 
-/// Blocks `roles` from logging in, remembering whether each could before. Roles cutover already
-/// blocked keep their first remembered state. Sessions already open are not touched here.
+/// Blocks `roles` from logging in, remembering whether each could before, in one round trip
+/// and one transaction. Roles cutover already blocked keep their first remembered state.
+/// Sessions already open are not touched here (see [`end_sessions`]).
 pub async fn block(db: &Db, roles: &[String], pair: &str) -> Result<(), PgError> {
-    let table = qualified(SCHEMA, ROLE_TABLE);
-    db.batch("begin the fence", "BEGIN").await?;
-    let result = async {
-        db.execute(
-            "remember the app roles' LOGIN attribute",
-            &format!(
-                "INSERT INTO {table} (role, pair, could_login)
-                 SELECT rolname, $2, rolcanlogin FROM pg_roles WHERE rolname = ANY($1)
-                 ON CONFLICT (role) DO NOTHING"
-            ),
-            &[&roles, &pair],
-        )
-        .await?;
-        let alter: String = roles
-            .iter()
-            .map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r)))
-            .collect();
-        db.batch("block the app roles (NOLOGIN)", &alter).await?;
-        db.batch("commit the fence", "COMMIT").await
+    let names: Vec<String> = roles.iter().map(|r| literal(r)).collect();
+    let mut sql = format!(
+        "INSERT INTO {} (role, pair, could_login)
+         SELECT rolname, {}, rolcanlogin FROM pg_roles WHERE rolname IN ({})
+         ON CONFLICT (role) DO NOTHING;",
+        qualified(SCHEMA, ROLE_TABLE),
+        literal(pair),
+        names.join(", ")
+    );
+    for role in roles {
+        sql.push_str(&format!("ALTER ROLE {} NOLOGIN;", ident(role)));
     }
-    .await;
-    if result.is_err() {
-        let _ = db.batch("roll back the fence", "ROLLBACK").await;
-    }
-    result
+    // Several statements in one simple query run as one transaction.
+    db.batch("block the app roles (NOLOGIN)", &sql).await
 }
 
 /// Sessions of `roles` in this database, except cutover's own.
@@ -53,9 +43,10 @@ pub async fn sessions(db: &Db, roles: &[String]) -> Result<i64, PgError> {
     Ok(r.get(0))
 }
 
-/// Gives sessions of `roles` up to `drain` to end on their own, terminates the rest and waits
-/// (up to `limit`) until they are gone, so nothing they wrote can commit after this returns.
-/// Returns how many sessions were terminated.
+/// Gives sessions of `roles` up to `drain` to end on their own, then terminates every session
+/// of them (again at each poll, so one that slipped in is caught too) until none is left, so
+/// nothing they wrote can commit after this returns. Gives up after `limit`. Returns how many
+/// sessions were terminated.
 pub async fn end_sessions(
     db: &Db,
     roles: &[String],
@@ -63,22 +54,25 @@ pub async fn end_sessions(
     limit: Duration,
 ) -> Result<usize, PgError> {
     let drain_until = Instant::now() + drain;
-    while Instant::now() < drain_until && sessions(db, roles).await? > 0 {
+    while !drain.is_zero() && Instant::now() < drain_until && sessions(db, roles).await? > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let terminated = db
-        .query(
-            "end app sessions",
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE usename = ANY($1) AND datname = current_database() AND pid <> pg_backend_pid()",
-            &[&roles],
-        )
-        .await?
-        .len();
     let deadline = Instant::now() + limit;
+    let mut terminated = None;
     loop {
-        if sessions(db, roles).await? == 0 {
-            return Ok(terminated);
+        let signalled = db
+            .query_one(
+                "end app sessions",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE usename = ANY($1) AND datname = current_database()
+                   AND pid <> pg_backend_pid()",
+                &[&roles],
+            )
+            .await?
+            .get::<_, i64>(0);
+        let first = *terminated.get_or_insert(signalled as usize);
+        if signalled == 0 {
+            return Ok(first);
         }
         if Instant::now() >= deadline {
             return Err(PgError::Timeout {
@@ -97,42 +91,55 @@ pub async fn end_sessions(
 /// and forgets them. Roles kept blocked on purpose after a completed cutover
 /// ([`keep_after_promotion`]) stay blocked. Returns the roles unblocked. Does nothing when nothing is recorded.
 pub async fn unblock(db: &Db, pair: &str) -> Result<Vec<String>, PgError> {
+    let state = blocked_state(db, pair).await?;
+    if state.is_empty() {
+        return Ok(Vec::new());
+    }
+    db.batch(
+        "restore LOGIN on the app roles",
+        &unblock_statements(pair, &state),
+    )
+    .await?;
+    Ok(state
+        .into_iter()
+        .filter(|(_, could_login)| *could_login)
+        .map(|(role, _)| role)
+        .collect())
+}
+
+/// Roles cutover blocked for `pair` (not kept after promotion), with whether each could log in
+/// before.
+pub async fn blocked_state(db: &Db, pair: &str) -> Result<Vec<(String, bool)>, PgError> {
     if !table_exists(db).await? {
         return Ok(Vec::new());
     }
-    let table = qualified(SCHEMA, ROLE_TABLE);
-    db.batch("begin unblocking", "BEGIN").await?;
-    let result = async {
-        let rows = db
-            .query(
-                "read blocked roles",
-                &format!(
-                    "DELETE FROM {table} WHERE pair = $1 AND NOT after_promotion
-                 RETURNING role::text, could_login"
-                ),
-                &[&pair],
-            )
-            .await?;
-        let mut restored = Vec::new();
-        let mut alter = String::new();
-        for row in rows {
-            let (role, could_login): (String, bool) = (row.get(0), row.get(1));
-            if could_login {
-                alter.push_str(&format!("ALTER ROLE {} LOGIN;", ident(&role)));
-                restored.push(role);
-            }
+    let rows = db
+        .query(
+            "read blocked roles",
+            &format!(
+                "SELECT role::text, could_login FROM {} WHERE pair = $1 AND NOT after_promotion ORDER BY 1",
+                qualified(SCHEMA, ROLE_TABLE)
+            ),
+            &[&pair],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Statements that forget `state` (from [`blocked_state`]) and give LOGIN back to the roles that
+/// had it, for callers that fold unblocking into a larger transaction.
+pub fn unblock_statements(pair: &str, state: &[(String, bool)]) -> String {
+    let mut sql = format!(
+        "DELETE FROM {} WHERE pair = {} AND NOT after_promotion;",
+        qualified(SCHEMA, ROLE_TABLE),
+        literal(pair)
+    );
+    for (role, could_login) in state {
+        if *could_login {
+            sql.push_str(&format!("ALTER ROLE {} LOGIN;", ident(role)));
         }
-        if !alter.is_empty() {
-            db.batch("restore LOGIN on the app roles", &alter).await?;
-        }
-        db.batch("commit unblocking", "COMMIT").await?;
-        Ok(restored)
     }
-    .await;
-    if result.is_err() {
-        let _ = db.batch("roll back unblocking", "ROLLBACK").await;
-    }
-    result
+    sql
 }
 
 /// Roles cutover currently blocks for `pair` on this server.

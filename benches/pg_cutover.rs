@@ -1,0 +1,189 @@
+//! Write-unavailability of a PostgreSQL cutover (DESIGN §8).
+//!
+//! Two real PostgreSQL 15 clusters on 127.0.0.1; for each run a fresh database pair and app
+//! role, replication started and caught up, a writer committing ~1,000 transactions/s to the
+//! source, then `cutover`. Per run: cutover's own fence -> target-writable time, the longest gap
+//! between the writer's successful commits across the cutover, the longest gap anywhere else in
+//! the same run (this machine's own stalls: the baseline), and rows lost or duplicated.
+//!
+//! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S]`
+
+use std::time::{Duration, Instant};
+
+use cutover::lab::writer::{self, Writer, WriterConfig};
+use cutover::lab::{LabDir, Postgres, Supervision};
+use cutover::plan;
+use cutover::postgres::cutover::Event;
+use cutover::postgres::{Pair, cleanup, cutover as pg_cutover, start, status};
+
+struct Run {
+    unavailable_ms: f64,
+    gap_ms: f64,
+    other_gap_ms: f64,
+    lost: usize,
+    duplicated: usize,
+    rate: f64,
+    stages: String,
+}
+
+fn arg(name: &str, default: u32) -> u32 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let i = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[i]
+}
+
+fn main() {
+    let runs = arg("--runs", 10);
+    let rate = arg("--rate", 1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let dir = LabDir::temporary().expect("lab dir");
+        let (source, target) = tokio::try_join!(
+            Postgres::start(dir.path(), "pg-source", Supervision::Owned),
+            Postgres::start(dir.path(), "pg-target", Supervision::Owned),
+        )
+        .expect("clusters start");
+        println!(
+            "PostgreSQL cutover benchmark: {runs} runs, writer at {rate} tx/s (2 connections)"
+        );
+        println!(
+            "{:>3} {:>12} {:>14} {:>16} {:>9} {:>5} {:>5}",
+            "run", "fence->rw ms", "writer gap ms", "other max gap ms", "tx/s", "lost", "dup"
+        );
+        let mut results = Vec::new();
+        for i in 0..runs {
+            let r = one_run(&dir, &source, &target, i, rate).await;
+            println!(
+                "{:>3} {:>12.1} {:>14.1} {:>16.1} {:>9.0} {:>5} {:>5}",
+                i + 1,
+                r.unavailable_ms,
+                r.gap_ms,
+                r.other_gap_ms,
+                r.rate,
+                r.lost,
+                r.duplicated
+            );
+            println!("      stages (ms): {}", r.stages);
+            results.push(r);
+        }
+        let mut un: Vec<f64> = results.iter().map(|r| r.unavailable_ms).collect();
+        let mut gap: Vec<f64> = results.iter().map(|r| r.gap_ms).collect();
+        let mut other: Vec<f64> = results.iter().map(|r| r.other_gap_ms).collect();
+        let lost: usize = results.iter().map(|r| r.lost + r.duplicated).sum();
+        let (gap_p50, gap_max) = (percentile(&mut gap, 0.5), percentile(&mut gap, 1.0));
+        let other_p50 = percentile(&mut other, 0.5);
+        println!(
+            "fence -> target writable: p50 {:.1} ms, max {:.1} ms",
+            percentile(&mut un, 0.5),
+            percentile(&mut un, 1.0)
+        );
+        println!(
+            "writer gap across the cutover: p50 {gap_p50:.1} ms, max {gap_max:.1} ms; rows lost or duplicated: {lost}"
+        );
+        println!(
+            "largest gap away from the cutover (same runs): p50 {other_p50:.1} ms, max {:.1} ms; cutover gap p50 / that p50 = {:.2}",
+            percentile(&mut other, 1.0),
+            gap_p50 / other_p50.max(0.001)
+        );
+    });
+}
+
+async fn one_run(dir: &LabDir, source: &Postgres, target: &Postgres, i: u32, rate: u32) -> Run {
+    let db = format!("bench{i}");
+    let role = format!("app{i}");
+    let password = "bench-password";
+    for pg in [source, target] {
+        let c = pg.connect("postgres").await.expect("connect");
+        c.batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
+            .await
+            .expect("role");
+        c.batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .expect("database");
+    }
+    let c = source.connect(&db).await.expect("connect");
+    writer::create_tables(&c, &role).await.expect("tables");
+    writer::seed_counters(&c, 2).await.expect("counters");
+
+    let endpoint = |pg: &Postgres| {
+        format!(
+            "{{ host = \"127.0.0.1\", port = {}, dbname = \"{db}\", user = \"postgres\", password_file = \"{}\" }}",
+            pg.port,
+            pg.password_file.display()
+        )
+    };
+    let text = format!(
+        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[postgres]]\nname = \"app\"\nsource = {}\ntarget = {}\napp_roles = [\"{role}\"]\ncopy_schema = true\n",
+        dir.path().join("state").display(),
+        endpoint(source),
+        endpoint(target)
+    );
+    let plan = plan::parse_str(&text, std::path::Path::new("bench.toml")).expect("plan");
+    let pair = Pair::select(&plan, None).remove(0);
+    start::start(&pair).await.expect("start");
+    loop {
+        let (s, t) = pair.connect().await.expect("connect");
+        let st = status::status(&pair, &s, &t, None).await.expect("status");
+        if st.all_ready && st.apply_running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let app = |pg: &Postgres| {
+        let mut config = pg.config(&db);
+        config.user(&role).password(password);
+        config
+    };
+    let writer = Writer::start(WriterConfig {
+        source: app(source),
+        target: app(target),
+        rate,
+        tasks: 2,
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut from, mut to) = (None, None);
+    let report = pg_cutover::cutover(&pair, &mut |e: &Event| match e {
+        Event::GatePassed { .. } => from = Some(Instant::now()),
+        Event::Promoted { .. } => to = Some(Instant::now()),
+        _ => {}
+    })
+    .await
+    .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ledger = writer.stop().await;
+    let (from, to) = (from.expect("gate"), to.expect("promoted"));
+    let (gap, other) = ledger.gaps_around(from, to);
+    let t = target.connect(&db).await.expect("connect");
+    let check = ledger.check(&t).await.expect("check");
+    let before = ledger.commits.iter().filter(|c| **c < from).count();
+    let rate = before as f64 / (from - ledger.commits[0]).as_secs_f64();
+    cleanup::cleanup(&pair).await.expect("cleanup");
+    Run {
+        unavailable_ms: report.write_unavailable_ms,
+        gap_ms: gap.as_secs_f64() * 1000.0,
+        other_gap_ms: other.as_secs_f64() * 1000.0,
+        lost: check.lost.len(),
+        duplicated: check.duplicated.len() + check.unexpected.len(),
+        rate,
+        stages: report
+            .stages_ms
+            .iter()
+            .map(|(s, ms)| format!("{s:?} {ms:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
