@@ -74,7 +74,7 @@ fn help_shows_the_command_tree() {
 #[test]
 fn unimplemented_commands_fail_honestly_after_checking_the_plan() {
     cutover()
-        .args(["pg", "preflight", &example("forgejo-postgres.toml")])
+        .args(["mysql", "preflight", &example("mariadb-app.toml")])
         .assert()
         .code(3)
         .stderr(predicate::str::contains("not implemented yet"))
@@ -219,6 +219,7 @@ fn lab_up_writes_a_valid_plan_and_lab_down_stops_everything() {
             .assert()
             .code(1)
             .stderr(predicate::str::contains("already up"));
+        pg_commands_on_the_lab(&dir.join("plan.toml"));
     }));
     cutover()
         .args(["lab", "down", "--dir"])
@@ -236,4 +237,61 @@ fn lab_up_writes_a_valid_plan_and_lab_down_stops_everything() {
         );
     }
     assert!(!dir.exists(), "lab down removes the directory");
+}
+
+/// The `pg` commands end to end on the kept lab's plan, through the binary.
+fn pg_commands_on_the_lab(plan: &Path) {
+    let pg = |args: &[&str]| {
+        let mut cmd = cutover();
+        cmd.arg("pg").arg(args[0]).arg(plan).args(&args[1..]);
+        cmd.assert()
+    };
+    pg(&["preflight"])
+        .success()
+        .stdout(predicate::str::contains("preflight passed"));
+    // Cutting over before replication exists is refused and changes nothing.
+    pg(&["cutover"])
+        .code(1)
+        .stderr(predicate::str::contains("run `cutover pg start` first"));
+    pg(&["start"])
+        .success()
+        .stdout(predicate::str::contains("schema copied"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = pg(&["status", "--output", "json"])
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let status = &doc["pairs"][0];
+        assert_eq!(status["blocked_roles"]["target"][0], "app");
+        if status["all_ready"] == true && status["lag_bytes"].as_i64().is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    pg(&["status"])
+        .success()
+        .stdout(predicate::str::contains("initial copy: 4/4 tables ready"));
+    pg(&["cutover", "--pair", "app-pg"])
+        .success()
+        .stdout(predicate::str::contains("Writes were unavailable for"));
+    pg(&["verify"])
+        .success()
+        .stdout(predicate::str::contains("every table matches"));
+    pg(&["cleanup"])
+        .success()
+        .stdout(predicate::str::contains("stay blocked on the source"));
+    pg(&["cleanup", "--output", "json"]).success();
+}
+
+#[test]
+fn lab_demo_migrates_postgres_under_writes_and_loses_nothing() {
+    cutover().args(["lab", "demo"]).assert().success().stdout(
+        predicate::str::contains("0 lost writes").and(predicate::str::contains(
+            "lost 0, duplicated 0, unexpected 0",
+        )),
+    );
 }

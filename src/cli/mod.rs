@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions here, one module per command group.
 
+mod demo;
 mod lab;
 mod not_implemented;
 mod pg;
@@ -223,9 +224,13 @@ pub enum LabCommand {
     Up(LabArgs),
     /// Stop the servers `lab up` started and remove the lab directory.
     Down(LabArgs),
-    /// Run a full demo migration on a throwaway lab.
-    Demo(LabArgs),
+    /// Run a real demo migration on a throwaway lab (its own temporary directory), narrated.
+    Demo(DemoArgs),
 }
+
+/// `lab demo` takes no options yet; its lab is always temporary.
+#[derive(Debug, Args)]
+pub struct DemoArgs {}
 
 /// Where the lab lives.
 #[derive(Debug, Args)]
@@ -273,10 +278,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(_) => not_implemented::report("serve", "service mode"),
         Command::Lab(LabCommand::Up(args)) => lab::up(args.dir),
         Command::Lab(LabCommand::Down(args)) => lab::down(args.dir),
-        Command::Lab(LabCommand::Demo(_)) => not_implemented::report(
-            "lab demo",
-            "the run sequencer; meanwhile `cutover lab up` then `cutover plan check <lab dir>/plan.toml`",
-        ),
+        Command::Lab(LabCommand::Demo(_)) => demo::demo(),
     };
     ExitCode::from(code)
 }

@@ -38,6 +38,28 @@ pub async fn prepare(lab: &Lab) -> Result<(), LabError> {
         }
     }
 
+    // The demo application's tables and some history, on the source only: the target gets the
+    // schema from `pg start` (copy_schema) and the rows from replication.
+    let client = lab.pg_source.connect(APP).await?;
+    let sql_error = |e: tokio_postgres::Error| LabError::Sql {
+        server: lab.pg_source.name.clone(),
+        context: "create the app tables".into(),
+        message: pg_error_message(&e),
+    };
+    super::writer::create_tables(&client, APP)
+        .await
+        .map_err(sql_error)?;
+    super::writer::seed_counters(&client, super::writer::DEMO_TASKS)
+        .await
+        .map_err(sql_error)?;
+    client
+        .batch_execute(
+            "INSERT INTO writes (k, payload) SELECT -g, md5(g::text) FROM generate_series(1, 10000) g;
+             INSERT INTO idents (k, n) SELECT -g, 1 FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .map_err(sql_error)?;
+
     for maria in [&lab.maria_source, &lab.maria_target] {
         let mut conn = maria.connect(None).await?;
         let statements = [

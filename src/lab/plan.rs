@@ -55,6 +55,7 @@ name = "app-pg"
 source = {pg_source}
 target = {pg_target}
 app_roles = ["{APP}"]
+copy_schema = true
 reverse_replication = true
 
 [[mysql]]

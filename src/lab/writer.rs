@@ -23,6 +23,9 @@ pub const SCHEMA_SQL: &str = "
 /// much CPU the retries steal from the cutover on a small machine.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(3);
 
+/// Writer connections the lab's demo uses (and seeds counters for).
+pub const DEMO_TASKS: u32 = 2;
+
 /// Which server a commit went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {

@@ -209,8 +209,12 @@ pub async fn cleanup(pair: &Pair) -> Result<CleanupReport, PgError> {
                 still.join(", ")
             ));
         }
-        if drop_own_objects(db, still.is_empty()).await? {
-            done.push(format!("dropped cutover's tables on the {side}"));
+        match drop_own_objects(db).await? {
+            Dropped::Nothing => {}
+            Dropped::Schema => done.push(format!("dropped schema cutover on the {side}")),
+            Dropped::MarkerTable => done.push(format!(
+                "dropped the marker table on the {side} (schema cutover keeps the fence record)"
+            )),
         }
     }
     Ok(CleanupReport {
@@ -220,18 +224,15 @@ pub async fn cleanup(pair: &Pair) -> Result<CleanupReport, PgError> {
     })
 }
 
-/// Drops the marker table, and the whole `cutover` schema when no role record remains in it.
-async fn drop_own_objects(db: &Db, whole_schema: bool) -> Result<bool, PgError> {
-    let other_pairs = super::catalog::relation_exists(db, SCHEMA, ROLE_TABLE).await?
-        && db
-            .query_one(
-                "count other pairs' role records",
-                &format!("SELECT count(*) FROM {}", qualified(SCHEMA, ROLE_TABLE)),
-                &[],
-            )
-            .await?
-            .get::<_, i64>(0)
-            > 0;
+/// What [`drop_own_objects`] removed.
+enum Dropped {
+    Nothing,
+    Schema,
+    MarkerTable,
+}
+
+/// Drops the whole `cutover` schema, or only the marker table while role records remain.
+async fn drop_own_objects(db: &Db) -> Result<Dropped, PgError> {
     let schema_exists = db
         .query_opt(
             "look up cutover's schema",
@@ -241,21 +242,33 @@ async fn drop_own_objects(db: &Db, whole_schema: bool) -> Result<bool, PgError> 
         .await?
         .is_some();
     if !schema_exists {
-        return Ok(false);
+        return Ok(Dropped::Nothing);
     }
-    if whole_schema && !other_pairs {
+    let records = super::catalog::relation_exists(db, SCHEMA, ROLE_TABLE).await?
+        && db
+            .query_one(
+                "count role records",
+                &format!("SELECT count(*) FROM {}", qualified(SCHEMA, ROLE_TABLE)),
+                &[],
+            )
+            .await?
+            .get::<_, i64>(0)
+            > 0;
+    if !records {
         db.batch(
             "drop cutover's schema",
             &format!("DROP SCHEMA {} CASCADE", ident(SCHEMA)),
         )
         .await?;
-        return Ok(true);
+        return Ok(Dropped::Schema);
     }
-    let had_marker = super::catalog::relation_exists(db, SCHEMA, MARKER_TABLE).await?;
+    if !super::catalog::relation_exists(db, SCHEMA, MARKER_TABLE).await? {
+        return Ok(Dropped::Nothing);
+    }
     db.batch(
         "drop the marker table",
-        &format!("DROP TABLE IF EXISTS {}", qualified(SCHEMA, MARKER_TABLE)),
+        &format!("DROP TABLE {}", qualified(SCHEMA, MARKER_TABLE)),
     )
     .await?;
-    Ok(had_marker)
+    Ok(Dropped::MarkerTable)
 }
