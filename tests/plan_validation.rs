@@ -314,3 +314,19 @@ fn provider_credential_from_both_env_and_file_is_ambiguous() {
     assert_eq!(p.key, "dns[0].provider.api_token_file");
     assert!(p.fix.contains("keep one of"), "{p:?}");
 }
+
+#[test]
+fn postgres_tables_and_roles_are_checked() {
+    let text = VALID.replace(
+        "app_roles = [\"shop\"]",
+        "app_roles = [\"shop\", \"cutover\"]\ntables = [\"public.orders\", \"a.b.c\", \"\"]",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 4, "{p:#?}");
+    assert_eq!(p[0].key, "postgres[0].source.user");
+    assert!(p[0].message.contains("lock cutover out"));
+    assert_eq!(p[1].key, "postgres[0].target.user");
+    assert_eq!(p[2].key, "postgres[0].tables[1]");
+    assert!(p[2].fix.contains("schema.table"));
+    assert_eq!(p[3].key, "postgres[0].tables[2]");
+}

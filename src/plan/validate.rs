@@ -202,6 +202,32 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
                 "list the roles your application connects as, e.g. `app_roles = [\"forgejo\"]`",
             );
         }
+        for (side, endpoint) in [("source", &pair.source), ("target", &pair.target)] {
+            if pair.app_roles.contains(&endpoint.user) {
+                c.fail(
+                    &at.k(side).k("user"),
+                    format!(
+                        "cutover logs in as `{}`, which is also listed in `app_roles`; the fence would lock cutover out",
+                        endpoint.user
+                    ),
+                    "give cutover its own role (superuser, or REPLICATION + CREATEROLE + pg_signal_backend)",
+                );
+            }
+        }
+        for (j, table) in pair.tables.iter().enumerate() {
+            let parts: Vec<&str> = table.split('.').collect();
+            let well_formed = parts.len() <= 2
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && !p.chars().any(char::is_whitespace));
+            if !well_formed {
+                c.fail(
+                    &at.k("tables").i(j),
+                    format!("`{table}` is not a table name"),
+                    "write `schema.table` (or `table` for the public schema), without quotes or spaces",
+                );
+            }
+        }
         if pair.max_lag_bytes == 0 {
             c.fail(
                 &at.k("max_lag_bytes"),
