@@ -78,6 +78,21 @@ impl Fixture {
         config
     }
 
+    /// Starts replication, waits until it is ready, then starts a writer at `rate` tx/s and
+    /// lets it run for `warm_up`.
+    async fn replicate_then_write(&self, pair: &Pair, rate: u32, warm_up: Duration) -> Writer {
+        start::start(pair).await.unwrap();
+        wait_ready(pair).await;
+        let writer = Writer::start(WriterConfig {
+            source: self.app_config(&self.source),
+            target: self.app_config(&self.target),
+            rate,
+            tasks: 2,
+        });
+        tokio::time::sleep(warm_up).await;
+        writer
+    }
+
     async fn app_can_write(&self, pg: &Postgres) -> Result<(), tokio_postgres::Error> {
         let (client, conn) = self.app_config(pg).connect(tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
@@ -258,16 +273,9 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     let fx = Fixture::new(true).await;
     let plan = fx.plan("reverse_replication = true");
     let pair = pair_of(&plan);
-    start::start(&pair).await.unwrap();
-    wait_ready(&pair).await;
-
-    let writer = Writer::start(WriterConfig {
-        source: fx.app_config(&fx.source),
-        target: fx.app_config(&fx.target),
-        rate: 700,
-        tasks: 2,
-    });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writer = fx
+        .replicate_then_write(&pair, 700, Duration::from_secs(2))
+        .await;
     // Start again while writes flow: still harmless.
     start::start(&pair).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -343,16 +351,9 @@ async fn target_lost_during_catch_up_leaves_source_writable() {
     let mut fx = Fixture::new(true).await;
     let plan = fx.plan("catchup_timeout = \"3s\"");
     let pair = pair_of(&plan);
-    start::start(&pair).await.unwrap();
-    wait_ready(&pair).await;
-
-    let writer = Writer::start(WriterConfig {
-        source: fx.app_config(&fx.source),
-        target: fx.app_config(&fx.target),
-        rate: 300,
-        tasks: 2,
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writer = fx
+        .replicate_then_write(&pair, 300, Duration::from_millis(500))
+        .await;
 
     let target_process = fx.target.process();
     let result = pg_cutover::cutover(&pair, &mut |e: &Event| {

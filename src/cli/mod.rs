@@ -159,7 +159,7 @@ impl DbCommand {
         }
     }
 
-    fn args(&self) -> &PairArgs {
+    pub(crate) fn args(&self) -> &PairArgs {
         match self {
             DbCommand::Preflight(a)
             | DbCommand::Start(a)

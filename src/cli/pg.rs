@@ -13,14 +13,7 @@ use crate::postgres::{Pair, PgError, cleanup, start, status, verify};
 
 /// Runs one `pg` subcommand for the selected pairs.
 pub fn run(cmd: DbCommand) -> u8 {
-    let args: &PairArgs = match &cmd {
-        DbCommand::Preflight(a)
-        | DbCommand::Start(a)
-        | DbCommand::Status(a)
-        | DbCommand::Cutover(a)
-        | DbCommand::Verify(a)
-        | DbCommand::Cleanup(a) => a,
-    };
+    let args: &PairArgs = cmd.args();
     let plan = match load_or_report(&args.plan, args.output) {
         Ok(plan) => plan,
         Err(code) => return code,

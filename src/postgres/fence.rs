@@ -110,6 +110,22 @@ pub async fn unblock(db: &Db, pair: &str) -> Result<Vec<String>, PgError> {
 /// Roles cutover blocked for `pair` (not kept after promotion), with whether each could log in
 /// before.
 pub async fn blocked_state(db: &Db, pair: &str) -> Result<Vec<(String, bool)>, PgError> {
+    Ok(records(db, pair)
+        .await?
+        .into_iter()
+        .filter(|r| !r.after_promotion)
+        .map(|r| (r.role, r.could_login))
+        .collect())
+}
+
+/// One row of `cutover.blocked_role`.
+struct Record {
+    role: String,
+    could_login: bool,
+    after_promotion: bool,
+}
+
+async fn records(db: &Db, pair: &str) -> Result<Vec<Record>, PgError> {
     if !table_exists(db).await? {
         return Ok(Vec::new());
     }
@@ -117,13 +133,20 @@ pub async fn blocked_state(db: &Db, pair: &str) -> Result<Vec<(String, bool)>, P
         .query(
             "read blocked roles",
             &format!(
-                "SELECT role::text, could_login FROM {} WHERE pair = $1 AND NOT after_promotion ORDER BY 1",
+                "SELECT role::text, could_login, after_promotion FROM {} WHERE pair = $1 ORDER BY 1",
                 qualified(SCHEMA, ROLE_TABLE)
             ),
             &[&pair],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| Record {
+            role: r.get(0),
+            could_login: r.get(1),
+            after_promotion: r.get(2),
+        })
+        .collect())
 }
 
 /// Statements that forget `state` (from [`blocked_state`]) and give LOGIN back to the roles that
@@ -144,20 +167,11 @@ pub fn unblock_statements(pair: &str, state: &[(String, bool)]) -> String {
 
 /// Roles cutover currently blocks for `pair` on this server.
 pub async fn blocked(db: &Db, pair: &str) -> Result<Vec<String>, PgError> {
-    if !table_exists(db).await? {
-        return Ok(Vec::new());
-    }
-    let rows = db
-        .query(
-            "read blocked roles",
-            &format!(
-                "SELECT role::text FROM {} WHERE pair = $1 ORDER BY 1",
-                qualified(SCHEMA, ROLE_TABLE)
-            ),
-            &[&pair],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(records(db, pair)
+        .await?
+        .into_iter()
+        .map(|r| r.role)
+        .collect())
 }
 
 async fn table_exists(db: &Db) -> Result<bool, PgError> {
