@@ -152,9 +152,9 @@ impl Server {
                 return Err(PgError::Connect {
                     server: self.label.clone(),
                     message: format!(
-                        "sslmode `{:?}` needs TLS, which this build of cutover does not have yet; \
+                        "sslmode `{}` needs TLS, which this build of cutover does not have yet; \
                          use `prefer` or `disable` over a trusted network or an ssh tunnel",
-                        e.sslmode
+                        sslmode_name(e.sslmode)
                     ),
                 });
             }
