@@ -240,6 +240,31 @@ pub async fn roles(db: &Db, roles: &[String]) -> Result<Vec<(String, bool)>, PgE
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// Subscription `name` in the connected database: `Some(enabled)`, or `None` when absent.
+pub async fn subscription(db: &Db, name: &str) -> Result<Option<bool>, PgError> {
+    Ok(db
+        .query_opt(
+            "look up the subscription",
+            "SELECT subenabled FROM pg_subscription WHERE subname = $1
+               AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&name],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Whether publication `name` exists in the connected database.
+pub async fn publication_exists(db: &Db, name: &str) -> Result<bool, PgError> {
+    Ok(db
+        .query_opt(
+            "look up the publication",
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&name],
+        )
+        .await?
+        .is_some())
+}
+
 /// Whether a relation `schema.name` exists.
 pub async fn relation_exists(db: &Db, schema: &str, name: &str) -> Result<bool, PgError> {
     let r = db

@@ -28,16 +28,7 @@ pub enum SubscriptionDrop {
 /// Drops subscription `name`. When the publisher cannot be reached, the subscription is
 /// detached from its slot and dropped locally, and the caller must drop the slot.
 pub async fn drop_subscription(db: &Db, name: &str) -> Result<SubscriptionDrop, PgError> {
-    let exists = db
-        .query_opt(
-            "look up the subscription",
-            "SELECT 1 FROM pg_subscription WHERE subname = $1
-               AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&name],
-        )
-        .await?
-        .is_some();
-    if !exists {
+    if super::catalog::subscription(db, name).await?.is_none() {
         return Ok(SubscriptionDrop::Absent);
     }
     db.batch(
@@ -119,22 +110,15 @@ pub async fn drop_slot(db: &Db, slot: &str) -> Result<bool, PgError> {
 
 /// Drops publication `name` if it exists. Returns whether one was dropped.
 pub async fn drop_publication(db: &Db, name: &str) -> Result<bool, PgError> {
-    let n = db
-        .query(
-            "look up the publication",
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&name],
-        )
-        .await?
-        .len();
-    if n > 0 {
+    let exists = super::catalog::publication_exists(db, name).await?;
+    if exists {
         db.batch(
             "drop the publication",
             &format!("DROP PUBLICATION {}", ident(name)),
         )
         .await?;
     }
-    Ok(n > 0)
+    Ok(exists)
 }
 
 /// What cleanup did, in order, plus what it deliberately left.

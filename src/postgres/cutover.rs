@@ -520,15 +520,10 @@ impl Window<'_> {
     /// a fresh connection; `None` when the target cannot be asked.
     async fn promotion_committed(&self) -> Option<bool> {
         let db = self.pair.target.connect().await.ok()?;
-        let row = db
-            .query_opt(
-                "read the subscription",
-                "SELECT subenabled FROM pg_subscription WHERE subname = $1",
-                &[&self.pair.names.subscription],
-            )
+        let enabled = catalog::subscription(&db, &self.pair.names.subscription)
             .await
             .ok()?;
-        Some(row.is_some_and(|r| !r.get::<_, bool>(0)))
+        Some(enabled != Some(true))
     }
 }
 

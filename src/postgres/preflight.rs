@@ -108,7 +108,9 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         source,
         target,
     };
-    let already_started = subscription_exists(target, &pair.names.subscription).await?;
+    let already_started = catalog::subscription(target, &pair.names.subscription)
+        .await?
+        .is_some();
     let sync_workers: i64 = catalog::setting(target, "max_sync_workers_per_subscription")
         .await?
         .parse()
@@ -371,18 +373,6 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
     })
 }
 
-/// Whether the subscription `name` exists in the connected database.
-pub async fn subscription_exists(db: &Db, name: &str) -> Result<bool, PgError> {
-    Ok(db
-        .query_opt(
-            "look up the subscription",
-            "SELECT 1 FROM pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&name],
-        )
-        .await?
-        .is_some())
-}
-
 async fn publisher_capacity(
     f: &mut Findings<'_>,
     db: &Db,
@@ -470,10 +460,14 @@ async fn schema_on_target(
     tables: &[Table],
     already_started: bool,
 ) -> Result<bool, PgError> {
+    let on_target = catalog::tables(target).await?;
     let mut present = Vec::new();
     let mut missing = Vec::new();
     for t in tables {
-        if catalog::relation_exists(target, &t.schema, &t.name).await? {
+        if on_target
+            .iter()
+            .any(|o| o.schema == t.schema && o.name == t.name)
+        {
             present.push(t);
         } else {
             missing.push(t.display_name());

@@ -125,14 +125,7 @@ pub fn publication_tables(tables: &[Table]) -> String {
 
 /// Creates the publication, or sets its table list when it exists. Returns whether it was created.
 pub async fn publish(db: &Db, name: &str, tables: &[Table]) -> Result<bool, PgError> {
-    let exists = db
-        .query_opt(
-            "look up the publication",
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&name],
-        )
-        .await?
-        .is_some();
+    let exists = super::catalog::publication_exists(db, name).await?;
     let list = publication_tables(tables);
     if exists {
         db.batch(
@@ -156,17 +149,10 @@ pub async fn publish(db: &Db, name: &str, tables: &[Table]) -> Result<bool, PgEr
 /// Creates the subscription, or enables and refreshes it. Returns whether it was created.
 async fn subscribe(pair: &Pair, target: &Db) -> Result<bool, PgError> {
     let name = &pair.names.subscription;
-    let existing = target
-        .query_opt(
-            "look up the subscription",
-            "SELECT subenabled FROM pg_subscription
-             WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&name],
-        )
-        .await?;
+    let existing = super::catalog::subscription(target, name).await?;
     match existing {
-        Some(row) => {
-            if !row.get::<_, bool>(0) {
+        Some(enabled) => {
+            if !enabled {
                 target
                     .batch(
                         "enable the subscription",
