@@ -47,12 +47,18 @@ impl MariaDb {
         let dir = root.join(name);
         private_dir(&dir, owner)?;
         let data = dir.join("data");
+        // Each instance gets its own tmpdir: concurrent servers sharing /tmp clash over
+        // temporary-table files (seen as "Unknown table 'mysql.tmp_user_sys'" in the bootstrap).
+        let tmp = dir.join("tmp");
+        private_dir(&tmp, owner)?;
+        let tmpdir_arg = format!("--tmpdir={}", tmp.display());
         let run_user = if owner.is_some() { "mysql" } else { "" };
 
         let mut cmd = Command::new(install);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(&tmpdir_arg);
         if !run_user.is_empty() {
             cmd.arg(format!("--user={run_user}"));
         }
@@ -69,6 +75,7 @@ impl MariaDb {
             let mut args = vec![
                 "--no-defaults".to_owned(),
                 format!("--datadir={}", data.display()),
+                tmpdir_arg.clone(),
                 format!("--socket={}", socket.display()),
                 format!("--port={port}"),
                 "--bind-address=127.0.0.1".into(),
