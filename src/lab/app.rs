@@ -5,8 +5,8 @@ use mysql_async::prelude::Queryable;
 use super::env::{random_token, write_secret};
 use super::mariadb::quote_literal;
 use super::plan::{APP, APP_RECORD, PDNS_ZONE};
-use super::postgres::{pg_error_message, quote_ident};
 use super::{Lab, LabError};
+use crate::postgres::db::{error_message as pg_error_message, ident as quote_ident};
 
 /// Creates the `app` database and role on both PostgreSQL clusters and both MariaDB servers,
 /// the PowerDNS zone with the record the lab plan switches, and a small file tree to sync.

@@ -9,6 +9,7 @@ use super::LabError;
 use super::env::{free_port, private_dir, random_token, run_checked, service_user, write_secret};
 use super::process::{PortRetry, ServerProcess, Spawn, Supervision, wait_until};
 use super::state::ServerEntry;
+use crate::postgres::db::{error_message as pg_error_message, ident as quote_ident};
 use crate::secret::Secret;
 
 /// The superuser the lab creates in every cluster.
@@ -218,17 +219,4 @@ fn postmaster_ready(pid_file: &Path) -> bool {
     std::fs::read_to_string(pid_file)
         .map(|t| t.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
         .unwrap_or(false)
-}
-
-/// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The server's own message for database errors (tokio-postgres only says "db error").
-pub fn pg_error_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
 }
