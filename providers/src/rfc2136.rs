@@ -92,7 +92,7 @@ impl Rfc2136 {
         let key = base64::engine::general_purpose::STANDARD
             .decode(secret.expose().trim())
             .map_err(|_| dns_error("the TSIG secret is not valid base64; fix: copy the `secret` value of the server's key statement"))?;
-        let algorithm_name = Name::from_ascii(format!("{}.", algorithm.trim_end_matches('.')))
+        let algorithm_name = Name::from_ascii(algorithm.trim_end_matches('.').to_ascii_lowercase())
             .map_err(|e| dns_error(format!("TSIG algorithm `{algorithm}`: {e}")))?;
         let algorithm_id = TsigAlgorithm::from_name(algorithm_name);
         let signer = TSigner::new(key, algorithm_id, name(key_name)?, FUDGE).map_err(|_| {

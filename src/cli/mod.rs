@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions here, one module per command group.
 
 mod demo;
+mod dns;
 mod lab;
 mod not_implemented;
 mod pg;
@@ -8,6 +9,7 @@ mod plan;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -174,38 +176,87 @@ impl DbCommand {
 /// `cutover dns ...`
 #[derive(Debug, Subcommand)]
 pub enum DnsCommand {
-    /// Lower the records' TTL now and record when every authoritative server serves it (cron-safe).
-    LowerTtl(PlanArgs),
-    /// Put the TTL saved by lower-ttl back.
-    RestoreTtl(PlanArgs),
-    /// Per record: TTL and value on every authoritative server, saved TTL, safe cutover time.
-    Status(PlanArgs),
-    /// Set the records to their new values.
-    Update(PlanArgs),
-    /// Wait until every address of every authoritative server answers the new values.
-    Wait(PlanArgs),
+    /// Lower the records' TTL, save the old one, and print the earliest safe cutover time once
+    /// every authoritative server serves the lowered TTL. Idempotent: safe to run from cron.
+    LowerTtl(LowerTtlArgs),
+    /// Put the TTL saved by lower-ttl back (values are left as they are).
+    RestoreTtl(DnsArgs),
+    /// Per record: TTL, value and SOA serial on every authoritative server, saved TTL, safe time.
+    Status(DnsArgs),
+    /// Set the records to the plan's values; refused before the earliest safe cutover time.
+    Update(UpdateArgs),
+    /// Wait until every address of every authoritative server (and the plan's resolvers)
+    /// serves the new values.
+    Wait(WaitArgs),
 }
 
 impl DnsCommand {
-    fn name(&self) -> &'static str {
+    /// The arguments every dns command has.
+    pub(crate) fn common(&self) -> &DnsArgs {
         match self {
-            DnsCommand::LowerTtl(_) => "lower-ttl",
-            DnsCommand::RestoreTtl(_) => "restore-ttl",
-            DnsCommand::Status(_) => "status",
-            DnsCommand::Update(_) => "update",
-            DnsCommand::Wait(_) => "wait",
+            DnsCommand::LowerTtl(a) => &a.common,
+            DnsCommand::RestoreTtl(a) | DnsCommand::Status(a) => a,
+            DnsCommand::Update(a) => &a.common,
+            DnsCommand::Wait(a) => &a.common,
         }
     }
+}
 
-    fn args(&self) -> &PlanArgs {
-        match self {
-            DnsCommand::LowerTtl(a)
-            | DnsCommand::RestoreTtl(a)
-            | DnsCommand::Status(a)
-            | DnsCommand::Update(a)
-            | DnsCommand::Wait(a) => a,
-        }
-    }
+/// Arguments of every `dns` command.
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// Only this record name (default: every `[[dns]]` record).
+    #[arg(long, value_name = "NAME")]
+    pub record: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Resolver for finding zones and nameservers the plan does not list (default: the
+    /// system resolver).
+    #[arg(long, value_name = "ADDR[:PORT]", env = "CUTOVER_RESOLVER")]
+    pub resolver: Option<String>,
+    /// Port that discovered nameservers are queried on.
+    #[arg(long, value_name = "PORT", default_value_t = 53)]
+    pub ns_port: u16,
+}
+
+/// `dns lower-ttl`
+#[derive(Debug, Args)]
+pub struct LowerTtlArgs {
+    #[command(flatten)]
+    pub common: DnsArgs,
+    /// Use the provider's minimum TTL when `cutover_ttl` is below it, instead of refusing.
+    #[arg(long)]
+    pub clamp: bool,
+    /// How long to wait for every server to serve the lowered TTL (default: the record's
+    /// `propagation_timeout`); a later run picks up where this one stopped.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// `dns update`
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub common: DnsArgs,
+    /// Switch even before the earliest safe cutover time (logged in the state directory).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `dns wait`
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub common: DnsArgs,
+    /// Give up after this long (default: the records' largest `propagation_timeout`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Pause between polling rounds.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    pub poll: Duration,
 }
 
 /// `cutover serve`
@@ -269,12 +320,7 @@ pub fn run(cli: Cli) -> ExitCode {
             &format!("mysql {}", cmd.name()),
             "MySQL/MariaDB binlog replication (issue #4)",
         ),
-        Command::Dns(cmd) => plan::then_not_implemented(
-            &cmd.args().plan,
-            None,
-            &format!("dns {}", cmd.name()),
-            "DNS providers and propagation (issue #5)",
-        ),
+        Command::Dns(cmd) => dns::run(cmd),
         Command::Serve(_) => not_implemented::report("serve", "service mode"),
         Command::Lab(LabCommand::Up(args)) => lab::up(args.dir),
         Command::Lab(LabCommand::Down(args)) => lab::down(args.dir),

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cutover_providers::ProviderKind;
+pub use cutover_providers::{ProviderKind, RecordType};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::SecretRef;
@@ -273,30 +273,6 @@ pub struct FileSync {
     /// Further rsync arguments, one per element (never a shell string).
     #[serde(default)]
     pub rsync_args: Vec<String>,
-}
-
-/// DNS record types cutover switches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-pub enum RecordType {
-    /// IPv4 address.
-    A,
-    /// IPv6 address.
-    #[serde(rename = "AAAA")]
-    Aaaa,
-    /// Alias.
-    #[serde(rename = "CNAME")]
-    Cname,
-}
-
-impl RecordType {
-    /// The record type as written in zone files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordType::A => "A",
-            RecordType::Aaaa => "AAAA",
-            RecordType::Cname => "CNAME",
-        }
-    }
 }
 
 /// `[[dns]]`: one record set switched from the old host to the new one.

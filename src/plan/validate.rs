@@ -10,7 +10,8 @@ use toml::de::DeTable;
 use super::error::Problem;
 use super::parse::{Seg, SourceText, display_path, locate};
 use super::types::{
-    Check, DnsRecord, Hook, Migration, MysqlEndpoint, PgEndpoint, Plan, Provider, RecordType, RunOn,
+    Check, DnsRecord, Hook, Migration, MysqlEndpoint, PgEndpoint, Plan, Provider, ProviderKind,
+    RecordType, RunOn,
 };
 
 /// Longest migration or pair name; keeps derived PostgreSQL identifiers under 63 bytes.
@@ -486,6 +487,16 @@ fn dns_record(c: &mut Checker<'_>, at: &KeyPath, r: &DnsRecord) {
             &at.k("values"),
             "a CNAME has exactly one value",
             "keep one value",
+        );
+    }
+    let kind = r.provider.kind();
+    let minimum = kind.documented_min_ttl();
+    // deSEC's minimum is per domain (read at lower-ttl time), so only the others are checked here.
+    if kind != ProviderKind::Desec && r.cutover_ttl < minimum {
+        c.fail(
+            &at.k("cutover_ttl"),
+            format!("{kind} does not accept a TTL below {minimum} s"),
+            format!("set `cutover_ttl = {minimum}` or higher"),
         );
     }
     if r.cutover_ttl == 0 {

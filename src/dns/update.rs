@@ -1,0 +1,126 @@
+//! `dns update`: refuse before the earliest safe cutover time (unless forced, which is logged),
+//! then set every record to the plan's values through its provider.
+
+use std::time::SystemTime;
+
+use cutover_providers::RecordSet;
+use serde::Serialize;
+
+use super::state::{StateDir, TtlState};
+use super::{DnsError, Target};
+
+/// Whether switching `target` now is safe according to its saved TTL state.
+pub fn check_safe(
+    target: &Target<'_>,
+    state: Option<&TtlState>,
+    now: SystemTime,
+) -> Result<(), DnsError> {
+    let record = target.label();
+    let not_safe = |reason: String, fix: &str| DnsError::NotSafe {
+        record: record.clone(),
+        reason,
+        fix: fix.to_owned(),
+    };
+    let Some(state) = state else {
+        return Err(not_safe(
+            "its TTL was never lowered, so caches may keep the old address for the full TTL".into(),
+            "run `cutover dns lower-ttl PLAN` and wait for the safe time it prints",
+        ));
+    };
+    let Some(safe_at) = state.safe_at() else {
+        return Err(not_safe(
+            format!(
+                "not every authoritative server serves the lowered TTL {} yet",
+                state.lowered_ttl
+            ),
+            "run `cutover dns lower-ttl PLAN` again until it prints a safe time",
+        ));
+    };
+    if now < safe_at {
+        let wait = safe_at.duration_since(now).unwrap_or_default();
+        return Err(not_safe(
+            format!(
+                "earliest safe cutover is {} (in {})",
+                humantime::format_rfc3339_seconds(safe_at),
+                humantime::format_duration(std::time::Duration::from_secs(wait.as_secs() + 1))
+            ),
+            "wait until then",
+        ));
+    }
+    Ok(())
+}
+
+/// The outcome of `update` for one record.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateReport {
+    /// `name TYPE`.
+    pub record: String,
+    /// What the provider had before.
+    pub previous: Option<RecordSet>,
+    /// What it has now.
+    pub current: RecordSet,
+    /// Why the safety check was overridden, if it was.
+    pub forced: Option<String>,
+}
+
+/// Checks every target first (nothing is switched unless all may be, or `force`), then
+/// switches them one by one. Forced switches are logged in `events.jsonl`.
+pub async fn update_all(
+    targets: &[Target<'_>],
+    states: &StateDir,
+    force: bool,
+) -> Result<Vec<UpdateReport>, DnsError> {
+    let now = SystemTime::now();
+    let mut plans = Vec::new();
+    for target in targets {
+        let state = states.load(&target.plan.name, target.plan.record_type)?;
+        let forced = match check_safe(target, state.as_ref(), now) {
+            Ok(()) => None,
+            Err(e) if force => {
+                let reason = e.to_string();
+                tracing::warn!(record = target.label(), %reason, "switching before the safe time (--force)");
+                states.log_event(
+                    "forced_update",
+                    serde_json::json!({"record": target.label(), "reason": reason}),
+                )?;
+                Some(reason)
+            }
+            Err(e) => return Err(e),
+        };
+        plans.push((target, state, forced));
+    }
+    let mut reports = Vec::new();
+    for (target, state, forced) in plans {
+        let plan = target.plan;
+        let ttl = state.as_ref().map_or(plan.cutover_ttl, |s| s.lowered_ttl);
+        let previous = target
+            .provider
+            .read(&target.zone, &plan.name, plan.record_type)
+            .await
+            .map_err(|e| target.provider_error(e))?;
+        let wanted = target.wanted(ttl);
+        if previous.as_ref() != Some(&wanted) {
+            target
+                .provider
+                .replace(&target.zone, &wanted)
+                .await
+                .map_err(|e| target.provider_error(e))?;
+        }
+        if let Some(mut state) = state {
+            state.updated_at = Some(SystemTime::now());
+            states.save(&state)?;
+        }
+        states.log_event(
+            "updated",
+            serde_json::json!({"record": target.label(), "values": wanted.values, "ttl": ttl,
+                "previous": previous.as_ref().map(|p| &p.values)}),
+        )?;
+        reports.push(UpdateReport {
+            record: target.label(),
+            previous,
+            current: wanted,
+            forced,
+        });
+    }
+    Ok(reports)
+}
