@@ -21,7 +21,7 @@ const FUDGE: u16 = 300;
 /// A primary server accepting TSIG-signed updates.
 #[derive(Clone)]
 pub struct Rfc2136 {
-    server: SocketAddr,
+    server: String,
     signer: TSigner,
 }
 
@@ -87,8 +87,11 @@ impl Rfc2136 {
         algorithm: &str,
         secret: &Secret,
     ) -> Result<Rfc2136, ProviderError> {
-        let server = wire::server_address(server)
-            .ok_or_else(|| dns_error(format!("`{server}` is not an address or address:port")))?;
+        if server.trim().is_empty() {
+            return Err(dns_error(
+                "`server` is empty; fix: set it to the primary's address or host[:port]",
+            ));
+        }
         let key = base64::engine::general_purpose::STANDARD
             .decode(secret.expose().trim())
             .map_err(|_| dns_error("the TSIG secret is not valid base64; fix: copy the `secret` value of the server's key statement"))?;
@@ -100,12 +103,32 @@ impl Rfc2136 {
                 "TSIG algorithm `{algorithm}` is not supported; fix: use hmac-sha256, hmac-sha384 or hmac-sha512"
             ))
         })?;
-        Ok(Rfc2136 { server, signer })
+        Ok(Rfc2136 {
+            server: server.to_owned(),
+            signer,
+        })
+    }
+
+    /// The primary's address: an IP (port 53 unless given) or a host name looked up now.
+    async fn address(&self) -> Result<SocketAddr, ProviderError> {
+        if let Some(addr) = wire::server_address(&self.server) {
+            return Ok(addr);
+        }
+        let with_port = if self.server.contains(':') {
+            self.server.clone()
+        } else {
+            format!("{}:53", self.server)
+        };
+        tokio::net::lookup_host(&with_port)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| dns_error(format!("cannot resolve the primary `{}`", self.server)))
     }
 
     async fn query(&self, owner: &Name, rtype: WireType) -> Result<Message, ProviderError> {
         let answer = wire::ask(
-            self.server,
+            self.address().await?,
             &wire::query_message(owner, rtype),
             Transport::Tcp,
             TIMEOUT,
@@ -146,15 +169,10 @@ impl Rfc2136 {
         let bytes = message
             .to_vec()
             .map_err(|e| dns_error(format!("cannot encode the update: {e}")))?;
-        let answer = wire::exchange(
-            self.server,
-            &bytes,
-            message.metadata.id,
-            Transport::Tcp,
-            TIMEOUT,
-        )
-        .await
-        .map_err(wire_error)?;
+        let server = self.address().await?;
+        let answer = wire::exchange(server, &bytes, message.metadata.id, Transport::Tcp, TIMEOUT)
+            .await
+            .map_err(wire_error)?;
         let decoded = Message::from_vec(&answer)
             .map_err(|e| dns_error(format!("{}: malformed answer: {e}", self.server)))?;
         let tsig_error = decoded

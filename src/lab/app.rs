@@ -101,40 +101,10 @@ pub async fn prepare(lab: &Lab) -> Result<(), LabError> {
 }
 
 async fn create_pdns_zone(lab: &Lab) -> Result<(), LabError> {
-    let body = serde_json::json!({
-        "name": format!("{PDNS_ZONE}."),
-        "kind": "Native",
-        "nameservers": [format!("ns1.{PDNS_ZONE}.")],
-        "rrsets": [{
-            "name": format!("{APP_RECORD}."),
-            "type": "A",
-            "ttl": 300,
-            "changetype": "REPLACE",
-            "records": [{ "content": "127.0.0.1", "disabled": false }],
-        }],
-    });
-    let url = format!("{}/api/v1/servers/localhost/zones", lab.powerdns.api_url());
-    let response = reqwest::Client::new()
-        .post(&url)
-        .header("X-API-Key", lab.powerdns.api_key().expose())
-        .json(&body)
-        .send()
+    lab.powerdns
+        .create_zone(
+            PDNS_ZONE,
+            &[(APP_RECORD, "A", 300, vec!["127.0.0.1".to_owned()])],
+        )
         .await
-        .map_err(|e| LabError::Sql {
-            server: "powerdns".into(),
-            context: "create zone".into(),
-            message: e.to_string(),
-        })?;
-    if !response.status().is_success() {
-        return Err(LabError::Sql {
-            server: "powerdns".into(),
-            context: format!("create zone {PDNS_ZONE}"),
-            message: format!(
-                "{}: {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            ),
-        });
-    }
-    Ok(())
 }

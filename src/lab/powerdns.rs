@@ -124,6 +124,56 @@ impl PowerDns {
         &self.api_key
     }
 
+    /// Creates a native zone with `ns1.<zone>` (127.0.0.1) as its nameserver and `records`
+    /// (`(name, type, ttl, values)`), through the HTTP API.
+    pub async fn create_zone(
+        &self,
+        zone: &str,
+        records: &[(&str, &str, u32, Vec<String>)],
+    ) -> Result<(), LabError> {
+        let ns = format!("ns1.{zone}.");
+        let mut rrsets = vec![serde_json::json!({
+            "name": ns, "type": "A", "ttl": 300, "changetype": "REPLACE",
+            "records": [{ "content": "127.0.0.1", "disabled": false }],
+        })];
+        for (name, rtype, ttl, values) in records {
+            rrsets.push(serde_json::json!({
+                "name": format!("{}.", name.trim_end_matches('.')), "type": rtype, "ttl": ttl,
+                "changetype": "REPLACE",
+                "records": values.iter()
+                    .map(|v| serde_json::json!({ "content": v, "disabled": false }))
+                    .collect::<Vec<_>>(),
+            }));
+        }
+        let body = serde_json::json!({
+            "name": format!("{zone}."),
+            "kind": "Native",
+            "nameservers": [ns],
+            "rrsets": rrsets,
+        });
+        let url = format!("{}/api/v1/servers/localhost/zones", self.api_url());
+        let failed = |message: String| LabError::Sql {
+            server: "powerdns".into(),
+            context: format!("create zone {zone}"),
+            message,
+        };
+        let response = reqwest::Client::new()
+            .post(&url)
+            .header("X-API-Key", self.api_key.expose())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            return Err(failed(format!(
+                "{status}: {}",
+                response.text().await.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
     /// The server process.
     pub fn process(&mut self) -> &mut ServerProcess {
         &mut self.process
