@@ -2,7 +2,7 @@
 //! one `dns_records/batch` request (deletes, patches and posts applied atomically).
 
 use async_trait::async_trait;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::OnceCell;
@@ -102,13 +102,11 @@ impl Cloudflare {
             .api
             .send(Method::GET, &format!("/zones/{id}"), &[], None)
             .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(ProviderError::ZoneNotFound {
-                provider: ProviderKind::Cloudflare,
-                zone: zone.to_owned(),
-            });
-        }
-        Ok(answer.success()?.json::<Envelope<ZoneRef>>()?.result)
+        Ok(answer
+            .zone_exists(zone)?
+            .success()?
+            .json::<Envelope<ZoneRef>>()?
+            .result)
     }
 
     /// Every record of `name`/`type`, following the pages.

@@ -57,13 +57,7 @@ impl Desec {
             .api
             .send(Method::GET, &format!("/domains/{}/", fqdn(zone)), &[], None)
             .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(ProviderError::ZoneNotFound {
-                provider: ProviderKind::Desec,
-                zone: zone.to_owned(),
-            });
-        }
-        answer.success()?.json()
+        answer.zone_exists(zone)?.success()?.json()
     }
 }
 

@@ -2,7 +2,7 @@
 //! page by page; a record set is rewritten in place, then completed, then trimmed.
 
 use async_trait::async_trait;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -60,13 +60,6 @@ impl DigitalOcean {
         })
     }
 
-    fn not_found(zone: &str) -> ProviderError {
-        ProviderError::ZoneNotFound {
-            provider: ProviderKind::Digitalocean,
-            zone: zone.to_owned(),
-        }
-    }
-
     /// Every record of `name`/`rtype`, following `links.pages.next`.
     async fn records(
         &self,
@@ -92,10 +85,7 @@ impl DigitalOcean {
                     None,
                 )
                 .await?;
-            if answer.status == StatusCode::NOT_FOUND {
-                return Err(Self::not_found(zone));
-            }
-            let found: RecordsPage = answer.success()?.json()?;
+            let found: RecordsPage = answer.zone_exists(zone)?.success()?.json()?;
             all.extend(found.domain_records);
             if found.links.pages.and_then(|p| p.next).is_none() {
                 return Ok(all);
@@ -128,10 +118,7 @@ impl DnsProvider for DigitalOcean {
                 None,
             )
             .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(Self::not_found(zone));
-        }
-        answer.success().map(|_| ())
+        answer.zone_exists(zone)?.success().map(|_| ())
     }
 
     async fn read(

@@ -59,13 +59,7 @@ impl DnsProvider for Gandi {
             .api
             .send(Method::GET, &format!("/domains/{}", fqdn(zone)), &[], None)
             .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(ProviderError::ZoneNotFound {
-                provider: ProviderKind::Gandi,
-                zone: zone.to_owned(),
-            });
-        }
-        answer.success().map(|_| ())
+        answer.zone_exists(zone)?.success().map(|_| ())
     }
 
     async fn read(

@@ -114,13 +114,11 @@ impl Hetzner {
                 None,
             )
             .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(ProviderError::ZoneNotFound {
-                provider: ProviderKind::Hetzner,
-                zone: zone.to_owned(),
-            });
-        }
-        Ok(answer.success()?.json::<ZoneEnvelope>()?.zone)
+        Ok(answer
+            .zone_exists(zone)?
+            .success()?
+            .json::<ZoneEnvelope>()?
+            .zone)
     }
 
     /// Posts an action and waits until Hetzner reports it finished.

@@ -73,6 +73,18 @@ impl Answer {
         }
     }
 
+    /// Fails with [`ProviderError::ZoneNotFound`] on 404 (the zone's own URL or a path under
+    /// it), else hands the answer on.
+    pub fn zone_exists(self, zone: &str) -> Result<Answer, ProviderError> {
+        if self.status == StatusCode::NOT_FOUND {
+            return Err(ProviderError::ZoneNotFound {
+                provider: self.provider,
+                zone: zone.to_owned(),
+            });
+        }
+        Ok(self)
+    }
+
     /// Decodes the body as JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body).map_err(|e| self.decode_error(e))

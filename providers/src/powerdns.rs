@@ -147,13 +147,7 @@ impl DnsProvider for PowerDns {
                 Some(&json!({ "rrsets": rrsets })),
             )
             .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(ProviderError::ZoneNotFound {
-                provider: ProviderKind::Powerdns,
-                zone: zone.to_owned(),
-            });
-        }
-        answer.success().map(|_| ())
+        answer.zone_exists(zone)?.success().map(|_| ())
     }
 
     async fn nameservers(&self, zone: &str) -> Result<Option<Vec<String>>, ProviderError> {

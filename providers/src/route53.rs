@@ -279,13 +279,7 @@ impl Route53 {
                 None,
             )
             .await?;
-        if answer.status == StatusCode::NOT_FOUND {
-            return Err(ProviderError::ZoneNotFound {
-                provider: ProviderKind::Route53,
-                zone: zone.to_owned(),
-            });
-        }
-        decode(&answer.success()?)
+        decode(&answer.zone_exists(zone)?.success()?)
     }
 
     async fn wait_insync(&self, mut change: ChangeInfo) -> Result<(), ProviderError> {
@@ -343,13 +337,7 @@ impl DnsProvider for Route53 {
                 ("maxitems", "100".into()),
             ]);
             let answer = self.signed(Method::GET, &path, &query, None).await?;
-            if answer.status == StatusCode::NOT_FOUND {
-                return Err(ProviderError::ZoneNotFound {
-                    provider: ProviderKind::Route53,
-                    zone: zone.to_owned(),
-                });
-            }
-            let page: ListResponse = decode(&answer.success()?)?;
+            let page: ListResponse = decode(&answer.zone_exists(zone)?.success()?)?;
             let before = found.len();
             let mut past = false;
             for set in page.resource_record_sets.sets {
@@ -405,13 +393,8 @@ impl DnsProvider for Route53 {
             let answer = self
                 .signed(Method::POST, &path, "", Some(change_batch_xml(chunk)))
                 .await?;
-            if answer.status == StatusCode::NOT_FOUND {
-                return Err(ProviderError::ZoneNotFound {
-                    provider: ProviderKind::Route53,
-                    zone: zone.to_owned(),
-                });
-            }
-            let change = decode::<ChangeResponse>(&answer.success()?)?.change_info;
+            let change =
+                decode::<ChangeResponse>(&answer.zone_exists(zone)?.success()?)?.change_info;
             self.wait_insync(change).await?;
         }
         Ok(())
