@@ -9,15 +9,10 @@ use serde::Serialize;
 use super::state::{StateDir, TtlState};
 use super::{DnsError, Target};
 
-/// Whether switching `target` now is safe according to its saved TTL state.
-pub fn check_safe(
-    target: &Target<'_>,
-    state: Option<&TtlState>,
-    now: SystemTime,
-) -> Result<(), DnsError> {
-    let record = target.label();
+/// Whether switching `record` (`name TYPE`) at `now` is safe according to its saved TTL state.
+pub fn check_safe(record: &str, state: Option<&TtlState>, now: SystemTime) -> Result<(), DnsError> {
     let not_safe = |reason: String, fix: &str| DnsError::NotSafe {
-        record: record.clone(),
+        record: record.to_owned(),
         reason,
         fix: fix.to_owned(),
     };
@@ -74,7 +69,7 @@ pub async fn update_all(
     let mut plans = Vec::new();
     for target in targets {
         let state = states.load(&target.plan.name, target.plan.record_type)?;
-        let forced = match check_safe(target, state.as_ref(), now) {
+        let forced = match check_safe(&target.label(), state.as_ref(), now) {
             Ok(()) => None,
             Err(e) if force => {
                 let reason = e.to_string();
@@ -123,4 +118,50 @@ pub async fn update_all(
         });
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cutover_providers::RecordType;
+
+    use super::*;
+
+    fn state(served: Option<SystemTime>) -> TtlState {
+        TtlState {
+            name: "app.example.com".into(),
+            record_type: RecordType::A,
+            zone: "example.com".into(),
+            old_ttl: 3600,
+            old_values: vec!["192.0.2.1".into()],
+            lowered_ttl: 60,
+            lowered_at: SystemTime::UNIX_EPOCH,
+            served_everywhere_at: served,
+            updated_at: None,
+        }
+    }
+
+    fn refusal(result: Result<(), DnsError>) -> String {
+        match result {
+            Err(e @ DnsError::NotSafe { .. }) => e.to_string(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn safe_only_one_old_ttl_after_every_server_served_the_lowered_ttl() {
+        let served = humantime::parse_rfc3339("2026-11-21T10:00:00Z").unwrap();
+        let record = "app.example.com A";
+        assert!(refusal(check_safe(record, None, served)).contains("never lowered"));
+        assert!(
+            refusal(check_safe(record, Some(&state(None)), served)).contains("lowered TTL 60 yet")
+        );
+        let lowered = state(Some(served));
+        let early = served + Duration::from_secs(3599);
+        assert!(
+            refusal(check_safe(record, Some(&lowered), early)).contains("2026-11-21T11:00:00Z")
+        );
+        assert!(check_safe(record, Some(&lowered), served + Duration::from_secs(3600)).is_ok());
+    }
 }
