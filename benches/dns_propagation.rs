@@ -8,6 +8,10 @@
 //!
 //! `cargo bench --bench dns_propagation -- [--records N] [--runs R]`
 
+mod common;
+
+use common::{arg, runtime};
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,15 +22,6 @@ use cutover_providers::powerdns::PowerDns as PowerDnsApi;
 use cutover_providers::{DnsProvider, RecordSet, RecordType};
 
 const ZONE: &str = "bench.example.com";
-
-fn arg(name: &str, default: u32) -> u32 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn record_name(i: u32) -> String {
     format!("r{i:04}.{ZONE}")
@@ -79,11 +74,7 @@ fn dig_loop_script(dir: &Path, ports: [u16; 2], records: u32) -> std::path::Path
 fn main() {
     let records = arg("--records", 1000);
     let runs = arg("--runs", 5).max(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async move {
         let dir = LabDir::temporary().expect("lab dir");
         let (a, b) = tokio::try_join!(

@@ -8,6 +8,10 @@
 //!
 //! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S]`
 
+mod common;
+
+use common::{arg, runtime};
+
 use std::time::{Duration, Instant};
 
 use cutover::lab::writer::{self, Writer, WriterConfig};
@@ -26,15 +30,6 @@ struct Run {
     stages: String,
 }
 
-fn arg(name: &str, default: u32) -> u32 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let i = ((values.len() as f64 - 1.0) * p).round() as usize;
@@ -44,11 +39,7 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 fn main() {
     let runs = arg("--runs", 10);
     let rate = arg("--rate", 1000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async move {
         let dir = LabDir::temporary().expect("lab dir");
         let (source, target) = tokio::try_join!(
