@@ -288,10 +288,17 @@ fn pg_commands_on_the_lab(plan: &Path) {
 }
 
 #[test]
-fn lab_demo_migrates_postgres_under_writes_and_loses_nothing() {
+fn lab_demo_migrates_postgres_under_writes_loses_nothing_and_switches_dns() {
     cutover().args(["lab", "demo"]).assert().success().stdout(
-        predicate::str::contains("0 lost writes").and(predicate::str::contains(
-            "lost 0, duplicated 0, unexpected 0",
-        )),
+        predicate::str::contains("0 lost writes")
+            .and(predicate::str::contains(
+                "lost 0, duplicated 0, unexpected 0",
+            ))
+            .and(predicate::str::contains(
+                "app.dyn.example.com A: 127.0.0.1 -> 127.0.0.2",
+            ))
+            .and(predicate::str::contains(
+                "every authoritative server serves the new values",
+            )),
     );
 }

@@ -149,7 +149,10 @@ async fn rfc2136_adapter_updates_with_tsig_and_refuses_a_wrong_key() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((before.ttl, before.values), (300, values(&["127.0.0.1"])));
+    assert_eq!(
+        (before.ttl, before.values),
+        (cutover::lab::APP_RECORD_TTL, values(&["127.0.0.1"]))
+    );
 
     let wanted = RecordSet::new(
         &name,

@@ -1,9 +1,13 @@
-//! `cutover lab demo`: a real migration on a throwaway lab, narrated. Today it moves the demo
-//! app's PostgreSQL database while a writer keeps committing, and proves nothing was lost.
+//! `cutover lab demo`: a real migration on a throwaway lab, narrated. It lowers the DNS TTLs,
+//! moves the demo app's PostgreSQL database while a writer keeps committing, proves nothing was
+//! lost, switches DNS once it is safe and waits until every authoritative server serves it.
 
 use std::time::{Duration, Instant};
 
 use super::{EXIT_FAILED, EXIT_OK, runtime};
+use crate::dns::state::StateDir;
+use crate::dns::ttl::{self, LowerOptions};
+use crate::dns::{Discovery, Target, propagation, update};
 use crate::lab::writer::{DEMO_TASKS, Writer, WriterConfig};
 use crate::lab::{self, Lab, LabDir, Supervision};
 use crate::postgres::cutover::Event;
@@ -44,6 +48,36 @@ async fn run() -> anyhow::Result<()> {
         plan_path.display(),
         began.elapsed().as_secs_f64()
     );
+
+    println!(
+        "\n== cutover dns lower-ttl (run days ahead in real life; the lab's records start at {} s)",
+        lab::APP_RECORD_TTL
+    );
+    let discovery = Discovery::system();
+    let mut targets = Vec::new();
+    for (index, record) in plan.dns.iter().enumerate() {
+        targets.push(Target::resolve(index, record, &discovery).await?);
+    }
+    let states = StateDir::new(&plan.migration.state_dir);
+    let lowering = LowerOptions {
+        clamp: false,
+        timeout: Duration::from_secs(30),
+        poll: Duration::from_millis(200),
+    };
+    for target in &targets {
+        let lowered = ttl::lower(target, &states, lowering).await?;
+        let safe = lowered
+            .safe_at
+            .context("the lowered TTL is served everywhere")?;
+        println!(
+            "   {}: TTL {} -> {} on {} server(s); earliest safe switch {}",
+            lowered.record,
+            lowered.state.old_ttl,
+            lowered.state.lowered_ttl,
+            lowered.servers.len(),
+            humantime::format_rfc3339_seconds(safe)
+        );
+    }
 
     println!("\n== cutover pg preflight");
     let (source, target) = pair.connect().await?;
@@ -164,16 +198,82 @@ async fn run() -> anyhow::Result<()> {
     }
     anyhow::ensure!(verified.matches(), "verify found differences");
 
+    switch_dns(&targets, &states).await?;
+
     println!("\n== cutover pg cleanup");
     let cleaned = cleanup::cleanup(&pair).await?;
     for line in cleaned.done.iter().chain(&cleaned.kept) {
         println!("   {line}");
     }
     println!(
-        "\ndemo migration done in {:.1} s: PostgreSQL moved with {:.1} ms of write-unavailability and 0 lost writes.",
+        "\ndemo migration done in {:.1} s: PostgreSQL moved with {:.1} ms of write-unavailability and 0 lost writes; DNS switched on every authoritative server.",
         began.elapsed().as_secs_f64(),
         report.write_unavailable_ms
     );
-    println!("(MariaDB, files and DNS join the demo as their issues land.)");
+    println!("(MariaDB and files join the demo as their issues land.)");
+    Ok(())
+}
+
+/// `dns update` once the earliest safe time has passed, `dns wait`, then `dns restore-ttl`.
+async fn switch_dns(targets: &[Target<'_>], states: &StateDir) -> anyhow::Result<()> {
+    println!("\n== cutover dns update");
+    let mut safe_at = std::time::SystemTime::UNIX_EPOCH;
+    for target in targets {
+        if let Some(state) = states.load(&target.plan.name, target.plan.record_type)?
+            && let Some(at) = state.safe_at()
+        {
+            safe_at = safe_at.max(at);
+        }
+    }
+    if let Ok(wait) = safe_at.duration_since(std::time::SystemTime::now()) {
+        println!(
+            "   switching earlier is refused (caches may hold the old TTL): waiting {:.1} s",
+            wait.as_secs_f64()
+        );
+        tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    }
+    for report in update::update_all(targets, states, false).await? {
+        let before = report
+            .previous
+            .map(|p| p.values.join(","))
+            .unwrap_or_default();
+        println!(
+            "   {}: {before} -> {} (ttl {})",
+            report.record,
+            report.current.values.join(","),
+            report.current.ttl
+        );
+    }
+
+    println!("\n== cutover dns wait");
+    let outcome = propagation::wait(
+        targets,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |_, _| {},
+    )
+    .await;
+    for row in &outcome.rows {
+        let served = row.last.as_ref().map(|s| s.describe()).unwrap_or_default();
+        println!("   {:<26} {:<18} {served}", row.record, row.server);
+    }
+    anyhow::ensure!(
+        outcome.complete,
+        "not every authoritative server serves the new values"
+    );
+    println!(
+        "   every authoritative server serves the new values ({:.0} ms)",
+        outcome.elapsed.as_secs_f64() * 1000.0
+    );
+
+    println!("\n== cutover dns restore-ttl");
+    for target in targets {
+        let restored = ttl::restore(target, states).await?;
+        println!(
+            "   {}: TTL back to {}",
+            restored.record,
+            restored.restored_ttl.unwrap_or_default()
+        );
+    }
     Ok(())
 }

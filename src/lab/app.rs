@@ -4,7 +4,7 @@ use mysql_async::prelude::Queryable;
 
 use super::env::{random_token, write_secret};
 use super::mariadb::quote_literal;
-use super::plan::{APP, APP_RECORD, PDNS_ZONE};
+use super::plan::{APP, APP_RECORD, APP_RECORD_TTL, PDNS_ZONE};
 use super::{Lab, LabError};
 use crate::postgres::db::{error_message as pg_error_message, ident as quote_ident};
 
@@ -104,7 +104,12 @@ async fn create_pdns_zone(lab: &Lab) -> Result<(), LabError> {
     lab.powerdns
         .create_zone(
             PDNS_ZONE,
-            &[(APP_RECORD, "A", 300, vec!["127.0.0.1".to_owned()])],
+            &[(
+                APP_RECORD,
+                "A",
+                APP_RECORD_TTL,
+                vec!["127.0.0.1".to_owned()],
+            )],
         )
         .await
 }

@@ -7,6 +7,7 @@ use base64::Engine;
 use rand::RngCore;
 
 use super::env::{free_port, private_dir, write_secret};
+use super::plan::APP_RECORD_TTL;
 use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
 use super::state::ServerEntry;
 use super::{LabError, find_program};
@@ -66,7 +67,7 @@ fn zone_file() -> String {
          @ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 60\n\
          @ IN NS ns1.{ZONE}.\n\
          ns1 IN A 127.0.0.1\n\
-         app IN A 127.0.0.1\n"
+         app {APP_RECORD_TTL} IN A 127.0.0.1\n"
     )
 }
 

@@ -11,6 +11,9 @@ pub const APP: &str = "app";
 pub const PDNS_ZONE: &str = "lab.example.com";
 /// The record the lab plan switches.
 pub const APP_RECORD: &str = "app.lab.example.com";
+/// The TTL the lab's app records start with (PowerDNS and BIND): short, so the earliest safe
+/// switch after `lower-ttl` comes within the demo.
+pub const APP_RECORD_TTL: u32 = 10;
 
 /// A TOML string literal.
 fn q(s: impl AsRef<str>) -> String {
