@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod dns;
 pub mod lab;
+pub mod mysql;
 pub mod plan;
 pub mod postgres;
 pub mod run;

@@ -1,0 +1,465 @@
+//! Server flavour, numeric version, and the one table of every replication statement each
+//! dialect uses. MySQL renamed `MASTER`/`SLAVE` in steps (8.0.22 – 8.0.26, 8.2) and removed the
+//! old names in 8.4; MariaDB keeps `CHANGE MASTER` and its own GTIDs.
+
+use std::fmt;
+
+/// MySQL or MariaDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// Oracle MySQL (and Percona Server).
+    Mysql,
+    /// MariaDB.
+    Mariadb,
+}
+
+/// A numeric server version; compared as numbers, never as strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Version {
+    /// Major.
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+    /// Patch.
+    pub patch: u32,
+}
+
+impl Version {
+    /// A version.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Version {
+        Version {
+            major,
+            minor,
+            patch,
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Parses `SELECT VERSION()` (e.g. `10.11.6-MariaDB-0+deb12u1-log`, `8.0.36-0ubuntu0.22.04.1`,
+/// `5.5.5-10.11.6-MariaDB` from old clients' handshakes) into flavour and version.
+pub fn parse_version(text: &str) -> Option<(Flavour, Version)> {
+    let flavour = if text.to_ascii_lowercase().contains("mariadb") {
+        Flavour::Mariadb
+    } else {
+        Flavour::Mysql
+    };
+    // MariaDB behind the 5.5.5- compatibility prefix.
+    let text = text.strip_prefix("5.5.5-").unwrap_or(text);
+    let numeric: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut parts = numeric.split('.').map(|p| p.parse::<u32>());
+    let major = parts.next()?.ok()?;
+    let minor = parts.next()?.ok()?;
+    let patch = parts.next().and_then(Result::ok).unwrap_or(0);
+    Some((flavour, Version::new(major, minor, patch)))
+}
+
+/// The SQL dialect of one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// MySQL 5.7 and 8.0 before 8.0.22: only the old names.
+    Mysql57,
+    /// MySQL 8.0.22 to 8.3: the new names (`SOURCE_POS_WAIT` from 8.0.26).
+    Mysql80,
+    /// MySQL 8.4 and later: the old names are gone.
+    Mysql84,
+    /// MariaDB 10.5 and later.
+    Mariadb,
+}
+
+/// Where a replica starts reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// From a GTID set / position (MySQL: auto-positioning; MariaDB: `gtid_slave_pos`).
+    Gtid,
+    /// From a binary log file and position.
+    File {
+        /// Binlog file name.
+        file: String,
+        /// Position in it.
+        position: u64,
+    },
+}
+
+/// Everything `CHANGE ... TO` needs. The password is put in the statement as a quoted literal:
+/// neither MySQL nor MariaDB accepts placeholders there.
+#[derive(Debug, Clone)]
+pub struct SourceSpec<'a> {
+    /// Host the replica connects to.
+    pub host: &'a str,
+    /// Port.
+    pub port: u16,
+    /// Replication user.
+    pub user: &'a str,
+    /// Its password.
+    pub password: &'a str,
+    /// Where to start.
+    pub start: StartAt,
+}
+
+/// Quotes a string literal (backslashes and quotes escaped).
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Quotes an identifier with backticks.
+pub fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+impl Dialect {
+    /// The dialect of a server, or `None` for versions cutover does not support.
+    pub fn of(flavour: Flavour, version: Version) -> Option<Dialect> {
+        match flavour {
+            Flavour::Mariadb if version >= Version::new(10, 5, 0) => Some(Dialect::Mariadb),
+            Flavour::Mariadb => None,
+            Flavour::Mysql if version >= Version::new(8, 4, 0) => Some(Dialect::Mysql84),
+            Flavour::Mysql if version >= Version::new(8, 0, 22) => Some(Dialect::Mysql80),
+            Flavour::Mysql if version >= Version::new(5, 7, 0) => Some(Dialect::Mysql57),
+            Flavour::Mysql => None,
+        }
+    }
+
+    /// Configure replication from `spec` (with SSL off: the lab and tunnels; TLS is the
+    /// server's `require_secure_transport` business).
+    pub fn change_source(self, spec: &SourceSpec<'_>) -> String {
+        let (verb, prefix) = match self {
+            Dialect::Mysql57 | Dialect::Mariadb => ("CHANGE MASTER TO", "MASTER"),
+            Dialect::Mysql80 | Dialect::Mysql84 => ("CHANGE REPLICATION SOURCE TO", "SOURCE"),
+        };
+        let mut parts = vec![
+            format!("{prefix}_HOST = {}", literal(spec.host)),
+            format!("{prefix}_PORT = {}", spec.port),
+            format!("{prefix}_USER = {}", literal(spec.user)),
+            format!("{prefix}_PASSWORD = {}", literal(spec.password)),
+            format!("{prefix}_CONNECT_RETRY = 1"),
+        ];
+        match (&spec.start, self) {
+            (StartAt::Gtid, Dialect::Mariadb) => parts.push("MASTER_USE_GTID = slave_pos".into()),
+            (StartAt::Gtid, _) => parts.push(format!("{prefix}_AUTO_POSITION = 1")),
+            (StartAt::File { file, position }, _) => {
+                parts.push(format!("{prefix}_LOG_FILE = {}", literal(file)));
+                parts.push(format!("{prefix}_LOG_POS = {position}"));
+                if self == Dialect::Mariadb {
+                    parts.push("MASTER_USE_GTID = no".into());
+                }
+            }
+        }
+        format!("{verb} {}", parts.join(", "))
+    }
+
+    /// Start the replica threads.
+    pub fn start_replica(self) -> &'static str {
+        match self {
+            Dialect::Mysql57 => "START SLAVE",
+            _ => "START REPLICA",
+        }
+    }
+
+    /// Stop the replica threads.
+    pub fn stop_replica(self) -> &'static str {
+        match self {
+            Dialect::Mysql57 => "STOP SLAVE",
+            _ => "STOP REPLICA",
+        }
+    }
+
+    /// Replica status (columns read by name; both spellings accepted by the reader).
+    pub fn replica_status(self) -> &'static str {
+        match self {
+            Dialect::Mysql57 => "SHOW SLAVE STATUS",
+            _ => "SHOW REPLICA STATUS",
+        }
+    }
+
+    /// Forget the replica configuration entirely.
+    pub fn reset_replica(self) -> &'static str {
+        match self {
+            Dialect::Mysql57 => "RESET SLAVE ALL",
+            _ => "RESET REPLICA ALL",
+        }
+    }
+
+    /// The source's binlog coordinates (`File`, `Position`, …).
+    pub fn source_status(self) -> &'static str {
+        match self {
+            Dialect::Mysql84 => "SHOW BINARY LOG STATUS",
+            _ => "SHOW MASTER STATUS",
+        }
+    }
+
+    /// The set of transactions this server has executed (MySQL) or written to its binlog
+    /// (MariaDB), as one string.
+    pub fn executed_gtids(self) -> &'static str {
+        match self {
+            Dialect::Mariadb => "SELECT @@GLOBAL.gtid_binlog_pos",
+            _ => "SELECT @@GLOBAL.gtid_executed",
+        }
+    }
+
+    /// The position a replica has applied up to (MariaDB `gtid_slave_pos`; MySQL: executed).
+    pub fn applied_gtids(self) -> &'static str {
+        match self {
+            Dialect::Mariadb => "SELECT @@GLOBAL.gtid_slave_pos",
+            _ => "SELECT @@GLOBAL.gtid_executed",
+        }
+    }
+
+    /// Wait until the GTID set `?` is applied, at most `?` seconds. MySQL returns 0 when
+    /// reached, 1 on timeout; MariaDB returns 0 / -1.
+    pub fn wait_for_gtids(self) -> &'static str {
+        match self {
+            Dialect::Mariadb => "SELECT MASTER_GTID_WAIT(?, ?)",
+            _ => "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)",
+        }
+    }
+
+    /// Wait until file `?` position `?` is applied, at most `?` seconds (-1 on timeout).
+    pub fn wait_for_position(self, version: Version) -> &'static str {
+        match self {
+            Dialect::Mysql84 => "SELECT SOURCE_POS_WAIT(?, ?, ?)",
+            Dialect::Mysql80 if version >= Version::new(8, 0, 26) => {
+                "SELECT SOURCE_POS_WAIT(?, ?, ?)"
+            }
+            _ => "SELECT MASTER_POS_WAIT(?, ?, ?)",
+        }
+    }
+
+    /// Refuse writes from everyone, administrators included. MariaDB has no
+    /// `super_read_only`; from 10.11.1 `read_only` binds SUPER too, before that cutover also
+    /// kills every session of the application users.
+    pub fn fence(self) -> &'static str {
+        match self {
+            Dialect::Mariadb => "SET GLOBAL read_only = ON",
+            _ => "SET GLOBAL super_read_only = ON",
+        }
+    }
+
+    /// Undo [`Dialect::fence`] (and plain `read_only`).
+    pub fn unfence(self) -> &'static str {
+        match self {
+            Dialect::Mariadb => "SET GLOBAL read_only = OFF",
+            _ => "SET GLOBAL super_read_only = OFF, GLOBAL read_only = OFF",
+        }
+    }
+
+    /// Whether a GTID wait result means "reached".
+    pub fn gtid_wait_reached(self, result: i64) -> bool {
+        result == 0
+    }
+}
+
+/// A replica status row's column, under its new or old name (`Source_Host` / `Master_Host`,
+/// `Replica_IO_Running` / `Slave_IO_Running`, …): given the new name, both are looked up.
+pub fn status_column_names(new_name: &str) -> [String; 2] {
+    let old = new_name
+        .replace("Source", "Master")
+        .replace("Replica", "Slave")
+        .replace("source", "master")
+        .replace("replica", "slave");
+    [new_name.to_owned(), old]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC_FILE: StartAt = StartAt::Gtid;
+
+    fn spec(start: StartAt) -> SourceSpec<'static> {
+        SourceSpec {
+            host: "db1.example.com",
+            port: 3306,
+            user: "repl",
+            password: "pa'ss",
+            start,
+        }
+    }
+
+    #[test]
+    fn versions_parse_and_compare_numerically() {
+        assert_eq!(
+            parse_version("10.11.6-MariaDB-0+deb12u1-log"),
+            Some((Flavour::Mariadb, Version::new(10, 11, 6)))
+        );
+        assert_eq!(
+            parse_version("5.5.5-10.5.23-MariaDB"),
+            Some((Flavour::Mariadb, Version::new(10, 5, 23)))
+        );
+        assert_eq!(
+            parse_version("8.0.36-0ubuntu0.22.04.1"),
+            Some((Flavour::Mysql, Version::new(8, 0, 36)))
+        );
+        // As strings "8.0.9" > "8.0.22"; as numbers it is older.
+        assert!(Version::new(8, 0, 9) < Version::new(8, 0, 22));
+        assert_eq!(
+            Dialect::of(Flavour::Mysql, Version::new(8, 0, 9)),
+            Some(Dialect::Mysql57)
+        );
+        assert_eq!(
+            Dialect::of(Flavour::Mysql, Version::new(8, 0, 22)),
+            Some(Dialect::Mysql80)
+        );
+        assert_eq!(
+            Dialect::of(Flavour::Mysql, Version::new(8, 4, 0)),
+            Some(Dialect::Mysql84)
+        );
+        assert_eq!(
+            Dialect::of(Flavour::Mysql, Version::new(9, 1, 0)),
+            Some(Dialect::Mysql84)
+        );
+        assert_eq!(Dialect::of(Flavour::Mysql, Version::new(5, 6, 51)), None);
+        assert_eq!(
+            Dialect::of(Flavour::Mariadb, Version::new(10, 11, 6)),
+            Some(Dialect::Mariadb)
+        );
+        assert_eq!(Dialect::of(Flavour::Mariadb, Version::new(10, 4, 34)), None);
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    /// The statement table, dialect by dialect: every statement cutover sends for replication.
+    #[test]
+    fn statement_table() {
+        let file = StartAt::File {
+            file: "binlog.000042".into(),
+            position: 1234,
+        };
+        let v = Version::new(8, 0, 36);
+        let table: [(Dialect, [&str; 12]); 4] = [
+            (
+                Dialect::Mysql57,
+                [
+                    "CHANGE MASTER TO MASTER_HOST = 'db1.example.com', MASTER_PORT = 3306, MASTER_USER = 'repl', MASTER_PASSWORD = 'pa\\'ss', MASTER_CONNECT_RETRY = 1, MASTER_AUTO_POSITION = 1",
+                    "START SLAVE",
+                    "STOP SLAVE",
+                    "SHOW SLAVE STATUS",
+                    "RESET SLAVE ALL",
+                    "SHOW MASTER STATUS",
+                    "SELECT @@GLOBAL.gtid_executed",
+                    "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)",
+                    "SELECT MASTER_POS_WAIT(?, ?, ?)",
+                    "SET GLOBAL super_read_only = ON",
+                    "SET GLOBAL super_read_only = OFF, GLOBAL read_only = OFF",
+                    "CHANGE MASTER TO MASTER_HOST = 'db1.example.com', MASTER_PORT = 3306, MASTER_USER = 'repl', MASTER_PASSWORD = 'pa\\'ss', MASTER_CONNECT_RETRY = 1, MASTER_LOG_FILE = 'binlog.000042', MASTER_LOG_POS = 1234",
+                ],
+            ),
+            (
+                Dialect::Mysql80,
+                [
+                    "CHANGE REPLICATION SOURCE TO SOURCE_HOST = 'db1.example.com', SOURCE_PORT = 3306, SOURCE_USER = 'repl', SOURCE_PASSWORD = 'pa\\'ss', SOURCE_CONNECT_RETRY = 1, SOURCE_AUTO_POSITION = 1",
+                    "START REPLICA",
+                    "STOP REPLICA",
+                    "SHOW REPLICA STATUS",
+                    "RESET REPLICA ALL",
+                    "SHOW MASTER STATUS",
+                    "SELECT @@GLOBAL.gtid_executed",
+                    "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)",
+                    "SELECT SOURCE_POS_WAIT(?, ?, ?)",
+                    "SET GLOBAL super_read_only = ON",
+                    "SET GLOBAL super_read_only = OFF, GLOBAL read_only = OFF",
+                    "CHANGE REPLICATION SOURCE TO SOURCE_HOST = 'db1.example.com', SOURCE_PORT = 3306, SOURCE_USER = 'repl', SOURCE_PASSWORD = 'pa\\'ss', SOURCE_CONNECT_RETRY = 1, SOURCE_LOG_FILE = 'binlog.000042', SOURCE_LOG_POS = 1234",
+                ],
+            ),
+            (
+                Dialect::Mysql84,
+                [
+                    "CHANGE REPLICATION SOURCE TO SOURCE_HOST = 'db1.example.com', SOURCE_PORT = 3306, SOURCE_USER = 'repl', SOURCE_PASSWORD = 'pa\\'ss', SOURCE_CONNECT_RETRY = 1, SOURCE_AUTO_POSITION = 1",
+                    "START REPLICA",
+                    "STOP REPLICA",
+                    "SHOW REPLICA STATUS",
+                    "RESET REPLICA ALL",
+                    "SHOW BINARY LOG STATUS",
+                    "SELECT @@GLOBAL.gtid_executed",
+                    "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)",
+                    "SELECT SOURCE_POS_WAIT(?, ?, ?)",
+                    "SET GLOBAL super_read_only = ON",
+                    "SET GLOBAL super_read_only = OFF, GLOBAL read_only = OFF",
+                    "CHANGE REPLICATION SOURCE TO SOURCE_HOST = 'db1.example.com', SOURCE_PORT = 3306, SOURCE_USER = 'repl', SOURCE_PASSWORD = 'pa\\'ss', SOURCE_CONNECT_RETRY = 1, SOURCE_LOG_FILE = 'binlog.000042', SOURCE_LOG_POS = 1234",
+                ],
+            ),
+            (
+                Dialect::Mariadb,
+                [
+                    "CHANGE MASTER TO MASTER_HOST = 'db1.example.com', MASTER_PORT = 3306, MASTER_USER = 'repl', MASTER_PASSWORD = 'pa\\'ss', MASTER_CONNECT_RETRY = 1, MASTER_USE_GTID = slave_pos",
+                    "START REPLICA",
+                    "STOP REPLICA",
+                    "SHOW REPLICA STATUS",
+                    "RESET REPLICA ALL",
+                    "SHOW MASTER STATUS",
+                    "SELECT @@GLOBAL.gtid_binlog_pos",
+                    "SELECT MASTER_GTID_WAIT(?, ?)",
+                    "SELECT MASTER_POS_WAIT(?, ?, ?)",
+                    "SET GLOBAL read_only = ON",
+                    "SET GLOBAL read_only = OFF",
+                    "CHANGE MASTER TO MASTER_HOST = 'db1.example.com', MASTER_PORT = 3306, MASTER_USER = 'repl', MASTER_PASSWORD = 'pa\\'ss', MASTER_CONNECT_RETRY = 1, MASTER_LOG_FILE = 'binlog.000042', MASTER_LOG_POS = 1234, MASTER_USE_GTID = no",
+                ],
+            ),
+        ];
+        for (d, expected) in table {
+            let got = [
+                d.change_source(&spec(SPEC_FILE)).as_str().to_owned(),
+                d.start_replica().into(),
+                d.stop_replica().into(),
+                d.replica_status().into(),
+                d.reset_replica().into(),
+                d.source_status().into(),
+                d.executed_gtids().into(),
+                d.wait_for_gtids().into(),
+                d.wait_for_position(v).into(),
+                d.fence().into(),
+                d.unfence().into(),
+                d.change_source(&spec(file.clone())),
+            ];
+            for (g, e) in got.iter().zip(expected) {
+                assert_eq!(g, e, "{d:?}");
+            }
+        }
+        // MySQL 8.0 before 8.0.26 has the new replica names but still only MASTER_POS_WAIT.
+        assert_eq!(
+            Dialect::Mysql80.wait_for_position(Version::new(8, 0, 23)),
+            "SELECT MASTER_POS_WAIT(?, ?, ?)"
+        );
+        assert_eq!(
+            Dialect::Mariadb.applied_gtids(),
+            "SELECT @@GLOBAL.gtid_slave_pos"
+        );
+    }
+
+    #[test]
+    fn status_columns_have_both_spellings() {
+        assert_eq!(
+            status_column_names("Replica_IO_Running"),
+            [
+                "Replica_IO_Running".to_owned(),
+                "Slave_IO_Running".to_owned()
+            ]
+        );
+        assert_eq!(
+            status_column_names("Seconds_Behind_Source"),
+            [
+                "Seconds_Behind_Source".to_owned(),
+                "Seconds_Behind_Master".to_owned()
+            ]
+        );
+        assert_eq!(
+            status_column_names("Exec_Source_Log_Pos")[1],
+            "Exec_Master_Log_Pos"
+        );
+    }
+
+    #[test]
+    fn literals_and_identifiers_are_quoted() {
+        assert_eq!(literal("a'b\\c"), "'a\\'b\\\\c'");
+        assert_eq!(ident("we`ird"), "`we``ird`");
+    }
+}

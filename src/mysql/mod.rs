@@ -1,0 +1,3 @@
+//! MySQL / MariaDB binlog replication (DESIGN §5). Today: the dialect table.
+
+pub mod dialect;
