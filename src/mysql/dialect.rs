@@ -253,6 +253,68 @@ impl Dialect {
         }
     }
 
+    /// Replicate only `databases` (the replica threads must be stopped); an empty list clears
+    /// the filter.
+    pub fn replicate_only(self, databases: &[String]) -> String {
+        match self {
+            Dialect::Mariadb => format!(
+                "SET GLOBAL replicate_do_db = {}",
+                literal(&databases.join(","))
+            ),
+            _ => format!(
+                "CHANGE REPLICATION FILTER REPLICATE_DO_DB = ({})",
+                databases
+                    .iter()
+                    .map(|d| ident(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Where a GTID replica starts, when the dialect needs it set by hand (MariaDB's
+    /// `gtid_slave_pos`; MySQL takes `GTID_PURGED` from the dump itself).
+    pub fn set_start_gtid(self, gtid: &str) -> Option<String> {
+        match self {
+            Dialect::Mariadb => Some(format!("SET GLOBAL gtid_slave_pos = {}", literal(gtid))),
+            _ => None,
+        }
+    }
+
+    /// The dump program and the options that make a consistent, replica-ready snapshot
+    /// (coordinates written as comments, GTIDs included).
+    pub fn dump_command(self, version: Version) -> (&'static str, Vec<&'static str>) {
+        let common = [
+            "--single-transaction",
+            "--routines",
+            "--events",
+            "--triggers",
+            "--hex-blob",
+        ];
+        match self {
+            Dialect::Mariadb => (
+                "mariadb-dump",
+                [&common[..], &["--master-data=2", "--gtid"]].concat(),
+            ),
+            Dialect::Mysql80 | Dialect::Mysql84 if version >= Version::new(8, 0, 26) => (
+                "mysqldump",
+                [&common[..], &["--source-data=2", "--set-gtid-purged=AUTO"]].concat(),
+            ),
+            _ => (
+                "mysqldump",
+                [&common[..], &["--master-data=2", "--set-gtid-purged=AUTO"]].concat(),
+            ),
+        }
+    }
+
+    /// The command-line client that loads the snapshot.
+    pub fn client_program(self) -> &'static str {
+        match self {
+            Dialect::Mariadb => "mariadb",
+            _ => "mysql",
+        }
+    }
+
     /// Whether a GTID wait result means "reached".
     pub fn gtid_wait_reached(self, result: i64) -> bool {
         result == 0
@@ -432,6 +494,54 @@ mod tests {
         assert_eq!(
             Dialect::Mariadb.applied_gtids(),
             "SELECT @@GLOBAL.gtid_slave_pos"
+        );
+    }
+
+    #[test]
+    fn filters_start_positions_and_dump_options() {
+        let dbs = vec!["app".to_owned(), "cutover".to_owned()];
+        assert_eq!(
+            Dialect::Mariadb.replicate_only(&dbs),
+            "SET GLOBAL replicate_do_db = 'app,cutover'"
+        );
+        assert_eq!(
+            Dialect::Mysql80.replicate_only(&dbs),
+            "CHANGE REPLICATION FILTER REPLICATE_DO_DB = (`app`, `cutover`)"
+        );
+        assert_eq!(
+            Dialect::Mariadb.replicate_only(&[]),
+            "SET GLOBAL replicate_do_db = ''"
+        );
+        assert_eq!(
+            Dialect::Mysql57.replicate_only(&[]),
+            "CHANGE REPLICATION FILTER REPLICATE_DO_DB = ()"
+        );
+        assert_eq!(
+            Dialect::Mariadb.set_start_gtid("0-1-42").as_deref(),
+            Some("SET GLOBAL gtid_slave_pos = '0-1-42'")
+        );
+        assert_eq!(Dialect::Mysql84.set_start_gtid("x"), None);
+        let (program, args) = Dialect::Mariadb.dump_command(Version::new(10, 11, 6));
+        assert_eq!(program, "mariadb-dump");
+        assert!(
+            args.contains(&"--gtid")
+                && args.contains(&"--master-data=2")
+                && args.contains(&"--single-transaction")
+        );
+        let (program, args) = Dialect::Mysql84.dump_command(Version::new(8, 4, 0));
+        assert_eq!(program, "mysqldump");
+        assert!(args.contains(&"--source-data=2") && args.contains(&"--set-gtid-purged=AUTO"));
+        assert!(
+            Dialect::Mysql57
+                .dump_command(Version::new(5, 7, 44))
+                .1
+                .contains(&"--master-data=2")
+        );
+        assert!(
+            Dialect::Mysql80
+                .dump_command(Version::new(8, 0, 23))
+                .1
+                .contains(&"--master-data=2")
         );
     }
 

@@ -1,3 +1,86 @@
-//! MySQL / MariaDB binlog replication (DESIGN §5). Today: the dialect table.
+//! MySQL / MariaDB binlog replication from a source server to a target server (DESIGN §5).
+//!
+//! - [`dialect`]: flavour, numeric version, and the statement table per dialect.
+//! - [`db`]: connecting with the plan's credentials; errors name the server and the step.
+//! - [`preflight`]: checks on both servers, each failure with its fix and where to apply it.
+//! - [`snapshot`]: `mariadb-dump`/`mysqldump --single-transaction` streamed into the target.
+//! - [`start`]: replication user, heartbeat table, snapshot, replica configured and started.
+//! - [`heartbeat`]: the pt-heartbeat compatible table and the measured lag.
+//! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
 
+pub mod db;
 pub mod dialect;
+pub mod heartbeat;
+pub mod preflight;
+pub mod snapshot;
+pub mod start;
+pub mod status;
+
+pub use db::{Db, MyError, Server};
+
+use crate::plan::{MysqlPair, Plan};
+
+/// The database holding cutover's heartbeat table on the source (replicated to the target).
+pub const HEARTBEAT_DB: &str = "cutover";
+
+/// A `[[mysql]]` pair with its servers.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// The plan's pair.
+    pub plan: MysqlPair,
+    /// Migration name.
+    pub migration: String,
+    /// The server the data lives on today.
+    pub source: Server,
+    /// The server it moves to.
+    pub target: Server,
+}
+
+impl Pair {
+    /// The plan's pairs, or only the one named `only`.
+    pub fn select(plan: &Plan, only: Option<&str>) -> Vec<Pair> {
+        plan.mysql
+            .iter()
+            .filter(|p| only.is_none_or(|name| p.name == name))
+            .map(|p| Pair {
+                plan: p.clone(),
+                migration: plan.migration.name.clone(),
+                source: Server::new("source", &p.source),
+                target: Server::new("target", &p.target),
+            })
+            .collect()
+    }
+
+    /// The replication user cutover creates (on the source; on the target for reverse
+    /// replication): at most 32 characters, as MySQL requires.
+    pub fn replication_user(&self) -> String {
+        let mut name = format!("cutover_repl_{}", self.migration.replace('-', "_"));
+        name.truncate(32);
+        name
+    }
+
+    /// The databases the snapshot and replication cover: the plan's and the heartbeat's.
+    pub fn replicated_databases(&self) -> Vec<String> {
+        let mut dbs = self.plan.databases.clone();
+        dbs.push(HEARTBEAT_DB.to_owned());
+        dbs
+    }
+
+    /// Host and port the target uses to reach the source.
+    pub fn replication_address(&self) -> (String, u16) {
+        (
+            self.plan
+                .replication_host
+                .clone()
+                .unwrap_or_else(|| self.source.endpoint.host.clone()),
+            self.plan
+                .replication_port
+                .unwrap_or(self.source.endpoint.port),
+        )
+    }
+
+    /// Connects to both servers.
+    pub async fn connect(&self) -> Result<(Db, Db), MyError> {
+        tokio::try_join!(self.source.connect(), self.target.connect())
+    }
+}

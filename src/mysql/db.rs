@@ -1,0 +1,328 @@
+//! Connecting to a plan's MySQL/MariaDB servers, detecting their dialect, and a connection
+//! wrapper whose errors say which server and what cutover was doing.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use mysql_async::prelude::{FromRow, Queryable};
+use mysql_async::{Conn, OptsBuilder, Params, Row, Value};
+
+use super::dialect::{Dialect, Flavour, Version, parse_version};
+use crate::plan::MysqlEndpoint;
+use crate::secret::{Secret, SecretError};
+
+/// What can go wrong talking to MySQL/MariaDB (or their client programs).
+#[derive(Debug, thiserror::Error)]
+pub enum MyError {
+    /// The server could not be reached or refused the login.
+    #[error("{server}: cannot connect: {message}")]
+    Connect {
+        /// Which server.
+        server: String,
+        /// Why.
+        message: String,
+    },
+    /// The password could not be read.
+    #[error("{server}: {source}")]
+    Secret {
+        /// Which server.
+        server: String,
+        /// Why.
+        source: SecretError,
+    },
+    /// A statement failed.
+    #[error("{server}: {context}: {message}")]
+    Sql {
+        /// Which server.
+        server: String,
+        /// What cutover was doing.
+        context: String,
+        /// The server's message and error code.
+        message: String,
+    },
+    /// `mariadb-dump` / `mysqldump` or the client failed.
+    #[error("{program}: {message}")]
+    Tool {
+        /// The program.
+        program: String,
+        /// Why, with the end of its stderr.
+        message: String,
+    },
+    /// The servers are not in a state that allows the command.
+    #[error("{0}")]
+    Refused(String),
+    /// Something took longer than allowed.
+    #[error("timed out after {after:?}: {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The limit.
+        after: Duration,
+    },
+}
+
+/// The server's message for an error (`ERROR 1045 (28000): Access denied …`).
+pub fn error_message(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => {
+            format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One server of a pair, as the plan describes it.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `source` or `target` with the address, for messages.
+    pub label: String,
+    /// The plan's endpoint.
+    pub endpoint: MysqlEndpoint,
+}
+
+/// The `password=` line of an option file's `[client]` (or `[mysql]`) group.
+fn option_file_password(path: &Path) -> Result<Option<String>, std::io::Error> {
+    let text = std::fs::read_to_string(path)?;
+    let mut in_client = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_client = matches!(line, "[client]" | "[mysql]" | "[mariadb-client]");
+        } else if in_client
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "password"
+        {
+            return Ok(Some(
+                value.trim().trim_matches('"').trim_matches('\'').to_owned(),
+            ));
+        }
+    }
+    Ok(None)
+}
+
+impl Server {
+    /// The server `endpoint` plays `role` (`source`/`target`) for.
+    pub fn new(role: &str, endpoint: &MysqlEndpoint) -> Server {
+        Server {
+            label: format!("{role} {}:{}", endpoint.host, endpoint.port),
+            endpoint: endpoint.clone(),
+        }
+    }
+
+    /// The password from env, file or option file, if the plan names one.
+    pub fn password(&self) -> Result<Option<Secret>, MyError> {
+        if let Some(reference) = self.endpoint.password() {
+            return reference
+                .read()
+                .map(Some)
+                .map_err(|source| MyError::Secret {
+                    server: self.label.clone(),
+                    source,
+                });
+        }
+        if let Some(path) = &self.endpoint.option_file {
+            return option_file_password(path)
+                .map(|p| p.map(Secret::new))
+                .map_err(|e| MyError::Secret {
+                    server: self.label.clone(),
+                    source: SecretError::File {
+                        path: path.clone(),
+                        source: e,
+                    },
+                });
+        }
+        Ok(None)
+    }
+
+    /// Connection options (TCP, no database selected).
+    pub fn opts(&self) -> Result<OptsBuilder, MyError> {
+        let password = self.password()?;
+        Ok(OptsBuilder::default()
+            .ip_or_hostname(self.endpoint.host.clone())
+            .tcp_port(self.endpoint.port)
+            .user(Some(self.endpoint.user.clone()))
+            .pass(password.map(|p| p.expose().to_owned()))
+            .prefer_socket(false))
+    }
+
+    /// Connects and detects the dialect.
+    pub async fn connect(&self) -> Result<Db, MyError> {
+        let conn = Conn::new(self.opts()?)
+            .await
+            .map_err(|e| MyError::Connect {
+                server: self.label.clone(),
+                message: error_message(&e),
+            })?;
+        let mut db = Db {
+            label: self.label.clone(),
+            conn,
+            flavour: Flavour::Mysql,
+            version: Version::new(0, 0, 0),
+            dialect: Dialect::Mysql80,
+        };
+        let text: String = db
+            .query_one("read the server version", "SELECT VERSION()")
+            .await?;
+        let (flavour, version) = parse_version(&text).ok_or_else(|| {
+            MyError::Refused(format!(
+                "{}: cannot read the server version `{text}`",
+                self.label
+            ))
+        })?;
+        db.flavour = flavour;
+        db.version = version;
+        db.dialect = Dialect::of(flavour, version).ok_or_else(|| {
+            MyError::Refused(format!(
+                "{}: {text} is not supported; fix: upgrade to MySQL 5.7+ or MariaDB 10.5+",
+                self.label
+            ))
+        })?;
+        Ok(db)
+    }
+}
+
+/// A connection to one server with its detected dialect.
+pub struct Db {
+    /// Which server, for messages.
+    pub label: String,
+    /// The connection.
+    pub conn: Conn,
+    /// MySQL or MariaDB.
+    pub flavour: Flavour,
+    /// Numeric version.
+    pub version: Version,
+    /// Statement dialect.
+    pub dialect: Dialect,
+}
+
+impl Db {
+    /// A SQL error with context.
+    pub fn error(&self, context: &str, e: &mysql_async::Error) -> MyError {
+        MyError::Sql {
+            server: self.label.clone(),
+            context: context.to_owned(),
+            message: error_message(e),
+        }
+    }
+
+    /// Runs statements without results.
+    pub async fn run(&mut self, context: &str, sql: &str) -> Result<(), MyError> {
+        let r = self.conn.query_drop(sql).await;
+        r.map_err(|e| self.error(context, &e))
+    }
+
+    /// Runs a statement with bound values.
+    pub async fn exec(
+        &mut self,
+        context: &str,
+        sql: &str,
+        params: impl Into<Params> + Send,
+    ) -> Result<(), MyError> {
+        let r = self.conn.exec_drop(sql, params).await;
+        r.map_err(|e| self.error(context, &e))
+    }
+
+    /// The first row's value of a statement that must return one.
+    pub async fn query_one<T: FromRow + Send + 'static>(
+        &mut self,
+        context: &str,
+        sql: &str,
+    ) -> Result<T, MyError> {
+        let r = self.conn.query_first::<T, _>(sql).await;
+        r.map_err(|e| self.error(context, &e))?
+            .ok_or_else(|| MyError::Sql {
+                server: self.label.clone(),
+                context: context.to_owned(),
+                message: "no row returned".into(),
+            })
+    }
+
+    /// The first row of a statement with bound values, if any.
+    pub async fn exec_opt<T: FromRow + Send + 'static>(
+        &mut self,
+        context: &str,
+        sql: &str,
+        params: impl Into<Params> + Send,
+    ) -> Result<Option<T>, MyError> {
+        let r = self.conn.exec_first::<T, _, _>(sql, params).await;
+        r.map_err(|e| self.error(context, &e))
+    }
+
+    /// Every row of a statement with bound values.
+    pub async fn exec_all<T: FromRow + Send + 'static>(
+        &mut self,
+        context: &str,
+        sql: &str,
+        params: impl Into<Params> + Send,
+    ) -> Result<Vec<T>, MyError> {
+        let r = self.conn.exec::<T, _, _>(sql, params).await;
+        r.map_err(|e| self.error(context, &e))
+    }
+
+    /// A statement's rows as column-name maps (for `SHOW` output read by name).
+    pub async fn rows_by_name(
+        &mut self,
+        context: &str,
+        sql: &str,
+    ) -> Result<Vec<NamedRow>, MyError> {
+        let r = self.conn.query::<Row, _>(sql).await;
+        let rows = r.map_err(|e| self.error(context, &e))?;
+        Ok(rows.into_iter().map(NamedRow::from).collect())
+    }
+
+    /// A global variable as text; `None` when the server has no such variable. `name` is one
+    /// of cutover's own constants (letters and `_` only), never user input.
+    pub async fn variable(&mut self, name: &str) -> Result<Option<String>, MyError> {
+        debug_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        let r = self
+            .conn
+            .query_first::<Option<String>, _>(format!("SELECT @@GLOBAL.{name}"))
+            .await;
+        match r {
+            Ok(value) => Ok(value.flatten()),
+            // ER_UNKNOWN_SYSTEM_VARIABLE: the flavour does not have it.
+            Err(mysql_async::Error::Server(e)) if e.code == 1193 => Ok(None),
+            Err(e) => Err(self.error(&format!("read @@GLOBAL.{name}"), &e)),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self.conn.disconnect().await;
+    }
+}
+
+/// One row of `SHOW …` output, read by column name.
+#[derive(Debug, Clone, Default)]
+pub struct NamedRow(HashMap<String, Value>);
+
+impl From<Row> for NamedRow {
+    fn from(row: Row) -> NamedRow {
+        let names: Vec<String> = row
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        let values = row.unwrap();
+        NamedRow(names.into_iter().zip(values).collect())
+    }
+}
+
+impl NamedRow {
+    /// The column under its new name or the old `Master`/`Slave` spelling, as text.
+    pub fn text(&self, new_name: &str) -> Option<String> {
+        super::dialect::status_column_names(new_name)
+            .iter()
+            .find_map(|n| self.0.get(n))
+            .and_then(|v| match v {
+                Value::NULL => None,
+                Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                other => Some(other.as_sql(true).trim_matches('\'').to_owned()),
+            })
+    }
+
+    /// The column as a number.
+    pub fn number(&self, new_name: &str) -> Option<u64> {
+        self.text(new_name).and_then(|t| t.trim().parse().ok())
+    }
+}

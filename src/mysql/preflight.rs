@@ -1,0 +1,314 @@
+//! Checks on both servers before anything is changed; every failure says what to change on
+//! which server.
+
+use serde::Serialize;
+
+use super::dialect::{Dialect, Flavour, ident};
+use super::{Db, MyError, Pair};
+use crate::plan::GtidMode;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Start would fail or replicate wrongly.
+    Error,
+    /// Worth knowing; replication works.
+    Warning,
+}
+
+/// One problem, where it is and how to fix it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Which server (`source host:port` / `target host:port`).
+    pub server: String,
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong.
+    pub problem: String,
+    /// What to change.
+    pub fix: String,
+}
+
+/// The outcome of preflight.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Pair name.
+    pub pair: String,
+    /// Everything found.
+    pub findings: Vec<Finding>,
+    /// `version flavour` of each side.
+    pub versions: (String, String),
+    /// Whether replication will follow GTIDs (else file/position).
+    pub gtid: bool,
+    /// Tables in scope on the source (`db.table`).
+    pub tables: Vec<String>,
+    /// Whether replication is already set up by cutover (a second `start` is a no-op).
+    pub already_started: bool,
+}
+
+impl Report {
+    /// No errors.
+    pub fn passed(&self) -> bool {
+        !self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+
+    /// The errors, one per line.
+    pub fn errors_text(&self) -> String {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("{}: {} (fix: {})", f.server, f.problem, f.fix))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+struct Collector(Vec<Finding>);
+
+impl Collector {
+    fn add(
+        &mut self,
+        db: &Db,
+        severity: Severity,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.0.push(Finding {
+            server: db.label.clone(),
+            severity,
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+}
+
+fn on(value: &Option<String>) -> bool {
+    value
+        .as_deref()
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"))
+}
+
+/// Tables of `databases` and those without a primary key.
+async fn tables(db: &mut Db, databases: &[String]) -> Result<(Vec<String>, Vec<String>), MyError> {
+    let mut all = Vec::new();
+    let mut keyless = Vec::new();
+    for database in databases {
+        let rows: Vec<(String, i64)> = db
+            .exec_all(
+                "list tables",
+                "SELECT t.TABLE_NAME, (SELECT COUNT(*) FROM information_schema.TABLE_CONSTRAINTS c
+                   WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME
+                     AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
+                 FROM information_schema.TABLES t
+                 WHERE t.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE' ORDER BY t.TABLE_NAME",
+                (database,),
+            )
+            .await?;
+        for (table, keys) in rows {
+            let name = format!("{database}.{table}");
+            if keys == 0 {
+                keyless.push(name.clone());
+            }
+            all.push(name);
+        }
+    }
+    Ok((all, keyless))
+}
+
+/// Whether this target already replicates from this source for this pair.
+pub async fn replicating(pair: &Pair, target: &mut Db) -> Result<bool, MyError> {
+    let status = target
+        .rows_by_name("read replica status", target.dialect.replica_status())
+        .await?;
+    let user = pair.replication_user();
+    Ok(status
+        .iter()
+        .any(|row| row.text("Source_User").as_deref() == Some(user.as_str())))
+}
+
+/// Runs every check on both servers.
+pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report, MyError> {
+    let mut c = Collector(Vec::new());
+    let already_started = replicating(pair, target).await?;
+
+    // Binary log on the source (and on the target when it must feed reverse replication).
+    let reverse = pair.plan.reverse_replication;
+    for (db, needed) in [(&mut *source, true), (&mut *target, reverse)] {
+        if !needed {
+            continue;
+        }
+        let why = if db.label.starts_with("source") {
+            "replication reads it"
+        } else {
+            "reverse replication reads it"
+        };
+        if !on(&db.variable("log_bin").await?) {
+            c.add(db, Severity::Error, format!("binary log is off ({why})"), "start the server with `log_bin` (e.g. `log_bin = binlog` in [mysqld]) and restart it");
+        }
+        let format = db.variable("binlog_format").await?.unwrap_or_default();
+        if !format.eq_ignore_ascii_case("ROW") {
+            c.add(db, Severity::Error, format!("binlog_format is {format}, not ROW"), "set `binlog_format = ROW` in [mysqld] (or SET GLOBAL binlog_format = 'ROW' and reconnect the app)");
+        }
+        let image = db
+            .variable("binlog_row_image")
+            .await?
+            .unwrap_or_else(|| "FULL".into());
+        if !image.eq_ignore_ascii_case("FULL") {
+            c.add(
+                db,
+                Severity::Error,
+                format!("binlog_row_image is {image}, not FULL"),
+                "set `binlog_row_image = FULL` in [mysqld]",
+            );
+        }
+    }
+
+    // Distinct, non-zero server ids.
+    let source_id = source.variable("server_id").await?.unwrap_or_default();
+    let target_id = target.variable("server_id").await?.unwrap_or_default();
+    for (db, id) in [(&*source, &source_id), (&*target, &target_id)] {
+        if id == "0" || id.is_empty() {
+            c.add(
+                db,
+                Severity::Error,
+                "server_id is 0",
+                "set a unique non-zero `server_id` in [mysqld] and restart",
+            );
+        }
+    }
+    if source_id == target_id && !source_id.is_empty() {
+        c.add(
+            target,
+            Severity::Error,
+            format!("server_id {target_id} is the same as the source's"),
+            "give the target its own `server_id` in [mysqld] and restart it",
+        );
+    }
+
+    // Flavours must match (MariaDB GTIDs and MySQL GTIDs do not mix).
+    if source.flavour != target.flavour {
+        c.add(
+            target,
+            Severity::Error,
+            format!(
+                "the source is {:?} and the target {:?}",
+                source.flavour, target.flavour
+            ),
+            "replicate between servers of the same flavour; dump and load once instead",
+        );
+    }
+    if target.version < source.version {
+        c.add(
+            target,
+            Severity::Warning,
+            format!(
+                "target {} is older than source {}",
+                target.version, source.version
+            ),
+            "replicating to an older server can fail on new syntax; upgrade the target first",
+        );
+    }
+
+    // GTIDs.
+    let gtid = match source.dialect {
+        Dialect::Mariadb => true,
+        _ => {
+            let both = on(&source.variable("gtid_mode").await?)
+                && on(&target.variable("gtid_mode").await?);
+            if !both && pair.plan.gtid == GtidMode::On {
+                for db in [&*source, &*target] {
+                    c.add(db, Severity::Error, "gtid_mode is not ON and the plan requires GTIDs (`gtid = \"on\"`)", "set `gtid_mode = ON` and `enforce_gtid_consistency = ON` in [mysqld], or set `gtid = \"auto\"` to use file/position");
+                }
+            }
+            both
+        }
+    };
+    let gtid = gtid && pair.plan.gtid != GtidMode::Off;
+    if !gtid {
+        c.add(
+            target,
+            Severity::Warning,
+            "replication will use binlog file/position, not GTIDs",
+            "enable GTIDs on both servers for a safer catch-up and reverse replication",
+        );
+    }
+    if source.flavour == Flavour::Mariadb
+        && !on(&target.variable("log_slave_updates").await?)
+        && reverse
+    {
+        c.add(target, Severity::Error, "log_slave_updates is off: after the cutover the old source could not follow the replicated history", "set `log_slave_updates = ON` in [mysqld] on the target");
+    }
+
+    // Privileges of the login users.
+    for (db, needs) in [
+        (
+            &mut *source,
+            "RELOAD, REPLICATION CLIENT (BINLOG MONITOR), CREATE USER, SELECT, LOCK TABLES, SHOW VIEW, EVENT, TRIGGER, PROCESS, and SUPER/CONNECTION ADMIN to end app sessions",
+        ),
+        (
+            &mut *target,
+            "SUPER or REPLICATION SLAVE ADMIN, CREATE, INSERT, ALTER, DROP, CREATE USER",
+        ),
+    ] {
+        let grants: Vec<String> = db.exec_all("read grants", "SHOW GRANTS", ()).await?;
+        let all = grants.iter().any(|g| g.contains("ALL PRIVILEGES ON *.*"));
+        if !all {
+            c.add(db, Severity::Warning, format!("`{}` does not hold ALL PRIVILEGES ON *.*; cutover needs {needs}", db.label), "GRANT the listed privileges to cutover's user, or check the grants below if start fails");
+        }
+    }
+
+    // Databases and tables.
+    let (all, keyless) = tables(source, &pair.plan.databases).await?;
+    for database in &pair.plan.databases {
+        let exists: Option<(String,)> = source
+            .exec_opt(
+                "look up the database",
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                (database,),
+            )
+            .await?;
+        if exists.is_none() {
+            c.add(
+                source,
+                Severity::Error,
+                format!("database {} does not exist", ident(database)),
+                "fix `databases` in the plan",
+            );
+        }
+    }
+    for table in &keyless {
+        c.add(source, Severity::Error, format!("table {table} has no primary key (row events would scan it and it cannot be verified in chunks)"), format!("add a primary key, e.g. `ALTER TABLE {table} ADD COLUMN id BIGINT AUTO_INCREMENT PRIMARY KEY`"));
+    }
+    if !already_started {
+        let (on_target, _) = tables(target, &pair.replicated_databases()).await?;
+        if !on_target.is_empty() {
+            c.add(target, Severity::Error, format!("the target already has tables in the replicated databases: {}", on_target.join(", ")), "drop those databases on the target (start copies them), or point the plan at an empty server");
+        }
+    }
+
+    // Time zone and character set.
+    for name in [
+        "time_zone",
+        "system_time_zone",
+        "character_set_server",
+        "collation_server",
+    ] {
+        let (s, t) = (source.variable(name).await?, target.variable(name).await?);
+        if s != t {
+            c.add(target, Severity::Warning, format!("{name} differs: source {}, target {}", s.unwrap_or_default(), t.unwrap_or_default()), format!("set `{name}` on the target to the source's value so the app sees the same times and text"));
+        }
+    }
+
+    Ok(Report {
+        pair: pair.plan.name.clone(),
+        findings: c.0,
+        versions: (
+            format!("{} {:?}", source.version, source.flavour),
+            format!("{} {:?}", target.version, target.flavour),
+        ),
+        gtid,
+        tables: all,
+        already_started,
+    })
+}

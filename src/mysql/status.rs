@@ -1,0 +1,89 @@
+//! `mysql status`: replica threads, lag three ways (heartbeat measured, `Seconds_Behind_*`,
+//! GTID/position comparison) and thread errors verbatim.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::heartbeat::{self, Lag};
+use super::{Db, MyError, Pair};
+
+/// One pair's replication state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Pair name.
+    pub pair: String,
+    /// Whether the target has a replica configuration at all.
+    pub configured: bool,
+    /// IO thread state (`Yes`, `No`, `Connecting`).
+    pub io_running: String,
+    /// SQL thread state.
+    pub sql_running: String,
+    /// `Seconds_Behind_Source`/`_Master` (None when the threads are stopped).
+    pub seconds_behind: Option<u64>,
+    /// Last IO thread error, verbatim.
+    pub last_io_error: Option<String>,
+    /// Last SQL thread error, verbatim.
+    pub last_sql_error: Option<String>,
+    /// What the source has written (GTIDs) or its binlog position.
+    pub source_position: String,
+    /// What the target has applied.
+    pub target_position: String,
+    /// Whether the target has applied everything the source has written.
+    pub caught_up: bool,
+    /// Heartbeat lag, measured.
+    pub lag: Lag,
+}
+
+impl Status {
+    /// Both threads run.
+    pub fn running(&self) -> bool {
+        self.io_running == "Yes" && self.sql_running == "Yes"
+    }
+}
+
+/// Reads the state of one pair; the heartbeat wait is bounded by `lag_timeout`.
+pub async fn status(
+    pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+    lag_timeout: Duration,
+) -> Result<Status, MyError> {
+    let rows = target
+        .rows_by_name("read replica status", target.dialect.replica_status())
+        .await?;
+    let row = rows.first().cloned().unwrap_or_default();
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let source_gtids: String = source
+        .query_one("read the source position", source.dialect.executed_gtids())
+        .await?;
+    let target_gtids: String = target
+        .query_one("read the target position", target.dialect.applied_gtids())
+        .await?;
+    let configured = !rows.is_empty();
+    let lag = if configured && row.text("Replica_SQL_Running").as_deref() == Some("Yes") {
+        heartbeat::measure(source, target, lag_timeout).await?
+    } else {
+        Lag {
+            replicated_after: None,
+            waited: None,
+        }
+    };
+    Ok(Status {
+        pair: pair.plan.name.clone(),
+        configured,
+        io_running: row
+            .text("Replica_IO_Running")
+            .unwrap_or_else(|| "No".into()),
+        sql_running: row
+            .text("Replica_SQL_Running")
+            .unwrap_or_else(|| "No".into()),
+        seconds_behind: row.number("Seconds_Behind_Source"),
+        last_io_error: non_empty(row.text("Last_IO_Error")),
+        last_sql_error: non_empty(row.text("Last_SQL_Error")),
+        caught_up: configured && source_gtids == target_gtids,
+        source_position: source_gtids,
+        target_position: target_gtids,
+        lag,
+    })
+}
