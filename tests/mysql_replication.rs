@@ -1,12 +1,16 @@
 //! MySQL/MariaDB binlog replication against two real MariaDB 10.11 servers per test.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use cutover::lab::mysql_writer::{MyLedger, MyWriter, MyWriterConfig, TABLE_SQL};
 use cutover::lab::{LabDir, MariaDb, Supervision};
+use cutover::mysql::cutover::{self as my_cutover, Event, Rollback};
 use cutover::mysql::preflight::{self, Severity};
 use cutover::mysql::{Pair, start, status};
 use cutover::plan::{self, Plan};
 use mysql_async::prelude::Queryable;
+
+const APP_PASSWORD: &str = "app-test-password";
 
 struct Fixture {
     _dir: LabDir,
@@ -23,13 +27,21 @@ impl Fixture {
             MariaDb::start(dir.path(), "maria-target", 2, Supervision::Owned),
         )
         .expect("servers start");
+        for m in [&source, &target] {
+            let mut c = m.connect(None).await.unwrap();
+            c.query_drop(format!(
+                "SET SESSION sql_log_bin = 0;
+                 CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{APP_PASSWORD}';
+                 GRANT ALL PRIVILEGES ON app.* TO 'app'@'127.0.0.1';"
+            ))
+            .await
+            .unwrap();
+        }
         let mut c = source.connect(None).await.unwrap();
-        c.query_drop(
-            "CREATE DATABASE app;
-             USE app;
-             CREATE TABLE app.writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, k BIGINT NOT NULL UNIQUE, payload VARCHAR(64) NOT NULL);
-             INSERT INTO app.writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_3000;",
-        )
+        c.query_drop(format!(
+            "CREATE DATABASE app; USE app; {TABLE_SQL};
+             INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_3000;"
+        ))
         .await
         .unwrap();
         Fixture {
@@ -59,6 +71,42 @@ impl Fixture {
     fn pair(&self, extra: &str) -> Pair {
         Pair::select(&self.plan(extra), None).remove(0)
     }
+}
+
+fn app_opts(m: &MariaDb) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(m.port)
+        .user(Some("app"))
+        .pass(Some(APP_PASSWORD))
+        .db_name(Some("app"))
+        .prefer_socket(false)
+        .into()
+}
+
+async fn app_can_write(m: &MariaDb) -> Result<(), mysql_async::Error> {
+    let mut c = mysql_async::Conn::new(app_opts(m)).await?;
+    c.query_drop("INSERT INTO writes (k, payload) VALUES (-999999, 'probe')")
+        .await?;
+    c.query_drop("DELETE FROM writes WHERE k = -999999").await
+}
+
+/// Starts replication, then a writer at `rate` inserts/s for `warmup`.
+async fn replicate_then_write(f: &Fixture, pair: &Pair, rate: u32, warmup: Duration) -> MyWriter {
+    start::start(pair).await.unwrap();
+    let writer = MyWriter::start(MyWriterConfig {
+        source: app_opts(&f.source),
+        target: app_opts(&f.target),
+        rate,
+        tasks: 2,
+    });
+    tokio::time::sleep(warmup).await;
+    writer
+}
+
+async fn check_on(m: &MariaDb, ledger: &MyLedger) -> cutover::lab::writer::LedgerCheck {
+    let mut c = m.connect(Some("app")).await.unwrap();
+    ledger.check(&mut c).await.unwrap()
 }
 
 async fn count(m: &MariaDb, sql: &str) -> i64 {
@@ -148,4 +196,82 @@ async fn start_streams_a_snapshot_then_replicates_and_is_idempotent() {
         count(&f.target, "SELECT COUNT(*) FROM app.writes").await,
         3001
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
+    let f = Fixture::new().await;
+    let pair = f.pair("reverse_replication = true");
+    let writer = replicate_then_write(&f, &pair, 600, Duration::from_secs(2)).await;
+    let mut events = Vec::new();
+    let started = Instant::now();
+    let report = my_cutover::cutover(&pair, &mut |e: &Event| events.push(format!("{e:?}")))
+        .await
+        .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    let window = (started, Instant::now());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ledger = writer.stop().await;
+    assert!(
+        report.write_unavailable_ms > 0.0 && report.write_unavailable_ms < 5000.0,
+        "{report:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.contains("Fenced"))
+            && events.iter().any(|e| e.contains("ReverseReady")),
+        "{events:?}"
+    );
+
+    let check = check_on(&f.target, &ledger).await;
+    assert!(check.clean(), "{check:?}");
+    assert!(check.acked > 1000, "{check:?}");
+    assert!(
+        check.acked_on_target > 300,
+        "the writer moved to the target: {check:?}"
+    );
+    let (gap, other) = ledger.gaps_around(window.0, window.1);
+    println!("writer gap across the cutover {gap:?}, elsewhere {other:?}; {report:?}");
+
+    // The old primary is read-only; the new one takes the app.
+    assert!(app_can_write(&f.source).await.is_err());
+    app_can_write(&f.target).await.unwrap();
+    // Reverse replication brings the target's writes back to the old primary.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let back = check_on(&f.source, &ledger).await;
+        if back.clean() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reverse replication incomplete: {back:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn target_lost_during_catch_up_leaves_source_writable() {
+    let mut f = Fixture::new().await;
+    let pair = f.pair("catchup_timeout = \"3s\"");
+    let writer = replicate_then_write(&f, &pair, 300, Duration::from_millis(500)).await;
+    let target_process = f.target.process();
+    let result = my_cutover::cutover(&pair, &mut |e: &Event| {
+        if matches!(e, Event::Fenced { .. }) {
+            target_process.kill();
+        }
+    })
+    .await;
+    let failed = result.expect_err("the cutover must fail without a target");
+    assert_eq!(failed.rollback, Rollback::Unfenced, "{failed}");
+    let rolled_back = Instant::now();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ledger = writer.stop().await;
+    // The source takes writes again, from the app's own connections too.
+    app_can_write(&f.source).await.unwrap();
+    assert!(
+        ledger.commits.iter().any(|t| *t > rolled_back),
+        "no commits on the source after the rollback"
+    );
+    let check = check_on(&f.source, &ledger).await;
+    assert!(check.clean() && check.acked_on_target == 0, "{check:?}");
 }

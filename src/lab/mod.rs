@@ -8,6 +8,7 @@ mod app;
 pub mod bind;
 mod env;
 mod mariadb;
+pub mod mysql_writer;
 mod plan;
 mod postgres;
 mod powerdns;

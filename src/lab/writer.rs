@@ -390,16 +390,22 @@ impl Ledger {
     /// Longest gap between consecutive commits that overlaps `[from, to]`, and the longest one
     /// entirely outside it.
     pub fn gaps_around(&self, from: Instant, to: Instant) -> (Duration, Duration) {
-        let mut inside = Duration::ZERO;
-        let mut outside = Duration::ZERO;
-        for w in self.commits.windows(2) {
-            let gap = w[1] - w[0];
-            if w[1] > from && w[0] < to {
-                inside = inside.max(gap);
-            } else {
-                outside = outside.max(gap);
-            }
-        }
-        (inside, outside)
+        gaps_around(&self.commits, from, to)
     }
+}
+
+/// Longest gap between consecutive `commits` (sorted) that overlaps `[from, to]`, and the
+/// longest one entirely outside it.
+pub fn gaps_around(commits: &[Instant], from: Instant, to: Instant) -> (Duration, Duration) {
+    let mut inside = Duration::ZERO;
+    let mut outside = Duration::ZERO;
+    for w in commits.windows(2) {
+        let gap = w[1] - w[0];
+        if w[1] > from && w[0] < to {
+            inside = inside.max(gap);
+        } else {
+            outside = outside.max(gap);
+        }
+    }
+    (inside, outside)
 }

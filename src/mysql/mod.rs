@@ -8,6 +8,7 @@
 //! - [`heartbeat`]: the pt-heartbeat compatible table and the measured lag.
 //! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
 
+pub mod cutover;
 pub mod db;
 pub mod dialect;
 pub mod heartbeat;
