@@ -74,7 +74,7 @@ fn help_shows_the_command_tree() {
 #[test]
 fn unimplemented_commands_fail_honestly_after_checking_the_plan() {
     cutover()
-        .args(["mysql", "preflight", &example("mariadb-app.toml")])
+        .args(["status", &example("mariadb-app.toml")])
         .assert()
         .code(3)
         .stderr(predicate::str::contains("not implemented yet"))
@@ -220,6 +220,7 @@ fn lab_up_writes_a_valid_plan_and_lab_down_stops_everything() {
             .code(1)
             .stderr(predicate::str::contains("already up"));
         pg_commands_on_the_lab(&dir.join("plan.toml"));
+        mysql_commands_on_the_lab(&dir.join("plan.toml"));
     }));
     cutover()
         .args(["lab", "down", "--dir"])
@@ -285,6 +286,52 @@ fn pg_commands_on_the_lab(plan: &Path) {
         .success()
         .stdout(predicate::str::contains("stay blocked on the source"));
     pg(&["cleanup", "--output", "json"]).success();
+}
+
+/// The `mysql` commands end to end on the kept lab's plan, through the binary.
+fn mysql_commands_on_the_lab(plan: &Path) {
+    let mysql = |args: &[&str]| {
+        let mut cmd = cutover();
+        cmd.arg("mysql").arg(args[0]).arg(plan).args(&args[1..]);
+        cmd.assert()
+    };
+    mysql(&["preflight"]).success().stdout(
+        predicate::str::contains("preflight passed")
+            .and(predicate::str::contains("replication by GTID")),
+    );
+    mysql(&["cutover"]).code(1).stderr(
+        predicate::str::contains("run `cutover mysql start`")
+            .and(predicate::str::contains("nothing was changed")),
+    );
+    mysql(&["start"]).success().stdout(predicate::str::contains(
+        "snapshot streamed into the target",
+    ));
+    let out = mysql(&["status", "--output", "json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["pairs"][0]["sql_running"], "Yes", "{doc}");
+    assert!(
+        doc["pairs"][0]["lag"]["replicated_after"]
+            .as_f64()
+            .is_some(),
+        "{doc}"
+    );
+    mysql(&["status"])
+        .success()
+        .stdout(predicate::str::contains("lag: heartbeat"));
+    mysql(&["cutover", "--pair", "app-mariadb"])
+        .success()
+        .stdout(predicate::str::contains("Writes were unavailable for"));
+    mysql(&["verify"]).success().stdout(
+        predicate::str::contains("every table matches").and(predicate::str::contains("app.writes")),
+    );
+    mysql(&["cleanup"])
+        .success()
+        .stdout(predicate::str::contains("source stays read-only"));
+    mysql(&["cleanup", "--output", "json"]).success();
 }
 
 #[test]

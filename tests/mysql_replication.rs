@@ -6,7 +6,7 @@ use cutover::lab::mysql_writer::{MyLedger, MyWriter, MyWriterConfig, TABLE_SQL};
 use cutover::lab::{LabDir, MariaDb, Supervision};
 use cutover::mysql::cutover::{self as my_cutover, Event, Rollback};
 use cutover::mysql::preflight::{self, Severity};
-use cutover::mysql::{Pair, start, status};
+use cutover::mysql::{Pair, cleanup, start, status, verify};
 use cutover::plan::{self, Plan};
 use mysql_async::prelude::Queryable;
 
@@ -247,6 +247,55 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Both sides hold the same rows, chunk by chunk (small chunks: several per table).
+    let verified = verify::verify(&pair, 500).await.unwrap();
+    assert!(verified.matches(), "{verified:?}");
+    assert!(
+        verified
+            .tables
+            .iter()
+            .any(|t| t.table == "app.writes" && t.chunks > 3),
+        "{verified:?}"
+    );
+    // A row changed behind replication's back is found, with its key range.
+    let mut c = f.source.connect(Some("app")).await.unwrap();
+    c.query_drop(
+        "SET SESSION sql_log_bin = 0; UPDATE writes SET payload = 'tampered' WHERE k = -17",
+    )
+    .await
+    .unwrap();
+    let tampered = verify::verify(&pair, 500).await.unwrap();
+    let writes = tampered
+        .tables
+        .iter()
+        .find(|t| t.table == "app.writes")
+        .unwrap();
+    assert_eq!(writes.differing.len(), 1, "{writes:?}");
+
+    let cleaned = cleanup::cleanup(&pair).await.unwrap();
+    let done = cleaned.done.join("\n");
+    assert!(
+        done.contains("replica configuration on the source"),
+        "{done}"
+    );
+    assert!(
+        done.contains("dropped user") && done.contains("heartbeat"),
+        "{done}"
+    );
+    assert!(
+        cleaned
+            .kept
+            .iter()
+            .any(|k| k.contains("source stays read-only")),
+        "{cleaned:?}"
+    );
+    let again = cleanup::cleanup(&pair).await.unwrap();
+    assert!(again.done.is_empty(), "{again:?}");
+    assert!(
+        app_can_write(&f.source).await.is_err(),
+        "cleanup leaves the old primary read-only"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,6 +3,7 @@
 mod demo;
 mod dns;
 mod lab;
+mod mysql;
 mod not_implemented;
 mod pg;
 mod plan;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
 
 /// Exit status: the command did its work.
 pub const EXIT_OK: u8 = 0;
@@ -150,17 +152,6 @@ pub enum DbCommand {
 }
 
 impl DbCommand {
-    fn name(&self) -> &'static str {
-        match self {
-            DbCommand::Preflight(_) => "preflight",
-            DbCommand::Start(_) => "start",
-            DbCommand::Status(_) => "status",
-            DbCommand::Cutover(_) => "cutover",
-            DbCommand::Verify(_) => "verify",
-            DbCommand::Cleanup(_) => "cleanup",
-        }
-    }
-
     pub(crate) fn args(&self) -> &PairArgs {
         match self {
             DbCommand::Preflight(a)
@@ -314,12 +305,7 @@ pub fn run(cli: Cli) -> ExitCode {
             plan::then_not_implemented(&args.plan, None, "status", "the run journal")
         }
         Command::Pg(cmd) => pg::run(cmd),
-        Command::Mysql(cmd) => plan::then_not_implemented(
-            &cmd.args().plan,
-            cmd.args().pair.as_deref().map(|p| (PairKind::Mysql, p)),
-            &format!("mysql {}", cmd.name()),
-            "MySQL/MariaDB binlog replication (issue #4)",
-        ),
+        Command::Mysql(cmd) => mysql::run(cmd),
         Command::Dns(cmd) => dns::run(cmd),
         Command::Serve(_) => not_implemented::report("serve", "service mode"),
         Command::Lab(LabCommand::Up(args)) => lab::up(args.dir),
@@ -339,6 +325,30 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
         Err(e) => {
             eprintln!("cutover: cannot start the async runtime: {e}");
             None
+        }
+    }
+}
+
+/// Prints a result (or its error) and returns (success, JSON).
+pub(crate) fn report<T: serde::Serialize, E: std::fmt::Display>(
+    output: Output,
+    result: Result<T, E>,
+    print: fn(&T),
+) -> (bool, serde_json::Value) {
+    match result {
+        Ok(value) => {
+            if output == Output::Human {
+                print(&value);
+            }
+            let mut v = serde_json::to_value(&value).unwrap_or_default();
+            v["ok"] = json!(true);
+            (true, v)
+        }
+        Err(e) => {
+            if output == Output::Human {
+                eprintln!("error: {e}");
+            }
+            (false, json!({ "ok": false, "error": e.to_string() }))
         }
     }
 }

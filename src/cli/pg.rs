@@ -2,14 +2,15 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
 use serde_json::json;
 
 use super::plan::{check_pair, load_or_report};
-use super::{DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairArgs, PairKind, runtime};
+use super::{
+    DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairArgs, PairKind, report, runtime,
+};
 use crate::postgres::cutover::{self, Event, Rollback};
 use crate::postgres::preflight::{self, Severity};
-use crate::postgres::{Pair, PgError, cleanup, start, status, verify};
+use crate::postgres::{Pair, cleanup, start, status, verify};
 
 /// Runs one `pg` subcommand for the selected pairs.
 pub fn run(cmd: DbCommand) -> u8 {
@@ -68,30 +69,6 @@ pub fn run(cmd: DbCommand) -> u8 {
 
 fn error_json(pair: &Pair, e: &dyn std::fmt::Display) -> serde_json::Value {
     json!({ "pair": pair.plan.name, "ok": false, "error": e.to_string() })
-}
-
-/// Prints a result (or its error) and returns (success, JSON).
-fn report<T: Serialize>(
-    output: Output,
-    result: Result<T, PgError>,
-    print: fn(&T),
-) -> (bool, serde_json::Value) {
-    match result {
-        Ok(value) => {
-            if output == Output::Human {
-                print(&value);
-            }
-            let mut v = serde_json::to_value(&value).unwrap_or_default();
-            v["ok"] = json!(true);
-            (true, v)
-        }
-        Err(e) => {
-            if output == Output::Human {
-                eprintln!("error: {e}");
-            }
-            (false, json!({ "ok": false, "error": e.to_string() }))
-        }
-    }
 }
 
 async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value) {

@@ -81,6 +81,22 @@ pub async fn prepare(lab: &Lab) -> Result<(), LabError> {
         let _ = conn.disconnect().await;
     }
 
+    // The demo app's MariaDB table and some history, on the source only (`mysql start`
+    // streams it to the target).
+    let mut conn = lab.maria_source.connect(Some(APP)).await?;
+    conn.query_drop(format!(
+        "SET SESSION sql_log_bin = 0; {}; \
+         INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_1000;",
+        super::mysql_writer::TABLE_SQL
+    ))
+    .await
+    .map_err(|e| LabError::Sql {
+        server: lab.maria_source.name.clone(),
+        context: "create the app table".into(),
+        message: e.to_string(),
+    })?;
+    let _ = conn.disconnect().await;
+
     create_pdns_zone(lab).await?;
 
     let files = root.join("files");

@@ -8,6 +8,7 @@
 //! - [`heartbeat`]: the pt-heartbeat compatible table and the measured lag.
 //! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
 
+pub mod cleanup;
 pub mod cutover;
 pub mod db;
 pub mod dialect;
@@ -16,6 +17,7 @@ pub mod preflight;
 pub mod snapshot;
 pub mod start;
 pub mod status;
+pub mod verify;
 
 pub use db::{Db, MyError, Server};
 

@@ -1,0 +1,317 @@
+//! `cutover mysql ...`: MySQL/MariaDB pairs, one after another; prints, never decides.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::plan::{check_pair, load_or_report};
+use super::{
+    DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairArgs, PairKind, report, runtime,
+};
+use crate::mysql::cutover::{self, Event, Rollback};
+use crate::mysql::preflight::{self, Severity};
+use crate::mysql::{Pair, cleanup, start, status, verify};
+
+/// How long `status` waits for the heartbeat to reach the target.
+const STATUS_LAG_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs one `mysql` subcommand for the selected pairs.
+pub fn run(cmd: DbCommand) -> u8 {
+    let args: &PairArgs = cmd.args();
+    let plan = match load_or_report(&args.plan, args.output) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    if let Some(name) = &args.pair
+        && let Err(code) = check_pair(&args.plan, &plan, PairKind::Mysql, name)
+    {
+        return code;
+    }
+    let pairs = Pair::select(&plan, args.pair.as_deref());
+    if pairs.is_empty() {
+        eprintln!("{}: the plan has no [[mysql]] pairs", args.plan.display());
+        return EXIT_INVALID;
+    }
+    let Some(rt) = runtime() else {
+        return EXIT_FAILED;
+    };
+    let output = args.output;
+    rt.block_on(async move {
+        let mut results = Vec::new();
+        let mut code = EXIT_OK;
+        for pair in &pairs {
+            let (ok, value) = match &cmd {
+                DbCommand::Preflight(_) => run_preflight(pair, output).await,
+                DbCommand::Start(_) => report(output, start::start(pair).await, print_start),
+                DbCommand::Status(_) => run_status(pair, output).await,
+                DbCommand::Cutover(_) => run_cutover(pair, output).await,
+                DbCommand::Verify(_) => run_verify(pair, output).await,
+                DbCommand::Cleanup(_) => {
+                    report(output, cleanup::cleanup(pair).await, print_cleanup)
+                }
+            };
+            results.push(value);
+            if !ok {
+                code = EXIT_FAILED;
+                if matches!(cmd, DbCommand::Cutover(_)) {
+                    break;
+                }
+            }
+        }
+        if output == Output::Json {
+            println!("{}", json!({ "pairs": results }));
+        }
+        code
+    })
+}
+
+async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
+    let result = async {
+        let (mut source, mut target) = pair.connect().await?;
+        preflight::run(pair, &mut source, &mut target).await
+    }
+    .await;
+    let (ok, value) = report(output, result, print_preflight);
+    let passed = ok
+        && value["findings"]
+            .as_array()
+            .is_none_or(|f| f.iter().all(|f| f["severity"] != "error"));
+    let mut value = value;
+    value["ok"] = json!(passed);
+    (passed, value)
+}
+
+fn print_preflight(r: &preflight::Report) {
+    println!(
+        "pair {}: {} -> {}, {} tables in scope, replication by {}",
+        r.pair,
+        r.versions.0,
+        r.versions.1,
+        r.tables.len(),
+        if r.gtid {
+            "GTID"
+        } else {
+            "binlog file/position"
+        }
+    );
+    for f in &r.findings {
+        let mark = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        println!(
+            "  {mark}: [{}] {}\n      fix: {}",
+            f.server, f.problem, f.fix
+        );
+    }
+    if r.already_started {
+        println!("  replication for this pair is already set up");
+    }
+    println!(
+        "  preflight {}",
+        if r.passed() {
+            "passed"
+        } else {
+            "failed: fix the errors first"
+        }
+    );
+}
+
+fn print_start(r: &start::Started) {
+    if r.already_running {
+        println!(
+            "pair {}: replication already running; nothing changed",
+            r.pair
+        );
+        return;
+    }
+    println!(
+        "pair {}: replication running (by {})",
+        r.pair,
+        if r.gtid { "GTID" } else { "file/position" }
+    );
+    if let Some(s) = &r.snapshot {
+        let c = &s.coordinates;
+        println!(
+            "  snapshot streamed into the target: {:.1} MB in {:.1} s, from {}:{}{}",
+            s.bytes as f64 / 1e6,
+            s.seconds,
+            c.file.as_deref().unwrap_or("?"),
+            c.position.unwrap_or(0),
+            c.gtid
+                .as_deref()
+                .map(|g| format!(" (GTID {g})"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "  replication user {} on the source; the target stays read-only until cutover",
+        r.replication_user
+    );
+    println!("  follow the lag with `cutover mysql status`");
+}
+
+async fn run_status(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
+    let result = async {
+        let (mut source, mut target) = pair.connect().await?;
+        status::status(pair, &mut source, &mut target, STATUS_LAG_LIMIT).await
+    }
+    .await;
+    let healthy = result.as_ref().is_ok_and(|s| s.running());
+    let (_, value) = report(output, result, print_status);
+    (healthy, value)
+}
+
+fn print_status(s: &status::Status) {
+    if !s.configured {
+        println!(
+            "pair {}: the target has no replica configuration (run `cutover mysql start`)",
+            s.pair
+        );
+        return;
+    }
+    println!(
+        "pair {}: IO thread {}, SQL thread {}",
+        s.pair, s.io_running, s.sql_running
+    );
+    let heartbeat = match s.lag.replicated_after {
+        Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1000.0),
+        None => format!("not applied within {} s", STATUS_LAG_LIMIT.as_secs()),
+    };
+    println!(
+        "  lag: heartbeat {heartbeat}; Seconds_Behind {}; {}",
+        s.seconds_behind
+            .map_or("NULL".to_owned(), |n| n.to_string()),
+        if s.caught_up {
+            "target has applied everything the source wrote"
+        } else {
+            "positions differ"
+        }
+    );
+    println!(
+        "  source position {}\n  target applied  {}",
+        s.source_position, s.target_position
+    );
+    if let Some(e) = &s.last_io_error {
+        println!("  IO thread error: {e}");
+    }
+    if let Some(e) = &s.last_sql_error {
+        println!("  SQL thread error: {e}");
+    }
+}
+
+async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
+    let began = Instant::now();
+    let human = output == Output::Human;
+    let mut events = Vec::new();
+    let name = pair.plan.name.clone();
+    let mut on_event = |event: &Event| {
+        let ms = began.elapsed().as_secs_f64() * 1000.0;
+        if human {
+            let what = match event {
+                Event::GatePassed { lag_ms } => {
+                    format!("gate passed (heartbeat lag {lag_ms:.1} ms)")
+                }
+                Event::Fenced { sessions_killed } => {
+                    format!("source read-only ({sessions_killed} app session(s) killed)")
+                }
+                Event::CaughtUp { position } => {
+                    format!("target applied everything up to the fence ({position})")
+                }
+                Event::Promoted { .. } => "target promoted and writable".to_owned(),
+                Event::ReverseReady => "reverse replication target -> source running".to_owned(),
+                Event::RollingBack { reason } => format!("FAILED: {reason}; unfencing the source"),
+            };
+            println!("  {ms:>9.1} ms  {name}: {what}");
+        }
+        events.push(json!({ "at_ms": ms, "detail": event }));
+    };
+    let result = cutover::cutover(pair, &mut on_event).await;
+    match result {
+        Ok(r) => {
+            if human {
+                println!(
+                    "pair {}: cut over. Writes were unavailable for {:.1} ms (fence {:.1}, catch-up {:.1}, promotion {:.1}).",
+                    r.pair, r.write_unavailable_ms, r.fence_ms, r.catchup_ms, r.promote_ms
+                );
+                println!(
+                    "  the source stays read-only; `cutover mysql cleanup` removes replication objects when you are done{}",
+                    if r.reverse_replication {
+                        " (including the reverse replication keeping it current)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["ok"] = json!(true);
+            v["events"] = json!(events);
+            (true, v)
+        }
+        Err(failed) => {
+            if human {
+                eprintln!("pair {}: {}", pair.plan.name, failed.error);
+                eprintln!(
+                    "  {}",
+                    match failed.rollback {
+                        Rollback::NotNeeded => "nothing was changed: the source was never fenced",
+                        Rollback::Unfenced => "the source was unfenced and takes writes again",
+                        Rollback::UnfenceFailed =>
+                            "THE SOURCE IS STILL READ-ONLY: run the statement above on it",
+                        Rollback::AfterPromotion =>
+                            "the target was already promoted and is the primary; the source stays read-only",
+                    }
+                );
+            }
+            (
+                false,
+                json!({ "pair": pair.plan.name, "ok": false, "error": failed.error.to_string(), "rollback": failed.rollback, "events": events }),
+            )
+        }
+    }
+}
+
+async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
+    let result = verify::verify(pair, verify::CHUNK_ROWS).await;
+    let matches = result.as_ref().is_ok_and(verify::VerifyReport::matches);
+    let (_, value) = report(output, result, print_verify);
+    (matches, value)
+}
+
+fn print_verify(r: &verify::VerifyReport) {
+    println!(
+        "pair {}: {}",
+        r.pair,
+        if r.matches() {
+            "every table matches"
+        } else {
+            "DIFFERENCES FOUND"
+        }
+    );
+    for t in &r.tables {
+        println!(
+            "  {:<40} source {:>9} rows, target {:>9} rows, {} chunk(s): {}",
+            t.table,
+            t.source_rows,
+            t.target_rows,
+            t.chunks,
+            if t.matches() { "match" } else { "DIFFER" }
+        );
+        for d in &t.differing {
+            println!("      {d}");
+        }
+    }
+}
+
+fn print_cleanup(c: &cleanup::Cleaned) {
+    println!("pair {}: cleaned", c.pair);
+    for line in &c.done {
+        println!("  {line}");
+    }
+    for line in &c.kept {
+        println!("  kept: {line}");
+    }
+    if c.done.is_empty() {
+        println!("  nothing of cutover's was left");
+    }
+}

@@ -1,0 +1,115 @@
+//! `mysql cleanup`: removes what cutover created — replica configurations that follow this
+//! pair's replication user (forward on the target, reverse on the source), the replication
+//! users, the heartbeat database — on both servers. Idempotent. Read-only states are reported,
+//! never changed: which server may take writes is the operator's decision.
+
+use serde::Serialize;
+
+use super::dialect::literal;
+use super::{Db, HEARTBEAT_DB, MyError, Pair};
+
+/// What cleanup did and what it left on purpose.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cleaned {
+    /// Pair name.
+    pub pair: String,
+    /// Objects removed.
+    pub done: Vec<String>,
+    /// States left as they are, with why.
+    pub kept: Vec<String>,
+}
+
+async fn clean_server(db: &mut Db, user: &str, done: &mut Vec<String>) -> Result<(), MyError> {
+    let d = db.dialect;
+    let status = db
+        .rows_by_name("read replica status", d.replica_status())
+        .await?;
+    if status
+        .iter()
+        .any(|r| r.text("Source_User").as_deref() == Some(user))
+    {
+        db.run("stop the replica", d.stop_replica()).await?;
+        db.run("forget the replica configuration", d.reset_replica())
+            .await?;
+        db.run("clear the replication filter", &d.replicate_only(&[]))
+            .await?;
+        done.push(format!(
+            "removed the replica configuration on the {}",
+            db.label
+        ));
+    }
+    db.run(
+        "keep cleanup out of the binlog",
+        "SET SESSION sql_log_bin = 0",
+    )
+    .await?;
+    let users: Vec<String> = db
+        .exec_all(
+            "look up the replication user",
+            "SELECT Host FROM mysql.user WHERE User = ?",
+            (user,),
+        )
+        .await?;
+    for host in users {
+        db.run(
+            "drop the replication user",
+            &format!("DROP USER IF EXISTS {}@{}", literal(user), literal(&host)),
+        )
+        .await?;
+        done.push(format!("dropped user {user}@{host} on the {}", db.label));
+    }
+    let heartbeat: Option<(String,)> = db
+        .exec_opt(
+            "look up the heartbeat database",
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (HEARTBEAT_DB,),
+        )
+        .await?;
+    if heartbeat.is_some() {
+        db.run(
+            "drop the heartbeat database",
+            &format!("DROP DATABASE IF EXISTS `{HEARTBEAT_DB}`"),
+        )
+        .await?;
+        done.push(format!(
+            "dropped database {HEARTBEAT_DB} (heartbeat) on the {}",
+            db.label
+        ));
+    }
+    db.run("restore binlogging", "SET SESSION sql_log_bin = 1")
+        .await
+}
+
+/// Cleans both servers of one pair.
+pub async fn cleanup(pair: &Pair) -> Result<Cleaned, MyError> {
+    let (mut source, mut target) = pair.connect().await?;
+    let user = pair.replication_user();
+    let mut done = Vec::new();
+    clean_server(&mut target, &user, &mut done).await?;
+    clean_server(&mut source, &user, &mut done).await?;
+    let mut kept = Vec::new();
+    let read_only = |v: Option<String>| v.is_some_and(|v| v == "1" || v == "ON");
+    let (source_ro, target_ro) = (
+        read_only(source.variable("read_only").await?),
+        read_only(target.variable("read_only").await?),
+    );
+    if source_ro && !target_ro {
+        kept.push(format!(
+            "the source stays read-only: the cutover completed and the old primary must not take writes; `{}` there if you mean to",
+            source.dialect.unfence()
+        ));
+    }
+    if target_ro {
+        kept.push(format!(
+            "the target stays read-only: it was never promoted; `{}` there if you abandon the migration and want it writable",
+            target.dialect.unfence()
+        ));
+    }
+    source.close().await;
+    target.close().await;
+    Ok(Cleaned {
+        pair: pair.plan.name.clone(),
+        done,
+        kept,
+    })
+}
