@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{arg, runtime};
+use common::{arg, percentile, runtime};
 
 use std::time::{Duration, Instant};
 
@@ -28,12 +28,6 @@ struct Run {
     duplicated: usize,
     rate: f64,
     stages: String,
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let i = ((values.len() as f64 - 1.0) * p).round() as usize;
-    values[i]
 }
 
 fn main() {

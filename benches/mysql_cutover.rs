@@ -1,0 +1,155 @@
+//! Write-unavailability of a MariaDB cutover (DESIGN §8, issue #4).
+//!
+//! Per run: two fresh MariaDB 10.11 servers on 127.0.0.1, the app database streamed and
+//! replicating, a writer inserting ~1,000 rows/s as the app user (two connections) into the
+//! source and moving to the target when the source refuses it, then `cutover`. Per run:
+//! cutover's own fence -> target writable time, the longest gap between the writer's
+//! acknowledged inserts across the cutover, the longest gap elsewhere in the same run (this
+//! machine's own stalls: the baseline), and rows lost or duplicated.
+//!
+//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S]`
+
+mod common;
+
+use common::{arg, percentile, runtime};
+
+use std::time::{Duration, Instant};
+
+use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig, TABLE_SQL};
+use cutover::lab::{LabDir, MariaDb, Supervision};
+use cutover::mysql::cutover::{self as my_cutover, Event};
+use cutover::mysql::{Pair, start};
+use cutover::plan;
+use mysql_async::prelude::Queryable;
+
+const APP_PASSWORD: &str = "bench-password";
+
+struct Run {
+    unavailable_ms: f64,
+    gap_ms: f64,
+    other_gap_ms: f64,
+    lost: usize,
+    duplicated: usize,
+    rate: f64,
+    stages: String,
+}
+
+fn app_opts(m: &MariaDb) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(m.port)
+        .user(Some("app"))
+        .pass(Some(APP_PASSWORD))
+        .db_name(Some("app"))
+        .prefer_socket(false)
+        .into()
+}
+
+async fn one_run(i: u32, rate: u32) -> Run {
+    let dir = LabDir::temporary().expect("lab dir");
+    let (source, target) = tokio::try_join!(
+        MariaDb::start(dir.path(), "maria-source", 1, Supervision::Owned),
+        MariaDb::start(dir.path(), "maria-target", 2, Supervision::Owned),
+    )
+    .expect("servers start");
+    for m in [&source, &target] {
+        let mut c = m.connect(None).await.expect("connect");
+        c.query_drop(format!(
+            "SET SESSION sql_log_bin = 0; CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{APP_PASSWORD}';
+             GRANT ALL PRIVILEGES ON app.* TO 'app'@'127.0.0.1';"
+        ))
+        .await
+        .expect("app user");
+    }
+    let mut c = source.connect(None).await.expect("connect");
+    c.query_drop(format!(
+        "CREATE DATABASE app; USE app; {TABLE_SQL};
+         INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_10000;"
+    ))
+    .await
+    .expect("app table");
+    let endpoint = |m: &MariaDb| {
+        format!(
+            "{{ host = \"127.0.0.1\", port = {}, user = \"cutover\", password_file = \"{}\" }}",
+            m.port,
+            m.password_file.display()
+        )
+    };
+    let text = format!(
+        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[mysql]]\nname = \"app\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n",
+        dir.path().join("state").display(),
+        endpoint(&source),
+        endpoint(&target)
+    );
+    let plan = plan::parse_str(&text, std::path::Path::new("bench.toml")).expect("plan");
+    let pair = Pair::select(&plan, None).remove(0);
+    start::start(&pair).await.expect("start");
+    let writer = MyWriter::start(MyWriterConfig {
+        source: app_opts(&source),
+        target: app_opts(&target),
+        rate,
+        tasks: 2,
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut from, mut to) = (None, None);
+    let report = my_cutover::cutover(&pair, &mut |e: &Event| match e {
+        Event::GatePassed { .. } => from = Some(Instant::now()),
+        Event::Promoted { .. } => to = Some(Instant::now()),
+        _ => {}
+    })
+    .await
+    .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ledger = writer.stop().await;
+    let (from, to) = (from.expect("gate"), to.expect("promoted"));
+    let (gap, other) = ledger.gaps_around(from, to);
+    let mut t = target.connect(Some("app")).await.expect("connect");
+    let check = ledger.check(&mut t).await.expect("check");
+    assert!(check.id_problems.is_empty(), "{check:?}");
+    let before = ledger.commits.iter().filter(|c| **c < from).count();
+    let rate = before as f64 / (from - ledger.commits[0]).as_secs_f64();
+    Run {
+        unavailable_ms: report.write_unavailable_ms,
+        gap_ms: gap.as_secs_f64() * 1000.0,
+        other_gap_ms: other.as_secs_f64() * 1000.0,
+        lost: check.lost.len(),
+        duplicated: check.duplicated.len() + check.unexpected.len(),
+        rate,
+        stages: format!(
+            "fence {:.1}, catch-up {:.1}, promote {:.1}",
+            report.fence_ms, report.catchup_ms, report.promote_ms
+        ),
+    }
+}
+
+fn main() {
+    let runs = arg("--runs", 10);
+    let rate = arg("--rate", 1000);
+    runtime().block_on(async move {
+        println!("MariaDB cutover benchmark: {runs} runs, writer at {rate} inserts/s (2 connections), fresh servers per run");
+        println!("run  unavailable_ms  writer_gap_ms  other_gap_ms  rate/s  lost  dup");
+        let mut results = Vec::new();
+        for i in 0..runs {
+            let r = one_run(i, rate).await;
+            println!(
+                "{:>3} {:>15.1} {:>14.1} {:>13.1} {:>7.0} {:>5} {:>4}",
+                i + 1, r.unavailable_ms, r.gap_ms, r.other_gap_ms, r.rate, r.lost, r.duplicated
+            );
+            println!("      stages (ms): {}", r.stages);
+            results.push(r);
+        }
+        let mut un: Vec<f64> = results.iter().map(|r| r.unavailable_ms).collect();
+        let mut gap: Vec<f64> = results.iter().map(|r| r.gap_ms).collect();
+        let mut other: Vec<f64> = results.iter().map(|r| r.other_gap_ms).collect();
+        let lost: usize = results.iter().map(|r| r.lost + r.duplicated).sum();
+        let (gap_p50, gap_max) = (percentile(&mut gap, 0.5), percentile(&mut gap, 1.0));
+        let other_p50 = percentile(&mut other, 0.5);
+        println!("fence -> target writable: p50 {:.1} ms, max {:.1} ms", percentile(&mut un, 0.5), percentile(&mut un, 1.0));
+        println!("writer gap across the cutover: p50 {gap_p50:.1} ms, max {gap_max:.1} ms; rows lost or duplicated: {lost}");
+        println!(
+            "largest gap away from the cutover (same runs): p50 {other_p50:.1} ms, max {:.1} ms; cutover gap p50 / that p50 = {:.2}",
+            percentile(&mut other, 1.0),
+            gap_p50 / other_p50.max(0.001)
+        );
+    });
+}
