@@ -148,6 +148,28 @@ async fn preflight_names_keyless_tables_and_target_leftovers_with_fixes() {
         .expect("target leftovers reported");
     assert!(leftover.server.starts_with("target") && leftover.fix.contains("drop"));
     assert_eq!(errors.len(), 2, "{errors:?}");
+    // Server settings: statement-based binlog and a clashing server_id are errors with fixes.
+    c.query_drop("SET GLOBAL binlog_format = 'STATEMENT'")
+        .await
+        .unwrap();
+    t.query_drop("SET GLOBAL server_id = 1").await.unwrap();
+    let (mut source, mut target) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &mut source, &mut target)
+        .await
+        .unwrap();
+    let text = report.errors_text();
+    assert!(
+        text.contains("binlog_format is STATEMENT") && text.contains("binlog_format = ROW"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server_id 1 is the same as the source's"),
+        "{text}"
+    );
+    c.query_drop("SET GLOBAL binlog_format = 'ROW'")
+        .await
+        .unwrap();
+    t.query_drop("SET GLOBAL server_id = 2").await.unwrap();
     // start refuses with the same reasons and changes nothing on the target.
     let err = start::start(&pair).await.unwrap_err().to_string();
     assert!(
@@ -195,6 +217,42 @@ async fn start_streams_a_snapshot_then_replicates_and_is_idempotent() {
     assert_eq!(
         count(&f.target, "SELECT COUNT(*) FROM app.writes").await,
         3001
+    );
+
+    // A row written behind replication's back on the target breaks the applier; status shows
+    // the server's own error text.
+    let mut t = f.target.connect(None).await.unwrap();
+    t.query_drop(
+        "SET SESSION sql_log_bin = 0; INSERT INTO app.writes (k, payload) VALUES (2, 'conflict')",
+    )
+    .await
+    .unwrap();
+    c.query_drop("INSERT INTO app.writes (k, payload) VALUES (2, 'from the source')")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let broken = loop {
+        let (mut source, mut target) = pair.connect().await.unwrap();
+        let s = status::status(&pair, &mut source, &mut target, Duration::from_millis(200))
+            .await
+            .unwrap();
+        if s.last_sql_error.is_some() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no SQL error surfaced: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!broken.running());
+    assert!(
+        broken
+            .last_sql_error
+            .as_deref()
+            .unwrap()
+            .contains("Duplicate entry"),
+        "{broken:?}"
     );
 }
 
