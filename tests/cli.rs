@@ -335,12 +335,13 @@ fn mysql_commands_on_the_lab(plan: &Path) {
 }
 
 #[test]
-fn lab_demo_migrates_postgres_under_writes_loses_nothing_and_switches_dns() {
+fn lab_demo_migrates_both_databases_under_writes_loses_nothing_and_switches_dns() {
     cutover().args(["lab", "demo"]).assert().success().stdout(
         predicate::str::contains("0 lost writes")
             .and(predicate::str::contains(
                 "lost 0, duplicated 0, unexpected 0",
             ))
+            .and(predicate::str::contains("ids continue on the target: true"))
             .and(predicate::str::contains(
                 "app.dyn.example.com A: 127.0.0.1 -> 127.0.0.2",
             ))

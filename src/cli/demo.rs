@@ -1,6 +1,7 @@
 //! `cutover lab demo`: a real migration on a throwaway lab, narrated. It lowers the DNS TTLs,
-//! moves the demo app's PostgreSQL database while a writer keeps committing, proves nothing was
-//! lost, switches DNS once it is safe and waits until every authoritative server serves it.
+//! moves the demo app's PostgreSQL and MariaDB databases while writers keep committing, proves
+//! nothing was lost, switches DNS once it is safe and waits until every authoritative server
+//! serves it.
 
 use std::time::{Duration, Instant};
 
@@ -198,20 +199,152 @@ async fn run() -> anyhow::Result<()> {
     }
     anyhow::ensure!(verified.matches(), "verify found differences");
 
-    switch_dns(&targets, &states).await?;
-
     println!("\n== cutover pg cleanup");
     let cleaned = cleanup::cleanup(&pair).await?;
     for line in cleaned.done.iter().chain(&cleaned.kept) {
         println!("   {line}");
     }
+
+    let maria_unavailable_ms = migrate_mariadb(&lab, &plan, &password).await?;
+
+    switch_dns(&targets, &states).await?;
+
     println!(
-        "\ndemo migration done in {:.1} s: PostgreSQL moved with {:.1} ms of write-unavailability and 0 lost writes; DNS switched on every authoritative server.",
+        "\ndemo migration done in {:.1} s: PostgreSQL moved with {:.1} ms and MariaDB with {:.1} ms of write-unavailability, 0 lost writes; DNS switched on every authoritative server.",
         began.elapsed().as_secs_f64(),
+        report.write_unavailable_ms,
+        maria_unavailable_ms
+    );
+    println!("(Files join the demo when their issue lands.)");
+    Ok(())
+}
+
+/// The MariaDB pair: preflight, start, cutover under the app's inserts, row check, verify,
+/// cleanup. Returns the write-unavailability.
+async fn migrate_mariadb(
+    lab: &Lab,
+    plan: &crate::plan::Plan,
+    password: &crate::secret::Secret,
+) -> anyhow::Result<f64> {
+    use anyhow::Context as _;
+
+    use crate::lab::mysql_writer::{MyWriter, MyWriterConfig};
+    use crate::mysql;
+
+    let pair = mysql::Pair::select(plan, Some("app-mariadb"))
+        .pop()
+        .context("the lab plan has the app-mariadb pair")?;
+    println!("\n== cutover mysql preflight");
+    let (mut source, mut target) = pair.connect().await?;
+    let report = mysql::preflight::run(&pair, &mut source, &mut target).await?;
+    for f in &report.findings {
+        println!("   {:?}: [{}] {}", f.severity, f.server, f.problem);
+    }
+    println!(
+        "   {} -> {}, {} tables; preflight {}",
+        report.versions.0,
+        report.versions.1,
+        report.tables.len(),
+        if report.passed() { "passed" } else { "FAILED" }
+    );
+    anyhow::ensure!(
+        report.passed(),
+        "preflight failed:\n{}",
+        report.errors_text()
+    );
+
+    println!("\n== cutover mysql start");
+    let started = mysql::start::start(&pair).await?;
+    if let Some(s) = &started.snapshot {
+        println!(
+            "   snapshot streamed into the target ({} bytes, GTID {}); replica running, target read-only",
+            s.bytes,
+            s.coordinates.gtid.as_deref().unwrap_or("?")
+        );
+    }
+    let app = |m: &lab::MariaDb| -> mysql_async::Opts {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(m.port)
+            .user(Some(lab::APP))
+            .pass(Some(password.expose()))
+            .db_name(Some(lab::APP))
+            .prefer_socket(false)
+            .into()
+    };
+    let writer = MyWriter::start(MyWriterConfig {
+        source: app(&lab.maria_source),
+        target: app(&lab.maria_target),
+        rate: DEMO_RATE,
+        tasks: 2,
+    });
+    println!("\n== the app inserts {DEMO_RATE} rows/s into MariaDB as user `app`");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    println!("\n== cutover mysql cutover");
+    let t0 = Instant::now();
+    let mut on_event = |e: &mysql::cutover::Event| {
+        println!(
+            "   {:>7.1} ms  {}",
+            t0.elapsed().as_secs_f64() * 1000.0,
+            serde_json::to_string(e).unwrap_or_default()
+        );
+    };
+    let report = match mysql::cutover::cutover(&pair, &mut on_event).await {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = writer.stop().await;
+            anyhow::bail!("{e}");
+        }
+    };
+    println!(
+        "   writes were unavailable for {:.1} ms (fence -> target writable)",
         report.write_unavailable_ms
     );
-    println!("(MariaDB and files join the demo as their issues land.)");
-    Ok(())
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ledger = writer.stop().await;
+
+    println!("\n== row-by-row check on the new MariaDB primary");
+    let mut conn = lab.maria_target.connect(Some(lab::APP)).await?;
+    let check = ledger.check(&mut conn).await?;
+    println!(
+        "   {} acknowledged inserts ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}; ids continue on the target: {}",
+        check.acked,
+        check.acked_on_target,
+        check.in_doubt,
+        check.lost.len(),
+        check.duplicated.len(),
+        check.unexpected.len(),
+        check.id_problems.is_empty()
+    );
+    anyhow::ensure!(check.clean(), "the check found problems: {check:?}");
+    // Reverse replication carries the new primary's inserts back; then both sides match.
+    let mut old = lab.maria_source.connect(Some(lab::APP)).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ledger.check(&mut old).await?.clean() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "reverse replication did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("\n== cutover mysql verify");
+    let verified = mysql::verify::verify(&pair, mysql::verify::CHUNK_ROWS).await?;
+    for t in &verified.tables {
+        println!(
+            "   {:<24} {:>6} rows on both sides: {}",
+            t.table,
+            t.target_rows,
+            if t.matches() { "match" } else { "DIFFER" }
+        );
+    }
+    anyhow::ensure!(verified.matches(), "verify found differences");
+    println!("\n== cutover mysql cleanup");
+    let cleaned = mysql::cleanup::cleanup(&pair).await?;
+    for line in cleaned.done.iter().chain(&cleaned.kept) {
+        println!("   {line}");
+    }
+    Ok(report.write_unavailable_ms)
 }
 
 /// `dns update` once the earliest safe time has passed, `dns wait`, then `dns restore-ttl`.

@@ -67,6 +67,7 @@ source = {my_source}
 target = {my_target}
 databases = ["{APP}"]
 app_users = ["{APP}"]
+reverse_replication = true
 
 [[files]]
 name = "uploads"
