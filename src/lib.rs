@@ -9,6 +9,7 @@
 //! - [`secret`]: secrets from the environment or files, never printed.
 
 pub mod cli;
+pub mod dberror;
 pub mod dns;
 pub mod lab;
 pub mod mysql;

@@ -5,6 +5,7 @@ mod dns;
 mod lab;
 mod mysql;
 mod not_implemented;
+mod pairs;
 mod pg;
 mod plan;
 

@@ -4,10 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::plan::{check_pair, load_or_report};
-use super::{
-    DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairArgs, PairKind, report, runtime,
-};
+use super::pairs::{DbStep, run_pairs};
+use super::{DbCommand, Output, PairKind, report};
 use crate::mysql::cutover::{self, Event, Rollback};
 use crate::mysql::preflight::{self, Severity};
 use crate::mysql::{Pair, cleanup, start, status, verify};
@@ -17,52 +15,22 @@ const STATUS_LAG_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs one `mysql` subcommand for the selected pairs.
 pub fn run(cmd: DbCommand) -> u8 {
-    let args: &PairArgs = cmd.args();
-    let plan = match load_or_report(&args.plan, args.output) {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
-    if let Some(name) = &args.pair
-        && let Err(code) = check_pair(&args.plan, &plan, PairKind::Mysql, name)
-    {
-        return code;
-    }
-    let pairs = Pair::select(&plan, args.pair.as_deref());
-    if pairs.is_empty() {
-        eprintln!("{}: the plan has no [[mysql]] pairs", args.plan.display());
-        return EXIT_INVALID;
-    }
-    let Some(rt) = runtime() else {
-        return EXIT_FAILED;
-    };
-    let output = args.output;
-    rt.block_on(async move {
-        let mut results = Vec::new();
-        let mut code = EXIT_OK;
-        for pair in &pairs {
-            let (ok, value) = match &cmd {
-                DbCommand::Preflight(_) => run_preflight(pair, output).await,
-                DbCommand::Start(_) => report(output, start::start(pair).await, print_start),
-                DbCommand::Status(_) => run_status(pair, output).await,
-                DbCommand::Cutover(_) => run_cutover(pair, output).await,
-                DbCommand::Verify(_) => run_verify(pair, output).await,
-                DbCommand::Cleanup(_) => {
-                    report(output, cleanup::cleanup(pair).await, print_cleanup)
-                }
-            };
-            results.push(value);
-            if !ok {
-                code = EXIT_FAILED;
-                if matches!(cmd, DbCommand::Cutover(_)) {
-                    break;
-                }
+    run_pairs(
+        &cmd,
+        PairKind::Mysql,
+        Pair::select,
+        |pair, ctx| async move {
+            let (pair, output) = (&pair, ctx.output);
+            match ctx.step {
+                DbStep::Preflight => run_preflight(pair, output).await,
+                DbStep::Start => report(output, start::start(pair).await, print_start),
+                DbStep::Status => run_status(pair, output).await,
+                DbStep::Cutover => run_cutover(pair, output).await,
+                DbStep::Verify => run_verify(pair, output).await,
+                DbStep::Cleanup => report(output, cleanup::cleanup(pair).await, print_cleanup),
             }
-        }
-        if output == Output::Json {
-            println!("{}", json!({ "pairs": results }));
-        }
-        code
-    })
+        },
+    )
 }
 
 async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value) {

@@ -4,67 +4,30 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::plan::{check_pair, load_or_report};
-use super::{
-    DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairArgs, PairKind, report, runtime,
-};
+use super::pairs::{DbStep, run_pairs};
+use super::{DbCommand, Output, PairKind, report};
 use crate::postgres::cutover::{self, Event, Rollback};
 use crate::postgres::preflight::{self, Severity};
 use crate::postgres::{Pair, cleanup, start, status, verify};
 
 /// Runs one `pg` subcommand for the selected pairs.
 pub fn run(cmd: DbCommand) -> u8 {
-    let args: &PairArgs = cmd.args();
-    let plan = match load_or_report(&args.plan, args.output) {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
-    if let Some(name) = &args.pair
-        && let Err(code) = check_pair(&args.plan, &plan, PairKind::Postgres, name)
-    {
-        return code;
-    }
-    let pairs = Pair::select(&plan, args.pair.as_deref());
-    if pairs.is_empty() {
-        eprintln!(
-            "{}: the plan has no [[postgres]] pairs",
-            args.plan.display()
-        );
-        return EXIT_INVALID;
-    }
-    let Some(rt) = runtime() else {
-        return EXIT_FAILED;
-    };
-    let output = args.output;
-    let state_dir = plan.migration.state_dir.clone();
-    rt.block_on(async move {
-        let mut results = Vec::new();
-        let mut code = EXIT_OK;
-        for pair in &pairs {
-            let (ok, value) = match &cmd {
-                DbCommand::Preflight(_) => run_preflight(pair, output).await,
-                DbCommand::Start(_) => report(output, start::start(pair).await, print_start),
-                DbCommand::Status(_) => run_status(pair, output, &state_dir).await,
-                DbCommand::Cutover(_) => run_cutover(pair, output).await,
-                DbCommand::Verify(_) => run_verify(pair, output).await,
-                DbCommand::Cleanup(_) => {
-                    report(output, cleanup::cleanup(pair).await, print_cleanup)
-                }
-            };
-            results.push(value);
-            if !ok {
-                code = EXIT_FAILED;
-                // A cutover stops at the first pair that fails; the others are left untouched.
-                if matches!(cmd, DbCommand::Cutover(_)) {
-                    break;
-                }
+    run_pairs(
+        &cmd,
+        PairKind::Postgres,
+        Pair::select,
+        |pair, ctx| async move {
+            let (pair, output) = (&pair, ctx.output);
+            match ctx.step {
+                DbStep::Preflight => run_preflight(pair, output).await,
+                DbStep::Start => report(output, start::start(pair).await, print_start),
+                DbStep::Status => run_status(pair, output, &ctx.state_dir).await,
+                DbStep::Cutover => run_cutover(pair, output).await,
+                DbStep::Verify => run_verify(pair, output).await,
+                DbStep::Cleanup => report(output, cleanup::cleanup(pair).await, print_cleanup),
             }
-        }
-        if output == Output::Json {
-            println!("{}", json!({ "pairs": results }));
-        }
-        code
-    })
+        },
+    )
 }
 
 fn error_json(pair: &Pair, e: &dyn std::fmt::Display) -> serde_json::Value {

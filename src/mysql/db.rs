@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, OptsBuilder, Params, Row, Value};
@@ -12,55 +11,7 @@ use super::dialect::{Dialect, Flavour, Version, parse_version};
 use crate::plan::MysqlEndpoint;
 use crate::secret::{Secret, SecretError};
 
-/// What can go wrong talking to MySQL/MariaDB (or their client programs).
-#[derive(Debug, thiserror::Error)]
-pub enum MyError {
-    /// The server could not be reached or refused the login.
-    #[error("{server}: cannot connect: {message}")]
-    Connect {
-        /// Which server.
-        server: String,
-        /// Why.
-        message: String,
-    },
-    /// The password could not be read.
-    #[error("{server}: {source}")]
-    Secret {
-        /// Which server.
-        server: String,
-        /// Why.
-        source: SecretError,
-    },
-    /// A statement failed.
-    #[error("{server}: {context}: {message}")]
-    Sql {
-        /// Which server.
-        server: String,
-        /// What cutover was doing.
-        context: String,
-        /// The server's message and error code.
-        message: String,
-    },
-    /// `mariadb-dump` / `mysqldump` or the client failed.
-    #[error("{program}: {message}")]
-    Tool {
-        /// The program.
-        program: String,
-        /// Why, with the end of its stderr.
-        message: String,
-    },
-    /// The servers are not in a state that allows the command.
-    #[error("{0}")]
-    Refused(String),
-    /// Something took longer than allowed.
-    #[error("timed out after {after:?}: {what}")]
-    Timeout {
-        /// What was awaited.
-        what: String,
-        /// The limit.
-        after: Duration,
-    },
-}
+pub use crate::dberror::DbError as MyError;
 
 /// The server's message for an error (`ERROR 1045 (28000): Access denied …`).
 pub fn error_message(e: &mysql_async::Error) -> String {

@@ -10,55 +10,7 @@ use super::Side;
 use crate::plan::{PgEndpoint, SslMode};
 use crate::secret::{Secret, SecretError};
 
-/// What can go wrong talking to PostgreSQL (or its client programs).
-#[derive(Debug, thiserror::Error)]
-pub enum PgError {
-    /// The server could not be reached or refused the login.
-    #[error("{server}: cannot connect: {message}")]
-    Connect {
-        /// Which server.
-        server: String,
-        /// Why.
-        message: String,
-    },
-    /// The password could not be read.
-    #[error("{server}: {source}")]
-    Secret {
-        /// Which server.
-        server: String,
-        /// Why.
-        source: SecretError,
-    },
-    /// A statement failed.
-    #[error("{server}: {context}: {message}")]
-    Sql {
-        /// Which server.
-        server: String,
-        /// What cutover was doing.
-        context: String,
-        /// The server's message and SQLSTATE.
-        message: String,
-    },
-    /// `pg_dump` or `psql` failed.
-    #[error("{program}: {message}")]
-    Tool {
-        /// The program.
-        program: String,
-        /// Why, with the end of its stderr.
-        message: String,
-    },
-    /// The servers are not in a state that allows the command.
-    #[error("{0}")]
-    Refused(String),
-    /// Something took longer than allowed.
-    #[error("timed out after {after:?}: {what}")]
-    Timeout {
-        /// What was awaited.
-        what: String,
-        /// The limit.
-        after: Duration,
-    },
-}
+pub use crate::dberror::DbError as PgError;
 
 /// The server's own message for database errors.
 pub fn error_message(e: &tokio_postgres::Error) -> String {
