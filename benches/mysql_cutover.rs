@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{arg, percentile, runtime};
+use common::{Run, arg, print_header, print_run, print_summary, runtime};
 
 use std::time::{Duration, Instant};
 
@@ -24,25 +24,8 @@ use mysql_async::prelude::Queryable;
 
 const APP_PASSWORD: &str = "bench-password";
 
-struct Run {
-    unavailable_ms: f64,
-    gap_ms: f64,
-    other_gap_ms: f64,
-    lost: usize,
-    duplicated: usize,
-    rate: f64,
-    stages: String,
-}
-
 fn app_opts(m: &MariaDb) -> mysql_async::Opts {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(m.port)
-        .user(Some("app"))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some("app"))
-        .prefer_socket(false)
-        .into()
+    m.user_opts("app", APP_PASSWORD, "app")
 }
 
 async fn one_run(i: u32, rate: u32) -> Run {
@@ -127,29 +110,13 @@ fn main() {
     let rate = arg("--rate", 1000);
     runtime().block_on(async move {
         println!("MariaDB cutover benchmark: {runs} runs, writer at {rate} inserts/s (2 connections), fresh servers per run");
-        println!("run  unavailable_ms  writer_gap_ms  other_gap_ms  rate/s  lost  dup");
+        print_header();
         let mut results = Vec::new();
         for i in 0..runs {
             let r = one_run(i, rate).await;
-            println!(
-                "{:>3} {:>15.1} {:>14.1} {:>13.1} {:>7.0} {:>5} {:>4}",
-                i + 1, r.unavailable_ms, r.gap_ms, r.other_gap_ms, r.rate, r.lost, r.duplicated
-            );
-            println!("      stages (ms): {}", r.stages);
+            print_run(i, &r);
             results.push(r);
         }
-        let mut un: Vec<f64> = results.iter().map(|r| r.unavailable_ms).collect();
-        let mut gap: Vec<f64> = results.iter().map(|r| r.gap_ms).collect();
-        let mut other: Vec<f64> = results.iter().map(|r| r.other_gap_ms).collect();
-        let lost: usize = results.iter().map(|r| r.lost + r.duplicated).sum();
-        let (gap_p50, gap_max) = (percentile(&mut gap, 0.5), percentile(&mut gap, 1.0));
-        let other_p50 = percentile(&mut other, 0.5);
-        println!("fence -> target writable: p50 {:.1} ms, max {:.1} ms", percentile(&mut un, 0.5), percentile(&mut un, 1.0));
-        println!("writer gap across the cutover: p50 {gap_p50:.1} ms, max {gap_max:.1} ms; rows lost or duplicated: {lost}");
-        println!(
-            "largest gap away from the cutover (same runs): p50 {other_p50:.1} ms, max {:.1} ms; cutover gap p50 / that p50 = {:.2}",
-            percentile(&mut other, 1.0),
-            gap_p50 / other_p50.max(0.001)
-        );
+        print_summary(&results);
     });
 }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{arg, percentile, runtime};
+use common::{Run, arg, print_header, print_run, print_summary, runtime};
 
 use std::time::{Duration, Instant};
 
@@ -19,16 +19,6 @@ use cutover::lab::{LabDir, Postgres, Supervision};
 use cutover::plan;
 use cutover::postgres::cutover::Event;
 use cutover::postgres::{Pair, cleanup, cutover as pg_cutover, start, status};
-
-struct Run {
-    unavailable_ms: f64,
-    gap_ms: f64,
-    other_gap_ms: f64,
-    lost: usize,
-    duplicated: usize,
-    rate: f64,
-    stages: String,
-}
 
 fn main() {
     let runs = arg("--runs", 10);
@@ -44,45 +34,14 @@ fn main() {
         println!(
             "PostgreSQL cutover benchmark: {runs} runs, writer at {rate} tx/s (2 connections)"
         );
-        println!(
-            "{:>3} {:>12} {:>14} {:>16} {:>9} {:>5} {:>5}",
-            "run", "fence->rw ms", "writer gap ms", "other max gap ms", "tx/s", "lost", "dup"
-        );
+        print_header();
         let mut results = Vec::new();
         for i in 0..runs {
             let r = one_run(&dir, &source, &target, i, rate).await;
-            println!(
-                "{:>3} {:>12.1} {:>14.1} {:>16.1} {:>9.0} {:>5} {:>5}",
-                i + 1,
-                r.unavailable_ms,
-                r.gap_ms,
-                r.other_gap_ms,
-                r.rate,
-                r.lost,
-                r.duplicated
-            );
-            println!("      stages (ms): {}", r.stages);
+            print_run(i, &r);
             results.push(r);
         }
-        let mut un: Vec<f64> = results.iter().map(|r| r.unavailable_ms).collect();
-        let mut gap: Vec<f64> = results.iter().map(|r| r.gap_ms).collect();
-        let mut other: Vec<f64> = results.iter().map(|r| r.other_gap_ms).collect();
-        let lost: usize = results.iter().map(|r| r.lost + r.duplicated).sum();
-        let (gap_p50, gap_max) = (percentile(&mut gap, 0.5), percentile(&mut gap, 1.0));
-        let other_p50 = percentile(&mut other, 0.5);
-        println!(
-            "fence -> target writable: p50 {:.1} ms, max {:.1} ms",
-            percentile(&mut un, 0.5),
-            percentile(&mut un, 1.0)
-        );
-        println!(
-            "writer gap across the cutover: p50 {gap_p50:.1} ms, max {gap_max:.1} ms; rows lost or duplicated: {lost}"
-        );
-        println!(
-            "largest gap away from the cutover (same runs): p50 {other_p50:.1} ms, max {:.1} ms; cutover gap p50 / that p50 = {:.2}",
-            percentile(&mut other, 1.0),
-            gap_p50 / other_p50.max(0.001)
-        );
+        print_summary(&results);
     });
 }
 

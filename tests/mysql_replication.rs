@@ -74,14 +74,7 @@ impl Fixture {
 }
 
 fn app_opts(m: &MariaDb) -> mysql_async::Opts {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(m.port)
-        .user(Some("app"))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some("app"))
-        .prefer_socket(false)
-        .into()
+    m.user_opts("app", APP_PASSWORD, "app")
 }
 
 async fn app_can_write(m: &MariaDb) -> Result<(), mysql_async::Error> {

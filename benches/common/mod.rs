@@ -27,3 +27,67 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     let i = ((values.len() as f64 - 1.0) * p).round() as usize;
     values[i]
 }
+
+/// One cutover run of a write-unavailability benchmark.
+pub struct Run {
+    /// Cutover's own fence -> target writable time.
+    pub unavailable_ms: f64,
+    /// Longest gap between the writer's commits across the cutover.
+    pub gap_ms: f64,
+    /// Longest gap elsewhere in the same run (the machine's own stalls).
+    pub other_gap_ms: f64,
+    /// Acknowledged rows missing on the new primary.
+    pub lost: usize,
+    /// Rows present twice or written by nobody.
+    pub duplicated: usize,
+    /// Commits per second the writer achieved before the cutover.
+    pub rate: f64,
+    /// Where the window went.
+    pub stages: String,
+}
+
+/// Prints the table header.
+pub fn print_header() {
+    println!(
+        "{:>3} {:>12} {:>14} {:>16} {:>9} {:>5} {:>5}",
+        "run", "fence->rw ms", "writer gap ms", "other max gap ms", "tx/s", "lost", "dup"
+    );
+}
+
+/// Prints one run's row.
+pub fn print_run(i: u32, r: &Run) {
+    println!(
+        "{:>3} {:>12.1} {:>14.1} {:>16.1} {:>9.0} {:>5} {:>5}",
+        i + 1,
+        r.unavailable_ms,
+        r.gap_ms,
+        r.other_gap_ms,
+        r.rate,
+        r.lost,
+        r.duplicated
+    );
+    println!("      stages (ms): {}", r.stages);
+}
+
+/// Prints p50/max of every figure and the cutover-gap / baseline-gap ratio.
+pub fn print_summary(results: &[Run]) {
+    let mut un: Vec<f64> = results.iter().map(|r| r.unavailable_ms).collect();
+    let mut gap: Vec<f64> = results.iter().map(|r| r.gap_ms).collect();
+    let mut other: Vec<f64> = results.iter().map(|r| r.other_gap_ms).collect();
+    let lost: usize = results.iter().map(|r| r.lost + r.duplicated).sum();
+    let (gap_p50, gap_max) = (percentile(&mut gap, 0.5), percentile(&mut gap, 1.0));
+    let other_p50 = percentile(&mut other, 0.5);
+    println!(
+        "fence -> target writable: p50 {:.1} ms, max {:.1} ms",
+        percentile(&mut un, 0.5),
+        percentile(&mut un, 1.0)
+    );
+    println!(
+        "writer gap across the cutover: p50 {gap_p50:.1} ms, max {gap_max:.1} ms; rows lost or duplicated: {lost}"
+    );
+    println!(
+        "largest gap away from the cutover (same runs): p50 {other_p50:.1} ms, max {:.1} ms; cutover gap p50 / that p50 = {:.2}",
+        percentile(&mut other, 1.0),
+        gap_p50 / other_p50.max(0.001)
+    );
+}

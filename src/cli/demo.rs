@@ -262,16 +262,7 @@ async fn migrate_mariadb(
             s.coordinates.gtid.as_deref().unwrap_or("?")
         );
     }
-    let app = |m: &lab::MariaDb| -> mysql_async::Opts {
-        mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(m.port)
-            .user(Some(lab::APP))
-            .pass(Some(password.expose()))
-            .db_name(Some(lab::APP))
-            .prefer_socket(false)
-            .into()
-    };
+    let app = |m: &lab::MariaDb| m.user_opts(lab::APP, password.expose(), lab::APP);
     let writer = MyWriter::start(MyWriterConfig {
         source: app(&lab.maria_source),
         target: app(&lab.maria_target),

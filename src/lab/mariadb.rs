@@ -198,6 +198,18 @@ impl MariaDb {
             .into()
     }
 
+    /// Connection options for another user (e.g. the app's) over TCP, with `database` selected.
+    pub fn user_opts(&self, user: &str, password: &str, database: &str) -> mysql_async::Opts {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some(user))
+            .pass(Some(password))
+            .db_name(Some(database))
+            .prefer_socket(false)
+            .into()
+    }
+
     /// Connects as the admin user over TCP.
     pub async fn connect(&self, database: Option<&str>) -> Result<mysql_async::Conn, LabError> {
         mysql_async::Conn::new(self.opts(database))
