@@ -17,6 +17,7 @@ pub struct PowerDns {
 
 #[derive(Deserialize)]
 struct Zone {
+    #[serde(default)]
     rrsets: Vec<RRSet>,
 }
 
@@ -53,10 +54,12 @@ impl PowerDns {
         format!("/servers/{}/zones/{}.", self.server_id, fqdn(zone))
     }
 
-    async fn zone(&self, zone: &str) -> Result<Zone, ProviderError> {
+    /// The zone, with the rrsets `query` selects (`rrset_name`/`rrset_type` filter on
+    /// PowerDNS 4.8+, older servers send every rrset and the caller filters).
+    async fn zone(&self, zone: &str, query: &[(&str, String)]) -> Result<Zone, ProviderError> {
         let answer = self
             .api
-            .send(Method::GET, &self.zone_path(zone), &[], None)
+            .send(Method::GET, &self.zone_path(zone), query, None)
             .await?;
         // PowerDNS answers 404 (newer) or 422 (older) for an unknown zone.
         if matches!(
@@ -78,8 +81,12 @@ impl PowerDns {
         rtype: &str,
     ) -> Result<Option<(u32, Vec<String>)>, ProviderError> {
         let wanted = format!("{}.", fqdn(name));
+        let filter = [
+            ("rrset_name", wanted.clone()),
+            ("rrset_type", rtype.to_owned()),
+        ];
         Ok(self
-            .zone(zone)
+            .zone(zone, &filter)
             .await?
             .rrsets
             .into_iter()
@@ -103,7 +110,9 @@ impl DnsProvider for PowerDns {
     }
 
     async fn healthcheck(&self, zone: &str) -> Result<(), ProviderError> {
-        self.zone(zone).await.map(|_| ())
+        self.zone(zone, &[("rrsets", "false".to_owned())])
+            .await
+            .map(|_| ())
     }
 
     async fn read(

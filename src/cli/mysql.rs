@@ -1,10 +1,10 @@
 //! `cutover mysql ...`: MySQL/MariaDB pairs, one after another; prints, never decides.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use super::pairs::{DbStep, run_pairs};
+use super::pairs::{DbStep, EventLog, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
 use crate::mysql::cutover::{self, Event, Rollback};
 use crate::mysql::preflight::{self, Severity};
@@ -169,32 +169,11 @@ fn print_status(s: &status::Status) {
 }
 
 async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    let began = Instant::now();
     let human = output == Output::Human;
-    let mut events = Vec::new();
-    let name = pair.plan.name.clone();
-    let mut on_event = |event: &Event| {
-        let ms = began.elapsed().as_secs_f64() * 1000.0;
-        if human {
-            let what = match event {
-                Event::GatePassed { lag_ms } => {
-                    format!("gate passed (heartbeat lag {lag_ms:.1} ms)")
-                }
-                Event::Fenced { sessions_killed } => {
-                    format!("source read-only ({sessions_killed} app session(s) killed)")
-                }
-                Event::CaughtUp { position } => {
-                    format!("target applied everything up to the fence ({position})")
-                }
-                Event::Promoted { .. } => "target promoted and writable".to_owned(),
-                Event::ReverseReady => "reverse replication target -> source running".to_owned(),
-                Event::RollingBack { reason } => format!("FAILED: {reason}; unfencing the source"),
-            };
-            println!("  {ms:>9.1} ms  {name}: {what}");
-        }
-        events.push(json!({ "at_ms": ms, "detail": event }));
-    };
+    let mut log = EventLog::new(&pair.plan.name, output);
+    let mut on_event = |event: &Event| log.record(event, describe);
     let result = cutover::cutover(pair, &mut on_event).await;
+    let events = log.to_json();
     match result {
         Ok(r) => {
             if human {
@@ -213,7 +192,7 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
             }
             let mut v = serde_json::to_value(&r).unwrap_or_default();
             v["ok"] = json!(true);
-            v["events"] = json!(events);
+            v["events"] = events;
             (true, v)
         }
         Err(failed) => {
@@ -281,5 +260,23 @@ fn print_cleanup(c: &cleanup::Cleaned) {
     }
     if c.done.is_empty() {
         println!("  nothing of cutover's was left");
+    }
+}
+
+/// One line per cutover event, for people.
+fn describe(event: &Event) -> String {
+    match event {
+        Event::GatePassed { lag_ms } => {
+            format!("gate passed (heartbeat lag {lag_ms:.1} ms)")
+        }
+        Event::Fenced { sessions_killed } => {
+            format!("source read-only ({sessions_killed} app session(s) killed)")
+        }
+        Event::CaughtUp { position } => {
+            format!("target applied everything up to the fence ({position})")
+        }
+        Event::Promoted { .. } => "target promoted and writable".to_owned(),
+        Event::ReverseReady => "reverse replication target -> source running".to_owned(),
+        Event::RollingBack { reason } => format!("FAILED: {reason}; unfencing the source"),
     }
 }

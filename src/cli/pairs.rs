@@ -113,3 +113,38 @@ where
         code
     })
 }
+
+/// A cutover's events: printed as they happen (human output, with the time since the start)
+/// and kept for the JSON document.
+pub struct EventLog {
+    began: std::time::Instant,
+    human: bool,
+    pair: String,
+    events: Vec<serde_json::Value>,
+}
+
+impl EventLog {
+    /// An empty log for `pair`.
+    pub fn new(pair: &str, output: Output) -> EventLog {
+        EventLog {
+            began: std::time::Instant::now(),
+            human: output == Output::Human,
+            pair: pair.to_owned(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Records one event; `describe` is only called for human output.
+    pub fn record<E: serde::Serialize>(&mut self, event: &E, describe: impl FnOnce(&E) -> String) {
+        let ms = self.began.elapsed().as_secs_f64() * 1000.0;
+        if self.human {
+            println!("  {ms:>9.1} ms  {}: {}", self.pair, describe(event));
+        }
+        self.events.push(json!({ "at_ms": ms, "detail": event }));
+    }
+
+    /// The events as a JSON array.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!(self.events)
+    }
+}

@@ -1,10 +1,8 @@
 //! `cutover pg ...`: PostgreSQL pairs, one after another; prints, never decides.
 
-use std::time::Instant;
-
 use serde_json::json;
 
-use super::pairs::{DbStep, run_pairs};
+use super::pairs::{DbStep, EventLog, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
 use crate::postgres::cutover::{self, Event, Rollback};
 use crate::postgres::preflight::{self, Severity};
@@ -203,35 +201,11 @@ fn print_status(s: &status::Status) {
 }
 
 async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    let began = Instant::now();
     let human = output == Output::Human;
-    let mut events = Vec::new();
-    let name = pair.plan.name.clone();
-    let mut on_event = |event: &Event| {
-        let ms = began.elapsed().as_secs_f64() * 1000.0;
-        if human {
-            let what = match event {
-                Event::GatePassed { lag_bytes } => {
-                    format!("gate passed (lag {})", bytes(*lag_bytes))
-                }
-                Event::Fenced { sessions_ended } => {
-                    format!("source fenced ({sessions_ended} app session(s) ended)")
-                }
-                Event::CaughtUp {
-                    fence_lsn,
-                    sequences,
-                } => format!(
-                    "target caught up exactly to the fence at {fence_lsn}; {sequences} sequence(s) set"
-                ),
-                Event::ReverseReady => "reverse replication target -> source ready".to_owned(),
-                Event::Promoted { .. } => "target promoted and writable".to_owned(),
-                Event::RollingBack { reason } => format!("FAILED: {reason}; rolling back"),
-            };
-            println!("  {ms:>9.1} ms  {name}: {what}");
-        }
-        events.push(json!({ "at_ms": ms, "detail": event }));
-    };
+    let mut log = EventLog::new(&pair.plan.name, output);
+    let mut on_event = |event: &Event| log.record(event, describe);
     let result = cutover::cutover(pair, &mut on_event).await;
+    let events = log.to_json();
     match result {
         Ok(r) => {
             if human {
@@ -260,7 +234,7 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
             }
             let mut v = serde_json::to_value(&r).unwrap_or_default();
             v["ok"] = json!(true);
-            v["events"] = json!(events);
+            v["events"] = events;
             (true, v)
         }
         Err(failed) => {
@@ -363,5 +337,26 @@ fn print_cleanup(r: &cleanup::CleanupReport) {
     }
     for line in &r.kept {
         println!("  kept: {line}");
+    }
+}
+
+/// One line per cutover event, for people.
+fn describe(event: &Event) -> String {
+    match event {
+        Event::GatePassed { lag_bytes } => {
+            format!("gate passed (lag {})", bytes(*lag_bytes))
+        }
+        Event::Fenced { sessions_ended } => {
+            format!("source fenced ({sessions_ended} app session(s) ended)")
+        }
+        Event::CaughtUp {
+            fence_lsn,
+            sequences,
+        } => format!(
+            "target caught up exactly to the fence at {fence_lsn}; {sequences} sequence(s) set"
+        ),
+        Event::ReverseReady => "reverse replication target -> source ready".to_owned(),
+        Event::Promoted { .. } => "target promoted and writable".to_owned(),
+        Event::RollingBack { reason } => format!("FAILED: {reason}; rolling back"),
     }
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cutover_providers::RecordType;
 use serde::Serialize;
 
 use super::Target;
@@ -14,6 +15,9 @@ use super::probe::{self, Question, Served};
 pub struct Row {
     /// `name TYPE`.
     pub record: String,
+    /// The question asked: record name and type.
+    #[serde(skip)]
+    pub question: (String, RecordType),
     /// Server as shown to people.
     pub server: String,
     /// Where queries go.
@@ -60,9 +64,11 @@ pub fn rows(targets: &[Target<'_>]) -> Vec<Row> {
     let mut rows = Vec::new();
     for target in targets {
         let wanted = target.wanted(target.plan.cutover_ttl).values;
+        let question = (target.plan.name.clone(), target.plan.record_type);
         for server in &target.servers {
             rows.push(Row {
                 record: target.label(),
+                question: question.clone(),
                 server: server.to_string(),
                 addr: server.addr,
                 resolver: false,
@@ -74,6 +80,7 @@ pub fn rows(targets: &[Target<'_>]) -> Vec<Row> {
         for addr in &target.resolvers {
             rows.push(Row {
                 record: target.label(),
+                question: question.clone(),
                 server: format!("{addr} (resolver)"),
                 addr: *addr,
                 resolver: true,
@@ -96,24 +103,14 @@ pub async fn wait(
 ) -> Outcome {
     let start = tokio::time::Instant::now();
     let mut rows = rows(targets);
-    let record_of: Vec<(String, cutover_providers::RecordType)> = rows
-        .iter()
-        .map(|r| {
-            let target = targets
-                .iter()
-                .find(|t| t.label() == r.record)
-                .expect("row of a target");
-            (target.plan.name.clone(), target.plan.record_type)
-        })
-        .collect();
     loop {
         let pending: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].done()).collect();
         let questions: Vec<Question> = pending
             .iter()
             .map(|&i| {
                 Question::new(
-                    &record_of[i].0,
-                    record_of[i].1,
+                    &rows[i].question.0,
+                    rows[i].question.1,
                     rows[i].addr,
                     rows[i].resolver,
                 )

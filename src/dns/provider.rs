@@ -1,4 +1,8 @@
-//! Builds the provider adapter a `[[dns]]` record names, reading its credential.
+//! Builds the provider adapter a `[[dns]]` record names, reading its credential; records with
+//! the same provider settings share one adapter (one HTTP client, one zone-id lookup).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use cutover_providers::route53::AwsKeys;
 use cutover_providers::{
@@ -9,6 +13,25 @@ use cutover_providers::{
 use super::{DnsError, label};
 use crate::plan::{DnsRecord, Provider};
 use crate::secret::{Secret, SecretRef};
+
+/// Adapters built so far, by provider settings.
+#[derive(Default)]
+pub struct Providers(Mutex<HashMap<String, Arc<dyn DnsProvider>>>);
+
+impl Providers {
+    /// The adapter for `record.provider`, built on first use.
+    pub fn get(&self, record: &DnsRecord) -> Result<Arc<dyn DnsProvider>, DnsError> {
+        // The settings name secrets by env/file only, so the key holds no secret.
+        let key = serde_json::to_string(&record.provider).unwrap_or_default();
+        let mut built = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(adapter) = built.get(&key) {
+            return Ok(adapter.clone());
+        }
+        let adapter: Arc<dyn DnsProvider> = Arc::from(build(record)?);
+        built.insert(key, adapter.clone());
+        Ok(adapter)
+    }
+}
 
 /// The adapter for `record.provider`, with its credential read from env or file.
 pub fn build(record: &DnsRecord) -> Result<Box<dyn DnsProvider>, DnsError> {

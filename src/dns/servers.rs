@@ -2,6 +2,7 @@
 //! names looked up through a resolver and expanded to every IPv4 and IPv6 address.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use cutover_providers::{DnsProvider, RecordSet, fqdn, wire};
 use hickory_resolver::TokioResolver;
@@ -13,7 +14,8 @@ use hickory_resolver::proto::rr::{RData, RecordType as WireType};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use super::{DnsError, label, provider};
+use super::provider::Providers;
+use super::{DnsError, label};
 use crate::plan::DnsRecord;
 
 /// One address of one authoritative server.
@@ -35,12 +37,14 @@ impl std::fmt::Display for AuthServer {
     }
 }
 
-/// Finds zones and nameservers through a recursive resolver, built on first use so plans that
-/// list their zone and nameservers never touch the system resolver.
+/// What resolving records needs: zones and nameservers found through a recursive resolver
+/// (built on first use, so plans that list their zone and nameservers never touch the system
+/// resolver), and the provider adapters, built once per distinct provider.
 pub struct Discovery {
     resolver_addr: Option<SocketAddr>,
     ns_port: u16,
     resolver: OnceCell<TokioResolver>,
+    providers: Providers,
 }
 
 impl Discovery {
@@ -50,6 +54,7 @@ impl Discovery {
             resolver_addr: None,
             ns_port: 53,
             resolver: OnceCell::new(),
+            providers: Providers::default(),
         }
     }
 
@@ -59,6 +64,7 @@ impl Discovery {
             resolver_addr: Some(resolver),
             ns_port,
             resolver: OnceCell::new(),
+            providers: Providers::default(),
         }
     }
 
@@ -173,7 +179,7 @@ pub struct Target<'p> {
     /// Zone (lowercase, no trailing dot).
     pub zone: String,
     /// The provider adapter.
-    pub provider: Box<dyn DnsProvider>,
+    pub provider: Arc<dyn DnsProvider>,
     /// Every address of every authoritative server.
     pub servers: Vec<AuthServer>,
     /// Recursive resolvers that must also serve the new value.
@@ -193,7 +199,7 @@ impl<'p> Target<'p> {
             record: record.clone(),
             detail,
         };
-        let provider = provider::build(plan)?;
+        let provider = discovery.providers.get(plan)?;
         let zone = match &plan.zone {
             Some(zone) => fqdn(zone),
             None => discovery

@@ -1,6 +1,7 @@
 //! `dns update`: refuse before the earliest safe cutover time (unless forced, which is logged),
 //! then set every record to the plan's values through its provider.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use cutover_providers::RecordSet;
@@ -59,7 +60,8 @@ pub struct UpdateReport {
 }
 
 /// Checks every target first (nothing is switched unless all may be, or `force`), then
-/// switches them one by one. Forced switches are logged in `events.jsonl`.
+/// switches them, in one change per provider and zone where the API allows it. Forced switches
+/// are logged in `events.jsonl`.
 pub async fn update_all(
     targets: &[Target<'_>],
     states: &StateDir,
@@ -84,7 +86,8 @@ pub async fn update_all(
         };
         plans.push((target, state, forced));
     }
-    let mut reports = Vec::new();
+    // What each record has now, and what it must have.
+    let mut switches = Vec::new();
     for (target, state, forced) in plans {
         let plan = target.plan;
         let ttl = state.as_ref().map_or(plan.cutover_ttl, |s| s.lowered_ttl);
@@ -93,21 +96,45 @@ pub async fn update_all(
             .read(&target.zone, &plan.name, plan.record_type)
             .await
             .map_err(|e| target.provider_error(e))?;
-        let wanted = target.wanted(ttl);
-        if previous.as_ref() != Some(&wanted) {
-            target
-                .provider
-                .replace(&target.zone, &wanted)
-                .await
-                .map_err(|e| target.provider_error(e))?;
+        switches.push((target, state, forced, previous, target.wanted(ttl)));
+    }
+    // One change per provider and zone where the API takes many record sets at once.
+    let mut changes: Vec<(&Target<'_>, Vec<RecordSet>)> = Vec::new();
+    for (target, _, _, previous, wanted) in &switches {
+        if previous.as_ref() == Some(wanted) {
+            continue;
         }
+        match changes
+            .iter_mut()
+            .find(|(t, _)| Arc::ptr_eq(&t.provider, &target.provider) && t.zone == target.zone)
+        {
+            Some((_, sets)) => sets.push(wanted.clone()),
+            None => changes.push((*target, vec![wanted.clone()])),
+        }
+    }
+    for (target, sets) in &changes {
+        target
+            .provider
+            .replace_many(&target.zone, sets)
+            .await
+            .map_err(|source| DnsError::Provider {
+                record: sets
+                    .iter()
+                    .map(|s| format!("{} {}", s.name, s.record_type))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source,
+            })?;
+    }
+    let mut reports = Vec::new();
+    for (target, state, forced, previous, wanted) in switches {
         if let Some(mut state) = state {
             state.updated_at = Some(SystemTime::now());
             states.save(&state)?;
         }
         states.log_event(
             "updated",
-            serde_json::json!({"record": target.label(), "values": wanted.values, "ttl": ttl,
+            serde_json::json!({"record": target.label(), "values": wanted.values, "ttl": wanted.ttl,
                 "previous": previous.as_ref().map(|p| &p.values)}),
         )?;
         reports.push(UpdateReport {
