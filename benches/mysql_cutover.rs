@@ -15,6 +15,7 @@ use common::{Run, arg, print_header, print_run, print_summary, runtime};
 
 use std::time::{Duration, Instant};
 
+use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig, TABLE_SQL};
 use cutover::lab::{LabDir, MariaDb, Supervision};
 use cutover::mysql::cutover::{self as my_cutover, Event};
@@ -59,7 +60,7 @@ async fn one_run(i: u32, rate: u32) -> Run {
         )
     };
     let text = format!(
-        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[mysql]]\nname = \"app\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n",
+        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[mysql]]\nname = \"app\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{PLAN_EXEMPT_USERS}\n",
         dir.path().join("state").display(),
         endpoint(&source),
         endpoint(&target)

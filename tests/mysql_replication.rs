@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyLedger, MyWriter, MyWriterConfig, TABLE_SQL};
 use cutover::lab::{LabDir, MariaDb, Supervision};
 use cutover::mysql::cutover::{self as my_cutover, Event, Rollback};
@@ -61,7 +62,7 @@ impl Fixture {
         };
         let text = format!(
             "[migration]\nname = \"my-test\"\nstate_dir = \"/tmp/cutover-my-test-state\"\n\n\
-             [[mysql]]\nname = \"app-db\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{extra}\n",
+             [[mysql]]\nname = \"app-db\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{PLAN_EXEMPT_USERS}\n{extra}\n",
             endpoint(&self.source),
             endpoint(&self.target)
         );

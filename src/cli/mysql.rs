@@ -181,8 +181,24 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                     "pair {}: cut over. Writes were unavailable for {:.1} ms (fence {:.1}, catch-up {:.1}, promotion {:.1}).",
                     r.pair, r.write_unavailable_ms, r.fence_ms, r.catchup_ms, r.promote_ms
                 );
+                for w in &r.warnings {
+                    println!("  warning: {w}");
+                }
+                match (r.old_primary_clean, &r.old_primary_position) {
+                    (Some(true), _) => println!(
+                        "  checked: the old primary took no write after the fence (its position is still {})",
+                        r.position
+                    ),
+                    (Some(false), Some(now)) => eprintln!(
+                        "  WRITES LOST: the old primary's position moved from {} (fence) to {now} after the fence; those writes are not on the new primary. Find them in its binlog (mariadb-binlog/mysqlbinlog) and apply them by hand",
+                        r.position
+                    ),
+                    _ => println!(
+                        "  NOT CHECKED whether the old primary took writes after the fence (see the warning above)"
+                    ),
+                }
                 println!(
-                    "  the source stays read-only; `cutover mysql cleanup` removes replication objects when you are done{}",
+                    "  the source stays read-only and its app accounts locked; `cutover mysql cleanup` removes replication objects when you are done{}",
                     if r.reverse_replication {
                         " (including the reverse replication keeping it current)"
                     } else {
@@ -190,10 +206,11 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                     }
                 );
             }
+            let ok = r.old_primary_clean != Some(false);
             let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(true);
+            v["ok"] = json!(ok);
             v["events"] = events;
-            (true, v)
+            (ok, v)
         }
         Err(failed) => {
             if human {

@@ -222,9 +222,21 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                 for w in &r.warnings {
                     println!("  warning: {w}");
                 }
+                match (&r.old_primary_audit, r.old_primary_clean()) {
+                    (Some(a), Some(true)) => println!(
+                        "  checked: the old primary took no write after the fence (its WAL decoded from {}); its app roles stay blocked",
+                        a.from_lsn
+                    ),
+                    (Some(a), _) => eprintln!(
+                        "  WRITES LOST: {}. The new primary is live; copy these rows over by hand, and fence or exempt the role that wrote them",
+                        a.describe()
+                    ),
+                    (None, _) => println!(
+                        "  NOT CHECKED whether the old primary took writes after the fence (see the warning above); its app roles stay blocked"
+                    ),
+                }
                 println!(
-                    "  the source's app roles stay blocked so nothing writes to the old primary; \
-                     `cutover pg cleanup` removes replication objects when you are done{}",
+                    "  `cutover pg cleanup` removes replication objects when you are done{}",
                     if r.reverse_replication {
                         " (including the reverse replication that keeps the old primary current)"
                     } else {
@@ -232,10 +244,12 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                     }
                 );
             }
+            // Promoted, but writes the new primary lacks are a failed verification.
+            let ok = r.old_primary_clean() != Some(false);
             let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(true);
+            v["ok"] = json!(ok);
             v["events"] = events;
-            (true, v)
+            (ok, v)
         }
         Err(failed) => {
             if human {

@@ -15,6 +15,11 @@ use crate::secret::Secret;
 /// The administrative user the lab creates, reachable over TCP with a password.
 pub const ADMIN_USER: &str = "cutover";
 
+/// The plan line every lab MariaDB pair needs: mariadb-install-db's `root@localhost` holds
+/// `ALL PRIVILEGES` (so it can write the app's database) but logs in only over the socket as
+/// the system's root; the lab never uses it after bootstrap, and the plan says so.
+pub const PLAN_EXEMPT_USERS: &str = "exempt_users = { root = \"socket-only local admin (mariadb-install-db); the app never uses it\" }";
+
 /// A running lab MariaDB server.
 pub struct MariaDb {
     /// Name, e.g. `maria-source`.

@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use app::prepare as prepare_app;
 pub use bind::Bind;
 pub use env::{LabDir, find_program, free_port, random_token};
-pub use mariadb::MariaDb;
+pub use mariadb::{MariaDb, PLAN_EXEMPT_USERS};
 pub use plan::{APP, APP_RECORD_TTL, lab_plan_toml};
 pub use postgres::Postgres;
 pub use powerdns::PowerDns;

@@ -2,7 +2,7 @@
 
 use super::Lab;
 use super::bind;
-use super::mariadb::ADMIN_USER;
+use super::mariadb::{ADMIN_USER, PLAN_EXEMPT_USERS};
 use super::postgres::SUPERUSER;
 
 /// Name of the application database, roles and users the lab creates.
@@ -67,6 +67,7 @@ source = {my_source}
 target = {my_target}
 databases = ["{APP}"]
 app_users = ["{APP}"]
+{PLAN_EXEMPT_USERS}
 reverse_replication = true
 
 [[files]]

@@ -1,10 +1,11 @@
 //! `mysql cutover`: the write-unavailability window, top to bottom (DESIGN §5).
 //!
 //! 1. Gate: replica threads running, a heartbeat written now reaches the target within
-//!    `max_lag`.
-//! 2. Fence: the source goes read-only (`super_read_only` / MariaDB `read_only`) under a short
-//!    `lock_wait_timeout`, so a stuck commit fails the fence instead of hanging it; then every
-//!    session of the app users is killed.
+//!    `max_lag`, and no account outside the fence (and its exemptions) able to write.
+//! 2. Fence: the app users' accounts are locked (outside the binlog), the source goes read-only
+//!    (`super_read_only` / MariaDB `read_only`) under a short `lock_wait_timeout`, so a stuck
+//!    commit fails the fence instead of hanging it; then the app users' sessions are killed
+//!    until none is left. The lock is what stops a user `read_only` does not bind.
 //! 3. Position: read on the source **after** the fence holds (GTIDs, or file/position).
 //! 4. Exact catch-up: the dialect's wait function on the target, bounded by `catchup_timeout`.
 //! 5. Promote: stop the replica, forget its configuration and filter, make the target
@@ -20,7 +21,7 @@ use serde::Serialize;
 
 use super::dialect::{SourceSpec, StartAt};
 use super::start::{configure_replica, create_replication_user, random_password, wait_running};
-use super::{Db, MyError, Pair, heartbeat};
+use super::{Db, MyError, Pair, heartbeat, writers};
 
 /// Seconds the fence waits for a lock (a running commit) before failing.
 const FENCE_LOCK_WAIT_SECONDS: u32 = 5;
@@ -75,6 +76,13 @@ pub struct CutoverReport {
     pub position: String,
     /// Whether reverse replication runs.
     pub reverse_replication: bool,
+    /// Problems after the point of no return that need a hand.
+    pub warnings: Vec<String>,
+    /// The old primary's own position read after promotion (`None`: could not be read).
+    pub old_primary_position: Option<String>,
+    /// `Some(true)` when the old primary's position is still the fence position (nothing
+    /// wrote there after the fence), `Some(false)` when it moved, `None` when unchecked.
+    pub old_primary_clean: Option<bool>,
 }
 
 /// What a failed cutover left behind.
@@ -131,6 +139,30 @@ pub async fn kill_sessions(db: &mut Db, users: &[String]) -> Result<usize, MyErr
         }
     }
     Ok(killed)
+}
+
+/// Longest wait for the app sessions to be gone after the fence.
+const SESSION_EXIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Kills the sessions of `users` until none is left (a session that was logging in while the
+/// account was locked is caught by the next round); returns how many were killed.
+async fn end_sessions(db: &mut Db, users: &[String]) -> Result<usize, MyError> {
+    let deadline = Instant::now() + SESSION_EXIT_LIMIT;
+    let mut killed = 0;
+    loop {
+        killed += kill_sessions(db, users).await?;
+        let left = writers::sessions(db, users).await?;
+        if left == 0 {
+            return Ok(killed);
+        }
+        if Instant::now() >= deadline {
+            return Err(MyError::Timeout {
+                what: format!("{}: {left} app session(s) to end after KILL", db.label),
+                after: SESSION_EXIT_LIMIT,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// A server's own position: executed GTIDs, or `file:position` of its binary log.
@@ -251,7 +283,44 @@ pub async fn cutover(
             pair.plan.name, pair.plan.max_lag
         ))));
     };
+    // The fence holds only for the accounts it locks (DESIGN §5): refuse while another
+    // account could keep writing to the old primary.
+    let accounts = writers::accounts(&mut source, &pair.plan.databases)
+        .await
+        .map_err(not_needed)?;
+    let scope = writers::scope(
+        &accounts,
+        &pair.plan.app_users,
+        &pair.plan.exempt_users,
+        &pair.plan.privileged_app_users,
+        &pair.plan.source.user,
+        &pair.replication_user(),
+    );
+    if !scope.unfenced.is_empty() || !scope.privileged_app.is_empty() {
+        let mut why = Vec::new();
+        if !scope.unfenced.is_empty() {
+            why.push(format!(
+                "accounts that can write are neither app users nor exempt: {} (add them to `app_users` or `exempt_users`)",
+                writers::list(&scope.unfenced)
+            ));
+        }
+        if !scope.privileged_app.is_empty() {
+            why.push(format!(
+                "app users hold a privilege read_only does not bind: {} (narrow their grants, or list them in `privileged_app_users`)",
+                writers::list(&scope.privileged_app)
+            ));
+        }
+        return Err(not_needed(MyError::Refused(format!(
+            "{}: {}; nothing was changed",
+            pair.plan.name,
+            why.join("; ")
+        ))));
+    }
     on_event(&Event::GatePassed { lag_ms: ms(lag) });
+    let to_lock = writers::prepare_lock(&mut source, &pair.plan.app_users, &pair.plan.name)
+        .await
+        .map_err(not_needed)?;
+    let lock_sql = writers::lock_sql(&to_lock);
 
     // 2-5 with unfencing on failure.
     let t0 = Instant::now();
@@ -262,10 +331,14 @@ pub async fn cutover(
                 &format!("SET SESSION lock_wait_timeout = {FENCE_LOCK_WAIT_SECONDS}"),
             )
             .await?;
+        // Locked first: a killed app session cannot log in again, whatever its privileges.
+        if let Some(sql) = &lock_sql {
+            source.run("lock the app accounts", sql).await?;
+        }
         source
             .run("fence the source (read-only)", source.dialect.fence())
             .await?;
-        let killed = kill_sessions(&mut source, &pair.plan.app_users).await?;
+        let killed = end_sessions(&mut source, &pair.plan.app_users).await?;
         let fenced = t0.elapsed();
         on_event(&Event::Fenced {
             sessions_killed: killed,
@@ -280,7 +353,7 @@ pub async fn cutover(
     };
     let (fenced, caught_up, position) = match window.await {
         Ok(done) => done,
-        Err(error) => return Err(unfence(&mut source, error, on_event).await),
+        Err(error) => return Err(unfence(&mut source, &pair.plan.name, error, on_event).await),
     };
     let promoted_at = match promote(&mut target, gtid).await {
         Ok(at) => at,
@@ -298,13 +371,32 @@ pub async fn cutover(
                     rollback: Rollback::AfterPromotion,
                 });
             }
-            return Err(unfence(&mut source, error, on_event).await);
+            return Err(unfence(&mut source, &pair.plan.name, error, on_event).await);
         }
     };
     let unavailable = t0.elapsed();
     on_event(&Event::Promoted {
         write_unavailable_ms: ms(unavailable),
     });
+    // The old primary's app accounts stay locked: nothing may write there any more.
+    let mut warnings = Vec::new();
+    // Proof that nothing wrote to the old primary after the fence: its own binlog position
+    // (GTIDs, or file:position) has not moved since it was read under the fence. Cutover's
+    // own statements there since are kept out of the binlog.
+    let old_primary_position = match source_position(&mut source, gtid).await {
+        Ok(now) => Some(now),
+        Err(e) => {
+            warnings.push(format!(
+                "could not check that the old primary took no writes after the fence: {e}"
+            ));
+            None
+        }
+    };
+    if let Err(e) = writers::keep_locked(&mut source, &pair.plan.name).await {
+        warnings.push(format!(
+            "could not record the old primary's app accounts as locked for good ({e}); they stay locked, but a rollback tool could unlock them"
+        ));
+    }
 
     // 6. Reverse replication, outside the window.
     if pair.plan.reverse_replication {
@@ -350,14 +442,18 @@ pub async fn cutover(
         fence_ms: ms(fenced),
         catchup_ms: ms(caught_up - fenced),
         promote_ms: ms(unavailable - caught_up),
-        position,
+        old_primary_clean: old_primary_position.as_ref().map(|now| *now == position),
         reverse_replication: pair.plan.reverse_replication,
+        old_primary_position,
+        position,
+        warnings,
     })
 }
 
 /// Unfences the source after a failure before promotion.
 async fn unfence(
     source: &mut Db,
+    pair_name: &str,
     error: MyError,
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> CutoverFailed {
@@ -365,15 +461,21 @@ async fn unfence(
         reason: error.to_string(),
     });
     let sql = source.dialect.unfence();
-    match source.run("unfence the source", sql).await {
+    let unfenced = match source.run("unfence the source", sql).await {
+        Ok(()) => writers::unlock(source, &pair_name).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match unfenced {
         Ok(()) => CutoverFailed {
             error,
             rollback: Rollback::Unfenced,
         },
         Err(e) => CutoverFailed {
             error: MyError::Refused(format!(
-                "{error}; unfencing the source also failed ({e}): run `{sql}` on {} now",
-                source.label
+                "{error}; unfencing the source also failed ({e}): run `{sql}` on {} now, then ALTER USER ... ACCOUNT UNLOCK for the accounts in `{}`.`{}` (pair {pair_name})",
+                source.label,
+                super::HEARTBEAT_DB,
+                writers::LOCK_TABLE
             )),
             rollback: Rollback::UnfenceFailed,
         },

@@ -6,6 +6,7 @@
 //! - [`snapshot`]: `mariadb-dump`/`mysqldump --single-transaction` streamed into the target.
 //! - [`start`]: replication user, heartbeat table, snapshot, replica configured and started.
 //! - [`heartbeat`]: the pt-heartbeat compatible table and the measured lag.
+//! - [`writers`]: who can write (fence scope), and the account lock that makes the fence hold.
 //! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
 
 pub mod cleanup;
@@ -18,6 +19,7 @@ pub mod snapshot;
 pub mod start;
 pub mod status;
 pub mod verify;
+pub mod writers;
 
 pub use db::{Db, MyError, Server};
 

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::dialect::{Dialect, Flavour, ident};
-use super::{Db, MyError, Pair};
+use super::{Db, MyError, Pair, writers};
 use crate::plan::GtidMode;
 
 /// How bad a finding is.
@@ -114,6 +114,69 @@ async fn tables(db: &mut Db, databases: &[String]) -> Result<(Vec<String>, Vec<S
         }
     }
     Ok((all, keyless))
+}
+
+/// Every account that can write the plan's databases must be an app user (locked and killed
+/// at the fence) or exempted with a reason; app users that bypass `read_only` must be accepted
+/// by name.
+async fn fence_scope(c: &mut Collector, pair: &Pair, source: &mut Db) -> Result<(), MyError> {
+    let plan = &pair.plan;
+    let accounts = writers::accounts(source, &plan.databases).await?;
+    let scope = writers::scope(
+        &accounts,
+        &plan.app_users,
+        &plan.exempt_users,
+        &plan.privileged_app_users,
+        &plan.source.user,
+        &pair.replication_user(),
+    );
+    for a in &scope.unfenced {
+        let how = if a.bypasses_read_only {
+            "holds a privilege read_only does not bind"
+        } else {
+            "can write the replicated databases"
+        };
+        c.add(
+            source,
+            Severity::Error,
+            format!(
+                "account {} {how} but is not in `app_users`: whatever it writes after the fence is lost",
+                a.sql()
+            ),
+            format!(
+                "add \"{0}\" to `app_users` (its account is then locked at the fence), or REVOKE its write privileges, or, if its writes do not matter, exempt it with a reason: exempt_users = {{ {0} = \"why\" }}",
+                a.user
+            ),
+        );
+    }
+    for a in &scope.privileged_app {
+        c.add(
+            source,
+            Severity::Error,
+            format!(
+                "app user {} holds {} (ALL PRIVILEGES ON *.* includes it), so `read_only` does not stop its writes",
+                a.sql(),
+                writers::bypass_privileges(source.flavour, source.version).join(" / ")
+            ),
+            format!(
+                "grant it only what the app needs (REVOKE ALL PRIVILEGES, GRANT OPTION FROM {0}; GRANT ALL ON `db`.* TO {0}), or accept that the fence stops it by locking its account and killing its sessions: privileged_app_users = [\"{1}\"]",
+                a.sql(),
+                a.user
+            ),
+        );
+    }
+    for (a, reason) in &scope.exempt {
+        c.add(
+            source,
+            Severity::Warning,
+            format!(
+                "account {} can write but is exempt from the fence: {reason}",
+                a.sql()
+            ),
+            "its writes after the fence would not reach the new primary; the plan accepts that",
+        );
+    }
+    Ok(())
 }
 
 /// Whether this target already replicates from this source for this pair.
@@ -286,6 +349,9 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             c.add(target, Severity::Error, format!("the target already has tables in the replicated databases: {}", on_target.join(", ")), "drop those databases on the target (start copies them), or point the plan at an empty server");
         }
     }
+
+    // Fence scope: who else can write, and app users read_only does not bind.
+    fence_scope(&mut c, pair, source).await?;
 
     // Time zone and character set.
     for name in [

@@ -4,6 +4,7 @@
 //! Secrets are never values here: only the name of an environment variable (`*_env`) or the path
 //! of a file (`*_file`) that holds them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -154,6 +155,10 @@ pub struct PostgresPair {
     /// Roles the application writes as; they are fenced on the source at cutover.
     #[serde(default)]
     pub app_roles: Vec<String>,
+    /// Roles that can write the replicated tables but are deliberately not fenced, each with
+    /// the reason its writes after the cutover do not matter (`{ reporting = "read-only job" }`).
+    #[serde(default)]
+    pub exempt_roles: BTreeMap<String, String>,
     /// Tables to replicate (`schema.table`); empty means every table.
     #[serde(default)]
     pub tables: Vec<String>,
@@ -237,9 +242,19 @@ pub struct MysqlPair {
     /// Port the target server uses to reach the source (defaults to `source.port`).
     #[serde(default)]
     pub replication_port: Option<u16>,
-    /// Users the application connects as; their sessions are killed at the fence.
+    /// Users the application connects as; their accounts are locked and their sessions
+    /// killed at the fence.
     #[serde(default)]
     pub app_users: Vec<String>,
+    /// Users that can write the replicated databases but are deliberately not fenced, each
+    /// with the reason their writes after the cutover do not matter.
+    #[serde(default)]
+    pub exempt_users: BTreeMap<String, String>,
+    /// App users that hold a privilege `read_only` does not bind (`READ_ONLY ADMIN`, `SUPER`
+    /// before MariaDB 10.11, `ALL PRIVILEGES ON *.*`), accepted because the fence locks their
+    /// accounts and kills their sessions.
+    #[serde(default)]
+    pub privileged_app_users: Vec<String>,
     /// GTID or file/position replication.
     #[serde(default)]
     pub gtid: GtidMode,

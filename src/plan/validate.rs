@@ -54,6 +54,42 @@ impl Checker<'_> {
             .push(self.src.problem(display_path(&at.0), span, message, fix));
     }
 
+    /// `exempt_roles` / `exempt_users`: every entry needs a reason, and none may also be fenced
+    /// or be cutover's own login.
+    fn exemptions(
+        &mut self,
+        at: &KeyPath,
+        exempt: &std::collections::BTreeMap<String, String>,
+        fenced: &[String],
+        fenced_key: &str,
+        own: [&str; 2],
+    ) {
+        for (name, reason) in exempt {
+            let key = at.k(name);
+            if reason.trim().is_empty() {
+                self.fail(
+                    &key,
+                    format!("`{name}` is exempted from the fence without a reason"),
+                    format!("say why its writes after the cutover do not matter, e.g. `{name} = \"reads only; its grants are a leftover\"`"),
+                );
+            }
+            if fenced.contains(name) {
+                self.fail(
+                    &key,
+                    format!("`{name}` is both fenced (`{fenced_key}`) and exempt"),
+                    format!("keep it in one of `{fenced_key}` and the exemptions"),
+                );
+            }
+            if own.contains(&name.as_str()) {
+                self.fail(
+                    &key,
+                    format!("`{name}` is the login cutover itself uses; it needs no exemption"),
+                    "remove it from the exemptions",
+                );
+            }
+        }
+    }
+
     fn name(&mut self, at: &KeyPath, value: &str, what: &str) {
         let ok_chars = value
             .chars()
@@ -215,6 +251,13 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
                 );
             }
         }
+        c.exemptions(
+            &at.k("exempt_roles"),
+            &pair.exempt_roles,
+            &pair.app_roles,
+            "app_roles",
+            [&pair.source.user, &pair.target.user],
+        );
         for (j, table) in pair.tables.iter().enumerate() {
             let parts: Vec<&str> = table.split('.').collect();
             let well_formed = parts.len() <= 2
@@ -284,6 +327,22 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
                 "no application users are listed, so their sessions cannot be ended at the fence",
                 "list the users your application connects as, e.g. `app_users = [\"app\"]`",
             );
+        }
+        c.exemptions(
+            &at.k("exempt_users"),
+            &pair.exempt_users,
+            &pair.app_users,
+            "app_users",
+            [&pair.source.user, &pair.target.user],
+        );
+        for (j, user) in pair.privileged_app_users.iter().enumerate() {
+            if !pair.app_users.contains(user) {
+                c.fail(
+                    &at.k("privileged_app_users").i(j),
+                    format!("`{user}` is not in `app_users`, so the fence would not lock it"),
+                    format!("add `{user}` to `app_users` too"),
+                );
+            }
         }
         if pair.catchup_timeout.is_zero() {
             c.fail(

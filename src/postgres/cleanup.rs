@@ -48,23 +48,33 @@ pub async fn drop_subscription(db: &Db, name: &str) -> Result<SubscriptionDrop, 
         Ok(()) => Ok(SubscriptionDrop::Dropped),
         Err(e) => {
             tracing::warn!(error = %e, "dropping the subscription with its slot failed; detaching it");
-            let name = ident(name);
-            for (context, sql) in [
-                (
-                    "disable the subscription",
-                    format!("ALTER SUBSCRIPTION {name} DISABLE"),
-                ),
-                (
-                    "detach the subscription from its slot",
-                    format!("ALTER SUBSCRIPTION {name} SET (slot_name = NONE)"),
-                ),
-                ("drop the subscription", format!("DROP SUBSCRIPTION {name}")),
-            ] {
-                db.batch(context, &sql).await?;
-            }
+            detach_subscription(db, name).await?;
             Ok(SubscriptionDrop::DroppedSlotLeft)
         }
     }
+}
+
+/// Drops subscription `name` on this (subscriber) server without touching its slot on the
+/// publisher, which the caller audits and drops. The subscription must be disabled.
+pub async fn detach_subscription(db: &Db, name: &str) -> Result<(), PgError> {
+    if super::catalog::subscription(db, name).await?.is_none() {
+        return Ok(());
+    }
+    let name = ident(name);
+    for (context, sql) in [
+        (
+            "disable the subscription",
+            format!("ALTER SUBSCRIPTION {name} DISABLE"),
+        ),
+        (
+            "detach the subscription from its slot",
+            format!("ALTER SUBSCRIPTION {name} SET (slot_name = NONE)"),
+        ),
+        ("drop the subscription", format!("DROP SUBSCRIPTION {name}")),
+    ] {
+        db.batch(context, &sql).await?;
+    }
+    Ok(())
 }
 
 /// Drops replication slot `slot` if it exists, ending the walsender that holds it first.

@@ -1,7 +1,8 @@
 //! `pg cutover`: the write-unavailability window, top to bottom.
 //!
 //! 1. Gate: subscription running, every table copied, lag under `max_lag_bytes`, the target's
-//!    app roles still blocked, the source not already fenced.
+//!    app roles still blocked, the source not already fenced, and no role outside the fence
+//!    (and its exemptions) able to write the replicated tables.
 //! 2. Fence: app roles NOLOGIN on the source (one transaction), sessions drained, terminated,
 //!    and gone.
 //! 3. Exact catch-up: once the last app session is gone, a marker row is committed (and
@@ -12,8 +13,9 @@
 //!    with `copy_data = false`, before the target takes a single write.
 //! 5. Promote, in one target transaction: the forward subscription is disabled (no more
 //!    applying from the source) and the app roles get LOGIN back. The point of no return.
-//! 6. After the window: the forward subscription is dropped with its slot on the source, and the
-//!    source's fence is marked permanent (the old primary must not take writes).
+//! 6. After the window: the forward subscription lets go of its slot; the slot's unconfirmed
+//!    WAL is decoded to prove the old primary took no write after the fence (any is reported
+//!    as lost); the slot is dropped; the source's fence is marked permanent.
 //!
 //! Any failure in 2-5 rolls back: reverse replication removed, source unfenced.
 
@@ -21,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::cleanup::{self, SubscriptionDrop};
+use super::cleanup;
 use super::db::{Db, PgError, ident, qualified};
 use super::names::{MARKER_TABLE, SCHEMA};
 use super::start::{create_subscription, own_tables, publish};
-use super::{Pair, catalog, fence, sequences, status};
+use super::{Pair, catalog, fence, sequences, status, writers};
 
 /// Longest wait for terminated app sessions to exit.
 const SESSION_EXIT_LIMIT: Duration = Duration::from_secs(10);
@@ -83,6 +85,8 @@ pub enum Stage {
     Reverse,
     /// Disabling the subscription and unblocking the target's app roles.
     Promote,
+    /// Decoding what the old primary committed after the fence (after the window).
+    Audit,
     /// Dropping the forward subscription and its slot (after the window).
     DropSubscription,
 }
@@ -106,6 +110,17 @@ pub struct CutoverReport {
     pub write_unavailable_ms: f64,
     /// Problems after the point of no return that need a hand (e.g. a slot left behind).
     pub warnings: Vec<String>,
+    /// What the old primary committed after the fence that was not replicated (decoded from
+    /// its WAL); `None` when it could not be checked (see `warnings`).
+    pub old_primary_audit: Option<writers::OldPrimaryAudit>,
+}
+
+impl CutoverReport {
+    /// `Some(true)` when the old primary was checked and took no write after the fence,
+    /// `Some(false)` when it took some (they are not on the new primary), `None` when unchecked.
+    pub fn old_primary_clean(&self) -> Option<bool> {
+        self.old_primary_audit.as_ref().map(|a| a.rows() == 0)
+    }
 }
 
 /// What happened to the source after a failure.
@@ -223,6 +238,34 @@ async fn gate(
             s.blocked_roles.source.join(", ")
         ));
     }
+    // The fence stops only the roles it lists (DESIGN §4): refuse while another role could
+    // keep writing to the old primary.
+    let (tables, _) = catalog::in_scope(catalog::tables(source).await?, &pair.plan.tables);
+    let exempt: Vec<String> = pair.plan.exempt_roles.keys().cloned().collect();
+    let unfenced = writers::unfenced_writers(
+        source,
+        &tables,
+        &pair.plan.app_roles,
+        &exempt,
+        &pair.plan.source.user,
+    )
+    .await?;
+    if !unfenced.is_empty() {
+        let roles: Vec<String> = unfenced.iter().map(|w| w.role.clone()).collect();
+        let sessions = writers::sessions_of(source, &roles).await?;
+        return refuse(format!(
+            "roles that can write the replicated tables are neither fenced nor exempt: {}{}; their writes after the fence would be lost. Add them to `app_roles` or `exempt_roles`",
+            roles.join(", "),
+            if sessions.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (connected now: {})",
+                    writers::describe_sessions(&sessions)
+                )
+            }
+        ));
+    }
     let target_roles = fence::blocked_state(target, &pair.names.pair).await?;
     let missing: Vec<&str> = pair
         .plan
@@ -296,7 +339,6 @@ impl Window<'_> {
             ident(&names.subscription),
             fence::unblock_statements(&names.pair, &self.target_roles)
         );
-        let token = marker_token();
 
         let started = Instant::now();
         fence::block(source, roles, &names.pair)
@@ -310,19 +352,43 @@ impl Window<'_> {
         events(&Event::Fenced { sessions_ended });
 
         // The WAL position read inside the marker's own transaction: after every app commit
-        // (their sessions are gone) and before the marker's commit record.
-        let fence_lsn: String = source
-            .query_one(
-                "commit the fence marker",
-                &format!(
-                    "INSERT INTO {marker} (token, pair) VALUES ($1, $2)
-                     RETURNING pg_current_wal_insert_lsn()::text"
-                ),
-                &[&token, &names.pair],
-            )
-            .await
-            .map_err(at(Stage::CatchUp))?
-            .get(0);
+        // (their sessions are gone) and before the marker's commit record. The same statement
+        // proves no fenced session is left at that point; one that finished logging in after
+        // the last termination is ended and the marker committed again.
+        let marker_sql = format!(
+            "INSERT INTO {marker} (token, pair) VALUES ($1, $2)
+             RETURNING pg_current_wal_insert_lsn()::text, {}",
+            writers::sessions_count_sql(3)
+        );
+        let mut attempts = 0;
+        let (token, fence_lsn) = loop {
+            let token = marker_token();
+            let row = source
+                .query_one(
+                    "commit the fence marker",
+                    &marker_sql,
+                    &[&token, &names.pair, roles],
+                )
+                .await
+                .map_err(at(Stage::CatchUp))?;
+            let (lsn, left): (String, i64) = (row.get(0), row.get(1));
+            if left == 0 {
+                break (token, lsn);
+            }
+            attempts += 1;
+            if attempts >= 5 {
+                return Err((
+                    Stage::Fence,
+                    PgError::Refused(format!(
+                        "{}: sessions of the app roles keep appearing after the fence ({left} at the last check)",
+                        source.server()
+                    )),
+                ));
+            }
+            fence::end_sessions(source, roles, Duration::ZERO, SESSION_EXIT_LIMIT)
+                .await
+                .map_err(at(Stage::Fence))?;
+        };
         let caught_up = async {
             let mut seen = false;
             loop {
@@ -403,6 +469,7 @@ impl Window<'_> {
             stages_ms: self.stages.clone(),
             write_unavailable_ms,
             warnings: Vec::new(),
+            old_primary_audit: None,
         })
     }
 
@@ -411,14 +478,25 @@ impl Window<'_> {
     async fn after(&mut self, report: &mut CutoverReport) {
         let names = &self.pair.names;
         let t = Instant::now();
-        match cleanup::drop_subscription(self.target, &names.subscription).await {
-            Ok(SubscriptionDrop::Dropped | SubscriptionDrop::Absent) => {}
-            Ok(SubscriptionDrop::DroppedSlotLeft) => report.warnings.push(format!(
-                "slot {} is still on the source and keeps WAL there: run `cutover pg cleanup`",
-                names.slot()
-            )),
-            Err(e) => report.warnings.push(format!(
+        // The subscription lets go of its slot, so the slot can be audited before it is dropped.
+        if let Err(e) = cleanup::detach_subscription(self.target, &names.subscription).await {
+            report.warnings.push(format!(
                 "the forward subscription could not be dropped ({e}): run `cutover pg cleanup`"
+            ));
+        }
+        match writers::audit_slot(self.source, names.slot(), &names.publication, SCHEMA).await {
+            Ok(audit) => report.old_primary_audit = Some(audit),
+            Err(e) => report.warnings.push(format!(
+                "could not check that the old primary took no writes after the fence: {e}"
+            )),
+        }
+        self.done(Stage::Audit, t);
+        let t = Instant::now();
+        match cleanup::drop_slot(self.source, names.slot()).await {
+            Ok(_) => {}
+            Err(e) => report.warnings.push(format!(
+                "slot {} is still on the source and keeps WAL there ({e}): run `cutover pg cleanup`",
+                names.slot()
             )),
         }
         self.done(Stage::DropSubscription, t);

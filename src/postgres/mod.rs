@@ -11,6 +11,8 @@
 //! - [`fence`]: blocking and unblocking the application roles (the write fence).
 //! - [`cutover`]: gate, fence, exact catch-up, sequences, reverse replication, promotion.
 //! - [`verify`]: row counts and checksums per primary-key chunk, source against target.
+//! - [`writers`]: who else can write the replicated tables (fence scope), and the audit that
+//!   proves the old primary took no writes after the fence.
 //! - [`cleanup`]: removing every object cutover created, on both servers.
 
 pub mod catalog;
@@ -25,6 +27,7 @@ pub mod sequences;
 pub mod start;
 pub mod status;
 pub mod verify;
+pub mod writers;
 
 use std::fmt;
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::catalog::{self, Table};
 use super::db::{Db, PgError, ident};
+use super::writers;
 use super::{Pair, Side};
 
 /// How serious a finding is.
@@ -345,6 +346,7 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
             }
         }
     }
+    fence_scope(&mut f, pair, source, &tables).await?;
     for (side, endpoint) in [
         (Side::Source, &pair.plan.source),
         (Side::Target, &pair.plan.target),
@@ -371,6 +373,71 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         already_started,
         versions,
     })
+}
+
+/// Every role that can log in to the source database and write a replicated table must be
+/// fenced or exempted by name: the fence stops only the roles it lists.
+async fn fence_scope(
+    f: &mut Findings<'_>,
+    pair: &Pair,
+    source: &Db,
+    tables: &[Table],
+) -> Result<(), PgError> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let plan = &pair.plan;
+    for w in writers::writers(source, tables).await? {
+        if plan.app_roles.contains(&w.role) || w.role == plan.source.user {
+            continue;
+        }
+        let how = if w.superuser {
+            "is a superuser".to_owned()
+        } else {
+            format!(
+                "can write {} of the replicated tables (e.g. {})",
+                w.tables, w.example_table
+            )
+        };
+        if let Some(reason) = plan.exempt_roles.get(&w.role) {
+            f.info(
+                Side::Source,
+                format!(
+                    "role `{}` {how} and is exempt from the fence: {reason}",
+                    w.role
+                ),
+                "its writes after the fence would not reach the new primary; the plan accepts that",
+            );
+            continue;
+        }
+        f.error(
+            Side::Source,
+            format!(
+                "role `{}` can log in and {how}, but the fence does not stop it: whatever it writes after the fence is lost",
+                w.role
+            ),
+            format!(
+                "add \"{0}\" to `app_roles` (it is then fenced too), or take its access away (ALTER ROLE {1} NOLOGIN; or REVOKE the grants), or, if its writes do not matter, exempt it with a reason: exempt_roles = {{ {0} = \"why\" }}",
+                w.role,
+                ident(&w.role)
+            ),
+        );
+    }
+    let existing = catalog::roles(
+        source,
+        &plan.exempt_roles.keys().cloned().collect::<Vec<_>>(),
+    )
+    .await?;
+    for role in plan.exempt_roles.keys() {
+        if !existing.iter().any(|(name, _)| name == role) {
+            f.warning(
+                Side::Source,
+                format!("exempt role `{role}` does not exist"),
+                "correct or remove it in `exempt_roles`",
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn publisher_capacity(
