@@ -97,6 +97,7 @@ async fn one_run(dir: &LabDir, source: &Postgres, target: &Postgres, i: u32, rat
         target: app(target),
         rate,
         tasks: 2,
+        first_task: 0,
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut from, mut to) = (None, None);

@@ -62,8 +62,14 @@ impl Fixture {
                 pg.password_file.display()
             )
         };
+        // `extra` may set its own `app_roles`.
+        let roles = if extra.contains("app_roles") {
+            ""
+        } else {
+            "app_roles = [\"app\"]\n"
+        };
         let text = format!(
-            "[migration]\nname = \"t\"\nstate_dir = \"{}\"\n\n[[postgres]]\nname = \"app-pg\"\nsource = {}\ntarget = {}\napp_roles = [\"app\"]\ncopy_schema = true\n{extra}\n",
+            "[migration]\nname = \"t\"\nstate_dir = \"{}\"\n\n[[postgres]]\nname = \"app-pg\"\nsource = {}\ntarget = {}\n{roles}copy_schema = true\n{extra}\n",
             self.dir.path().join("state").display(),
             endpoint(&self.source),
             endpoint(&self.target),
@@ -88,6 +94,7 @@ impl Fixture {
             target: self.app_config(&self.target),
             rate,
             tasks: 2,
+            first_task: 0,
         });
         tokio::time::sleep(warm_up).await;
         writer
@@ -389,4 +396,231 @@ async fn target_lost_during_catch_up_leaves_source_writable() {
         after_rollback > 0,
         "no commits on the source after the rollback"
     );
+}
+
+/// Runs `sql` as the superuser on `pg`'s `app` database.
+async fn as_superuser(pg: &Postgres, sql: &str) {
+    let c = pg.connect("app").await.unwrap();
+    c.batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_and_gate_refuse_writers_the_fence_does_not_stop() {
+    let fx = Fixture::new(true).await;
+    as_superuser(
+        &fx.source,
+        "CREATE ROLE worker LOGIN PASSWORD 'w'; GRANT INSERT ON writes TO worker;
+         CREATE ROLE reader LOGIN PASSWORD 'r'; GRANT SELECT ON writes, idents, counters TO reader;
+         CREATE ROLE reporting LOGIN PASSWORD 'p'; GRANT SELECT, UPDATE ON counters TO reporting;
+         CREATE ROLE writers_group NOLOGIN; GRANT INSERT ON idents TO writers_group;
+         CREATE ROLE batch LOGIN NOINHERIT PASSWORD 'b' IN ROLE writers_group;
+         CREATE ROLE owner_role LOGIN PASSWORD 'o'; ALTER TABLE counters OWNER TO owner_role;
+         CREATE ROLE other_admin LOGIN SUPERUSER PASSWORD 'a';",
+    )
+    .await;
+    let exempt =
+        "exempt_roles = { reporting = \"nightly job; recomputes its counters from scratch\" }";
+    let pair = pair_of(&fx.plan(exempt));
+    let (s, t) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    let errors: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    // Directly granted, through membership (NOINHERIT still allows SET ROLE), as owner, as
+    // superuser: each named, on the source, with the fix.
+    for role in ["worker", "batch", "owner_role", "other_admin"] {
+        let e = errors
+            .iter()
+            .find(|f| f.problem.contains(&format!("role `{role}`")))
+            .unwrap_or_else(|| panic!("{role} not reported: {:#?}", report.findings));
+        assert!(e.server.starts_with("source"), "{e:?}");
+        assert!(
+            e.fix.contains("app_roles") && e.fix.contains("exempt_roles"),
+            "{e:?}"
+        );
+    }
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    // A role that only reads is no problem; an exempt writer is reported as exempt.
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !f.problem.contains("reader")),
+        "{:#?}",
+        report.findings
+    );
+    let exempt_finding = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("`reporting`"))
+        .expect("the exempt role is listed");
+    assert_eq!(exempt_finding.severity, Severity::Info);
+    assert!(exempt_finding.problem.contains("nightly job"));
+
+    // Replication runs once every writer is accounted for; a plan that drops the exemption
+    // is then refused at the gate, naming the role and its open session, and nothing changes.
+    as_superuser(
+        &fx.source,
+        "DROP ROLE batch; ALTER TABLE counters OWNER TO postgres; DROP ROLE owner_role;
+         DROP ROLE other_admin; REVOKE ALL ON writes FROM worker; DROP ROLE worker;
+         REVOKE ALL ON writes, idents, counters FROM reader; DROP ROLE reader;
+         REVOKE ALL ON idents FROM writers_group; DROP ROLE writers_group;",
+    )
+    .await;
+    let c = fx.target.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE ROLE reporting LOGIN PASSWORD 'p'")
+        .await
+        .unwrap();
+    start::start(&pair).await.unwrap();
+    wait_ready(&pair).await;
+    let mut config = fx.source.config("app");
+    config.user("reporting").password("p");
+    let (reporting, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let strict = pair_of(&fx.plan(""));
+    let failed = pg_cutover::cutover(&strict, &mut |_| {})
+        .await
+        .expect_err("the gate refuses an unfenced writer");
+    assert_eq!(failed.stage, Stage::Gate);
+    assert!(matches!(failed.rollback, Rollback::NotNeeded));
+    let text = failed.error.to_string();
+    assert!(
+        text.contains("reporting") && text.contains("1 session"),
+        "{text}"
+    );
+    // Nothing was fenced: the app still writes on the source, the writer role too.
+    fx.app_can_write(&fx.source).await.unwrap();
+    reporting
+        .execute("UPDATE counters SET n = n WHERE id = 0", &[])
+        .await
+        .unwrap();
+    let (s, _) = pair.connect().await.unwrap();
+    assert!(
+        cutover::postgres::fence::blocked(&s, &pair.names.pair)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writing_roles_both_fenced_lose_nothing() {
+    let fx = Fixture::new(true).await;
+    for pg in [&fx.source, &fx.target] {
+        let c = pg.connect("postgres").await.unwrap();
+        c.batch_execute(&format!(
+            "CREATE ROLE worker LOGIN PASSWORD '{APP_PASSWORD}'"
+        ))
+        .await
+        .unwrap();
+    }
+    as_superuser(
+        &fx.source,
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON writes, idents, counters TO worker;
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO worker;
+         INSERT INTO counters (id, n) VALUES (2, 0), (3, 0);",
+    )
+    .await;
+    let pair = pair_of(&fx.plan("app_roles = [\"app\", \"worker\"]"));
+    let app = fx
+        .replicate_then_write(&pair, 300, Duration::from_millis(800))
+        .await;
+    let as_worker = |pg: &Postgres| {
+        let mut c = fx.app_config(pg);
+        c.user("worker");
+        c
+    };
+    let worker = Writer::start(WriterConfig {
+        source: as_worker(&fx.source),
+        target: as_worker(&fx.target),
+        rate: 300,
+        tasks: 2,
+        first_task: 2,
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let report = pg_cutover::cutover(&pair, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (app, worker) = (app.stop().await, worker.stop().await);
+    assert_eq!(report.old_primary_clean(), Some(true), "{report:?}");
+    let target = fx.target.connect("app").await.unwrap();
+    for (who, ledger) in [("app", &app), ("worker", &worker)] {
+        let check = ledger.check(&target).await.unwrap();
+        assert!(check.clean(), "{who}: {check:?}");
+        assert!(
+            check.acked_on_target > 0,
+            "{who} moved to the target: {check:?}"
+        );
+        assert_eq!(ledger.both_accepted, 0, "{who}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_slipped_into_the_old_primary_after_the_fence_is_reported() {
+    let fx = Fixture::new(true).await;
+    let pair = pair_of(&fx.plan(""));
+    start::start(&pair).await.unwrap();
+    wait_ready(&pair).await;
+    // A superuser session the fence does not touch (cutover's own login) writes to the old
+    // primary once the target is promoted.
+    let intruder = fx.source.connect("app").await.unwrap();
+    let mut wrote = None;
+    let report = pg_cutover::cutover(&pair, &mut |e: &Event| {
+        if matches!(e, Event::Promoted { .. }) {
+            wrote = Some(tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(intruder.batch_execute(
+                    "INSERT INTO writes (k, payload) VALUES (-100001, 'late'), (-100002, 'late');
+                     UPDATE counters SET n = n + 1 WHERE id = 0;",
+                ))
+            }));
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    wrote.expect("the promotion was reported").unwrap();
+    let on_target = fx.target.connect("app").await.unwrap();
+    let n: i64 = on_target
+        .query_one(
+            "SELECT count(*) FROM writes WHERE k IN (-100001, -100002)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the late rows never reached the new primary");
+    assert_eq!(report.old_primary_clean(), Some(false), "{report:?}");
+    let audit = report.old_primary_audit.as_ref().unwrap();
+    assert_eq!(
+        audit.rows_by_table.get("public.writes"),
+        Some(&2),
+        "{audit:?}"
+    );
+    assert_eq!(
+        audit.rows_by_table.get("public.counters"),
+        Some(&1),
+        "{audit:?}"
+    );
+    assert_eq!(audit.transactions, 1, "{audit:?}");
+    assert!(
+        audit.describe().contains("3 row write(s)"),
+        "{}",
+        audit.describe()
+    );
+
+    // Without the intruder the same audit finds nothing.
+    let fx = Fixture::new(true).await;
+    let pair = pair_of(&fx.plan("reverse_replication = true"));
+    let writer = fx
+        .replicate_then_write(&pair, 300, Duration::from_millis(500))
+        .await;
+    let report = pg_cutover::cutover(&pair, &mut |_| {}).await.unwrap();
+    // Reverse replication applies the new primary's writes on the old one: not counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.stop().await;
+    assert_eq!(report.old_primary_clean(), Some(true), "{report:?}");
 }

@@ -134,6 +134,7 @@ async fn run() -> anyhow::Result<()> {
         target: app(&lab.pg_target),
         rate: DEMO_RATE,
         tasks: DEMO_TASKS,
+        first_task: 0,
     });
     println!("\n== the app writes {DEMO_RATE} transactions/s to the source as role `app`");
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -234,6 +234,15 @@ pub async fn audit_slot(
             }
         }
     };
+    // Logical decoding reads flushed WAL only, and a source with `synchronous_commit = off`
+    // may not have flushed the latest commits yet: a synchronous commit of our own flushes
+    // everything before it.
+    db.batch(
+        "flush the source's WAL before decoding it",
+        "BEGIN; SET LOCAL synchronous_commit = on;
+         SELECT pg_logical_emit_message(true, 'cutover', 'audit'); COMMIT;",
+    )
+    .await?;
     let quoted_publication = format!("\"{}\"", publication.replace('"', "\"\""));
     let rows = db
         .query(
