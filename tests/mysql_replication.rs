@@ -60,9 +60,15 @@ impl Fixture {
                 m.password_file.display()
             )
         };
+        // `extra` may set its own exemptions (the lab's root account among them).
+        let exempt = if extra.contains("exempt_users") {
+            ""
+        } else {
+            PLAN_EXEMPT_USERS
+        };
         let text = format!(
             "[migration]\nname = \"my-test\"\nstate_dir = \"/tmp/cutover-my-test-state\"\n\n\
-             [[mysql]]\nname = \"app-db\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{PLAN_EXEMPT_USERS}\n{extra}\n",
+             [[mysql]]\nname = \"app-db\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{exempt}\n{extra}\n",
             endpoint(&self.source),
             endpoint(&self.target)
         );
@@ -375,4 +381,121 @@ async fn target_lost_during_catch_up_leaves_source_writable() {
     );
     let check = check_on(&f.source, &ledger).await;
     assert!(check.clean() && check.acked_on_target == 0, "{check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_and_gate_name_writers_the_fence_does_not_stop() {
+    let f = Fixture::new().await;
+    let mut c = f.source.connect(None).await.unwrap();
+    c.query_drop(
+        "SET SESSION sql_log_bin = 0;
+         CREATE USER 'worker'@'127.0.0.1' IDENTIFIED BY 'w';
+         GRANT INSERT, UPDATE ON app.* TO 'worker'@'127.0.0.1';
+         CREATE USER 'reader'@'127.0.0.1' IDENTIFIED BY 'r';
+         GRANT SELECT ON app.* TO 'reader'@'127.0.0.1';
+         CREATE USER 'old_job'@'%' IDENTIFIED BY 'o' ACCOUNT LOCK;
+         GRANT ALL ON app.* TO 'old_job'@'%';
+         GRANT ALL PRIVILEGES ON *.* TO 'app'@'127.0.0.1';",
+    )
+    .await
+    .unwrap();
+    let pair = f.pair("");
+    let (mut source, mut target) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &mut source, &mut target)
+        .await
+        .unwrap();
+    let errors: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    let worker = errors
+        .iter()
+        .find(|e| e.problem.contains("'worker'@'127.0.0.1'"))
+        .unwrap_or_else(|| panic!("worker not named: {errors:#?}"));
+    assert!(worker.server.starts_with("source"), "{worker:?}");
+    assert!(
+        worker.fix.contains("app_users") && worker.fix.contains("exempt_users"),
+        "{worker:?}"
+    );
+    let app = errors
+        .iter()
+        .find(|e| e.problem.contains("'app'@'127.0.0.1'"))
+        .unwrap_or_else(|| panic!("the privileged app user is not named: {errors:#?}"));
+    assert!(app.problem.contains("READ_ONLY ADMIN"), "{app:?}");
+    assert!(app.fix.contains("privileged_app_users"), "{app:?}");
+    // Readers and locked accounts cannot write to the old primary.
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| !f.problem.contains("reader") && !f.problem.contains("old_job")),
+        "{:#?}",
+        report.findings
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+
+    // With both accepted by the plan, preflight passes; the worker reported as exempt.
+    let accepted = f.pair(
+        "privileged_app_users = [\"app\"]\nexempt_users = { root = \"socket-only admin\", worker = \"writes only its own queue table\" }",
+    );
+    let report = preflight::run(&accepted, &mut source, &mut target)
+        .await
+        .unwrap();
+    assert!(report.passed(), "{:#?}", report.findings);
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.problem.contains("'worker'") && f.problem.contains("exempt")),
+        "{:#?}",
+        report.findings
+    );
+    // A plan that does not is refused at the gate, before anything is fenced.
+    start::start(&accepted).await.unwrap();
+    let failed = my_cutover::cutover(&pair, &mut |_| {})
+        .await
+        .expect_err("the gate refuses");
+    assert_eq!(failed.rollback, Rollback::NotNeeded);
+    let text = failed.error.to_string();
+    assert!(
+        text.contains("'worker'@'127.0.0.1'") && text.contains("'app'@'127.0.0.1'"),
+        "{text}"
+    );
+    assert_eq!(count(&f.source, "SELECT @@GLOBAL.read_only").await, 0);
+    app_can_write(&f.source).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_user_read_only_does_not_bind_is_stopped_by_the_account_lock() {
+    let f = Fixture::new().await;
+    for m in [&f.source, &f.target] {
+        let mut c = m.connect(None).await.unwrap();
+        c.query_drop(
+            "SET SESSION sql_log_bin = 0; GRANT ALL PRIVILEGES ON *.* TO 'app'@'127.0.0.1';",
+        )
+        .await
+        .unwrap();
+    }
+    let pair = f.pair("privileged_app_users = [\"app\"]");
+    // The writer reconnects at once whenever its session is killed.
+    let writer = replicate_then_write(&f, &pair, 600, Duration::from_secs(1)).await;
+    let report = my_cutover::cutover(&pair, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let ledger = writer.stop().await;
+    assert_eq!(report.old_primary_clean, Some(true), "{report:?}");
+    let check = check_on(&f.target, &ledger).await;
+    assert!(check.clean(), "{check:?}");
+    assert!(check.acked_on_target > 100, "{check:?}");
+    // read_only alone would not stop this user: its account is locked on the old primary.
+    let refused = app_can_write(&f.source)
+        .await
+        .expect_err("the old primary refuses the app");
+    assert!(
+        refused.to_string().contains("locked"),
+        "refused for the lock, not something else: {refused}"
+    );
+    app_can_write(&f.target).await.unwrap();
 }
