@@ -206,9 +206,23 @@ async fn start_twice_verify_and_cleanup_twice_are_harmless() {
     // The target's app role cannot log in until promotion.
     assert!(fx.app_can_write(&fx.target).await.is_err());
 
-    // Verify in small chunks: everything matches (the source is idle) ...
+    // Verify in small chunks: every row matches (the source is idle) ...
     let report = verify::verify(&pair, 700).await.unwrap();
-    assert!(report.matches(), "{report:#?}");
+    assert!(report.tables.iter().all(|t| t.matches()), "{report:#?}");
+    // ... and sequences, which only the cutover copies, are reported behind, by name.
+    let mut behind: Vec<&str> = report
+        .differences
+        .iter()
+        .inspect(|d| {
+            assert!(
+                d.kind == "sequence" && d.detail.starts_with("behind"),
+                "{d:?}"
+            )
+        })
+        .map(|d| d.object.as_str())
+        .collect();
+    behind.sort();
+    assert_eq!(behind, ["public.idents_id_seq", "public.writes_id_seq"]);
     let writes = report
         .tables
         .iter()
@@ -623,4 +637,172 @@ async fn a_write_slipped_into_the_old_primary_after_the_fence_is_reported() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     writer.stop().await;
     assert_eq!(report.old_primary_clean(), Some(true), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_created_during_the_sync_stops_the_gate_until_start_brings_it_over() {
+    let fx = Fixture::new(true).await;
+    as_superuser(
+        &fx.source,
+        "CREATE MATERIALIZED VIEW write_totals AS SELECT count(*) AS n FROM writes;",
+    )
+    .await;
+    let pair = pair_of(&fx.plan(""));
+    let (s, t) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    let matview = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("public.write_totals"))
+        .expect("preflight names the materialized view");
+    assert!(matview.fix.contains("REFRESH"), "{matview:?}");
+    let writer = fx
+        .replicate_then_write(&pair, 200, Duration::from_millis(300))
+        .await;
+
+    // An app deploy during the sync: a new table with a non-sequence key, filled at once.
+    as_superuser(
+        &fx.source,
+        "CREATE TABLE deploys (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), note text NOT NULL);
+         GRANT SELECT, INSERT ON deploys TO app;
+         INSERT INTO deploys (note) SELECT 'row ' || g FROM generate_series(1, 40) g;",
+    )
+    .await;
+    let (s, t) = pair.connect().await.unwrap();
+    let st = status::status(&pair, &s, &t, None).await.unwrap();
+    assert!(
+        st.drift.iter().any(|d| d.object == "public.deploys"),
+        "status shows the drift: {:?}",
+        st.drift
+    );
+    let failed = pg_cutover::cutover(&pair, &mut |_| {})
+        .await
+        .expect_err("the gate refuses on drift");
+    assert_eq!(failed.stage, Stage::Gate);
+    assert!(matches!(failed.rollback, Rollback::NotNeeded));
+    assert!(
+        failed.error.to_string().contains("public.deploys"),
+        "{failed}"
+    );
+    fx.app_can_write(&fx.source).await.unwrap();
+
+    // `start` again copies its schema and rows; then the cutover carries both tables.
+    start::start(&pair).await.unwrap();
+    wait_ready(&pair).await;
+    let report = pg_cutover::cutover(&pair, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    assert_eq!(report.matviews_refreshed, ["public.write_totals"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = writer.stop().await;
+    let target = fx.target.connect("app").await.unwrap();
+    let check = ledger.check(&target).await.unwrap();
+    assert!(check.clean(), "{check:?}");
+    let deploys: i64 = target
+        .query_one("SELECT count(*) FROM deploys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(deploys, 40);
+    // The view holds rows on the new primary (the app's first query would have failed).
+    let totals: i64 = target
+        .query_one("SELECT n FROM write_totals", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(totals >= 3000, "{totals}");
+    let verified = verify::verify(&pair, 1000).await.unwrap();
+    assert!(
+        verified.differences.is_empty(),
+        "{:#?}",
+        verified.differences
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_replication_cannot_carry_is_refused_or_listed_never_a_raw_error() {
+    let fx = Fixture::new(true).await;
+    as_superuser(
+        &fx.source,
+        "CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY);
+         SELECT lo_from_bytea(0, 'attachment');",
+    )
+    .await;
+    let pair = pair_of(&fx.plan(""));
+    let (s, t) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    let errors: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    let unlogged = errors
+        .iter()
+        .find(|f| f.problem.contains("public.scratch"))
+        .expect("the unlogged table is named");
+    assert!(unlogged.fix.contains("SET LOGGED"), "{unlogged:?}");
+    let lo = errors
+        .iter()
+        .find(|f| f.problem.contains("large object"))
+        .expect("the large object is refused");
+    assert!(lo.problem.contains("1 large object"), "{lo:?}");
+    // `start` refuses with preflight's words, not the server's.
+    let refused = start::start(&pair).await.expect_err("start refuses");
+    assert!(refused.to_string().contains("SET LOGGED"), "{refused}");
+
+    // With those out of the way, verify lists each remaining difference, none as a crash.
+    as_superuser(
+        &fx.source,
+        "DROP TABLE scratch; SELECT lo_unlink(oid) FROM pg_largeobject_metadata;",
+    )
+    .await;
+    start::start(&pair).await.unwrap();
+    wait_ready(&pair).await;
+    as_superuser(
+        &fx.source,
+        "CREATE TABLE late (id int PRIMARY KEY); SELECT lo_from_bytea(0, 'late');",
+    )
+    .await;
+    let report = verify::verify(&pair, 1000).await.unwrap();
+    let listed: Vec<String> = report.differences.iter().map(|d| d.to_string()).collect();
+    assert!(
+        listed.iter().any(|d| d.starts_with("table public.late")),
+        "{listed:#?}"
+    );
+    assert!(
+        listed.iter().any(|d| d.starts_with("large objects")),
+        "{listed:#?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|d| d.starts_with("sequence public.writes_id_seq") && d.contains("behind")),
+        "{listed:#?}"
+    );
+    assert!(!report.matches());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_whose_target_is_its_source_is_refused_within_seconds() {
+    let fx = Fixture::new(true).await;
+    let mut plan = fx.plan("");
+    // The same cluster under another name.
+    plan.postgres[0].target = plan.postgres[0].source.clone();
+    plan.postgres[0].target.host = "localhost".into();
+    let pair = pair_of(&plan);
+    let began = Instant::now();
+    let (s, t) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    let same = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("same PostgreSQL cluster"))
+        .unwrap_or_else(|| panic!("{:#?}", report.findings));
+    assert_eq!(same.severity, Severity::Error);
+    let refused = start::start(&pair).await.expect_err("start refuses");
+    assert!(refused.to_string().contains("same PostgreSQL cluster"));
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "refused, not hung"
+    );
 }

@@ -195,6 +195,9 @@ fn print_status(s: &status::Status) {
             s.blocked_roles.target.join(", ")
         );
     }
+    for d in &s.drift {
+        println!("  DRIFT (a cutover refuses until `pg start` runs again): {d}");
+    }
     for w in &s.warnings {
         println!("  warning: {w}");
     }
@@ -319,12 +322,15 @@ async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                         );
                     }
                 }
+                for d in &r.differences {
+                    println!("  DIFFER: {d}");
+                }
                 println!(
                     "  {}",
                     if r.matches() {
-                        "every table matches"
+                        "every table and object matches"
                     } else {
-                        "tables differ"
+                        "source and target differ"
                     }
                 );
             }

@@ -1,8 +1,9 @@
 //! `pg cutover`: the write-unavailability window, top to bottom.
 //!
 //! 1. Gate: subscription running, every table copied, lag under `max_lag_bytes`, the target's
-//!    app roles still blocked, the source not already fenced, and no role outside the fence
-//!    (and its exemptions) able to write the replicated tables.
+//!    app roles still blocked, the source not already fenced, no role outside the fence (and
+//!    its exemptions) able to write the replicated tables, and no schema drift (a table,
+//!    column, index or sequence on the source that the target or the publication lacks).
 //! 2. Fence: app roles NOLOGIN on the source (one transaction), sessions drained, terminated,
 //!    and gone.
 //! 3. Exact catch-up: once the last app session is gone, a marker row is committed (and
@@ -15,7 +16,8 @@
 //!    applying from the source) and the app roles get LOGIN back. The point of no return.
 //! 6. After the window: the forward subscription lets go of its slot; the slot's unconfirmed
 //!    WAL is decoded to prove the old primary took no write after the fence (any is reported
-//!    as lost); the slot is dropped; the source's fence is marked permanent.
+//!    as lost); the slot is dropped; materialized views are refreshed on the new primary; the
+//!    source's fence is marked permanent.
 //!
 //! Any failure in 2-5 rolls back: reverse replication removed, source unfenced.
 
@@ -27,7 +29,7 @@ use super::cleanup;
 use super::db::{Db, PgError, ident, qualified};
 use super::names::{MARKER_TABLE, SCHEMA};
 use super::start::{create_subscription, own_tables, publish};
-use super::{Pair, catalog, fence, sequences, status, writers};
+use super::{Pair, catalog, fence, inventory, sequences, status, writers};
 
 /// Longest wait for terminated app sessions to exit.
 const SESSION_EXIT_LIMIT: Duration = Duration::from_secs(10);
@@ -89,6 +91,8 @@ pub enum Stage {
     Audit,
     /// Dropping the forward subscription and its slot (after the window).
     DropSubscription,
+    /// Refreshing materialized views on the new primary (after the window).
+    RefreshMatviews,
 }
 
 /// A successful cutover.
@@ -113,6 +117,8 @@ pub struct CutoverReport {
     /// What the old primary committed after the fence that was not replicated (decoded from
     /// its WAL); `None` when it could not be checked (see `warnings`).
     pub old_primary_audit: Option<writers::OldPrimaryAudit>,
+    /// Materialized views refreshed on the new primary.
+    pub matviews_refreshed: Vec<String>,
 }
 
 impl CutoverReport {
@@ -264,6 +270,18 @@ async fn gate(
                     writers::describe_sessions(&sessions)
                 )
             }
+        ));
+    }
+    // Drift is checked before the fence, never after it: a table created during the sync
+    // (an app deploy) would otherwise be left behind with its rows.
+    if !s.drift.is_empty() {
+        return refuse(format!(
+            "the schema changed since replication started; nothing was fenced:\n  {}\nfix: run `cutover pg start` again (it copies new tables' schema and rows and refreshes the subscription); align changed columns and indexes on the target by hand",
+            s.drift
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  ")
         ));
     }
     let target_roles = fence::blocked_state(target, &pair.names.pair).await?;
@@ -470,6 +488,7 @@ impl Window<'_> {
             write_unavailable_ms,
             warnings: Vec::new(),
             old_primary_audit: None,
+            matviews_refreshed: Vec::new(),
         })
     }
 
@@ -500,6 +519,19 @@ impl Window<'_> {
             )),
         }
         self.done(Stage::DropSubscription, t);
+        // Replication never carried their contents: refreshed before the app needs them.
+        let t = Instant::now();
+        let refreshed = match inventory::Inventory::read(self.source).await {
+            Ok(inv) => inventory::refresh_matviews(&inv, self.target).await,
+            Err(e) => Err(e),
+        };
+        match refreshed {
+            Ok(refreshed) => report.matviews_refreshed = refreshed,
+            Err(e) => report.warnings.push(format!(
+                "materialized views could not be refreshed on the new primary ({e}): run REFRESH MATERIALIZED VIEW on each"
+            )),
+        }
+        self.done(Stage::RefreshMatviews, t);
         report.stages_ms = self.stages.clone();
         if let Err(e) = fence::keep_after_promotion(self.source, &names.pair).await {
             report.warnings.push(format!(

@@ -4,6 +4,7 @@
 //! - [`names`]: the deterministic names of everything cutover creates (publication, slot, ...).
 //! - [`db`]: connecting with the plan's credentials; every SQL error carries the server's message.
 //! - [`catalog`]: what is in scope (tables, keys, sequences, extensions) on a server.
+//! - [`inventory`]: everything else a database holds, what replication does not carry, drift.
 //! - [`preflight`]: checks on both servers, each failure with its fix and the server it applies to.
 //! - [`schema`]: `pg_dump --schema-only` piped into the target.
 //! - [`start`]: publication, subscription, the marker table; target app roles blocked.
@@ -20,6 +21,7 @@ pub mod cleanup;
 pub mod cutover;
 pub mod db;
 pub mod fence;
+pub mod inventory;
 pub mod names;
 pub mod preflight;
 pub mod schema;

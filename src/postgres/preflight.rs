@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::catalog::{self, Table};
 use super::db::{Db, PgError, ident};
-use super::writers;
 use super::{Pair, Side};
+use super::{inventory, writers};
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,6 +52,9 @@ pub struct Report {
     pub already_started: bool,
     /// `server_version_num` of source and target.
     pub versions: (i32, i32),
+    /// Tables in scope that appeared on the source after replication started and are missing
+    /// on the target: `start` copies their schema and adds them to the publication.
+    pub new_tables: Vec<String>,
 }
 
 impl Report {
@@ -109,6 +112,39 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         source,
         target,
     };
+    // Two distinct servers first: a subscription to its own cluster waits forever, and a fence
+    // on it would lock the app out of its only server.
+    match (
+        inventory::identity(source).await,
+        inventory::identity(target).await,
+    ) {
+        (Ok(s), Ok(t)) if s.0 == t.0 => {
+            f.error(
+                Side::Target,
+                format!(
+                    "source and target are the same PostgreSQL cluster (system_identifier {}; databases `{}` and `{}`): a subscription to its own cluster hangs, and the fence would lock the app out of its only server",
+                    s.0, s.1, t.1
+                ),
+                "point `target` at the new server (check host and port: 127.0.0.1 and localhost are the same machine)",
+            );
+            return Ok(Report {
+                pair: pair.plan.name.clone(),
+                findings: f.list,
+                tables: Vec::new(),
+                identity_full: Vec::new(),
+                copy_schema: false,
+                already_started: false,
+                versions: (0, 0),
+                new_tables: Vec::new(),
+            });
+        }
+        (Err(e), _) | (_, Err(e)) => f.warning(
+            Side::Source,
+            format!("could not compare the servers' identities: {e}"),
+            "make sure source and target are two different servers",
+        ),
+        _ => {}
+    }
     let already_started = catalog::subscription(target, &pair.names.subscription)
         .await?
         .is_some();
@@ -360,8 +396,12 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         }
     }
 
+    // What replication does not carry.
+    let source_inventory = inventory::Inventory::read(source).await?;
+    not_carried(&mut f, &source_inventory, &tables);
+
     // Extensions and schema on the target.
-    let copy_schema =
+    let (copy_schema, new_tables) =
         schema_on_target(&mut f, pair, source, target, &tables, already_started).await?;
 
     Ok(Report {
@@ -372,7 +412,71 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         copy_schema,
         already_started,
         versions,
+        new_tables,
     })
+}
+
+/// Unlogged tables, large objects, materialized views and foreign tables: data logical
+/// replication does not carry, refused or handled with the fix.
+fn not_carried(f: &mut Findings<'_>, inv: &inventory::Inventory, tables: &[Table]) {
+    let unlogged: Vec<String> = tables
+        .iter()
+        .map(Table::display_name)
+        .filter(|t| inv.unlogged.contains(t))
+        .collect();
+    if !unlogged.is_empty() {
+        f.error(
+            Side::Source,
+            format!(
+                "unlogged tables cannot be published, so their rows would not reach the target: {}",
+                unlogged.join(", ")
+            ),
+            format!(
+                "make them logged ({}), or leave them out with the plan's `tables` list if their contents may be lost",
+                unlogged
+                    .iter()
+                    .map(|t| format!("ALTER TABLE {t} SET LOGGED;"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        );
+    }
+    let (count, size) = inv.large_objects;
+    if count > 0 {
+        f.error(
+            Side::Source,
+            format!(
+                "{count} large object(s){} are not carried by logical replication, and cutover does not copy them",
+                size.map(|b| format!(" ({b} bytes)")).unwrap_or_default()
+            ),
+            "store the data in bytea columns instead, or migrate this database with pg_dump/pg_restore in a maintenance window",
+        );
+    }
+    let matviews: Vec<&String> = inv.matviews.keys().collect();
+    if !matviews.is_empty() {
+        f.info(
+            Side::Target,
+            format!(
+                "materialized views are not replicated: {}",
+                matviews
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "the cutover refreshes them on the target right after promotion (REFRESH MATERIALIZED VIEW)",
+        );
+    }
+    if !inv.foreign.is_empty() {
+        f.warning(
+            Side::Source,
+            format!(
+                "foreign tables hold no rows here, so nothing of them is replicated: {}",
+                inv.foreign.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            "create the same foreign servers and user mappings on the target",
+        );
+    }
 }
 
 /// Every role that can log in to the source database and write a replicated table must be
@@ -526,7 +630,7 @@ async fn schema_on_target(
     target: &Db,
     tables: &[Table],
     already_started: bool,
-) -> Result<bool, PgError> {
+) -> Result<(bool, Vec<String>), PgError> {
     let on_target = catalog::tables(target).await?;
     let mut present = Vec::new();
     let mut missing = Vec::new();
@@ -541,6 +645,22 @@ async fn schema_on_target(
         }
     }
     let copy_schema = present.is_empty() && !missing.is_empty() && pair.plan.copy_schema;
+    // Tables created on the source during the sync: copied like the first schema was.
+    let new_tables = if already_started && pair.plan.copy_schema && !copy_schema {
+        std::mem::take(&mut missing)
+    } else {
+        Vec::new()
+    };
+    if !new_tables.is_empty() {
+        f.info(
+            Side::Target,
+            format!(
+                "tables created on the source since replication started: {}",
+                new_tables.join(", ")
+            ),
+            "`start` copies their schema to the target and adds them to the publication (their rows are copied)",
+        );
+    }
 
     let target_extensions = catalog::extensions(target).await?;
     let available = target
@@ -632,5 +752,5 @@ async fn schema_on_target(
             }
         }
     }
-    Ok(copy_schema)
+    Ok((copy_schema, new_tables))
 }

@@ -64,6 +64,23 @@ fn libpq_env(command: &mut Command, server: &Server) -> Result<(), PgError> {
 /// Copies the source's schema (without cutover's own schema, publications and subscriptions)
 /// into the target in one transaction.
 pub async fn copy(source: &Server, target: &Server) -> Result<(), PgError> {
+    copy_only(source, target, &[]).await
+}
+
+/// Copies the schema of `tables` only (`schema.name`; with their indexes, constraints and owned
+/// sequences), for tables created on the source after replication started.
+pub async fn copy_tables(
+    source: &Server,
+    target: &Server,
+    tables: &[String],
+) -> Result<(), PgError> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    copy_only(source, target, tables).await
+}
+
+async fn copy_only(source: &Server, target: &Server, tables: &[String]) -> Result<(), PgError> {
     let mut dump = Command::new(client_program("pg_dump")?);
     dump.args([
         "--schema-only",
@@ -71,11 +88,20 @@ pub async fn copy(source: &Server, target: &Server) -> Result<(), PgError> {
         "--no-subscriptions",
         "--exclude-schema",
         SCHEMA,
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
+    ]);
+    for table in tables {
+        // `--table` takes a pattern: quote both parts so the name is matched exactly.
+        let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+        dump.arg("--table").arg(format!(
+            "\"{}\".\"{}\"",
+            schema.replace('"', "\"\""),
+            name.replace('"', "\"\"")
+        ));
+    }
+    dump.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     libpq_env(&mut dump, source)?;
 
     let mut restore = Command::new(client_program("psql")?);

@@ -46,6 +46,10 @@ pub async fn start(pair: &Pair) -> Result<StartReport, PgError> {
         tracing::info!(pair = %pair.plan.name, "copying the schema");
         schema::copy(&pair.source, &pair.target).await?;
     }
+    if !report.new_tables.is_empty() {
+        tracing::info!(pair = %pair.plan.name, tables = ?report.new_tables, "copying new tables' schema");
+        schema::copy_tables(&pair.source, &pair.target, &report.new_tables).await?;
+    }
     for db in [&source, &target] {
         own_tables(db).await?;
     }
@@ -160,12 +164,12 @@ async fn subscribe(pair: &Pair, target: &Db) -> Result<bool, PgError> {
                     )
                     .await?;
             }
-            target
-                .batch(
-                    "refresh the subscription's tables",
-                    &format!("ALTER SUBSCRIPTION {} REFRESH PUBLICATION", ident(name)),
-                )
-                .await?;
+            bounded(
+                target,
+                "refresh the subscription's tables (it connects to the source)",
+                &format!("ALTER SUBSCRIPTION {} REFRESH PUBLICATION", ident(name)),
+            )
+            .await?;
             Ok(false)
         }
         None => {
@@ -203,8 +207,9 @@ pub async fn create_subscription(
 ) -> Result<(), PgError> {
     // The connection string may hold a password: it is sent to the server as a literal (there
     // are no bind parameters for utility statements) and never logged.
-    db.batch(
-        "create the subscription",
+    bounded(
+        db,
+        "create the subscription (it connects to the publisher and creates a slot there)",
         &format!(
             "CREATE SUBSCRIPTION {name} CONNECTION {conninfo} PUBLICATION {publication}
              WITH (slot_name = {slot}, copy_data = {copy_data}, synchronous_commit = 'on')",
@@ -215,4 +220,31 @@ pub async fn create_subscription(
         ),
     )
     .await
+}
+
+/// Longest wait for a statement that needs the other server (creating a slot there waits for
+/// its running transactions).
+pub const REMOTE_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `sql`, which waits on the other server, under [`REMOTE_STATEMENT_TIMEOUT`]; a timeout
+/// says what it waited for.
+pub async fn bounded(db: &Db, what: &str, sql: &str) -> Result<(), PgError> {
+    db.batch(
+        "bound the wait for the other server",
+        &format!(
+            "SET statement_timeout = {}",
+            REMOTE_STATEMENT_TIMEOUT.as_millis()
+        ),
+    )
+    .await?;
+    let result = db.batch(what, sql).await;
+    db.batch("reset statement_timeout", "RESET statement_timeout")
+        .await?;
+    result.map_err(|e| match &e {
+        PgError::Sql { message, .. } if message.contains("57014") => PgError::Timeout {
+            what: format!("{}: {what}", db.server()),
+            after: REMOTE_STATEMENT_TIMEOUT,
+        },
+        _ => e,
+    })
 }

@@ -52,6 +52,9 @@ pub struct Status {
     pub slot_wal_status: Option<String>,
     /// Roles blocked by cutover on the source (the fence) and on the target (until promotion).
     pub blocked_roles: BlockedRoles,
+    /// Schema drift while replicating: what the source has that the target or the publication
+    /// lacks (a cutover refuses at the gate while this is not empty).
+    pub drift: Vec<super::inventory::Difference>,
     /// Things to look at.
     pub warnings: Vec<String>,
 }
@@ -153,8 +156,26 @@ pub async fn status(
             source: fence::blocked(source, &pair.names.pair).await?,
             target: fence::blocked(target, &pair.names.pair).await?,
         },
+        drift: Vec::new(),
         warnings: Vec::new(),
     };
+    if status.subscribed {
+        let (tables, _) =
+            super::catalog::in_scope(super::catalog::tables(source).await?, &pair.plan.tables);
+        let scope: Vec<String> = tables.iter().map(|t| t.display_name()).collect();
+        let (source_inv, target_inv) = tokio::try_join!(
+            super::inventory::Inventory::read(source),
+            super::inventory::Inventory::read(target)
+        )?;
+        status.drift = super::inventory::drift(
+            source,
+            &source_inv,
+            &target_inv,
+            &scope,
+            &pair.names.publication,
+        )
+        .await?;
+    }
     status.lag_seconds = match (status.lag_bytes, slot.as_ref().and_then(|r| r.get(4))) {
         (Some(0), _) => Some(0.0),
         (Some(_), Some(seconds)) => Some(seconds),

@@ -7,6 +7,7 @@ use tokio_postgres::types::ToSql;
 use super::Pair;
 use super::catalog::{self, Table};
 use super::db::{Db, PgError, ident};
+use super::inventory::{Difference, Inventory, inventory_differences};
 
 /// Rows per chunk.
 pub const CHUNK_ROWS: i64 = 10_000;
@@ -53,14 +54,17 @@ impl TableCheck {
 pub struct VerifyReport {
     /// The pair.
     pub pair: String,
-    /// Per table.
+    /// Per table (tables missing on the target are among `differences` instead).
     pub tables: Vec<TableCheck>,
+    /// Objects that differ besides rows: missing tables and columns, sequences behind,
+    /// materialized views, views, functions, large objects.
+    pub differences: Vec<Difference>,
 }
 
 impl VerifyReport {
     /// True when every table matches.
     pub fn matches(&self) -> bool {
-        self.tables.iter().all(TableCheck::matches)
+        self.differences.is_empty() && self.tables.iter().all(TableCheck::matches)
     }
 }
 
@@ -76,8 +80,16 @@ pub async fn verify(pair: &Pair, chunk_rows: i64) -> Result<VerifyReport, PgErro
             unknown.join(", ")
         )));
     }
+    let (source_inv, target_inv) =
+        tokio::try_join!(Inventory::read(&source), Inventory::read(&target))?;
+    let scope: Vec<String> = tables.iter().map(Table::display_name).collect();
+    let differences = inventory_differences(&source_inv, &target_inv, &scope);
     let mut checks = Vec::new();
     for table in &tables {
+        // A table the target lacks is listed among the differences, not compared.
+        if !target_inv.tables.contains_key(&table.display_name()) {
+            continue;
+        }
         checks.push(if table.has_primary_key {
             by_key(&source, &target, table, chunk_rows).await?
         } else {
@@ -87,6 +99,7 @@ pub async fn verify(pair: &Pair, chunk_rows: i64) -> Result<VerifyReport, PgErro
     Ok(VerifyReport {
         pair: pair.plan.name.clone(),
         tables: checks,
+        differences,
     })
 }
 
