@@ -499,3 +499,43 @@ async fn an_app_user_read_only_does_not_bind_is_stopped_by_the_account_lock() {
     );
     app_can_write(&f.target).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_refuses_a_target_that_is_the_source_and_non_transactional_tables() {
+    let f = Fixture::new().await;
+    let mut c = f.source.connect(None).await.unwrap();
+    c.query_drop("CREATE TABLE app.legacy (id INT PRIMARY KEY) ENGINE=Aria")
+        .await
+        .unwrap();
+    let pair = f.pair("");
+    let (mut source, mut target) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &mut source, &mut target)
+        .await
+        .unwrap();
+    let legacy = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("app.legacy"))
+        .unwrap_or_else(|| panic!("{:#?}", report.findings));
+    assert_eq!(legacy.severity, Severity::Error);
+    assert!(legacy.fix.contains("ENGINE=InnoDB"), "{legacy:?}");
+
+    // The source again, under another name.
+    let mut plan = f.plan("");
+    plan.mysql[0].target = plan.mysql[0].source.clone();
+    plan.mysql[0].target.host = "localhost".into();
+    let same = Pair::select(&plan, None).remove(0);
+    let began = Instant::now();
+    let (mut source, mut target) = same.connect().await.unwrap();
+    let report = preflight::run(&same, &mut source, &mut target)
+        .await
+        .unwrap();
+    assert!(!report.passed());
+    let finding = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("are the same server"))
+        .unwrap_or_else(|| panic!("{:#?}", report.findings));
+    assert!(finding.problem.contains("source") && finding.problem.contains("target"));
+    assert!(began.elapsed() < Duration::from_secs(30));
+}

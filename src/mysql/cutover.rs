@@ -462,7 +462,7 @@ async fn unfence(
     });
     let sql = source.dialect.unfence();
     let unfenced = match source.run("unfence the source", sql).await {
-        Ok(()) => writers::unlock(source, &pair_name).await.map(|_| ()),
+        Ok(()) => writers::unlock(source, pair_name).await.map(|_| ()),
         Err(e) => Err(e),
     };
     match unfenced {

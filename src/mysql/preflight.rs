@@ -193,6 +193,37 @@ pub async fn replicating(pair: &Pair, target: &mut Db) -> Result<bool, MyError> 
 /// Runs every check on both servers.
 pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report, MyError> {
     let mut c = Collector(Vec::new());
+    // Two distinct servers first: a replica of itself, or a fence on the only server the app
+    // has, must never be attempted. A server's identity: its server_id plus where it keeps
+    // its data (two servers may share an id by mistake; one server has one datadir).
+    let identity = "SELECT CONCAT_WS(' ', @@GLOBAL.server_id, @@GLOBAL.hostname, @@GLOBAL.port, @@GLOBAL.datadir)";
+    let (s_id, t_id): (String, String) = (
+        source
+            .query_one("read the server's identity", identity)
+            .await?,
+        target
+            .query_one("read the server's identity", identity)
+            .await?,
+    );
+    if s_id == t_id {
+        c.add(
+            target,
+            Severity::Error,
+            format!(
+                "source {} and target {} are the same server ({s_id}): it cannot replicate from itself, and the fence would lock the app out of its only server",
+                source.label, target.label
+            ),
+            "point `target` at the new server (check host and port: 127.0.0.1 and localhost are the same machine)",
+        );
+        return Ok(Report {
+            pair: pair.plan.name.clone(),
+            findings: c.0,
+            versions: (source.version.to_string(), target.version.to_string()),
+            gtid: false,
+            tables: Vec::new(),
+            already_started: false,
+        });
+    }
     let already_started = replicating(pair, target).await?;
 
     // Binary log on the source (and on the target when it must feed reverse replication).
@@ -347,6 +378,29 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         let (on_target, _) = tables(target, &pair.replicated_databases()).await?;
         if !on_target.is_empty() {
             c.add(target, Severity::Error, format!("the target already has tables in the replicated databases: {}", on_target.join(", ")), "drop those databases on the target (start copies them), or point the plan at an empty server");
+        }
+    }
+
+    // Tables whose snapshot --single-transaction cannot make consistent while they are written.
+    for database in &pair.plan.databases {
+        let rows: Vec<(String, String)> = source
+            .exec_all(
+                "list non-transactional tables",
+                "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES
+                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'
+                   AND ENGINE NOT IN ('InnoDB', 'ROCKSDB', 'TokuDB')",
+                (database,),
+            )
+            .await?;
+        for (table, engine) in rows {
+            c.add(
+                source,
+                Severity::Error,
+                format!(
+                    "table {database}.{table} uses {engine}, which is not transactional: the snapshot (--single-transaction) cannot be consistent while it is written, and a failed statement half-applies on the replica"
+                ),
+                format!("ALTER TABLE {}.{} ENGINE=InnoDB;", ident(database), ident(&table)),
+            );
         }
     }
 
