@@ -392,8 +392,9 @@ mod tests {
         let scope = vec!["public.a".to_owned(), "public.new".to_owned()];
         let drift = schema_drift(&source, &target, &scope);
         let kinds: Vec<&str> = drift.iter().map(|d| d.kind).collect();
-        assert_eq!(kinds, ["table", "column", "index"], "{drift:?}");
-        assert!(drift[1].object.ends_with("x text"));
+        assert_eq!(kinds, ["column", "table", "index"], "{drift:?}");
+        assert!(drift[0].object.ends_with("x text"));
+        assert_eq!(drift[1].object, "public.new");
         // Verify also sees the sequence behind.
         let all = inventory_differences(&source, &target, &scope);
         assert!(
