@@ -166,6 +166,9 @@ fn print_status(s: &status::Status) {
     if let Some(e) = &s.last_sql_error {
         println!("  SQL thread error: {e}");
     }
+    for d in &s.drift {
+        println!("  DRIFT (a cutover refuses until the target matches): {d}");
+    }
 }
 
 async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::dialect::{SourceSpec, StartAt};
 use super::start::{configure_replica, create_replication_user, random_password, wait_running};
-use super::{Db, MyError, Pair, heartbeat, writers};
+use super::{Db, MyError, Pair, heartbeat, inventory, writers};
 
 /// Seconds the fence waits for a lock (a running commit) before failing.
 const FENCE_LOCK_WAIT_SECONDS: u32 = 5;
@@ -283,6 +283,18 @@ pub async fn cutover(
             pair.plan.name, pair.plan.max_lag
         ))));
     };
+    // Drift is checked before the fence: DDL the replication filter skipped would leave a
+    // table or column behind.
+    let drift = inventory::drift_between(&mut source, &mut target, &pair.plan.databases)
+        .await
+        .map_err(not_needed)?;
+    if !drift.is_empty() {
+        return Err(not_needed(MyError::Refused(format!(
+            "{}: the target's schema differs from the source's; nothing was changed:\n  {}\nfix: apply the same DDL on the target (with `sql_log_bin = 0`), and on the source run schema changes with the table's database as the default (`USE db`) so replication carries them",
+            pair.plan.name,
+            drift.join("\n  ")
+        ))));
+    }
     // The fence holds only for the accounts it locks (DESIGN §5): refuse while another
     // account could keep writing to the old primary.
     let accounts = writers::accounts(&mut source, &pair.plan.databases)

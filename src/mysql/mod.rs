@@ -5,6 +5,7 @@
 //! - [`preflight`]: checks on both servers, each failure with its fix and where to apply it.
 //! - [`snapshot`]: `mariadb-dump`/`mysqldump --single-transaction` streamed into the target.
 //! - [`start`]: replication user, heartbeat table, snapshot, replica configured and started.
+//! - [`inventory`]: schema drift between source and target (DDL the filter may skip).
 //! - [`heartbeat`]: the pt-heartbeat compatible table and the measured lag.
 //! - [`writers`]: who can write (fence scope), and the account lock that makes the fence hold.
 //! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
@@ -14,6 +15,7 @@ pub mod cutover;
 pub mod db;
 pub mod dialect;
 pub mod heartbeat;
+pub mod inventory;
 pub mod preflight;
 pub mod snapshot;
 pub mod start;

@@ -406,6 +406,41 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
 
     // Fence scope: who else can write, and app users read_only does not bind.
     fence_scope(&mut c, pair, source).await?;
+    // Accounts live in the `mysql` schema, which is neither dumped nor replicated.
+    let on_target = writers::accounts(target, &pair.plan.databases).await?;
+    for a in writers::accounts(source, &pair.plan.databases)
+        .await?
+        .iter()
+        .filter(|a| pair.plan.app_users.contains(&a.user))
+    {
+        match on_target
+            .iter()
+            .find(|t| t.user == a.user && t.host == a.host)
+        {
+            None => c.add(
+                target,
+                Severity::Error,
+                format!(
+                    "app account {} does not exist on the target: after the switch the app could not log in",
+                    a.sql()
+                ),
+                format!(
+                    "create it on the target with the source's password hash and grants (SHOW CREATE USER {0}; SHOW GRANTS FOR {0}; on the source), with sql_log_bin = 0",
+                    a.sql()
+                ),
+            ),
+            Some(t) if a.writes && !t.writes => c.add(
+                target,
+                Severity::Error,
+                format!(
+                    "app account {} cannot write the replicated databases on the target",
+                    t.sql()
+                ),
+                format!("repeat its grants from the source: SHOW GRANTS FOR {};", a.sql()),
+            ),
+            Some(_) => {}
+        }
+    }
 
     // Time zone and character set.
     for name in [

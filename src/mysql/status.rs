@@ -33,6 +33,9 @@ pub struct Status {
     pub caught_up: bool,
     /// Heartbeat lag, measured.
     pub lag: Lag,
+    /// Tables and columns of the plan's databases the target lacks (a cutover refuses while
+    /// this is not empty).
+    pub drift: Vec<String>,
 }
 
 impl Status {
@@ -69,7 +72,13 @@ pub async fn status(
             waited: None,
         }
     };
+    let drift = if configured {
+        super::inventory::drift_between(source, target, &pair.plan.databases).await?
+    } else {
+        Vec::new()
+    };
     Ok(Status {
+        drift,
         pair: pair.plan.name.clone(),
         configured,
         io_running: row

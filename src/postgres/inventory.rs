@@ -39,6 +39,8 @@ pub struct Inventory {
     pub functions: BTreeSet<String>,
     /// Indexes, as `schema.table: definition` with the index's own name left out.
     pub indexes: BTreeSet<String>,
+    /// Check, foreign-key and exclusion constraints, as `schema.table: definition`.
+    pub constraints: BTreeSet<String>,
     /// Large objects: how many, and their size in bytes (`None` when not readable).
     pub large_objects: (i64, Option<i64>),
 }
@@ -138,6 +140,19 @@ impl Inventory {
             )
             .await?;
         inv.indexes = rows.iter().map(|r| r.get(0)).collect();
+        let rows = db
+            .query(
+                "list constraints",
+                &format!(
+                    "SELECT n.nspname || '.' || t.relname || ': ' || pg_get_constraintdef(k.oid)
+                     FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid
+                     JOIN pg_namespace n ON n.oid = t.relnamespace
+                     WHERE k.contype IN ('c', 'f', 'x') AND {SYSTEM_SCHEMAS}"
+                ),
+                &[],
+            )
+            .await?;
+        inv.constraints = rows.iter().map(|r| r.get(0)).collect();
         let count: i64 = db
             .query_one(
                 "count large objects",
@@ -208,13 +223,18 @@ pub fn schema_drift(source: &Inventory, target: &Inventory, scope: &[String]) ->
         }
     }
     let in_scope = |index: &str| scope.iter().any(|t| index.starts_with(&format!("{t}: ")));
-    for index in source.indexes.iter().filter(|i| in_scope(i)) {
-        if !target.indexes.contains(index) {
-            out.push(Difference {
-                kind: "index",
-                object: index.clone(),
-                detail: "on the source but not on the target".into(),
-            });
+    for (kind, s, t) in [
+        ("index", &source.indexes, &target.indexes),
+        ("constraint", &source.constraints, &target.constraints),
+    ] {
+        for object in s.iter().filter(|i| in_scope(i)) {
+            if !t.contains(object) {
+                out.push(Difference {
+                    kind,
+                    object: object.clone(),
+                    detail: "on the source but not on the target".into(),
+                });
+            }
         }
     }
     for name in source.sequences.keys() {
@@ -385,6 +405,9 @@ mod tests {
             .insert("public.a: CREATE UNIQUE INDEX ON public.a USING btree (x)".into());
         source.sequences.insert("public.a_id_seq".into(), 10);
         let mut target = Inventory::default();
+        source
+            .constraints
+            .insert("public.a: CHECK ((id > 0))".into());
         target
             .tables
             .insert("public.a".into(), vec!["id integer".into()]);
@@ -392,7 +415,11 @@ mod tests {
         let scope = vec!["public.a".to_owned(), "public.new".to_owned()];
         let drift = schema_drift(&source, &target, &scope);
         let kinds: Vec<&str> = drift.iter().map(|d| d.kind).collect();
-        assert_eq!(kinds, ["column", "table", "index"], "{drift:?}");
+        assert_eq!(
+            kinds,
+            ["column", "table", "index", "constraint"],
+            "{drift:?}"
+        );
         assert!(drift[0].object.ends_with("x text"));
         assert_eq!(drift[1].object, "public.new");
         // Verify also sees the sequence behind.

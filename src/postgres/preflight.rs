@@ -403,6 +403,9 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
     // Extensions and schema on the target.
     let (copy_schema, new_tables) =
         schema_on_target(&mut f, pair, source, target, &tables, already_started).await?;
+    if copy_schema || !new_tables.is_empty() {
+        roles_for_schema_copy(&mut f, source, target).await?;
+    }
 
     Ok(Report {
         pair: pair.plan.name.clone(),
@@ -414,6 +417,65 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         versions,
         new_tables,
     })
+}
+
+/// The schema copy replays `OWNER TO` and `GRANT ... TO` for every role the source's objects
+/// name; one missing on the target aborts the whole copy with a raw server error.
+async fn roles_for_schema_copy(
+    f: &mut Findings<'_>,
+    source: &Db,
+    target: &Db,
+) -> Result<(), PgError> {
+    let named: Vec<String> = source
+        .query(
+            "list the roles the schema names",
+            "WITH objects AS (
+                 SELECT c.relowner AS owner, c.relacl AS acl FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'cutover')
+                   AND n.nspname NOT LIKE 'pg\\_%'
+                 UNION ALL
+                 SELECT n.nspowner, n.nspacl FROM pg_namespace n
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'cutover')
+                   AND n.nspname NOT LIKE 'pg\\_%'
+                 UNION ALL
+                 SELECT p.proowner, p.proacl FROM pg_proc p
+                 JOIN pg_namespace n ON n.oid = p.pronamespace
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'cutover')
+                   AND n.nspname NOT LIKE 'pg\\_%'
+             ), named AS (
+                 SELECT owner AS oid FROM objects
+                 UNION SELECT (aclexplode(acl)).grantee FROM objects WHERE acl IS NOT NULL
+             )
+             SELECT DISTINCT r.rolname::text FROM named JOIN pg_roles r ON r.oid = named.oid
+             ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let present: Vec<String> = catalog::roles(target, &named)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let missing: Vec<&String> = named.iter().filter(|r| !present.contains(r)).collect();
+    if !missing.is_empty() {
+        let list = missing
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        f.error(
+            Side::Target,
+            format!("the schema copy needs roles the target lacks (they own objects or hold grants): {list}"),
+            format!(
+                "create them on the target first: pg_dumpall --roles-only on the source, keep the lines for {list}, and run them with psql on the target"
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Unlogged tables, large objects, materialized views and foreign tables: data logical

@@ -1,0 +1,93 @@
+//! Schema drift between source and target while binlog replication runs.
+//!
+//! Row events always follow their table, but DDL is a statement: under the database filter
+//! cutover sets (`replicate_do_db` on MariaDB), a statement such as `CREATE TABLE app.t` run
+//! while another database is the session's default is not applied on the target, and the
+//! table's rows then fail or vanish. So the tables and columns of the plan's databases are
+//! compared on both servers, shown by status and checked at the gate before the fence.
+
+use std::collections::BTreeMap;
+
+use super::{Db, MyError};
+
+/// `db.table` -> `column type` in column order, for the tables of `databases`.
+pub async fn columns(
+    db: &mut Db,
+    databases: &[String],
+) -> Result<BTreeMap<String, Vec<String>>, MyError> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for database in databases {
+        let rows: Vec<(String, String, String)> = db
+            .exec_all(
+                "list columns",
+                "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE FROM information_schema.COLUMNS c
+                 JOIN information_schema.TABLES t
+                   ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
+                 WHERE c.TABLE_SCHEMA = ? AND t.TABLE_TYPE = 'BASE TABLE'
+                 ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
+                (database,),
+            )
+            .await?;
+        for (table, column, kind) in rows {
+            out.entry(format!("{database}.{table}"))
+                .or_default()
+                .push(format!("{column} {kind}"));
+        }
+    }
+    Ok(out)
+}
+
+/// What the target lacks or has otherwise than the source.
+pub fn drift(
+    source: &BTreeMap<String, Vec<String>>,
+    target: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, columns) in source {
+        match target.get(table) {
+            None => out.push(format!(
+                "table {table} exists on the source but not on the target"
+            )),
+            Some(t) => {
+                for c in columns.iter().filter(|c| !t.contains(c)) {
+                    out.push(format!(
+                        "column {table}.{c} is on the source but not on the target (or with another type)"
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Reads both servers and returns the drift.
+pub async fn drift_between(
+    source: &mut Db,
+    target: &mut Db,
+    databases: &[String],
+) -> Result<Vec<String>, MyError> {
+    let s = columns(source, databases).await?;
+    let t = columns(target, databases).await?;
+    Ok(drift(&s, &t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_names_missing_tables_and_changed_columns() {
+        let source = BTreeMap::from([
+            (
+                "app.a".to_owned(),
+                vec!["id int(11)".to_owned(), "x text".to_owned()],
+            ),
+            ("app.b".to_owned(), vec!["id int(11)".to_owned()]),
+        ]);
+        let target = BTreeMap::from([("app.a".to_owned(), vec!["id int(11)".to_owned()])]);
+        let d = drift(&source, &target);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("app.a.x text") && d[1].contains("table app.b"));
+        assert!(drift(&source, &source).is_empty());
+    }
+}
