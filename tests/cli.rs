@@ -281,7 +281,7 @@ fn pg_commands_on_the_lab(plan: &Path) {
         .stdout(predicate::str::contains("Writes were unavailable for"));
     pg(&["verify"])
         .success()
-        .stdout(predicate::str::contains("every table matches"));
+        .stdout(predicate::str::contains("every table and object matches"));
     pg(&["cleanup"])
         .success()
         .stdout(predicate::str::contains("stay blocked on the source"));
