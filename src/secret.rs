@@ -7,6 +7,27 @@ use serde::Serialize;
 
 pub use cutover_providers::Secret;
 
+/// Crates whose debug and trace lines print SQL text or bound values (`CREATE SUBSCRIPTION ...
+/// password=...`, `CHANGE MASTER TO ... MASTER_PASSWORD=...`) or request headers; the binary
+/// drops their lines below INFO whatever the log filter asks for.
+const CHATTY_CLIENTS: [&str; 7] = [
+    "tokio_postgres",
+    "postgres_protocol",
+    "mysql_async",
+    "mysql_common",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+];
+
+/// Whether a log line from `target` at `level` could carry a secret (and must not be printed).
+pub fn may_log_secrets(target: &str, level: tracing::Level) -> bool {
+    level > tracing::Level::INFO
+        && CHATTY_CLIENTS
+            .iter()
+            .any(|c| target == *c || (target.starts_with(c) && target[c.len()..].starts_with("::")))
+}
+
 /// Where a secret is read from. A plan never holds the secret itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,5 +126,21 @@ mod tests {
             .read()
             .unwrap_err();
         assert!(err.to_string().contains("CUTOVER_TEST_SURELY_UNSET"));
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::may_log_secrets;
+    use tracing::Level;
+
+    #[test]
+    fn database_clients_are_quiet_below_info_whatever_the_filter() {
+        assert!(may_log_secrets("tokio_postgres::query", Level::DEBUG));
+        assert!(may_log_secrets("tokio_postgres", Level::TRACE));
+        assert!(may_log_secrets("mysql_async::conn", Level::DEBUG));
+        assert!(!may_log_secrets("tokio_postgres", Level::WARN));
+        assert!(!may_log_secrets("tokio_postgres_rustls_like", Level::DEBUG));
+        assert!(!may_log_secrets("cutover::postgres", Level::TRACE));
     }
 }

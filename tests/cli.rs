@@ -9,6 +9,19 @@ fn cutover() -> Command {
     Command::cargo_bin("cutover").unwrap()
 }
 
+/// Everything the kept-lab commands printed, run at the most verbose log level.
+static TRACED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Runs `cmd` with `CUTOVER_LOG=trace` and keeps its stdout and stderr for the secrets check.
+fn traced(cmd: &mut Command) -> assert_cmd::assert::Assert {
+    let assert = cmd.env("CUTOVER_LOG", "trace").assert();
+    let out = assert.get_output();
+    let mut log = TRACED.lock().unwrap();
+    log.push_str(&String::from_utf8_lossy(&out.stdout));
+    log.push_str(&String::from_utf8_lossy(&out.stderr));
+    assert
+}
+
 fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples")
@@ -221,6 +234,28 @@ fn lab_up_writes_a_valid_plan_and_lab_down_stops_everything() {
             .stderr(predicate::str::contains("already up"));
         pg_commands_on_the_lab(&dir.join("plan.toml"));
         mysql_commands_on_the_lab(&dir.join("plan.toml"));
+        traced(cutover().args(["dns", "status"]).arg(dir.join("plan.toml"))).success();
+        // Every command above ran at `trace`, dependencies' lines included: no secret of the
+        // lab (database passwords, the PowerDNS API key, the TSIG key) was printed.
+        let log = TRACED.lock().unwrap();
+        assert!(
+            log.contains("TRACE") || log.contains("DEBUG"),
+            "the commands did log at a verbose level"
+        );
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir.join("secrets")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for secret in text.lines().map(str::trim).filter(|l| l.len() >= 8) {
+                checked += 1;
+                assert!(
+                    !log.contains(secret),
+                    "a secret from {} was printed",
+                    path.display()
+                );
+            }
+        }
+        assert!(checked >= 4, "the lab's secrets were found ({checked})");
     }));
     cutover()
         .args(["lab", "down", "--dir"])
@@ -245,7 +280,7 @@ fn pg_commands_on_the_lab(plan: &Path) {
     let pg = |args: &[&str]| {
         let mut cmd = cutover();
         cmd.arg("pg").arg(args[0]).arg(plan).args(&args[1..]);
-        cmd.assert()
+        traced(&mut cmd)
     };
     pg(&["preflight"])
         .success()
@@ -293,7 +328,7 @@ fn mysql_commands_on_the_lab(plan: &Path) {
     let mysql = |args: &[&str]| {
         let mut cmd = cutover();
         cmd.arg("mysql").arg(args[0]).arg(plan).args(&args[1..]);
-        cmd.assert()
+        traced(&mut cmd)
     };
     mysql(&["preflight"]).success().stdout(
         predicate::str::contains("preflight passed")
@@ -349,4 +384,42 @@ fn lab_demo_migrates_both_databases_under_writes_loses_nothing_and_switches_dns(
                 "every authoritative server serves the new values",
             )),
     );
+}
+
+#[test]
+fn a_closed_pipe_never_panics() {
+    // `cutover ... | head -1`: the reader goes away before the output is written.
+    for args in [
+        vec![
+            "plan".to_owned(),
+            "check".to_owned(),
+            example("forgejo-postgres.toml"),
+        ],
+        vec!["--help".to_owned()],
+        vec![
+            "run".to_owned(),
+            "--dry-run".to_owned(),
+            example("forgejo-postgres.toml"),
+        ],
+    ] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && out.status.code() != Some(101),
+            "{args:?}: {:?}\n{stderr}",
+            out.status
+        );
+        assert!(
+            matches!(out.status.code(), Some(0)),
+            "{args:?}: {:?}",
+            out.status
+        );
+    }
 }

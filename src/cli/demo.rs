@@ -26,7 +26,7 @@ pub fn demo() -> u8 {
     match rt.block_on(run()) {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("demo failed: {e:#}");
+            errln!("demo failed: {e:#}");
             EXIT_FAILED
         }
     }
@@ -35,7 +35,7 @@ pub fn demo() -> u8 {
 async fn run() -> anyhow::Result<()> {
     use anyhow::Context as _;
     let began = Instant::now();
-    println!("== starting the lab (PostgreSQL x2, MariaDB x2, PowerDNS, BIND9, sshd on 127.0.0.1)");
+    outln!("== starting the lab (PostgreSQL x2, MariaDB x2, PowerDNS, BIND9, sshd on 127.0.0.1)");
     let lab = Lab::start(LabDir::temporary()?, Supervision::Owned).await?;
     lab::prepare_app(&lab).await?;
     let plan_path = lab.dir.path().join("plan.toml");
@@ -44,13 +44,13 @@ async fn run() -> anyhow::Result<()> {
     let pair = Pair::select(&plan, Some("app-pg"))
         .pop()
         .context("the lab plan has the app-pg pair")?;
-    println!(
+    outln!(
         "   plan: {} ({:.1} s)",
         plan_path.display(),
         began.elapsed().as_secs_f64()
     );
 
-    println!(
+    outln!(
         "\n== cutover dns lower-ttl (run days ahead in real life; the lab's records start at {} s)",
         lab::APP_RECORD_TTL
     );
@@ -70,7 +70,7 @@ async fn run() -> anyhow::Result<()> {
         let safe = lowered
             .safe_at
             .context("the lowered TTL is served everywhere")?;
-        println!(
+        outln!(
             "   {}: TTL {} -> {} on {} server(s); earliest safe switch {}",
             lowered.record,
             lowered.state.old_ttl,
@@ -80,13 +80,13 @@ async fn run() -> anyhow::Result<()> {
         );
     }
 
-    println!("\n== cutover pg preflight");
+    outln!("\n== cutover pg preflight");
     let (source, target) = pair.connect().await?;
     let report = preflight::run(&pair, &source, &target).await?;
     for f in &report.findings {
-        println!("   {:?}: [{}] {}", f.severity, f.server, f.problem);
+        outln!("   {:?}: [{}] {}", f.severity, f.server, f.problem);
     }
-    println!(
+    outln!(
         "   {} tables in scope; preflight {}",
         report.tables.len(),
         if report.passed() { "passed" } else { "FAILED" }
@@ -97,9 +97,9 @@ async fn run() -> anyhow::Result<()> {
         report.errors_text()
     );
 
-    println!("\n== cutover pg start");
+    outln!("\n== cutover pg start");
     let started = start::start(&pair).await?;
-    println!(
+    outln!(
         "   schema copied: {}; publication and subscription {}; app role blocked on the target: {}",
         started.schema_copied,
         started.name,
@@ -117,7 +117,7 @@ async fn run() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!(
+    outln!(
         "\n== cutover pg status\n   {} tables ready, lag {} bytes",
         ready.tables.len(),
         ready.lag_bytes.unwrap_or(0)
@@ -136,13 +136,13 @@ async fn run() -> anyhow::Result<()> {
         tasks: DEMO_TASKS,
         first_task: 0,
     });
-    println!("\n== the app writes {DEMO_RATE} transactions/s to the source as role `app`");
+    outln!("\n== the app writes {DEMO_RATE} transactions/s to the source as role `app`");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    println!("\n== cutover pg cutover");
+    outln!("\n== cutover pg cutover");
     let t0 = Instant::now();
     let mut on_event = |e: &Event| {
-        println!(
+        outln!(
             "   {:>7.1} ms  {}",
             t0.elapsed().as_secs_f64() * 1000.0,
             serde_json::to_string(e).unwrap_or_default()
@@ -156,18 +156,18 @@ async fn run() -> anyhow::Result<()> {
             anyhow::bail!("{e} (rollback: {:?})", e.rollback);
         }
     };
-    println!(
+    outln!(
         "   writes were unavailable for {:.1} ms (fence -> target writable)",
         report.write_unavailable_ms
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ledger = writer.stop().await;
 
-    println!("\n== row-by-row check on the new primary");
+    outln!("\n== row-by-row check on the new primary");
     let check = ledger
         .check(&lab.pg_target.connect(lab::APP).await?)
         .await?;
-    println!(
+    outln!(
         "   {} acknowledged commits ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}",
         check.acked,
         check.acked_on_target,
@@ -188,10 +188,10 @@ async fn run() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("\n== cutover pg verify");
+    outln!("\n== cutover pg verify");
     let verified = verify::verify(&pair, verify::CHUNK_ROWS).await?;
     for t in &verified.tables {
-        println!(
+        outln!(
             "   {:<24} {:>6} rows on both sides: {}",
             t.table,
             t.target_rows,
@@ -200,23 +200,23 @@ async fn run() -> anyhow::Result<()> {
     }
     anyhow::ensure!(verified.matches(), "verify found differences");
 
-    println!("\n== cutover pg cleanup");
+    outln!("\n== cutover pg cleanup");
     let cleaned = cleanup::cleanup(&pair).await?;
     for line in cleaned.done.iter().chain(&cleaned.kept) {
-        println!("   {line}");
+        outln!("   {line}");
     }
 
     let maria_unavailable_ms = migrate_mariadb(&lab, &plan, &password).await?;
 
     switch_dns(&targets, &states).await?;
 
-    println!(
+    outln!(
         "\ndemo migration done in {:.1} s: PostgreSQL moved with {:.1} ms and MariaDB with {:.1} ms of write-unavailability, 0 lost writes; DNS switched on every authoritative server.",
         began.elapsed().as_secs_f64(),
         report.write_unavailable_ms,
         maria_unavailable_ms
     );
-    println!("(Files join the demo when their issue lands.)");
+    outln!("(Files join the demo when their issue lands.)");
     Ok(())
 }
 
@@ -235,13 +235,13 @@ async fn migrate_mariadb(
     let pair = mysql::Pair::select(plan, Some("app-mariadb"))
         .pop()
         .context("the lab plan has the app-mariadb pair")?;
-    println!("\n== cutover mysql preflight");
+    outln!("\n== cutover mysql preflight");
     let (mut source, mut target) = pair.connect().await?;
     let report = mysql::preflight::run(&pair, &mut source, &mut target).await?;
     for f in &report.findings {
-        println!("   {:?}: [{}] {}", f.severity, f.server, f.problem);
+        outln!("   {:?}: [{}] {}", f.severity, f.server, f.problem);
     }
-    println!(
+    outln!(
         "   {} -> {}, {} tables; preflight {}",
         report.versions.0,
         report.versions.1,
@@ -254,10 +254,10 @@ async fn migrate_mariadb(
         report.errors_text()
     );
 
-    println!("\n== cutover mysql start");
+    outln!("\n== cutover mysql start");
     let started = mysql::start::start(&pair).await?;
     if let Some(s) = &started.snapshot {
-        println!(
+        outln!(
             "   snapshot streamed into the target ({} bytes, GTID {}); replica running, target read-only",
             s.bytes,
             s.coordinates.gtid.as_deref().unwrap_or("?")
@@ -270,13 +270,13 @@ async fn migrate_mariadb(
         rate: DEMO_RATE,
         tasks: 2,
     });
-    println!("\n== the app inserts {DEMO_RATE} rows/s into MariaDB as user `app`");
+    outln!("\n== the app inserts {DEMO_RATE} rows/s into MariaDB as user `app`");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    println!("\n== cutover mysql cutover");
+    outln!("\n== cutover mysql cutover");
     let t0 = Instant::now();
     let mut on_event = |e: &mysql::cutover::Event| {
-        println!(
+        outln!(
             "   {:>7.1} ms  {}",
             t0.elapsed().as_secs_f64() * 1000.0,
             serde_json::to_string(e).unwrap_or_default()
@@ -289,17 +289,17 @@ async fn migrate_mariadb(
             anyhow::bail!("{e}");
         }
     };
-    println!(
+    outln!(
         "   writes were unavailable for {:.1} ms (fence -> target writable)",
         report.write_unavailable_ms
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ledger = writer.stop().await;
 
-    println!("\n== row-by-row check on the new MariaDB primary");
+    outln!("\n== row-by-row check on the new MariaDB primary");
     let mut conn = lab.maria_target.connect(Some(lab::APP)).await?;
     let check = ledger.check(&mut conn).await?;
-    println!(
+    outln!(
         "   {} acknowledged inserts ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}; ids continue on the target: {}",
         check.acked,
         check.acked_on_target,
@@ -320,10 +320,10 @@ async fn migrate_mariadb(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("\n== cutover mysql verify");
+    outln!("\n== cutover mysql verify");
     let verified = mysql::verify::verify(&pair, mysql::verify::CHUNK_ROWS).await?;
     for t in &verified.tables {
-        println!(
+        outln!(
             "   {:<24} {:>6} rows on both sides: {}",
             t.table,
             t.target_rows,
@@ -331,17 +331,17 @@ async fn migrate_mariadb(
         );
     }
     anyhow::ensure!(verified.matches(), "verify found differences");
-    println!("\n== cutover mysql cleanup");
+    outln!("\n== cutover mysql cleanup");
     let cleaned = mysql::cleanup::cleanup(&pair).await?;
     for line in cleaned.done.iter().chain(&cleaned.kept) {
-        println!("   {line}");
+        outln!("   {line}");
     }
     Ok(report.write_unavailable_ms)
 }
 
 /// `dns update` once the earliest safe time has passed, `dns wait`, then `dns restore-ttl`.
 async fn switch_dns(targets: &[Target<'_>], states: &StateDir) -> anyhow::Result<()> {
-    println!("\n== cutover dns update");
+    outln!("\n== cutover dns update");
     let mut safe_at = std::time::SystemTime::UNIX_EPOCH;
     for target in targets {
         if let Some(state) = states.load(&target.plan.name, target.plan.record_type)?
@@ -351,7 +351,7 @@ async fn switch_dns(targets: &[Target<'_>], states: &StateDir) -> anyhow::Result
         }
     }
     if let Ok(wait) = safe_at.duration_since(std::time::SystemTime::now()) {
-        println!(
+        outln!(
             "   switching earlier is refused (caches may hold the old TTL): waiting {:.1} s",
             wait.as_secs_f64()
         );
@@ -362,7 +362,7 @@ async fn switch_dns(targets: &[Target<'_>], states: &StateDir) -> anyhow::Result
             .previous
             .map(|p| p.values.join(","))
             .unwrap_or_default();
-        println!(
+        outln!(
             "   {}: {before} -> {} (ttl {})",
             report.record,
             report.current.values.join(","),
@@ -370,7 +370,7 @@ async fn switch_dns(targets: &[Target<'_>], states: &StateDir) -> anyhow::Result
         );
     }
 
-    println!("\n== cutover dns wait");
+    outln!("\n== cutover dns wait");
     let outcome = propagation::wait(
         targets,
         Duration::from_secs(30),
@@ -380,21 +380,21 @@ async fn switch_dns(targets: &[Target<'_>], states: &StateDir) -> anyhow::Result
     .await;
     for row in &outcome.rows {
         let served = row.last.as_ref().map(|s| s.describe()).unwrap_or_default();
-        println!("   {:<26} {:<18} {served}", row.record, row.server);
+        outln!("   {:<26} {:<18} {served}", row.record, row.server);
     }
     anyhow::ensure!(
         outcome.complete,
         "not every authoritative server serves the new values"
     );
-    println!(
+    outln!(
         "   every authoritative server serves the new values ({:.0} ms)",
         outcome.elapsed.as_secs_f64() * 1000.0
     );
 
-    println!("\n== cutover dns restore-ttl");
+    outln!("\n== cutover dns restore-ttl");
     for target in targets {
         let restored = ttl::restore(target, states).await?;
-        println!(
+        outln!(
             "   {}: TTL back to {}",
             restored.record,
             restored.restored_ttl.unwrap_or_default()

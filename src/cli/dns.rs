@@ -24,15 +24,15 @@ pub fn run(cmd: DnsCommand) -> u8 {
     let selected = dnsmod::select(&plan, args.record.as_deref());
     if selected.is_empty() {
         match &args.record {
-            Some(name) => eprintln!("{}: no [[dns]] record named `{name}`", args.plan.display()),
-            None => eprintln!("{}: the plan has no [[dns]] records", args.plan.display()),
+            Some(name) => errln!("{}: no [[dns]] record named `{name}`", args.plan.display()),
+            None => errln!("{}: the plan has no [[dns]] records", args.plan.display()),
         }
         return EXIT_INVALID;
     }
     let discovery = match discovery(args) {
         Ok(d) => d,
         Err(message) => {
-            eprintln!("{message}");
+            errln!("{message}");
             return EXIT_INVALID;
         }
     };
@@ -77,8 +77,8 @@ fn discovery(args: &DnsArgs) -> Result<Discovery, String> {
 
 fn fail(output: Output, e: &DnsError) -> u8 {
     match output {
-        Output::Human => eprintln!("error: {e}"),
-        Output::Json => println!("{}", json!({ "ok": false, "error": e.to_string() })),
+        Output::Human => errln!("error: {e}"),
+        Output::Json => outln!("{}", json!({ "ok": false, "error": e.to_string() })),
     }
     EXIT_FAILED
 }
@@ -86,7 +86,7 @@ fn fail(output: Output, e: &DnsError) -> u8 {
 fn print_all<T: Serialize>(output: Output, reports: &[T], print: fn(&T)) {
     match output {
         Output::Human => reports.iter().for_each(print),
-        Output::Json => println!("{}", json!({ "ok": true, "records": reports })),
+        Output::Json => outln!("{}", json!({ "ok": true, "records": reports })),
     }
 }
 
@@ -134,7 +134,7 @@ async fn lower(
 fn print_lower(r: &LowerReport) {
     let s = &r.state;
     let action = if r.changed { "lowered" } else { "already at" };
-    println!(
+    outln!(
         "{}: TTL {action} {} (saved old TTL {}{})",
         r.record,
         s.lowered_ttl,
@@ -146,7 +146,7 @@ fn print_lower(r: &LowerReport) {
         }
     );
     for view in &r.servers {
-        println!(
+        outln!(
             "  {:<40} {}",
             view.server.to_string(),
             view.served.describe()
@@ -154,14 +154,14 @@ fn print_lower(r: &LowerReport) {
     }
     match (s.served_everywhere_at, r.safe_at) {
         (Some(served), Some(safe)) => {
-            println!(
+            outln!(
                 "  every authoritative server serves TTL {} since {}",
                 s.lowered_ttl,
                 humantime::format_rfc3339_seconds(served)
             );
-            println!("  earliest safe cutover: {}", when(safe));
+            outln!("  earliest safe cutover: {}", when(safe));
         }
-        _ => println!(
+        _ => outln!(
             "  not every server serves TTL {} yet; run lower-ttl again later (the old TTL stays saved)",
             s.lowered_ttl
         ),
@@ -182,12 +182,12 @@ async fn restore(targets: &[Target<'_>], states: &StateDir, output: Output) -> u
 
 fn print_restore(r: &RestoreReport) {
     match r.restored_ttl {
-        Some(ttl) => println!(
+        Some(ttl) => outln!(
             "{}: TTL restored to {ttl} ({})",
             r.record,
             r.values.join(", ")
         ),
-        None => println!(
+        None => outln!(
             "{}: no saved TTL (lower-ttl never ran or restore-ttl already did)",
             r.record
         ),
@@ -207,18 +207,18 @@ async fn status(targets: &[Target<'_>], states: &StateDir, output: Output) -> u8
 }
 
 fn print_status(r: &StatusReport) {
-    println!("{} (zone {})", r.record, r.zone);
+    outln!("{} (zone {})", r.record, r.zone);
     match &r.provider {
-        Some(set) => println!("  provider: {} ttl {}", set.values.join(","), set.ttl),
-        None => println!("  provider: no such record"),
+        Some(set) => outln!("  provider: {} ttl {}", set.values.join(","), set.ttl),
+        None => outln!("  provider: no such record"),
     }
-    println!("  plan switches to: {}", r.wanted.join(","));
+    outln!("  plan switches to: {}", r.wanted.join(","));
     for (view, (_, serial)) in r.servers.iter().zip(&r.serials) {
         let serial = match serial {
             Ok(n) => format!("serial {n}"),
             Err(e) => format!("serial ? ({e})"),
         };
-        println!(
+        outln!(
             "  {:<40} {:<40} {serial}",
             view.server.to_string(),
             view.served.describe()
@@ -226,18 +226,18 @@ fn print_status(r: &StatusReport) {
     }
     match &r.state {
         Some(s) => {
-            println!(
+            outln!(
                 "  saved old TTL {} (values {}), lowered to {}",
                 s.old_ttl,
                 s.old_values.join(","),
                 s.lowered_ttl
             );
             match r.safe_at {
-                Some(safe) => println!("  earliest safe cutover: {}", when(safe)),
-                None => println!("  lowered TTL not yet served everywhere: run lower-ttl again"),
+                Some(safe) => outln!("  earliest safe cutover: {}", when(safe)),
+                None => outln!("  lowered TTL not yet served everywhere: run lower-ttl again"),
             }
         }
-        None => println!("  TTL not lowered (run `cutover dns lower-ttl`)"),
+        None => outln!("  TTL not lowered (run `cutover dns lower-ttl`)"),
     }
 }
 
@@ -245,7 +245,7 @@ fn print_update(r: &UpdateReport) {
     let before = r.previous.as_ref().map_or("nothing".to_owned(), |p| {
         format!("{} ttl {}", p.values.join(","), p.ttl)
     });
-    println!(
+    outln!(
         "{}: {before} -> {} ttl {}{}",
         r.record,
         r.current.values.join(","),
@@ -278,7 +278,7 @@ async fn wait(
         let done = rows.iter().filter(|r| r.done()).count();
         if output == Output::Human && done != shown {
             shown = done;
-            eprintln!(
+            errln!(
                 "after {:.1} s: {done}/{} serve the new values",
                 elapsed.as_secs_f64(),
                 rows.len()
@@ -291,7 +291,7 @@ async fn wait(
     .await;
     let after: Vec<_> = futures::future::join_all(targets.iter().map(ttl::serials)).await;
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({
                 "ok": outcome.complete,
@@ -337,19 +337,19 @@ fn print_rows(rows: &[Row]) {
             (None, Some(served)) => served.describe(),
             (None, None) => "not asked yet".to_owned(),
         };
-        eprintln!("  {:<28} {:<40} {state}", row.record, row.server);
+        errln!("  {:<28} {:<40} {state}", row.record, row.server);
     }
 }
 
 fn print_outcome(outcome: &Outcome, targets: &[Target<'_>], serials: &[Serials]) {
     if outcome.complete {
-        println!(
+        outln!(
             "every server serves the new values ({} server-record pairs, {:.2} s)",
             outcome.rows.len(),
             outcome.elapsed.as_secs_f64()
         );
     } else {
-        println!(
+        outln!(
             "timed out after {:.0} s; still serving something else:",
             outcome.elapsed.as_secs_f64()
         );
@@ -358,7 +358,7 @@ fn print_outcome(outcome: &Outcome, targets: &[Target<'_>], serials: &[Serials])
                 .last
                 .as_ref()
                 .map_or("not asked".to_owned(), |s| s.describe());
-            println!(
+            outln!(
                 "  {} at {}: {served} (want {})",
                 row.record,
                 row.server,
@@ -378,7 +378,7 @@ fn print_outcome(outcome: &Outcome, targets: &[Target<'_>], serials: &[Serials])
                 if let Ok(s) = serial
                     && s != max
                 {
-                    println!(
+                    outln!(
                         "  zone {}: {server} has SOA serial {s}, behind {max}",
                         target.zone
                     );

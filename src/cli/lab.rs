@@ -15,7 +15,7 @@ fn default_dir() -> PathBuf {
 pub fn up(dir: Option<PathBuf>) -> u8 {
     let dir = dir.unwrap_or_else(default_dir);
     if let Ok(state) = LabState::load(&dir) {
-        eprintln!(
+        errln!(
             "a lab is already up in {} (plan: {}); run `cutover lab down --dir {}` first",
             dir.display(),
             state.plan.display(),
@@ -40,7 +40,7 @@ pub fn up(dir: Option<PathBuf>) -> u8 {
     let (lab, plan_path) = match result {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("cutover lab up failed: {e}");
+            errln!("cutover lab up failed: {e}");
             let _ = std::fs::remove_dir_all(&dir);
             return EXIT_FAILED;
         }
@@ -53,9 +53,7 @@ pub fn up(dir: Option<PathBuf>) -> u8 {
         plan: plan_path,
     };
     if let Err(e) = state.save() {
-        eprintln!(
-            "cutover lab up: servers are running but the state file could not be written: {e}"
-        );
+        errln!("cutover lab up: servers are running but the state file could not be written: {e}");
         return EXIT_FAILED;
     }
     EXIT_OK
@@ -63,13 +61,13 @@ pub fn up(dir: Option<PathBuf>) -> u8 {
 
 fn print_details(lab: &Lab, plan: &std::path::Path) {
     let root = lab.dir.path();
-    println!("lab is up in {}", root.display());
-    println!(
+    outln!("lab is up in {}", root.display());
+    outln!(
         "  (passwords and keys are in {}, never printed)",
         root.join("secrets").display()
     );
     for pg in [&lab.pg_source, &lab.pg_target] {
-        println!(
+        outln!(
             "  postgresql {:<13} 127.0.0.1:{:<5}  user postgres, password file {}",
             pg.name,
             pg.port,
@@ -77,7 +75,7 @@ fn print_details(lab: &Lab, plan: &std::path::Path) {
         );
     }
     for m in [&lab.maria_source, &lab.maria_target] {
-        println!(
+        outln!(
             "  mariadb    {:<13} 127.0.0.1:{:<5}  user cutover, password file {} (server_id {})",
             m.name,
             m.port,
@@ -85,13 +83,13 @@ fn print_details(lab: &Lab, plan: &std::path::Path) {
             m.server_id
         );
     }
-    println!(
+    outln!(
         "  powerdns   dns 127.0.0.1:{}  api {}  key file {}",
         lab.powerdns.dns_port,
         lab.powerdns.api_url(),
         lab.powerdns.api_key_file.display()
     );
-    println!(
+    outln!(
         "  bind9      dns 127.0.0.1:{}  zone {}  tsig key {} ({}), secret file {}",
         lab.bind.port,
         lab::bind::ZONE,
@@ -99,14 +97,14 @@ fn print_details(lab: &Lab, plan: &std::path::Path) {
         lab::bind::TSIG_ALGORITHM,
         lab.bind.tsig_secret_file.display()
     );
-    println!(
+    outln!(
         "  sshd       127.0.0.1:{}  hosts lab-source, lab-target: ssh -F {} lab-source",
         lab.sshd.port,
         lab.sshd.ssh_config.display()
     );
-    println!("plan: {}", plan.display());
-    println!("next: cutover plan check {}", plan.display());
-    println!("stop: cutover lab down --dir {}", root.display());
+    outln!("plan: {}", plan.display());
+    outln!("next: cutover plan check {}", plan.display());
+    outln!("stop: cutover lab down --dir {}", root.display());
 }
 
 /// `lab down`.
@@ -114,7 +112,7 @@ pub fn down(dir: Option<PathBuf>) -> u8 {
     let dir = dir.unwrap_or_else(default_dir);
     match lab::stop_detached(&dir) {
         Ok(stopped) => {
-            println!(
+            outln!(
                 "lab in {} is down (stopped: {})",
                 dir.display(),
                 if stopped.is_empty() {
@@ -126,7 +124,7 @@ pub fn down(dir: Option<PathBuf>) -> u8 {
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("cutover lab down: {e}");
+            errln!("cutover lab down: {e}");
             EXIT_FAILED
         }
     }

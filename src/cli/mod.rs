@@ -1,5 +1,27 @@
 //! Command-line interface: clap definitions here, one module per command group.
 
+// Printing never panics: with `cutover ... | head -1` the pipe closes early, and a panic there
+// would abort a command halfway, inside a cutover window the worst place of all. What cannot be
+// written is dropped; the command finishes and its exit status tells the outcome.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod demo;
 mod dns;
 mod lab;
@@ -324,7 +346,7 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     {
         Ok(rt) => Some(rt),
         Err(e) => {
-            eprintln!("cutover: cannot start the async runtime: {e}");
+            errln!("cutover: cannot start the async runtime: {e}");
             None
         }
     }
@@ -347,7 +369,7 @@ pub(crate) fn report<T: serde::Serialize, E: std::fmt::Display>(
         }
         Err(e) => {
             if output == Output::Human {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
             }
             (false, json!({ "ok": false, "error": e.to_string() }))
         }

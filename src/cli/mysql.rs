@@ -50,7 +50,7 @@ async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value)
 }
 
 fn print_preflight(r: &preflight::Report) {
-    println!(
+    outln!(
         "pair {}: {} -> {}, {} tables in scope, replication by {}",
         r.pair,
         r.versions.0,
@@ -67,15 +67,17 @@ fn print_preflight(r: &preflight::Report) {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        println!(
+        outln!(
             "  {mark}: [{}] {}\n      fix: {}",
-            f.server, f.problem, f.fix
+            f.server,
+            f.problem,
+            f.fix
         );
     }
     if r.already_started {
-        println!("  replication for this pair is already set up");
+        outln!("  replication for this pair is already set up");
     }
-    println!(
+    outln!(
         "  preflight {}",
         if r.passed() {
             "passed"
@@ -87,20 +89,20 @@ fn print_preflight(r: &preflight::Report) {
 
 fn print_start(r: &start::Started) {
     if r.already_running {
-        println!(
+        outln!(
             "pair {}: replication already running; nothing changed",
             r.pair
         );
         return;
     }
-    println!(
+    outln!(
         "pair {}: replication running (by {})",
         r.pair,
         if r.gtid { "GTID" } else { "file/position" }
     );
     if let Some(s) = &r.snapshot {
         let c = &s.coordinates;
-        println!(
+        outln!(
             "  snapshot streamed into the target: {:.1} MB in {:.1} s, from {}:{}{}",
             s.bytes as f64 / 1e6,
             s.seconds,
@@ -112,11 +114,11 @@ fn print_start(r: &start::Started) {
                 .unwrap_or_default()
         );
     }
-    println!(
+    outln!(
         "  replication user {} on the source; the target stays read-only until cutover",
         r.replication_user
     );
-    println!("  follow the lag with `cutover mysql status`");
+    outln!("  follow the lag with `cutover mysql status`");
 }
 
 async fn run_status(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
@@ -132,21 +134,23 @@ async fn run_status(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
 
 fn print_status(s: &status::Status) {
     if !s.configured {
-        println!(
+        outln!(
             "pair {}: the target has no replica configuration (run `cutover mysql start`)",
             s.pair
         );
         return;
     }
-    println!(
+    outln!(
         "pair {}: IO thread {}, SQL thread {}",
-        s.pair, s.io_running, s.sql_running
+        s.pair,
+        s.io_running,
+        s.sql_running
     );
     let heartbeat = match s.lag.replicated_after {
         Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1000.0),
         None => format!("not applied within {} s", STATUS_LAG_LIMIT.as_secs()),
     };
-    println!(
+    outln!(
         "  lag: heartbeat {heartbeat}; Seconds_Behind {}; {}",
         s.seconds_behind
             .map_or("NULL".to_owned(), |n| n.to_string()),
@@ -156,18 +160,19 @@ fn print_status(s: &status::Status) {
             "positions differ"
         }
     );
-    println!(
+    outln!(
         "  source position {}\n  target applied  {}",
-        s.source_position, s.target_position
+        s.source_position,
+        s.target_position
     );
     if let Some(e) = &s.last_io_error {
-        println!("  IO thread error: {e}");
+        outln!("  IO thread error: {e}");
     }
     if let Some(e) = &s.last_sql_error {
-        println!("  SQL thread error: {e}");
+        outln!("  SQL thread error: {e}");
     }
     for d in &s.drift {
-        println!("  DRIFT (a cutover refuses until the target matches): {d}");
+        outln!("  DRIFT (a cutover refuses until the target matches): {d}");
     }
 }
 
@@ -180,27 +185,31 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
     match result {
         Ok(r) => {
             if human {
-                println!(
+                outln!(
                     "pair {}: cut over. Writes were unavailable for {:.1} ms (fence {:.1}, catch-up {:.1}, promotion {:.1}).",
-                    r.pair, r.write_unavailable_ms, r.fence_ms, r.catchup_ms, r.promote_ms
+                    r.pair,
+                    r.write_unavailable_ms,
+                    r.fence_ms,
+                    r.catchup_ms,
+                    r.promote_ms
                 );
                 for w in &r.warnings {
-                    println!("  warning: {w}");
+                    outln!("  warning: {w}");
                 }
                 match (r.old_primary_clean, &r.old_primary_position) {
-                    (Some(true), _) => println!(
+                    (Some(true), _) => outln!(
                         "  checked: the old primary took no write after the fence (its position is still {})",
                         r.position
                     ),
-                    (Some(false), Some(now)) => eprintln!(
+                    (Some(false), Some(now)) => errln!(
                         "  WRITES LOST: the old primary's position moved from {} (fence) to {now} after the fence; those writes are not on the new primary. Find them in its binlog (mariadb-binlog/mysqlbinlog) and apply them by hand",
                         r.position
                     ),
-                    _ => println!(
+                    _ => outln!(
                         "  NOT CHECKED whether the old primary took writes after the fence (see the warning above)"
                     ),
                 }
-                println!(
+                outln!(
                     "  the source stays read-only and its app accounts locked; `cutover mysql cleanup` removes replication objects when you are done{}",
                     if r.reverse_replication {
                         " (including the reverse replication keeping it current)"
@@ -217,8 +226,8 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
         }
         Err(failed) => {
             if human {
-                eprintln!("pair {}: {}", pair.plan.name, failed.error);
-                eprintln!(
+                errln!("pair {}: {}", pair.plan.name, failed.error);
+                errln!(
                     "  {}",
                     match failed.rollback {
                         Rollback::NotNeeded => "nothing was changed: the source was never fenced",
@@ -246,7 +255,7 @@ async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
 }
 
 fn print_verify(r: &verify::VerifyReport) {
-    println!(
+    outln!(
         "pair {}: {}",
         r.pair,
         if r.matches() {
@@ -256,7 +265,7 @@ fn print_verify(r: &verify::VerifyReport) {
         }
     );
     for t in &r.tables {
-        println!(
+        outln!(
             "  {:<40} source {:>9} rows, target {:>9} rows, {} chunk(s): {}",
             t.table,
             t.source_rows,
@@ -265,21 +274,21 @@ fn print_verify(r: &verify::VerifyReport) {
             if t.matches() { "match" } else { "DIFFER" }
         );
         for d in &t.differing {
-            println!("      {d}");
+            outln!("      {d}");
         }
     }
 }
 
 fn print_cleanup(c: &cleanup::Cleaned) {
-    println!("pair {}: cleaned", c.pair);
+    outln!("pair {}: cleaned", c.pair);
     for line in &c.done {
-        println!("  {line}");
+        outln!("  {line}");
     }
     for line in &c.kept {
-        println!("  kept: {line}");
+        outln!("  kept: {line}");
     }
     if c.done.is_empty() {
-        println!("  nothing of cutover's was left");
+        outln!("  nothing of cutover's was left");
     }
 }
 

@@ -4,7 +4,7 @@ use super::EXIT_NOT_IMPLEMENTED;
 
 /// Prints an honest "not implemented yet" and returns the matching exit status.
 pub fn report(command: &str, arrives_with: &str) -> u8 {
-    eprintln!(
+    errln!(
         "cutover {command}: not implemented yet (arrives with {arrives_with}); nothing was done"
     );
     EXIT_NOT_IMPLEMENTED

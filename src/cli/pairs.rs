@@ -79,7 +79,7 @@ where
             PairKind::Postgres => "postgres",
             PairKind::Mysql => "mysql",
         };
-        eprintln!(
+        errln!(
             "{}: the plan has no [[{section}]] pairs",
             args.plan.display()
         );
@@ -108,7 +108,7 @@ where
             }
         }
         if context.output == Output::Json {
-            println!("{}", json!({ "pairs": results }));
+            outln!("{}", json!({ "pairs": results }));
         }
         code
     })
@@ -138,7 +138,7 @@ impl EventLog {
     pub fn record<E: serde::Serialize>(&mut self, event: &E, describe: impl FnOnce(&E) -> String) {
         let ms = self.began.elapsed().as_secs_f64() * 1000.0;
         if self.human {
-            println!("  {ms:>9.1} ms  {}: {}", self.pair, describe(event));
+            outln!("  {ms:>9.1} ms  {}: {}", self.pair, describe(event));
         }
         self.events.push(json!({ "at_ms": ms, "detail": event }));
     }

@@ -41,7 +41,7 @@ async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value)
     match result {
         Ok(r) => {
             if output == Output::Human {
-                println!(
+                outln!(
                     "pair {}: {} -> {}, PostgreSQL {} -> {}, {} tables in scope",
                     r.pair,
                     pair.source.label,
@@ -56,9 +56,11 @@ async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value)
                         Severity::Warning => "warning",
                         Severity::Info => "note",
                     };
-                    println!(
+                    outln!(
                         "  {mark}: [{}] {}\n      fix: {}",
-                        f.server, f.problem, f.fix
+                        f.server,
+                        f.problem,
+                        f.fix
                     );
                 }
                 let errors = r
@@ -67,9 +69,9 @@ async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value)
                     .filter(|f| f.severity == Severity::Error)
                     .count();
                 if errors == 0 {
-                    println!("  preflight passed");
+                    outln!("  preflight passed");
                 } else {
-                    println!("  preflight failed: {errors} problem(s) to fix first");
+                    outln!("  preflight failed: {errors} problem(s) to fix first");
                 }
             }
             let mut v = serde_json::to_value(&r).unwrap_or_default();
@@ -78,7 +80,7 @@ async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value)
         }
         Err(e) => {
             if output == Output::Human {
-                eprintln!("pair {}: {e}", pair.plan.name);
+                errln!("pair {}: {e}", pair.plan.name);
             }
             (false, error_json(pair, &e))
         }
@@ -86,14 +88,14 @@ async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value)
 }
 
 fn print_start(r: &start::StartReport) {
-    println!("pair {}: replication running ({})", r.pair, r.name);
+    outln!("pair {}: replication running ({})", r.pair, r.name);
     if r.schema_copied {
-        println!("  schema copied into the target");
+        outln!("  schema copied into the target");
     }
     if !r.identity_full.is_empty() {
-        println!("  REPLICA IDENTITY FULL on: {}", r.identity_full.join(", "));
+        outln!("  REPLICA IDENTITY FULL on: {}", r.identity_full.join(", "));
     }
-    println!(
+    outln!(
         "  publication {} ({} tables), subscription {}",
         if r.publication_created {
             "created"
@@ -107,11 +109,11 @@ fn print_start(r: &start::StartReport) {
             "already there, refreshed"
         },
     );
-    println!(
+    outln!(
         "  blocked on the target until promotion: {}",
         r.target_roles_blocked.join(", ")
     );
-    println!("  follow the initial copy and lag with `cutover pg status`");
+    outln!("  follow the initial copy and lag with `cutover pg status`");
 }
 
 fn bytes(n: i64) -> String {
@@ -144,7 +146,7 @@ async fn run_status(
 
 fn print_status(s: &status::Status) {
     let ready = s.tables.iter().filter(|t| t.state == "ready").count();
-    println!(
+    outln!(
         "pair {}: subscription {}, slot {}",
         s.pair,
         match (s.subscribed, s.enabled, s.apply_running) {
@@ -160,7 +162,7 @@ fn print_status(s: &status::Status) {
         }
     );
     if let Some(lag) = s.lag_bytes {
-        println!(
+        outln!(
             "  lag: {} / {:.3} s; WAL retained for the slot: {} ({})",
             bytes(lag),
             s.lag_seconds.unwrap_or(0.0),
@@ -169,13 +171,13 @@ fn print_status(s: &status::Status) {
         );
     }
     if !s.tables.is_empty() {
-        println!("  initial copy: {ready}/{} tables ready", s.tables.len());
+        outln!("  initial copy: {ready}/{} tables ready", s.tables.len());
         for t in &s.tables {
             let progress = t
                 .copy_bytes_processed
                 .map(|b| format!(", {} copied so far", bytes(b)))
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "    {:<40} {:<8} {}{progress}",
                 t.table,
                 t.state,
@@ -184,22 +186,22 @@ fn print_status(s: &status::Status) {
         }
     }
     if !s.blocked_roles.source.is_empty() {
-        println!(
+        outln!(
             "  fenced on the source: {}",
             s.blocked_roles.source.join(", ")
         );
     }
     if !s.blocked_roles.target.is_empty() {
-        println!(
+        outln!(
             "  blocked on the target until promotion: {}",
             s.blocked_roles.target.join(", ")
         );
     }
     for d in &s.drift {
-        println!("  DRIFT (a cutover refuses until `pg start` runs again): {d}");
+        outln!("  DRIFT (a cutover refuses until `pg start` runs again): {d}");
     }
     for w in &s.warnings {
-        println!("  warning: {w}");
+        outln!("  warning: {w}");
     }
 }
 
@@ -212,33 +214,34 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
     match result {
         Ok(r) => {
             if human {
-                println!(
+                outln!(
                     "pair {}: cut over. Writes were unavailable for {:.1} ms (fence -> target writable).",
-                    r.pair, r.write_unavailable_ms
+                    r.pair,
+                    r.write_unavailable_ms
                 );
                 let stages: Vec<String> = r
                     .stages_ms
                     .iter()
                     .map(|(s, ms)| format!("{s:?} {ms:.1} ms"))
                     .collect();
-                println!("  stages: {}", stages.join(", "));
+                outln!("  stages: {}", stages.join(", "));
                 for w in &r.warnings {
-                    println!("  warning: {w}");
+                    outln!("  warning: {w}");
                 }
                 match (&r.old_primary_audit, r.old_primary_clean()) {
-                    (Some(a), Some(true)) => println!(
+                    (Some(a), Some(true)) => outln!(
                         "  checked: the old primary took no write after the fence (its WAL decoded from {}); its app roles stay blocked",
                         a.from_lsn
                     ),
-                    (Some(a), _) => eprintln!(
+                    (Some(a), _) => errln!(
                         "  WRITES LOST: {}. The new primary is live; copy these rows over by hand, and fence or exempt the role that wrote them",
                         a.describe()
                     ),
-                    (None, _) => println!(
+                    (None, _) => outln!(
                         "  NOT CHECKED whether the old primary took writes after the fence (see the warning above); its app roles stay blocked"
                     ),
                 }
-                println!(
+                outln!(
                     "  `cutover pg cleanup` removes replication objects when you are done{}",
                     if r.reverse_replication {
                         " (including the reverse replication that keeps the old primary current)"
@@ -256,13 +259,13 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
         }
         Err(failed) => {
             if human {
-                eprintln!("pair {}: {failed}", pair.plan.name);
+                errln!("pair {}: {failed}", pair.plan.name);
                 match &failed.rollback {
                     Rollback::NotNeeded => {
-                        eprintln!("  nothing was changed; the source serves as before")
+                        errln!("  nothing was changed; the source serves as before")
                     }
                     Rollback::SourceUnfenced { roles } => {
-                        eprintln!(
+                        errln!(
                             "  rolled back: the source is unfenced and serves writes (LOGIN restored: {})",
                             if roles.is_empty() {
                                 "none needed".to_owned()
@@ -271,7 +274,7 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                             }
                         );
                     }
-                    Rollback::Failed { error } => eprintln!("  ROLLBACK FAILED: {error}"),
+                    Rollback::Failed { error } => errln!("  ROLLBACK FAILED: {error}"),
                 }
             }
             let v = json!({
@@ -291,9 +294,9 @@ async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
     match verify::verify(pair, verify::CHUNK_ROWS).await {
         Ok(r) => {
             if output == Output::Human {
-                println!("pair {}:", r.pair);
+                outln!("pair {}:", r.pair);
                 for t in &r.tables {
-                    println!(
+                    outln!(
                         "  {:<40} {} source rows, {} target rows, {} chunk(s){}: {}",
                         t.table,
                         t.source_rows,
@@ -307,7 +310,7 @@ async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                         if t.matches() { "match" } else { "DIFFER" }
                     );
                     for m in &t.mismatches {
-                        println!(
+                        outln!(
                             "    keys after {} up to {}: {} source rows, {} target rows",
                             m.after
                                 .as_ref()
@@ -323,9 +326,9 @@ async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                     }
                 }
                 for d in &r.differences {
-                    println!("  DIFFER: {d}");
+                    outln!("  DIFFER: {d}");
                 }
-                println!(
+                outln!(
                     "  {}",
                     if r.matches() {
                         "every table and object matches"
@@ -340,7 +343,7 @@ async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
         }
         Err(e) => {
             if output == Output::Human {
-                eprintln!("pair {}: {e}", pair.plan.name);
+                errln!("pair {}: {e}", pair.plan.name);
             }
             (false, error_json(pair, &e))
         }
@@ -348,15 +351,15 @@ async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
 }
 
 fn print_cleanup(r: &cleanup::CleanupReport) {
-    println!("pair {}:", r.pair);
+    outln!("pair {}:", r.pair);
     if r.done.is_empty() {
-        println!("  nothing to clean up");
+        outln!("  nothing to clean up");
     }
     for line in &r.done {
-        println!("  {line}");
+        outln!("  {line}");
     }
     for line in &r.kept {
-        println!("  kept: {line}");
+        outln!("  kept: {line}");
     }
 }
 

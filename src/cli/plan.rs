@@ -19,8 +19,8 @@ pub fn load_or_report(path: &Path, output: Output) -> Result<Plan, u8> {
                 PlanError::Invalid { .. } => EXIT_INVALID,
             };
             match output {
-                Output::Human => eprintln!("{err}"),
-                Output::Json => println!(
+                Output::Human => errln!("{err}"),
+                Output::Json => outln!(
                     "{}",
                     json!({
                         "file": path,
@@ -44,7 +44,7 @@ pub fn check(path: &Path, output: Output) -> u8 {
     let steps = run::steps(&plan);
     let rollback = run::rollback_summary(&plan);
     match output {
-        Output::Json => println!(
+        Output::Json => outln!(
             "{}",
             json!({
                 "file": path,
@@ -54,7 +54,7 @@ pub fn check(path: &Path, output: Output) -> u8 {
                 "rollback_before_point_of_no_return": rollback,
             })
         ),
-        Output::Human => print!("{}", render(path, &plan, &steps, &rollback)),
+        Output::Human => out!("{}", render(path, &plan, &steps, &rollback)),
     }
     EXIT_OK
 }
@@ -113,7 +113,7 @@ pub fn check_pair(path: &Path, plan: &Plan, kind: PairKind, name: &str) -> Resul
     if names.contains(&name) {
         return Ok(());
     }
-    eprintln!(
+    errln!(
         "{}: no [[{section}]] pair named `{name}`; pairs: {}",
         path.display(),
         if names.is_empty() {
