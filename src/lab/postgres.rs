@@ -115,6 +115,9 @@ impl Postgres {
                     "synchronous_commit=off".into(),
                     "-c".into(),
                     "full_page_writes=off".into(),
+                    // So tests can leave a prepared transaction open for preflight to find.
+                    "-c".into(),
+                    "max_prepared_transactions=4".into(),
                 ],
                 log: dir.join("server.log"),
                 run_as: owner,
