@@ -1,8 +1,10 @@
 //! The checked writer for MySQL/MariaDB cutover tests and benchmarks: inserts rows with unique
-//! keys at a steady rate into `writes`, as the app user, on the source until it refuses
-//! (read-only), then on the target once it accepts; remembers every acknowledged insert and
-//! afterwards proves row by row that nothing acknowledged was lost or duplicated, and that the
-//! target's AUTO_INCREMENT ids continue above the source's.
+//! keys at a steady rate into `writes`, as the app user, on whichever server accepts it (asking
+//! both at every connection, and counting the times both did: split brain); remembers every
+//! acknowledged insert and afterwards proves row by row that nothing acknowledged was lost or
+//! duplicated (the key is indexed, not unique, so a duplicate can show), that each row holds
+//! the id and payload acknowledged, and that the target's AUTO_INCREMENT ids continue above
+//! the source's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use super::writer::{LedgerCheck, RETRY_PAUSE, Server, gaps_around};
 
 /// The table the writer inserts into (in the app database).
 pub const TABLE_SQL: &str = "CREATE TABLE writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
-     k BIGINT NOT NULL UNIQUE, payload VARCHAR(64) NOT NULL, at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))";
+     k BIGINT NOT NULL, payload VARCHAR(64) NOT NULL, at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), KEY (k))";
 
 /// Writer settings.
 #[derive(Clone)]
@@ -37,6 +39,7 @@ struct TaskLog {
     in_doubt: Vec<i64>,
     commits: Vec<Instant>,
     errors: Vec<String>,
+    both_accepted: usize,
 }
 
 /// What the writer saw, over all tasks.
@@ -48,6 +51,8 @@ pub struct MyLedger {
     pub commits: Vec<Instant>,
     /// Failed statements' messages (expected only around a cutover).
     pub errors: Vec<String>,
+    /// Times both servers accepted the app as writable at once (split brain; must be 0).
+    pub both_accepted: usize,
 }
 
 /// A running writer.
@@ -85,6 +90,7 @@ impl MyWriter {
             ledger.in_doubt.extend(log.in_doubt);
             ledger.commits.extend(log.commits);
             ledger.errors.extend(log.errors);
+            ledger.both_accepted += log.both_accepted;
         }
         ledger.commits.sort();
         ledger
@@ -100,27 +106,39 @@ async fn run_task(
     let mut log = TaskLog::default();
     let mut on = Server::Source;
     let mut conn: Option<Conn> = None;
+    let other = |on: Server| {
+        if on == Server::Source {
+            Server::Target
+        } else {
+            Server::Source
+        }
+    };
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut seq: i64 = 0;
     while !stop.load(Ordering::SeqCst) {
         let Some(c) = conn.as_mut() else {
-            let opts = if on == Server::Source {
-                &config.source
-            } else {
-                &config.target
-            };
-            match Conn::new(opts.clone()).await {
-                Ok(c) => conn = Some(c),
-                Err(_) => {
-                    on = if on == Server::Source {
-                        Server::Target
-                    } else {
-                        Server::Source
-                    };
-                    tokio::time::sleep(RETRY_PAUSE).await;
+            // Ask both at once: at most one may take the app's writes at any time.
+            let (s, t) = tokio::join!(writable(&config.source), writable(&config.target));
+            conn = match (s, t) {
+                (Some(s), Some(_)) => {
+                    log.both_accepted += 1;
+                    on = Server::Source;
+                    Some(s)
                 }
-            }
+                (Some(s), None) => {
+                    on = Server::Source;
+                    Some(s)
+                }
+                (None, Some(t)) => {
+                    on = Server::Target;
+                    Some(t)
+                }
+                (None, None) => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    None
+                }
+            };
             continue;
         };
         ticker.tick().await;
@@ -136,12 +154,8 @@ async fn run_task(
                 log.commits.push(Instant::now());
             }
             Err(e) if refused_read_only(&e) => {
-                // Refused before it happened: try the other server.
-                on = if on == Server::Source {
-                    Server::Target
-                } else {
-                    Server::Source
-                };
+                // Refused before it happened: ask both servers again.
+                on = other(on);
                 conn = None;
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
@@ -158,15 +172,39 @@ async fn run_task(
     log
 }
 
+/// A connection to a server that takes the app's writes now, or `None`. Probed the way the app
+/// would find out, with an insert (rolled back): `read_only` alone does not tell, since it does
+/// not bind every user.
+async fn writable(opts: &Opts) -> Option<Conn> {
+    let mut c = Conn::new(opts.clone()).await.ok()?;
+    c.query_drop("START TRANSACTION").await.ok()?;
+    let accepted = c
+        .query_drop("INSERT INTO writes (k, payload) VALUES (-1, 'probe')")
+        .await
+        .is_ok();
+    c.query_drop("ROLLBACK").await.ok()?;
+    if accepted {
+        Some(c)
+    } else {
+        let _ = c.disconnect().await;
+        None
+    }
+}
+
 impl MyLedger {
     /// Checks every acknowledged insert against `conn` (the primary after the cutover, with
     /// the app database selected).
     pub async fn check(&self, conn: &mut Conn) -> Result<LedgerCheck, mysql_async::Error> {
-        let rows: Vec<(i64, i64)> = conn
-            .query("SELECT k, COUNT(*) FROM writes WHERE k >= 0 GROUP BY k")
+        let rows: Vec<(i64, i64, i64, i64)> = conn
+            .query(
+                "SELECT k, COUNT(*), MIN(id), MIN(payload = MD5(k)) FROM writes WHERE k >= 0 GROUP BY k",
+            )
             .await?;
-        let present: HashMap<i64, i64> = rows.into_iter().collect();
-        let acked: HashSet<i64> = self.acked.iter().map(|a| a.0).collect();
+        let present: HashMap<i64, (i64, i64, bool)> = rows
+            .into_iter()
+            .map(|(k, n, id, intact)| (k, (n, id, intact == 1)))
+            .collect();
+        let acked: HashMap<i64, i64> = self.acked.iter().map(|a| (a.0, a.1)).collect();
         let doubt: HashSet<i64> = self.in_doubt.iter().copied().collect();
         let mut out = LedgerCheck {
             acked: self.acked.len(),
@@ -174,16 +212,28 @@ impl MyLedger {
             in_doubt: self.in_doubt.len(),
             ..LedgerCheck::default()
         };
-        for k in &acked {
+        for (k, id) in &acked {
             match present.get(k) {
                 None => out.lost.push(format!("writes:{k}")),
-                Some(1) => {}
-                Some(n) => out.duplicated.push(format!("writes:{k} x{n}")),
+                Some((1, row_id, intact)) => {
+                    if row_id != id {
+                        out.changed.push(format!(
+                            "writes:{k} acknowledged as id {id}, holds id {row_id}"
+                        ));
+                    }
+                    if !intact {
+                        out.changed
+                            .push(format!("writes:{k} does not hold what was written"));
+                    }
+                }
+                Some((n, _, _)) => out.duplicated.push(format!("writes:{k} x{n}")),
             }
         }
-        for k in present.keys() {
-            if !acked.contains(k) && !doubt.contains(k) {
+        for (k, (n, _, _)) in &present {
+            if !acked.contains_key(k) && !doubt.contains(k) {
                 out.unexpected.push(format!("writes:{k}"));
+            } else if doubt.contains(k) && *n > 1 {
+                out.duplicated.push(format!("writes:{k} x{n}"));
             }
         }
         let last_source = self
