@@ -124,7 +124,7 @@ impl Server {
         db.version = version;
         db.dialect = Dialect::of(flavour, version).ok_or_else(|| {
             MyError::Refused(format!(
-                "{}: {text} is not supported; fix: upgrade to MySQL 5.7+ or MariaDB 10.5+",
+                "{}: {text} is not supported; fix: upgrade to MySQL 5.7.8+ or MariaDB 10.5.1+",
                 self.label
             ))
         })?;

@@ -67,13 +67,17 @@ pub fn parse_version(text: &str) -> Option<(Flavour, Version)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dialect {
-    /// MySQL 5.7 and 8.0 before 8.0.22: only the old names.
+    /// MySQL 5.7.8 to 8.0.22: the old names. (8.0.22 already has `START REPLICA` and `SHOW
+    /// REPLICA STATUS`, but `CHANGE REPLICATION SOURCE TO` only arrived in 8.0.23, and the old
+    /// forms still work there.) 5.7.8 is the first with `super_read_only`.
     Mysql57,
-    /// MySQL 8.0.22 to 8.3: the new names (`SOURCE_POS_WAIT` from 8.0.26).
+    /// MySQL 8.0.23 to 8.3: the new names (`SOURCE_POS_WAIT` and `--source-data` from 8.0.26;
+    /// `SHOW MASTER STATUS` deprecated from 8.2 but still there until 8.4).
     Mysql80,
     /// MySQL 8.4 and later: the old names are gone.
     Mysql84,
-    /// MariaDB 10.5 and later.
+    /// MariaDB 10.5.1 and later (`START REPLICA`, `SHOW REPLICA STATUS`, `RESET REPLICA` are
+    /// synonyms from 10.5.1).
     Mariadb,
 }
 
@@ -121,11 +125,11 @@ impl Dialect {
     /// The dialect of a server, or `None` for versions cutover does not support.
     pub fn of(flavour: Flavour, version: Version) -> Option<Dialect> {
         match flavour {
-            Flavour::Mariadb if version >= Version::new(10, 5, 0) => Some(Dialect::Mariadb),
+            Flavour::Mariadb if version >= Version::new(10, 5, 1) => Some(Dialect::Mariadb),
             Flavour::Mariadb => None,
             Flavour::Mysql if version >= Version::new(8, 4, 0) => Some(Dialect::Mysql84),
-            Flavour::Mysql if version >= Version::new(8, 0, 22) => Some(Dialect::Mysql80),
-            Flavour::Mysql if version >= Version::new(5, 7, 0) => Some(Dialect::Mysql57),
+            Flavour::Mysql if version >= Version::new(8, 0, 23) => Some(Dialect::Mysql80),
+            Flavour::Mysql if version >= Version::new(5, 7, 8) => Some(Dialect::Mysql57),
             Flavour::Mysql => None,
         }
     }
@@ -370,7 +374,7 @@ mod tests {
         );
         assert_eq!(
             Dialect::of(Flavour::Mysql, Version::new(8, 0, 22)),
-            Some(Dialect::Mysql80)
+            Some(Dialect::Mysql57)
         );
         assert_eq!(
             Dialect::of(Flavour::Mysql, Version::new(8, 4, 0)),
@@ -387,6 +391,59 @@ mod tests {
         );
         assert_eq!(Dialect::of(Flavour::Mariadb, Version::new(10, 4, 34)), None);
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    /// Every version boundary of the table, on both sides, against the servers' release notes:
+    /// MySQL 5.7.8 `super_read_only`; 8.0.22 `START REPLICA` / `SHOW REPLICA STATUS` (the old
+    /// forms still work); 8.0.23 `CHANGE REPLICATION SOURCE TO`; 8.0.26 `SOURCE_POS_WAIT()` and
+    /// mysqldump `--source-data`; 8.4 `SHOW MASTER STATUS` and the old forms removed (8.2
+    /// added `SHOW BINARY LOG STATUS`); MariaDB 10.5.1 the `REPLICA` synonyms.
+    #[test]
+    fn version_boundaries_follow_the_release_notes() {
+        let my = |a, b, c| Dialect::of(Flavour::Mysql, Version::new(a, b, c));
+        let maria = |a, b, c| Dialect::of(Flavour::Mariadb, Version::new(a, b, c));
+        assert_eq!(my(5, 7, 7), None, "no super_read_only before 5.7.8");
+        assert_eq!(my(5, 7, 8), Some(Dialect::Mysql57));
+        let change = |d: Dialect| d.change_source(&spec(StartAt::Gtid));
+        for (version, verb) in [
+            ((8, 0, 22), "CHANGE MASTER TO "),
+            ((8, 0, 23), "CHANGE REPLICATION SOURCE TO "),
+            ((8, 3, 0), "CHANGE REPLICATION SOURCE TO "),
+            ((8, 4, 0), "CHANGE REPLICATION SOURCE TO "),
+        ] {
+            let d = my(version.0, version.1, version.2).unwrap();
+            assert!(change(d).starts_with(verb), "{version:?}: {}", change(d));
+        }
+        assert_eq!(my(8, 3, 0).unwrap().source_status(), "SHOW MASTER STATUS");
+        assert_eq!(
+            my(8, 4, 0).unwrap().source_status(),
+            "SHOW BINARY LOG STATUS"
+        );
+        let d = my(8, 0, 25).unwrap();
+        assert_eq!(
+            d.wait_for_position(Version::new(8, 0, 25)),
+            "SELECT MASTER_POS_WAIT(?, ?, ?)"
+        );
+        assert!(
+            d.dump_command(Version::new(8, 0, 25))
+                .1
+                .contains(&"--master-data=2")
+        );
+        let d = my(8, 0, 26).unwrap();
+        assert_eq!(
+            d.wait_for_position(Version::new(8, 0, 26)),
+            "SELECT SOURCE_POS_WAIT(?, ?, ?)"
+        );
+        assert!(
+            d.dump_command(Version::new(8, 0, 26))
+                .1
+                .contains(&"--source-data=2")
+        );
+        assert_eq!(maria(10, 5, 0), None, "no START REPLICA before 10.5.1");
+        assert_eq!(
+            maria(10, 5, 1).map(Dialect::start_replica),
+            Some("START REPLICA")
+        );
     }
 
     /// The statement table, dialect by dialect: every statement cutover sends for replication.
