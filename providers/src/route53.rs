@@ -121,6 +121,61 @@ struct NameServers {
 }
 
 /// Route 53 signals throttling with HTTP 400 and an error code in the body.
+/// A request to sign: what SigV4 covers of it.
+pub struct SigV4Request<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Full URL with its query.
+    pub url: &'a str,
+    /// Headers sent besides the signature's own (lower-case names).
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The body.
+    pub body: &'a [u8],
+}
+
+/// The headers (`authorization`, `x-amz-date`, and `x-amz-security-token` with a session
+/// token) that sign `request` with AWS Signature Version 4 at `time`. A pure function, so it is
+/// checked against AWS's published test vectors.
+pub fn sigv4_headers(
+    keys: &AwsKeys,
+    request: SigV4Request<'_>,
+    time: SystemTime,
+    region: &str,
+    service: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let identity = Credentials::new(
+        keys.access_key_id.expose(),
+        keys.secret_access_key.expose(),
+        keys.session_token.as_ref().map(|t| t.expose().to_owned()),
+        None,
+        "cutover-plan",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signable = SignableRequest::new(
+        request.method,
+        request.url,
+        request.headers.iter().copied(),
+        SignableBody::Bytes(request.body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect())
+}
+
 fn retryable(status: StatusCode, body: &[u8]) -> bool {
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         return true;
@@ -212,43 +267,26 @@ impl Route53 {
         let body = body.unwrap_or_default();
         self.api
             .send_built(method.clone(), path, || {
-                let identity = Credentials::new(
-                    self.keys.access_key_id.expose(),
-                    self.keys.secret_access_key.expose(),
-                    self.keys
-                        .session_token
-                        .as_ref()
-                        .map(|t| t.expose().to_owned()),
-                    None,
-                    "cutover-plan",
-                )
-                .into();
-                let params = v4::SigningParams::builder()
-                    .identity(&identity)
-                    .region("us-east-1")
-                    .name("route53")
-                    .time(SystemTime::now())
-                    .settings(SigningSettings::default())
-                    .build()
-                    .map_err(|e| self.signing_error(e))?
-                    .into();
                 let content_type = [("content-type", "application/xml")];
                 let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &content_type };
-                let signable = SignableRequest::new(
-                    method.as_str(),
-                    &url,
-                    headers.iter().copied(),
-                    SignableBody::Bytes(body.as_bytes()),
+                let signature = sigv4_headers(
+                    &self.keys,
+                    SigV4Request {
+                        method: method.as_str(),
+                        url: &url,
+                        headers,
+                        body: body.as_bytes(),
+                    },
+                    SystemTime::now(),
+                    "us-east-1",
+                    "route53",
                 )
                 .map_err(|e| self.signing_error(e))?;
-                let (instructions, _) = sign(signable, &params)
-                    .map_err(|e| self.signing_error(e))?
-                    .into_parts();
                 let mut request = self.client.request(method.clone(), &url);
                 for (name, value) in headers {
                     request = request.header(*name, *value);
                 }
-                for (name, value) in instructions.headers() {
+                for (name, value) in &signature {
                     request = request.header(name, value);
                 }
                 if !body.is_empty() {

@@ -1,7 +1,10 @@
 //! Contract tests for the cloud adapters: a local HTTP server checks method, path, query,
 //! authentication header and body shape as each provider documents them, and answers with
 //! documented responses, including 429 with `Retry-After` and paginated listings.
-//! Any request the provider would not accept matches no mock, gets a 404, and fails the test.
+//! Every server is strict: a request that matches no mock (a wrong path, query, header or body)
+//! hits a catch-all that expects to be called zero times, so the test fails when the server is
+//! dropped; bodies are matched exactly (no extra keys, no extra array items) with their
+//! `Content-Type`; mocks that must be called say how often.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +17,7 @@ use cutover_providers::route53::{AwsKeys, Route53};
 use cutover_providers::{DnsProvider, ProviderError, RecordSet, RecordType, Secret};
 use serde_json::json;
 use wiremock::matchers::{
-    body_partial_json, body_string_contains, header, header_regex, method, path, query_param,
+    any, body_json, body_string_contains, header, header_regex, method, path, query_param,
 };
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -27,6 +30,37 @@ fn a_set(ttl: u32, values: &[&str]) -> RecordSet {
     RecordSet::new(NAME, RecordType::A, ttl, &values)
 }
 
+/// A mock server on which any request no other mock matches fails the test.
+async fn strict_server() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(418))
+        .with_priority(u8::MAX)
+        .named("a request the provider's API would not recognise")
+        .expect(0)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The exact JSON body (no extra keys, no extra or missing array items), sent as JSON.
+fn exact_json(value: serde_json::Value) -> impl wiremock::Match {
+    ExactJson(value)
+}
+
+struct ExactJson(serde_json::Value);
+
+impl wiremock::Match for ExactJson {
+    fn matches(&self, request: &wiremock::Request) -> bool {
+        let json_type = request
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        json_type && body_json(self.0.clone()).matches(request)
+    }
+}
+
 /// A 429 answered once (before the mock it shadows) with `Retry-After: 1`.
 fn rate_limited_once() -> ResponseTemplate {
     ResponseTemplate::new(429).insert_header("Retry-After", "1")
@@ -34,7 +68,7 @@ fn rate_limited_once() -> ResponseTemplate {
 
 #[tokio::test]
 async fn cloudflare_pages_through_records_and_changes_them_in_one_batch() {
-    let server = MockServer::start().await;
+    let server = strict_server().await;
     let auth = || header("Authorization", format!("Bearer {TOKEN}").as_str());
     Mock::given(method("GET")).and(path("/zones")).and(query_param("name", ZONE)).and(auth())
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -62,7 +96,7 @@ async fn cloudflare_pages_through_records_and_changes_them_in_one_batch() {
     Mock::given(method("POST"))
         .and(path("/zones/zone1/dns_records/batch"))
         .and(auth())
-        .and(body_partial_json(json!({
+        .and(exact_json(json!({
             "patches": [{"id": "rec1", "content": "192.0.2.9", "ttl": 60}],
             "deletes": [{"id": "rec2"}],
             "posts": []})))
@@ -101,7 +135,7 @@ async fn cloudflare_pages_through_records_and_changes_them_in_one_batch() {
 
 #[tokio::test]
 async fn cloudflare_refuses_a_bad_token_and_an_unknown_zone() {
-    let server = MockServer::start().await;
+    let server = strict_server().await;
     Mock::given(method("GET"))
         .and(path("/zones"))
         .and(header("Authorization", "Bearer bad"))
@@ -156,7 +190,7 @@ fn change_xml(status: &str) -> String {
 
 #[tokio::test]
 async fn route53_signs_with_sigv4_upserts_and_waits_for_insync() {
-    let server = MockServer::start().await;
+    let server = strict_server().await;
     let signed = || {
         header_regex(
             "Authorization",
@@ -237,7 +271,7 @@ async fn route53_signs_with_sigv4_upserts_and_waits_for_insync() {
 
 #[tokio::test]
 async fn digitalocean_follows_pages_and_rewrites_records_in_place() {
-    let server = MockServer::start().await;
+    let server = strict_server().await;
     let auth = || header("Authorization", format!("Bearer {TOKEN}").as_str());
     let record =
         |id: u64, ip: &str| json!({"id": id, "type": "A", "name": "app", "data": ip, "ttl": 1800});
@@ -268,7 +302,7 @@ async fn digitalocean_follows_pages_and_rewrites_records_in_place() {
     Mock::given(method("PUT"))
         .and(path("/v2/domains/example.com/records/11"))
         .and(auth())
-        .and(body_partial_json(
+        .and(exact_json(
             json!({"type": "A", "name": "app", "data": "192.0.2.9", "ttl": 60}),
         ))
         .respond_with(
@@ -298,7 +332,7 @@ async fn digitalocean_follows_pages_and_rewrites_records_in_place() {
 
 #[tokio::test]
 async fn hetzner_sets_records_and_ttl_through_actions() {
-    let server = MockServer::start().await;
+    let server = strict_server().await;
     let auth = || header("Authorization", format!("Bearer {TOKEN}").as_str());
     Mock::given(method("GET"))
         .and(path("/zones/example.com"))
@@ -325,9 +359,7 @@ async fn hetzner_sets_records_and_ttl_through_actions() {
     Mock::given(method("POST"))
         .and(path("/zones/example.com/rrsets/app/A/actions/set_records"))
         .and(auth())
-        .and(body_partial_json(
-            json!({"records": [{"value": "192.0.2.9"}]}),
-        ))
+        .and(exact_json(json!({"records": [{"value": "192.0.2.9"}]})))
         .respond_with(ResponseTemplate::new(201).set_body_json(action(7, "running")))
         .expect(1)
         .mount(&server)
@@ -342,7 +374,7 @@ async fn hetzner_sets_records_and_ttl_through_actions() {
     Mock::given(method("POST"))
         .and(path("/zones/example.com/rrsets/app/A/actions/change_ttl"))
         .and(auth())
-        .and(body_partial_json(json!({"ttl": 60})))
+        .and(exact_json(json!({"ttl": 60})))
         .respond_with(ResponseTemplate::new(201).set_body_json(action(8, "success")))
         .expect(1)
         .mount(&server)
@@ -366,7 +398,7 @@ async fn hetzner_sets_records_and_ttl_through_actions() {
 
 #[tokio::test]
 async fn gandi_reads_and_puts_a_record_set() {
-    let server = MockServer::start().await;
+    let server = strict_server().await;
     let auth = || header("Authorization", format!("Bearer {TOKEN}").as_str());
     Mock::given(method("GET")).and(path("/domains/example.com/records/app/A")).and(auth())
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -387,7 +419,7 @@ async fn gandi_reads_and_puts_a_record_set() {
     Mock::given(method("PUT"))
         .and(path("/domains/example.com/records/app/A"))
         .and(auth())
-        .and(body_partial_json(
+        .and(exact_json(
             json!({"rrset_values": ["192.0.2.9"], "rrset_ttl": 300}),
         ))
         .respond_with(
@@ -428,7 +460,7 @@ async fn gandi_reads_and_puts_a_record_set() {
 
 #[tokio::test]
 async fn desec_reads_its_minimum_ttl_and_bulk_puts_with_token_auth() {
-    let server = MockServer::start().await;
+    let server = strict_server().await;
     let auth = || header("Authorization", format!("Token {TOKEN}").as_str());
     Mock::given(method("GET")).and(path("/domains/example.com/")).and(auth())
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -465,7 +497,7 @@ async fn desec_reads_its_minimum_ttl_and_bulk_puts_with_token_auth() {
     Mock::given(method("PUT"))
         .and(path("/domains/example.com/rrsets/"))
         .and(auth())
-        .and(body_partial_json(
+        .and(exact_json(
             json!([{"subname": "app", "type": "A", "ttl": 3600, "records": ["192.0.2.9"]}]),
         ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
@@ -490,10 +522,11 @@ async fn desec_reads_its_minimum_ttl_and_bulk_puts_with_token_auth() {
 
 #[tokio::test]
 async fn retries_stop_when_the_provider_keeps_failing() {
-    let server = MockServer::start().await;
+    let server = strict_server().await;
     Mock::given(method("GET"))
         .and(path("/domains/example.com/records/app/A"))
         .respond_with(ResponseTemplate::new(503))
+        .expect(6)
         .mount(&server)
         .await;
     let gandi = Gandi::new(Some(&server.uri()), Secret::new(TOKEN)).unwrap();
@@ -508,5 +541,47 @@ async fn retries_stop_when_the_provider_keeps_failing() {
             }
         ),
         "{err}"
+    );
+}
+
+/// AWS's published SigV4 test vector "get-vanilla": a wrong canonical request, scope, key
+/// derivation or final HMAC changes the signature.
+#[test]
+fn route53_signature_matches_the_aws_test_vector() {
+    use cutover_providers::route53::{SigV4Request, sigv4_headers};
+    let keys = AwsKeys {
+        access_key_id: Secret::new("AKIDEXAMPLE"),
+        secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+        session_token: None,
+    };
+    // 2015-08-30T12:36:00Z
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+    let headers = sigv4_headers(
+        &keys,
+        SigV4Request {
+            method: "GET",
+            url: "https://example.amazonaws.com/",
+            headers: &[],
+            body: b"",
+        },
+        time,
+        "us-east-1",
+        "service",
+    )
+    .unwrap();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("x-amz-date"), Some("20150830T123600Z"));
+    assert_eq!(
+        get("authorization"),
+        Some(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+             SignedHeaders=host;x-amz-date, \
+             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        )
     );
 }
