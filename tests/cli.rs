@@ -30,58 +30,49 @@ fn example(name: &str) -> String {
         .to_string()
 }
 
+/// The subcommand names a `--help` lists under "Commands:", in order (the first word of each
+/// entry line; continuation lines are indented further and skipped).
+fn commands_in_help(args: &[&str]) -> Vec<String> {
+    let out = cutover().args(args).arg("--help").assert().success();
+    let help = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
 #[test]
 fn help_shows_the_command_tree() {
-    let out = cutover()
-        .arg("--help")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let help = String::from_utf8(out).unwrap();
-    for cmd in [
-        "plan", "run", "status", "pg", "mysql", "dns", "serve", "lab",
-    ] {
-        assert!(
-            help.contains(&format!("\n  {cmd} ")),
-            "`{cmd}` missing from:\n{help}"
-        );
-    }
-    let pg = cutover()
-        .args(["pg", "--help"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let pg = String::from_utf8(pg).unwrap();
-    for sub in [
+    let expect = |args: &[&str], names: &[&str]| {
+        let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        want.push("help".into());
+        assert_eq!(commands_in_help(args), want, "cutover {args:?} --help");
+    };
+    expect(
+        &[],
+        &[
+            "plan", "run", "status", "pg", "mysql", "dns", "serve", "lab",
+        ],
+    );
+    let db = [
         "preflight",
         "start",
         "status",
         "cutover",
         "verify",
         "cleanup",
-    ] {
-        assert!(pg.contains(sub), "pg {sub} missing:\n{pg}");
-    }
-    let dns = cutover()
-        .args(["dns", "--help"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let dns = String::from_utf8(dns).unwrap();
-    for sub in ["lower-ttl", "restore-ttl", "status", "update", "wait"] {
-        assert!(dns.contains(sub), "dns {sub} missing:\n{dns}");
-    }
-    cutover().args(["lab", "--help"]).assert().success().stdout(
-        predicate::str::contains("up")
-            .and(predicate::str::contains("down"))
-            .and(predicate::str::contains("demo")),
+    ];
+    expect(&["pg"], &db);
+    expect(&["mysql"], &db);
+    expect(
+        &["dns"],
+        &["lower-ttl", "restore-ttl", "status", "update", "wait"],
     );
+    expect(&["lab"], &["up", "down", "demo"]);
+    expect(&["plan"], &["check"]);
 }
 
 #[test]
@@ -111,6 +102,28 @@ fn unimplemented_commands_fail_honestly_after_checking_the_plan() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("not implemented yet"));
+    // An invalid plan is reported as such (exit 2, the problem named), never "not implemented".
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[migration]\nname = \"m\"\nstate_dir = \"/var/lib/cutover\"\nbogus_key = 1\n",
+    )
+    .unwrap();
+    for args in [vec!["status"], vec!["run"], vec!["run", "--resume"]] {
+        cutover().args(&args).arg(&bad).assert().code(2).stderr(
+            predicate::str::contains("bogus_key")
+                .and(predicate::str::contains("not implemented").not()),
+        );
+    }
+    cutover()
+        .args(["status", "/nonexistent/plan.toml"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("cannot read plan file `/nonexistent/plan.toml`")
+                .and(predicate::str::contains("not implemented").not()),
+        );
 }
 
 #[test]
@@ -289,6 +302,17 @@ fn pg_commands_on_the_lab(plan: &Path) {
     pg(&["cutover"])
         .code(1)
         .stderr(predicate::str::contains("run `cutover pg start` first"));
+    let status = |args: &[&str]| -> serde_json::Value {
+        let out = pg(args).success().get_output().stdout.clone();
+        serde_json::from_slice(&out).unwrap()
+    };
+    let before = status(&["status", "--output", "json"]);
+    assert_eq!(before["pairs"][0]["subscribed"], false, "{before}");
+    assert_eq!(
+        before["pairs"][0]["blocked_roles"]["source"],
+        serde_json::json!([]),
+        "the refused cutover fenced nothing: {before}"
+    );
     pg(&["start"])
         .success()
         .stdout(predicate::str::contains("schema copied"));
@@ -320,7 +344,12 @@ fn pg_commands_on_the_lab(plan: &Path) {
     pg(&["cleanup"])
         .success()
         .stdout(predicate::str::contains("stay blocked on the source"));
-    pg(&["cleanup", "--output", "json"]).success();
+    let again = status(&["cleanup", "--output", "json"]);
+    assert_eq!(
+        again["pairs"][0]["done"],
+        serde_json::json!([]),
+        "a second cleanup finds nothing to do: {again}"
+    );
 }
 
 /// The `mysql` commands end to end on the kept lab's plan, through the binary.
@@ -338,6 +367,14 @@ fn mysql_commands_on_the_lab(plan: &Path) {
         predicate::str::contains("run `cutover mysql start`")
             .and(predicate::str::contains("nothing was changed")),
     );
+    // (status exits 1 while nothing replicates)
+    let out = mysql(&["status", "--output", "json"])
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["pairs"][0]["configured"], false, "{doc}");
     mysql(&["start"]).success().stdout(predicate::str::contains(
         "snapshot streamed into the target",
     ));
@@ -366,7 +403,17 @@ fn mysql_commands_on_the_lab(plan: &Path) {
     mysql(&["cleanup"])
         .success()
         .stdout(predicate::str::contains("source stays read-only"));
-    mysql(&["cleanup", "--output", "json"]).success();
+    let out = mysql(&["cleanup", "--output", "json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let again: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        again["pairs"][0]["done"],
+        serde_json::json!([]),
+        "a second cleanup finds nothing to do: {again}"
+    );
 }
 
 #[test]
