@@ -285,6 +285,50 @@ fn valid_plan_mutation() -> impl Strategy<Value = String> {
         })
 }
 
+/// Every problem's position lies inside `text`, and names the key where the key is known.
+fn positions_inside(text: &str, problems: &[Problem]) -> Result<(), TestCaseError> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    for p in problems {
+        prop_assert!(!p.fix.is_empty() && !p.message.is_empty(), "{p:?}");
+        if let Some(line) = p.line {
+            prop_assert!(
+                line >= 1 && line <= lines.len(),
+                "{p:?} in {} lines",
+                lines.len()
+            );
+            let column = p.column.unwrap_or(1);
+            prop_assert!(
+                column >= 1 && column <= lines[line - 1].chars().count() + 1,
+                "{p:?}: line {line} is {:?}",
+                lines[line - 1]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A plan that loads is the plan it says: written back as TOML, it loads to the same text.
+fn round_trips(plan: &Plan) -> Result<(), TestCaseError> {
+    let text = toml::to_string(plan).expect("a loaded plan serializes");
+    let again = parse(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+    prop_assert_eq!(toml::to_string(&again).unwrap(), text);
+    Ok(())
+}
+
+/// The valid plan with one whole line left out: mostly still TOML, often still a plan.
+fn valid_plan_without_a_line() -> impl Strategy<Value = String> {
+    let lines: Vec<&'static str> = VALID.lines().collect();
+    (0..lines.len()).prop_map(move |skip| {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, l)| *l)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -294,12 +338,34 @@ proptest! {
     }
 
     #[test]
-    fn mutated_plans_never_panic_and_errors_say_how_to_fix(text in valid_plan_mutation()) {
-        if let Err(PlanError::Invalid { problems, .. }) = parse(&text) {
-            prop_assert!(!problems.is_empty());
-            for p in problems {
-                prop_assert!(!p.fix.is_empty() && !p.message.is_empty());
+    fn mutated_plans_never_panic_and_errors_say_where_and_how_to_fix(text in valid_plan_mutation()) {
+        match parse(&text) {
+            Err(PlanError::Invalid { problems, .. }) => {
+                prop_assert!(!problems.is_empty());
+                positions_inside(&text, &problems)?;
             }
+            Err(other) => prop_assert!(false, "{other}"),
+            Ok(plan) => round_trips(&plan)?,
+        }
+    }
+
+    #[test]
+    fn plans_missing_a_line_load_faithfully_or_name_the_key(text in valid_plan_without_a_line()) {
+        match parse(&text) {
+            Ok(plan) => round_trips(&plan)?,
+            Err(PlanError::Invalid { problems, .. }) => {
+                positions_inside(&text, &problems)?;
+                // A dropped table header can make the TOML itself invalid (a duplicate key),
+                // which is reported at a line; anything else names the key it is about.
+                for p in &problems {
+                    if p.message.starts_with("TOML syntax error") {
+                        prop_assert!(p.line.is_some(), "{p:?}");
+                    } else {
+                        prop_assert!(!p.key.is_empty(), "{p:?}");
+                    }
+                }
+            }
+            Err(other) => prop_assert!(false, "{other}"),
         }
     }
 }
@@ -329,4 +395,19 @@ fn postgres_tables_and_roles_are_checked() {
     assert_eq!(p[2].key, "postgres[0].tables[1]");
     assert!(p[2].fix.contains("schema.table"));
     assert_eq!(p[3].key, "postgres[0].tables[2]");
+}
+
+#[test]
+fn postgres_pairs_that_would_share_replication_objects_are_rejected() {
+    let second = VALID
+        .split("[[postgres]]")
+        .nth(1)
+        .unwrap()
+        .split("[[files]]")
+        .next()
+        .unwrap()
+        .replace("name = \"shop-db\"", "name = \"shop_db\"");
+    let p = only_problem(&format!("{VALID}\n[[postgres]]{second}"));
+    assert_eq!(p.key, "postgres[1].name");
+    assert!(p.message.contains("same replication objects"), "{p:?}");
 }

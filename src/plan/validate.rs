@@ -210,6 +210,26 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
         "postgres",
         plan.postgres.iter().map(|p| p.name.as_str()),
     );
+    // Replication objects are named `cutover_<migration>_<pair>` with `-` written as `_`:
+    // `app-db` and `app_db` would share one publication, slot and subscription.
+    let mut objects: HashMap<String, usize> = HashMap::new();
+    for (i, pair) in plan.postgres.iter().enumerate() {
+        let object = pair.name.replace('-', "_");
+        match objects.get(&object) {
+            Some(first) if plan.postgres[*first].name != pair.name => c.fail(
+                &KeyPath::root().k("postgres").i(i).k("name"),
+                format!(
+                    "`{}` and postgres[{first}]'s `{}` name the same replication objects (`-` becomes `_` in them)",
+                    pair.name, plan.postgres[*first].name
+                ),
+                "give the pairs names that differ in more than `-` and `_`",
+            ),
+            Some(_) => {}
+            None => {
+                objects.insert(object, i);
+            }
+        }
+    }
     check_unique(&mut c, "mysql", plan.mysql.iter().map(|p| p.name.as_str()));
     check_unique(&mut c, "files", plan.files.iter().map(|f| f.name.as_str()));
     check_unique(&mut c, "checks", plan.checks.iter().map(Check::name));

@@ -74,7 +74,30 @@ mod tests {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             );
         }
-        assert_eq!(Names::new("m-1", "app"), Names::new("m-1", "app"));
-        assert_eq!(Names::new("m-1", "app").slot(), "cutover_m_1_app");
+        // Pinned: a re-run, another process or a new release must find the same objects.
+        let n = Names::new("m-1", "app");
+        assert_eq!(
+            (
+                n.publication.as_str(),
+                n.slot(),
+                n.reverse_publication.as_str(),
+                n.reverse_slot(),
+                n.pair.as_str()
+            ),
+            (
+                "cutover_m_1_app",
+                "cutover_m_1_app",
+                "cutover_m_1_app_rev",
+                "cutover_m_1_app_rev",
+                "app"
+            )
+        );
+        // Two pairs, or two migrations, never share objects.
+        assert_ne!(Names::new("m", "a").slot(), Names::new("m", "b").slot());
+        assert_ne!(Names::new("m1", "a").slot(), Names::new("m2", "a").slot());
+        assert_ne!(
+            Names::new("m", "a").slot(),
+            Names::new("m", "a").reverse_slot()
+        );
     }
 }
