@@ -2,7 +2,7 @@
 //! Propagation is checked against two independent PowerDNS servers, one updated later.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use base64::Engine;
@@ -121,6 +121,14 @@ async fn powerdns_adapter_reads_replaces_and_refuses_a_wrong_key() {
         .await
         .unwrap_err();
     assert!(err.is_auth(), "{err}");
+    // ... and refused means unchanged: the record still reads as before, TTL 60 not 5.
+    assert_eq!(
+        provider
+            .read("t.example.com", "app.t.example.com", RecordType::A)
+            .await
+            .unwrap(),
+        Some(wanted.clone())
+    );
     assert!(matches!(
         provider.healthcheck("missing.example.com").await,
         Err(ProviderError::ZoneNotFound { .. })
@@ -373,37 +381,50 @@ async fn wait_does_not_finish_until_the_lagging_server_serves_the_new_value() {
         .await
         .unwrap();
 
-    let delay = Duration::from_millis(1500);
+    // The second server is updated only once a round has seen the first done and the second
+    // not: synchronised on what `wait` reports, not on a sleep.
     let lagging = api(&b);
     let wanted = target.wanted(5);
+    let (half_tx, half_rx) = tokio::sync::oneshot::channel::<()>();
     let late = tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
+        half_rx.await.expect("a round with one server done");
         lagging.replace("p.example.com", &wanted).await.unwrap();
+        Instant::now()
     });
-    let mut saw_half = false;
+    let mut half_tx = Some(half_tx);
+    let began = Instant::now();
     let outcome = propagation::wait(
         std::slice::from_ref(&target),
         Duration::from_secs(20),
         Duration::from_millis(100),
         |rows, _| {
-            saw_half |= rows[0].done() && !rows[1].done();
+            if rows[0].done() && !rows[1].done() {
+                if let Some(tx) = half_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
         },
     )
     .await;
-    late.await.unwrap();
+    let finished = Instant::now();
+    let updated_at = late.await.unwrap();
     assert!(outcome.complete);
     assert!(
-        saw_half,
+        half_tx.is_none(),
         "a round saw the first server done and the second not"
+    );
+    // `wait` kept polling while the second server lagged and finished only after it changed.
+    assert!(
+        finished >= updated_at,
+        "wait finished before the second server changed"
     );
     let first = outcome.rows[0].done_after.unwrap();
     let second = outcome.rows[1].done_after.unwrap();
-    assert!(first < delay, "{first:?}");
     assert!(
-        second >= delay,
-        "wait finished {second:?} after start, before the second server changed"
+        first < updated_at - began && second >= updated_at - began - Duration::from_millis(1),
+        "first {first:?}, second {second:?}, update at {:?}",
+        updated_at - began
     );
-    assert!(outcome.elapsed >= delay);
 }
 
 #[tokio::test]
