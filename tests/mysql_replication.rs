@@ -266,8 +266,10 @@ async fn start_streams_a_snapshot_then_replicates_and_is_idempotent() {
         count(&f.target, "SELECT COUNT(*) FROM app.writes").await,
         3000
     );
-    // The target is read-only for everyone but the replica until promotion.
+    // The target is read-only for everyone but the replica until promotion, and the app's
+    // account there is locked (read_only alone does not bind every user).
     assert_eq!(count(&f.target, "SELECT @@GLOBAL.read_only").await, 1);
+    assert_app_locked_out(&f.target).await;
 
     let mut c = f.source.connect(None).await.unwrap();
     c.query_drop("INSERT INTO app.writes (k, payload) VALUES (1, 'after the snapshot')")

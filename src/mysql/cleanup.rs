@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::dialect::literal;
-use super::{Db, HEARTBEAT_DB, MyError, Pair};
+use super::{Db, HEARTBEAT_DB, MyError, Pair, writers};
 
 /// What cleanup did and what it left on purpose.
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +100,14 @@ pub async fn cleanup(pair: &Pair) -> Result<Cleaned, MyError> {
         ));
     }
     if target_ro {
+        // Never promoted: the app's accounts there get back what they had.
+        let unlocked = writers::unlock(&mut target, &pair.plan.name).await?;
+        if !unlocked.is_empty() {
+            done.push(format!(
+                "unlocked the app accounts on the target: {}",
+                unlocked.join(", ")
+            ));
+        }
         kept.push(format!(
             "the target stays read-only: it was never promoted; `{}` there if you abandon the migration and want it writable",
             target.dialect.unfence()

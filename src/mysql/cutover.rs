@@ -231,9 +231,10 @@ async fn wait_for(
     }
 }
 
-/// Makes the target the primary: replica stopped and forgotten, filter cleared, writable.
-/// Returns the target's own position at promotion (where reverse replication starts).
-async fn promote(target: &mut Db, gtid: bool) -> Result<String, MyError> {
+/// Makes the target the primary: replica stopped and forgotten, filter cleared, the app's
+/// accounts unlocked, writable. Returns the target's own position at promotion (where reverse
+/// replication starts).
+async fn promote(target: &mut Db, gtid: bool, unlock: Option<&str>) -> Result<String, MyError> {
     let d = target.dialect;
     target.run("stop the replica", d.stop_replica()).await?;
     let position = source_position(target, gtid).await?;
@@ -243,7 +244,13 @@ async fn promote(target: &mut Db, gtid: bool) -> Result<String, MyError> {
     target
         .run("clear the replication filter", &d.replicate_only(&[]))
         .await?;
+    // Writable first: MySQL's super_read_only refuses account changes too.
     target.run("make the target writable", d.unfence()).await?;
+    if let Some(sql) = unlock {
+        target
+            .run("unlock the app accounts on the target", sql)
+            .await?;
+    }
     Ok(position)
 }
 
@@ -333,6 +340,9 @@ pub async fn cutover(
         .await
         .map_err(not_needed)?;
     let lock_sql = writers::lock_sql(&to_lock);
+    let target_unlock = writers::prepare_unlock(&mut target, &pair.plan.name)
+        .await
+        .map_err(not_needed)?;
 
     // 2-5 with unfencing on failure.
     let t0 = Instant::now();
@@ -367,7 +377,7 @@ pub async fn cutover(
         Ok(done) => done,
         Err(error) => return Err(unfence(&mut source, &pair.plan.name, error, on_event).await),
     };
-    let promoted_at = match promote(&mut target, gtid).await {
+    let promoted_at = match promote(&mut target, gtid, target_unlock.as_deref()).await {
         Ok(at) => at,
         Err(error) => {
             // Did the target become writable before the failure? Then it is the primary.
@@ -392,6 +402,13 @@ pub async fn cutover(
     });
     // The old primary's app accounts stay locked: nothing may write there any more.
     let mut warnings = Vec::new();
+    if target_unlock.is_some()
+        && let Err(e) = writers::forget(&mut target, &pair.plan.name).await
+    {
+        warnings.push(format!(
+            "the new primary's record of the app accounts it locked could not be cleared ({e}); they are unlocked"
+        ));
+    }
     // Proof that nothing wrote to the old primary after the fence: its own binlog position
     // (GTIDs, or file:position) has not moved since it was read under the fence. Cutover's
     // own statements there since are kept out of the binlog.
@@ -486,7 +503,7 @@ async fn unfence(
             error: MyError::Refused(format!(
                 "{error}; unfencing the source also failed ({e}): run `{sql}` on {} now, then ALTER USER ... ACCOUNT UNLOCK for the accounts in `{}`.`{}` (pair {pair_name})",
                 source.label,
-                super::HEARTBEAT_DB,
+                writers::LOCK_DB,
                 writers::LOCK_TABLE
             )),
             rollback: Rollback::UnfenceFailed,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::dialect::{SourceSpec, StartAt, literal};
 use super::snapshot::{self, Snapshot};
-use super::{Db, MyError, Pair, heartbeat, preflight};
+use super::{Db, MyError, Pair, heartbeat, preflight, writers};
 
 /// How long the replica threads get to come up after `START REPLICA`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -125,6 +125,7 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
     let report = preflight::run(pair, &mut source, &mut target).await?;
     let user = pair.replication_user();
     if report.already_started {
+        lock_target_app_accounts(pair, &mut target).await?;
         wait_running(&mut target, START_TIMEOUT).await?;
         return Ok(Started {
             pair: pair.plan.name.clone(),
@@ -145,7 +146,10 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
     create_replication_user(&mut source, &user, &password).await?;
     heartbeat::ensure(&mut source).await?;
     heartbeat::beat(&mut source).await?;
-    // The target stays read-only until promotion (the replica's applier is not bound by it).
+    // The app cannot write to the target until promotion: its accounts are locked (a user
+    // holding READ_ONLY ADMIN is not bound by read_only) and the target is read-only (the
+    // replica's applier is bound by neither).
+    lock_target_app_accounts(pair, &mut target).await?;
     target
         .run("make the target read-only", target.dialect.fence())
         .await?;
@@ -186,4 +190,17 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
         gtid,
         replication_user: user,
     })
+}
+
+/// Locks the app's accounts on the target until promotion (outside the binlog, remembered in
+/// the target's own record) and ends any session they have there.
+async fn lock_target_app_accounts(pair: &Pair, target: &mut Db) -> Result<(), MyError> {
+    let to_lock = writers::prepare_lock(target, &pair.plan.app_users, &pair.plan.name).await?;
+    if let Some(sql) = writers::lock_sql(&to_lock) {
+        target
+            .run("lock the app accounts on the target", &sql)
+            .await?;
+    }
+    super::cutover::kill_sessions(target, &pair.plan.app_users).await?;
+    Ok(())
 }

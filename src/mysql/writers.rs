@@ -23,12 +23,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::dialect::{Flavour, Version, literal};
-use super::{Db, HEARTBEAT_DB, MyError};
+use super::{Db, MyError};
 
 /// Privileges that change data or schema in a database.
 const WRITE_PRIVILEGES: [&str; 6] = ["INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER"];
 
-/// Table on the source that remembers which accounts cutover locked.
+/// Database, on each server, that remembers which accounts cutover locked there. Neither
+/// replicated (outside the filter, and written with `sql_log_bin = 0`) nor dumped, so each
+/// server keeps its own record.
+pub const LOCK_DB: &str = "cutover_local";
+/// Table (in [`LOCK_DB`]) of the accounts cutover locked.
 pub const LOCK_TABLE: &str = "locked_account";
 
 /// One account (`user@host`) and what it can do to the plan's databases.
@@ -232,7 +236,7 @@ pub fn list(accounts: &[Account]) -> String {
 }
 
 fn lock_table() -> String {
-    format!("`{HEARTBEAT_DB}`.`{LOCK_TABLE}`")
+    format!("`{LOCK_DB}`.`{LOCK_TABLE}`")
 }
 
 /// Remembers, on the source and outside the binlog, the app accounts that are unlocked now
@@ -246,6 +250,11 @@ pub async fn prepare_lock(
     db.run(
         "keep cutover's fence statements out of the binlog",
         "SET SESSION sql_log_bin = 0",
+    )
+    .await?;
+    db.run(
+        "create cutover's local database",
+        &format!("CREATE DATABASE IF NOT EXISTS `{LOCK_DB}`"),
     )
     .await?;
     db.run(
@@ -282,14 +291,14 @@ pub fn lock_sql(accounts: &[Account]) -> Option<String> {
     (!accounts.is_empty()).then(|| format!("ALTER USER {} ACCOUNT LOCK", list(accounts)))
 }
 
-/// Unlocks the accounts cutover locked for `pair` (not those kept after promotion) and
-/// forgets them. Returns them as `'u'@'h'`.
-pub async fn unlock(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
+/// The accounts cutover locked for `pair` on this server (not those kept after promotion),
+/// as `'u'@'h'`.
+pub async fn locked(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
     let exists: Option<(String,)> = db
         .exec_opt(
             "look for the locked-account record",
             "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (HEARTBEAT_DB, LOCK_TABLE),
+            (LOCK_DB, LOCK_TABLE),
         )
         .await?;
     if exists.is_none() {
@@ -305,23 +314,32 @@ pub async fn unlock(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
             (pair,),
         )
         .await?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let names: Vec<String> = rows
+    Ok(rows
         .iter()
         .map(|(u, h)| format!("{}@{}", literal(u), literal(h)))
-        .collect();
+        .collect())
+}
+
+/// Prepares the one statement that unlocks the accounts cutover locked for `pair` (for use
+/// inside the window; the session is set to keep it out of the binlog). `None`: none locked.
+pub async fn prepare_unlock(db: &mut Db, pair: &str) -> Result<Option<String>, MyError> {
+    let names = locked(db, pair).await?;
+    if names.is_empty() {
+        return Ok(None);
+    }
     db.run(
         "keep the unlock out of the binlog",
         "SET SESSION sql_log_bin = 0",
     )
     .await?;
-    db.run(
-        "unlock the app accounts",
-        &format!("ALTER USER IF EXISTS {} ACCOUNT UNLOCK", names.join(", ")),
-    )
-    .await?;
+    Ok(Some(format!(
+        "ALTER USER IF EXISTS {} ACCOUNT UNLOCK",
+        names.join(", ")
+    )))
+}
+
+/// Forgets the accounts recorded for `pair` (after they were unlocked).
+pub async fn forget(db: &mut Db, pair: &str) -> Result<(), MyError> {
     db.exec(
         "forget the locked accounts",
         &format!(
@@ -330,7 +348,17 @@ pub async fn unlock(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
         ),
         (pair,),
     )
-    .await?;
+    .await
+}
+
+/// Unlocks the accounts cutover locked for `pair` (not those kept after promotion) and
+/// forgets them. Returns them as `'u'@'h'`.
+pub async fn unlock(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
+    let names = locked(db, pair).await?;
+    if let Some(sql) = prepare_unlock(db, pair).await? {
+        db.run("unlock the app accounts", &sql).await?;
+        forget(db, pair).await?;
+    }
     Ok(names)
 }
 
