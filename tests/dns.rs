@@ -398,10 +398,11 @@ async fn wait_does_not_finish_until_the_lagging_server_serves_the_new_value() {
         Duration::from_secs(20),
         Duration::from_millis(100),
         |rows, _| {
-            if rows[0].done() && !rows[1].done() {
-                if let Some(tx) = half_tx.take() {
-                    let _ = tx.send(());
-                }
+            if rows[0].done()
+                && !rows[1].done()
+                && let Some(tx) = half_tx.take()
+            {
+                let _ = tx.send(());
             }
         },
     )
