@@ -566,7 +566,8 @@ async fn an_app_user_read_only_does_not_bind_is_stopped_by_the_account_lock() {
     let report = my_cutover::cutover(&pair, &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("cutover failed: {e}"));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let promoted = server_now(&f.target).await;
+    wait_for_writes_after(&f.target, &promoted).await;
     let ledger = writer.stop().await;
     assert_eq!(report.old_primary_clean, Some(true), "{report:?}");
     assert_eq!(
@@ -575,7 +576,7 @@ async fn an_app_user_read_only_does_not_bind_is_stopped_by_the_account_lock() {
     );
     let check = check_on(&f.target, &ledger).await;
     assert!(check.clean(), "{check:?}");
-    assert!(check.acked_on_target > 100, "{check:?}");
+    assert!(check.acked_on_target > 0, "{check:?}");
     // read_only alone would not stop this user: its account is locked on the old primary.
     let refused = app_can_write(&f.source)
         .await

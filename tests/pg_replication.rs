@@ -334,7 +334,7 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     })
     .await
     .unwrap_or_else(|e| panic!("cutover failed: {e} ({:?})", e.rollback));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_writes_after(&fx.target, server_now(&fx.target).await, APP_KEYS).await;
     let ledger = writer.stop().await;
 
     let (fenced_at, promoted_at) = (fenced_at.unwrap(), promoted_at.unwrap());
@@ -358,7 +358,10 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
 
     let t = fx.target.connect("app").await.unwrap();
     let check = ledger.check(&t).await.unwrap();
-    assert!(check.acked_on_target > 100, "{check:?}");
+    assert!(
+        check.acked_on_target > 0,
+        "the writer moved to the target: {check:?}"
+    );
     assert!(check.clean(), "{check:#?}");
     // The writer's longest pause spans the window and ends once the target takes it: it is at
     // least the window's own length and no longer than the whole cutover call.
@@ -460,6 +463,42 @@ async fn target_lost_during_catch_up_leaves_source_writable() {
         "no commits on the source after the rollback"
     );
 }
+
+/// The server's clock now.
+async fn server_now(pg: &Postgres) -> std::time::SystemTime {
+    let c = pg.connect("app").await.unwrap();
+    c.query_one("SELECT now()", &[]).await.unwrap().get(0)
+}
+
+/// Waits (at most 10 s) until `pg` holds a row of the writer's key range `keys` stamped after
+/// `since` (written there, or replicated there).
+async fn wait_for_writes_after(pg: &Postgres, since: std::time::SystemTime, keys: (i64, i64)) {
+    let c = pg.connect("app").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM writes WHERE k >= $1 AND k < $2 AND at > $3",
+                &[&keys.0, &keys.1, &since],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no writes on {} since the cutover",
+            pg.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Keys the first writer (tasks 0 and 1) uses; the second (tasks 2 and 3) uses the next range.
+const APP_KEYS: (i64, i64) = (0, 2_000_000_000);
+const WORKER_KEYS: (i64, i64) = (2_000_000_000, 4_000_000_000);
 
 /// Runs `sql` as the superuser on `pg`'s `app` database.
 async fn as_superuser(pg: &Postgres, sql: &str) {
@@ -617,7 +656,9 @@ async fn two_writing_roles_both_fenced_lose_nothing() {
     let report = pg_cutover::cutover(&pair, &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("cutover failed: {e}"));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let promoted = server_now(&fx.target).await;
+    wait_for_writes_after(&fx.target, promoted, APP_KEYS).await;
+    wait_for_writes_after(&fx.target, promoted, WORKER_KEYS).await;
     let (app, worker) = (app.stop().await, worker.stop().await);
     assert_eq!(report.old_primary_clean(), Some(true), "{report:?}");
     let target = fx.target.connect("app").await.unwrap();
@@ -691,10 +732,52 @@ async fn a_write_slipped_into_the_old_primary_after_the_fence_is_reported() {
         .replicate_then_write(&pair, 300, Duration::from_millis(500))
         .await;
     let report = pg_cutover::cutover(&pair, &mut |_| {}).await.unwrap();
-    // Reverse replication applies the new primary's writes on the old one: not counted.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    writer.stop().await;
     assert_eq!(report.old_primary_clean(), Some(true), "{report:?}");
+    // Reverse replication applies the new primary's writes on the old one; the audit decodes
+    // them and does not count them, while a local write next to them is counted. Shown on a
+    // fresh slot of the test's own, once reverse-replicated rows have arrived.
+    let source = pair.source.connect().await.unwrap();
+    source
+        .batch(
+            "probe slot",
+            "SELECT pg_create_logical_replication_slot('audit_probe', 'pgoutput')",
+        )
+        .await
+        .unwrap();
+    let since = server_now(&fx.target).await;
+    wait_for_writes_after(&fx.source, since, APP_KEYS).await;
+    writer.stop().await;
+    let audit = cutover::postgres::writers::audit_slot(
+        &source,
+        "audit_probe",
+        &pair.names.publication,
+        "cutover",
+    )
+    .await
+    .unwrap();
+    assert!(audit.replicated_transactions > 0, "{audit:?}");
+    assert_eq!(audit.rows(), 0, "{audit:?}");
+    as_superuser(
+        &fx.source,
+        "INSERT INTO writes (id, k, payload) VALUES (-200001, -200001, 'local')",
+    )
+    .await;
+    let audit = cutover::postgres::writers::audit_slot(
+        &source,
+        "audit_probe",
+        &pair.names.publication,
+        "cutover",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        audit.rows_by_table.get("public.writes"),
+        Some(&1),
+        "{audit:?}"
+    );
+    cutover::postgres::cleanup::drop_slot(&source, "audit_probe")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -751,7 +834,7 @@ async fn a_table_created_during_the_sync_stops_the_gate_until_start_brings_it_ov
         .await
         .unwrap_or_else(|e| panic!("cutover failed: {e}"));
     assert_eq!(report.matviews_refreshed, ["public.write_totals"]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_writes_after(&fx.target, server_now(&fx.target).await, APP_KEYS).await;
     let ledger = writer.stop().await;
     let target = fx.target.connect("app").await.unwrap();
     let check = ledger.check(&target).await.unwrap();

@@ -151,6 +151,9 @@ pub struct OldPrimaryAudit {
     pub rows_by_table: BTreeMap<String, u64>,
     /// Transactions those rows came in.
     pub transactions: u64,
+    /// Transactions applied by replication (reverse replication from the new primary), decoded
+    /// and not counted.
+    pub replicated_transactions: u64,
     /// Roles with sessions in the database when the audit ran (besides cutover's own and the
     /// fenced roles): who most likely wrote them.
     pub suspects: Vec<(String, i64)>,
@@ -328,7 +331,9 @@ pub fn count_writes(messages: &[(String, Vec<u8>)], own_schema: &str) -> OldPrim
             b'C' => {
                 let own = format!("{own_schema}.");
                 current.retain(|t, _| !t.starts_with(&own));
-                if !replicated && !current.is_empty() {
+                if replicated && !current.is_empty() {
+                    audit.replicated_transactions += 1;
+                } else if !current.is_empty() {
                     audit.transactions += 1;
                     for (t, n) in std::mem::take(&mut current) {
                         *audit.rows_by_table.entry(t).or_default() += n;
@@ -402,6 +407,7 @@ mod tests {
 
         let audit = count_writes(&messages, "cutover");
         assert_eq!(audit.transactions, 2, "{audit:?}");
+        assert_eq!(audit.replicated_transactions, 1, "{audit:?}");
         assert_eq!(audit.rows_by_table.get("public.writes"), Some(&2));
         assert_eq!(
             audit.rows_by_table.get("public.writes (TRUNCATE)"),
