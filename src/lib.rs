@@ -5,12 +5,18 @@
 //! - [`run`]: the hot-migration sequencer (the ordered steps of a run).
 //! - [`plan`]: the TOML plan file, its types and validation.
 //! - [`postgres`]: PostgreSQL logical replication, preflight to cleanup.
+//! - [`mysql`]: MySQL / MariaDB binlog replication, one dialect table per flavour and version.
+//! - [`files`]: directory trees moved with rsync between the hosts, server to server.
+//! - [`dns`]: TTL jobs, record switches, propagation on every authoritative server.
+//! - [`finding`]: the shared words for what a check found (server, severity, problem, fix).
 //! - [`lab`]: throwaway real servers on loopback for tests and the demo.
 //! - [`secret`]: secrets from the environment or files, never printed.
 
 pub mod cli;
 pub mod dberror;
 pub mod dns;
+pub mod files;
+pub mod finding;
 pub mod lab;
 pub mod mysql;
 pub mod plan;

@@ -24,6 +24,7 @@ macro_rules! errln {
 
 mod demo;
 mod dns;
+mod files;
 mod lab;
 mod mysql;
 mod not_implemented;
@@ -94,6 +95,9 @@ pub enum Command {
     /// MySQL / MariaDB binlog replication, pair by pair.
     #[command(subcommand)]
     Mysql(DbCommand),
+    /// File trees: rsync between the hosts, server to server.
+    #[command(subcommand)]
+    Files(FilesCommand),
     /// DNS: lower TTLs ahead of time, switch records, wait for every authoritative server.
     #[command(subcommand)]
     Dns(DnsCommand),
@@ -116,6 +120,32 @@ pub enum PlanCommand {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+}
+
+/// `cutover files ...`
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Check both hosts: ssh, rsync, the running host reaching the other, space, clocks.
+    Preflight(FilesArgs),
+    /// A warm pass while the service runs (vanished files are a warning).
+    Sync(FilesArgs),
+    /// The final pass, service stopped on the source: the tree must not change under it.
+    Final(FilesArgs),
+    /// Compare both trees by checksum; exit 1 when any path differs.
+    Verify(FilesArgs),
+}
+
+/// Arguments of the `files` commands.
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// Only this `[[files]]` entry.
+    #[arg(long)]
+    pub entry: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// A plan argument.
@@ -330,6 +360,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pg(cmd) => pg::run(cmd),
         Command::Mysql(cmd) => mysql::run(cmd),
         Command::Dns(cmd) => dns::run(cmd),
+        Command::Files(cmd) => files::run(cmd),
         Command::Serve(_) => not_implemented::report("serve", "service mode"),
         Command::Lab(LabCommand::Up(args)) => lab::up(args.dir),
         Command::Lab(LabCommand::Down(args)) => lab::down(args.dir),

@@ -288,6 +288,27 @@ pub struct FileSync {
     /// Further rsync arguments, one per element (never a shell string).
     #[serde(default)]
     pub rsync_args: Vec<String>,
+    /// Which host runs rsync: `target` pulls from the source, `source` pushes to the target.
+    /// Either way the two hosts talk directly, never through the operator's machine.
+    #[serde(default)]
+    pub runs_on: FilesRunsOn,
+    /// rsync `--bwlimit` (e.g. `"50M"`), to spare a link the service also uses.
+    #[serde(default)]
+    pub bwlimit: Option<String>,
+    /// Compress on the wire (`-z`): only worth it on slow links.
+    #[serde(default)]
+    pub compress: bool,
+}
+
+/// Which host of a `[[files]]` entry runs rsync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilesRunsOn {
+    /// The target pulls (it needs ssh access to the source).
+    #[default]
+    Target,
+    /// The source pushes (it needs ssh access to the target).
+    Source,
 }
 
 /// `[[dns]]`: one record set switched from the old host to the new one.

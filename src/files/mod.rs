@@ -1,0 +1,93 @@
+//! File trees moved between hosts with rsync, run on one host and talking to the other.
+//!
+//! Users copy state by hand with `rsync -avz old:/x new:/x`, which rsync cannot do (two remote
+//! ends), sends everything through the operator's laptop when it can, and compresses on a LAN.
+//! Here one of the two hosts runs rsync over ssh to the other (`runs_on`), with argv arrays from
+//! end to end (see [`remote`]), faithful flags, and exit codes read for what they mean.
+//!
+//! - [`remote`]: commands on a host over ssh; quoting for the remote shell.
+//! - [`rsync`]: the command line, exit codes, progress and statistics.
+//! - [`preflight`]: both hosts reachable, rsync on both, the running host reaching the other,
+//!   space, clock skew, the target's parent writable. Changes nothing.
+//! - [`sync`]: a pass (warm while the service runs, full in the window) and verify.
+
+pub mod preflight;
+pub mod remote;
+pub mod rsync;
+pub mod sync;
+
+use std::time::Duration;
+
+use crate::plan::{FileSync, Host, Plan};
+
+/// A files step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// A program could not be started.
+    #[error("could not run {0}")]
+    Spawn(String),
+    /// A bounded wait ran out.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The bound.
+        after: Duration,
+    },
+    /// The plan cannot be used for files (no `[hosts]`).
+    #[error("{0}")]
+    Plan(String),
+    /// rsync failed; `text` says what it means.
+    #[error("{entry}: {text}\n{stderr}")]
+    Rsync {
+        /// The `[[files]]` entry.
+        entry: String,
+        /// rsync's exit code.
+        code: i32,
+        /// What it means and what to do.
+        text: String,
+        /// The end of rsync's own error output.
+        stderr: String,
+    },
+}
+
+/// One `[[files]]` entry with the hosts it moves between.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The entry as written in the plan.
+    pub plan: FileSync,
+    /// The source host.
+    pub source: Host,
+    /// The target host.
+    pub target: Host,
+}
+
+impl Entry {
+    /// Every `[[files]]` entry of `plan`, or only `only`.
+    pub fn select(plan: &Plan, only: Option<&str>) -> Result<Vec<Entry>, FilesError> {
+        let hosts = plan.hosts.as_ref().ok_or_else(|| {
+            FilesError::Plan("the plan has no [hosts] for its [[files]] entries".into())
+        })?;
+        Ok(plan
+            .files
+            .iter()
+            .filter(|f| only.is_none_or(|name| f.name == name))
+            .map(|f| Entry {
+                plan: f.clone(),
+                source: hosts.source.clone(),
+                target: hosts.target.clone(),
+            })
+            .collect())
+    }
+
+    /// The host that runs rsync and the one it reaches.
+    pub fn runner_and_peer(&self) -> (&Host, &Host) {
+        rsync::hosts(&self.plan, &self.source, &self.target)
+    }
+}
+
+/// The last lines of `text`, for error messages.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

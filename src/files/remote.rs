@@ -1,0 +1,173 @@
+//! Commands on a host over ssh, as argument vectors from end to end.
+//!
+//! ssh sends a remote command as one string that the remote user's shell splits again, so an
+//! argv is only safe there once every argument is quoted for a POSIX shell: each one is wrapped
+//! in single quotes (with `'` written as `'\''`), which no shell expands. Locally nothing ever
+//! goes through a shell: `tokio::process::Command` gets the argv as is.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::plan::Host;
+
+use super::FilesError;
+
+/// How long ssh may take to connect before it gives up (BatchMode never prompts).
+pub const CONNECT_TIMEOUT_SECONDS: u32 = 10;
+
+/// `arg` quoted for a POSIX shell.
+pub fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+    {
+        return arg.to_owned();
+    }
+    format!("'{}'", arg.replace('\'', "'\\''"))
+}
+
+/// One remote command line from an argv.
+pub fn remote_command(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// ssh options for `host` (never prompting, bounded connect), without the destination.
+pub fn ssh_options(host: &Host) -> Vec<String> {
+    let mut args = vec![
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-o".to_owned(),
+        format!("ConnectTimeout={CONNECT_TIMEOUT_SECONDS}"),
+    ];
+    if let Some(config) = &host.ssh_config {
+        args.push("-F".into());
+        args.push(config.display().to_string());
+    }
+    if let Some(port) = host.port {
+        args.push("-p".into());
+        args.push(port.to_string());
+    }
+    if let Some(identity) = &host.identity_file {
+        args.push("-i".into());
+        args.push(identity.display().to_string());
+    }
+    args
+}
+
+/// The full ssh argv that runs `argv` on `host`.
+pub fn ssh_argv(host: &Host, argv: &[String]) -> Vec<String> {
+    let mut args = vec!["ssh".to_owned()];
+    args.extend(ssh_options(host));
+    args.push(host.ssh.clone());
+    args.push("--".into());
+    args.push(remote_command(argv));
+    args
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Exit code 0.
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs `argv` (locally; use [`ssh_argv`] for a host), bounded by `timeout`.
+pub async fn run(argv: &[String], timeout: Duration) -> Result<Output, FilesError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| FilesError::Spawn("empty command".into()))?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(timeout, child)
+        .await
+        .map_err(|_| FilesError::Timeout {
+            what: format!("`{program}` ({})", argv.join(" ")),
+            after: timeout,
+        })?
+        .map_err(|e| FilesError::Spawn(format!("{program}: {e}")))?;
+    Ok(Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs `argv` on `host` over ssh. The command is built at once, so the future borrows nothing.
+pub fn on_host(
+    host: &Host,
+    argv: &[&str],
+    timeout: Duration,
+) -> impl std::future::Future<Output = Result<Output, FilesError>> + Send + 'static {
+    let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    let full = ssh_argv(host, &argv);
+    async move { run(&full, timeout).await }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_words_survive_the_remote_shell() {
+        assert_eq!(shell_quote("/var/lib/app/"), "/var/lib/app/");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(
+            remote_command(&["rsync".into(), "--exclude".into(), "*.tmp; x".into()]),
+            "rsync --exclude '*.tmp; x'"
+        );
+    }
+
+    #[test]
+    fn quoting_round_trips_through_a_real_shell() {
+        let nasty = [
+            "plain",
+            "two words",
+            "it's",
+            "$HOME",
+            "`id`",
+            "a\"b",
+            "*",
+            "\n",
+            "",
+        ];
+        let argv: Vec<String> = std::iter::once("printf".to_owned())
+            .chain(std::iter::once("%s\\0".to_owned()))
+            .chain(nasty.iter().map(|s| s.to_string()))
+            .collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(remote_command(&argv))
+            .output()
+            .unwrap();
+        let got: Vec<&str> = std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .split('\0')
+            .collect();
+        assert_eq!(&got[..nasty.len()], &nasty[..]);
+    }
+}

@@ -1,0 +1,38 @@
+//! What a check found, in the words every component uses: where (which server or host), how
+//! serious, what is wrong, and what to change there.
+//!
+//! The files component speaks it; the PostgreSQL and MySQL engines still carry their own
+//! near-identical types, which move here with the shared engine contract the run sequencer
+//! needs (one vocabulary for preflight reports across components).
+
+use serde::Serialize;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The step would fail or lose data; it is refused.
+    Error,
+    /// Works, but worth knowing.
+    Warning,
+    /// What cutover will do about it.
+    Info,
+}
+
+/// One thing found on one server or host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Which server or host (`source lab-source`, `target 127.0.0.1:5432`).
+    pub server: String,
+    /// How serious.
+    pub severity: Severity,
+    /// What is wrong.
+    pub problem: String,
+    /// What to change, there.
+    pub fix: String,
+}
+
+/// True when none of `findings` is an error.
+pub fn passed(findings: &[Finding]) -> bool {
+    !findings.iter().any(|f| f.severity == Severity::Error)
+}

@@ -1,0 +1,261 @@
+//! The files component against a real sshd and rsync: both hosts are the lab sshd under two
+//! aliases, each tree in its own directory.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cutover::files::sync::{self, PassKind};
+use cutover::files::{Entry, preflight};
+use cutover::finding::Severity;
+use cutover::lab::{LabDir, Sshd, Supervision};
+use cutover::plan;
+
+struct Fixture {
+    dir: LabDir,
+    sshd: Sshd,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = LabDir::temporary().expect("lab dir");
+        let sshd = Sshd::start(dir.path(), "sshd", Supervision::Owned)
+            .await
+            .expect("sshd starts");
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        Fixture { dir, sshd }
+    }
+
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    fn dst(&self) -> PathBuf {
+        self.dir.path().join("dst")
+    }
+
+    /// An entry from a plan text whose `[hosts]` are the lab aliases; `extra` goes into the
+    /// `[[files]]` entry, `source_port` overrides the source host's port.
+    fn entry(&self, extra: &str, source_port: Option<u16>, target_path: &Path) -> Entry {
+        let config = self.sshd.ssh_config.display();
+        let port = source_port
+            .map(|p| format!("port = {p}\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "[migration]\nname = \"files\"\nstate_dir = \"{state}\"\n\n\
+             [hosts.source]\nssh = \"lab-source\"\nssh_config = \"{config}\"\n{port}\n\
+             [hosts.target]\nssh = \"lab-target\"\nssh_config = \"{config}\"\n\n\
+             [[files]]\nname = \"tree\"\nsource_path = \"{src}/\"\ntarget_path = \"{dst}/\"\n{extra}\n",
+            state = self.dir.path().join("state").display(),
+            src = self.src().display(),
+            dst = target_path.display(),
+        );
+        let plan = plan::parse_str(&text, Path::new("files.toml")).expect("valid plan");
+        Entry::select(&plan, None).unwrap().remove(0)
+    }
+}
+
+/// Everything about a tree that a faithful copy keeps: per relative path, its kind, mode,
+/// content (or link target), and which paths share an inode (hard links).
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut BTreeMap<String, String>,
+        inodes: &mut BTreeMap<u64, String>,
+    ) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.mode() & 0o7777;
+            let what = if meta.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                walk(root, &path, out, inodes);
+                format!("dir {mode:o}")
+            } else {
+                let first = inodes
+                    .entry(meta.ino())
+                    .or_insert_with(|| rel.clone())
+                    .clone();
+                let content = std::fs::read(&path).unwrap();
+                format!(
+                    "file {mode:o} {} bytes {:x} linked-with {first}",
+                    content.len(),
+                    content
+                        .iter()
+                        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))
+                )
+            };
+            out.insert(rel, what);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out, &mut BTreeMap::new());
+    out
+}
+
+/// Creates, appends, deletes, renames files and whole directories, links, modes: one round.
+fn mutate(root: &Path, round: u32) {
+    let d = root.join(format!("dir{}", round % 5));
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join(format!("f{round}.txt")), format!("round {round}\n")).unwrap();
+    let log = root.join("app.log");
+    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
+    text.push_str(&format!("line {round}\n"));
+    std::fs::write(&log, text).unwrap();
+    if round.is_multiple_of(3) {
+        let _ = std::fs::remove_file(d.join(format!("f{}.txt", round.saturating_sub(3))));
+    }
+    if round % 4 == 1 {
+        let from = root.join(format!("dir{}", (round + 1) % 5));
+        let to = root.join(format!("moved{round}"));
+        if from.exists() {
+            std::fs::rename(&from, &to).unwrap();
+        }
+    }
+    if round % 5 == 2 {
+        let link = root.join(format!("link{round}"));
+        let _ = symlink(format!("dir{}", round % 5), &link);
+        let hard = root.join(format!("hard{round}"));
+        let _ = std::fs::hard_link(&log, &hard);
+        std::fs::set_permissions(
+            d.join(format!("f{round}.txt")),
+            PermissionsExt::from_mode(0o640),
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tree_mutated_during_warm_passes_ends_identical_after_the_final_pass() {
+    let f = Fixture::new().await;
+    let src = f.src();
+    for round in 0..20 {
+        mutate(&src, round);
+    }
+    let entry = f.entry("", None, &f.dst());
+    let first = sync::pass(&entry, PassKind::Warm, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert!(first.figures.files_transferred > 0, "{first:?}");
+
+    // The service keeps writing while warm passes run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, src) = (stop.clone(), src.clone());
+        std::thread::spawn(move || {
+            let mut round = 20;
+            while !stop.load(Ordering::SeqCst) {
+                mutate(&src, round);
+                round += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            round
+        })
+    };
+    for _ in 0..2 {
+        sync::pass(&entry, PassKind::Warm, &mut |_, _| {})
+            .await
+            .unwrap_or_else(|e| panic!("a warm pass over a live tree: {e}"));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let rounds = writer.join().unwrap();
+    assert!(rounds > 20);
+
+    // The service is stopped: the final pass makes the copy exact.
+    let mut updates = 0;
+    let last = sync::pass(&entry, PassKind::Final, &mut |_, _| updates += 1)
+        .await
+        .unwrap();
+    assert_eq!(last.kind, PassKind::Final);
+    assert!(updates > 0, "progress was reported");
+    let verified = sync::verify(&entry).await.unwrap();
+    assert!(verified.matches(), "{:?}", verified.differences);
+    assert_eq!(
+        snapshot(&src),
+        snapshot(&f.dst()),
+        "checked independently of rsync"
+    );
+
+    // Verify notices a changed byte, a new file and a deleted one.
+    std::fs::write(src.join("app.log"), "changed\n").unwrap();
+    std::fs::write(src.join("late.txt"), "late\n").unwrap();
+    std::fs::remove_file(f.dst().join("dir0").join("f0.txt")).ok();
+    let verified = sync::verify(&entry).await.unwrap();
+    let text = verified.differences.join("\n");
+    assert!(
+        text.contains("app.log") && text.contains("late.txt"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_passes_on_good_hosts_and_names_each_problem() {
+    let f = Fixture::new().await;
+    std::fs::write(f.src().join("a.txt"), "a\n").unwrap();
+    let good = preflight::run(&f.entry("", None, &f.dst())).await.unwrap();
+    assert!(good.passed(), "{:#?}", good.findings);
+    assert!(
+        good.rsync_versions
+            .0
+            .as_deref()
+            .is_some_and(|v| v.contains("rsync"))
+    );
+    assert!(good.source_bytes.is_some() && good.target_available.is_some());
+    assert!(
+        good.clock_skew_seconds.is_some_and(|s| s.abs() < 1.0),
+        "{good:?}"
+    );
+
+    // An unreachable source host: named, with the fix, and nothing else piled on.
+    let closed = cutover::lab::free_port().unwrap();
+    let down = preflight::run(&f.entry("", Some(closed), &f.dst()))
+        .await
+        .unwrap();
+    assert!(!down.passed());
+    let e = &down.findings[0];
+    assert_eq!(e.severity, Severity::Error);
+    assert!(e.server.starts_with("source lab-source"), "{e:?}");
+    assert!(e.problem.contains("cannot reach source host"), "{e:?}");
+    assert!(e.fix.contains("BatchMode"), "{e:?}");
+
+    // A target path whose parent does not exist.
+    let orphan = f.dir.path().join("no").join("such").join("dir");
+    let bad = preflight::run(&f.entry("", None, &orphan)).await.unwrap();
+    let e = bad
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("does not exist or is not writable"))
+        .unwrap_or_else(|| panic!("{:#?}", bad.findings));
+    assert!(e.server.starts_with("target"), "{e:?}");
+    assert!(e.fix.contains("mkdir -p"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_source_can_push_instead_and_rsync_failures_say_what_they_mean() {
+    let f = Fixture::new().await;
+    std::fs::write(f.src().join("a.txt"), "a\n").unwrap();
+    let push = f.entry("runs_on = \"source\"", None, &f.dst());
+    sync::pass(&push, PassKind::Warm, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert!(sync::verify(&push).await.unwrap().matches());
+    // A target under a path that cannot be created: an error, with rsync's words and ours.
+    let blocked = f.dir.path().join("a-file");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let entry = f.entry("", None, &blocked.join("dst"));
+    let err = sync::pass(&entry, PassKind::Final, &mut |_, _| {})
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("tree:") && text.contains("rsync"), "{text}");
+}
