@@ -135,25 +135,13 @@ fn mutate(root: &Path, round: u32) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_tree_mutated_during_warm_passes_ends_identical_after_the_final_pass() {
-    let f = Fixture::new().await;
-    let src = f.src();
-    for round in 0..20 {
-        mutate(&src, round);
-    }
-    let entry = f.entry("", None, &f.dst());
-    let first = sync::pass(&entry, PassKind::Warm, &mut |_, _| {})
-        .await
-        .unwrap();
-    assert!(first.figures.files_transferred > 0, "{first:?}");
-
-    // The service keeps writing while warm passes run.
+/// Runs `mutate` continuously on `src` until the returned stop function is called.
+fn keep_mutating(src: PathBuf, from: u32) -> impl FnOnce() -> u32 {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (stop, src) = (stop.clone(), src.clone());
+        let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut round = 20;
+            let mut round = from;
             while !stop.load(Ordering::SeqCst) {
                 mutate(&src, round);
                 round += 1;
@@ -162,40 +150,99 @@ async fn a_tree_mutated_during_warm_passes_ends_identical_after_the_final_pass()
             round
         })
     };
+    move || {
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap()
+    }
+}
+
+/// Warm passes over a tree the service keeps changing, then the final pass once it stopped:
+/// the copy is exact (rsync's verify and an independent walk agree). Returns the final report.
+async fn mutated_tree_ends_identical(f: &Fixture, entry: &Entry) -> sync::PassReport {
+    let (src, state) = (f.src(), f.dir.path().join("state"));
+    for round in 0..20 {
+        mutate(&src, round);
+    }
+    let first = sync::warm(entry, &state, &mut |_, _| {}).await.unwrap();
+    assert!(first.figures.files_transferred > 0, "{first:?}");
+    let stop = keep_mutating(src.clone(), 20);
     for _ in 0..2 {
-        sync::pass(&entry, PassKind::Warm, &mut |_, _| {})
+        sync::warm(entry, &state, &mut |_, _| {})
             .await
             .unwrap_or_else(|e| panic!("a warm pass over a live tree: {e}"));
     }
-    stop.store(true, Ordering::SeqCst);
-    let rounds = writer.join().unwrap();
-    assert!(rounds > 20);
-
+    assert!(stop() > 20);
     // The service is stopped: the final pass makes the copy exact.
     let mut updates = 0;
-    let last = sync::pass(&entry, PassKind::Final, &mut |_, _| updates += 1)
+    let last = sync::final_pass(entry, &state, &mut |_, _| updates += 1)
         .await
         .unwrap();
     assert_eq!(last.kind, PassKind::Final);
-    assert!(updates > 0, "progress was reported");
-    let verified = sync::verify(&entry).await.unwrap();
+    let verified = sync::verify(entry).await.unwrap();
     assert!(verified.matches(), "{:?}", verified.differences);
-    assert_eq!(
-        snapshot(&src),
-        snapshot(&f.dst()),
-        "checked independently of rsync"
-    );
+    assert_eq!(snapshot(&src), snapshot(&f.dst()), "checked independently of rsync");
+    if last.figures.files_transferred > 0 {
+        assert!(updates > 0, "progress was reported");
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tree_mutated_during_warm_passes_ends_identical_after_a_full_final_pass() {
+    let f = Fixture::new().await;
+    let entry = f.entry("", None, &f.dst());
+    let last = mutated_tree_ends_identical(&f, &entry).await;
+    assert_eq!((last.method, last.fallback.as_deref()), ("full", None));
 
     // Verify notices a changed byte, a new file and a deleted one.
+    let src = f.src();
     std::fs::write(src.join("app.log"), "changed\n").unwrap();
     std::fs::write(src.join("late.txt"), "late\n").unwrap();
-    std::fs::remove_file(f.dst().join("dir0").join("f0.txt")).ok();
     let verified = sync::verify(&entry).await.unwrap();
     let text = verified.differences.join("\n");
+    assert!(text.contains("app.log") && text.contains("late.txt"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_change_log_the_final_pass_sends_only_what_changed_and_is_exact() {
+    let f = Fixture::new().await;
+    let entry = f.entry("change_log = true", None, &f.dst());
+    let last = mutated_tree_ends_identical(&f, &entry).await;
+    assert_eq!(last.method, "change-log", "{last:?}");
+    assert!(last.fallback.is_none(), "{last:?}");
+    assert!(last.changed_paths.is_some_and(|n| n > 0), "{last:?}");
+    // The watcher is gone and forgotten after the final pass.
     assert!(
-        text.contains("app.log") && text.contains("late.txt"),
-        "{text}"
+        cutover::files::changelog::load(&f.dir.path().join("state"), "tree")
+            .unwrap()
+            .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_watcher_makes_the_final_pass_walk_the_whole_tree_and_say_so() {
+    let f = Fixture::new().await;
+    let state = f.dir.path().join("state");
+    let entry = f.entry("change_log = true", None, &f.dst());
+    mutate(&f.src(), 0);
+    sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
+    let watch = cutover::files::changelog::load(&state, "tree").unwrap().unwrap();
+    // The watcher dies (OOM killer, reboot, an operator): what changes next is not logged.
+    let killed = std::process::Command::new("kill")
+        .arg(watch.pid.to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for round in 1..8 {
+        mutate(&f.src(), round);
+    }
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {}).await.unwrap();
+    assert_eq!(last.method, "full");
+    let reason = last.fallback.clone().unwrap_or_default();
+    assert!(reason.contains("no longer running"), "{last:?}");
+    assert!(last.warnings.iter().any(|w| w.contains("whole tree")), "{last:?}");
+    assert!(sync::verify(&entry).await.unwrap().matches());
+    assert_eq!(snapshot(&f.src()), snapshot(&f.dst()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

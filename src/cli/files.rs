@@ -51,6 +51,7 @@ pub fn run(cmd: FilesCommand) -> u8 {
         return EXIT_FAILED;
     };
     let human = args.output == Output::Human;
+    let state_dir = plan.migration.state_dir.clone();
     rt.block_on(async {
         let mut code = EXIT_OK;
         let mut results = Vec::new();
@@ -58,8 +59,8 @@ pub fn run(cmd: FilesCommand) -> u8 {
             let (ok, value) = match step {
                 "preflight" => run_preflight(entry, human).await,
                 "verify" => run_verify(entry, human).await,
-                "final" => run_pass(entry, PassKind::Final, human).await,
-                _ => run_pass(entry, PassKind::Warm, human).await,
+                "final" => run_pass(entry, PassKind::Final, &state_dir, human).await,
+                _ => run_pass(entry, PassKind::Warm, &state_dir, human).await,
             };
             if !ok {
                 code = EXIT_FAILED;
@@ -119,7 +120,12 @@ async fn run_preflight(entry: &Entry, human: bool) -> (bool, serde_json::Value) 
     }
 }
 
-async fn run_pass(entry: &Entry, kind: PassKind, human: bool) -> (bool, serde_json::Value) {
+async fn run_pass(
+    entry: &Entry,
+    kind: PassKind,
+    state_dir: &std::path::Path,
+    human: bool,
+) -> (bool, serde_json::Value) {
     let bar = (human && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(100);
         bar.set_style(
@@ -135,7 +141,10 @@ async fn run_pass(entry: &Entry, kind: PassKind, human: bool) -> (bool, serde_js
             bar.set_message(format!("{bytes} bytes"));
         }
     };
-    let result = sync::pass(entry, kind, &mut progress).await;
+    let result = match kind {
+        PassKind::Warm => sync::warm(entry, state_dir, &mut progress).await,
+        PassKind::Final => sync::final_pass(entry, state_dir, &mut progress).await,
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -156,6 +165,9 @@ async fn run_pass(entry: &Entry, kind: PassKind, human: bool) -> (bool, serde_js
                     r.figures.transferred_bytes,
                     r.figures.wire_bytes
                 );
+                if let Some(n) = r.changed_paths {
+                    outln!("  {n} path(s) from the change log");
+                }
                 for w in &r.warnings {
                     outln!("  warning: {w}");
                 }

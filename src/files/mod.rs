@@ -9,8 +9,11 @@
 //! - [`rsync`]: the command line, exit codes, progress and statistics.
 //! - [`preflight`]: both hosts reachable, rsync on both, the running host reaching the other,
 //!   space, clock skew, the target's parent writable. Changes nothing.
-//! - [`sync`]: a pass (warm while the service runs, full in the window) and verify.
+//! - [`changelog`]: the inotify change log kept on the source from the first warm pass.
+//! - [`sync`]: a pass (warm while the service runs, final in the window: only the logged
+//!   changes when the log can be trusted, else the whole tree) and verify.
 
+pub mod changelog;
 pub mod preflight;
 pub mod remote;
 pub mod rsync;
@@ -37,6 +40,12 @@ pub enum FilesError {
     /// The plan cannot be used for files (no `[hosts]`).
     #[error("{0}")]
     Plan(String),
+    /// The local state (the change log's record) could not be read or written.
+    #[error("files state: {0}")]
+    State(String),
+    /// The change-log watcher could not be started.
+    #[error("{0}")]
+    Watch(String),
     /// rsync failed; `text` says what it means.
     #[error("{entry}: {text}\n{stderr}")]
     Rsync {

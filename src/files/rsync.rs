@@ -207,6 +207,7 @@ mod tests {
             runs_on,
             bwlimit: Some("20M".into()),
             compress: false,
+            change_log: false,
         }
     }
 

@@ -12,6 +12,9 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
+use std::path::Path;
+
+use super::changelog::{self, Changes};
 use super::remote::ssh_argv;
 use super::rsync::{self, Figures};
 use super::{Entry, FilesError, tail};
@@ -40,8 +43,13 @@ pub struct PassReport {
     pub figures: Figures,
     /// Wall time.
     pub seconds: f64,
-    /// How the final pass chose its files: `full` walks the whole tree.
+    /// How the pass chose its files: `full` walks the whole tree, `change-log` sends only the
+    /// paths the change log recorded.
     pub method: &'static str,
+    /// Paths the change log listed (with `change-log`).
+    pub changed_paths: Option<usize>,
+    /// Why a final pass with a change log configured walked the whole tree instead.
+    pub fallback: Option<String>,
     /// rsync's warnings that did not fail the pass (vanished files during a warm pass).
     pub warnings: Vec<String>,
 }
@@ -50,17 +58,30 @@ pub struct PassReport {
 /// returns (exit code, all output, stderr).
 async fn stream(
     argv: Vec<String>,
+    input: Option<Vec<u8>>,
     progress: &mut (dyn FnMut(u64, u8) + Send),
 ) -> Result<(Option<i32>, String, String), FilesError> {
     let (program, args) = argv.split_first().expect("ssh argv");
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| FilesError::Spawn(format!("{program}: {e}")))?;
+    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+        // ssh hands this to rsync on the running host (`--files-from=-`).
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&bytes).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let errors = tokio::spawn(async move {
@@ -97,18 +118,23 @@ async fn stream(
     Ok((status.code(), all, errors.await.unwrap_or_default()))
 }
 
-/// One pass of `entry`, the whole tree.
-pub async fn pass(
+/// Runs rsync for `entry` with `extra` flags (and `input` on its stdin).
+async fn rsync_pass(
     entry: &Entry,
     kind: PassKind,
+    extra: &[&str],
+    input: Option<Vec<u8>>,
     progress: &mut (dyn FnMut(u64, u8) + Send),
-) -> Result<PassReport, FilesError> {
+) -> Result<(Figures, Vec<String>), FilesError> {
     let mut flags = rsync::common_flags(&entry.plan);
+    if extra.contains(&NO_DELETE) {
+        flags.retain(|f| f != "--delete");
+    }
+    flags.extend(extra.iter().filter(|f| **f != NO_DELETE).map(|f| f.to_string()));
     flags.extend(["--info=progress2".into(), "--stats".into()]);
     let argv = rsync::argv(&entry.plan, &entry.source, &entry.target, &flags);
     let (runner, _) = entry.runner_and_peer();
-    let started = Instant::now();
-    let run = stream(ssh_argv(runner, &argv), progress);
+    let run = stream(ssh_argv(runner, &argv), input, progress);
     let (code, out, err) = tokio::time::timeout(PASS_TIMEOUT, run)
         .await
         .map_err(|_| FilesError::Timeout {
@@ -124,18 +150,189 @@ pub async fn pass(
             stderr: tail(&err, 8),
         });
     }
-    let mut warnings = Vec::new();
-    if meaning.code != 0 {
-        warnings.push(meaning.text);
+    let warnings = if meaning.code != 0 {
+        vec![meaning.text]
+    } else {
+        Vec::new()
+    };
+    Ok((rsync::parse_stats(&out), warnings))
+}
+
+/// Marker in `extra`: leave `--delete` out (passes that do not recurse).
+const NO_DELETE: &str = "<no --delete>";
+
+/// NUL-separated list for `--files-from=- --from0`.
+fn nul_list<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<u8> {
+    let mut list = Vec::new();
+    for path in paths {
+        list.extend_from_slice(path.as_bytes());
+        list.push(0);
     }
+    list
+}
+
+/// Every directory above `paths` (relative, not the root itself).
+fn parent_dirs(paths: &std::collections::BTreeMap<String, bool>) -> std::collections::BTreeSet<String> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in paths.keys() {
+        let mut p = Path::new(path).parent();
+        while let Some(dir) = p {
+            if dir.as_os_str().is_empty() {
+                break;
+            }
+            dirs.insert(dir.display().to_string());
+            p = dir.parent();
+        }
+    }
+    dirs
+}
+
+fn add(total: &mut Figures, more: &Figures) {
+    total.files = total.files.max(more.files);
+    total.files_transferred += more.files_transferred;
+    total.total_bytes = total.total_bytes.max(more.total_bytes);
+    total.transferred_bytes += more.transferred_bytes;
+    total.wire_bytes += more.wire_bytes;
+}
+
+/// One pass of `entry` over the whole tree, with no change log involved.
+pub async fn pass(
+    entry: &Entry,
+    kind: PassKind,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<PassReport, FilesError> {
+    let started = Instant::now();
+    let (figures, warnings) = rsync_pass(entry, kind, &[], None, progress).await?;
     Ok(PassReport {
         entry: entry.plan.name.clone(),
         kind,
-        figures: rsync::parse_stats(&out),
+        figures,
         seconds: started.elapsed().as_secs_f64(),
         method: "full",
+        changed_paths: None,
+        fallback: None,
         warnings,
     })
+}
+
+/// A warm pass; with `change_log` set, the watcher on the source is started first (once), so
+/// every change from the start of this pass on is logged.
+pub async fn warm(
+    entry: &Entry,
+    state_dir: &Path,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<PassReport, FilesError> {
+    let mut watch = if entry.plan.change_log {
+        Some(changelog::start(entry, state_dir).await?)
+    } else {
+        None
+    };
+    let report = pass(entry, PassKind::Warm, progress).await?;
+    if let Some(watch) = &mut watch {
+        changelog::count_pass(state_dir, &entry.plan.name, watch)?;
+    }
+    Ok(report)
+}
+
+/// The final pass: only the logged changes when the change log can be trusted, else the whole
+/// tree, saying why. The watcher is stopped afterwards.
+pub async fn final_pass(
+    entry: &Entry,
+    state_dir: &Path,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<PassReport, FilesError> {
+    let watch = changelog::load(state_dir, &entry.plan.name)?;
+    let changes = match (&watch, entry.plan.change_log) {
+        (Some(w), _) => changelog::changes(entry, w).await?,
+        (None, true) => Changes::Untrusted {
+            reason: "no change log was started: no warm pass ran with `change_log` set".into(),
+        },
+        (None, false) => Changes::Untrusted {
+            reason: String::new(),
+        },
+    };
+    let started = Instant::now();
+    let mut report = match changes {
+        Changes::Trusted { mut paths } => {
+            // A changed file with other hard links changed them too, under names the log
+            // never saw: they travel together or `-H` would split them on the target.
+            for sibling in changelog::hard_link_siblings(entry, &paths).await? {
+                paths.entry(sibling).or_insert(false);
+            }
+            let mut figures = Figures::default();
+            let mut warnings = Vec::new();
+            if !paths.is_empty() {
+                // 1. The changed paths; new directories whole; vanished ones deleted.
+                let (f, w) = rsync_pass(
+                    entry,
+                    PassKind::Final,
+                    &[
+                        "-r",
+                        "--files-from=-",
+                        "--from0",
+                        "--delete-missing-args",
+                        "--force",
+                    ],
+                    Some(nul_list(paths.keys())),
+                    progress,
+                )
+                .await?;
+                add(&mut figures, &f);
+                warnings.extend(w);
+                // 2. Their parent directories' own metadata (times changed when entries
+                //    came and went), without recursing into them.
+                let dirs = parent_dirs(&paths);
+                if !dirs.is_empty() {
+                    let (f, w) = rsync_pass(
+                        entry,
+                        PassKind::Final,
+                        &[NO_DELETE, "--files-from=-", "--from0", "--ignore-missing-args"],
+                        Some(nul_list(dirs.iter())),
+                        progress,
+                    )
+                    .await?;
+                    add(&mut figures, &f);
+                    warnings.extend(w);
+                }
+                // 3. The root directory itself, and nothing in it.
+                let (f, w) = rsync_pass(
+                    entry,
+                    PassKind::Final,
+                    &[NO_DELETE, "-d", "--exclude=*"],
+                    None,
+                    progress,
+                )
+                .await?;
+                add(&mut figures, &f);
+                warnings.extend(w);
+            }
+            PassReport {
+                entry: entry.plan.name.clone(),
+                kind: PassKind::Final,
+                figures,
+                seconds: 0.0,
+                method: "change-log",
+                changed_paths: Some(paths.len()),
+                fallback: None,
+                warnings,
+            }
+        }
+        Changes::Untrusted { reason } => {
+            let mut r = pass(entry, PassKind::Final, progress).await?;
+            if !reason.is_empty() {
+                r.warnings.push(format!(
+                    "the final pass walked the whole tree: {reason}"
+                ));
+                r.fallback = Some(reason);
+            }
+            r
+        }
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    if let Some(w) = &watch {
+        changelog::stop(entry, state_dir, w).await?;
+    }
+    Ok(report)
 }
 
 /// Paths that differ between the two trees, as rsync itemizes them (content by checksum,

@@ -298,6 +298,10 @@ pub struct FileSync {
     /// Compress on the wire (`-z`): only worth it on slow links.
     #[serde(default)]
     pub compress: bool,
+    /// Keep a change log (inotify on the source) from the first warm pass, so the final pass
+    /// copies only what changed.
+    #[serde(default)]
+    pub change_log: bool,
 }
 
 /// Which host of a `[[files]]` entry runs rsync.

@@ -1,0 +1,369 @@
+//! The change log: what changed in the source tree since the first warm pass, so the final pass
+//! copies those paths instead of walking the whole tree inside the window.
+//!
+//! An `inotifywait` daemon on the source host (`-d`, its own process there, so it outlives the
+//! command that started it) writes one line per event to a file outside the tree. It starts
+//! *before* the first warm pass, so anything that changes while a pass walks the tree is in the
+//! log. The log is only trusted when nothing can have been missed: the daemon is still alive,
+//! the kernel's queue never overflowed (`Q_OVERFLOW`), the watched root was never removed
+//! (`IGNORED` on it), and a warm pass ran after the daemon started. Otherwise the final pass
+//! walks the whole tree and the report says why.
+//!
+//! The final pass feeds the changed paths to `rsync --files-from`, which neither recurses nor
+//! deletes by itself: directories created or moved in are listed and sent recursively (`-r`),
+//! paths that are gone are deleted on the target (`--delete-missing-args`), and entries under a
+//! listed directory are dropped (the directory carries them).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::remote::on_host;
+use super::{Entry, FilesError, tail};
+
+/// Events that change what a copy must hold.
+pub const EVENTS: &str = "modify,attrib,close_write,create,delete,moved_from,moved_to";
+/// Bound on each watcher command.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What cutover remembers about a running watcher (in the state directory).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Watch {
+    /// The log file on the source host.
+    pub log: String,
+    /// The daemon's pid on the source host.
+    pub pid: u32,
+    /// The watched root, with a trailing slash, as inotifywait prints it.
+    pub root: String,
+    /// Warm passes run since the watcher started.
+    pub passes: u32,
+}
+
+/// The changes since the watcher started, or why they cannot be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "log", rename_all = "kebab-case")]
+pub enum Changes {
+    /// Every path that changed (relative to the root), `true` for a directory to send whole.
+    Trusted {
+        /// Changed paths.
+        paths: BTreeMap<String, bool>,
+    },
+    /// The log may have missed changes.
+    Untrusted {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the state of `entry`'s watcher is kept.
+pub fn state_file(state_dir: &Path, entry: &str) -> PathBuf {
+    state_dir.join("files").join(format!("{entry}.watch.json"))
+}
+
+/// The watcher's state, if one was started.
+pub fn load(state_dir: &Path, entry: &str) -> Result<Option<Watch>, FilesError> {
+    let path = state_file(state_dir, entry);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| FilesError::State(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FilesError::State(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Writes the watcher's state atomically (write, fsync, rename).
+pub fn save(state_dir: &Path, entry: &str, watch: &Watch) -> Result<(), FilesError> {
+    let path = state_file(state_dir, entry);
+    let err = |e: std::io::Error| FilesError::State(format!("{}: {e}", path.display()));
+    let dir = path.parent().expect("state file has a parent");
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        f.write_all(
+            serde_json::to_string_pretty(watch)
+                .expect("serializable")
+                .as_bytes(),
+        )
+        .map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn forget(state_dir: &Path, entry: &str) -> Result<(), FilesError> {
+    match std::fs::remove_file(state_file(state_dir, entry)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FilesError::State(e.to_string())),
+    }
+}
+
+/// Starts the watcher on the source host (unless one runs already) and returns its state.
+pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError> {
+    if let Some(watch) = load(state_dir, &entry.plan.name)? {
+        return Ok(watch);
+    }
+    let source = &entry.source;
+    let root = super::rsync::dir(&entry.plan.source_path);
+    let token: String = {
+        use rand::Rng;
+        let bytes: [u8; 6] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let log = format!("/tmp/cutover-{}-{token}.changes", entry.plan.name);
+    let created = on_host(source, &["touch", &log], TIMEOUT).await?;
+    if !created.ok() {
+        return Err(FilesError::Watch(format!(
+            "cannot create the change log {log} on the source host: {}",
+            tail(&created.stderr, 2)
+        )));
+    }
+    let started = on_host(
+        source,
+        &[
+            "inotifywait", "-d", "-o", &log, "-r", "--format", "%e\t%w%f", "-e", EVENTS, &root,
+        ],
+        TIMEOUT,
+    )
+    .await?;
+    if !started.ok() {
+        let why = tail(&started.stderr, 3);
+        let fix = if why.contains("upper limit") || why.contains("max_user_watches") {
+            "raise the watch limit on the source host (sysctl fs.inotify.max_user_watches=524288)"
+        } else if started.code == Some(127) {
+            "install inotify-tools on the source host"
+        } else {
+            "see the message; without a change log the final pass walks the whole tree"
+        };
+        return Err(FilesError::Watch(format!(
+            "the change-log watcher did not start on the source host: {why}; fix: {fix}"
+        )));
+    }
+    let pids = on_host(source, &["pgrep", "-f", "--", &log], TIMEOUT).await?;
+    let pid = pids
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .next()
+        .ok_or_else(|| {
+            FilesError::Watch(format!(
+                "the change-log watcher for {log} is not running on the source host"
+            ))
+        })?;
+    let watch = Watch {
+        log,
+        pid,
+        root,
+        passes: 0,
+    };
+    save(state_dir, &entry.plan.name, &watch)?;
+    Ok(watch)
+}
+
+/// Records a warm pass that ran while the watcher was up.
+pub fn count_pass(state_dir: &Path, entry: &str, watch: &mut Watch) -> Result<(), FilesError> {
+    watch.passes += 1;
+    save(state_dir, entry, watch)
+}
+
+/// Reads the log and decides whether it can be trusted.
+pub async fn changes(entry: &Entry, watch: &Watch) -> Result<Changes, FilesError> {
+    let source = &entry.source;
+    if watch.passes == 0 {
+        return Ok(Changes::Untrusted {
+            reason: "no warm pass ran after the change log started".into(),
+        });
+    }
+    let alive = on_host(source, &["kill", "-0", &watch.pid.to_string()], TIMEOUT).await?;
+    let cmdline = on_host(
+        source,
+        &["cat", &format!("/proc/{}/cmdline", watch.pid)],
+        TIMEOUT,
+    )
+    .await?;
+    if !alive.ok() || !cmdline.stdout.contains(&watch.log) {
+        return Ok(Changes::Untrusted {
+            reason: format!(
+                "the watcher (pid {} on the source host) is no longer running, so changes may be missing from the log",
+                watch.pid
+            ),
+        });
+    }
+    let log = on_host(source, &["cat", &watch.log], TIMEOUT).await?;
+    if !log.ok() {
+        return Ok(Changes::Untrusted {
+            reason: format!("the change log {} cannot be read: {}", watch.log, tail(&log.stderr, 1)),
+        });
+    }
+    Ok(parse(&log.stdout, &watch.root))
+}
+
+/// Reads inotifywait's `EVENTS\tPATH` lines into the paths to send.
+pub fn parse(text: &str, root: &str) -> Changes {
+    let root_bare = root.trim_end_matches('/');
+    let mut paths: BTreeMap<String, bool> = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with("Q_OVERFLOW") {
+            return Changes::Untrusted {
+                reason: "the kernel's event queue overflowed (fs.inotify.max_queued_events): changes were dropped".into(),
+            };
+        }
+        let Some((events, path)) = line.split_once('\t') else {
+            continue;
+        };
+        let events: Vec<&str> = events.split(',').collect();
+        if events.contains(&"Q_OVERFLOW") {
+            return Changes::Untrusted {
+                reason: "the kernel's event queue overflowed (fs.inotify.max_queued_events): changes were dropped".into(),
+            };
+        }
+        let rel = match path.strip_prefix(root) {
+            Some(rel) => rel.trim_end_matches('/'),
+            None if path.trim_end_matches('/') == root_bare => {
+                if events.contains(&"IGNORED") || events.contains(&"DELETE_SELF") {
+                    return Changes::Untrusted {
+                        reason: "the watched root itself was removed or unmounted".into(),
+                    };
+                }
+                continue;
+            }
+            None => continue,
+        };
+        if rel.is_empty() {
+            continue;
+        }
+        let dir = events.contains(&"ISDIR");
+        let whole = dir && (events.contains(&"CREATE") || events.contains(&"MOVED_TO"));
+        let e = paths.entry(rel.to_owned()).or_insert(false);
+        *e |= whole;
+        if dir && !whole {
+            // A directory that was removed, moved away or changed: listed; its entries are
+            // carried by it (or gone with it).
+            paths.entry(rel.to_owned()).or_insert(false);
+        }
+    }
+    // Entries under a listed directory go with it.
+    let dirs: Vec<String> = paths
+        .keys()
+        .filter(|p| paths.keys().any(|q| q.starts_with(&format!("{p}/"))))
+        .cloned()
+        .collect();
+    paths.retain(|p, _| !dirs.iter().any(|d| p.starts_with(&format!("{d}/"))));
+    Changes::Trusted { paths }
+}
+
+/// Paths (relative) that are hard links of a changed regular file, found on the source: the
+/// log names a file by the path it was written through, never by its other links. Walks the
+/// tree only when a changed file has more than one link.
+pub async fn hard_link_siblings(
+    entry: &Entry,
+    paths: &BTreeMap<String, bool>,
+) -> Result<Vec<String>, FilesError> {
+    let source = &entry.source;
+    let root = super::rsync::dir(&entry.plan.source_path);
+    let mut linked = Vec::new();
+    let files: Vec<String> = paths.keys().map(|p| format!("{root}{p}")).collect();
+    for chunk in files.chunks(200) {
+        let mut argv: Vec<&str> = vec!["stat", "--printf", "%h\\t%F\\t%n\\0", "--"];
+        argv.extend(chunk.iter().map(String::as_str));
+        // Paths that are gone make stat exit non-zero; what it printed for the rest counts.
+        let out = on_host(source, &argv, TIMEOUT).await?;
+        for record in out.stdout.split('\0') {
+            let mut fields = record.splitn(3, '\t');
+            let (Some(links), Some(kind), Some(path)) = (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if kind.starts_with("regular") && links.parse::<u64>().unwrap_or(1) > 1 {
+                linked.push(path.to_owned());
+            }
+        }
+    }
+    let mut siblings = Vec::new();
+    for chunk in linked.chunks(100) {
+        let mut argv: Vec<String> = vec!["find".into(), root.clone(), "-xdev".into(), "(".into()];
+        for (i, path) in chunk.iter().enumerate() {
+            if i > 0 {
+                argv.push("-o".into());
+            }
+            argv.push("-samefile".into());
+            argv.push(path.clone());
+        }
+        argv.extend([")".into(), "-print0".into()]);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = on_host(source, &argv, Duration::from_secs(3600)).await?;
+        siblings.extend(
+            out.stdout
+                .split('\0')
+                .filter_map(|p| p.strip_prefix(root.as_str()))
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    Ok(siblings)
+}
+
+/// Stops the watcher and removes its log; forgets its state.
+pub async fn stop(entry: &Entry, state_dir: &Path, watch: &Watch) -> Result<(), FilesError> {
+    let source = &entry.source;
+    let _ = on_host(source, &["kill", &watch.pid.to_string()], TIMEOUT).await?;
+    let _ = on_host(source, &["rm", "-f", &watch.log], TIMEOUT).await?;
+    forget(state_dir, &entry.plan.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT: &str = "/srv/app/";
+
+    fn trusted(text: &str) -> BTreeMap<String, bool> {
+        match parse(text, ROOT) {
+            Changes::Trusted { paths } => paths,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_directories_and_renames_become_paths_to_send() {
+        let log = "CREATE\t/srv/app/a.txt\nMODIFY\t/srv/app/a.txt\n\
+                   CREATE,ISDIR\t/srv/app/new\nCREATE\t/srv/app/new/x\n\
+                   MOVED_FROM,ISDIR\t/srv/app/old\nMOVED_TO,ISDIR\t/srv/app/renamed\n\
+                   DELETE\t/srv/app/old/inner.txt\nDELETE\t/srv/app/gone.txt\n\
+                   ATTRIB\t/srv/app/sub/mode.txt\n";
+        let paths = trusted(log);
+        let expect: BTreeMap<String, bool> = [
+            ("a.txt", false),
+            ("gone.txt", false),
+            ("new", true),
+            ("old", false),
+            ("renamed", true),
+            ("sub/mode.txt", false),
+        ]
+        .into_iter()
+        .map(|(p, w)| (p.to_owned(), w))
+        .collect();
+        assert_eq!(paths, expect);
+    }
+
+    #[test]
+    fn an_overflow_or_a_lost_root_means_the_log_cannot_be_trusted() {
+        assert!(matches!(
+            parse("CREATE\t/srv/app/a\nQ_OVERFLOW\t\n", ROOT),
+            Changes::Untrusted { .. }
+        ));
+        assert!(matches!(
+            parse("DELETE_SELF\t/srv/app/\n", ROOT),
+            Changes::Untrusted { .. }
+        ));
+    }
+}
