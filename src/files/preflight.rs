@@ -270,6 +270,41 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
         );
     }
 
+    // The change log's needs: inotifywait on the source and a watch per directory.
+    if entry.plan.change_log {
+        let (tool, dirs, limit) = tokio::join!(
+            on_host(source, &["inotifywait", "--help"], CHECK_TIMEOUT),
+            on_host(source, &["find", &src, "-xdev", "-type", "d", "-printf", "x"], CHECK_TIMEOUT),
+            on_host(source, &["cat", "/proc/sys/fs/inotify/max_user_watches"], CHECK_TIMEOUT),
+        );
+        if tool?.code == Some(127) {
+            add(
+                "source",
+                source,
+                Severity::Error,
+                "`change_log = true` needs inotifywait on the source host, and it is not installed".into(),
+                "install inotify-tools there, or set `change_log = false` (the final pass then walks the whole tree)".into(),
+            );
+        }
+        let dirs = dirs?.stdout.len() as u64;
+        if let Some(limit) = first_number(&limit?.stdout)
+            && dirs > limit / 2
+        {
+            add(
+                "source",
+                source,
+                if dirs > limit { Severity::Error } else { Severity::Warning },
+                format!(
+                    "the tree has {dirs} directories and fs.inotify.max_user_watches is {limit}: the change log needs one watch per directory, shared with every other watcher of that user"
+                ),
+                format!(
+                    "raise it on the source host: sysctl fs.inotify.max_user_watches={}",
+                    (dirs * 4).max(524_288)
+                ),
+            );
+        }
+    }
+
     // Server to server: the running host must reach the other one by itself.
     let (runner, peer) = entry.runner_and_peer();
     let (runner_side, peer_side) = match entry.plan.runs_on {
