@@ -180,7 +180,11 @@ async fn mutated_tree_ends_identical(f: &Fixture, entry: &Entry) -> sync::PassRe
     assert_eq!(last.kind, PassKind::Final);
     let verified = sync::verify(entry).await.unwrap();
     assert!(verified.matches(), "{:?}", verified.differences);
-    assert_eq!(snapshot(&src), snapshot(&f.dst()), "checked independently of rsync");
+    assert_eq!(
+        snapshot(&src),
+        snapshot(&f.dst()),
+        "checked independently of rsync"
+    );
     if last.figures.files_transferred > 0 {
         assert!(updates > 0, "progress was reported");
     }
@@ -200,7 +204,10 @@ async fn a_tree_mutated_during_warm_passes_ends_identical_after_a_full_final_pas
     std::fs::write(src.join("late.txt"), "late\n").unwrap();
     let verified = sync::verify(&entry).await.unwrap();
     let text = verified.differences.join("\n");
-    assert!(text.contains("app.log") && text.contains("late.txt"), "{text}");
+    assert!(
+        text.contains("app.log") && text.contains("late.txt"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -226,7 +233,9 @@ async fn a_dead_watcher_makes_the_final_pass_walk_the_whole_tree_and_say_so() {
     let entry = f.entry("change_log = true", None, &f.dst());
     mutate(&f.src(), 0);
     sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
-    let watch = cutover::files::changelog::load(&state, "tree").unwrap().unwrap();
+    let watch = cutover::files::changelog::load(&state, "tree")
+        .unwrap()
+        .unwrap();
     // The watcher dies (OOM killer, reboot, an operator): what changes next is not logged.
     let killed = std::process::Command::new("kill")
         .arg(watch.pid.to_string())
@@ -236,11 +245,16 @@ async fn a_dead_watcher_makes_the_final_pass_walk_the_whole_tree_and_say_so() {
     for round in 1..8 {
         mutate(&f.src(), round);
     }
-    let last = sync::final_pass(&entry, &state, &mut |_, _| {}).await.unwrap();
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(last.method, "full");
     let reason = last.fallback.clone().unwrap_or_default();
     assert!(reason.contains("no longer running"), "{last:?}");
-    assert!(last.warnings.iter().any(|w| w.contains("whole tree")), "{last:?}");
+    assert!(
+        last.warnings.iter().any(|w| w.contains("whole tree")),
+        "{last:?}"
+    );
     assert!(sync::verify(&entry).await.unwrap().matches());
     assert_eq!(snapshot(&f.src()), snapshot(&f.dst()));
 }
@@ -262,6 +276,10 @@ async fn preflight_passes_on_good_hosts_and_names_each_problem() {
         good.clock_skew_seconds.is_some_and(|s| s.abs() < 1.0),
         "{good:?}"
     );
+    let with_log = preflight::run(&f.entry("change_log = true", None, &f.dst()))
+        .await
+        .unwrap();
+    assert!(with_log.passed(), "{:#?}", with_log.findings);
 
     // An unreachable source host: named, with the fix, and nothing else piled on.
     let closed = cutover::lab::free_port().unwrap();

@@ -130,7 +130,16 @@ pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError>
     let started = on_host(
         source,
         &[
-            "inotifywait", "-d", "-o", &log, "-r", "--format", "%e\t%w%f", "-e", EVENTS, &root,
+            "inotifywait",
+            "-d",
+            "-o",
+            &log,
+            "-r",
+            "--format",
+            "%e\t%w%f",
+            "-e",
+            EVENTS,
+            &root,
         ],
         TIMEOUT,
     )
@@ -201,7 +210,11 @@ pub async fn changes(entry: &Entry, watch: &Watch) -> Result<Changes, FilesError
     let log = on_host(source, &["cat", &watch.log], TIMEOUT).await?;
     if !log.ok() {
         return Ok(Changes::Untrusted {
-            reason: format!("the change log {} cannot be read: {}", watch.log, tail(&log.stderr, 1)),
+            reason: format!(
+                "the change log {} cannot be read: {}",
+                watch.log,
+                tail(&log.stderr, 1)
+            ),
         });
     }
     Ok(parse(&log.stdout, &watch.root))
@@ -279,7 +292,8 @@ pub async fn hard_link_siblings(
         let out = on_host(source, &argv, TIMEOUT).await?;
         for record in out.stdout.split('\0') {
             let mut fields = record.splitn(3, '\t');
-            let (Some(links), Some(kind), Some(path)) = (fields.next(), fields.next(), fields.next())
+            let (Some(links), Some(kind), Some(path)) =
+                (fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };

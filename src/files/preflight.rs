@@ -274,8 +274,16 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
     if entry.plan.change_log {
         let (tool, dirs, limit) = tokio::join!(
             on_host(source, &["inotifywait", "--help"], CHECK_TIMEOUT),
-            on_host(source, &["find", &src, "-xdev", "-type", "d", "-printf", "x"], CHECK_TIMEOUT),
-            on_host(source, &["cat", "/proc/sys/fs/inotify/max_user_watches"], CHECK_TIMEOUT),
+            on_host(
+                source,
+                &["find", &src, "-xdev", "-type", "d", "-printf", "x"],
+                CHECK_TIMEOUT
+            ),
+            on_host(
+                source,
+                &["cat", "/proc/sys/fs/inotify/max_user_watches"],
+                CHECK_TIMEOUT
+            ),
         );
         if tool?.code == Some(127) {
             add(
@@ -293,7 +301,11 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
             add(
                 "source",
                 source,
-                if dirs > limit { Severity::Error } else { Severity::Warning },
+                if dirs > limit {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
                 format!(
                     "the tree has {dirs} directories and fs.inotify.max_user_watches is {limit}: the change log needs one watch per directory, shared with every other watcher of that user"
                 ),

@@ -130,7 +130,12 @@ async fn rsync_pass(
     if extra.contains(&NO_DELETE) {
         flags.retain(|f| f != "--delete");
     }
-    flags.extend(extra.iter().filter(|f| **f != NO_DELETE).map(|f| f.to_string()));
+    flags.extend(
+        extra
+            .iter()
+            .filter(|f| **f != NO_DELETE)
+            .map(|f| f.to_string()),
+    );
     flags.extend(["--info=progress2".into(), "--stats".into()]);
     let argv = rsync::argv(&entry.plan, &entry.source, &entry.target, &flags);
     let (runner, _) = entry.runner_and_peer();
@@ -172,7 +177,9 @@ fn nul_list<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<u8> {
 }
 
 /// Every directory above `paths` (relative, not the root itself).
-fn parent_dirs(paths: &std::collections::BTreeMap<String, bool>) -> std::collections::BTreeSet<String> {
+fn parent_dirs(
+    paths: &std::collections::BTreeMap<String, bool>,
+) -> std::collections::BTreeSet<String> {
     let mut dirs = std::collections::BTreeSet::new();
     for path in paths.keys() {
         let mut p = Path::new(path).parent();
@@ -286,7 +293,12 @@ pub async fn final_pass(
                     let (f, w) = rsync_pass(
                         entry,
                         PassKind::Final,
-                        &[NO_DELETE, "--files-from=-", "--from0", "--ignore-missing-args"],
+                        &[
+                            NO_DELETE,
+                            "--files-from=-",
+                            "--from0",
+                            "--ignore-missing-args",
+                        ],
                         Some(nul_list(dirs.iter())),
                         progress,
                     )
@@ -320,9 +332,8 @@ pub async fn final_pass(
         Changes::Untrusted { reason } => {
             let mut r = pass(entry, PassKind::Final, progress).await?;
             if !reason.is_empty() {
-                r.warnings.push(format!(
-                    "the final pass walked the whole tree: {reason}"
-                ));
+                r.warnings
+                    .push(format!("the final pass walked the whole tree: {reason}"));
                 r.fallback = Some(reason);
             }
             r
