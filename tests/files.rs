@@ -324,3 +324,88 @@ async fn the_source_can_push_instead_and_rsync_failures_say_what_they_mean() {
     let text = err.to_string();
     assert!(text.contains("tree:") && text.contains("rsync"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_sqlite_database_arrives_consistent_and_complete() {
+    use std::io::Write;
+    let f = Fixture::new().await;
+    let data = f.src().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("attachment.bin"), "file beside the database\n").unwrap();
+    let db = data.join("db.sqlite3");
+    // The service: one long-lived connection in WAL mode, committing a row every 2 ms.
+    let mut service = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sqlite3 CLI");
+    let mut stdin = service.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                writeln!(stdin, "INSERT INTO t (v) VALUES ('row {n}');").unwrap();
+                stdin.flush().unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (n, stdin)
+        })
+    };
+    let state = f.dir.path().join("state");
+    let entry = f.entry("sqlite = [\"data/db.sqlite3\"]", None, &f.dst());
+    for _ in 0..2 {
+        let warm = sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
+        assert_eq!(warm.sqlite, ["data/db.sqlite3"], "{warm:?}");
+    }
+    assert!(
+        db.with_file_name("db.sqlite3-wal").exists(),
+        "the source runs in WAL mode"
+    );
+    // The final pass refuses while the service still writes.
+    let err = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .expect_err("no consistent copy of a live database in the window");
+    assert!(err.to_string().contains("still writes"), "{err}");
+
+    // The service stops; the final pass copies it, checked on the target.
+    stop.store(true, Ordering::SeqCst);
+    let (written, stdin) = writer.join().unwrap();
+    drop(stdin);
+    assert!(service.wait().unwrap().success());
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(last.sqlite, ["data/db.sqlite3"]);
+    // Read without creating -wal/-shm beside it (which would move the directory's time).
+    let copy = format!(
+        "file:{}?immutable=1",
+        f.dst().join("data").join("db.sqlite3").display()
+    );
+    let sql = |q: &str| {
+        let out = std::process::Command::new("sqlite3")
+            .arg(&copy)
+            .arg(q)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(sql("PRAGMA integrity_check"), "ok");
+    assert_eq!(
+        sql("SELECT count(*) FROM t"),
+        written.to_string(),
+        "every committed row"
+    );
+    assert_eq!(sql("SELECT max(id) FROM t"), written.to_string());
+    let verified = sync::verify(&entry).await.unwrap();
+    assert!(verified.matches(), "{:?}", verified.differences);
+    assert!(f.dst().join("data").join("attachment.bin").exists());
+}

@@ -10,6 +10,7 @@
 //! - [`preflight`]: both hosts reachable, rsync on both, the running host reaching the other,
 //!   space, clock skew, the target's parent writable. Changes nothing.
 //! - [`changelog`]: the inotify change log kept on the source from the first warm pass.
+//! - [`sqlite`]: SQLite databases in a tree copied as online backups, checked on the target.
 //! - [`sync`]: a pass (warm while the service runs, final in the window: only the logged
 //!   changes when the log can be trusted, else the whole tree) and verify.
 
@@ -17,6 +18,7 @@ pub mod changelog;
 pub mod preflight;
 pub mod remote;
 pub mod rsync;
+pub mod sqlite;
 pub mod sync;
 
 use std::time::Duration;
@@ -46,6 +48,9 @@ pub enum FilesError {
     /// The change-log watcher could not be started.
     #[error("{0}")]
     Watch(String),
+    /// A SQLite database could not be copied consistently.
+    #[error("{0}")]
+    Sqlite(String),
     /// rsync failed; `text` says what it means.
     #[error("{entry}: {text}\n{stderr}")]
     Rsync {

@@ -106,6 +106,14 @@ pub fn common_flags(entry: &FileSync) -> Vec<String> {
     for pattern in &entry.exclude {
         args.push(format!("--exclude={pattern}"));
     }
+    // SQLite databases travel as online backups (`files::sqlite`), never as live files.
+    for db in &entry.sqlite {
+        let db = db.trim_start_matches('/');
+        args.push(format!("--exclude=/{db}"));
+        for companion in ["-wal", "-shm", "-journal"] {
+            args.push(format!("--exclude=/{db}{companion}"));
+        }
+    }
     args.extend(entry.rsync_args.iter().cloned());
     args
 }
@@ -208,6 +216,7 @@ mod tests {
             bwlimit: Some("20M".into()),
             compress: false,
             change_log: false,
+            sqlite: vec![],
         }
     }
 

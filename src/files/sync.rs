@@ -50,6 +50,8 @@ pub struct PassReport {
     pub changed_paths: Option<usize>,
     /// Why a final pass with a change log configured walked the whole tree instead.
     pub fallback: Option<String>,
+    /// SQLite databases copied as online backups (integrity-checked in the final pass).
+    pub sqlite: Vec<String>,
     /// rsync's warnings that did not fail the pass (vanished files during a warm pass).
     pub warnings: Vec<String>,
 }
@@ -202,6 +204,70 @@ fn add(total: &mut Figures, more: &Figures) {
     total.wire_bytes += more.wire_bytes;
 }
 
+/// Sets the metadata (times, modes) of `dirs` (relative) and, with `root`, of the tree's root
+/// on the target from the source, without touching their contents: entries that came and went
+/// moved their times.
+async fn dir_metadata(
+    entry: &Entry,
+    dirs: &std::collections::BTreeSet<String>,
+    root: bool,
+    figures: &mut Figures,
+    warnings: &mut Vec<String>,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<(), FilesError> {
+    if !dirs.is_empty() {
+        let (f, w) = rsync_pass(
+            entry,
+            PassKind::Final,
+            &[
+                NO_DELETE,
+                "--files-from=-",
+                "--from0",
+                "--ignore-missing-args",
+            ],
+            Some(nul_list(dirs.iter())),
+            progress,
+        )
+        .await?;
+        add(figures, &f);
+        warnings.extend(w);
+    }
+    if root {
+        let (f, w) = rsync_pass(
+            entry,
+            PassKind::Final,
+            &[NO_DELETE, "-d", "--exclude=*"],
+            None,
+            progress,
+        )
+        .await?;
+        add(figures, &f);
+        warnings.extend(w);
+    }
+    Ok(())
+}
+
+/// Copies the entry's SQLite databases as online backups, then restores the metadata of the
+/// directories that hold them.
+async fn sqlite_copies(
+    entry: &Entry,
+    kind: PassKind,
+    figures: &mut Figures,
+    warnings: &mut Vec<String>,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<Vec<String>, FilesError> {
+    let copied = super::sqlite::copy(entry, kind == PassKind::Final).await?;
+    if !copied.is_empty() {
+        let dbs: std::collections::BTreeMap<String, bool> = copied
+            .iter()
+            .map(|db| (db.trim_start_matches('/').to_owned(), false))
+            .collect();
+        let root = dbs.keys().any(|db| !db.contains('/'));
+        dir_metadata(entry, &parent_dirs(&dbs), root, figures, warnings, progress).await?;
+    }
+    Ok(copied)
+}
+
 /// One pass of `entry` over the whole tree, with no change log involved.
 pub async fn pass(
     entry: &Entry,
@@ -209,7 +275,8 @@ pub async fn pass(
     progress: &mut (dyn FnMut(u64, u8) + Send),
 ) -> Result<PassReport, FilesError> {
     let started = Instant::now();
-    let (figures, warnings) = rsync_pass(entry, kind, &[], None, progress).await?;
+    let (mut figures, mut warnings) = rsync_pass(entry, kind, &[], None, progress).await?;
+    let sqlite = sqlite_copies(entry, kind, &mut figures, &mut warnings, progress).await?;
     Ok(PassReport {
         entry: entry.plan.name.clone(),
         kind,
@@ -218,6 +285,7 @@ pub async fn pass(
         method: "full",
         changed_paths: None,
         fallback: None,
+        sqlite,
         warnings,
     })
 }
@@ -286,38 +354,26 @@ pub async fn final_pass(
                 .await?;
                 add(&mut figures, &f);
                 warnings.extend(w);
-                // 2. Their parent directories' own metadata (times changed when entries
-                //    came and went), without recursing into them.
-                let dirs = parent_dirs(&paths);
-                if !dirs.is_empty() {
-                    let (f, w) = rsync_pass(
-                        entry,
-                        PassKind::Final,
-                        &[
-                            NO_DELETE,
-                            "--files-from=-",
-                            "--from0",
-                            "--ignore-missing-args",
-                        ],
-                        Some(nul_list(dirs.iter())),
-                        progress,
-                    )
-                    .await?;
-                    add(&mut figures, &f);
-                    warnings.extend(w);
-                }
-                // 3. The root directory itself, and nothing in it.
-                let (f, w) = rsync_pass(
+                // 2. Their parent directories' own metadata and the root's (times changed
+                //    when entries came and went), without recursing into them.
+                dir_metadata(
                     entry,
-                    PassKind::Final,
-                    &[NO_DELETE, "-d", "--exclude=*"],
-                    None,
+                    &parent_dirs(&paths),
+                    true,
+                    &mut figures,
+                    &mut warnings,
                     progress,
                 )
                 .await?;
-                add(&mut figures, &f);
-                warnings.extend(w);
             }
+            let sqlite = sqlite_copies(
+                entry,
+                PassKind::Final,
+                &mut figures,
+                &mut warnings,
+                progress,
+            )
+            .await?;
             PassReport {
                 entry: entry.plan.name.clone(),
                 kind: PassKind::Final,
@@ -326,6 +382,7 @@ pub async fn final_pass(
                 method: "change-log",
                 changed_paths: Some(paths.len()),
                 fallback: None,
+                sqlite,
                 warnings,
             }
         }
@@ -393,14 +450,16 @@ pub async fn verify(entry: &Entry) -> Result<VerifyReport, FilesError> {
             stderr: tail(&out.stderr, 8),
         });
     }
+    let mut differences: Vec<String> = out
+        .stdout
+        .lines()
+        .filter(|l| itemized(l))
+        .map(str::to_owned)
+        .collect();
+    differences.extend(super::sqlite::differences(entry).await?);
     Ok(VerifyReport {
         entry: entry.plan.name.clone(),
-        differences: out
-            .stdout
-            .lines()
-            .filter(|l| itemized(l))
-            .map(str::to_owned)
-            .collect(),
+        differences,
     })
 }
 

@@ -302,6 +302,10 @@ pub struct FileSync {
     /// copies only what changed.
     #[serde(default)]
     pub change_log: bool,
+    /// SQLite database files in the tree (paths relative to it): copied as online backups,
+    /// never as live files, and integrity-checked on the target by the final pass.
+    #[serde(default)]
+    pub sqlite: Vec<String>,
 }
 
 /// Which host of a `[[files]]` entry runs rsync.

@@ -1,0 +1,192 @@
+//! SQLite databases inside a tree are never copied as files while in use: a file copied mid-
+//! write, or without its `-wal`, arrives corrupt or stale (Vaultwarden, Headscale, Gitea...).
+//!
+//! Every pass leaves them (and `-wal`, `-shm`, `-journal`) out of rsync's walk and copies an
+//! online backup instead (`sqlite3 .backup` on the source host: a consistent snapshot even
+//! while the service writes). The target's stale `-wal`/`-shm` are removed first, or SQLite
+//! would replay an old log over the new file. In the final pass the service must have
+//! stopped: the database and its WAL must not change while the backup is taken, else the pass
+//! is refused. The copy is then checked on the target with `PRAGMA integrity_check`, and verify
+//! compares the databases' content hashes (`.sha3sum`), not their bytes.
+
+use std::time::Duration;
+
+use super::remote::{on_host, ssh_argv};
+use super::rsync::{dir, peer_shell};
+use super::{Entry, FilesError, tail};
+use crate::plan::FilesRunsOn;
+
+const TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The companions SQLite keeps beside a database file.
+pub const COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// An `immutable` URI for `path`: read without locks and without creating `-wal`/`-shm`
+/// beside it (their coming and going would move the directory's time).
+fn immutable(path: &str) -> String {
+    let encoded: String = path
+        .chars()
+        .map(|c| match c {
+            '?' => "%3f".to_owned(),
+            '#' => "%23".to_owned(),
+            '%' => "%25".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("file:{encoded}?immutable=1")
+}
+
+fn source_file(entry: &Entry, db: &str) -> String {
+    format!(
+        "{}{}",
+        dir(&entry.plan.source_path),
+        db.trim_start_matches('/')
+    )
+}
+
+fn target_file(entry: &Entry, db: &str) -> String {
+    format!(
+        "{}{}",
+        dir(&entry.plan.target_path),
+        db.trim_start_matches('/')
+    )
+}
+
+/// Size and modification time of the database and its WAL on the source (what a writer moves).
+async fn fingerprint(entry: &Entry, db: &str) -> Result<String, FilesError> {
+    let file = source_file(entry, db);
+    let wal = format!("{file}-wal");
+    let out = on_host(
+        &entry.source,
+        &["stat", "--printf", "%s %.9Y\\n", &file, &wal],
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok(out.stdout)
+}
+
+/// Copies each database of `entry` as an online backup. `final_pass`: the service must have
+/// stopped (refused otherwise), and the copy is integrity-checked on the target.
+pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesError> {
+    let mut copied = Vec::new();
+    for db in &entry.plan.sqlite {
+        let file = source_file(entry, db);
+        let target = target_file(entry, db);
+        let token: String = {
+            use rand::Rng;
+            let bytes: [u8; 6] = rand::rng().random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let backup = format!("/tmp/cutover-{}-{token}.sqlite3", entry.plan.name);
+        let before = fingerprint(entry, db).await?;
+        let out = on_host(
+            &entry.source,
+            &["sqlite3", "-bail", &file, &format!(".backup {backup}")],
+            TIMEOUT,
+        )
+        .await?;
+        if !out.ok() {
+            let _ = on_host(&entry.source, &["rm", "-f", &backup], TIMEOUT).await;
+            return Err(FilesError::Sqlite(format!(
+                "{}: the online backup of {file} failed on the source host: {}{}",
+                entry.plan.name,
+                tail(&out.stderr, 2),
+                if out.code == Some(127) {
+                    " (install the sqlite3 command-line tool there)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if final_pass && fingerprint(entry, db).await? != before {
+            let _ = on_host(&entry.source, &["rm", "-f", &backup], TIMEOUT).await;
+            return Err(FilesError::Sqlite(format!(
+                "{}: {file} (or its -wal) changed during the final pass: the service still writes it, and there is no consistent copy of a live database in the window. Stop the service on the source host, then run the final pass again",
+                entry.plan.name
+            )));
+        }
+        // A stale WAL beside the new file would be replayed over it.
+        let stale: Vec<String> = COMPANIONS.iter().map(|c| format!("{target}{c}")).collect();
+        let mut rm = vec!["rm", "-f", "--"];
+        rm.extend(stale.iter().map(String::as_str));
+        on_host(&entry.target, &rm, TIMEOUT).await?;
+        let (runner, peer) = entry.runner_and_peer();
+        let (from, to) = match entry.plan.runs_on {
+            FilesRunsOn::Target => (format!("{}:{backup}", entry.source.ssh), target.clone()),
+            FilesRunsOn::Source => (backup.clone(), format!("{}:{target}", entry.target.ssh)),
+        };
+        let argv = vec![
+            "rsync".to_owned(),
+            "-a".to_owned(),
+            "--numeric-ids".to_owned(),
+            "-e".to_owned(),
+            peer_shell(peer),
+            from,
+            to,
+        ];
+        let sent = super::remote::run(&ssh_argv(runner, &argv), TIMEOUT).await?;
+        let _ = on_host(&entry.source, &["rm", "-f", &backup], TIMEOUT).await;
+        if !sent.ok() {
+            return Err(FilesError::Sqlite(format!(
+                "{}: copying the backup of {file} failed: {}",
+                entry.plan.name,
+                tail(&sent.stderr, 3)
+            )));
+        }
+        if final_pass {
+            let check = on_host(
+                &entry.target,
+                &[
+                    "sqlite3",
+                    "-bail",
+                    &immutable(&target),
+                    "PRAGMA integrity_check",
+                ],
+                TIMEOUT,
+            )
+            .await?;
+            if check.stdout.trim() != "ok" {
+                return Err(FilesError::Sqlite(format!(
+                    "{}: PRAGMA integrity_check on the target's {target} says: {}{}",
+                    entry.plan.name,
+                    check.stdout.trim(),
+                    tail(&check.stderr, 2)
+                )));
+            }
+        }
+        copied.push(db.clone());
+    }
+    Ok(copied)
+}
+
+/// The databases whose content differs between the hosts (`.sha3sum` of each side).
+pub async fn differences(entry: &Entry) -> Result<Vec<String>, FilesError> {
+    let mut out = Vec::new();
+    for db in &entry.plan.sqlite {
+        let (s, t) = tokio::join!(
+            on_host(
+                &entry.source,
+                &["sqlite3", &immutable(&source_file(entry, db)), ".sha3sum"],
+                TIMEOUT
+            ),
+            on_host(
+                &entry.target,
+                &["sqlite3", &immutable(&target_file(entry, db)), ".sha3sum"],
+                TIMEOUT
+            ),
+        );
+        let (s, t) = (s?, t?);
+        if !s.ok() || !t.ok() || s.stdout.trim() != t.stdout.trim() {
+            out.push(format!(
+                "sqlite {db}: content differs (source {}, target {})",
+                s.stdout.trim(),
+                if t.ok() {
+                    t.stdout.trim().to_owned()
+                } else {
+                    tail(&t.stderr, 1)
+                }
+            ));
+        }
+    }
+    Ok(out)
+}
