@@ -411,3 +411,16 @@ fn postgres_pairs_that_would_share_replication_objects_are_rejected() {
     assert_eq!(p.key, "postgres[1].name");
     assert!(p.message.contains("same replication objects"), "{p:?}");
 }
+
+#[test]
+fn sqlite_paths_must_lie_inside_the_tree() {
+    let text = VALID.replace(
+        "target_path = \"/srv/shop/uploads/\"",
+        "target_path = \"/srv/shop/uploads/\"\nsqlite = [\"db/ok.sqlite3\", \"/abs.db\", \"../up.db\"]",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert_eq!(p[0].key, "files[0].sqlite[1]");
+    assert_eq!(p[1].key, "files[0].sqlite[2]");
+    assert!(p[0].fix.contains("relative to `source_path`"), "{p:?}");
+}

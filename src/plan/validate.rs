@@ -384,6 +384,21 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
                 "add `[hosts.source]` and `[hosts.target]` with `ssh = \"user@host\"`",
             );
         }
+        for (j, db) in f.sqlite.iter().enumerate() {
+            let path = Path::new(db);
+            if db.is_empty()
+                || path.is_absolute()
+                || path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                c.fail(
+                    &at.k("sqlite").i(j),
+                    format!("`{db}` is not a path inside the tree"),
+                    "write the database file's path relative to `source_path`, e.g. `data/db.sqlite3`",
+                );
+            }
+        }
         for (j, arg) in f.rsync_args.iter().enumerate() {
             if arg == "-e" || arg.starts_with("--rsh") || arg.starts_with("-e") {
                 c.fail(
