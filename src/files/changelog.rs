@@ -192,14 +192,18 @@ pub async fn changes(entry: &Entry, watch: &Watch) -> Result<Changes, FilesError
             reason: "no warm pass ran after the change log started".into(),
         });
     }
-    let alive = on_host(source, &["kill", "-0", &watch.pid.to_string()], TIMEOUT).await?;
-    let cmdline = on_host(
+    // One trip: the watcher's command line (proof it is alive and is ours) and the log.
+    let out = on_host(
         source,
-        &["cat", &format!("/proc/{}/cmdline", watch.pid)],
+        &["cat", &format!("/proc/{}/cmdline", watch.pid), &watch.log],
         TIMEOUT,
     )
     .await?;
-    if !alive.ok() || !cmdline.stdout.contains(&watch.log) {
+    let (cmdline, log) = match out.stdout.rfind('\0') {
+        Some(at) => (&out.stdout[..at], &out.stdout[at + 1..]),
+        None => ("", out.stdout.as_str()),
+    };
+    if !cmdline.contains(&watch.log) {
         return Ok(Changes::Untrusted {
             reason: format!(
                 "the watcher (pid {} on the source host) is no longer running, so changes may be missing from the log",
@@ -207,17 +211,16 @@ pub async fn changes(entry: &Entry, watch: &Watch) -> Result<Changes, FilesError
             ),
         });
     }
-    let log = on_host(source, &["cat", &watch.log], TIMEOUT).await?;
-    if !log.ok() {
+    if !out.ok() {
         return Ok(Changes::Untrusted {
             reason: format!(
                 "the change log {} cannot be read: {}",
                 watch.log,
-                tail(&log.stderr, 1)
+                tail(&out.stderr, 1)
             ),
         });
     }
-    Ok(parse(&log.stdout, &watch.root))
+    Ok(parse(log, &watch.root))
 }
 
 /// Reads inotifywait's `EVENTS\tPATH` lines into the paths to send.
@@ -329,8 +332,13 @@ pub async fn hard_link_siblings(
 /// Stops the watcher and removes its log; forgets its state.
 pub async fn stop(entry: &Entry, state_dir: &Path, watch: &Watch) -> Result<(), FilesError> {
     let source = &entry.source;
-    let _ = on_host(source, &["kill", &watch.pid.to_string()], TIMEOUT).await?;
-    let _ = on_host(source, &["rm", "-f", &watch.log], TIMEOUT).await?;
+    let pid = watch.pid.to_string();
+    let (killed, removed) = tokio::join!(
+        on_host(source, &["kill", &pid], TIMEOUT),
+        on_host(source, &["rm", "-f", &watch.log], TIMEOUT)
+    );
+    killed?;
+    removed?;
     forget(state_dir, &entry.plan.name)
 }
 

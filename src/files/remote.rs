@@ -60,10 +60,39 @@ pub fn ssh_options(host: &Host) -> Vec<String> {
     args
 }
 
+/// A private directory (0700, owned by this user, not a link) for ssh's control sockets, or
+/// `None` when it cannot be had safely.
+fn control_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = unsafe { libc::geteuid() };
+    let dir = std::env::temp_dir().join(format!("cutover-ssh-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o077 == 0).then_some(dir)
+}
+
+/// [`ssh_options`] plus connection sharing for commands cutover itself sends to a host: one
+/// connection per host, reused for a minute, since a final pass makes several short trips and
+/// each new connection costs a key exchange. The sockets live in a private directory.
+pub fn operator_ssh_options(host: &Host) -> Vec<String> {
+    let mut args = ssh_options(host);
+    if let Some(dir) = control_dir() {
+        args.extend([
+            "-o".to_owned(),
+            "ControlMaster=auto".to_owned(),
+            "-o".to_owned(),
+            format!("ControlPath={}/%C", dir.display()),
+            "-o".to_owned(),
+            "ControlPersist=60".to_owned(),
+        ]);
+    }
+    args
+}
+
 /// The full ssh argv that runs `argv` on `host`.
 pub fn ssh_argv(host: &Host, argv: &[String]) -> Vec<String> {
     let mut args = vec!["ssh".to_owned()];
-    args.extend(ssh_options(host));
+    args.extend(operator_ssh_options(host));
     args.push(host.ssh.clone());
     args.push("--".into());
     args.push(remote_command(argv));

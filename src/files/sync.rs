@@ -215,35 +215,25 @@ async fn dir_metadata(
     warnings: &mut Vec<String>,
     progress: &mut (dyn FnMut(u64, u8) + Send),
 ) -> Result<(), FilesError> {
-    if !dirs.is_empty() {
-        let (f, w) = rsync_pass(
-            entry,
-            PassKind::Final,
-            &[
-                NO_DELETE,
-                "--files-from=-",
-                "--from0",
-                "--ignore-missing-args",
-            ],
-            Some(nul_list(dirs.iter())),
-            progress,
-        )
-        .await?;
-        add(figures, &f);
-        warnings.extend(w);
-    }
+    // Listed without `-r`, a directory is sent as itself; `.` (the root) also brings the
+    // root's own entries along one level deep, which the quick check finds unchanged.
+    let mut list: Vec<String> = dirs.iter().cloned().collect();
     if root {
-        let (f, w) = rsync_pass(
-            entry,
-            PassKind::Final,
-            &[NO_DELETE, "-d", "--exclude=*"],
-            None,
-            progress,
-        )
-        .await?;
-        add(figures, &f);
-        warnings.extend(w);
+        list.insert(0, ".".into());
     }
+    if list.is_empty() {
+        return Ok(());
+    }
+    let (f, w) = rsync_pass(
+        entry,
+        PassKind::Final,
+        &[NO_DELETE, "--files-from=-", "--from0", "--ignore-missing-args"],
+        Some(nul_list(list.iter())),
+        progress,
+    )
+    .await?;
+    add(figures, &f);
+    warnings.extend(w);
     Ok(())
 }
 
