@@ -19,10 +19,10 @@ use common::{arg, runtime};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use cutover::files::Entry;
 use cutover::files::remote::{run, ssh_argv};
 use cutover::files::rsync::peer_shell;
 use cutover::files::sync;
-use cutover::files::Entry;
 use cutover::lab::{LabDir, Sshd, Supervision};
 use cutover::plan;
 

@@ -409,3 +409,31 @@ async fn a_live_sqlite_database_arrives_consistent_and_complete() {
     assert!(verified.matches(), "{:?}", verified.differences);
     assert!(f.dst().join("data").join("attachment.bin").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changed_and_deleted_files_alone_are_sent_in_one_pass_and_exactly() {
+    let f = Fixture::new().await;
+    let state = f.dir.path().join("state");
+    let src = f.src();
+    for i in 0..30 {
+        std::fs::create_dir_all(src.join(format!("d{}", i % 3))).unwrap();
+        std::fs::write(src.join(format!("d{}/f{i}", i % 3)), format!("{i}\n")).unwrap();
+    }
+    let entry = f.entry("change_log = true", None, &f.dst());
+    sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
+    std::fs::write(src.join("d0/f0"), "changed\n").unwrap();
+    std::fs::remove_file(src.join("d1/f1")).unwrap();
+    std::fs::write(src.join("d2/new"), "new\n").unwrap();
+    std::fs::set_permissions(src.join("d2/f2"), PermissionsExt::from_mode(0o600)).unwrap();
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(last.method, "change-log");
+    assert_eq!(last.changed_paths, Some(4), "{last:?}");
+    assert_eq!(
+        last.figures.files_transferred, 2,
+        "only the changed and the new file: {last:?}"
+    );
+    assert!(sync::verify(&entry).await.unwrap().matches());
+    assert_eq!(snapshot(&src), snapshot(&f.dst()));
+}

@@ -288,7 +288,8 @@ pub async fn hard_link_siblings(
     let root = super::rsync::dir(&entry.plan.source_path);
     let mut linked = Vec::new();
     let files: Vec<String> = paths.keys().map(|p| format!("{root}{p}")).collect();
-    for chunk in files.chunks(200) {
+    // Well under the kernel's argument limit; one trip for a typical final pass.
+    for chunk in files.chunks(5000) {
         let mut argv: Vec<&str> = vec!["stat", "--printf", "%h\\t%F\\t%n\\0", "--"];
         argv.extend(chunk.iter().map(String::as_str));
         // Paths that are gone make stat exit non-zero; what it printed for the rest counts.

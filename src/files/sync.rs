@@ -227,7 +227,12 @@ async fn dir_metadata(
     let (f, w) = rsync_pass(
         entry,
         PassKind::Final,
-        &[NO_DELETE, "--files-from=-", "--from0", "--ignore-missing-args"],
+        &[
+            NO_DELETE,
+            "--files-from=-",
+            "--from0",
+            "--ignore-missing-args",
+        ],
         Some(nul_list(list.iter())),
         progress,
     )
@@ -326,8 +331,9 @@ pub async fn final_pass(
             }
             let mut figures = Figures::default();
             let mut warnings = Vec::new();
-            if !paths.is_empty() {
-                // 1. The changed paths; new directories whole; vanished ones deleted.
+            if paths.values().any(|whole| *whole) {
+                // New or moved-in directories: they are sent whole (`-r`), then the parents'
+                // and the root's own metadata in a second pass that does not recurse.
                 let (f, w) = rsync_pass(
                     entry,
                     PassKind::Final,
@@ -344,8 +350,6 @@ pub async fn final_pass(
                 .await?;
                 add(&mut figures, &f);
                 warnings.extend(w);
-                // 2. Their parent directories' own metadata and the root's (times changed
-                //    when entries came and went), without recursing into them.
                 dir_metadata(
                     entry,
                     &parent_dirs(&paths),
@@ -355,6 +359,29 @@ pub async fn final_pass(
                     progress,
                 )
                 .await?;
+            } else if !paths.is_empty() {
+                // Only files and directories' own entries: one pass, no recursion. The changed
+                // paths, then their parent directories and the root as themselves (their times
+                // moved when entries came and went); vanished paths deleted on the target.
+                let mut list: Vec<String> = vec![".".into()];
+                list.extend(parent_dirs(&paths));
+                list.extend(paths.keys().cloned());
+                let (f, w) = rsync_pass(
+                    entry,
+                    PassKind::Final,
+                    &[
+                        NO_DELETE,
+                        "--files-from=-",
+                        "--from0",
+                        "--delete-missing-args",
+                        "--force",
+                    ],
+                    Some(nul_list(list.iter())),
+                    progress,
+                )
+                .await?;
+                add(&mut figures, &f);
+                warnings.extend(w);
             }
             let sqlite = sqlite_copies(
                 entry,
