@@ -54,9 +54,10 @@ fn help_shows_the_command_tree() {
     expect(
         &[],
         &[
-            "plan", "run", "status", "pg", "mysql", "dns", "serve", "lab",
+            "plan", "run", "status", "pg", "mysql", "files", "dns", "serve", "lab",
         ],
     );
+    expect(&["files"], &["preflight", "sync", "final", "verify"]);
     let db = [
         "preflight",
         "start",

@@ -242,17 +242,17 @@ pub fn parse(text: &str, root: &str) -> Changes {
                 reason: "the kernel's event queue overflowed (fs.inotify.max_queued_events): changes were dropped".into(),
             };
         }
-        let rel = match path.strip_prefix(root) {
-            Some(rel) => rel.trim_end_matches('/'),
-            None if path.trim_end_matches('/') == root_bare => {
-                if events.contains(&"IGNORED") || events.contains(&"DELETE_SELF") {
-                    return Changes::Untrusted {
-                        reason: "the watched root itself was removed or unmounted".into(),
-                    };
-                }
-                continue;
-            }
-            None => continue,
+        if path.trim_end_matches('/') == root_bare
+            && ["IGNORED", "DELETE_SELF", "MOVE_SELF", "UNMOUNT"]
+                .iter()
+                .any(|e| events.contains(e))
+        {
+            return Changes::Untrusted {
+                reason: "the watched root itself was removed, moved or unmounted".into(),
+            };
+        }
+        let Some(rel) = path.strip_prefix(root).map(|r| r.trim_end_matches('/')) else {
+            continue;
         };
         if rel.is_empty() {
             continue;
