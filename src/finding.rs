@@ -1,9 +1,10 @@
 //! What a check found, in the words every component uses: where (which server or host), how
 //! serious, what is wrong, and what to change there.
 //!
-//! The files component speaks it; the PostgreSQL and MySQL engines still carry their own
-//! near-identical types, which move here with the shared engine contract the run sequencer
-//! needs (one vocabulary for preflight reports across components).
+//! The files component and the MySQL engine speak it as is; PostgreSQL's findings add the side
+//! (source or target) they are about and share the severity. The rest of the engines' twins
+//! (reports, rollback outcomes, events) move below both with the engine contract the run
+//! sequencer needs.
 
 use serde::Serialize;
 

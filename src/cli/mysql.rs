@@ -66,6 +66,7 @@ fn print_preflight(r: &preflight::Report) {
         let mark = match f.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Info => "note",
         };
         outln!(
             "  {mark}: [{}] {}\n      fix: {}",

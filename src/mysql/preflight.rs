@@ -7,28 +7,7 @@ use super::dialect::{Dialect, Flavour, ident};
 use super::{Db, MyError, Pair, writers};
 use crate::plan::GtidMode;
 
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Start would fail or replicate wrongly.
-    Error,
-    /// Worth knowing; replication works.
-    Warning,
-}
-
-/// One problem, where it is and how to fix it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    /// Which server (`source host:port` / `target host:port`).
-    pub server: String,
-    /// Error or warning.
-    pub severity: Severity,
-    /// What is wrong.
-    pub problem: String,
-    /// What to change.
-    pub fix: String,
-}
+pub use crate::finding::{Finding, Severity};
 
 /// The outcome of preflight.
 #[derive(Debug, Clone, Serialize)]

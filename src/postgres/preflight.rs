@@ -8,17 +8,7 @@ use super::db::{Db, PgError, ident};
 use super::{Pair, Side};
 use super::{inventory, writers};
 
-/// How serious a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Replication or the cutover would fail; `start` refuses.
-    Error,
-    /// Works, but worth knowing (slower apply, something to watch).
-    Warning,
-    /// What `start` will do about it.
-    Info,
-}
+pub use crate::finding::Severity;
 
 /// One thing found on one server.
 #[derive(Debug, Clone, Serialize)]
