@@ -100,13 +100,19 @@ pub async fn cleanup(pair: &Pair) -> Result<Cleaned, MyError> {
         ));
     }
     if target_ro {
-        // Never promoted: the app's accounts there get back what they had.
-        let unlocked = writers::unlock(&mut target, &pair.plan.name).await?;
-        if !unlocked.is_empty() {
-            done.push(format!(
+        // Never promoted: the app's accounts there get back what they had (MySQL's
+        // super_read_only refuses account changes: then say what to run).
+        match writers::unlock(&mut target, &pair.plan.name).await {
+            Ok(unlocked) if !unlocked.is_empty() => done.push(format!(
                 "unlocked the app accounts on the target: {}",
                 unlocked.join(", ")
-            ));
+            )),
+            Ok(_) => {}
+            Err(e) => kept.push(format!(
+                "the app accounts stay locked on the target ({e}); after making it writable, ALTER USER ... ACCOUNT UNLOCK the accounts listed in `{}`.`{}` there",
+                writers::LOCK_DB,
+                writers::LOCK_TABLE
+            )),
         }
         kept.push(format!(
             "the target stays read-only: it was never promoted; `{}` there if you abandon the migration and want it writable",

@@ -421,7 +421,11 @@ pub async fn cutover(
             None
         }
     };
-    if let Err(e) = writers::keep_locked(&mut source, &pair.plan.name).await {
+    // MySQL's super_read_only keeps even cutover from writing the record there; only a
+    // rollback before promotion ever unlocks these accounts, so the record is a safeguard.
+    if source.flavour == super::dialect::Flavour::Mariadb
+        && let Err(e) = writers::keep_locked(&mut source, &pair.plan.name).await
+    {
         warnings.push(format!(
             "could not record the old primary's app accounts as locked for good ({e}); they stay locked, but a rollback tool could unlock them"
         ));
