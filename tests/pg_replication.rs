@@ -744,17 +744,20 @@ async fn a_write_slipped_into_the_old_primary_after_the_fence_is_reported() {
         )
         .await
         .unwrap();
+    let probe = || async {
+        cutover::postgres::writers::audit_slot(
+            &source,
+            "audit_probe",
+            &pair.names.publication,
+            "cutover",
+        )
+        .await
+        .unwrap()
+    };
     let since = server_now(&fx.target).await;
     wait_for_writes_after(&fx.source, since, APP_KEYS).await;
     writer.stop().await;
-    let audit = cutover::postgres::writers::audit_slot(
-        &source,
-        "audit_probe",
-        &pair.names.publication,
-        "cutover",
-    )
-    .await
-    .unwrap();
+    let audit = probe().await;
     assert!(audit.replicated_transactions > 0, "{audit:?}");
     assert_eq!(audit.rows(), 0, "{audit:?}");
     as_superuser(
@@ -762,14 +765,7 @@ async fn a_write_slipped_into_the_old_primary_after_the_fence_is_reported() {
         "INSERT INTO writes (id, k, payload) VALUES (-200001, -200001, 'local')",
     )
     .await;
-    let audit = cutover::postgres::writers::audit_slot(
-        &source,
-        "audit_probe",
-        &pair.names.publication,
-        "cutover",
-    )
-    .await
-    .unwrap();
+    let audit = probe().await;
     assert_eq!(
         audit.rows_by_table.get("public.writes"),
         Some(&1),

@@ -114,11 +114,7 @@ pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError>
     }
     let source = &entry.source;
     let root = super::rsync::dir(&entry.plan.source_path);
-    let token: String = {
-        use rand::Rng;
-        let bytes: [u8; 6] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    };
+    let token = super::token();
     let log = format!("/tmp/cutover-{}-{token}.changes", entry.plan.name);
     let created = on_host(source, &["touch", &log], TIMEOUT).await?;
     if !created.ok() {

@@ -100,6 +100,13 @@ impl Entry {
     }
 }
 
+/// A short random hex token, for names of temporary files cutover leaves on a host.
+pub fn token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 6] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The last lines of `text`, for error messages.
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -72,11 +72,7 @@ pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesE
     for db in &entry.plan.sqlite {
         let file = source_file(entry, db);
         let target = target_file(entry, db);
-        let token: String = {
-            use rand::Rng;
-            let bytes: [u8; 6] = rand::rng().random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        };
+        let token = super::token();
         let backup = format!("/tmp/cutover-{}-{token}.sqlite3", entry.plan.name);
         let before = fingerprint(entry, db).await?;
         let out = on_host(

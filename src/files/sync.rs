@@ -204,6 +204,24 @@ fn add(total: &mut Figures, more: &Figures) {
     total.wire_bytes += more.wire_bytes;
 }
 
+/// One rsync run over the paths in `list` (`--files-from=- --from0` plus `flags`), its
+/// figures and warnings added to the pass's.
+async fn files_from(
+    entry: &Entry,
+    flags: &[&str],
+    list: Vec<u8>,
+    figures: &mut Figures,
+    warnings: &mut Vec<String>,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<(), FilesError> {
+    let mut all = vec!["--files-from=-", "--from0"];
+    all.extend_from_slice(flags);
+    let (f, w) = rsync_pass(entry, PassKind::Final, &all, Some(list), progress).await?;
+    add(figures, &f);
+    warnings.extend(w);
+    Ok(())
+}
+
 /// Sets the metadata (times, modes) of `dirs` (relative) and, with `root`, of the tree's root
 /// on the target from the source, without touching their contents: entries that came and went
 /// moved their times.
@@ -224,22 +242,15 @@ async fn dir_metadata(
     if list.is_empty() {
         return Ok(());
     }
-    let (f, w) = rsync_pass(
+    files_from(
         entry,
-        PassKind::Final,
-        &[
-            NO_DELETE,
-            "--files-from=-",
-            "--from0",
-            "--ignore-missing-args",
-        ],
-        Some(nul_list(list.iter())),
+        &[NO_DELETE, "--ignore-missing-args"],
+        nul_list(list.iter()),
+        figures,
+        warnings,
         progress,
     )
-    .await?;
-    add(figures, &f);
-    warnings.extend(w);
-    Ok(())
+    .await
 }
 
 /// Copies the entry's SQLite databases as online backups, then restores the metadata of the
@@ -334,22 +345,15 @@ pub async fn final_pass(
             if paths.values().any(|whole| *whole) {
                 // New or moved-in directories: they are sent whole (`-r`), then the parents'
                 // and the root's own metadata in a second pass that does not recurse.
-                let (f, w) = rsync_pass(
+                files_from(
                     entry,
-                    PassKind::Final,
-                    &[
-                        "-r",
-                        "--files-from=-",
-                        "--from0",
-                        "--delete-missing-args",
-                        "--force",
-                    ],
-                    Some(nul_list(paths.keys())),
+                    &["-r", "--delete-missing-args", "--force"],
+                    nul_list(paths.keys()),
+                    &mut figures,
+                    &mut warnings,
                     progress,
                 )
                 .await?;
-                add(&mut figures, &f);
-                warnings.extend(w);
                 dir_metadata(
                     entry,
                     &parent_dirs(&paths),
@@ -366,22 +370,15 @@ pub async fn final_pass(
                 let mut list: Vec<String> = vec![".".into()];
                 list.extend(parent_dirs(&paths));
                 list.extend(paths.keys().cloned());
-                let (f, w) = rsync_pass(
+                files_from(
                     entry,
-                    PassKind::Final,
-                    &[
-                        NO_DELETE,
-                        "--files-from=-",
-                        "--from0",
-                        "--delete-missing-args",
-                        "--force",
-                    ],
-                    Some(nul_list(list.iter())),
+                    &[NO_DELETE, "--delete-missing-args", "--force"],
+                    nul_list(list.iter()),
+                    &mut figures,
+                    &mut warnings,
                     progress,
                 )
                 .await?;
-                add(&mut figures, &f);
-                warnings.extend(w);
             }
             let sqlite = sqlite_copies(
                 entry,

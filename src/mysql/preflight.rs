@@ -98,11 +98,10 @@ async fn tables(db: &mut Db, databases: &[String]) -> Result<(Vec<String>, Vec<S
 /// Every account that can write the plan's databases must be an app user (locked and killed
 /// at the fence) or exempted with a reason; app users that bypass `read_only` must be accepted
 /// by name.
-async fn fence_scope(c: &mut Collector, pair: &Pair, source: &mut Db) -> Result<(), MyError> {
+fn fence_scope(c: &mut Collector, pair: &Pair, source: &Db, accounts: &[writers::Account]) {
     let plan = &pair.plan;
-    let accounts = writers::accounts(source, &plan.databases).await?;
     let scope = writers::scope(
-        &accounts,
+        accounts,
         &plan.app_users,
         &plan.exempt_users,
         &plan.privileged_app_users,
@@ -155,7 +154,6 @@ async fn fence_scope(c: &mut Collector, pair: &Pair, source: &mut Db) -> Result<
             "its writes after the fence would not reach the new primary; the plan accepts that",
         );
     }
-    Ok(())
 }
 
 /// Whether this target already replicates from this source for this pair.
@@ -384,11 +382,11 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
     }
 
     // Fence scope: who else can write, and app users read_only does not bind.
-    fence_scope(&mut c, pair, source).await?;
+    let accounts = writers::accounts(source, &pair.plan.databases).await?;
+    fence_scope(&mut c, pair, source, &accounts);
     // Accounts live in the `mysql` schema, which is neither dumped nor replicated.
     let on_target = writers::accounts(target, &pair.plan.databases).await?;
-    for a in writers::accounts(source, &pair.plan.databases)
-        .await?
+    for a in accounts
         .iter()
         .filter(|a| pair.plan.app_users.contains(&a.user))
     {
