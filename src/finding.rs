@@ -37,3 +37,13 @@ pub struct Finding {
 pub fn passed(findings: &[Finding]) -> bool {
     !findings.iter().any(|f| f.severity == Severity::Error)
 }
+
+/// The errors among `findings`, one indented block each with its fix.
+pub fn errors_text(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("  {}: {}\n    fix: {}", f.server, f.problem, f.fix))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -366,7 +366,7 @@ fn mysql_commands_on_the_lab(plan: &Path) {
     );
     mysql(&["cutover"]).code(1).stderr(
         predicate::str::contains("run `cutover mysql start`")
-            .and(predicate::str::contains("nothing was changed")),
+            .and(predicate::str::contains("this command changed nothing")),
     );
     // (status exits 1 while nothing replicates)
     let out = mysql(&["status", "--output", "json"])

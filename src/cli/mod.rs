@@ -31,6 +31,7 @@ mod not_implemented;
 mod pairs;
 mod pg;
 mod plan;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -172,6 +173,12 @@ pub struct RunArgs {
     /// Cut over even if the lowered DNS TTLs have not been served for one old TTL yet (logged).
     #[arg(long)]
     pub force: bool,
+    /// With --resume before the point of no return: go on instead of rolling back.
+    #[arg(long = "continue", requires = "resume")]
+    pub go_on: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// Arguments of the per-database commands.
@@ -187,6 +194,21 @@ pub struct PairArgs {
     pub output: Output,
 }
 
+/// Arguments of `pg cutover` and `mysql cutover`.
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    /// The plan and pair.
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Finish or roll back a cutover a crash interrupted, from the servers' own state: a
+    /// promoted target is finished, a fenced source with an unpromoted target is rolled back.
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: catch up and promote instead of rolling back.
+    #[arg(long = "continue", requires = "resume")]
+    pub go_on: bool,
+}
+
 /// `cutover pg ...` and `cutover mysql ...`
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
@@ -197,7 +219,7 @@ pub enum DbCommand {
     /// Initial-copy progress and replication lag.
     Status(PairArgs),
     /// Fence writes, catch up exactly, promote the target; unfence on any failure before promotion.
-    Cutover(PairArgs),
+    Cutover(CutoverArgs),
     /// Compare row counts and checksums, chunked by primary key.
     Verify(PairArgs),
     /// Remove everything cutover created for replication (idempotent).
@@ -210,9 +232,9 @@ impl DbCommand {
             DbCommand::Preflight(a)
             | DbCommand::Start(a)
             | DbCommand::Status(a)
-            | DbCommand::Cutover(a)
             | DbCommand::Verify(a)
             | DbCommand::Cleanup(a) => a,
+            DbCommand::Cutover(a) => &a.pair,
         }
     }
 }
@@ -349,14 +371,8 @@ pub enum PairKind {
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Plan(PlanCommand::Check { plan, output }) => plan::check(&plan, output),
-        Command::Run(args) if args.dry_run => plan::check(&args.plan, Output::Human),
-        Command::Run(args) => {
-            let _ = (args.resume, args.force);
-            plan::then_not_implemented(&args.plan, None, "run", "the hot-migration sequencer")
-        }
-        Command::Status(args) => {
-            plan::then_not_implemented(&args.plan, None, "status", "the run journal")
-        }
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => run::status(&args.plan, args.output),
         Command::Pg(cmd) => pg::run(cmd),
         Command::Mysql(cmd) => mysql::run(cmd),
         Command::Dns(cmd) => dns::run(cmd),

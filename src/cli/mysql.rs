@@ -26,6 +26,13 @@ pub fn run(cmd: DbCommand) -> u8 {
                 DbStep::Start => report(output, start::start(pair).await, print_start),
                 DbStep::Status => run_status(pair, output).await,
                 DbStep::Cutover => run_cutover(pair, output).await,
+                DbStep::Resume { go_on } => {
+                    let window = crate::mysql::cutover::MyWindow::open(pair)
+                        .await
+                        .map(|w| Box::new(w) as Box<dyn crate::engine::Window>)
+                        .map_err(Into::into);
+                    super::pairs::resume_pair(window, &pair.plan.name, output, go_on).await
+                }
                 DbStep::Verify => run_verify(pair, output).await,
                 DbStep::Cleanup => report(output, cleanup::cleanup(pair).await, print_cleanup),
             }
@@ -231,7 +238,7 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                 errln!(
                     "  {}",
                     match failed.rollback {
-                        Rollback::NotNeeded => "nothing was changed: the source was never fenced",
+                        Rollback::NotNeeded => "this command changed nothing",
                         Rollback::Unfenced => "the source was unfenced and takes writes again",
                         Rollback::UnfenceFailed =>
                             "THE SOURCE IS STILL READ-ONLY: run the statement above on it",
@@ -239,6 +246,15 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                             "the target was already promoted and is the primary; the source stays read-only",
                     }
                 );
+                let text = failed.error.to_string();
+                if text.contains("interrupted") {
+                    errln!(
+                        "  fix: `cutover mysql cutover --resume --pair {0}` rolls the interrupted cutover back (add --continue to finish it)",
+                        pair.plan.name
+                    );
+                } else if text.contains("start replication") {
+                    errln!("  fix: run `cutover mysql start` (and check `cutover mysql status`)");
+                }
             }
             (
                 false,

@@ -21,6 +21,11 @@ pub enum DbStep {
     Status,
     /// `cutover`
     Cutover,
+    /// `cutover --resume` (`--continue`: go forward)
+    Resume {
+        /// Catch up and promote instead of rolling back.
+        go_on: bool,
+    },
     /// `verify`
     Verify,
     /// `cleanup`
@@ -34,6 +39,7 @@ impl DbCommand {
             DbCommand::Preflight(_) => DbStep::Preflight,
             DbCommand::Start(_) => DbStep::Start,
             DbCommand::Status(_) => DbStep::Status,
+            DbCommand::Cutover(a) if a.resume => DbStep::Resume { go_on: a.go_on },
             DbCommand::Cutover(_) => DbStep::Cutover,
             DbCommand::Verify(_) => DbStep::Verify,
             DbCommand::Cleanup(_) => DbStep::Cleanup,
@@ -88,6 +94,14 @@ where
     let Some(rt) = runtime() else {
         return EXIT_FAILED;
     };
+    // A cutover holds the migration's lease: no run and no other cutover acts meanwhile.
+    let _lease = match context_lease(cmd.step(), &plan, kind) {
+        Ok(lease) => lease,
+        Err(e) => {
+            errln!("{}: {e}", args.plan.display());
+            return EXIT_FAILED;
+        }
+    };
     let context = StepContext {
         step: cmd.step(),
         output: args.output,
@@ -112,6 +126,108 @@ where
         }
         code
     })
+}
+
+fn context_lease(
+    step: DbStep,
+    plan: &Plan,
+    kind: PairKind,
+) -> Result<Option<crate::state::Lease>, crate::state::StateError> {
+    use crate::state::{FileStore, StateDir, Store};
+    let purpose = match (step, kind) {
+        (DbStep::Cutover, PairKind::Postgres) => "pg cutover",
+        (DbStep::Resume { .. }, PairKind::Postgres) => "pg cutover --resume",
+        (DbStep::Cutover, PairKind::Mysql) => "mysql cutover",
+        (DbStep::Resume { .. }, PairKind::Mysql) => "mysql cutover --resume",
+        _ => return Ok(None),
+    };
+    FileStore::new(&StateDir::new(&plan.migration.state_dir))
+        .acquire(purpose)
+        .map(Some)
+}
+
+/// `cutover --resume` of one pair: the library decides from the servers' state; this prints
+/// each server's state before and after, and what was done.
+pub async fn resume_pair(
+    window: Result<Box<dyn crate::engine::Window>, crate::engine::EngineError>,
+    name: &str,
+    output: Output,
+    go_on: bool,
+) -> (bool, serde_json::Value) {
+    let human = output == Output::Human;
+    let mut w = match window {
+        Ok(w) => w,
+        Err(e) => {
+            if human {
+                errln!("pair {name}: cannot reach its servers: {e}; nothing was done");
+            }
+            return (
+                false,
+                json!({ "pair": name, "ok": false, "error": e.to_string() }),
+            );
+        }
+    };
+    match crate::engine::resume(w.as_mut(), go_on).await {
+        Ok(r) => {
+            if human {
+                outln!("pair {name}: before: {}", r.before.serving());
+                for l in &r.before.lines {
+                    outln!("  {l}");
+                }
+                outln!("  {}", r.action);
+                if let Some(rb) = &r.rollback {
+                    match rb {
+                        crate::engine::Rollback::Failed { error } => {
+                            errln!("  ROLLBACK FAILED: {error}")
+                        }
+                        other => outln!(
+                            "  rolled back: {}",
+                            serde_json::to_string(other).unwrap_or_default()
+                        ),
+                    }
+                }
+                if let Some(f) = &r.finished {
+                    match f.old_primary_clean {
+                        Some(true) => {
+                            outln!("  checked: the old primary took no write after the fence")
+                        }
+                        Some(false) => {
+                            errln!("  WRITES LOST: the old primary took writes after the fence")
+                        }
+                        None => outln!(
+                            "  NOT CHECKED whether the old primary took writes after the fence"
+                        ),
+                    }
+                    for w in &f.warnings {
+                        outln!("  warning: {w}");
+                    }
+                }
+                if let Some(e) = &r.error {
+                    errln!("  FAILED: {e}");
+                }
+                if let Some(after) = &r.after {
+                    outln!("  now: {}", after.serving());
+                    for l in &after.lines {
+                        outln!("  {l}");
+                    }
+                }
+            }
+            let ok = r.ok();
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["ok"] = json!(ok);
+            v["pair"] = json!(name);
+            (ok, v)
+        }
+        Err(e) => {
+            if human {
+                errln!("pair {name}: cannot read its servers' state: {e}; nothing was done");
+            }
+            (
+                false,
+                json!({ "pair": name, "ok": false, "error": e.to_string() }),
+            )
+        }
+    }
 }
 
 /// A cutover's events: printed as they happen (human output, with the time since the start)

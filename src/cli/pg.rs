@@ -21,6 +21,13 @@ pub fn run(cmd: DbCommand) -> u8 {
                 DbStep::Start => report(output, start::start(pair).await, print_start),
                 DbStep::Status => run_status(pair, output, &ctx.state_dir).await,
                 DbStep::Cutover => run_cutover(pair, output).await,
+                DbStep::Resume { go_on } => {
+                    let window = cutover::PgWindow::open_for_resume(pair)
+                        .await
+                        .map(|w| Box::new(w) as Box<dyn crate::engine::Window>)
+                        .map_err(Into::into);
+                    super::pairs::resume_pair(window, &pair.plan.name, output, go_on).await
+                }
                 DbStep::Verify => run_verify(pair, output).await,
                 DbStep::Cleanup => report(output, cleanup::cleanup(pair).await, print_cleanup),
             }
@@ -262,7 +269,20 @@ async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
                 errln!("pair {}: {failed}", pair.plan.name);
                 match &failed.rollback {
                     Rollback::NotNeeded => {
-                        errln!("  nothing was changed; the source serves as before")
+                        errln!("  this command changed nothing");
+                        let text = failed.error.to_string();
+                        if text.contains("interrupted") {
+                            errln!(
+                                "  fix: `cutover pg status` shows each server's state; `cutover pg cutover --resume --pair {0}` rolls the interrupted cutover back (add --continue to finish it)",
+                                pair.plan.name
+                            );
+                        } else if text.contains("start it first")
+                            || text.contains("start replication")
+                        {
+                            errln!(
+                                "  fix: run `cutover pg start` first (and `cutover pg status` to watch it)"
+                            );
+                        }
                     }
                     Rollback::SourceUnfenced { roles } => {
                         errln!(

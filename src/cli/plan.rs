@@ -4,7 +4,6 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::not_implemented;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairKind};
 use crate::plan::{self, Plan, PlanError};
 use crate::run::{self, Step};
@@ -123,23 +122,4 @@ pub fn check_pair(path: &Path, plan: &Plan, kind: PairKind, name: &str) -> Resul
         }
     );
     Err(EXIT_INVALID)
-}
-
-/// For commands whose work arrives later: check the plan and the `--pair`, then say so.
-pub fn then_not_implemented(
-    path: &Path,
-    pair: Option<(PairKind, &str)>,
-    command: &str,
-    arrives_with: &str,
-) -> u8 {
-    let plan = match load_or_report(path, Output::Human) {
-        Ok(plan) => plan,
-        Err(code) => return code,
-    };
-    if let Some((kind, name)) = pair
-        && let Err(code) = check_pair(path, &plan, kind, name)
-    {
-        return code;
-    }
-    not_implemented::report(command, arrives_with)
 }

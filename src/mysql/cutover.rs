@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::dialect::{SourceSpec, StartAt};
 use super::start::{configure_replica, create_replication_user, random_password, wait_running};
 use super::{Db, MyError, Pair, heartbeat, inventory, writers};
+use crate::engine::{self, EngineError};
 
 /// Seconds the fence waits for a lock (a running commit) before failing.
 const FENCE_LOCK_WAIT_SECONDS: u32 = 5;
@@ -263,254 +264,526 @@ pub async fn cutover(
         error,
         rollback: Rollback::NotNeeded,
     };
-    let (mut source, mut target) = pair.connect().await.map_err(not_needed)?;
-
-    // 1. Gate.
-    let rows = target
-        .rows_by_name("read replica status", target.dialect.replica_status())
-        .await
-        .map_err(not_needed)?;
-    let row = rows.first().cloned().unwrap_or_default();
-    if row.text("Source_User").as_deref() != Some(pair.replication_user().as_str())
-        || row.text("Replica_SQL_Running").as_deref() != Some("Yes")
-    {
-        return Err(not_needed(MyError::Refused(format!(
-            "{}: the target is not replicating from the source for this pair; fix: run `cutover mysql start` (and check `mysql status`)",
-            pair.plan.name
-        ))));
-    }
-    let gtid = row.text("Using_Gtid").is_some_and(|g| g != "No")
-        || row.text("Auto_Position").as_deref() == Some("1");
-    let lag = heartbeat::measure(&mut source, &mut target, pair.plan.max_lag)
-        .await
-        .map_err(not_needed)?;
-    let Some(lag) = lag.replicated_after else {
-        return Err(not_needed(MyError::Refused(format!(
-            "{}: a heartbeat did not reach the target within max_lag ({:?}); fix: wait for replication to catch up (`cutover mysql status`)",
-            pair.plan.name, pair.plan.max_lag
-        ))));
-    };
-    // Drift is checked before the fence: DDL the replication filter skipped would leave a
-    // table or column behind.
-    let drift = inventory::drift_between(&mut source, &mut target, &pair.plan.databases)
-        .await
-        .map_err(not_needed)?;
-    if !drift.is_empty() {
-        return Err(not_needed(MyError::Refused(format!(
-            "{}: the target's schema differs from the source's; nothing was changed:\n  {}\nfix: apply the same DDL on the target (with `sql_log_bin = 0`), and on the source run schema changes with the table's database as the default (`USE db`) so replication carries them",
-            pair.plan.name,
-            drift.join("\n  ")
-        ))));
-    }
-    // The fence holds only for the accounts it locks (DESIGN §5): refuse while another
-    // account could keep writing to the old primary.
-    let accounts = writers::accounts(&mut source, &pair.plan.databases)
-        .await
-        .map_err(not_needed)?;
-    let scope = writers::scope(
-        &accounts,
-        &pair.plan.app_users,
-        &pair.plan.exempt_users,
-        &pair.plan.privileged_app_users,
-        &pair.plan.source.user,
-        &pair.replication_user(),
-    );
-    if !scope.unfenced.is_empty() || !scope.privileged_app.is_empty() {
-        let mut why = Vec::new();
-        if !scope.unfenced.is_empty() {
-            why.push(format!(
-                "accounts that can write are neither app users nor exempt: {} (add them to `app_users` or `exempt_users`)",
-                writers::list(&scope.unfenced)
-            ));
-        }
-        if !scope.privileged_app.is_empty() {
-            why.push(format!(
-                "app users hold a privilege read_only does not bind: {} (narrow their grants, or list them in `privileged_app_users`)",
-                writers::list(&scope.privileged_app)
-            ));
-        }
-        return Err(not_needed(MyError::Refused(format!(
-            "{}: {}; nothing was changed",
-            pair.plan.name,
-            why.join("; ")
-        ))));
-    }
+    let mut w = MyWindow::open(pair).await.map_err(not_needed)?;
+    let lag = w.gate().await.map_err(not_needed)?;
     on_event(&Event::GatePassed { lag_ms: ms(lag) });
-    let to_lock = writers::prepare_lock(&mut source, &pair.plan.app_users, &pair.plan.name)
-        .await
-        .map_err(not_needed)?;
-    let lock_sql = writers::lock_sql(&to_lock);
-    let target_unlock = writers::prepare_unlock(&mut target, &pair.plan.name)
-        .await
-        .map_err(not_needed)?;
+    // 2-4 with unfencing on failure.
+    let inside = async {
+        let killed = w.fence().await?;
+        on_event(&Event::Fenced {
+            sessions_killed: killed,
+        });
+        let position = w.catch_up().await?;
+        on_event(&Event::CaughtUp { position });
+        Ok::<_, MyError>(())
+    };
+    if let Err(error) = inside.await {
+        on_event(&Event::RollingBack {
+            reason: error.to_string(),
+        });
+        return Err(w.unfence(error).await);
+    }
+    if let Err(error) = w.promote().await {
+        if w.target_writable().await {
+            // The target became writable before the failure: it is the primary.
+            return Err(CutoverFailed {
+                error,
+                rollback: Rollback::AfterPromotion,
+            });
+        }
+        on_event(&Event::RollingBack {
+            reason: error.to_string(),
+        });
+        return Err(w.unfence(error).await);
+    }
+    on_event(&Event::Promoted {
+        write_unavailable_ms: w.write_unavailable_ms.unwrap_or_default(),
+    });
+    let mut report = w.report();
+    if let Err(error) = w.after(&mut report).await {
+        return Err(CutoverFailed {
+            error,
+            rollback: Rollback::AfterPromotion,
+        });
+    }
+    if report.reverse_replication {
+        on_event(&Event::ReverseReady);
+    }
+    w.close().await;
+    Ok(report)
+}
 
-    // 2-5 with unfencing on failure.
-    let t0 = Instant::now();
-    let window = async {
+/// One pair's window, phase by phase ([`crate::engine::Window`]). Each phase reads the
+/// servers' state, so a fresh window can finish or undo what a crashed process left.
+pub struct MyWindow {
+    pair: Pair,
+    source: Db,
+    target: Db,
+    gtid: bool,
+    lock_sql: Option<String>,
+    target_unlock: Option<String>,
+    started: Option<Instant>,
+    fenced: Duration,
+    caught_up: Duration,
+    position: Option<String>,
+    promoted_at: Option<String>,
+    write_unavailable_ms: Option<f64>,
+}
+
+impl MyWindow {
+    /// Connects to both servers of `pair`.
+    pub async fn open(pair: &Pair) -> Result<MyWindow, MyError> {
+        let (source, mut target) = pair.connect().await?;
+        // GTID or file/position: what the target's replica uses; when it is gone (a promotion
+        // began), what the source's own executed GTID set says.
+        let rows = target
+            .rows_by_name("read replica status", target.dialect.replica_status())
+            .await?;
+        let gtid = match rows.first() {
+            Some(row) => {
+                row.text("Using_Gtid").is_some_and(|g| g != "No")
+                    || row.text("Auto_Position").as_deref() == Some("1")
+            }
+            None => pair.plan.gtid != crate::plan::GtidMode::Off,
+        };
+        Ok(MyWindow {
+            pair: pair.clone(),
+            source,
+            target,
+            gtid,
+            lock_sql: None,
+            target_unlock: None,
+            started: None,
+            fenced: Duration::ZERO,
+            caught_up: Duration::ZERO,
+            position: None,
+            promoted_at: None,
+            write_unavailable_ms: None,
+        })
+    }
+
+    /// The gate (changes nothing); prepares the fence's and the promotion's statements.
+    /// Returns the heartbeat lag.
+    pub async fn gate(&mut self) -> Result<Duration, MyError> {
+        let pair = &self.pair;
+        let (source, target) = (&mut self.source, &mut self.target);
+        let rows = target
+            .rows_by_name("read replica status", target.dialect.replica_status())
+            .await?;
+        let row = rows.first().cloned().unwrap_or_default();
+        if row.text("Source_User").as_deref() != Some(pair.replication_user().as_str())
+            || row.text("Replica_SQL_Running").as_deref() != Some("Yes")
+        {
+            return Err(MyError::Refused(format!(
+                "{}: the target is not replicating from the source for this pair; fix: start replication (and check the pair's status)",
+                pair.plan.name
+            )));
+        }
+        self.gtid = row.text("Using_Gtid").is_some_and(|g| g != "No")
+            || row.text("Auto_Position").as_deref() == Some("1");
+        if source
+            .variable("read_only")
+            .await?
+            .as_deref()
+            .is_some_and(|v| v == "1" || v == "ON")
+            && !writers::locked(source, &pair.plan.name).await?.is_empty()
+        {
+            return Err(MyError::Refused(format!(
+                "{}: the source is already fenced by an earlier cutover that was interrupted; resume it (it finishes or rolls back) instead of starting another",
+                pair.plan.name
+            )));
+        }
+        let lag = heartbeat::measure(source, target, pair.plan.max_lag).await?;
+        let Some(lag) = lag.replicated_after else {
+            return Err(MyError::Refused(format!(
+                "{}: a heartbeat did not reach the target within max_lag ({:?}); fix: wait for replication to catch up",
+                pair.plan.name, pair.plan.max_lag
+            )));
+        };
+        // Drift is checked before the fence: DDL the replication filter skipped would leave a
+        // table or column behind.
+        let drift = inventory::drift_between(source, target, &pair.plan.databases).await?;
+        if !drift.is_empty() {
+            return Err(MyError::Refused(format!(
+                "{}: the target's schema differs from the source's; nothing was changed:\n  {}\nfix: apply the same DDL on the target (with `sql_log_bin = 0`), and on the source run schema changes with the table's database as the default (`USE db`) so replication carries them",
+                pair.plan.name,
+                drift.join("\n  ")
+            )));
+        }
+        // The fence holds only for the accounts it locks (DESIGN §5): refuse while another
+        // account could keep writing to the old primary.
+        let accounts = writers::accounts(source, &pair.plan.databases).await?;
+        let scope = writers::scope(
+            &accounts,
+            &pair.plan.app_users,
+            &pair.plan.exempt_users,
+            &pair.plan.privileged_app_users,
+            &pair.plan.source.user,
+            &pair.replication_user(),
+        );
+        if !scope.unfenced.is_empty() || !scope.privileged_app.is_empty() {
+            let mut why = Vec::new();
+            if !scope.unfenced.is_empty() {
+                why.push(format!(
+                    "accounts that can write are neither app users nor exempt: {} (add them to `app_users` or `exempt_users`)",
+                    writers::list(&scope.unfenced)
+                ));
+            }
+            if !scope.privileged_app.is_empty() {
+                why.push(format!(
+                    "app users hold a privilege read_only does not bind: {} (narrow their grants, or list them in `privileged_app_users`)",
+                    writers::list(&scope.privileged_app)
+                ));
+            }
+            return Err(MyError::Refused(format!(
+                "{}: {}; nothing was changed",
+                pair.plan.name,
+                why.join("; ")
+            )));
+        }
+        let to_lock = writers::prepare_lock(source, &pair.plan.app_users, &pair.plan.name).await?;
+        self.lock_sql = writers::lock_sql(&to_lock);
+        self.target_unlock = writers::prepare_unlock(target, &pair.plan.name).await?;
+        Ok(lag)
+    }
+
+    /// Locks the app accounts, makes the source read-only, kills their sessions until none is
+    /// left. Returns the sessions killed.
+    pub async fn fence(&mut self) -> Result<usize, MyError> {
+        let pair = &self.pair;
+        let source = &mut self.source;
         source
             .run(
                 "bound the fence's lock wait",
                 &format!("SET SESSION lock_wait_timeout = {FENCE_LOCK_WAIT_SECONDS}"),
             )
             .await?;
+        let t0 = Instant::now();
+        self.started = Some(t0);
         // Locked first: a killed app session cannot log in again, whatever its privileges.
+        let lock_sql = match &self.lock_sql {
+            Some(sql) => Some(sql.clone()),
+            // A resumed window: whatever is not locked yet is locked now.
+            None => writers::lock_sql(
+                &writers::prepare_lock(source, &pair.plan.app_users, &pair.plan.name).await?,
+            ),
+        };
         if let Some(sql) = &lock_sql {
             source.run("lock the app accounts", sql).await?;
         }
         source
             .run("fence the source (read-only)", source.dialect.fence())
             .await?;
-        let killed = end_sessions(&mut source, &pair.plan.app_users).await?;
-        let fenced = t0.elapsed();
-        on_event(&Event::Fenced {
-            sessions_killed: killed,
-        });
-        let position = source_position(&mut source, gtid).await?;
-        wait_for(&mut target, &position, gtid, pair.plan.catchup_timeout).await?;
-        let caught_up = t0.elapsed();
-        on_event(&Event::CaughtUp {
-            position: position.clone(),
-        });
-        Ok::<_, MyError>((fenced, caught_up, position))
-    };
-    let (fenced, caught_up, position) = match window.await {
-        Ok(done) => done,
-        Err(error) => return Err(unfence(&mut source, &pair.plan.name, error, on_event).await),
-    };
-    let promoted_at = match promote(&mut target, gtid, target_unlock.as_deref()).await {
-        Ok(at) => at,
-        Err(error) => {
-            // Did the target become writable before the failure? Then it is the primary.
-            let writable = target
-                .variable("read_only")
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|v| v == "0" || v == "OFF");
-            if writable {
-                return Err(CutoverFailed {
-                    error,
-                    rollback: Rollback::AfterPromotion,
-                });
-            }
-            return Err(unfence(&mut source, &pair.plan.name, error, on_event).await);
-        }
-    };
-    let unavailable = t0.elapsed();
-    on_event(&Event::Promoted {
-        write_unavailable_ms: ms(unavailable),
-    });
-    // The old primary's app accounts stay locked: nothing may write there any more.
-    let mut warnings = Vec::new();
-    if target_unlock.is_some()
-        && let Err(e) = writers::forget(&mut target, &pair.plan.name).await
-    {
-        warnings.push(format!(
-            "the new primary's record of the app accounts it locked could not be cleared ({e}); they are unlocked"
-        ));
-    }
-    // Proof that nothing wrote to the old primary after the fence: its own binlog position
-    // (GTIDs, or file:position) has not moved since it was read under the fence. Cutover's
-    // own statements there since are kept out of the binlog.
-    let old_primary_position = match source_position(&mut source, gtid).await {
-        Ok(now) => Some(now),
-        Err(e) => {
-            warnings.push(format!(
-                "could not check that the old primary took no writes after the fence: {e}"
-            ));
-            None
-        }
-    };
-    // MySQL's super_read_only keeps even cutover from writing the record there; only a
-    // rollback before promotion ever unlocks these accounts, so the record is a safeguard.
-    if source.flavour == super::dialect::Flavour::Mariadb
-        && let Err(e) = writers::keep_locked(&mut source, &pair.plan.name).await
-    {
-        warnings.push(format!(
-            "could not record the old primary's app accounts as locked for good ({e}); they stay locked, but a rollback tool could unlock them"
-        ));
+        let killed = end_sessions(source, &pair.plan.app_users).await?;
+        self.fenced = t0.elapsed();
+        Ok(killed)
     }
 
-    // 6. Reverse replication, outside the window.
-    if pair.plan.reverse_replication {
-        let reverse = async {
-            let user = pair.replication_user();
-            let password = random_password();
-            create_replication_user(&mut target, &user, &password).await?;
-            let spec = SourceSpec {
-                host: &pair.target.endpoint.host,
-                port: pair.target.endpoint.port,
-                user: &user,
-                password: &password,
-                start: match promoted_at.rsplit_once(':') {
-                    Some((file, pos)) if !gtid => StartAt::File {
-                        file: file.to_owned(),
-                        position: pos.parse().unwrap_or(4),
-                    },
-                    _ => StartAt::Gtid,
-                },
-            };
-            configure_replica(
-                &mut source,
-                &spec,
-                Some(&promoted_at),
-                &pair.replicated_databases(),
+    /// Reads the fenced source's position and waits until the target has applied it.
+    pub async fn catch_up(&mut self) -> Result<String, MyError> {
+        let position = source_position(&mut self.source, self.gtid).await?;
+        wait_for(
+            &mut self.target,
+            &position,
+            self.gtid,
+            self.pair.plan.catchup_timeout,
+        )
+        .await?;
+        self.caught_up = self.started.map(|t| t.elapsed()).unwrap_or_default();
+        self.position = Some(position.clone());
+        Ok(position)
+    }
+
+    /// Whether the target takes writes (read_only off).
+    pub async fn target_writable(&mut self) -> bool {
+        self.target
+            .variable("read_only")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|v| v == "0" || v == "OFF")
+    }
+
+    /// Makes the target the primary; already writable (a resume): does nothing.
+    pub async fn promote(&mut self) -> Result<(), MyError> {
+        if self.target_writable().await {
+            return Ok(());
+        }
+        let unlock = match &self.target_unlock {
+            Some(sql) => Some(sql.clone()),
+            None => writers::prepare_unlock(&mut self.target, &self.pair.plan.name).await?,
+        };
+        let at = promote(&mut self.target, self.gtid, unlock.as_deref()).await?;
+        self.promoted_at = Some(at);
+        self.write_unavailable_ms = self.started.map(|t| ms(t.elapsed()));
+        Ok(())
+    }
+
+    /// The report of a promoted window (before [`MyWindow::after`] adds to it).
+    pub fn report(&self) -> CutoverReport {
+        let unavailable = self.write_unavailable_ms.unwrap_or_default();
+        CutoverReport {
+            pair: self.pair.plan.name.clone(),
+            write_unavailable_ms: unavailable,
+            fence_ms: ms(self.fenced),
+            catchup_ms: ms(self.caught_up.saturating_sub(self.fenced)),
+            promote_ms: (unavailable - ms(self.caught_up)).max(0.0),
+            position: self.position.clone().unwrap_or_default(),
+            reverse_replication: self.pair.plan.reverse_replication,
+            warnings: Vec::new(),
+            old_primary_position: None,
+            old_primary_clean: None,
+        }
+    }
+
+    /// After promotion: the target's lock record cleared, the old primary proven untouched,
+    /// its accounts kept locked, reverse replication set up. Only reverse replication fails
+    /// the call; the rest are warnings.
+    pub async fn after(&mut self, report: &mut CutoverReport) -> Result<(), MyError> {
+        let pair = self.pair.clone();
+        let (source, target) = (&mut self.source, &mut self.target);
+        // The old primary's app accounts stay locked: nothing may write there any more.
+        if let Err(e) = writers::forget(target, &pair.plan.name).await {
+            report.warnings.push(format!(
+                "the new primary's record of the app accounts it locked could not be cleared ({e}); they are unlocked"
+            ));
+        }
+        // Proof that nothing wrote to the old primary after the fence: its own binlog position
+        // (GTIDs, or file:position) has not moved since it was read under the fence. Cutover's
+        // own statements there since are kept out of the binlog.
+        match source_position(source, self.gtid).await {
+            Ok(now) => {
+                report.old_primary_clean = self.position.as_ref().map(|p| *p == now);
+                if self.position.is_none() {
+                    report.warnings.push(
+                        "the old primary's position was not read under the fence by this process (a resumed cutover): that it took no writes after the fence is not checked".to_owned(),
+                    );
+                }
+                report.old_primary_position = Some(now);
+            }
+            Err(e) => report.warnings.push(format!(
+                "could not check that the old primary took no writes after the fence: {e}"
+            )),
+        }
+        // MySQL's super_read_only keeps even cutover from writing the record there; only a
+        // rollback before promotion ever unlocks these accounts, so the record is a safeguard.
+        if source.flavour == super::dialect::Flavour::Mariadb
+            && let Err(e) = writers::keep_locked(source, &pair.plan.name).await
+        {
+            report.warnings.push(format!(
+                "could not record the old primary's app accounts as locked for good ({e}); they stay locked, but a rollback tool could unlock them"
+            ));
+        }
+        if !pair.plan.reverse_replication {
+            return Ok(());
+        }
+        // 6. Reverse replication, outside the window. Already running (a resume): kept.
+        let rows = source
+            .rows_by_name(
+                "read the old primary's replica status",
+                source.dialect.replica_status(),
             )
             .await?;
-            wait_running(&mut source, Duration::from_secs(30)).await
-        };
-        if let Err(error) = reverse.await {
-            return Err(CutoverFailed {
-                error,
-                rollback: Rollback::AfterPromotion,
-            });
+        if rows
+            .first()
+            .and_then(|r| r.text("Source_User"))
+            .is_some_and(|u| u == pair.replication_user())
+        {
+            return Ok(());
         }
-        on_event(&Event::ReverseReady);
+        // Where the new primary stood at promotion; after a resume, the old primary's own
+        // executed GTIDs are that same point (the target had exactly those and was read-only).
+        let start_at = match &self.promoted_at {
+            Some(at) => at.clone(),
+            None if self.gtid => source_position(source, true).await?,
+            None => {
+                report.warnings.push(
+                    "reverse replication was not set up: the new primary's binlog position at promotion is unknown after a resume; configure the old primary as its replica by hand".to_owned(),
+                );
+                return Ok(());
+            }
+        };
+        let user = pair.replication_user();
+        let password = random_password();
+        create_replication_user(target, &user, &password).await?;
+        let spec = SourceSpec {
+            host: &pair.target.endpoint.host,
+            port: pair.target.endpoint.port,
+            user: &user,
+            password: &password,
+            start: match start_at.rsplit_once(':') {
+                Some((file, pos)) if !self.gtid => StartAt::File {
+                    file: file.to_owned(),
+                    position: pos.parse().unwrap_or(4),
+                },
+                _ => StartAt::Gtid,
+            },
+        };
+        configure_replica(source, &spec, Some(&start_at), &pair.replicated_databases()).await?;
+        wait_running(source, Duration::from_secs(30)).await
     }
-    source.close().await;
-    target.close().await;
-    Ok(CutoverReport {
-        pair: pair.plan.name.clone(),
-        write_unavailable_ms: ms(unavailable),
-        fence_ms: ms(fenced),
-        catchup_ms: ms(caught_up - fenced),
-        promote_ms: ms(unavailable - caught_up),
-        old_primary_clean: old_primary_position.as_ref().map(|now| *now == position),
-        reverse_replication: pair.plan.reverse_replication,
-        old_primary_position,
-        position,
-        warnings,
-    })
+
+    /// Unfences the source after a failure before promotion.
+    pub async fn unfence(&mut self, error: MyError) -> CutoverFailed {
+        let source = &mut self.source;
+        let pair_name = &self.pair.plan.name;
+        let sql = source.dialect.unfence();
+        let unfenced = match source.run("unfence the source", sql).await {
+            Ok(()) => writers::unlock(source, pair_name).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match unfenced {
+            Ok(()) => CutoverFailed {
+                error,
+                rollback: Rollback::Unfenced,
+            },
+            Err(e) => CutoverFailed {
+                error: MyError::Refused(format!(
+                    "{error}; unfencing the source also failed ({e}): run `{sql}` on {} now, then ALTER USER ... ACCOUNT UNLOCK for the accounts in `{}`.`{}` (pair {pair_name})",
+                    source.label,
+                    writers::LOCK_DB,
+                    writers::LOCK_TABLE
+                )),
+                rollback: Rollback::UnfenceFailed,
+            },
+        }
+    }
+
+    /// Both servers' state, read from them.
+    pub async fn state(&mut self) -> Result<engine::PairState, MyError> {
+        let name = self.pair.plan.name.clone();
+        let on = |v: Option<String>| v.is_some_and(|v| v == "1" || v == "ON");
+        let source_ro = on(self.source.variable("read_only").await?);
+        let locked = writers::locked(&mut self.source, &name).await?;
+        let target_ro = on(self.target.variable("read_only").await?);
+        let rows = self
+            .target
+            .rows_by_name("read replica status", self.target.dialect.replica_status())
+            .await?;
+        let replicating = rows.first().is_some_and(|r| {
+            r.text("Source_User").as_deref() == Some(self.pair.replication_user().as_str())
+        });
+        let fenced = source_ro || !locked.is_empty();
+        Ok(engine::PairState {
+            source_fenced: fenced,
+            target_promoted: !target_ro && source_ro,
+            replicating,
+            // The lock record is moved to "after promotion" at the end of a MariaDB cutover.
+            completed: !target_ro && source_ro && locked.is_empty() && !replicating,
+            lines: vec![
+                format!(
+                    "source {}: {}{}",
+                    self.source.label,
+                    if source_ro { "read-only" } else { "writable" },
+                    if locked.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", app accounts locked: {}", locked.join(", "))
+                    }
+                ),
+                format!(
+                    "target {}: {}{}",
+                    self.target.label,
+                    if target_ro { "read-only" } else { "writable" },
+                    if replicating {
+                        ", replicating from the source"
+                    } else {
+                        ""
+                    }
+                ),
+            ],
+        })
+    }
+
+    /// Closes both connections.
+    pub async fn close(self) {
+        self.source.close().await;
+        self.target.close().await;
+    }
 }
 
-/// Unfences the source after a failure before promotion.
-async fn unfence(
-    source: &mut Db,
-    pair_name: &str,
-    error: MyError,
-    on_event: &mut (dyn FnMut(&Event) + Send),
-) -> CutoverFailed {
-    on_event(&Event::RollingBack {
-        reason: error.to_string(),
-    });
-    let sql = source.dialect.unfence();
-    let unfenced = match source.run("unfence the source", sql).await {
-        Ok(()) => writers::unlock(source, pair_name).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    match unfenced {
-        Ok(()) => CutoverFailed {
-            error,
-            rollback: Rollback::Unfenced,
-        },
-        Err(e) => CutoverFailed {
-            error: MyError::Refused(format!(
-                "{error}; unfencing the source also failed ({e}): run `{sql}` on {} now, then ALTER USER ... ACCOUNT UNLOCK for the accounts in `{}`.`{}` (pair {pair_name})",
-                source.label,
-                writers::LOCK_DB,
-                writers::LOCK_TABLE
-            )),
-            rollback: Rollback::UnfenceFailed,
-        },
+#[async_trait::async_trait]
+impl engine::Window for MyWindow {
+    fn component(&self) -> String {
+        format!("mysql {}", self.pair.plan.name)
+    }
+
+    async fn gate(&mut self) -> Result<engine::Gated, EngineError> {
+        let lag = MyWindow::gate(self).await?;
+        Ok(engine::Gated {
+            lag: format!("{:.1} ms", ms(lag)),
+        })
+    }
+
+    async fn fence(&mut self) -> Result<engine::Fenced, EngineError> {
+        let sessions_ended = MyWindow::fence(self).await?;
+        Ok(engine::Fenced { sessions_ended })
+    }
+
+    async fn catch_up(&mut self) -> Result<engine::CaughtUp, EngineError> {
+        if self.started.is_none() {
+            // A resumed window: the fence from the crashed run is re-applied (idempotent).
+            MyWindow::fence(self).await?;
+        }
+        let position = MyWindow::catch_up(self).await?;
+        Ok(engine::CaughtUp { position })
+    }
+
+    async fn promote(&mut self) -> Result<engine::Promoted, EngineError> {
+        MyWindow::promote(self).await?;
+        Ok(engine::Promoted {
+            write_unavailable_ms: self.write_unavailable_ms,
+            position: self.promoted_at.clone(),
+        })
+    }
+
+    async fn finish(&mut self) -> engine::Finished {
+        let mut report = self.report();
+        if let Err(e) = self.after(&mut report).await {
+            report
+                .warnings
+                .push(format!("reverse replication could not be set up: {e}"));
+        }
+        engine::Finished {
+            old_primary_clean: report.old_primary_clean,
+            warnings: report.warnings.clone(),
+            detail: serde_json::to_value(&report).unwrap_or_default(),
+        }
+    }
+
+    async fn roll_back(&mut self) -> engine::Rollback {
+        if self.target_writable().await {
+            return engine::Rollback::AfterPromotion;
+        }
+        // A promotion that began (the replica forgotten) cannot be undone by unfencing: the
+        // source's new writes would reach no one.
+        if let Ok(rows) = self
+            .target
+            .rows_by_name("read replica status", self.target.dialect.replica_status())
+            .await
+            && rows.is_empty()
+        {
+            return engine::Rollback::Failed {
+                error: format!(
+                    "the target's replica was already reset by the promotion; finish the cutover instead (the source {} stays fenced)",
+                    self.source.label
+                ),
+            };
+        }
+        let failed = self
+            .unfence(MyError::Refused("rolling back".to_owned()))
+            .await;
+        match failed.rollback {
+            Rollback::Unfenced => engine::Rollback::SourceReopened {
+                detail: "read_only off, app accounts unlocked".to_owned(),
+            },
+            _ => engine::Rollback::Failed {
+                error: failed.error.to_string(),
+            },
+        }
+    }
+
+    async fn state(&mut self) -> Result<engine::PairState, EngineError> {
+        Ok(MyWindow::state(self).await?)
     }
 }

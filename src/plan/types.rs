@@ -56,6 +56,18 @@ pub struct Migration {
     /// Roll back automatically when a step fails before the point of no return.
     #[serde(default = "default_true")]
     pub auto_rollback: bool,
+    /// The longest the window may stay open (from the window-open hooks to the last
+    /// promotion); exceeded before the point of no return, the run rolls back.
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub window_timeout: Option<Duration>,
+    /// The plan accepts that a rollback after promotion would lose the new primary's writes
+    /// (a pair without `reverse_replication`); without it such a run is refused.
+    #[serde(default)]
+    pub accept_one_way: bool,
 }
 
 /// `[hosts]`: the machines the service moves between.
@@ -657,6 +669,19 @@ pub enum Check {
         /// How long to keep retrying until the check passes.
         #[serde(default = "default_check_within", with = "duration")]
         within: Duration,
+        /// How long one request may take.
+        #[serde(default = "default_check_timeout", with = "duration")]
+        timeout: Duration,
+        /// Pause between tries.
+        #[serde(default = "default_check_interval", with = "duration")]
+        interval: Duration,
+        /// Consecutive successes needed to pass.
+        #[serde(default = "default_one")]
+        success_threshold: u32,
+        /// Consecutive failures that fail the check at once (default: keep trying until
+        /// `within`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure_threshold: Option<u32>,
     },
     /// A command that must exit 0.
     Command {
@@ -670,6 +695,19 @@ pub enum Check {
         /// How long to keep retrying until the check passes.
         #[serde(default = "default_check_within", with = "duration")]
         within: Duration,
+        /// How long one run of the command may take.
+        #[serde(default = "default_check_timeout", with = "duration")]
+        timeout: Duration,
+        /// Pause between tries.
+        #[serde(default = "default_check_interval", with = "duration")]
+        interval: Duration,
+        /// Consecutive successes needed to pass.
+        #[serde(default = "default_one")]
+        success_threshold: u32,
+        /// Consecutive failures that fail the check at once (default: keep trying until
+        /// `within`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure_threshold: Option<u32>,
     },
 }
 
@@ -721,8 +759,35 @@ fn default_hook_timeout() -> Duration {
 fn default_http_status() -> u16 {
     200
 }
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_one() -> u32 {
+    1
+}
 fn default_check_within() -> Duration {
     Duration::from_secs(60)
+}
+
+/// An optional duration, written like [`duration`].
+pub(crate) mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => super::duration::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// Durations written as `"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`.

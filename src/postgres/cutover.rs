@@ -30,6 +30,7 @@ use super::db::{Db, PgError, ident, qualified};
 use super::names::{MARKER_TABLE, SCHEMA};
 use super::start::{create_subscription, own_tables, publish};
 use super::{Pair, catalog, fence, inventory, sequences, status, writers};
+use crate::engine::{self, EngineError};
 
 /// Longest wait for terminated app sessions to exit.
 const SESSION_EXIT_LIMIT: Duration = Duration::from_secs(10);
@@ -171,22 +172,29 @@ pub async fn cutover(
             rollback: Rollback::NotNeeded,
         }
     };
-    let (source, target) = pair.connect().await.map_err(early(Stage::Connect))?;
-    let (lag_bytes, target_roles) = gate(pair, &source, &target)
-        .await
-        .map_err(early(Stage::Gate))?;
+    let mut window = PgWindow::open(pair).await.map_err(early(Stage::Connect))?;
+    let lag_bytes = window.gate().await.map_err(early(Stage::Gate))?;
     events(&Event::GatePassed { lag_bytes });
-
-    let mut window = Window {
-        pair,
-        source: &source,
-        target: &target,
-        target_roles,
-        stages: Vec::new(),
-        reverse_created: false,
+    let inside = async {
+        let sessions_ended = window.fence().await?;
+        events(&Event::Fenced { sessions_ended });
+        let (fence_lsn, sequences) = window.catch_up().await?;
+        events(&Event::CaughtUp {
+            fence_lsn,
+            sequences,
+        });
+        if window.reverse_created {
+            events(&Event::ReverseReady);
+        }
+        let write_unavailable_ms = window.promote().await?;
+        events(&Event::Promoted {
+            write_unavailable_ms: write_unavailable_ms.unwrap_or_default(),
+        });
+        Ok::<_, (Stage, PgError)>(())
     };
-    match window.run(events).await {
-        Ok(mut report) => {
+    match inside.await {
+        Ok(()) => {
+            let mut report = window.report();
             window.after(&mut report).await;
             Ok(report)
         }
@@ -194,7 +202,7 @@ pub async fn cutover(
             events(&Event::RollingBack {
                 reason: error.to_string(),
             });
-            let rollback = window.roll_back(stage).await;
+            let rollback = window.roll_back().await;
             Err(CutoverFailed {
                 stage,
                 error,
@@ -214,10 +222,10 @@ async fn gate(
     let s = status::status(pair, source, target, None).await?;
     let refuse = |why: String| Err(PgError::Refused(format!("{}: {why}", pair.plan.name)));
     if !s.subscribed || !s.slot_exists {
-        return refuse("replication is not set up; run `cutover pg start` first".into());
+        return refuse("replication is not set up; start it first".into());
     }
     if !s.enabled || !s.apply_running {
-        return refuse("the target's subscription is not running; see `cutover pg status`".into());
+        return refuse("the target's subscription is not running; check the pair's status".into());
     }
     if !s.all_ready {
         let copying: Vec<String> = s
@@ -240,7 +248,7 @@ async fn gate(
     }
     if !s.blocked_roles.source.is_empty() {
         return refuse(format!(
-            "the source is already fenced ({}): a previous cutover completed or did not roll back; see `cutover pg status`",
+            "the source is already fenced ({}): an earlier cutover was interrupted; resume it (it finishes or rolls back) instead of starting another",
             s.blocked_roles.source.join(", ")
         ));
     }
@@ -276,7 +284,7 @@ async fn gate(
     // (an app deploy) would otherwise be left behind with its rows.
     if !s.drift.is_empty() {
         return refuse(format!(
-            "the schema changed since replication started; nothing was fenced:\n  {}\nfix: run `cutover pg start` again (it copies new tables' schema and rows and refreshes the subscription); align changed columns and indexes on the target by hand",
+            "the schema changed since replication started; nothing was fenced:\n  {}\nfix: start replication again (it copies new tables' schema and rows and refreshes the subscription); align changed columns and indexes on the target by hand",
             s.drift
                 .iter()
                 .map(ToString::to_string)
@@ -294,39 +302,90 @@ async fn gate(
         .collect();
     if !missing.is_empty() {
         return refuse(format!(
-            "app roles are not blocked on the target ({}); run `cutover pg start` again",
+            "app roles are not blocked on the target ({}); start replication again to block them",
             missing.join(", ")
         ));
     }
     Ok((lag, target_roles))
 }
 
-/// The fenced part of a cutover and what is needed to undo it.
-struct Window<'a> {
-    pair: &'a Pair,
-    source: &'a Db,
-    target: &'a Db,
-    target_roles: Vec<(String, bool)>,
-    stages: Vec<(Stage, f64)>,
-    reverse_created: bool,
+/// Statements prepared before the fence, so the fenced part sends only what it must.
+struct Prepared {
+    marker_seen: tokio_postgres::Statement,
+    flushed: tokio_postgres::Statement,
 }
 
-impl Window<'_> {
-    fn done(&mut self, stage: Stage, since: Instant) -> Instant {
-        self.stages
-            .push((stage, since.elapsed().as_secs_f64() * 1000.0));
-        Instant::now()
+/// One pair's window, phase by phase ([`crate::engine::Window`]). Every phase reads what the
+/// servers already have, so a fresh window can resume one a crashed process left.
+pub struct PgWindow {
+    pair: Pair,
+    source: Db,
+    target: Db,
+    prepared: Option<Prepared>,
+    /// The target's blocked roles read at the gate (`None`: read at promotion).
+    target_roles: Option<Vec<(String, bool)>>,
+    stages: Vec<(Stage, f64)>,
+    last: Instant,
+    started: Option<Instant>,
+    reverse_created: bool,
+    promote_attempted: bool,
+    sessions_ended: usize,
+    fence_lsn: String,
+    sequences: usize,
+    write_unavailable_ms: Option<f64>,
+}
+
+impl PgWindow {
+    /// Connects to both servers of `pair`.
+    pub async fn open(pair: &Pair) -> Result<PgWindow, PgError> {
+        let (source, target) = pair.connect().await?;
+        Ok(PgWindow {
+            pair: pair.clone(),
+            source,
+            target,
+            prepared: None,
+            target_roles: None,
+            stages: Vec::new(),
+            last: Instant::now(),
+            started: None,
+            reverse_created: false,
+            promote_attempted: false,
+            sessions_ended: 0,
+            fence_lsn: String::new(),
+            sequences: 0,
+            write_unavailable_ms: None,
+        })
     }
 
-    async fn run(
-        &mut self,
-        events: &mut (dyn FnMut(&Event) + Send),
-    ) -> Result<CutoverReport, (Stage, PgError)> {
-        let (pair, source, target) = (self.pair, self.source, self.target);
-        let roles = &pair.plan.app_roles;
-        let names = &pair.names;
-        let at = |stage| move |e| (stage, e);
+    /// A window for a pair whose history is unknown (a resume): rolling back double-checks
+    /// the promotion and removes reverse replication if it exists.
+    pub async fn open_for_resume(pair: &Pair) -> Result<PgWindow, PgError> {
+        let mut w = PgWindow::open(pair).await?;
+        w.promote_attempted = true;
+        w.reverse_created = pair.plan.reverse_replication;
+        Ok(w)
+    }
 
+    fn done(&mut self, stage: Stage) {
+        self.stages
+            .push((stage, self.last.elapsed().as_secs_f64() * 1000.0));
+        self.last = Instant::now();
+    }
+
+    /// The gate (changes nothing). Returns the lag in bytes.
+    pub async fn gate(&mut self) -> Result<i64, PgError> {
+        self.last = Instant::now();
+        let (lag, target_roles) = gate(&self.pair, &self.source, &self.target).await?;
+        self.target_roles = Some(target_roles);
+        self.done(Stage::Gate);
+        Ok(lag)
+    }
+
+    /// Blocks the app roles on the source and ends their sessions. Returns sessions ended.
+    pub async fn fence(&mut self) -> Result<usize, (Stage, PgError)> {
+        let at = |stage| move |e| (stage, e);
+        let (pair, source, target) = (&self.pair, &self.source, &self.target);
+        let roles = &pair.plan.app_roles;
         // Everything that can be prepared is prepared before the fence.
         let marker = qualified(SCHEMA, MARKER_TABLE);
         let marker_seen = target
@@ -352,23 +411,37 @@ impl Window<'_> {
             )
             .await
             .map_err(at(Stage::Fence))?;
-        let promote_sql = format!(
-            "ALTER SUBSCRIPTION {} DISABLE;{}",
-            ident(&names.subscription),
-            fence::unblock_statements(&names.pair, &self.target_roles)
-        );
-
-        let started = Instant::now();
-        fence::block(source, roles, &names.pair)
+        self.prepared = Some(Prepared {
+            marker_seen,
+            flushed,
+        });
+        self.last = Instant::now();
+        self.started = Some(self.last);
+        fence::block(source, roles, &pair.names.pair)
             .await
             .map_err(at(Stage::Fence))?;
-        let sessions_ended =
+        self.sessions_ended =
             fence::end_sessions(source, roles, pair.plan.drain, SESSION_EXIT_LIMIT)
                 .await
                 .map_err(at(Stage::Fence))?;
-        let t = self.done(Stage::Fence, started);
-        events(&Event::Fenced { sessions_ended });
+        self.done(Stage::Fence);
+        Ok(self.sessions_ended)
+    }
 
+    /// Exact catch-up (marker + slot), sequences, then reverse replication when the plan asks.
+    /// Returns the fence LSN and the sequences set.
+    pub async fn catch_up(&mut self) -> Result<(String, usize), (Stage, PgError)> {
+        let at = |stage| move |e| (stage, e);
+        let (pair, source, target) = (&self.pair, &self.source, &self.target);
+        let roles = &pair.plan.app_roles;
+        let names = &pair.names;
+        let Some(prepared) = &self.prepared else {
+            return Err((
+                Stage::CatchUp,
+                PgError::Refused("catch-up before the fence".into()),
+            ));
+        };
+        let marker = qualified(SCHEMA, MARKER_TABLE);
         // The WAL position read inside the marker's own transaction: after every app commit
         // (their sessions are gone) and before the marker's commit record. The same statement
         // proves no fenced session is left at that point; one that finished logging in after
@@ -413,7 +486,7 @@ impl Window<'_> {
                 if !seen {
                     seen = target
                         .client()
-                        .query_one(&marker_seen, &[&token])
+                        .query_one(&prepared.marker_seen, &[&token])
                         .await
                         .map_err(|e| target.error("look for the fence marker", &e))?
                         .get(0);
@@ -421,7 +494,7 @@ impl Window<'_> {
                 if seen {
                     let row = source
                         .client()
-                        .query_opt(&flushed, &[&fence_lsn, &names.slot()])
+                        .query_opt(&prepared.flushed, &[&fence_lsn, &names.slot()])
                         .await
                         .map_err(|e| source.error("compare confirmed_flush_lsn", &e))?;
                     match row {
@@ -454,75 +527,102 @@ impl Window<'_> {
         let (caught_up, synced) = tokio::join!(timed, sequences::sync(source, target));
         caught_up.map_err(at(Stage::CatchUp))?;
         let count = synced.map_err(at(Stage::CatchUp))?;
-        let mut t = self.done(Stage::CatchUp, t);
-        events(&Event::CaughtUp {
-            fence_lsn: fence_lsn.clone(),
-            sequences: count,
-        });
-
-        if pair.plan.reverse_replication {
+        self.fence_lsn = fence_lsn.clone();
+        self.sequences = count;
+        self.done(Stage::CatchUp);
+        if self.pair.plan.reverse_replication {
             self.reverse_created = true;
             self.reverse().await.map_err(at(Stage::Reverse))?;
-            t = self.done(Stage::Reverse, t);
-            events(&Event::ReverseReady);
+            self.done(Stage::Reverse);
         }
+        Ok((fence_lsn, count))
+    }
 
-        // One transaction: stop applying from the source and let the app in.
-        target
-            .batch("promote the target", &promote_sql)
+    /// One target transaction: stop applying from the source and let the app in. Already
+    /// promoted (a resume): does nothing. Returns fence-to-writable when this process fenced.
+    pub async fn promote(&mut self) -> Result<Option<f64>, (Stage, PgError)> {
+        let at = |stage| move |e| (stage, e);
+        let names = &self.pair.names;
+        // Read at the gate in this process; otherwise (a resume) from the target itself.
+        let (target_roles, enabled) = match self.target_roles.clone() {
+            Some(roles) => (roles, Some(true)),
+            None => {
+                let roles = fence::blocked_state(&self.target, &names.pair)
+                    .await
+                    .map_err(at(Stage::Promote))?;
+                let enabled = catalog::subscription(&self.target, &names.subscription)
+                    .await
+                    .map_err(at(Stage::Promote))?;
+                (roles, enabled)
+            }
+        };
+        if target_roles.is_empty() && enabled != Some(true) {
+            self.done(Stage::Promote);
+            return Ok(self.write_unavailable_ms);
+        }
+        let mut sql = String::new();
+        if enabled.is_some() {
+            sql.push_str(&format!(
+                "ALTER SUBSCRIPTION {} DISABLE;",
+                ident(&names.subscription)
+            ));
+        }
+        sql.push_str(&fence::unblock_statements(&names.pair, &target_roles));
+        self.promote_attempted = true;
+        self.target
+            .batch("promote the target", &sql)
             .await
             .map_err(at(Stage::Promote))?;
-        let write_unavailable_ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.done(Stage::Promote, t);
-        events(&Event::Promoted {
-            write_unavailable_ms,
-        });
+        self.write_unavailable_ms = self.started.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+        self.done(Stage::Promote);
+        Ok(self.write_unavailable_ms)
+    }
 
-        Ok(CutoverReport {
-            pair: pair.plan.name.clone(),
-            fence_lsn,
-            sessions_ended,
-            sequences: count,
-            reverse_replication: pair.plan.reverse_replication,
+    /// The report of a promoted window (before [`PgWindow::after`] adds to it).
+    pub fn report(&self) -> CutoverReport {
+        CutoverReport {
+            pair: self.pair.plan.name.clone(),
+            fence_lsn: self.fence_lsn.clone(),
+            sessions_ended: self.sessions_ended,
+            sequences: self.sequences,
+            reverse_replication: self.pair.plan.reverse_replication,
             stages_ms: self.stages.clone(),
-            write_unavailable_ms,
+            write_unavailable_ms: self.write_unavailable_ms.unwrap_or_default(),
             warnings: Vec::new(),
             old_primary_audit: None,
             matviews_refreshed: Vec::new(),
-        })
+        }
     }
 
     /// After the point of no return: drop the forward subscription with its slot and keep the
     /// source fenced for good. Failures here are reported, never rolled back.
-    async fn after(&mut self, report: &mut CutoverReport) {
-        let names = &self.pair.names;
-        let t = Instant::now();
+    pub async fn after(&mut self, report: &mut CutoverReport) {
+        let names = self.pair.names.clone();
+        self.last = Instant::now();
         // The subscription lets go of its slot, so the slot can be audited before it is dropped.
-        if let Err(e) = cleanup::detach_subscription(self.target, &names.subscription).await {
+        if let Err(e) = cleanup::detach_subscription(&self.target, &names.subscription).await {
             report.warnings.push(format!(
-                "the forward subscription could not be dropped ({e}): run `cutover pg cleanup`"
+                "the forward subscription could not be dropped ({e}): clean the pair up"
             ));
         }
-        match writers::audit_slot(self.source, names.slot(), &names.publication, SCHEMA).await {
+        match writers::audit_slot(&self.source, names.slot(), &names.publication, SCHEMA).await {
             Ok(audit) => report.old_primary_audit = Some(audit),
             Err(e) => report.warnings.push(format!(
                 "could not check that the old primary took no writes after the fence: {e}"
             )),
         }
-        self.done(Stage::Audit, t);
-        let t = Instant::now();
-        match cleanup::drop_slot(self.source, names.slot()).await {
+        self.done(Stage::Audit);
+        match cleanup::drop_slot(&self.source, names.slot()).await {
             Ok(_) => {}
             Err(e) => report.warnings.push(format!(
-                "slot {} is still on the source and keeps WAL there ({e}): run `cutover pg cleanup`",
+                "slot {} is still on the source and keeps WAL there ({e}): clean the pair up",
                 names.slot()
             )),
         }
-        self.done(Stage::DropSubscription, t);
+        self.done(Stage::DropSubscription);
         // Replication never carried their contents: refreshed before the app needs them.
-        let t = Instant::now();
-        let refreshed = match inventory::Inventory::read(self.source).await {
-            Ok(inv) => inventory::refresh_matviews(&inv, self.target).await,
+        let refreshed = match inventory::Inventory::read(&self.source).await {
+            Ok(inv) => inventory::refresh_matviews(&inv, &self.target).await,
             Err(e) => Err(e),
         };
         match refreshed {
@@ -531,20 +631,26 @@ impl Window<'_> {
                 "materialized views could not be refreshed on the new primary ({e}): run REFRESH MATERIALIZED VIEW on each"
             )),
         }
-        self.done(Stage::RefreshMatviews, t);
+        self.done(Stage::RefreshMatviews);
         report.stages_ms = self.stages.clone();
-        if let Err(e) = fence::keep_after_promotion(self.source, &names.pair).await {
+        if let Err(e) = fence::keep_after_promotion(&self.source, &names.pair).await {
             report.warnings.push(format!(
-                "could not mark the source's fence as permanent ({e}); `pg cleanup` would unfence the old primary"
+                "could not mark the source's fence as permanent ({e}); a cleanup would unfence the old primary"
             ));
         }
     }
 
     /// Publication on the target, subscription on the source (no initial copy): everything
-    /// the target commits from now on flows back to the old primary.
+    /// the target commits from now on flows back to the old primary. Already there: kept.
     async fn reverse(&self) -> Result<(), PgError> {
-        let (pair, source, target) = (self.pair, self.source, self.target);
+        let (pair, source, target) = (&self.pair, &self.source, &self.target);
         let names = &pair.names;
+        if catalog::subscription(source, &names.reverse_subscription)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
         let (tables, _) = catalog::in_scope(catalog::tables(target).await?, &pair.plan.tables);
         own_tables(target).await?;
         publish(target, &names.reverse_publication, &tables).await?;
@@ -564,14 +670,14 @@ impl Window<'_> {
     /// Undoes the window: reverse replication removed, source unfenced. When the promotion's
     /// own outcome is unknown (the target went away while committing it), the source stays
     /// fenced: unfencing it next to a promoted target would split writes between two primaries.
-    async fn roll_back(&self, stage: Stage) -> Rollback {
+    pub async fn roll_back(&mut self) -> Rollback {
         let names = &self.pair.names;
-        if stage == Stage::Promote {
+        if self.promote_attempted {
             match self.promotion_committed().await {
                 Some(false) => {}
                 Some(true) => {
                     return Rollback::Failed {
-                        error: "the promotion committed on the target although its reply was lost: the target is the primary now; keep the source fenced and run `cutover pg cleanup` to drop the subscription".to_owned(),
+                        error: "the promotion committed on the target: the target is the primary now; the source stays fenced (finish the cutover instead)".to_owned(),
                     };
                 }
                 None => {
@@ -579,29 +685,24 @@ impl Window<'_> {
                         error: format!(
                             "the promotion's outcome is unknown (target unreachable); the source stays fenced. If subscription {} on the target is disabled, the target is the primary; otherwise {}",
                             names.subscription,
-                            unfence_help(self.pair)
+                            unfence_help(&self.pair)
                         ),
                     };
                 }
             }
         }
         // A reconnect, in case the failure broke the connection itself.
-        let fresh;
-        let source = if self.source.is_closed() {
+        if self.source.is_closed() {
             match self.pair.source.connect().await {
-                Ok(db) => {
-                    fresh = db;
-                    &fresh
-                }
+                Ok(db) => self.source = db,
                 Err(e) => {
                     return Rollback::Failed {
-                        error: format!("{e}; {}", unfence_help(self.pair)),
+                        error: format!("{e}; {}", unfence_help(&self.pair)),
                     };
                 }
             }
-        } else {
-            self.source
-        };
+        }
+        let source = &self.source;
         if self.reverse_created {
             // Must go before the source takes writes again, or they would loop back.
             if let Err(e) = cleanup::drop_subscription(source, &names.reverse_subscription).await {
@@ -609,37 +710,155 @@ impl Window<'_> {
                     error: format!(
                         "could not remove reverse subscription {} from the source ({e}); the source stays fenced. Drop it (DROP SUBSCRIPTION), then {}",
                         names.reverse_subscription,
-                        unfence_help(self.pair)
+                        unfence_help(&self.pair)
                     ),
                 };
             }
-            if let Err(e) = cleanup::drop_publication(self.target, &names.reverse_publication).await
+            if let Err(e) =
+                cleanup::drop_publication(&self.target, &names.reverse_publication).await
             {
-                tracing::warn!(error = %e, "reverse publication left on the target; `pg cleanup` removes it");
+                tracing::warn!(error = %e, "reverse publication left on the target; a cleanup removes it");
             }
         }
         match fence::unblock(source, &names.pair).await {
             Ok(roles) => Rollback::SourceUnfenced { roles },
             Err(e) => Rollback::Failed {
-                error: format!("{e}; {}", unfence_help(self.pair)),
+                error: format!("{e}; {}", unfence_help(&self.pair)),
             },
         }
     }
 
-    /// Whether the promotion transaction committed (the forward subscription is disabled), from
-    /// a fresh connection; `None` when the target cannot be asked.
+    /// Whether the promotion transaction committed (the forward subscription is disabled or
+    /// gone and the target's app roles are not blocked), from a fresh connection; `None` when
+    /// the target cannot be asked.
     async fn promotion_committed(&self) -> Option<bool> {
         let db = self.pair.target.connect().await.ok()?;
         let enabled = catalog::subscription(&db, &self.pair.names.subscription)
             .await
             .ok()?;
-        Some(enabled != Some(true))
+        let blocked = fence::blocked_state(&db, &self.pair.names.pair)
+            .await
+            .ok()?;
+        Some(enabled != Some(true) && blocked.is_empty())
+    }
+
+    /// Both servers' state, read from them.
+    pub async fn state(&self) -> Result<engine::PairState, PgError> {
+        let names = &self.pair.names;
+        let fenced = fence::blocked(&self.source, &names.pair).await?;
+        let temporary = fence::blocked_state(&self.source, &names.pair).await?;
+        let target_blocked = fence::blocked_state(&self.target, &names.pair).await?;
+        let enabled = catalog::subscription(&self.target, &names.subscription).await?;
+        let promoted = enabled != Some(true) && target_blocked.is_empty();
+        let mut lines = vec![if fenced.is_empty() {
+            format!("source {}: app roles can log in", self.source.server())
+        } else {
+            format!(
+                "source {}: fenced (NOLOGIN: {})",
+                self.source.server(),
+                fenced.join(", ")
+            )
+        }];
+        lines.push(match (enabled, promoted) {
+            (Some(true), _) => format!(
+                "target {}: replicating from the source, app roles blocked",
+                self.target.server()
+            ),
+            (_, true) => format!(
+                "target {}: promoted, app roles can log in",
+                self.target.server()
+            ),
+            _ => format!(
+                "target {}: subscription {}, app roles blocked",
+                self.target.server(),
+                if enabled.is_some() {
+                    "disabled"
+                } else {
+                    "absent"
+                }
+            ),
+        });
+        Ok(engine::PairState {
+            source_fenced: !fenced.is_empty(),
+            target_promoted: promoted,
+            replicating: enabled == Some(true),
+            completed: promoted && !fenced.is_empty() && temporary.is_empty(),
+            lines,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::Window for PgWindow {
+    fn component(&self) -> String {
+        format!("postgres {}", self.pair.plan.name)
+    }
+
+    async fn gate(&mut self) -> Result<engine::Gated, EngineError> {
+        let lag = PgWindow::gate(self).await?;
+        Ok(engine::Gated {
+            lag: format!("{lag} bytes"),
+        })
+    }
+
+    async fn fence(&mut self) -> Result<engine::Fenced, EngineError> {
+        let sessions_ended = PgWindow::fence(self).await.map_err(|(_, e)| e)?;
+        Ok(engine::Fenced { sessions_ended })
+    }
+
+    async fn catch_up(&mut self) -> Result<engine::CaughtUp, EngineError> {
+        if self.prepared.is_none() {
+            // A resumed window: the fence is in place from the crashed run; re-apply it (it
+            // keeps the first remembered state) so the marker can be committed.
+            PgWindow::fence(self).await.map_err(|(_, e)| e)?;
+        }
+        let (position, _) = PgWindow::catch_up(self).await.map_err(|(_, e)| e)?;
+        Ok(engine::CaughtUp { position })
+    }
+
+    async fn promote(&mut self) -> Result<engine::Promoted, EngineError> {
+        let ms = PgWindow::promote(self).await.map_err(|(_, e)| e)?;
+        Ok(engine::Promoted {
+            write_unavailable_ms: ms,
+            position: None,
+        })
+    }
+
+    async fn finish(&mut self) -> engine::Finished {
+        let mut report = self.report();
+        self.after(&mut report).await;
+        engine::Finished {
+            old_primary_clean: report.old_primary_clean(),
+            warnings: report.warnings.clone(),
+            detail: serde_json::to_value(&report).unwrap_or_default(),
+        }
+    }
+
+    async fn roll_back(&mut self) -> engine::Rollback {
+        match PgWindow::roll_back(self).await {
+            Rollback::NotNeeded => engine::Rollback::NotNeeded,
+            Rollback::SourceUnfenced { roles } => engine::Rollback::SourceReopened {
+                detail: if roles.is_empty() {
+                    "nothing was fenced".to_owned()
+                } else {
+                    format!("LOGIN restored: {}", roles.join(", "))
+                },
+            },
+            Rollback::Failed { error } if error.contains("committed on the target") => {
+                engine::Rollback::AfterPromotion
+            }
+            Rollback::Failed { error } => engine::Rollback::Failed { error },
+        }
+    }
+
+    async fn state(&mut self) -> Result<engine::PairState, EngineError> {
+        Ok(PgWindow::state(self).await?)
     }
 }
 
 fn unfence_help(pair: &Pair) -> String {
     format!(
-        "to reopen the source run `cutover pg cleanup --pair {}`, or on the source: {}",
+        "to reopen the source, clean up pair {} or run on the source: {}",
         pair.plan.name,
         pair.plan
             .app_roles

@@ -1,12 +1,14 @@
-//! The ordered steps of a run, derived from a plan (DESIGN §3). `plan check` prints them; the
-//! sequencer will execute them in this order.
+//! The ordered steps of a run, derived from a plan (DESIGN §3). Each step carries what the
+//! sequencer executes ([`Kind`]) and the sentence `plan check` prints, so the two cannot drift.
+//! The window's database steps come phase by phase across every pair: gate all, fence all,
+//! catch up all, promote all, so one pair's failure before the promotions undoes every pair.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::{Check, HookPoint, Plan, RunOn};
 
 /// The phases of a run, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     /// Every component checked; nothing changed.
@@ -17,8 +19,10 @@ pub enum Phase {
     WarmSync,
     /// The service stops taking writes on the old host.
     WindowOpen,
-    /// Writes fenced on every source and the targets caught up exactly.
+    /// Writes fenced on every source.
     Fence,
+    /// Every target has exactly what its fenced source committed.
+    CatchUp,
     /// Targets promoted: the point of no return.
     Promote,
     /// Traffic pointed at the new host.
@@ -38,6 +42,7 @@ impl Phase {
             Phase::WarmSync => "warm-sync",
             Phase::WindowOpen => "window-open",
             Phase::Fence => "fence",
+            Phase::CatchUp => "catch-up",
             Phase::Promote => "promote",
             Phase::Switch => "switch",
             Phase::Verify => "verify",
@@ -46,9 +51,61 @@ impl Phase {
     }
 }
 
+/// A database pair of the plan, by position in its list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "engine", content = "index", rename_all = "lowercase")]
+pub enum Db {
+    /// `[[postgres]]` entry.
+    Postgres(usize),
+    /// `[[mysql]]` entry.
+    Mysql(usize),
+}
+
+/// What a step executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "target", rename_all = "kebab-case")]
+pub enum Kind {
+    /// Preflight of a database pair.
+    PreflightDb(Db),
+    /// Preflight of a `[[files]]` entry.
+    PreflightFiles(usize),
+    /// Preflight of a `[[dns]]` record (provider and servers resolved).
+    PreflightDns(usize),
+    /// The record's lowered TTL has been served long enough.
+    DnsReady(usize),
+    /// A warm rsync pass.
+    WarmFiles(usize),
+    /// Replication started and caught up.
+    StartDb(Db),
+    /// A `[[hooks]]` entry.
+    Hook(usize),
+    /// The final rsync pass.
+    FinalFiles(usize),
+    /// The window's gate.
+    Gate(Db),
+    /// The fence.
+    Fence(Db),
+    /// Exact catch-up.
+    CatchUp(Db),
+    /// Promotion.
+    Promote(Db),
+    /// After the promotion: audit, reverse replication, tidying.
+    Finish(Db),
+    /// Record switched.
+    DnsSwitch(usize),
+    /// A `[[checks]]` entry.
+    Check(usize),
+    /// Every authoritative server serves the new record.
+    DnsWait(usize),
+    /// The report.
+    Report,
+}
+
 /// One step of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
+    /// What it executes.
+    pub kind: Kind,
     /// The phase it belongs to.
     pub phase: Phase,
     /// What it acts on, e.g. `postgres forgejo-db`.
@@ -59,8 +116,9 @@ pub struct Step {
     pub point_of_no_return: bool,
 }
 
-fn step(phase: Phase, component: impl Into<String>, action: impl Into<String>) -> Step {
+fn step(kind: Kind, phase: Phase, component: impl Into<String>, action: impl Into<String>) -> Step {
     Step {
+        kind,
         phase,
         component: component.into(),
         action: action.into(),
@@ -69,9 +127,10 @@ fn step(phase: Phase, component: impl Into<String>, action: impl Into<String>) -
 }
 
 fn hooks_at(plan: &Plan, point: HookPoint, phase: Phase, out: &mut Vec<Step>) {
-    for hook in plan.hooks.iter().filter(|h| h.at == point) {
+    for (index, hook) in plan.hooks.iter().enumerate().filter(|(_, h)| h.at == point) {
         let host = host_label(plan, hook.on);
         out.push(step(
+            Kind::Hook(index),
             phase,
             format!("hook {}", point.as_str()),
             format!(
@@ -97,6 +156,21 @@ fn host_label(plan: &Plan, on: RunOn) -> String {
     }
 }
 
+/// The database pairs of `plan`, PostgreSQL first, with their component names.
+pub fn databases(plan: &Plan) -> Vec<(Db, String)> {
+    plan.postgres
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (Db::Postgres(i), format!("postgres {}", p.name)))
+        .chain(
+            plan.mysql
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (Db::Mysql(i), format!("mysql {}", m.name))),
+        )
+        .collect()
+}
+
 /// The steps a run of `plan` performs, in order.
 pub fn steps(plan: &Plan) -> Vec<Step> {
     let mut out = Vec::new();
@@ -104,9 +178,11 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
         Some(h) => (h.source.ssh.clone(), h.target.ssh.clone()),
         None => ("source".to_owned(), "target".to_owned()),
     };
+    let dbs = databases(plan);
 
-    for p in &plan.postgres {
+    for (i, p) in plan.postgres.iter().enumerate() {
         out.push(step(
+            Kind::PreflightDb(Db::Postgres(i)),
             Phase::Preflight,
             format!("postgres {}", p.name),
             format!(
@@ -115,8 +191,9 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
             ),
         ));
     }
-    for m in &plan.mysql {
+    for (i, m) in plan.mysql.iter().enumerate() {
         out.push(step(
+            Kind::PreflightDb(Db::Mysql(i)),
             Phase::Preflight,
             format!("mysql {}", m.name),
             format!(
@@ -125,8 +202,9 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
             ),
         ));
     }
-    for f in &plan.files {
+    for (i, f) in plan.files.iter().enumerate() {
         out.push(step(
+            Kind::PreflightFiles(i),
             Phase::Preflight,
             format!("files {}", f.name),
             format!(
@@ -135,18 +213,20 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
             ),
         ));
     }
-    for d in &plan.dns {
+    for (i, d) in plan.dns.iter().enumerate() {
         out.push(step(
+            Kind::PreflightDns(i),
             Phase::Preflight,
             format!("dns {}", d.name),
             format!(
-                "check {} credentials and that the record exists",
+                "build the {} provider and find every authoritative server",
                 d.provider.kind().as_str()
             ),
         ));
     }
-    for d in &plan.dns {
+    for (i, d) in plan.dns.iter().enumerate() {
         out.push(step(
+            Kind::DnsReady(i),
             Phase::DnsReadiness,
             format!("dns {}", d.name),
             format!(
@@ -156,20 +236,27 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
         ));
     }
 
-    for f in &plan.files {
+    for (i, f) in plan.files.iter().enumerate() {
         out.push(step(
+            Kind::WarmFiles(i),
             Phase::WarmSync,
             format!("files {}", f.name),
             format!(
-                "rsync {src}:{} -> {dst}:{} while the service runs{}",
+                "rsync {src}:{} -> {dst}:{} while the service runs{}{}",
                 f.source_path.display(),
                 f.target_path.display(),
-                if f.delete { " (--delete)" } else { "" }
+                if f.delete { " (--delete)" } else { "" },
+                if f.change_log {
+                    "; the change log on the source starts first"
+                } else {
+                    ""
+                }
             ),
         ));
     }
-    for p in &plan.postgres {
+    for (i, p) in plan.postgres.iter().enumerate() {
         out.push(step(
+            Kind::StartDb(Db::Postgres(i)),
             Phase::WarmSync,
             format!("postgres {}", p.name),
             format!(
@@ -180,8 +267,9 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
             ),
         ));
     }
-    for m in &plan.mysql {
+    for (i, m) in plan.mysql.iter().enumerate() {
         out.push(step(
+            Kind::StartDb(Db::Mysql(i)),
             Phase::WarmSync,
             format!("mysql {}", m.name),
             format!(
@@ -192,74 +280,128 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
     }
 
     hooks_at(plan, HookPoint::WindowOpen, Phase::WindowOpen, &mut out);
-    for f in &plan.files {
+    for (i, f) in plan.files.iter().enumerate() {
         out.push(step(
+            Kind::FinalFiles(i),
             Phase::WindowOpen,
             format!("files {}", f.name),
-            "final rsync pass (only what changed since the warm pass)",
+            if f.change_log {
+                "final rsync pass over the paths the change log recorded (a full pass, reported, if the log cannot be trusted)"
+            } else {
+                "final rsync pass over the whole tree"
+            },
         ));
     }
-
-    for p in &plan.postgres {
+    for (db, component) in &dbs {
         out.push(step(
+            Kind::Gate(*db),
+            Phase::WindowOpen,
+            component.clone(),
+            "gate: replication running and close, every writer covered by the fence, no schema drift",
+        ));
+    }
+    for (i, p) in plan.postgres.iter().enumerate() {
+        out.push(step(
+            Kind::Fence(Db::Postgres(i)),
             Phase::Fence,
             format!("postgres {}", p.name),
             format!(
-                "fence roles {} on the source (no new logins, sessions terminated{}); commit a marker and wait up to {} until the target has it and confirmed_flush_lsn >= fence LSN; copy sequence values",
+                "fence roles {} on the source (no new logins, sessions terminated{})",
                 p.app_roles.join(", "),
-                if p.drain.is_zero() { String::new() } else { format!(" after {} drain", humantime::format_duration(p.drain)) },
-                humantime::format_duration(p.catchup_timeout)
+                if p.drain.is_zero() {
+                    String::new()
+                } else {
+                    format!(" after {} drain", humantime::format_duration(p.drain))
+                },
             ),
         ));
     }
-    for m in &plan.mysql {
+    for (i, m) in plan.mysql.iter().enumerate() {
         out.push(step(
+            Kind::Fence(Db::Mysql(i)),
             Phase::Fence,
             format!("mysql {}", m.name),
             format!(
-                "make the source read-only, kill sessions of {}; read its GTID/position and wait up to {} until the target has executed it",
+                "lock accounts {}, make the source read-only, kill their sessions",
                 m.app_users.join(", "),
+            ),
+        ));
+    }
+    for (i, p) in plan.postgres.iter().enumerate() {
+        out.push(step(
+            Kind::CatchUp(Db::Postgres(i)),
+            Phase::CatchUp,
+            format!("postgres {}", p.name),
+            format!(
+                "commit a marker and wait up to {} until the target has it and confirmed_flush_lsn >= fence LSN; copy sequence values{}",
+                humantime::format_duration(p.catchup_timeout),
+                if p.reverse_replication { "; set up reverse replication (target -> source)" } else { "" }
+            ),
+        ));
+    }
+    for (i, m) in plan.mysql.iter().enumerate() {
+        out.push(step(
+            Kind::CatchUp(Db::Mysql(i)),
+            Phase::CatchUp,
+            format!("mysql {}", m.name),
+            format!(
+                "read the fenced source's GTID/position and wait up to {} until the target has executed it",
                 humantime::format_duration(m.catchup_timeout)
             ),
         ));
     }
 
     let first_promote = out.len();
-    for p in &plan.postgres {
+    for (i, p) in plan.postgres.iter().enumerate() {
         out.push(step(
+            Kind::Promote(Db::Postgres(i)),
             Phase::Promote,
             format!("postgres {}", p.name),
-            format!(
-                "{}drop the subscription, let app roles write on the target",
-                if p.reverse_replication {
-                    "set up reverse replication (target -> source), "
-                } else {
-                    ""
-                }
-            ),
+            "disable the subscription and let app roles log in on the target, in one transaction",
         ));
     }
-    for m in &plan.mysql {
+    for (i, m) in plan.mysql.iter().enumerate() {
         out.push(step(
+            Kind::Promote(Db::Mysql(i)),
             Phase::Promote,
             format!("mysql {}", m.name),
             format!(
-                "stop and reset the replica, make the target writable{}",
-                if m.reverse_replication {
-                    ", make the old source a replica of it"
-                } else {
-                    ""
-                }
+                "stop and reset the replica, make the target writable, unlock {}",
+                m.app_users.join(", ")
             ),
         ));
     }
     if let Some(s) = out.get_mut(first_promote) {
         s.point_of_no_return = true;
     }
+    for (i, p) in plan.postgres.iter().enumerate() {
+        out.push(step(
+            Kind::Finish(Db::Postgres(i)),
+            Phase::Promote,
+            format!("postgres {}", p.name),
+            "decode the old primary's WAL after the fence (writes there are reported lost), drop the forward slot, refresh materialized views, keep the source fenced",
+        ));
+    }
+    for (i, m) in plan.mysql.iter().enumerate() {
+        out.push(step(
+            Kind::Finish(Db::Mysql(i)),
+            Phase::Promote,
+            format!("mysql {}", m.name),
+            format!(
+                "check the old primary's position did not move, keep its accounts locked{}",
+                if m.reverse_replication {
+                    ", make it a replica of the new primary"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
     hooks_at(plan, HookPoint::AfterPromote, Phase::Promote, &mut out);
 
-    for d in &plan.dns {
+    for (i, d) in plan.dns.iter().enumerate() {
         out.push(step(
+            Kind::DnsSwitch(i),
             Phase::Switch,
             format!("dns {}", d.name),
             format!(
@@ -273,7 +415,7 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
     }
     hooks_at(plan, HookPoint::AfterSwitch, Phase::Switch, &mut out);
 
-    for c in &plan.checks {
+    for (i, c) in plan.checks.iter().enumerate() {
         let what = match c {
             Check::Http {
                 url,
@@ -296,10 +438,16 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
                 humantime::format_duration(*within)
             ),
         };
-        out.push(step(Phase::Verify, format!("check {}", c.name()), what));
-    }
-    for d in &plan.dns {
         out.push(step(
+            Kind::Check(i),
+            Phase::Verify,
+            format!("check {}", c.name()),
+            what,
+        ));
+    }
+    for (i, d) in plan.dns.iter().enumerate() {
+        out.push(step(
+            Kind::DnsWait(i),
             Phase::Verify,
             format!("dns {}", d.name),
             format!(
@@ -311,9 +459,10 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
     }
     hooks_at(plan, HookPoint::AfterVerify, Phase::Verify, &mut out);
     out.push(step(
+        Kind::Report,
         Phase::Report,
         "run",
-        "write per-step timings, the measured write-unavailability and rows verified",
+        "write per-step timings, the measured write-unavailability per database and for the window, files and DNS figures",
     ));
     out
 }

@@ -1,0 +1,263 @@
+//! `cutover run` and `cutover status`: renders the run's journal records as they are written,
+//! and the report; the sequencing and every decision live in `run`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::load_or_report;
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, RunArgs, runtime};
+use crate::run::{self, Entry, Outcome, Record, RunError, RunReport};
+
+/// `cutover run PLAN`.
+pub fn run(args: RunArgs) -> u8 {
+    if args.dry_run {
+        return super::plan::check(&args.plan, Output::Human);
+    }
+    let plan = match load_or_report(&args.plan, args.output) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let Some(rt) = runtime() else {
+        return EXIT_FAILED;
+    };
+    let steps = run::steps(&plan);
+    let human = args.output == Output::Human;
+    let opts = run::Options {
+        force: args.force,
+        resume: args.resume,
+        go_on: args.go_on,
+    };
+    rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        let began = Instant::now();
+        let mut observer = |r: &Record| {
+            if human {
+                render(r, &steps, began);
+            }
+        };
+        match run::run(&plan, &opts, cancel, &mut observer).await {
+            Ok((outcome, report)) => {
+                if human {
+                    print_report(&report);
+                } else {
+                    outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+                }
+                match outcome {
+                    Outcome::Completed => EXIT_OK,
+                    Outcome::RolledBack | Outcome::Failed => EXIT_FAILED,
+                }
+            }
+            Err(e) => {
+                let code = match e {
+                    RunError::Refused(_) => EXIT_INVALID,
+                    RunError::State(_) => EXIT_FAILED,
+                };
+                let advice = advice(&e, &args.plan);
+                if human {
+                    errln!("cutover run: {e}{advice}");
+                } else {
+                    outln!(
+                        "{}",
+                        json!({ "ok": false, "error": format!("{e}{advice}") })
+                    );
+                }
+                code
+            }
+        }
+    })
+}
+
+/// The CLI's words for what to do next.
+fn advice(e: &RunError, plan: &Path) -> String {
+    let text = e.to_string();
+    if text.contains("was interrupted") {
+        format!(
+            "\n  fix: `cutover status {0}` shows where it stopped; `cutover run --resume {0}` finishes or rolls it back",
+            plan.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// SIGINT and SIGTERM cancel the run (it rolls back before the point of no return and ignores
+/// them after it).
+fn spawn_signal_handler(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if !cancel.is_cancelled() {
+                errln!(
+                    "cutover: signal received: rolling back if before the point of no return, otherwise finishing the switch"
+                );
+            }
+            cancel.cancel();
+        }
+    });
+}
+
+fn render(r: &Record, steps: &[run::Step], began: Instant) {
+    let t = began.elapsed().as_secs_f64();
+    match &r.entry {
+        Entry::RunStarted { migration, steps } => {
+            outln!("run {} of `{migration}`: {} steps", r.run, steps.len())
+        }
+        Entry::Resumed { decision, states } => {
+            outln!("resuming run {}", r.run);
+            for s in states {
+                outln!("  {s}");
+            }
+            outln!("  decision: {decision}");
+        }
+        Entry::StepBegin { step, phase, .. } => {
+            if let Some(s) = steps.get(*step) {
+                outln!(
+                    "{t:>8.2}s  [{}] {}. {}: {}",
+                    phase.as_str(),
+                    step + 1,
+                    s.component,
+                    s.action
+                );
+            }
+        }
+        Entry::StepDone { ms, summary, .. } => {
+            outln!("{t:>8.2}s      done ({ms:.1} ms): {summary}")
+        }
+        Entry::StepFailed { ms, error, .. } => {
+            errln!("{t:>8.2}s      FAILED ({ms:.1} ms): {error}")
+        }
+        Entry::PointOfNoReturn => {
+            outln!("{t:>8.2}s  -- point of no return: from here the run only goes forward --")
+        }
+        Entry::RollbackBegin { reason } => errln!("{t:>8.2}s  ROLLING BACK: {reason}"),
+        Entry::RolledBack { component, outcome } => match outcome {
+            crate::engine::Rollback::Failed { error } => {
+                errln!("{t:>8.2}s      {component}: ROLLBACK FAILED: {error}")
+            }
+            other => outln!(
+                "{t:>8.2}s      {component}: {}",
+                serde_json::to_string(other).unwrap_or_default()
+            ),
+        },
+        Entry::Note { text } => outln!("{t:>8.2}s  note: {text}"),
+        Entry::RunFinished { summary, .. } => outln!("\n{summary}"),
+    }
+}
+
+fn print_report(r: &RunReport) {
+    outln!("\nreport (run {}):", r.run);
+    for (db, ms) in &r.write_unavailable_ms {
+        outln!("  {db}: writes unavailable for {ms:.1} ms (fence -> target writable)");
+    }
+    if let Some(ms) = r.joint_write_unavailable_ms {
+        outln!("  all databases: first fence -> last promotion {ms:.0} ms");
+    }
+    if let Some(ms) = r.window_ms {
+        outln!("  window: opened -> last promotion {ms:.0} ms");
+    }
+    for f in &r.files {
+        if f.get("kind").and_then(|k| k.as_str()) == Some("final") {
+            outln!(
+                "  files {}: final pass {} in {:.2} s{}",
+                f.get("entry").and_then(|v| v.as_str()).unwrap_or("?"),
+                f.get("method").and_then(|v| v.as_str()).unwrap_or("?"),
+                f.get("seconds")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or_default(),
+                f.get("fallback")
+                    .and_then(|v| v.as_str())
+                    .map_or(String::new(), |w| format!(" (full pass: {w})"))
+            );
+        }
+    }
+    for (record, ms) in &r.dns_propagation_ms {
+        outln!("  dns {record}: served everywhere {ms:.0} ms after the switch");
+    }
+    for (db, clean) in &r.old_primary_clean {
+        match clean {
+            Some(true) => outln!("  {db}: checked: the old primary took no write after the fence"),
+            Some(false) => errln!("  {db}: WRITES LOST on the old primary after the fence"),
+            None => {
+                outln!("  {db}: NOT CHECKED whether the old primary took writes after the fence")
+            }
+        }
+    }
+    for w in &r.warnings {
+        outln!("  warning: {w}");
+    }
+    outln!("  total {:.1} s", r.total_ms / 1000.0);
+}
+
+/// `cutover status PLAN`: the journal, the lease and each pair's servers; writes nothing.
+pub fn status(path: &Path, output: Output) -> u8 {
+    let plan = match load_or_report(path, output) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let Some(rt) = runtime() else {
+        return EXIT_FAILED;
+    };
+    match rt.block_on(run::status(&plan)) {
+        Ok(s) => {
+            match output {
+                Output::Json => outln!("{}", serde_json::to_string(&s).unwrap_or_default()),
+                Output::Human => {
+                    outln!("migration `{}`", plan.migration.name);
+                    match &s.run {
+                        None => outln!("  no run yet"),
+                        Some(run) => {
+                            outln!(
+                                "  last run {run}: {} ({} of {} steps done{})",
+                                match s.outcome {
+                                    Some(o) => serde_json::to_string(&o).unwrap_or_default(),
+                                    None if s.holder.is_some() => "running".to_owned(),
+                                    None => "INTERRUPTED".to_owned(),
+                                },
+                                s.steps_done,
+                                s.steps_total,
+                                if s.past_point_of_no_return {
+                                    ", past the point of no return"
+                                } else {
+                                    ""
+                                }
+                            );
+                            if let Some(step) = &s.last_step {
+                                outln!("  last step begun: {step}");
+                            }
+                        }
+                    }
+                    if let Some(h) = &s.holder {
+                        outln!("  held by {h}");
+                    }
+                    for (component, state) in &s.pairs {
+                        outln!("  {component}: {state}");
+                    }
+                    outln!(
+                        "  `cutover run --resume {}` would: {}",
+                        path.display(),
+                        s.resume_would
+                    );
+                }
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            errln!("cutover status: {e}");
+            EXIT_FAILED
+        }
+    }
+}

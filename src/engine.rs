@@ -1,0 +1,249 @@
+//! The contract a run drives every database engine through.
+//!
+//! A run with several pairs must fence every source before any target is promoted, and must be
+//! able to undo all of them if one fails before the point of no return. That only works if the
+//! window of each engine is split into the same phases, each callable on its own, each safe to
+//! call again after a crash (they read the servers' state rather than trusting memory). The
+//! PostgreSQL and MySQL engines implement [`Window`]; the sequencer in `run` never names either.
+//!
+//! Errors here never name CLI commands: the caller words the advice for its own surface.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What went wrong in a phase, engine-neutral.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum EngineError {
+    /// The servers are not in a state that allows the phase; nothing was changed by it.
+    #[error("{0}")]
+    Refused(String),
+    /// A bounded wait ran out.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The bound.
+        after: Duration,
+    },
+    /// A statement or connection failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl EngineError {
+    /// A failure with `context` in front of the engine's own message.
+    pub fn failed(context: &str, e: impl std::fmt::Display) -> EngineError {
+        EngineError::Failed(format!("{context}: {e}"))
+    }
+}
+
+/// The gate passed: replication is running, complete and close enough.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gated {
+    /// How far behind the target was, in the engine's own unit (bytes, ms).
+    pub lag: String,
+}
+
+/// The source refuses the application.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fenced {
+    /// Application sessions ended.
+    pub sessions_ended: usize,
+}
+
+/// The target has everything the source committed before the fence.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaughtUp {
+    /// The source position that was awaited (LSN, GTID set, file:position).
+    pub position: String,
+}
+
+/// The target is the writable primary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Promoted {
+    /// Fence start to target writable in this process (`None` after a resume: the outage began
+    /// in a process that is gone, and the run's journal has its start).
+    pub write_unavailable_ms: Option<f64>,
+    /// The new primary's own position at promotion, when the engine needs it to replicate back.
+    pub position: Option<String>,
+}
+
+/// After the window: what was checked and tidied, and what needs a hand.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Finished {
+    /// `Some(true)`: the old primary provably took no write after the fence; `Some(false)`: it
+    /// did (those writes are not on the new primary); `None`: it could not be checked.
+    pub old_primary_clean: Option<bool>,
+    /// What could not be done; each says what to do instead.
+    pub warnings: Vec<String>,
+    /// Engine-specific detail for the report.
+    pub detail: serde_json::Value,
+}
+
+/// What undoing the window did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Rollback {
+    /// The source was never fenced: nothing to undo.
+    NotNeeded,
+    /// The source takes the application's writes again.
+    SourceReopened {
+        /// What was restored.
+        detail: String,
+    },
+    /// The target was already promoted: undoing is a reverse cutover, not an unfence.
+    AfterPromotion,
+    /// Undoing failed: the source is still fenced. Says what to do by hand.
+    Failed {
+        /// Why, and the statements that reopen the source.
+        error: String,
+    },
+}
+
+impl Rollback {
+    /// Whether the source serves the application after this rollback.
+    pub fn source_serves(&self) -> bool {
+        matches!(self, Rollback::NotNeeded | Rollback::SourceReopened { .. })
+    }
+}
+
+/// The true state of a pair's two servers, read from them.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairState {
+    /// The source refuses the application (fenced by cutover).
+    pub source_fenced: bool,
+    /// The target has been promoted (takes the application's writes).
+    pub target_promoted: bool,
+    /// Whether the target still applies changes from the source.
+    pub replicating: bool,
+    /// The cutover completed (the old primary's fence is marked permanent).
+    pub completed: bool,
+    /// One line per server, in words.
+    pub lines: Vec<String>,
+}
+
+impl PairState {
+    /// Which server, if any, accepts the application's writes.
+    pub fn serving(&self) -> &'static str {
+        match (self.source_fenced, self.target_promoted) {
+            (false, false) => "the source serves writes",
+            (true, false) => "NO server accepts writes (source fenced, target not promoted)",
+            (true, true) => "the target serves writes (source fenced)",
+            (false, true) => "BOTH servers accept writes (source not fenced, target promoted)",
+        }
+    }
+}
+
+/// One pair's cutover window, phase by phase. Every phase may be called again on a fresh
+/// window after a crash: each reads what the servers already have and does only what is left.
+#[async_trait::async_trait]
+pub trait Window: Send {
+    /// `postgres NAME` or `mysql NAME`.
+    fn component(&self) -> String;
+    /// Refuses unless replication is running, complete, close enough, and the fence would
+    /// cover every writer. Changes nothing.
+    async fn gate(&mut self) -> Result<Gated, EngineError>;
+    /// Makes the source refuse the application and ends its sessions.
+    async fn fence(&mut self) -> Result<Fenced, EngineError>;
+    /// Waits, bounded, until the target has exactly what the fenced source committed.
+    async fn catch_up(&mut self) -> Result<CaughtUp, EngineError>;
+    /// Makes the target the writable primary. The point of no return for this pair.
+    async fn promote(&mut self) -> Result<Promoted, EngineError>;
+    /// After promotion: audits the old primary, sets up what replicates back, tidies up.
+    async fn finish(&mut self) -> Finished;
+    /// Undoes the window before promotion: the source serves again.
+    async fn roll_back(&mut self) -> Rollback;
+    /// The servers' true state.
+    async fn state(&mut self) -> Result<PairState, EngineError>;
+}
+
+impl From<crate::dberror::DbError> for EngineError {
+    fn from(e: crate::dberror::DbError) -> EngineError {
+        use crate::dberror::DbError;
+        match e {
+            DbError::Refused(why) => EngineError::Refused(why),
+            DbError::Timeout { what, after } => EngineError::Timeout { what, after },
+            other => EngineError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// What resuming one pair's interrupted window did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    /// The component.
+    pub component: String,
+    /// The servers' state before anything was done.
+    pub before: PairState,
+    /// What was decided, in words.
+    pub action: String,
+    /// The rollback, when it rolled back.
+    pub rollback: Option<Rollback>,
+    /// The post-promotion work, when it went forward.
+    pub finished: Option<Finished>,
+    /// Why going forward failed.
+    pub error: Option<String>,
+    /// The servers' state afterwards.
+    pub after: Option<PairState>,
+}
+
+impl Resumed {
+    /// Whether the pair ended with exactly one server serving writes.
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.rollback.as_ref().is_none_or(Rollback::source_serves)
+    }
+}
+
+/// Finishes or undoes the window a crashed process left on one pair, from the servers' own
+/// state: a promoted target goes forward (promotion completed, post-promotion work done); a
+/// fenced source with an unpromoted target is rolled back, or with `go_on` caught up and
+/// promoted; an unfenced source means there is nothing to resume.
+pub async fn resume(w: &mut dyn Window, go_on: bool) -> Result<Resumed, EngineError> {
+    let before = w.state().await?;
+    let mut out = Resumed {
+        component: w.component(),
+        before: before.clone(),
+        action: String::new(),
+        rollback: None,
+        finished: None,
+        error: None,
+        after: None,
+    };
+    let forward = async |w: &mut dyn Window, catch_up: bool| -> Result<Finished, EngineError> {
+        if catch_up {
+            w.catch_up().await?;
+        }
+        w.promote().await?;
+        Ok(w.finish().await)
+    };
+    if before.completed {
+        out.action =
+            "nothing to resume: the cutover completed; the target is the primary".to_owned();
+    } else if before.target_promoted && before.source_fenced {
+        out.action = "the target was promoted: finishing the cutover".to_owned();
+        match forward(w, false).await {
+            Ok(f) => out.finished = Some(f),
+            Err(e) => out.error = Some(e.to_string()),
+        }
+    } else if before.source_fenced && go_on {
+        out.action =
+            "the source is fenced and the target not promoted: catching up and promoting (--continue)"
+                .to_owned();
+        match forward(w, true).await {
+            Ok(f) => out.finished = Some(f),
+            Err(e) => {
+                out.error = Some(e.to_string());
+                out.rollback = Some(w.roll_back().await);
+            }
+        }
+    } else if before.source_fenced {
+        out.action = "the source is fenced and the target not promoted: rolling back".to_owned();
+        out.rollback = Some(w.roll_back().await);
+    } else {
+        out.action = format!("nothing to resume: {}", before.serving());
+    }
+    out.after = w.state().await.ok();
+    Ok(out)
+}

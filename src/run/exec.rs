@@ -1,0 +1,1285 @@
+//! Executing a run: steps in order, each journalled before and after it runs, the point of no
+//! return journalled before the first promotion, rollback of every fenced pair when anything
+//! fails before it, and resume from the journal plus the servers' own state after a crash.
+//!
+//! The journal is the spine: every record goes to the store first (fsync'd, lease-checked),
+//! then to the observer (the CLI's progress output), and the report is computed from the same
+//! records, so a resumed run reports the outage the crashed process began.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::hooks;
+use super::steps::{Db, Kind, Phase, Step, databases, steps};
+use crate::engine::{EngineError, PairState, Rollback, Window};
+use crate::plan::{HookPoint, Plan};
+use crate::state::{FileStore, Lease, StateDir, StateError, Store};
+use crate::{dns, files, mysql, postgres};
+
+/// How long the warm phase may wait for replication to be ready.
+const WARM_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Attempts at a promotion after the point of no return before the run stops to be resumed.
+const PROMOTE_ATTEMPTS: u32 = 3;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every step done.
+    Completed,
+    /// Failed before the point of no return; every source serves again.
+    RolledBack,
+    /// Stopped with work left: the journal and the message say what `--resume` does.
+    Failed,
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Entry {
+    /// A run began.
+    RunStarted {
+        /// The plan's migration name.
+        migration: String,
+        /// The step list, as `phase component: action` (a resume must see the same plan).
+        steps: Vec<String>,
+    },
+    /// A runner took over an interrupted run.
+    Resumed {
+        /// What it decided and why.
+        decision: String,
+        /// Each pair's state as read from the servers.
+        states: Vec<String>,
+    },
+    /// A step is about to run.
+    StepBegin {
+        /// Index in the step list.
+        step: usize,
+        /// Its phase.
+        phase: Phase,
+        /// Its component.
+        component: String,
+    },
+    /// A step finished.
+    StepDone {
+        /// Index.
+        step: usize,
+        /// Duration.
+        ms: f64,
+        /// What it did, in words.
+        summary: String,
+        /// Figures for the report.
+        #[serde(default)]
+        detail: serde_json::Value,
+    },
+    /// A step failed.
+    StepFailed {
+        /// Index.
+        step: usize,
+        /// Duration.
+        ms: f64,
+        /// Why.
+        error: String,
+    },
+    /// The first promotion comes next: from here on the run only goes forward.
+    PointOfNoReturn,
+    /// Rolling back every fenced pair.
+    RollbackBegin {
+        /// Why.
+        reason: String,
+    },
+    /// One component rolled back.
+    RolledBack {
+        /// The component.
+        component: String,
+        /// What happened to its source.
+        outcome: Rollback,
+    },
+    /// Something worth telling that is not a step.
+    Note {
+        /// The text.
+        text: String,
+    },
+    /// The run ended.
+    RunFinished {
+        /// How.
+        outcome: Outcome,
+        /// In words, with the true state of the servers.
+        summary: String,
+    },
+}
+
+/// A journal record: an entry with its place and time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the journal.
+    pub seq: u64,
+    /// The lease epoch of the runner that wrote it.
+    pub epoch: u64,
+    /// The run it belongs to.
+    pub run: String,
+    /// Wall clock, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Switch DNS before the safe time (logged).
+    pub force: bool,
+    /// Take over an interrupted run.
+    pub resume: bool,
+    /// On resume before the point of no return: go on instead of rolling back.
+    pub go_on: bool,
+}
+
+/// Why a run could not start or go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state directory or its lease.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The run is refused before anything is changed.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One step's timing in the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepTiming {
+    /// Index.
+    pub step: usize,
+    /// Phase.
+    pub phase: Phase,
+    /// Component.
+    pub component: String,
+    /// Duration.
+    pub ms: f64,
+    /// `done` or `failed`.
+    pub result: String,
+    /// What it did or why it failed.
+    pub summary: String,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The migration.
+    pub migration: String,
+    /// The run id.
+    pub run: String,
+    /// How it ended (`None` while running).
+    pub outcome: Option<Outcome>,
+    /// Whether a runner resumed it.
+    pub resumed: bool,
+    /// Every step that ran, in order.
+    pub steps: Vec<StepTiming>,
+    /// Per database: fence began -> target writable, from the journal's clock.
+    pub write_unavailable_ms: BTreeMap<String, f64>,
+    /// Window opened (first window-open step) -> last promotion done.
+    pub window_ms: Option<f64>,
+    /// First fence -> last promotion: how long no database took writes for every pair.
+    pub joint_write_unavailable_ms: Option<f64>,
+    /// Files passes (warm and final) as reported by the files component.
+    pub files: Vec<serde_json::Value>,
+    /// DNS: switch -> served by every authoritative server, per record.
+    pub dns_propagation_ms: BTreeMap<String, f64>,
+    /// Health checks.
+    pub checks: Vec<serde_json::Value>,
+    /// Per database: whether the old primary provably took no write after its fence.
+    pub old_primary_clean: BTreeMap<String, Option<bool>>,
+    /// What needs a hand.
+    pub warnings: Vec<String>,
+    /// What each rollback did.
+    pub rollback: Vec<(String, Rollback)>,
+    /// Why the run failed.
+    pub error: Option<String>,
+    /// First record -> last record.
+    pub total_ms: f64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+fn step_line(s: &Step) -> String {
+    format!("{} {}: {}", s.phase.as_str(), s.component, s.action)
+}
+
+/// The records of the last run in `journal`.
+pub fn last_run(journal: &[serde_json::Value]) -> Vec<Record> {
+    let records: Vec<Record> = journal
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
+    let Some(last) = records
+        .iter()
+        .rev()
+        .find(|r| matches!(r.entry, Entry::RunStarted { .. }))
+    else {
+        return Vec::new();
+    };
+    let run = last.run.clone();
+    records.into_iter().filter(|r| r.run == run).collect()
+}
+
+/// What the journal says about a run.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Steps done.
+    pub done: BTreeSet<usize>,
+    /// Steps begun.
+    pub begun: BTreeSet<usize>,
+    /// The point of no return was passed.
+    pub past_point_of_no_return: bool,
+    /// How it ended, if it did.
+    pub finished: Option<Outcome>,
+    /// The last step begun.
+    pub last_begun: Option<usize>,
+}
+
+impl Progress {
+    /// Reads `records` (one run's).
+    pub fn of(records: &[Record]) -> Progress {
+        let mut p = Progress::default();
+        for r in records {
+            match &r.entry {
+                Entry::StepBegin { step, .. } => {
+                    p.begun.insert(*step);
+                    p.last_begun = Some(*step);
+                }
+                Entry::StepDone { step, .. } => {
+                    p.done.insert(*step);
+                }
+                Entry::PointOfNoReturn => p.past_point_of_no_return = true,
+                Entry::RunFinished { outcome, .. } => p.finished = Some(*outcome),
+                Entry::Resumed { .. } => p.finished = None,
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// Opens the window of one pair; `resume`: its history is unknown.
+pub async fn open_window(
+    plan: &Plan,
+    db: Db,
+    resume: bool,
+) -> Result<Box<dyn Window>, EngineError> {
+    match db {
+        Db::Postgres(i) => {
+            let pair = postgres::Pair::new(plan, &plan.postgres[i]);
+            let w = if resume {
+                postgres::cutover::PgWindow::open_for_resume(&pair).await?
+            } else {
+                postgres::cutover::PgWindow::open(&pair).await?
+            };
+            Ok(Box::new(w))
+        }
+        Db::Mysql(i) => {
+            let pair = mysql::Pair::select(plan, Some(&plan.mysql[i].name))
+                .pop()
+                .ok_or_else(|| EngineError::Refused("no such pair".into()))?;
+            Ok(Box::new(mysql::cutover::MyWindow::open(&pair).await?))
+        }
+    }
+}
+
+/// The servers' state of every pair (connecting read-only); a pair that cannot be read says so.
+pub async fn pair_states(plan: &Plan) -> Vec<(String, Result<PairState, EngineError>)> {
+    let mut out = Vec::new();
+    for (db, component) in databases(plan) {
+        let state = match open_window(plan, db, true).await {
+            Ok(mut w) => w.state().await,
+            Err(e) => Err(e),
+        };
+        out.push((component, state));
+    }
+    out
+}
+
+/// A running run.
+pub struct Runner<'a> {
+    plan: &'a Plan,
+    store: Box<dyn Store>,
+    lease: Lease,
+    run: String,
+    seq: u64,
+    steps: Vec<Step>,
+    windows: HashMap<Db, Box<dyn Window>>,
+    resumed: bool,
+    observer: &'a mut (dyn FnMut(&Record) + Send),
+    records: Vec<Record>,
+    past_ponr: bool,
+    cancel: CancellationToken,
+    force: bool,
+    lost_writes: bool,
+}
+
+impl<'a> Runner<'a> {
+    fn record(&mut self, entry: Entry) -> Result<(), StateError> {
+        self.seq += 1;
+        let record = Record {
+            seq: self.seq,
+            epoch: self.lease.info.epoch,
+            run: self.run.clone(),
+            at_ms: now_ms(),
+            entry,
+        };
+        let value = serde_json::to_value(&record).unwrap_or_default();
+        self.store.append(&self.lease, &value)?;
+        (self.observer)(&record);
+        self.records.push(record);
+        Ok(())
+    }
+
+    async fn window(&mut self, db: Db) -> Result<&mut Box<dyn Window>, String> {
+        if !self.windows.contains_key(&db) {
+            let w = open_window(self.plan, db, self.resumed)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.windows.insert(db, w);
+        }
+        Ok(self.windows.get_mut(&db).expect("inserted above"))
+    }
+
+    fn name(&self, db: Db) -> String {
+        match db {
+            Db::Postgres(i) => format!("postgres {}", self.plan.postgres[i].name),
+            Db::Mysql(i) => format!("mysql {}", self.plan.mysql[i].name),
+        }
+    }
+
+    /// Executes one step; returns (summary, detail) or why it failed.
+    async fn exec(&mut self, step: &Step) -> Result<(String, serde_json::Value), String> {
+        let plan = self.plan;
+        let state_dir = plan.migration.state_dir.clone();
+        let none = serde_json::Value::Null;
+        match step.kind {
+            Kind::PreflightDb(Db::Postgres(i)) => {
+                let pair = postgres::Pair::new(plan, &plan.postgres[i]);
+                let (s, t) = pair.connect().await.map_err(|e| e.to_string())?;
+                let r = postgres::preflight::run(&pair, &s, &t)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.passed() {
+                    return Err(format!("preflight failed:\n{}", r.errors_text()));
+                }
+                Ok((format!("passed, {} tables in scope", r.tables.len()), none))
+            }
+            Kind::PreflightDb(Db::Mysql(i)) => {
+                let pair = my_pair(plan, i)?;
+                let (mut s, mut t) = pair.connect().await.map_err(|e| e.to_string())?;
+                let r = mysql::preflight::run(&pair, &mut s, &mut t)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.passed() {
+                    return Err(format!("preflight failed:\n{}", r.errors_text()));
+                }
+                Ok((format!("passed, {} tables in scope", r.tables.len()), none))
+            }
+            Kind::PreflightFiles(i) => {
+                let entry = files_entry(plan, i)?;
+                let r = files::preflight::run(&entry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.passed() {
+                    return Err(format!(
+                        "preflight failed:\n{}",
+                        crate::finding::errors_text(&r.findings)
+                    ));
+                }
+                Ok((
+                    format!(
+                        "passed; source tree {} bytes",
+                        r.source_bytes.unwrap_or_default()
+                    ),
+                    none,
+                ))
+            }
+            Kind::PreflightDns(i) => {
+                let discovery = dns::Discovery::system();
+                let target = dns::Target::resolve(i, &plan.dns[i], &discovery)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    format!(
+                        "zone {}, {} authoritative address(es)",
+                        target.zone,
+                        target.servers.len()
+                    ),
+                    none,
+                ))
+            }
+            Kind::DnsReady(i) => {
+                let record = &plan.dns[i];
+                let states = dns::state::StateDir::new(&state_dir);
+                let state = states
+                    .load(&record.name, record.record_type)
+                    .map_err(|e| e.to_string())?;
+                match dns::update::check_safe(
+                    &dns::label(record),
+                    state.as_ref(),
+                    SystemTime::now(),
+                ) {
+                    Ok(()) => Ok(("the lowered TTL has been served long enough".into(), none)),
+                    Err(e) if self.force => {
+                        tracing::warn!(record = %dns::label(record), reason = %e, "DNS readiness overridden (--force)");
+                        Ok((format!("NOT READY, overridden by --force: {e}"), none))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Kind::WarmFiles(i) => {
+                let entry = files_entry(plan, i)?;
+                let r = files::sync::warm(&entry, &state_dir, &mut |_, _| {})
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    format!(
+                        "{} files, {} bytes sent in {:.1} s",
+                        r.figures.files_transferred, r.figures.wire_bytes, r.seconds
+                    ),
+                    serde_json::to_value(&r).unwrap_or_default(),
+                ))
+            }
+            Kind::FinalFiles(i) => {
+                let entry = files_entry(plan, i)?;
+                let r = files::sync::final_pass(&entry, &state_dir, &mut |_, _| {})
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    format!(
+                        "{} ({}), {} files, {} bytes sent in {:.2} s{}",
+                        r.method,
+                        r.changed_paths
+                            .map_or("whole tree".to_owned(), |n| format!("{n} changed paths")),
+                        r.figures.files_transferred,
+                        r.figures.wire_bytes,
+                        r.seconds,
+                        r.fallback
+                            .as_ref()
+                            .map_or(String::new(), |f| format!("; FULL PASS because {f}"))
+                    ),
+                    serde_json::to_value(&r).unwrap_or_default(),
+                ))
+            }
+            Kind::StartDb(Db::Postgres(i)) => {
+                let pair = postgres::Pair::new(plan, &plan.postgres[i]);
+                postgres::start::start(&pair)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (s, t) = pair.connect().await.map_err(|e| e.to_string())?;
+                let deadline = Instant::now() + WARM_TIMEOUT;
+                loop {
+                    let st = postgres::status::status(&pair, &s, &t, None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let lag = st.lag_bytes.unwrap_or(i64::MAX);
+                    if st.all_ready && st.apply_running && lag <= pair.plan.max_lag_bytes as i64 {
+                        return Ok((
+                            format!("{} tables copied, lag {lag} bytes", st.tables.len()),
+                            none,
+                        ));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "replication was not ready within {}",
+                            humantime::format_duration(WARM_TIMEOUT)
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Kind::StartDb(Db::Mysql(i)) => {
+                let pair = my_pair(plan, i)?;
+                mysql::start::start(&pair)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (mut s, mut t) = pair.connect().await.map_err(|e| e.to_string())?;
+                let deadline = Instant::now() + WARM_TIMEOUT;
+                loop {
+                    let lag = mysql::heartbeat::measure(&mut s, &mut t, pair.plan.max_lag)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if let Some(lag) = lag.replicated_after {
+                        return Ok((
+                            format!(
+                                "replicating, heartbeat lag {:.1} ms",
+                                lag.as_secs_f64() * 1e3
+                            ),
+                            none,
+                        ));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "replication was not within max_lag after {}",
+                            humantime::format_duration(WARM_TIMEOUT)
+                        ));
+                    }
+                }
+            }
+            Kind::Hook(i) => {
+                let hook = &plan.hooks[i];
+                let (outcome, warning) =
+                    hooks::run_hook(plan, hook, step.phase.as_str(), false).await?;
+                Ok((
+                    match warning {
+                        Some(w) => format!("FAILED, allowed: {w}"),
+                        None => format!("exited 0 in {:.0} ms", outcome.ms),
+                    },
+                    serde_json::to_value(&outcome).unwrap_or_default(),
+                ))
+            }
+            Kind::Gate(db) => {
+                let w = self.window(db).await?;
+                let g = w.gate().await.map_err(|e| e.to_string())?;
+                Ok((format!("passed, lag {}", g.lag), none))
+            }
+            Kind::Fence(db) => {
+                let w = self.window(db).await?;
+                let f = w.fence().await.map_err(|e| e.to_string())?;
+                Ok((
+                    format!("fenced, {} session(s) ended", f.sessions_ended),
+                    none,
+                ))
+            }
+            Kind::CatchUp(db) => {
+                let w = self.window(db).await?;
+                let c = w.catch_up().await.map_err(|e| e.to_string())?;
+                Ok((format!("target has everything up to {}", c.position), none))
+            }
+            Kind::Promote(db) => {
+                let mut last = String::new();
+                for attempt in 1..=PROMOTE_ATTEMPTS {
+                    let result = match self.window(db).await {
+                        Ok(w) => w.promote().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(p) => {
+                            return Ok((
+                                "the target is the writable primary".to_owned(),
+                                serde_json::to_value(&p).unwrap_or_default(),
+                            ));
+                        }
+                        Err(e) => {
+                            last = e;
+                            tracing::warn!(attempt, error = %last, "promotion failed; retrying");
+                            // A broken connection is replaced on the next attempt.
+                            self.windows.remove(&db);
+                            self.resumed = true;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                Err(last)
+            }
+            Kind::Finish(db) => {
+                let w = self.window(db).await?;
+                let f = w.finish().await;
+                let clean = match f.old_primary_clean {
+                    Some(true) => "the old primary took no write after the fence",
+                    Some(false) => "WRITES LOST: the old primary took writes after the fence",
+                    None => "NOT CHECKED whether the old primary took writes after the fence",
+                };
+                Ok((
+                    format!(
+                        "{clean}{}",
+                        if f.warnings.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; warnings: {}", f.warnings.join("; "))
+                        }
+                    ),
+                    serde_json::to_value(&f).unwrap_or_default(),
+                ))
+            }
+            Kind::DnsSwitch(i) => {
+                let discovery = dns::Discovery::system();
+                let target = dns::Target::resolve(i, &plan.dns[i], &discovery)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let states = dns::state::StateDir::new(&state_dir);
+                let reports =
+                    dns::update::update_all(std::slice::from_ref(&target), &states, self.force)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                let r = reports.first().ok_or("no update report")?;
+                Ok((
+                    format!(
+                        "{} -> {}",
+                        r.previous
+                            .as_ref()
+                            .map(|p| p.values.join(","))
+                            .unwrap_or_else(|| "(none)".into()),
+                        r.current.values.join(",")
+                    ),
+                    serde_json::to_value(r).unwrap_or_default(),
+                ))
+            }
+            Kind::Check(i) => {
+                let outcome = hooks::run_check(plan, &plan.checks[i]).await;
+                let detail = serde_json::to_value(&outcome).unwrap_or_default();
+                if outcome.passed {
+                    Ok((
+                        format!(
+                            "passed after {} tr{}",
+                            outcome.tries,
+                            if outcome.tries == 1 { "y" } else { "ies" }
+                        ),
+                        detail,
+                    ))
+                } else {
+                    Err(format!(
+                        "check {} failed after {} tries: {}",
+                        outcome.name, outcome.tries, outcome.last
+                    ))
+                }
+            }
+            Kind::DnsWait(i) => {
+                let record = &plan.dns[i];
+                let discovery = dns::Discovery::system();
+                let target = dns::Target::resolve(i, record, &discovery)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let outcome = dns::propagation::wait(
+                    std::slice::from_ref(&target),
+                    record.propagation_timeout,
+                    Duration::from_millis(100),
+                    |_, _| {},
+                )
+                .await;
+                if !outcome.complete {
+                    let pending: Vec<String> = outcome
+                        .pending()
+                        .map(|r| {
+                            format!(
+                                "{} ({})",
+                                r.server,
+                                r.last.as_ref().map(|s| s.describe()).unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    return Err(format!(
+                        "not served everywhere within {}: {}",
+                        humantime::format_duration(record.propagation_timeout),
+                        pending.join(", ")
+                    ));
+                }
+                Ok((
+                    format!(
+                        "every authoritative server serves {} ({:.0} ms)",
+                        record.values.join(","),
+                        outcome.elapsed.as_secs_f64() * 1000.0
+                    ),
+                    serde_json::json!({ "record": dns::label(record), "ms": outcome.elapsed.as_secs_f64() * 1000.0 }),
+                ))
+            }
+            Kind::Report => Ok(("report saved in the state directory".to_owned(), none)),
+        }
+    }
+
+    /// Runs steps from the first not done. Returns the outcome.
+    async fn go(&mut self, skip_gates_of: &BTreeSet<Db>) -> Result<Outcome, StateError> {
+        let progress = Progress::of(&self.records);
+        let deadline = self
+            .plan
+            .migration
+            .window_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        for index in 0..self.steps.len() {
+            if progress.done.contains(&index) {
+                continue;
+            }
+            let step = self.steps[index].clone();
+            if let Kind::Gate(db) = step.kind
+                && skip_gates_of.contains(&db)
+            {
+                continue;
+            }
+            if step.point_of_no_return && !self.past_ponr {
+                // Journalled before the first promotion is sent: a crash from here on resumes
+                // forward.
+                self.record(Entry::PointOfNoReturn)?;
+                self.past_ponr = true;
+            }
+            if step.kind == Kind::Report {
+                self.record(Entry::StepBegin {
+                    step: index,
+                    phase: step.phase,
+                    component: step.component.clone(),
+                })?;
+                self.record(Entry::StepDone {
+                    step: index,
+                    ms: 0.0,
+                    summary: "report saved".into(),
+                    detail: serde_json::Value::Null,
+                })?;
+                continue;
+            }
+            self.record(Entry::StepBegin {
+                step: index,
+                phase: step.phase,
+                component: step.component.clone(),
+            })?;
+            crate::run::test_stop::maybe_stop(self.seq);
+            let started = Instant::now();
+            let window_open = step.phase >= Phase::WindowOpen;
+            let result = if self.past_ponr {
+                self.exec(&step).await
+            } else {
+                let cancel = self.cancel.clone();
+                let timeout = async {
+                    match deadline {
+                        Some(d) if window_open => tokio::time::sleep_until(d).await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = self.exec(&step) => r,
+                    _ = cancel.cancelled() => Err("interrupted (SIGINT/SIGTERM) before the point of no return".to_owned()),
+                    _ = timeout => Err(format!(
+                        "window_timeout ({}) exceeded before the point of no return",
+                        humantime::format_duration(self.plan.migration.window_timeout.unwrap_or_default())
+                    )),
+                }
+            };
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok((summary, detail)) => {
+                    if let Kind::Finish(_) = step.kind
+                        && detail.get("old_primary_clean") == Some(&serde_json::json!(false))
+                    {
+                        self.lost_writes = true;
+                    }
+                    self.record(Entry::StepDone {
+                        step: index,
+                        ms,
+                        summary,
+                        detail,
+                    })?;
+                    crate::run::test_stop::maybe_stop(self.seq);
+                }
+                Err(error) => {
+                    self.record(Entry::StepFailed {
+                        step: index,
+                        ms,
+                        error: error.clone(),
+                    })?;
+                    return self.failed(&step, error).await;
+                }
+            }
+        }
+        let summary = if self.lost_writes {
+            "completed, but an old primary took writes after its fence (see the report)".to_owned()
+        } else {
+            "completed: every target is the primary, every check passed".to_owned()
+        };
+        let outcome = if self.lost_writes {
+            Outcome::Failed
+        } else {
+            Outcome::Completed
+        };
+        self.record(Entry::RunFinished { outcome, summary })?;
+        Ok(outcome)
+    }
+
+    async fn failed(&mut self, step: &Step, error: String) -> Result<Outcome, StateError> {
+        if self.past_ponr {
+            let summary = match step.kind {
+                Kind::Check(_) => format!(
+                    "a health check failed after the point of no return ({error}); the new primaries serve and the old ones stay fenced. Automatic reverse cutover is not available yet: investigate, then roll back by hand or resume to retry the remaining steps"
+                ),
+                _ => format!(
+                    "stopped after the point of no return at `{}` ({error}); the targets that were promoted serve. Resume the run to finish it",
+                    step_line(step)
+                ),
+            };
+            self.record(Entry::RunFinished {
+                outcome: Outcome::Failed,
+                summary,
+            })?;
+            return Ok(Outcome::Failed);
+        }
+        if !self.plan.migration.auto_rollback {
+            let summary = format!(
+                "failed at `{}` ({error}); auto_rollback is off, so nothing was undone: resuming the run rolls back, resuming with --continue goes on",
+                step_line(step)
+            );
+            self.record(Entry::RunFinished {
+                outcome: Outcome::Failed,
+                summary,
+            })?;
+            return Ok(Outcome::Failed);
+        }
+        self.roll_back_all(&error).await
+    }
+
+    /// Rolls back every pair whose fence began, then runs the on-rollback hooks if the window
+    /// had opened.
+    async fn roll_back_all(&mut self, reason: &str) -> Result<Outcome, StateError> {
+        self.record(Entry::RollbackBegin {
+            reason: reason.to_owned(),
+        })?;
+        let progress = Progress::of(&self.records);
+        let fenced: Vec<Db> = progress
+            .begun
+            .iter()
+            .filter_map(|&i| match self.steps[i].kind {
+                Kind::Fence(db) => Some(db),
+                _ => None,
+            })
+            .collect();
+        let window_opened = progress
+            .begun
+            .iter()
+            .any(|&i| self.steps[i].phase >= Phase::WindowOpen);
+        let mut all_serve = true;
+        for db in fenced.into_iter().rev() {
+            let outcome = match self.window(db).await {
+                Ok(w) => w.roll_back().await,
+                Err(e) => Rollback::Failed {
+                    error: format!("cannot reach the pair to roll it back: {e}"),
+                },
+            };
+            all_serve &= outcome.source_serves();
+            let component = self.name(db);
+            self.record(Entry::RolledBack { component, outcome })?;
+        }
+        let mut hook_failures = Vec::new();
+        if window_opened {
+            for hook in self
+                .plan
+                .hooks
+                .iter()
+                .filter(|h| h.at == HookPoint::OnRollback)
+            {
+                match hooks::run_hook(self.plan, hook, "on-rollback", true).await {
+                    Ok((_, None)) => {}
+                    Ok((_, Some(w))) => hook_failures.push(w),
+                    Err(e) => hook_failures.push(e),
+                }
+            }
+            for f in &hook_failures {
+                self.record(Entry::Note { text: f.clone() })?;
+            }
+        }
+        let (outcome, summary) = if all_serve {
+            (
+                Outcome::RolledBack,
+                format!(
+                    "rolled back ({reason}): every source serves writes again{}",
+                    if hook_failures.is_empty() {
+                        String::new()
+                    } else {
+                        "; an on-rollback hook failed (see above)".to_owned()
+                    }
+                ),
+            )
+        } else {
+            (
+                Outcome::Failed,
+                format!(
+                    "ROLLBACK INCOMPLETE ({reason}): at least one source is still fenced; see the rollback records for what to run"
+                ),
+            )
+        };
+        self.record(Entry::RunFinished { outcome, summary })?;
+        Ok(outcome)
+    }
+
+    fn report(&self) -> RunReport {
+        report_of(self.plan, &self.steps, &self.records)
+    }
+}
+
+fn my_pair(plan: &Plan, i: usize) -> Result<mysql::Pair, String> {
+    mysql::Pair::select(plan, Some(&plan.mysql[i].name))
+        .pop()
+        .ok_or_else(|| format!("no mysql pair {i}"))
+}
+
+fn files_entry(plan: &Plan, i: usize) -> Result<files::Entry, String> {
+    files::Entry::select(plan, Some(&plan.files[i].name))
+        .map_err(|e| e.to_string())?
+        .pop()
+        .ok_or_else(|| format!("no files entry {i}"))
+}
+
+/// The report of one run, computed from its journal records.
+pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
+    let mut r = RunReport {
+        migration: plan.migration.name.clone(),
+        run: records.first().map(|r| r.run.clone()).unwrap_or_default(),
+        ..RunReport::default()
+    };
+    let mut began: HashMap<usize, u64> = HashMap::new();
+    let mut window_began = None;
+    let mut first_fence = None;
+    let mut last_promote = None;
+    let mut fence_began: HashMap<String, u64> = HashMap::new();
+    for rec in records {
+        match &rec.entry {
+            Entry::Resumed { .. } => r.resumed = true,
+            Entry::StepBegin {
+                step,
+                phase,
+                component,
+            } => {
+                began.insert(*step, rec.at_ms);
+                if *phase >= Phase::WindowOpen && *phase <= Phase::Promote && window_began.is_none()
+                {
+                    window_began = Some(rec.at_ms);
+                }
+                if let Some(Kind::Fence(_)) = steps.get(*step).map(|s| s.kind) {
+                    first_fence.get_or_insert(rec.at_ms);
+                    fence_began.entry(component.clone()).or_insert(rec.at_ms);
+                }
+            }
+            Entry::StepDone {
+                step,
+                ms,
+                summary,
+                detail,
+            } => {
+                let Some(s) = steps.get(*step) else { continue };
+                r.steps.push(StepTiming {
+                    step: *step,
+                    phase: s.phase,
+                    component: s.component.clone(),
+                    ms: *ms,
+                    result: "done".into(),
+                    summary: summary.clone(),
+                });
+                match s.kind {
+                    Kind::WarmFiles(_) | Kind::FinalFiles(_) => r.files.push(detail.clone()),
+                    Kind::Check(_) => r.checks.push(detail.clone()),
+                    Kind::Promote(_) => {
+                        last_promote = Some(rec.at_ms);
+                        // The engine's own clock when this process fenced; the journal's
+                        // clock across a crash.
+                        let ms = detail
+                            .get("write_unavailable_ms")
+                            .and_then(|v| v.as_f64())
+                            .or_else(|| {
+                                fence_began
+                                    .get(&s.component)
+                                    .map(|b| rec.at_ms.saturating_sub(*b) as f64)
+                            });
+                        if let Some(ms) = ms {
+                            r.write_unavailable_ms.insert(s.component.clone(), ms);
+                        }
+                    }
+                    Kind::Finish(_) => {
+                        r.old_primary_clean.insert(
+                            s.component.clone(),
+                            detail.get("old_primary_clean").and_then(|v| v.as_bool()),
+                        );
+                        if let Some(w) = detail.get("warnings").and_then(|w| w.as_array()) {
+                            r.warnings.extend(
+                                w.iter()
+                                    .filter_map(|w| w.as_str())
+                                    .map(|w| format!("{}: {w}", s.component)),
+                            );
+                        }
+                    }
+                    Kind::DnsWait(_) => {
+                        if let (Some(rec_name), Some(ms)) = (
+                            detail.get("record").and_then(|v| v.as_str()),
+                            detail.get("ms").and_then(|v| v.as_f64()),
+                        ) {
+                            r.dns_propagation_ms.insert(rec_name.to_owned(), ms);
+                        }
+                    }
+                    _ => {}
+                }
+                if let Kind::Hook(_) = s.kind
+                    && summary.starts_with("FAILED")
+                {
+                    r.warnings.push(summary.clone());
+                }
+            }
+            Entry::StepFailed { step, ms, error } => {
+                let Some(s) = steps.get(*step) else { continue };
+                r.steps.push(StepTiming {
+                    step: *step,
+                    phase: s.phase,
+                    component: s.component.clone(),
+                    ms: *ms,
+                    result: "failed".into(),
+                    summary: error.clone(),
+                });
+                r.error = Some(format!("{}: {error}", step_line(s)));
+            }
+            Entry::RolledBack { component, outcome } => {
+                r.rollback.push((component.clone(), outcome.clone()));
+            }
+            Entry::Note { text } => r.warnings.push(text.clone()),
+            Entry::RunFinished { outcome, .. } => r.outcome = Some(*outcome),
+            _ => {}
+        }
+    }
+    if let (Some(a), Some(b)) = (window_began, last_promote) {
+        r.window_ms = Some(b.saturating_sub(a) as f64);
+    }
+    if let (Some(a), Some(b)) = (first_fence, last_promote) {
+        r.joint_write_unavailable_ms = Some(b.saturating_sub(a) as f64);
+    }
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        r.total_ms = last.at_ms.saturating_sub(first.at_ms) as f64;
+    }
+    r
+}
+
+/// Refuses a plan whose rollback after promotion would lose writes, unless it says it accepts.
+fn one_way_check(plan: &Plan) -> Result<(), RunError> {
+    if plan.migration.accept_one_way {
+        return Ok(());
+    }
+    let one_way: Vec<String> = plan
+        .postgres
+        .iter()
+        .filter(|p| !p.reverse_replication)
+        .map(|p| format!("postgres {}", p.name))
+        .chain(
+            plan.mysql
+                .iter()
+                .filter(|m| !m.reverse_replication)
+                .map(|m| format!("mysql {}", m.name)),
+        )
+        .collect();
+    if one_way.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::Refused(format!(
+        "refusing to start: {} run(s) without reverse_replication, so rolling back after the promotion would lose every write the new primary took. Set `reverse_replication = true` on those pairs, or `accept_one_way = true` under [migration] to accept that",
+        one_way.join(", ")
+    )))
+}
+
+/// Runs (or resumes) `plan`. `observer` sees every journal record as it is written; `cancel`
+/// is triggered by SIGINT/SIGTERM. Returns the outcome and the report (saved in the state
+/// directory).
+pub async fn run(
+    plan: &Plan,
+    opts: &Options,
+    cancel: CancellationToken,
+    observer: &mut (dyn FnMut(&Record) + Send),
+) -> Result<(Outcome, RunReport), RunError> {
+    let store: Box<dyn Store> = Box::new(FileStore::new(&StateDir::new(&plan.migration.state_dir)));
+    let purpose = if opts.resume { "run --resume" } else { "run" };
+    let lease = store.acquire(purpose)?;
+    let journal = store.journal()?;
+    let previous = last_run(&journal);
+    let progress = Progress::of(&previous);
+    let steps = steps(plan);
+    let lines: Vec<String> = steps.iter().map(step_line).collect();
+    let seq = journal
+        .iter()
+        .filter_map(|v| v.get("seq").and_then(|s| s.as_u64()))
+        .max()
+        .unwrap_or_default();
+    let mut runner = Runner {
+        plan,
+        store,
+        lease,
+        run: String::new(),
+        seq,
+        steps,
+        windows: HashMap::new(),
+        resumed: opts.resume,
+        observer,
+        records: Vec::new(),
+        past_ponr: false,
+        cancel,
+        force: opts.force,
+        lost_writes: false,
+    };
+    let unfinished = !previous.is_empty() && progress.finished.is_none();
+    let outcome = if !opts.resume {
+        if unfinished {
+            return Err(RunError::Refused(format!(
+                "an earlier run of this migration ({}) was interrupted at `{}`; resume it (it finishes or rolls back) before starting another",
+                previous[0].run,
+                progress
+                    .last_begun
+                    .and_then(|i| lines.get(i))
+                    .cloned()
+                    .unwrap_or_default()
+            )));
+        }
+        one_way_check(plan)?;
+        runner.run = format!(
+            "{}-{}",
+            humantime::format_rfc3339_seconds(SystemTime::now()),
+            std::process::id()
+        );
+        runner.record(Entry::RunStarted {
+            migration: plan.migration.name.clone(),
+            steps: lines,
+        })?;
+        runner.go(&BTreeSet::new()).await?
+    } else {
+        if !unfinished {
+            return Err(RunError::Refused(match progress.finished {
+                Some(o) => format!(
+                    "nothing to resume: the last run ({}) ended {}",
+                    previous[0].run,
+                    serde_json::to_string(&o).unwrap_or_default()
+                ),
+                None => "nothing to resume: this migration has no run in its journal".to_owned(),
+            }));
+        }
+        if let Some(r) = previous.first()
+            && let Entry::RunStarted { steps: old, .. } = &r.entry
+            && *old != lines
+        {
+            return Err(RunError::Refused(
+                "the plan's steps changed since the interrupted run began; resume with the plan it was started with".to_owned(),
+            ));
+        }
+        runner.run = previous[0].run.clone();
+        runner.records = previous;
+        runner.past_ponr = progress.past_point_of_no_return;
+        // The servers' own state decides with the journal: a promoted target means forward.
+        let mut states = Vec::new();
+        let mut any_promoted = false;
+        let mut fenced = BTreeSet::new();
+        for (db, component) in databases(plan) {
+            match runner.window(db).await {
+                Ok(w) => match w.state().await {
+                    Ok(s) => {
+                        any_promoted |= s.target_promoted && s.source_fenced;
+                        if s.source_fenced {
+                            fenced.insert(db);
+                        }
+                        states.push(format!(
+                            "{component}: {}; {}",
+                            s.serving(),
+                            s.lines.join("; ")
+                        ));
+                    }
+                    Err(e) => states.push(format!("{component}: state unreadable: {e}")),
+                },
+                Err(e) => states.push(format!("{component}: unreachable: {e}")),
+            }
+        }
+        let forward = runner.past_ponr || any_promoted;
+        let decision = if forward {
+            "forward: the point of no return was passed; finishing every remaining step".to_owned()
+        } else if opts.go_on {
+            "continue (--continue): before the point of no return; going on from the first step not done".to_owned()
+        } else {
+            "roll back: the run stopped before the point of no return".to_owned()
+        };
+        runner.record(Entry::Resumed { decision, states })?;
+        if forward || opts.go_on {
+            runner.past_ponr = forward;
+            runner.go(&fenced).await?
+        } else {
+            runner
+                .roll_back_all("resumed after an interruption before the point of no return")
+                .await?
+        }
+    };
+    let report = runner.report();
+    runner.store.save_report(
+        &runner.lease,
+        &serde_json::to_value(&report).unwrap_or_default(),
+    )?;
+    Ok((outcome, report))
+}
+
+/// What `status` says about a migration: read-only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Who holds the lease now, if anyone.
+    pub holder: Option<String>,
+    /// The last run's id.
+    pub run: Option<String>,
+    /// How it ended (`None`: it did not, or there was none).
+    pub outcome: Option<Outcome>,
+    /// Steps done / total.
+    pub steps_done: usize,
+    /// Total steps.
+    pub steps_total: usize,
+    /// The last step begun, as text.
+    pub last_step: Option<String>,
+    /// Its phase.
+    pub phase: Option<Phase>,
+    /// Past the point of no return.
+    pub past_point_of_no_return: bool,
+    /// Each pair's state, read from the servers.
+    pub pairs: Vec<(String, String)>,
+    /// What `run --resume` would do.
+    pub resume_would: String,
+    /// The last report saved.
+    pub report: Option<serde_json::Value>,
+}
+
+/// Reads the journal, the lease and the servers; writes nothing.
+pub async fn status(plan: &Plan) -> Result<Status, RunError> {
+    let store = FileStore::new(&StateDir::new(&plan.migration.state_dir));
+    let holder = store.holder()?.map(|h| h.to_string());
+    let records = last_run(&store.journal()?);
+    let progress = Progress::of(&records);
+    let steps = steps(plan);
+    let mut pairs = Vec::new();
+    let mut any_promoted = false;
+    for (component, state) in pair_states(plan).await {
+        match state {
+            Ok(s) => {
+                any_promoted |= s.target_promoted && s.source_fenced;
+                pairs.push((
+                    component,
+                    format!("{}; {}", s.serving(), s.lines.join("; ")),
+                ));
+            }
+            Err(e) => pairs.push((component, format!("unreadable: {e}"))),
+        }
+    }
+    let resume_would = if records.is_empty() {
+        "nothing: no run yet".to_owned()
+    } else if let Some(o) = progress.finished {
+        format!(
+            "nothing: the last run ended {}",
+            serde_json::to_string(&o).unwrap_or_default()
+        )
+    } else if holder.is_some() {
+        "nothing yet: a runner holds the migration (it is running)".to_owned()
+    } else if progress.past_point_of_no_return || any_promoted {
+        "go forward: finish the remaining steps (past the point of no return)".to_owned()
+    } else {
+        "roll back every fenced source (before the point of no return); with --continue, go on instead".to_owned()
+    };
+    Ok(Status {
+        holder,
+        run: records.first().map(|r| r.run.clone()),
+        outcome: progress.finished,
+        steps_done: progress.done.len(),
+        steps_total: steps.len(),
+        last_step: progress
+            .last_begun
+            .and_then(|i| steps.get(i))
+            .map(step_line),
+        phase: progress
+            .last_begun
+            .and_then(|i| steps.get(i))
+            .map(|s| s.phase),
+        past_point_of_no_return: progress.past_point_of_no_return,
+        pairs,
+        resume_would,
+        report: store.report()?,
+    })
+}
