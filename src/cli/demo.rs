@@ -1,18 +1,16 @@
-//! `cutover lab demo`: a real migration on a throwaway lab, narrated. It lowers the DNS TTLs,
-//! moves the demo app's PostgreSQL and MariaDB databases while writers keep committing, proves
-//! nothing was lost, switches DNS once it is safe and waits until every authoritative server
-//! serves it.
+//! `cutover lab demo`: a real migration on a throwaway lab. The lab, the app (writers on both
+//! databases, a live SQLite file, a health endpoint) and the proof afterwards live here; the
+//! migration itself is one `cutover run` of the lab plan, sequenced by `run`.
 
 use std::time::{Duration, Instant};
 
 use super::{EXIT_FAILED, EXIT_OK, runtime};
 use crate::dns::state::StateDir;
 use crate::dns::ttl::{self, LowerOptions};
-use crate::dns::{Discovery, Target, propagation, update};
+use crate::dns::{Discovery, Target};
+use crate::lab::mysql_writer::{MyWriter, MyWriterConfig};
 use crate::lab::writer::{DEMO_TASKS, Writer, WriterConfig};
 use crate::lab::{self, Lab, LabDir, Supervision};
-use crate::postgres::cutover::Event;
-use crate::postgres::{Pair, cleanup, cutover, preflight, start, status, verify};
 use crate::secret::SecretRef;
 
 /// Transactions per second the demo's writer commits.
@@ -38,12 +36,17 @@ async fn run() -> anyhow::Result<()> {
     outln!("== starting the lab (PostgreSQL x2, MariaDB x2, PowerDNS, BIND9, sshd on 127.0.0.1)");
     let lab = Lab::start(LabDir::temporary()?, Supervision::Owned).await?;
     lab::prepare_app(&lab).await?;
+    let password = SecretRef::File(lab.dir.path().join("secrets").join("app.password")).read()?;
+    let health = lab::HealthServer::start(&lab, &password).await?;
+    let app_pid = lab.dir.path().join("app.pid");
+    let sqlite = lab.dir.path().join("files/source").join(lab::SQLITE_DB);
+    let sqlite_app = start_sqlite_app(&app_pid, &sqlite)?;
     let plan_path = lab.dir.path().join("plan.toml");
-    std::fs::write(&plan_path, lab::lab_plan_toml(&lab))?;
+    std::fs::write(
+        &plan_path,
+        lab::lab_plan_toml(&lab) + &lab::run_plan_extras(&lab, &app_pid, &health.url()),
+    )?;
     let plan = crate::plan::load(&plan_path)?;
-    let pair = Pair::select(&plan, Some("app-pg"))
-        .pop()
-        .context("the lab plan has the app-pg pair")?;
     outln!(
         "   plan: {} ({:.1} s)",
         plan_path.display(),
@@ -65,11 +68,13 @@ async fn run() -> anyhow::Result<()> {
         timeout: Duration::from_secs(30),
         poll: Duration::from_millis(200),
     };
+    let mut safe_at = std::time::SystemTime::UNIX_EPOCH;
     for target in &targets {
         let lowered = ttl::lower(target, &states, lowering).await?;
         let safe = lowered
             .safe_at
             .context("the lowered TTL is served everywhere")?;
+        safe_at = safe_at.max(safe);
         outln!(
             "   {}: TTL {} -> {} on {} server(s); earliest safe switch {}",
             lowered.record,
@@ -79,96 +84,67 @@ async fn run() -> anyhow::Result<()> {
             humantime::format_rfc3339_seconds(safe)
         );
     }
+    drop(targets);
 
-    outln!("\n== cutover pg preflight");
-    let (source, target) = pair.connect().await?;
-    let report = preflight::run(&pair, &source, &target).await?;
-    for f in &report.findings {
-        outln!("   {:?}: [{}] {}", f.severity, f.server, f.problem);
-    }
-    outln!(
-        "   {} tables in scope; preflight {}",
-        report.tables.len(),
-        if report.passed() { "passed" } else { "FAILED" }
-    );
-    anyhow::ensure!(
-        report.passed(),
-        "preflight failed:\n{}",
-        report.errors_text()
-    );
-
-    outln!("\n== cutover pg start");
-    let started = start::start(&pair).await?;
-    outln!(
-        "   schema copied: {}; publication and subscription {}; app role blocked on the target: {}",
-        started.schema_copied,
-        started.name,
-        started.target_roles_blocked.join(", ")
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ready = loop {
-        let s = status::status(&pair, &source, &target, None).await?;
-        if s.all_ready && s.apply_running {
-            break s;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the initial copy did not finish: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    outln!(
-        "\n== cutover pg status\n   {} tables ready, lag {} bytes",
-        ready.tables.len(),
-        ready.lag_bytes.unwrap_or(0)
-    );
-
-    let password = SecretRef::File(lab.dir.path().join("secrets").join("app.password")).read()?;
     let app = |pg: &lab::Postgres| {
         let mut config = pg.config(lab::APP);
         config.user(lab::APP).password(password.expose());
         config
     };
-    let writer = Writer::start(WriterConfig {
+    let pg_writer = Writer::start(WriterConfig {
         source: app(&lab.pg_source),
         target: app(&lab.pg_target),
         rate: DEMO_RATE,
         tasks: DEMO_TASKS,
         first_task: 0,
     });
-    outln!("\n== the app writes {DEMO_RATE} transactions/s to the source as role `app`");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    outln!("\n== cutover pg cutover");
-    let t0 = Instant::now();
-    let mut on_event = |e: &Event| {
-        outln!(
-            "   {:>7.1} ms  {}",
-            t0.elapsed().as_secs_f64() * 1000.0,
-            serde_json::to_string(e).unwrap_or_default()
-        );
-    };
-    let result = cutover::cutover(&pair, &mut on_event).await;
-    let report = match result {
-        Ok(report) => report,
-        Err(e) => {
-            let _ = writer.stop().await;
-            anyhow::bail!("{e} (rollback: {:?})", e.rollback);
-        }
-    };
+    let maria = |m: &lab::MariaDb| m.user_opts(lab::APP, password.expose(), lab::APP);
+    let maria_writer = MyWriter::start(MyWriterConfig {
+        source: maria(&lab.maria_source),
+        target: maria(&lab.maria_target),
+        rate: DEMO_RATE,
+        tasks: 2,
+    });
     outln!(
-        "   writes were unavailable for {:.1} ms (fence -> target writable)",
-        report.write_unavailable_ms
+        "\n== the app writes {DEMO_RATE} transactions/s to PostgreSQL and {DEMO_RATE} rows/s to MariaDB, and notes to its SQLite file"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let ledger = writer.stop().await;
+    if let Ok(wait) = safe_at.duration_since(std::time::SystemTime::now()) {
+        outln!(
+            "   (the run refuses DNS switches before the earliest safe time: waiting {:.1} s for it)",
+            wait.as_secs_f64()
+        );
+        tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    }
 
-    outln!("\n== row-by-row check on the new primary");
-    let check = ledger
+    outln!("\n== cutover run {}", plan_path.display());
+    let steps = crate::run::steps(&plan);
+    let t0 = Instant::now();
+    let mut observer = |r: &crate::run::Record| super::run::render(r, &steps, t0);
+    let result = crate::run::run(
+        &plan,
+        &crate::run::Options::default(),
+        tokio_util::sync::CancellationToken::new(),
+        &mut observer,
+    )
+    .await;
+    // The app keeps writing to its new primaries for a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pg_ledger = pg_writer.stop().await;
+    let maria_ledger = maria_writer.stop().await;
+    let _ = sqlite_app.wait_with_output();
+    let (outcome, report) = result?;
+    super::run::print_report(&report);
+    anyhow::ensure!(
+        outcome == crate::run::Outcome::Completed,
+        "the run did not complete: {outcome:?}"
+    );
+
+    outln!("\n== row-by-row proof on the new primaries");
+    let check = pg_ledger
         .check(&lab.pg_target.connect(lab::APP).await?)
         .await?;
     outln!(
-        "   {} acknowledged commits ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}",
+        "   PostgreSQL: {} acknowledged commits ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}",
         check.acked,
         check.acked_on_target,
         check.in_doubt,
@@ -177,228 +153,85 @@ async fn run() -> anyhow::Result<()> {
         check.unexpected.len()
     );
     anyhow::ensure!(check.clean(), "the check found problems: {check:?}");
-
-    // Reverse replication carries the new primary's writes back; then both sides match.
-    let old = lab.pg_source.connect(lab::APP).await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ledger.check(&old).await?.clean() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "reverse replication did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    outln!("\n== cutover pg verify");
-    let verified = verify::verify(&pair, verify::CHUNK_ROWS).await?;
-    for t in &verified.tables {
-        outln!(
-            "   {:<24} {:>6} rows on both sides: {}",
-            t.table,
-            t.target_rows,
-            if t.matches() { "match" } else { "DIFFER" }
-        );
-    }
-    anyhow::ensure!(verified.matches(), "verify found differences");
-
-    outln!("\n== cutover pg cleanup");
-    let cleaned = cleanup::cleanup(&pair).await?;
-    for line in cleaned.done.iter().chain(&cleaned.kept) {
-        outln!("   {line}");
-    }
-
-    let maria_unavailable_ms = migrate_mariadb(&lab, &plan, &password).await?;
-
-    switch_dns(&targets, &states).await?;
-
-    outln!(
-        "\ndemo migration done in {:.1} s: PostgreSQL moved with {:.1} ms and MariaDB with {:.1} ms of write-unavailability, 0 lost writes; DNS switched on every authoritative server.",
-        began.elapsed().as_secs_f64(),
-        report.write_unavailable_ms,
-        maria_unavailable_ms
-    );
-    outln!("(Files join the demo when their issue lands.)");
-    Ok(())
-}
-
-/// The MariaDB pair: preflight, start, cutover under the app's inserts, row check, verify,
-/// cleanup. Returns the write-unavailability.
-async fn migrate_mariadb(
-    lab: &Lab,
-    plan: &crate::plan::Plan,
-    password: &crate::secret::Secret,
-) -> anyhow::Result<f64> {
-    use anyhow::Context as _;
-
-    use crate::lab::mysql_writer::{MyWriter, MyWriterConfig};
-    use crate::mysql;
-
-    let pair = mysql::Pair::select(plan, Some("app-mariadb"))
-        .pop()
-        .context("the lab plan has the app-mariadb pair")?;
-    outln!("\n== cutover mysql preflight");
-    let (mut source, mut target) = pair.connect().await?;
-    let report = mysql::preflight::run(&pair, &mut source, &mut target).await?;
-    for f in &report.findings {
-        outln!("   {:?}: [{}] {}", f.severity, f.server, f.problem);
-    }
-    outln!(
-        "   {} -> {}, {} tables; preflight {}",
-        report.versions.0,
-        report.versions.1,
-        report.tables.len(),
-        if report.passed() { "passed" } else { "FAILED" }
-    );
-    anyhow::ensure!(
-        report.passed(),
-        "preflight failed:\n{}",
-        report.errors_text()
-    );
-
-    outln!("\n== cutover mysql start");
-    let started = mysql::start::start(&pair).await?;
-    if let Some(s) = &started.snapshot {
-        outln!(
-            "   snapshot streamed into the target ({} bytes, GTID {}); replica running, target read-only",
-            s.bytes,
-            s.coordinates.gtid.as_deref().unwrap_or("?")
-        );
-    }
-    let app = |m: &lab::MariaDb| m.user_opts(lab::APP, password.expose(), lab::APP);
-    let writer = MyWriter::start(MyWriterConfig {
-        source: app(&lab.maria_source),
-        target: app(&lab.maria_target),
-        rate: DEMO_RATE,
-        tasks: 2,
-    });
-    outln!("\n== the app inserts {DEMO_RATE} rows/s into MariaDB as user `app`");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    outln!("\n== cutover mysql cutover");
-    let t0 = Instant::now();
-    let mut on_event = |e: &mysql::cutover::Event| {
-        outln!(
-            "   {:>7.1} ms  {}",
-            t0.elapsed().as_secs_f64() * 1000.0,
-            serde_json::to_string(e).unwrap_or_default()
-        );
-    };
-    let report = match mysql::cutover::cutover(&pair, &mut on_event).await {
-        Ok(report) => report,
-        Err(e) => {
-            let _ = writer.stop().await;
-            anyhow::bail!("{e}");
-        }
-    };
-    outln!(
-        "   writes were unavailable for {:.1} ms (fence -> target writable)",
-        report.write_unavailable_ms
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let ledger = writer.stop().await;
-
-    outln!("\n== row-by-row check on the new MariaDB primary");
     let mut conn = lab.maria_target.connect(Some(lab::APP)).await?;
-    let check = ledger.check(&mut conn).await?;
+    let mcheck = maria_ledger.check(&mut conn).await?;
     outln!(
-        "   {} acknowledged inserts ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}; ids continue on the target: {}",
-        check.acked,
-        check.acked_on_target,
-        check.in_doubt,
-        check.lost.len(),
-        check.duplicated.len(),
-        check.unexpected.len(),
-        check.id_problems.is_empty()
+        "   MariaDB: {} acknowledged inserts ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}; ids continue on the target: {}",
+        mcheck.acked,
+        mcheck.acked_on_target,
+        mcheck.in_doubt,
+        mcheck.lost.len(),
+        mcheck.duplicated.len(),
+        mcheck.unexpected.len(),
+        mcheck.id_problems.is_empty()
     );
-    anyhow::ensure!(check.clean(), "the check found problems: {check:?}");
-    // Reverse replication carries the new primary's inserts back; then both sides match.
-    let mut old = lab.maria_source.connect(Some(lab::APP)).await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ledger.check(&mut old).await?.clean() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "reverse replication did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    outln!("\n== cutover mysql verify");
-    let verified = mysql::verify::verify(&pair, mysql::verify::CHUNK_ROWS).await?;
-    for t in &verified.tables {
-        outln!(
-            "   {:<24} {:>6} rows on both sides: {}",
-            t.table,
-            t.target_rows,
-            if t.matches() { "match" } else { "DIFFER" }
-        );
-    }
-    anyhow::ensure!(verified.matches(), "verify found differences");
-    outln!("\n== cutover mysql cleanup");
-    let cleaned = mysql::cleanup::cleanup(&pair).await?;
-    for line in cleaned.done.iter().chain(&cleaned.kept) {
-        outln!("   {line}");
-    }
-    Ok(report.write_unavailable_ms)
+    anyhow::ensure!(mcheck.clean(), "the check found problems: {mcheck:?}");
+    anyhow::ensure!(
+        check.acked_on_target > 0 && mcheck.acked_on_target > 0,
+        "the app never wrote to the new primaries"
+    );
+
+    let entry = crate::files::Entry::select(&plan, None)?
+        .pop()
+        .context("the lab plan has a files entry")?;
+    let verified = crate::files::sync::verify(&entry).await?;
+    anyhow::ensure!(verified.matches(), "files differ: {verified:?}");
+    let notes = |side: &str| -> anyhow::Result<String> {
+        let db = lab.dir.path().join("files").join(side).join(lab::SQLITE_DB);
+        let out = std::process::Command::new("sqlite3")
+            .arg(format!("file:{}?immutable=1", db.display()))
+            .arg("SELECT count(*) || ' notes, last ' || max(n) FROM notes")
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let (src_notes, dst_notes) = (notes("source")?, notes("target")?);
+    outln!(
+        "   files: both trees identical by checksum; SQLite: {dst_notes} on the target ({src_notes} on the source)"
+    );
+    anyhow::ensure!(src_notes == dst_notes, "the SQLite file differs");
+    let hooks = std::fs::read_to_string(lab.dir.path().join("hooks.log")).unwrap_or_default();
+    outln!(
+        "   hooks ran: {}",
+        hooks.lines().collect::<Vec<_>>().join("; ")
+    );
+
+    outln!(
+        "\ndemo migration done in {:.1} s: one run moved PostgreSQL ({:.1} ms of write-unavailability) and MariaDB ({:.1} ms) together, files with a live SQLite database, and two DNS records; 0 lost writes.",
+        began.elapsed().as_secs_f64(),
+        report
+            .write_unavailable_ms
+            .get("postgres app-pg")
+            .copied()
+            .unwrap_or_default(),
+        report
+            .write_unavailable_ms
+            .get("mysql app-mariadb")
+            .copied()
+            .unwrap_or_default(),
+    );
+    Ok(())
 }
 
-/// `dns update` once the earliest safe time has passed, `dns wait`, then `dns restore-ttl`.
-async fn switch_dns(targets: &[Target<'_>], states: &StateDir) -> anyhow::Result<()> {
-    outln!("\n== cutover dns update");
-    let mut safe_at = std::time::SystemTime::UNIX_EPOCH;
-    for target in targets {
-        if let Some(state) = states.load(&target.plan.name, target.plan.record_type)?
-            && let Some(at) = state.safe_at()
-        {
-            safe_at = safe_at.max(at);
-        }
+/// The demo app's SQLite side: a shell loop inserting notes until SIGTERM (it finishes the
+/// insert in progress first), its pid in `pid_file` for the window-open hook to stop it.
+fn start_sqlite_app(
+    pid_file: &std::path::Path,
+    db: &std::path::Path,
+) -> anyhow::Result<std::process::Child> {
+    let child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "trap 'exit 0' TERM; echo $$ > \"$1\"; i=0; while :; do i=$((i+1)); sqlite3 \"$2\" \"PRAGMA busy_timeout=5000; INSERT INTO notes (body) VALUES ('note $i')\" >/dev/null || exit 1; done",
+            "sqlite-app",
+        ])
+        .arg(pid_file)
+        .arg(db)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pid_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
-    if let Ok(wait) = safe_at.duration_since(std::time::SystemTime::now()) {
-        outln!(
-            "   switching earlier is refused (caches may hold the old TTL): waiting {:.1} s",
-            wait.as_secs_f64()
-        );
-        tokio::time::sleep(wait + Duration::from_millis(50)).await;
-    }
-    for report in update::update_all(targets, states, false).await? {
-        let before = report
-            .previous
-            .map(|p| p.values.join(","))
-            .unwrap_or_default();
-        outln!(
-            "   {}: {before} -> {} (ttl {})",
-            report.record,
-            report.current.values.join(","),
-            report.current.ttl
-        );
-    }
-
-    outln!("\n== cutover dns wait");
-    let outcome = propagation::wait(
-        targets,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        |_, _| {},
-    )
-    .await;
-    for row in &outcome.rows {
-        let served = row.last.as_ref().map(|s| s.describe()).unwrap_or_default();
-        outln!("   {:<26} {:<18} {served}", row.record, row.server);
-    }
-    anyhow::ensure!(
-        outcome.complete,
-        "not every authoritative server serves the new values"
-    );
-    outln!(
-        "   every authoritative server serves the new values ({:.0} ms)",
-        outcome.elapsed.as_secs_f64() * 1000.0
-    );
-
-    outln!("\n== cutover dns restore-ttl");
-    for target in targets {
-        let restored = ttl::restore(target, states).await?;
-        outln!(
-            "   {}: TTL back to {}",
-            restored.record,
-            restored.restored_ttl.unwrap_or_default()
-        );
-    }
-    Ok(())
+    Ok(child)
 }

@@ -110,7 +110,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     });
 }
 
-fn render(r: &Record, steps: &[run::Step], began: Instant) {
+pub(super) fn render(r: &Record, steps: &[run::Step], began: Instant) {
     let t = began.elapsed().as_secs_f64();
     match &r.entry {
         Entry::RunStarted { migration, steps } => {
@@ -158,7 +158,7 @@ fn render(r: &Record, steps: &[run::Step], began: Instant) {
     }
 }
 
-fn print_report(r: &RunReport) {
+pub(super) fn print_report(r: &RunReport) {
     outln!("\nreport (run {}):", r.run);
     for (db, ms) in &r.write_unavailable_ms {
         outln!("  {db}: writes unavailable for {ms:.1} ms (fence -> target writable)");

@@ -4,7 +4,7 @@ use mysql_async::prelude::Queryable;
 
 use super::env::{random_token, write_secret};
 use super::mariadb::quote_literal;
-use super::plan::{APP, APP_RECORD, APP_RECORD_TTL, PDNS_ZONE};
+use super::plan::{APP, APP_RECORD, APP_RECORD_TTL, PDNS_ZONE, SQLITE_DB};
 use super::{Lab, LabError};
 use crate::postgres::db::{error_message as pg_error_message, ident as quote_ident};
 
@@ -110,6 +110,22 @@ pub async fn prepare(lab: &Lab) -> Result<(), LabError> {
             std::fs::create_dir_all(parent).map_err(|e| LabError::io(parent, e))?;
         }
         std::fs::write(&path, body).map_err(|e| LabError::io(&path, e))?;
+    }
+    // The app's live SQLite database (WAL mode, as Vaultwarden and Headscale run theirs).
+    let db = files.join("source").join(SQLITE_DB);
+    if let Some(parent) = db.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| LabError::io(parent, e))?;
+    }
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA journal_mode=WAL; CREATE TABLE notes (n INTEGER PRIMARY KEY, body TEXT NOT NULL);")
+        .output()
+        .map_err(|e| LabError::io(std::path::Path::new("sqlite3"), e))?;
+    if !out.status.success() {
+        return Err(LabError::io(
+            &db,
+            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        ));
     }
     let target = files.join("target");
     std::fs::create_dir_all(&target).map_err(|e| LabError::io(&target, e))?;

@@ -7,6 +7,7 @@
 mod app;
 pub mod bind;
 mod env;
+mod health;
 mod mariadb;
 pub mod mysql_writer;
 mod plan;
@@ -24,8 +25,9 @@ use std::time::Duration;
 pub use app::prepare as prepare_app;
 pub use bind::Bind;
 pub use env::{LabDir, find_program, free_port, random_token};
+pub use health::HealthServer;
 pub use mariadb::{MariaDb, PLAN_EXEMPT_USERS};
-pub use plan::{APP, APP_RECORD_TTL, lab_plan_toml};
+pub use plan::{APP, APP_RECORD_TTL, SQLITE_DB, lab_plan_toml, run_plan_extras};
 pub use postgres::Postgres;
 pub use powerdns::PowerDns;
 pub use process::{ServerProcess, Supervision};

@@ -15,6 +15,9 @@ pub const APP_RECORD: &str = "app.lab.example.com";
 /// switch after `lower-ttl` comes within the demo.
 pub const APP_RECORD_TTL: u32 = 10;
 
+/// The app's SQLite database, relative to the lab's files tree.
+pub const SQLITE_DB: &str = "data/app.sqlite3";
+
 /// A TOML string literal.
 fn q(s: impl AsRef<str>) -> String {
     toml::Value::String(s.as_ref().to_owned()).to_string()
@@ -74,6 +77,8 @@ reverse_replication = true
 name = "uploads"
 source_path = {files_source}
 target_path = {files_target}
+change_log = true
+sqlite = ["{SQLITE_DB}"]
 
 [[dns]]
 name = "{APP_RECORD}"
@@ -107,5 +112,44 @@ provider = {{ kind = "rfc2136", server = "127.0.0.1:{bind_port}", key_name = "{t
         bind_port = lab.bind.port,
         tsig_name = bind::TSIG_KEY_NAME,
         tsig_file = q(lab.bind.tsig_secret_file.display().to_string()),
+    )
+}
+
+/// Hooks and a health check for a `cutover run` of the lab plan: the window-open hook stops
+/// the app on the source host (over ssh) by killing the process in `app_pid_file` and waiting
+/// until it is gone; the other hooks append their phase to `hooks.log`; the check asks
+/// `health_url` until the new host's databases take the app's writes.
+pub fn run_plan_extras(lab: &Lab, app_pid_file: &std::path::Path, health_url: &str) -> String {
+    let log = lab.dir.path().join("hooks.log");
+    let record = |at: &str, on: &str| {
+        format!(
+            "[[hooks]]\nat = \"{at}\"\non = \"{on}\"\ncommand = [\"sh\", \"-c\", \"echo \\\"$CUTOVER_PHASE $CUTOVER_MIGRATION rollback=$CUTOVER_ROLLBACK\\\" >> \\\"$1\\\"\", \"hook\", {}]\ntimeout = \"10s\"\n\n",
+            q(log.display().to_string())
+        )
+    };
+    format!(
+        r#"
+[[hooks]]
+at = "window-open"
+on = "source"
+command = ["sh", "-c", "pid=$(cat \"$1\") && kill \"$pid\" && while kill -0 \"$pid\" 2>/dev/null; do sleep 0.02; done", "stop-app", {pid_file}]
+timeout = "10s"
+
+{after_promote}{after_switch}{on_rollback}[[checks]]
+kind = "http"
+name = "app health"
+url = {url}
+expect_status = 200
+body_contains = "ok"
+within = "30s"
+interval = "200ms"
+timeout = "3s"
+success_threshold = 2
+"#,
+        pid_file = q(app_pid_file.display().to_string()),
+        after_promote = record("after-promote", "local"),
+        after_switch = record("after-switch", "target"),
+        on_rollback = record("on-rollback", "local"),
+        url = q(health_url),
     )
 }
