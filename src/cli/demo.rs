@@ -131,7 +131,7 @@ async fn run() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pg_ledger = pg_writer.stop().await;
     let maria_ledger = maria_writer.stop().await;
-    let _ = sqlite_app.wait_with_output();
+    let _ = sqlite_app.join();
     let (outcome, report) = result?;
     super::run::print_report(&report);
     anyhow::ensure!(
@@ -217,8 +217,8 @@ async fn run() -> anyhow::Result<()> {
 fn start_sqlite_app(
     pid_file: &std::path::Path,
     db: &std::path::Path,
-) -> anyhow::Result<std::process::Child> {
-    let child = std::process::Command::new("sh")
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let mut child = std::process::Command::new("sh")
         .args([
             "-c",
             "trap 'exit 0' TERM; echo $$ > \"$1\"; i=0; while :; do i=$((i+1)); sqlite3 \"$2\" \"PRAGMA busy_timeout=5000; INSERT INTO notes (body) VALUES ('note $i')\" >/dev/null || exit 1; done",
@@ -233,5 +233,8 @@ fn start_sqlite_app(
     while !pid_file.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(child)
+    // Reaped as soon as it exits, so the hook's `kill -0` sees it gone (not a zombie).
+    Ok(std::thread::spawn(move || {
+        let _ = child.wait();
+    }))
 }

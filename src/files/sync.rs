@@ -335,6 +335,16 @@ pub async fn final_pass(
     let started = Instant::now();
     let mut report = match changes {
         Changes::Trusted { mut paths } => {
+            // SQLite databases and their companions travel as online backups, never by name:
+            // rsync refuses a listed name its own filter excludes.
+            paths.retain(|path, _| {
+                !entry.plan.sqlite.iter().any(|db| {
+                    path == db
+                        || crate::files::sqlite::COMPANIONS
+                            .iter()
+                            .any(|c| *path == format!("{db}{c}"))
+                })
+            });
             // A changed file with other hard links changed them too, under names the log
             // never saw: they travel together or `-H` would split them on the target.
             for sibling in changelog::hard_link_siblings(entry, &paths).await? {
