@@ -712,6 +712,7 @@ impl<'a> Runner<'a> {
                 // Journalled before the first promotion is sent: a crash from here on resumes
                 // forward.
                 self.record(Entry::PointOfNoReturn)?;
+                crate::run::test_stop::maybe_stop(self.seq);
                 self.past_ponr = true;
             }
             if step.kind == Kind::Report {

@@ -3,6 +3,20 @@
 //! after journal record N is durable, so a test can `kill -9` it there instead of guessing with
 //! sleeps. Without the variable this does nothing.
 
+/// The variable naming a single-pair cutover's event (`fenced`, `caught-up`, `promoted`)
+/// after which `pg cutover` / `mysql cutover` stop themselves the same way.
+pub const EVENT_VAR: &str = "CUTOVER_TEST_STOP_AT_EVENT";
+
+/// Stops the process if `event` is the one [`EVENT_VAR`] names.
+pub fn maybe_stop_at_event(event: &str) {
+    if std::env::var(EVENT_VAR).ok().as_deref() == Some(event) {
+        // SAFETY: raise() only signals this process; SIGSTOP cannot be caught.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+    }
+}
+
 /// The variable's name.
 pub const VAR: &str = "CUTOVER_TEST_STOP_AT_RECORD";
 

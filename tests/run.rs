@@ -1,0 +1,300 @@
+//! `cutover run` against real servers: several pairs rolled back together, `kill -9` at every
+//! step boundary of the window followed by `--resume`, a second runner refused, Ctrl-C, and the
+//! single-pair cutovers killed inside their window.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cutover::run::{self, Entry, Outcome};
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+fn journal(plan: &std::path::Path) -> Vec<run::Record> {
+    let plan = cutover::plan::load(plan).unwrap();
+    let store = cutover::state::FileStore::new(&cutover::state::StateDir::new(
+        &plan.migration.state_dir,
+    ));
+    use cutover::state::Store;
+    run::last_run(&store.journal().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_in_the_second_pairs_catch_up_rolls_back_both_and_both_sources_serve() {
+    let pg = PgPair::start().await;
+    pg.database("one").await;
+    pg.database("two").await;
+    let body = pg.pair_toml("one", "") + &pg.pair_toml("two", "catchup_timeout = \"2s\"\nmax_lag_bytes = 100000000");
+    let path = write_plan(pg.dir.path(), "two-pairs", &body);
+    let plan = cutover::plan::load(&path).unwrap();
+    // Replication set up first (the run's start step finds it running), so the target's
+    // apply for pair `two` can be blocked by a lock a session holds (SHARE: readers pass,
+    // the apply worker's inserts wait): its catch-up cannot end.
+    for p in cutover::postgres::Pair::select(&plan, None) {
+        cutover::postgres::start::start(&p).await.unwrap();
+        let (s, t) = p.connect().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !cutover::postgres::status::status(&p, &s, &t, None)
+            .await
+            .unwrap()
+            .all_ready
+        {
+            assert!(std::time::Instant::now() < deadline, "initial copy");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (w1, w2) = (pg.writer("one", 200), pg.writer("two", 200));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let blocker = pg.target.connect("two").await.unwrap();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE writes IN SHARE MODE")
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let (outcome, report) = run::run(
+        &plan,
+        &run::Options::default(),
+        CancellationToken::new(),
+        &mut |r: &run::Record| {
+            eprintln!("{}", serde_json::to_string(r).unwrap());
+            seen.push(r.entry.clone())
+        },
+    )
+    .await
+    .unwrap();
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(outcome, Outcome::RolledBack, "{report:#?}");
+    assert!(
+        report.error.as_deref().unwrap_or("").contains("catch-up postgres two"),
+        "{:?}",
+        report.error
+    );
+    assert!(!seen.iter().any(|e| matches!(e, Entry::PointOfNoReturn)));
+    let rolled: BTreeSet<&str> = report.rollback.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(rolled, BTreeSet::from(["postgres one", "postgres two"]));
+    assert!(
+        report.rollback.iter().all(|(_, r)| r.source_serves()),
+        "{:?}",
+        report.rollback
+    );
+    // Both sources take the app's writes again; neither target lets the app in.
+    for db in ["one", "two"] {
+        assert!(pg.app_writes(&pg.source, db).await, "source {db} serves");
+        assert!(!pg.app_writes(&pg.target, db).await, "target {db} stays blocked");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (db, w) in [("one", w1), ("two", w2)] {
+        let ledger = w.stop().await;
+        let check = ledger.check(&pg.source.connect(db).await.unwrap()).await.unwrap();
+        assert!(check.clean(), "{db}: {check:?}");
+        assert!(check.acked > 100, "{db}: the writer wrote ({})", check.acked);
+        assert_eq!(check.acked_on_target, 0, "{db}: nothing went to the target");
+    }
+    // The run is over: status says so and a resume has nothing to do.
+    let status = run::status(&plan).await.unwrap();
+    assert_eq!(status.outcome, Some(Outcome::RolledBack));
+    let (code, _, err) = support::run(&["run", "--resume", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nothing to resume"), "{err}");
+}
+
+/// One case of the boundary sweep: a fresh database and migration, the runner stopped right
+/// after journal record `at` and killed, `status` read, then `--resume`.
+async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
+    let db = format!("k{at}");
+    pg.database(&db).await;
+    let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let writer = pg.writer(&db, 200);
+    let mut child = spawn_stopping(&["run", &plan_arg], Some(at), None);
+    let stopped = wait_stopped(&mut child, Duration::from_secs(120));
+    assert!(stopped, "record {at}: the runner exited before that record");
+    let last = journal(&path).last().cloned().unwrap();
+    assert_eq!(last.seq, at);
+    if at == 8 {
+        // A second runner is refused while the first holds the migration, and told who.
+        let (code, _, err) = support::run(&["run", &plan_arg]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("another runner holds this migration") && err.contains("`run`"), "{err}");
+    }
+    kill9(&mut child);
+
+    // status tells the truth before the resume: what the servers are, and what resume does.
+    let status = run::status(&cutover::plan::load(&path).unwrap()).await.unwrap();
+    let past = journal(&path)
+        .iter()
+        .any(|r| matches!(r.entry, Entry::PointOfNoReturn));
+    let source_serves = pg.app_writes(&pg.source, &db).await;
+    let target_serves = pg.app_writes(&pg.target, &db).await;
+    let (_, state) = &status.pairs[0];
+    match (source_serves, target_serves) {
+        (true, false) => assert!(state.contains("the source serves writes"), "{at}: {state}"),
+        (false, false) => assert!(state.contains("NO server accepts writes"), "{at}: {state}"),
+        (false, true) => assert!(state.contains("the target serves writes"), "{at}: {state}"),
+        (true, true) => panic!("record {at}: both servers take the app's writes"),
+    }
+    assert!(
+        status.resume_would.contains(if past || target_serves { "go forward" } else { "roll back" }),
+        "record {at}: {}",
+        status.resume_would
+    );
+    assert_eq!(status.outcome, None, "record {at}: the run is interrupted");
+
+    let (code, out, err) = support::run(&["run", "--resume", &plan_arg]);
+    let forward = past || target_serves;
+    let outcome = journal(&path)
+        .iter()
+        .rev()
+        .find_map(|r| match &r.entry {
+            Entry::RunFinished { outcome, .. } => Some(*outcome),
+            _ => None,
+        });
+    if forward {
+        assert_eq!((code, outcome), (0, Some(Outcome::Completed)), "record {at}:\n{out}\n{err}");
+    } else {
+        assert_eq!((code, outcome), (1, Some(Outcome::RolledBack)), "record {at}:\n{out}\n{err}");
+    }
+    // Exactly one server serves afterwards, the right one, and no acknowledged write is lost.
+    assert_eq!(pg.app_writes(&pg.source, &db).await, !forward, "record {at}");
+    assert_eq!(pg.app_writes(&pg.target, &db).await, forward, "record {at}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = writer.stop().await;
+    let serving = if forward { &pg.target } else { &pg.source };
+    let check = ledger.check(&serving.connect(&db).await.unwrap()).await.unwrap();
+    assert!(check.clean(), "record {at}: {check:?}");
+    (forward, last_entry_name(&last.entry))
+}
+
+fn last_entry_name(e: &Entry) -> String {
+    serde_json::to_value(e).unwrap()["type"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_at_every_step_boundary_then_resume_finishes_or_rolls_back_with_nothing_lost() {
+    let pg = PgPair::start().await;
+    // The plan's steps: preflight, start, gate, fence, catch-up, promote, finish, report; the
+    // records: run-started (1), then a begin and a done per step, the point of no return
+    // before the promotion. Every record from the first step's begin to the last step's done.
+    let mut outcomes = Vec::new();
+    for at in 2..=18 {
+        outcomes.push((at, kill_at(&pg, at).await));
+    }
+    // Before the point of no return (record 12) every case rolled back; after it, forward.
+    for (at, (forward, entry)) in &outcomes {
+        assert_eq!(*forward, *at >= 12, "record {at} ({entry})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_before_the_point_of_no_return_rolls_back_and_exits_non_zero() {
+    let pg = PgPair::start().await;
+    pg.database("cc").await;
+    let path = write_plan(pg.dir.path(), "cc", &pg.pair_toml("cc", ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let writer = pg.writer("cc", 200);
+    // Stopped right after the fence step began; SIGINT is delivered when it continues.
+    let mut child = spawn_stopping(&["run", &plan_arg], Some(8), None);
+    assert!(wait_stopped(&mut child, Duration::from_secs(120)));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, libc::SIGCONT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let records = journal(&path);
+    assert!(matches!(
+        records.last().map(|r| &r.entry),
+        Some(Entry::RunFinished {
+            outcome: Outcome::RolledBack,
+            ..
+        })
+    ));
+    assert!(pg.app_writes(&pg.source, "cc").await);
+    assert!(!pg.app_writes(&pg.target, "cc").await);
+    let ledger = writer.stop().await;
+    let check = ledger.check(&pg.source.connect("cc").await.unwrap()).await.unwrap();
+    assert!(check.clean(), "{check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_cutover_killed_inside_its_window_is_resumed_by_one_command() {
+    let pg = PgPair::start().await;
+    for (event, forward) in [("fenced", false), ("caught-up", false), ("promoted", true)] {
+        let db = format!("p_{}", event.replace('-', "_"));
+        pg.database(&db).await;
+        let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
+        let plan_arg = path.to_str().unwrap().to_owned();
+        let (code, _, err) = support::run(&["pg", "start", &plan_arg]);
+        assert_eq!(code, 0, "{err}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let writer = pg.writer(&db, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut child = spawn_stopping(&["pg", "cutover", &plan_arg], None, Some(event));
+        assert!(wait_stopped(&mut child, Duration::from_secs(60)), "{event}");
+        kill9(&mut child);
+        // A plain rerun refuses, says so truthfully and names the way out.
+        if !forward {
+            let (code, _, err) = support::run(&["pg", "cutover", &plan_arg]);
+            assert_eq!(code, 1, "{err}");
+            assert!(err.contains("interrupted") && err.contains("--resume"), "{err}");
+            assert!(!err.contains("serves as before"), "{err}");
+        }
+        let (code, out, err) = support::run(&["pg", "cutover", "--resume", &plan_arg]);
+        assert_eq!(code, 0, "{event}:\n{out}\n{err}");
+        assert!(
+            out.contains(if forward { "finishing the cutover" } else { "rolling back" }),
+            "{event}:\n{out}"
+        );
+        assert!(
+            out.contains(if forward { "now: the target serves writes" } else { "now: the source serves writes" }),
+            "{event}:\n{out}"
+        );
+        assert_eq!(pg.app_writes(&pg.source, &db).await, !forward, "{event}");
+        assert_eq!(pg.app_writes(&pg.target, &db).await, forward, "{event}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ledger = writer.stop().await;
+        let serving = if forward { &pg.target } else { &pg.source };
+        let check = ledger.check(&serving.connect(&db).await.unwrap()).await.unwrap();
+        assert!(check.clean(), "{event}: {check:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_cutover_killed_inside_its_window_is_resumed_by_one_command() {
+    use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig};
+    for (event, forward) in [("fenced", false), ("caught-up", false), ("promoted", true)] {
+        let m = MariaPair::start().await;
+        let path = write_plan(m.dir.path(), "my", &m.pair_toml());
+        let plan_arg = path.to_str().unwrap().to_owned();
+        let (code, _, err) = support::run(&["mysql", "start", &plan_arg]);
+        assert_eq!(code, 0, "{err}");
+        let writer = MyWriter::start(MyWriterConfig {
+            source: m.opts(&m.source),
+            target: m.opts(&m.target),
+            rate: 200,
+            tasks: 2,
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut child = spawn_stopping(&["mysql", "cutover", &plan_arg], None, Some(event));
+        assert!(wait_stopped(&mut child, Duration::from_secs(60)), "{event}");
+        kill9(&mut child);
+        let (code, out, err) = support::run(&["mysql", "cutover", "--resume", &plan_arg]);
+        assert_eq!(code, 0, "{event}:\n{out}\n{err}");
+        assert!(
+            out.contains(if forward { "now: the target serves writes" } else { "now: the source serves writes" }),
+            "{event}:\n{out}"
+        );
+        assert_eq!(m.writable(&m.source).await, !forward, "{event}");
+        assert_eq!(m.writable(&m.target).await, forward, "{event}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ledger = writer.stop().await;
+        let serving = if forward { &m.target } else { &m.source };
+        let mut conn = serving.connect(Some("app")).await.unwrap();
+        let check = ledger.check(&mut conn).await.unwrap();
+        assert!(check.clean(), "{event}: {check:?}");
+    }
+}

@@ -1,0 +1,255 @@
+//! Support shared by the run tests: real servers on loopback, plan texts, the binary, and a
+//! way to catch the runner at an exact journal record.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use cutover::lab::mysql_writer::TABLE_SQL;
+use cutover::lab::writer::{self, Writer, WriterConfig};
+use cutover::lab::{LabDir, MariaDb, Postgres, Supervision};
+use mysql_async::prelude::Queryable;
+
+/// The app's password on every server.
+pub const APP_PASSWORD: &str = "app-test-password";
+
+/// The built binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cutover"))
+}
+
+/// Two PostgreSQL clusters with the `app` role; databases are added per case.
+pub struct PgPair {
+    pub dir: LabDir,
+    pub source: Postgres,
+    pub target: Postgres,
+}
+
+impl PgPair {
+    pub async fn start() -> PgPair {
+        let dir = LabDir::temporary().expect("lab dir");
+        let (source, target) = tokio::try_join!(
+            Postgres::start(dir.path(), "pg-source", Supervision::Owned),
+            Postgres::start(dir.path(), "pg-target", Supervision::Owned),
+        )
+        .expect("clusters start");
+        for pg in [&source, &target] {
+            let c = pg.connect("postgres").await.unwrap();
+            c.batch_execute(&format!("CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'"))
+                .await
+                .unwrap();
+        }
+        PgPair {
+            dir,
+            source,
+            target,
+        }
+    }
+
+    /// A database `db` on both clusters, the writer's tables and some rows on the source.
+    pub async fn database(&self, db: &str) {
+        for pg in [&self.source, &self.target] {
+            let c = pg.connect("postgres").await.unwrap();
+            c.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+        }
+        let c = self.source.connect(db).await.unwrap();
+        writer::create_tables(&c, "app").await.unwrap();
+        writer::seed_counters(&c, 2).await.unwrap();
+        c.batch_execute(
+            "INSERT INTO writes (k, payload) SELECT -g, md5(g::text) FROM generate_series(1, 2000) g",
+        )
+        .await
+        .unwrap();
+    }
+
+    /// A `[[postgres]]` entry for database `db`.
+    pub fn pair_toml(&self, db: &str, extra: &str) -> String {
+        let endpoint = |pg: &Postgres| {
+            format!(
+                "{{ host = \"127.0.0.1\", port = {}, dbname = \"{db}\", user = \"postgres\", password_file = \"{}\" }}",
+                pg.port,
+                pg.password_file.display()
+            )
+        };
+        format!(
+            "[[postgres]]\nname = \"{db}\"\nsource = {}\ntarget = {}\napp_roles = [\"app\"]\ncopy_schema = true\nreverse_replication = true\n{extra}\n",
+            endpoint(&self.source),
+            endpoint(&self.target)
+        )
+    }
+
+    pub fn app_config(&self, pg: &Postgres, db: &str) -> tokio_postgres::Config {
+        let mut config = pg.config(db);
+        config
+            .user("app")
+            .password(APP_PASSWORD)
+            .connect_timeout(Duration::from_secs(5));
+        config
+    }
+
+    /// A writer on database `db` (source first, the target once the source refuses it).
+    pub fn writer(&self, db: &str, rate: u32) -> Writer {
+        Writer::start(WriterConfig {
+            source: self.app_config(&self.source, db),
+            target: self.app_config(&self.target, db),
+            rate,
+            tasks: 2,
+            first_task: 0,
+        })
+    }
+
+    /// Whether the app role can log in and write on `pg`'s database `db`.
+    pub async fn app_writes(&self, pg: &Postgres, db: &str) -> bool {
+        let Ok((client, conn)) = self
+            .app_config(pg, db)
+            .connect(tokio_postgres::NoTls)
+            .await
+        else {
+            return false;
+        };
+        tokio::spawn(conn);
+        client
+            .execute("UPDATE counters SET n = n WHERE id = 0", &[])
+            .await
+            .is_ok()
+    }
+}
+
+/// Two MariaDB servers with the `app` user and database.
+pub struct MariaPair {
+    pub dir: LabDir,
+    pub source: MariaDb,
+    pub target: MariaDb,
+}
+
+impl MariaPair {
+    pub async fn start() -> MariaPair {
+        let dir = LabDir::temporary().expect("lab dir");
+        let (source, target) = tokio::try_join!(
+            MariaDb::start(dir.path(), "maria-source", 1, Supervision::Owned),
+            MariaDb::start(dir.path(), "maria-target", 2, Supervision::Owned),
+        )
+        .expect("servers start");
+        for m in [&source, &target] {
+            let mut c = m.connect(None).await.unwrap();
+            c.query_drop(format!(
+                "SET SESSION sql_log_bin = 0;
+                 CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{APP_PASSWORD}';
+                 GRANT ALL PRIVILEGES ON app.* TO 'app'@'127.0.0.1';"
+            ))
+            .await
+            .unwrap();
+        }
+        let mut c = source.connect(None).await.unwrap();
+        c.query_drop(format!(
+            "CREATE DATABASE app; USE app; {TABLE_SQL};
+             INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_2000;"
+        ))
+        .await
+        .unwrap();
+        MariaPair {
+            dir,
+            source,
+            target,
+        }
+    }
+
+    pub fn pair_toml(&self) -> String {
+        let endpoint = |m: &MariaDb| {
+            format!(
+                "{{ host = \"127.0.0.1\", port = {}, user = \"cutover\", password_file = \"{}\" }}",
+                m.port,
+                m.password_file.display()
+            )
+        };
+        format!(
+            "[[mysql]]\nname = \"app-db\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{}\nreverse_replication = true\n",
+            endpoint(&self.source),
+            endpoint(&self.target),
+            cutover::lab::PLAN_EXEMPT_USERS
+        )
+    }
+
+    pub fn opts(&self, m: &MariaDb) -> mysql_async::Opts {
+        m.user_opts("app", APP_PASSWORD, "app")
+    }
+
+    /// Whether `m` is writable (read_only off).
+    pub async fn writable(&self, m: &MariaDb) -> bool {
+        let mut c = m.connect(None).await.unwrap();
+        let ro: Option<u8> = c.query_first("SELECT @@read_only").await.unwrap();
+        ro == Some(0)
+    }
+}
+
+/// A plan file in `dir` with `[migration]` named `name` and `body` after it.
+pub fn write_plan(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let state = dir.join(format!("state-{name}"));
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[migration]\nname = \"{name}\"\nstate_dir = \"{}\"\n\n{body}",
+            state.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts the binary with `args`, stopping itself at journal record `record` (or at the event
+/// named by `event`).
+pub fn spawn_stopping(args: &[&str], record: Option<u64>, event: Option<&str>) -> Child {
+    let mut cmd = Command::new(binary());
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(n) = record {
+        cmd.env(cutover::run::test_stop::VAR, n.to_string());
+    }
+    if let Some(e) = event {
+        cmd.env(cutover::run::test_stop::EVENT_VAR, e);
+    }
+    cmd.spawn().expect("the binary starts")
+}
+
+/// Waits until `child` has stopped itself (state `T`) or exited; returns true when stopped.
+pub fn wait_stopped(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("");
+        if state == "T" || state == "t" {
+            return true;
+        }
+        assert!(Instant::now() < deadline, "the runner neither stopped nor exited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `kill -9`.
+pub fn kill9(child: &mut Child) {
+    // SAFETY: kill() signals one process by pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+/// Runs the binary to completion; returns (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary()).args(args).output().expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
