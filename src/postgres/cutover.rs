@@ -749,7 +749,9 @@ impl PgWindow {
         let temporary = fence::blocked_state(&self.source, &names.pair).await?;
         let target_blocked = fence::blocked_state(&self.target, &names.pair).await?;
         let enabled = catalog::subscription(&self.target, &names.subscription).await?;
-        let promoted = enabled != Some(true) && target_blocked.is_empty();
+        // Only a fenced source can have a promoted target: before any cutover the target is
+        // just as unblocked and unsubscribed.
+        let promoted = enabled != Some(true) && target_blocked.is_empty() && !fenced.is_empty();
         let mut lines = vec![if fenced.is_empty() {
             format!("source {}: app roles can log in", self.source.server())
         } else {

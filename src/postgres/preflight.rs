@@ -159,6 +159,35 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         );
     }
 
+    // Subscriber side: every enabled subscription holds an apply worker for good, and the
+    // initial copy needs one more; without a free one the copy waits forever, silently.
+    if !already_started {
+        let workers: i64 = catalog::setting(target, "max_logical_replication_workers")
+            .await?
+            .parse()
+            .unwrap_or(4);
+        let enabled: i64 = target
+            .query_one(
+                "count enabled subscriptions",
+                "SELECT count(*) FROM pg_subscription WHERE subenabled",
+                &[],
+            )
+            .await?
+            .get(0);
+        if workers - enabled < 2 {
+            f.error(
+                Side::Target,
+                format!(
+                    "max_logical_replication_workers = {workers} and {enabled} enabled subscription(s) already hold an apply worker each: this pair needs one for applying and one for its initial copy"
+                ),
+                format!(
+                    "raise max_logical_replication_workers to at least {} on the target (and max_worker_processes with it; restart), or drop unused subscriptions",
+                    enabled + 2
+                ),
+            );
+        }
+    }
+
     // Publisher side: WAL, slots, senders.
     publisher_capacity(
         &mut f,

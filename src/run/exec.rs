@@ -486,6 +486,23 @@ impl<'a> Runner<'a> {
                         .await
                         .map_err(|e| e.to_string())?;
                     let lag = st.lag_bytes.unwrap_or(i64::MAX);
+                    // A copy or apply that keeps failing (rows the target already has, a
+                    // missing column) never gets ready: say so instead of waiting the hour.
+                    if let Some(row) = t
+                        .query_opt(
+                            "read the subscription's error counts",
+                            "SELECT sync_error_count + apply_error_count FROM pg_stat_subscription_stats WHERE subname = $1",
+                            &[&pair.names.subscription],
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?
+                        && row.get::<_, i64>(0) > 0
+                    {
+                        return Err(format!(
+                            "the target fails to apply the initial copy or changes ({} error(s) so far): see the target's server log (often rows the target already had, e.g. the app writing there)",
+                            row.get::<_, i64>(0)
+                        ));
+                    }
                     if st.all_ready && st.apply_running && lag <= pair.plan.max_lag_bytes as i64 {
                         return Ok((
                             format!("{} tables copied, lag {lag} bytes", st.tables.len()),
@@ -714,20 +731,6 @@ impl<'a> Runner<'a> {
                 self.record(Entry::PointOfNoReturn)?;
                 crate::run::test_stop::maybe_stop(self.seq);
                 self.past_ponr = true;
-            }
-            if step.kind == Kind::Report {
-                self.record(Entry::StepBegin {
-                    step: index,
-                    phase: step.phase,
-                    component: step.component.clone(),
-                })?;
-                self.record(Entry::StepDone {
-                    step: index,
-                    ms: 0.0,
-                    summary: "report saved".into(),
-                    detail: serde_json::Value::Null,
-                })?;
-                continue;
             }
             self.record(Entry::StepBegin {
                 step: index,

@@ -230,7 +230,19 @@ pub fn wait_stopped(child: &mut Child, limit: Duration) -> bool {
         if state == "T" || state == "t" {
             return true;
         }
-        assert!(Instant::now() < deadline, "the runner neither stopped nor exited");
+        if Instant::now() >= deadline {
+            kill9(child);
+            let mut out = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut out);
+            }
+            if let Some(mut o) = child.stdout.take() {
+                use std::io::Read;
+                let _ = o.read_to_string(&mut out);
+            }
+            panic!("the runner neither stopped nor exited:\n{out}");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
