@@ -77,13 +77,7 @@ fn help_shows_the_command_tree() {
 }
 
 #[test]
-fn unimplemented_commands_fail_honestly_after_checking_the_plan() {
-    cutover()
-        .args(["status", &example("mariadb-app.toml")])
-        .assert()
-        .code(3)
-        .stderr(predicate::str::contains("not implemented yet"))
-        .stdout(predicate::str::is_empty());
+fn commands_check_the_plan_first_and_serve_is_honestly_unimplemented() {
     cutover()
         .args([
             "pg",
@@ -421,16 +415,30 @@ fn mysql_commands_on_the_lab(plan: &Path) {
 fn lab_demo_migrates_both_databases_under_writes_loses_nothing_and_switches_dns() {
     cutover().args(["lab", "demo"]).assert().success().stdout(
         predicate::str::contains("0 lost writes")
+            .and(predicate::str::contains("PostgreSQL: "))
             .and(predicate::str::contains(
-                "lost 0, duplicated 0, unexpected 0",
-            ))
-            .and(predicate::str::contains("ids continue on the target: true"))
-            .and(predicate::str::contains(
-                "app.dyn.example.com A: 127.0.0.1 -> 127.0.0.2",
+                "lost 0, duplicated 0, unexpected 0; ids continue on the target: true",
             ))
             .and(predicate::str::contains(
-                "every authoritative server serves the new values",
-            )),
+                "completed: every target is the primary, every check passed",
+            ))
+            .and(
+                predicate::str::contains("done (")
+                    .and(predicate::str::contains("127.0.0.1 -> 127.0.0.2")),
+            )
+            .and(predicate::str::contains(
+                "every authoritative server serves 127.0.0.2",
+            ))
+            .and(predicate::str::contains(
+                "files: both trees identical by checksum",
+            ))
+            .and(predicate::str::contains(
+                "hooks ran: promote lab-demo rollback=0; switch lab-demo rollback=0",
+            ))
+            .and(
+                predicate::str::contains("check app health")
+                    .and(predicate::str::contains("passed after")),
+            ),
     );
 }
 

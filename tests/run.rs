@@ -13,9 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 fn journal(plan: &std::path::Path) -> Vec<run::Record> {
     let plan = cutover::plan::load(plan).unwrap();
-    let store = cutover::state::FileStore::new(&cutover::state::StateDir::new(
-        &plan.migration.state_dir,
-    ));
+    let store =
+        cutover::state::FileStore::new(&cutover::state::StateDir::new(&plan.migration.state_dir));
     use cutover::state::Store;
     run::last_run(&store.journal().unwrap())
 }
@@ -25,7 +24,8 @@ async fn a_failure_in_the_second_pairs_catch_up_rolls_back_both_and_both_sources
     let pg = PgPair::start().await;
     pg.database("one").await;
     pg.database("two").await;
-    let body = pg.pair_toml("one", "") + &pg.pair_toml("two", "catchup_timeout = \"2s\"\nmax_lag_bytes = 100000000");
+    let body = pg.pair_toml("one", "")
+        + &pg.pair_toml("two", "catchup_timeout = \"2s\"\nmax_lag_bytes = 100000000");
     let path = write_plan(pg.dir.path(), "two-pairs", &body);
     let plan = cutover::plan::load(&path).unwrap();
     // Replication set up first (the run's start step finds it running), so the target's
@@ -33,17 +33,8 @@ async fn a_failure_in_the_second_pairs_catch_up_rolls_back_both_and_both_sources
     // the apply worker's inserts wait): its catch-up cannot end.
     for p in cutover::postgres::Pair::select(&plan, None) {
         cutover::postgres::start::start(&p).await.unwrap();
-        let (s, t) = p.connect().await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !cutover::postgres::status::status(&p, &s, &t, None)
-            .await
-            .unwrap()
-            .all_ready
-        {
-            assert!(std::time::Instant::now() < deadline, "initial copy");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
+    wait_pg_ready(&path).await;
     let (w1, w2) = (pg.writer("one", 200), pg.writer("two", 200));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let blocker = pg.target.connect("two").await.unwrap();
@@ -67,7 +58,11 @@ async fn a_failure_in_the_second_pairs_catch_up_rolls_back_both_and_both_sources
     blocker.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(outcome, Outcome::RolledBack, "{report:#?}");
     assert!(
-        report.error.as_deref().unwrap_or("").contains("catch-up postgres two"),
+        report
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("catch-up postgres two"),
         "{:?}",
         report.error
     );
@@ -82,14 +77,24 @@ async fn a_failure_in_the_second_pairs_catch_up_rolls_back_both_and_both_sources
     // Both sources take the app's writes again; neither target lets the app in.
     for db in ["one", "two"] {
         assert!(pg.app_writes(&pg.source, db).await, "source {db} serves");
-        assert!(!pg.app_writes(&pg.target, db).await, "target {db} stays blocked");
+        assert!(
+            !pg.app_writes(&pg.target, db).await,
+            "target {db} stays blocked"
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (db, w) in [("one", w1), ("two", w2)] {
         let ledger = w.stop().await;
-        let check = ledger.check(&pg.source.connect(db).await.unwrap()).await.unwrap();
+        let check = ledger
+            .check(&pg.source.connect(db).await.unwrap())
+            .await
+            .unwrap();
         assert!(check.clean(), "{db}: {check:?}");
-        assert!(check.acked > 100, "{db}: the writer wrote ({})", check.acked);
+        assert!(
+            check.acked > 100,
+            "{db}: the writer wrote ({})",
+            check.acked
+        );
         assert_eq!(check.acked_on_target, 0, "{db}: nothing went to the target");
     }
     // The run is over: status says so and a resume has nothing to do.
@@ -115,7 +120,9 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
     }));
     if !matches!(stopped, Ok(true)) {
         let (_, out, err) = support::run(&["pg", "status", &plan_arg]);
-        panic!("record {at}: the runner did not stop there ({stopped:?}); pg status:\n{out}\n{err}");
+        panic!(
+            "record {at}: the runner did not stop there ({stopped:?}); pg status:\n{out}\n{err}"
+        );
     }
     let last = journal(&path).last().cloned().unwrap();
     assert_eq!(last.seq, at);
@@ -123,12 +130,17 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
         // A second runner is refused while the first holds the migration, and told who.
         let (code, _, err) = support::run(&["run", &plan_arg]);
         assert_eq!(code, 1, "{err}");
-        assert!(err.contains("another runner holds this migration") && err.contains("`run`"), "{err}");
+        assert!(
+            err.contains("another runner holds this migration") && err.contains("`run`"),
+            "{err}"
+        );
     }
     kill9(&mut child);
 
     // status tells the truth before the resume: what the servers are, and what resume does.
-    let status = run::status(&cutover::plan::load(&path).unwrap()).await.unwrap();
+    let status = run::status(&cutover::plan::load(&path).unwrap())
+        .await
+        .unwrap();
     let past = journal(&path)
         .iter()
         .any(|r| matches!(r.entry, Entry::PointOfNoReturn));
@@ -142,7 +154,11 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
         (true, true) => panic!("record {at}: both servers take the app's writes"),
     }
     assert!(
-        status.resume_would.contains(if past || target_serves { "go forward" } else { "roll back" }),
+        status.resume_would.contains(if past || target_serves {
+            "go forward"
+        } else {
+            "roll back"
+        }),
         "record {at}: {}",
         status.resume_would
     );
@@ -150,25 +166,37 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
 
     let (code, out, err) = support::run(&["run", "--resume", &plan_arg]);
     let forward = past || target_serves;
-    let outcome = journal(&path)
-        .iter()
-        .rev()
-        .find_map(|r| match &r.entry {
-            Entry::RunFinished { outcome, .. } => Some(*outcome),
-            _ => None,
-        });
+    let outcome = journal(&path).iter().rev().find_map(|r| match &r.entry {
+        Entry::RunFinished { outcome, .. } => Some(*outcome),
+        _ => None,
+    });
     if forward {
-        assert_eq!((code, outcome), (0, Some(Outcome::Completed)), "record {at}:\n{out}\n{err}");
+        assert_eq!(
+            (code, outcome),
+            (0, Some(Outcome::Completed)),
+            "record {at}:\n{out}\n{err}"
+        );
     } else {
-        assert_eq!((code, outcome), (1, Some(Outcome::RolledBack)), "record {at}:\n{out}\n{err}");
+        assert_eq!(
+            (code, outcome),
+            (1, Some(Outcome::RolledBack)),
+            "record {at}:\n{out}\n{err}"
+        );
     }
     // Exactly one server serves afterwards, the right one, and no acknowledged write is lost.
-    assert_eq!(pg.app_writes(&pg.source, &db).await, !forward, "record {at}");
+    assert_eq!(
+        pg.app_writes(&pg.source, &db).await,
+        !forward,
+        "record {at}"
+    );
     assert_eq!(pg.app_writes(&pg.target, &db).await, forward, "record {at}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ledger = writer.stop().await;
     let serving = if forward { &pg.target } else { &pg.source };
-    let check = ledger.check(&serving.connect(&db).await.unwrap()).await.unwrap();
+    let check = ledger
+        .check(&serving.connect(&db).await.unwrap())
+        .await
+        .unwrap();
     assert!(check.clean(), "record {at}: {check:?}");
     // Replication objects removed: each case's subscription would otherwise hold an apply
     // worker on the shared clusters.
@@ -186,7 +214,10 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
 }
 
 fn last_entry_name(e: &Entry) -> String {
-    serde_json::to_value(e).unwrap()["type"].as_str().unwrap().to_owned()
+    serde_json::to_value(e).unwrap()["type"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -234,7 +265,10 @@ async fn ctrl_c_before_the_point_of_no_return_rolls_back_and_exits_non_zero() {
     assert!(pg.app_writes(&pg.source, "cc").await);
     assert!(!pg.app_writes(&pg.target, "cc").await);
     let ledger = writer.stop().await;
-    let check = ledger.check(&pg.source.connect("cc").await.unwrap()).await.unwrap();
+    let check = ledger
+        .check(&pg.source.connect("cc").await.unwrap())
+        .await
+        .unwrap();
     assert!(check.clean(), "{check:?}");
 }
 
@@ -248,27 +282,45 @@ async fn pg_cutover_killed_inside_its_window_is_resumed_by_one_command() {
         let plan_arg = path.to_str().unwrap().to_owned();
         let (code, _, err) = support::run(&["pg", "start", &plan_arg]);
         assert_eq!(code, 0, "{err}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        wait_pg_ready(&path).await;
         let writer = pg.writer(&db, 200);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut child = spawn_stopping(&["pg", "cutover", &plan_arg], None, Some(event));
-        assert!(wait_stopped(&mut child, Duration::from_secs(60)), "{event}");
+        if !wait_stopped(&mut child, Duration::from_secs(60)) {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{event}: the cutover did not stop there:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         kill9(&mut child);
         // A plain rerun refuses, says so truthfully and names the way out.
         if !forward {
             let (code, _, err) = support::run(&["pg", "cutover", &plan_arg]);
             assert_eq!(code, 1, "{err}");
-            assert!(err.contains("interrupted") && err.contains("--resume"), "{err}");
+            assert!(
+                err.contains("interrupted") && err.contains("--resume"),
+                "{err}"
+            );
             assert!(!err.contains("serves as before"), "{err}");
         }
         let (code, out, err) = support::run(&["pg", "cutover", "--resume", &plan_arg]);
         assert_eq!(code, 0, "{event}:\n{out}\n{err}");
         assert!(
-            out.contains(if forward { "finishing the cutover" } else { "rolling back" }),
+            out.contains(if forward {
+                "finishing the cutover"
+            } else {
+                "rolling back"
+            }),
             "{event}:\n{out}"
         );
         assert!(
-            out.contains(if forward { "now: the target serves writes" } else { "now: the source serves writes" }),
+            out.contains(if forward {
+                "now: the target serves writes"
+            } else {
+                "now: the source serves writes"
+            }),
             "{event}:\n{out}"
         );
         assert_eq!(pg.app_writes(&pg.source, &db).await, !forward, "{event}");
@@ -276,8 +328,15 @@ async fn pg_cutover_killed_inside_its_window_is_resumed_by_one_command() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let ledger = writer.stop().await;
         let serving = if forward { &pg.target } else { &pg.source };
-        let check = ledger.check(&serving.connect(&db).await.unwrap()).await.unwrap();
+        let check = ledger
+            .check(&serving.connect(&db).await.unwrap())
+            .await
+            .unwrap();
         assert!(check.clean(), "{event}: {check:?}");
+        // The clusters and the app role are shared by the cases: this one's replication and
+        // blocks go before the next.
+        let (code, out, err) = support::run(&["pg", "cleanup", &plan_arg]);
+        assert_eq!(code, 0, "{event}: cleanup:\n{out}\n{err}");
     }
 }
 
@@ -303,7 +362,11 @@ async fn mysql_cutover_killed_inside_its_window_is_resumed_by_one_command() {
         let (code, out, err) = support::run(&["mysql", "cutover", "--resume", &plan_arg]);
         assert_eq!(code, 0, "{event}:\n{out}\n{err}");
         assert!(
-            out.contains(if forward { "now: the target serves writes" } else { "now: the source serves writes" }),
+            out.contains(if forward {
+                "now: the target serves writes"
+            } else {
+                "now: the source serves writes"
+            }),
             "{event}:\n{out}"
         );
         assert_eq!(m.writable(&m.source).await, !forward, "{event}");

@@ -52,7 +52,9 @@ impl PgPair {
     pub async fn database(&self, db: &str) {
         for pg in [&self.source, &self.target] {
             let c = pg.connect("postgres").await.unwrap();
-            c.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+            c.batch_execute(&format!("CREATE DATABASE {db}"))
+                .await
+                .unwrap();
         }
         let c = self.source.connect(db).await.unwrap();
         writer::create_tables(&c, "app").await.unwrap();
@@ -102,10 +104,7 @@ impl PgPair {
 
     /// Whether the app role can log in and write on `pg`'s database `db`.
     pub async fn app_writes(&self, pg: &Postgres, db: &str) -> bool {
-        let Ok((client, conn)) = self
-            .app_config(pg, db)
-            .connect(tokio_postgres::NoTls)
-            .await
+        let Ok((client, conn)) = self.app_config(pg, db).connect(tokio_postgres::NoTls).await
         else {
             return false;
         };
@@ -222,7 +221,8 @@ pub fn wait_stopped(child: &mut Child, limit: Duration) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
         let state = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
@@ -264,4 +264,24 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Waits until every PostgreSQL pair of the plan at `path` has copied every table and its
+/// subscription's apply worker runs.
+pub async fn wait_pg_ready(path: &Path) {
+    let plan = cutover::plan::load(path).unwrap();
+    for p in cutover::postgres::Pair::select(&plan, None) {
+        let (s, t) = p.connect().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = cutover::postgres::status::status(&p, &s, &t, None)
+                .await
+                .unwrap();
+            if st.all_ready && st.apply_running {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replication not ready: {st:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
