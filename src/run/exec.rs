@@ -710,21 +710,29 @@ impl<'a> Runner<'a> {
     /// Runs steps from the first not done. Returns the outcome.
     async fn go(&mut self, skip_gates_of: &BTreeSet<Db>) -> Result<Outcome, StateError> {
         let progress = Progress::of(&self.records);
-        let deadline = self
-            .plan
-            .migration
-            .window_timeout
-            .map(|t| tokio::time::Instant::now() + t);
-        for index in 0..self.steps.len() {
-            if progress.done.contains(&index) {
-                continue;
-            }
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut index = 0;
+        while index < self.steps.len() {
             let step = self.steps[index].clone();
-            if let Kind::Gate(db) = step.kind
-                && skip_gates_of.contains(&db)
+            if progress.done.contains(&index)
+                || matches!(step.kind, Kind::Gate(db) if skip_gates_of.contains(&db))
             {
+                index += 1;
                 continue;
             }
+            // The fence, catch-up and promotion of every pair run side by side: the joint
+            // window is the slowest pair's, not the sum.
+            let mut batch = vec![index];
+            if let Some(family) = window_phase(step.kind) {
+                while let Some(next) = self.steps.get(batch[batch.len() - 1] + 1) {
+                    let n = batch[batch.len() - 1] + 1;
+                    if window_phase(next.kind) != Some(family) || progress.done.contains(&n) {
+                        break;
+                    }
+                    batch.push(n);
+                }
+            }
+            index = batch[batch.len() - 1] + 1;
             if step.point_of_no_return && !self.past_ponr {
                 // Journalled before the first promotion is sent: a crash from here on resumes
                 // forward.
@@ -732,57 +740,72 @@ impl<'a> Runner<'a> {
                 crate::run::test_stop::maybe_stop(self.seq);
                 self.past_ponr = true;
             }
-            self.record(Entry::StepBegin {
-                step: index,
-                phase: step.phase,
-                component: step.component.clone(),
-            })?;
-            crate::run::test_stop::maybe_stop(self.seq);
-            let started = Instant::now();
-            let window_open = step.phase >= Phase::WindowOpen;
-            let result = if self.past_ponr {
-                self.exec(&step).await
+            if step.phase >= Phase::WindowOpen && deadline.is_none() {
+                deadline = self
+                    .plan
+                    .migration
+                    .window_timeout
+                    .map(|t| tokio::time::Instant::now() + t);
+            }
+            for &i in &batch {
+                self.record(Entry::StepBegin {
+                    step: i,
+                    phase: self.steps[i].phase,
+                    component: self.steps[i].component.clone(),
+                })?;
+                crate::run::test_stop::maybe_stop(self.seq);
+            }
+            let results = if self.past_ponr {
+                self.exec_batch(&batch).await
             } else {
                 let cancel = self.cancel.clone();
                 let timeout = async {
                     match deadline {
-                        Some(d) if window_open => tokio::time::sleep_until(d).await,
-                        _ => std::future::pending().await,
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
                     }
                 };
+                let interrupted =
+                    |why: String| batch.iter().map(|&i| (i, 0.0, Err(why.clone()))).collect();
                 tokio::select! {
-                    r = self.exec(&step) => r,
-                    _ = cancel.cancelled() => Err("interrupted (SIGINT/SIGTERM) before the point of no return".to_owned()),
-                    _ = timeout => Err(format!(
+                    r = self.exec_batch(&batch) => r,
+                    _ = cancel.cancelled() => interrupted("interrupted (SIGINT/SIGTERM) before the point of no return".to_owned()),
+                    _ = timeout => interrupted(format!(
                         "window_timeout ({}) exceeded before the point of no return",
                         humantime::format_duration(self.plan.migration.window_timeout.unwrap_or_default())
                     )),
                 }
             };
-            let ms = started.elapsed().as_secs_f64() * 1000.0;
-            match result {
-                Ok((summary, detail)) => {
-                    if let Kind::Finish(_) = step.kind
-                        && detail.get("old_primary_clean") == Some(&serde_json::json!(false))
-                    {
-                        self.lost_writes = true;
+            let mut first_failure = None;
+            for (i, ms, result) in results {
+                match result {
+                    Ok((summary, detail)) => {
+                        if let Kind::Finish(_) = self.steps[i].kind
+                            && detail.get("old_primary_clean") == Some(&serde_json::json!(false))
+                        {
+                            self.lost_writes = true;
+                        }
+                        self.record(Entry::StepDone {
+                            step: i,
+                            ms,
+                            summary,
+                            detail,
+                        })?;
+                        crate::run::test_stop::maybe_stop(self.seq);
                     }
-                    self.record(Entry::StepDone {
-                        step: index,
-                        ms,
-                        summary,
-                        detail,
-                    })?;
-                    crate::run::test_stop::maybe_stop(self.seq);
+                    Err(error) => {
+                        self.record(Entry::StepFailed {
+                            step: i,
+                            ms,
+                            error: error.clone(),
+                        })?;
+                        first_failure.get_or_insert((i, error));
+                    }
                 }
-                Err(error) => {
-                    self.record(Entry::StepFailed {
-                        step: index,
-                        ms,
-                        error: error.clone(),
-                    })?;
-                    return self.failed(&step, error).await;
-                }
+            }
+            if let Some((i, error)) = first_failure {
+                let step = self.steps[i].clone();
+                return self.failed(&step, error).await;
             }
         }
         let summary = if self.lost_writes {
@@ -797,6 +820,84 @@ impl<'a> Runner<'a> {
         };
         self.record(Entry::RunFinished { outcome, summary })?;
         Ok(outcome)
+    }
+
+    /// Executes `batch` (one step, or one window phase across pairs, concurrently). Returns
+    /// each step's duration and result, in order.
+    #[allow(clippy::type_complexity)]
+    async fn exec_batch(
+        &mut self,
+        batch: &[usize],
+    ) -> Vec<(usize, f64, Result<(String, serde_json::Value), String>)> {
+        if batch.len() == 1 {
+            let step = self.steps[batch[0]].clone();
+            let started = Instant::now();
+            let r = self.exec(&step).await;
+            return vec![(batch[0], started.elapsed().as_secs_f64() * 1000.0, r)];
+        }
+        let mut taken = Vec::new();
+        let mut out = Vec::new();
+        for &i in batch {
+            let kind = self.steps[i].kind;
+            let db = match kind {
+                Kind::Fence(db) | Kind::CatchUp(db) | Kind::Promote(db) => db,
+                _ => unreachable!("only window phases are batched"),
+            };
+            match self.window(db).await {
+                Ok(_) => {
+                    let w = self.windows.remove(&db).expect("opened above");
+                    taken.push((i, db, kind, w));
+                }
+                Err(e) => out.push((i, 0.0, Err(e))),
+            }
+        }
+        let runs = taken.into_iter().map(|(i, db, kind, mut w)| async move {
+            let started = Instant::now();
+            let r = match kind {
+                Kind::Fence(_) => w.fence().await.map(|f| {
+                    (
+                        format!("fenced, {} session(s) ended", f.sessions_ended),
+                        serde_json::Value::Null,
+                    )
+                }),
+                Kind::CatchUp(_) => w.catch_up().await.map(|c| {
+                    (
+                        format!("target has everything up to {}", c.position),
+                        serde_json::Value::Null,
+                    )
+                }),
+                _ => w.promote().await.map(|p| {
+                    (
+                        "the target is the writable primary".to_owned(),
+                        serde_json::to_value(&p).unwrap_or_default(),
+                    )
+                }),
+            };
+            (
+                i,
+                db,
+                w,
+                started.elapsed().as_secs_f64() * 1000.0,
+                r.map_err(|e| e.to_string()),
+            )
+        });
+        let mut retry = Vec::new();
+        for (i, db, w, ms, r) in futures::future::join_all(runs).await {
+            self.windows.insert(db, w);
+            match r {
+                Err(_) if matches!(self.steps[i].kind, Kind::Promote(_)) => retry.push(i),
+                r => out.push((i, ms, r)),
+            }
+        }
+        // A promotion that failed side by side is retried alone (with a fresh connection).
+        for i in retry {
+            let step = self.steps[i].clone();
+            let started = Instant::now();
+            let r = self.exec(&step).await;
+            out.push((i, started.elapsed().as_secs_f64() * 1000.0, r));
+        }
+        out.sort_by_key(|(i, _, _)| *i);
+        out
     }
 
     async fn failed(&mut self, step: &Step, error: String) -> Result<Outcome, StateError> {
@@ -850,6 +951,9 @@ impl<'a> Runner<'a> {
             .iter()
             .any(|&i| self.steps[i].phase >= Phase::WindowOpen);
         let mut all_serve = true;
+        // A window dropped mid-phase (an interrupt) is reopened knowing nothing: its rollback
+        // checks the servers for what the lost one may have done.
+        self.resumed |= fenced.iter().any(|db| !self.windows.contains_key(db));
         for db in fenced.into_iter().rev() {
             let outcome = match self.window(db).await {
                 Ok(w) => w.roll_back().await,
@@ -905,6 +1009,16 @@ impl<'a> Runner<'a> {
 
     fn report(&self) -> RunReport {
         report_of(self.plan, &self.steps, &self.records)
+    }
+}
+
+/// The window phase a step belongs to, for running it side by side with its siblings.
+fn window_phase(kind: Kind) -> Option<u8> {
+    match kind {
+        Kind::Fence(_) => Some(0),
+        Kind::CatchUp(_) => Some(1),
+        Kind::Promote(_) => Some(2),
+        _ => None,
     }
 }
 
