@@ -297,6 +297,12 @@ async fn pg_cutover_killed_inside_its_window_is_resumed_by_one_command() {
         kill9(&mut child);
         // A plain rerun refuses, says so truthfully and names the way out.
         if !forward {
+            let (_, status, _) = support::run(&["pg", "status", &plan_arg]);
+            assert!(
+                status.contains("NO server accepts the app's writes")
+                    && status.contains("--resume"),
+                "{event}: {status}"
+            );
             let (code, _, err) = support::run(&["pg", "cutover", &plan_arg]);
             assert_eq!(code, 1, "{err}");
             assert!(

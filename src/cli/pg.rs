@@ -197,6 +197,13 @@ fn print_status(s: &status::Status) {
             "  fenced on the source: {}",
             s.blocked_roles.source.join(", ")
         );
+        if !s.blocked_roles.target.is_empty() {
+            // Fenced on both sides: no server takes the app's writes.
+            outln!(
+                "  NO server accepts the app's writes: a cutover was interrupted inside its window.\n  fix: `cutover pg cutover --resume --pair {0} PLAN` rolls it back (add --continue to finish it); if it was part of a run, `cutover status PLAN` and `cutover run --resume PLAN`",
+                s.pair
+            );
+        }
     }
     if !s.blocked_roles.target.is_empty() {
         outln!(
