@@ -8,6 +8,7 @@
 //!   are outside the database window), fenced together, caught up together, promoted
 //!   together: each pair's fence -> writable, and the joint window (first fence -> last
 //!   promotion, from the journal's clock, journal fsyncs included).
+//!
 //! The figure of merit is joint / slower single pair; the ceiling is 1.5.
 //!
 //! `cargo bench --bench run_window -- [--runs N] [--rate TX_PER_S]`

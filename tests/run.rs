@@ -385,3 +385,44 @@ async fn mysql_cutover_killed_inside_its_window_is_resumed_by_one_command() {
         assert!(check.clean(), "{event}: {check:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_with_continue_after_a_crash_in_the_fence_finishes_the_run() {
+    let pg = PgPair::start().await;
+    pg.database("go").await;
+    let path = write_plan(pg.dir.path(), "go", &pg.pair_toml("go", ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let writer = pg.writer("go", 200);
+    // Record 9: the fence step is done; the source refuses the app, the target is not promoted.
+    let mut child = spawn_stopping(&["run", &plan_arg], Some(9), None);
+    assert!(wait_stopped(&mut child, Duration::from_secs(120)));
+    kill9(&mut child);
+    assert!(!pg.app_writes(&pg.source, "go").await);
+    assert!(!pg.app_writes(&pg.target, "go").await);
+    let (code, out, err) = support::run(&["run", "--resume", "--continue", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("decision: continue"), "{out}");
+    assert!(out.contains("completed"), "{out}");
+    assert!(!pg.app_writes(&pg.source, "go").await);
+    assert!(pg.app_writes(&pg.target, "go").await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = writer.stop().await;
+    let check = ledger
+        .check(&pg.target.connect("go").await.unwrap())
+        .await
+        .unwrap();
+    assert!(check.clean(), "{check:?}");
+    // The report counts the outage from the crashed process's fence (the journal's clock).
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(pg.dir.path().join("state-go/run/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["resumed"], true);
+    assert!(
+        report["write_unavailable_ms"]["postgres go"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{report}"
+    );
+}
