@@ -154,6 +154,7 @@ pub(super) fn render(r: &Record, steps: &[run::Step], began: Instant) {
             ),
         },
         Entry::Note { text } => outln!("{t:>8.2}s  note: {text}"),
+        Entry::Progress { text } => outln!("{t:>8.2}s      ... {text}"),
         Entry::RunFinished { summary, .. } => outln!("\n{summary}"),
     }
 }

@@ -21,6 +21,8 @@ use crate::{dns, files, mysql, postgres};
 
 /// How long the warm phase may wait for replication to be ready.
 const WARM_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often a long wait says where it stands.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// Attempts at a promotion after the point of no return before the run stops to be resumed.
 const PROMOTE_ATTEMPTS: u32 = 3;
 
@@ -97,6 +99,11 @@ pub enum Entry {
         component: String,
         /// What happened to its source.
         outcome: Rollback,
+    },
+    /// Where a long wait stands.
+    Progress {
+        /// The text.
+        text: String,
     },
     /// Something worth telling that is not a step.
     Note {
@@ -353,6 +360,11 @@ impl<'a> Runner<'a> {
         Ok(self.windows.get_mut(&db).expect("inserted above"))
     }
 
+    /// A progress line for a long wait (journalled like every record, so `status` has it).
+    fn note(&mut self, text: String) -> Result<(), StateError> {
+        self.record(Entry::Progress { text })
+    }
+
     fn name(&self, db: Db) -> String {
         match db {
             Db::Postgres(i) => format!("postgres {}", self.plan.postgres[i].name),
@@ -481,6 +493,7 @@ impl<'a> Runner<'a> {
                     .map_err(|e| e.to_string())?;
                 let (s, t) = pair.connect().await.map_err(|e| e.to_string())?;
                 let deadline = Instant::now() + WARM_TIMEOUT;
+                let mut last_note = Instant::now();
                 loop {
                     let st = postgres::status::status(&pair, &s, &t, None)
                         .await
@@ -515,6 +528,18 @@ impl<'a> Runner<'a> {
                             humantime::format_duration(WARM_TIMEOUT)
                         ));
                     }
+                    if last_note.elapsed() >= PROGRESS_EVERY {
+                        last_note = Instant::now();
+                        let ready = st.tables.iter().filter(|t| t.state == "ready").count();
+                        self.note(format!(
+                            "postgres {}: initial copy {ready}/{} tables ready, lag {} bytes (waiting for lag <= {})",
+                            pair.plan.name,
+                            st.tables.len(),
+                            st.lag_bytes.map_or("unknown".to_owned(), |l| l.to_string()),
+                            pair.plan.max_lag_bytes
+                        ))
+                        .map_err(|e| e.to_string())?;
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -525,6 +550,7 @@ impl<'a> Runner<'a> {
                     .map_err(|e| e.to_string())?;
                 let (mut s, mut t) = pair.connect().await.map_err(|e| e.to_string())?;
                 let deadline = Instant::now() + WARM_TIMEOUT;
+                let mut last_note = Instant::now();
                 loop {
                     let lag = mysql::heartbeat::measure(&mut s, &mut t, pair.plan.max_lag)
                         .await
@@ -543,6 +569,15 @@ impl<'a> Runner<'a> {
                             "replication was not within max_lag after {}",
                             humantime::format_duration(WARM_TIMEOUT)
                         ));
+                    }
+                    if last_note.elapsed() >= PROGRESS_EVERY {
+                        last_note = Instant::now();
+                        self.note(format!(
+                            "mysql {}: a heartbeat did not reach the target within max_lag ({}); still waiting",
+                            pair.plan.name,
+                            humantime::format_duration(pair.plan.max_lag)
+                        ))
+                        .map_err(|e| e.to_string())?;
                     }
                 }
             }
