@@ -176,6 +176,10 @@ pub struct RunArgs {
     /// With --resume before the point of no return: go on instead of rolling back.
     #[arg(long = "continue", requires = "resume")]
     pub go_on: bool,
+    /// Reverse cutover of the last completed run: fence the new primaries, catch the old ones
+    /// up through reverse replication, promote them back, restore DNS, run on-rollback hooks.
+    #[arg(long, conflicts_with_all = ["resume", "dry_run"])]
+    pub rollback: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,

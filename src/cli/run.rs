@@ -23,18 +23,23 @@ pub fn run(args: RunArgs) -> u8 {
     let Some(rt) = runtime() else {
         return EXIT_FAILED;
     };
-    let steps = run::steps(&plan);
     let human = args.output == Output::Human;
     let opts = run::Options {
         force: args.force,
         resume: args.resume,
         go_on: args.go_on,
+        rollback: args.rollback,
     };
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         let began = Instant::now();
+        // The steps of the run being rendered: a reverse cutover has its own.
+        let mut steps = run::steps(&plan);
         let mut observer = |r: &Record| {
+            if let Entry::RunStarted { reverse: true, .. } = r.entry {
+                steps = run::reverse_steps(&plan);
+            }
             if human {
                 render(r, &steps, began);
             }
@@ -113,9 +118,16 @@ fn spawn_signal_handler(cancel: CancellationToken) {
 pub(super) fn render(r: &Record, steps: &[run::Step], began: Instant) {
     let t = began.elapsed().as_secs_f64();
     match &r.entry {
-        Entry::RunStarted { migration, steps } => {
-            outln!("run {} of `{migration}`: {} steps", r.run, steps.len())
-        }
+        Entry::RunStarted {
+            migration,
+            steps,
+            reverse,
+        } => outln!(
+            "{} {} of `{migration}`: {} steps",
+            if *reverse { "reverse cutover" } else { "run" },
+            r.run,
+            steps.len()
+        ),
         Entry::Resumed { decision, states } => {
             outln!("resuming run {}", r.run);
             for s in states {

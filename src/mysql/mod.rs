@@ -44,6 +44,23 @@ pub struct Pair {
 }
 
 impl Pair {
+    /// The same pair seen backwards, for a reverse cutover after a completed one: the new
+    /// primary is the source and the old primary (its replica through reverse replication) the
+    /// target. It sets up no replication back of its own.
+    pub fn reversed(&self) -> Pair {
+        let mut plan = self.plan.clone();
+        std::mem::swap(&mut plan.source, &mut plan.target);
+        plan.reverse_replication = false;
+        plan.replication_host = None;
+        plan.replication_port = None;
+        Pair {
+            source: self.target.clone(),
+            target: self.source.clone(),
+            migration: self.migration.clone(),
+            plan,
+        }
+    }
+
     /// The plan's pairs, or only the one named `only`.
     pub fn select(plan: &Plan, only: Option<&str>) -> Vec<Pair> {
         plan.mysql

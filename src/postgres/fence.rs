@@ -192,3 +192,20 @@ pub async fn keep_after_promotion(db: &Db, pair: &str) -> Result<(), PgError> {
     .await
     .map(|_| ())
 }
+
+/// Before a reverse cutover: the old primary's fence, kept for good after the promotion, becomes
+/// an ordinary one again, so promoting the old primary back gives LOGIN back. Returns the roles.
+pub async fn reopen_for_reverse(db: &Db, pair: &str) -> Result<u64, PgError> {
+    if !table_exists(db).await? {
+        return Ok(0);
+    }
+    db.execute(
+        "make the old primary's fence liftable",
+        &format!(
+            "UPDATE {} SET after_promotion = false WHERE pair = $1",
+            qualified(SCHEMA, ROLE_TABLE)
+        ),
+        &[&pair],
+    )
+    .await
+}

@@ -92,6 +92,31 @@ impl Pair {
             .collect()
     }
 
+    /// The same pair seen backwards, for a reverse cutover after a completed one: the new
+    /// primary is the source, the old primary the target, and the reverse replication objects
+    /// play the forward ones. It sets up no replication back of its own.
+    pub fn reversed(&self) -> Pair {
+        let mut plan = self.plan.clone();
+        std::mem::swap(&mut plan.source, &mut plan.target);
+        plan.reverse_replication = false;
+        plan.publisher_host = None;
+        plan.publisher_port = None;
+        let names = Names {
+            publication: self.names.reverse_publication.clone(),
+            subscription: self.names.reverse_subscription.clone(),
+            reverse_publication: self.names.publication.clone(),
+            reverse_subscription: self.names.subscription.clone(),
+            pair: self.names.pair.clone(),
+        };
+        // The servers keep their labels: messages name the hosts as the plan does.
+        Pair {
+            source: self.target.clone(),
+            target: self.source.clone(),
+            plan,
+            names,
+        }
+    }
+
     /// Connects to both servers.
     pub async fn connect(&self) -> Result<(Db, Db), PgError> {
         let (source, target) = tokio::join!(self.source.connect(), self.target.connect());

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::hooks;
-use super::steps::{Db, Kind, Phase, Step, databases, steps};
+use super::steps::{Db, Kind, Phase, Step, databases, reverse_steps, steps};
 use crate::engine::{EngineError, PairState, Rollback, Window};
 use crate::plan::{HookPoint, Plan};
 use crate::state::{FileStore, Lease, StateDir, StateError, Store};
@@ -46,6 +46,9 @@ pub enum Entry {
     RunStarted {
         /// The plan's migration name.
         migration: String,
+        /// A reverse cutover (`run --rollback`) of the run before it.
+        #[serde(default)]
+        reverse: bool,
         /// The step list, as `phase component: action` (a resume must see the same plan).
         steps: Vec<String>,
     },
@@ -144,6 +147,8 @@ pub struct Options {
     pub resume: bool,
     /// On resume before the point of no return: go on instead of rolling back.
     pub go_on: bool,
+    /// Reverse cutover of the last completed run: the old primaries become the primaries again.
+    pub rollback: bool,
 }
 
 /// Why a run could not start or go on.
@@ -277,15 +282,20 @@ impl Progress {
     }
 }
 
-/// Opens the window of one pair; `resume`: its history is unknown.
+/// Opens the window of one pair; `resume`: its history is unknown; `reverse`: the pair seen
+/// backwards (a reverse cutover).
 pub async fn open_window(
     plan: &Plan,
     db: Db,
     resume: bool,
+    reverse: bool,
 ) -> Result<Box<dyn Window>, EngineError> {
     match db {
         Db::Postgres(i) => {
-            let pair = postgres::Pair::new(plan, &plan.postgres[i]);
+            let mut pair = postgres::Pair::new(plan, &plan.postgres[i]);
+            if reverse {
+                pair = pair.reversed();
+            }
             let w = if resume {
                 postgres::cutover::PgWindow::open_for_resume(&pair).await?
             } else {
@@ -294,9 +304,12 @@ pub async fn open_window(
             Ok(Box::new(w))
         }
         Db::Mysql(i) => {
-            let pair = mysql::Pair::select(plan, Some(&plan.mysql[i].name))
+            let mut pair = mysql::Pair::select(plan, Some(&plan.mysql[i].name))
                 .pop()
                 .ok_or_else(|| EngineError::Refused("no such pair".into()))?;
+            if reverse {
+                pair = pair.reversed();
+            }
             Ok(Box::new(mysql::cutover::MyWindow::open(&pair).await?))
         }
     }
@@ -306,7 +319,7 @@ pub async fn open_window(
 pub async fn pair_states(plan: &Plan) -> Vec<(String, Result<PairState, EngineError>)> {
     let mut out = Vec::new();
     for (db, component) in databases(plan) {
-        let state = match open_window(plan, db, true).await {
+        let state = match open_window(plan, db, true, false).await {
             Ok(mut w) => w.state().await,
             Err(e) => Err(e),
         };
@@ -331,6 +344,10 @@ pub struct Runner<'a> {
     cancel: CancellationToken,
     force: bool,
     lost_writes: bool,
+    /// A reverse cutover: windows are opened on the reversed pairs.
+    reverse: bool,
+    /// Per DNS record, what it served before the forward run (for a reverse cutover).
+    dns_previous: HashMap<usize, Vec<String>>,
 }
 
 impl<'a> Runner<'a> {
@@ -352,7 +369,7 @@ impl<'a> Runner<'a> {
 
     async fn window(&mut self, db: Db) -> Result<&mut Box<dyn Window>, String> {
         if !self.windows.contains_key(&db) {
-            let w = open_window(self.plan, db, self.resumed)
+            let w = open_window(self.plan, db, self.resumed, self.reverse)
                 .await
                 .map_err(|e| e.to_string())?;
             self.windows.insert(db, w);
@@ -739,6 +756,52 @@ impl<'a> Runner<'a> {
                 ))
             }
             Kind::Report => Ok(("report saved in the state directory".to_owned(), none)),
+            Kind::PrepareReverse(Db::Postgres(i)) => {
+                let pair = postgres::Pair::new(plan, &plan.postgres[i]);
+                let old = pair.source.connect().await.map_err(|e| e.to_string())?;
+                let n = postgres::fence::reopen_for_reverse(&old, &pair.names.pair)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    format!("{n} fenced role(s) on the old primary can be lifted by its promotion"),
+                    none,
+                ))
+            }
+            Kind::PrepareReverse(Db::Mysql(i)) => {
+                let pair = my_pair(plan, i)?;
+                let mut old = pair.source.connect().await.map_err(|e| e.to_string())?;
+                mysql::writers::release_for_reverse(&mut old, &pair.plan.name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((
+                    "the old primary's account lock can be lifted by its promotion".to_owned(),
+                    none,
+                ))
+            }
+            Kind::DnsRestore(i) => {
+                let Some(values) = self.dns_previous.get(&i).cloned() else {
+                    return Ok((
+                        "nothing to restore: the run did not switch this record".to_owned(),
+                        none,
+                    ));
+                };
+                let mut record = plan.dns[i].clone();
+                record.values = values;
+                let discovery = dns::Discovery::system();
+                let target = dns::Target::resolve(i, &record, &discovery)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let states = dns::state::StateDir::new(&state_dir);
+                // Going back is never held to the safe time: the old address served until now.
+                let reports = dns::update::update_all(std::slice::from_ref(&target), &states, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let r = reports.first().ok_or("no update report")?;
+                Ok((
+                    format!("back to {}", r.current.values.join(",")),
+                    serde_json::to_value(r).unwrap_or_default(),
+                ))
+            }
         }
     }
 
@@ -997,6 +1060,14 @@ impl<'a> Runner<'a> {
                 },
             };
             all_serve &= outcome.source_serves();
+            if self.reverse {
+                // The old primary's fence goes back to being for good.
+                if let Err(e) = self.keep_old_primary_fenced(db).await {
+                    self.record(Entry::Note {
+                        text: format!("{}: {e}", self.name(db)),
+                    })?;
+                }
+            }
             let component = self.name(db);
             self.record(Entry::RolledBack { component, outcome })?;
         }
@@ -1040,6 +1111,25 @@ impl<'a> Runner<'a> {
         };
         self.record(Entry::RunFinished { outcome, summary })?;
         Ok(outcome)
+    }
+
+    async fn keep_old_primary_fenced(&self, db: Db) -> Result<(), String> {
+        match db {
+            Db::Postgres(i) => {
+                let pair = postgres::Pair::new(self.plan, &self.plan.postgres[i]);
+                let old = pair.source.connect().await.map_err(|e| e.to_string())?;
+                postgres::fence::keep_after_promotion(&old, &pair.names.pair)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Db::Mysql(i) => {
+                let pair = my_pair(self.plan, i)?;
+                let mut old = pair.source.connect().await.map_err(|e| e.to_string())?;
+                mysql::writers::keep_locked(&mut old, &pair.plan.name)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
     }
 
     fn report(&self) -> RunReport {
@@ -1195,6 +1285,49 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
     r
 }
 
+/// The records of the run before run `run` in `journal`.
+fn run_before(journal: &[serde_json::Value], run: &str) -> Vec<Record> {
+    let records: Vec<Record> = journal
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
+    let Some(first) = records.iter().position(|r| r.run == run) else {
+        return Vec::new();
+    };
+    last_run(
+        &journal[..]
+            .iter()
+            .filter_map(|v| {
+                let r: Record = serde_json::from_value(v.clone()).ok()?;
+                (r.seq < records[first].seq).then(|| v.clone())
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// What each DNS record served before `records`' run switched it (from its switch steps).
+fn dns_before(records: &[Record], steps: &[Step]) -> HashMap<usize, Vec<String>> {
+    let mut out = HashMap::new();
+    for r in records {
+        if let Entry::StepDone { step, detail, .. } = &r.entry
+            && let Some(Kind::DnsSwitch(i)) = steps.get(*step).map(|s| s.kind)
+            && let Some(values) = detail
+                .get("previous")
+                .and_then(|p| p.get("values"))
+                .and_then(|v| v.as_array())
+        {
+            out.insert(
+                i,
+                values
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
 /// Refuses a plan whose rollback after promotion would lose writes, unless it says it accepts.
 fn one_way_check(plan: &Plan) -> Result<(), RunError> {
     if plan.migration.accept_one_way {
@@ -1231,13 +1364,42 @@ pub async fn run(
     observer: &mut (dyn FnMut(&Record) + Send),
 ) -> Result<(Outcome, RunReport), RunError> {
     let store: Box<dyn Store> = Box::new(FileStore::new(&StateDir::new(&plan.migration.state_dir)));
-    let purpose = if opts.resume { "run --resume" } else { "run" };
+    let purpose = match (opts.resume, opts.rollback) {
+        (true, _) => "run --resume",
+        (false, true) => "run --rollback",
+        _ => "run",
+    };
     let lease = store.acquire(purpose)?;
     let journal = store.journal()?;
     let previous = last_run(&journal);
     let progress = Progress::of(&previous);
-    let steps = steps(plan);
+    let previous_reverse = matches!(
+        previous.first().map(|r| &r.entry),
+        Some(Entry::RunStarted { reverse: true, .. })
+    );
+    // A reverse cutover runs its own steps: when starting one, and when resuming one.
+    let reverse = if opts.resume {
+        previous_reverse
+    } else {
+        opts.rollback
+    };
+    let steps = if reverse {
+        reverse_steps(plan)
+    } else {
+        steps(plan)
+    };
     let lines: Vec<String> = steps.iter().map(step_line).collect();
+    // What the DNS records served before the forward run this one reverses.
+    let forward_run = if opts.resume && reverse {
+        run_before(&journal, &previous[0].run)
+    } else {
+        previous.clone()
+    };
+    let dns_previous = if reverse {
+        dns_before(&forward_run, &super::steps::steps(plan))
+    } else {
+        HashMap::new()
+    };
     let seq = journal
         .iter()
         .filter_map(|v| v.get("seq").and_then(|s| s.as_u64()))
@@ -1258,6 +1420,8 @@ pub async fn run(
         cancel,
         force: opts.force,
         lost_writes: false,
+        reverse,
+        dns_previous,
     };
     let unfinished = !previous.is_empty() && progress.finished.is_none();
     let outcome = if !opts.resume {
@@ -1272,7 +1436,31 @@ pub async fn run(
                     .unwrap_or_default()
             )));
         }
-        one_way_check(plan)?;
+        if opts.rollback {
+            let forward_done = !previous_reverse
+                && (progress.finished == Some(Outcome::Completed)
+                    || (progress.finished == Some(Outcome::Failed)
+                        && progress.past_point_of_no_return));
+            if !forward_done {
+                return Err(RunError::Refused(
+                    "nothing to roll back: a reverse cutover follows a run that promoted its targets (the last run did not, or was itself a rollback)".to_owned(),
+                ));
+            }
+            if let Some(pair) = plan.postgres.iter().find(|p| !p.reverse_replication) {
+                return Err(RunError::Refused(format!(
+                    "postgres {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
+                    pair.name
+                )));
+            }
+            if let Some(pair) = plan.mysql.iter().find(|m| !m.reverse_replication) {
+                return Err(RunError::Refused(format!(
+                    "mysql {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
+                    pair.name
+                )));
+            }
+        } else {
+            one_way_check(plan)?;
+        }
         runner.run = format!(
             "{}-{}",
             humantime::format_rfc3339_seconds(SystemTime::now()),
@@ -1280,6 +1468,7 @@ pub async fn run(
         );
         runner.record(Entry::RunStarted {
             migration: plan.migration.name.clone(),
+            reverse,
             steps: lines,
         })?;
         runner.go(&BTreeSet::new()).await?
@@ -1387,7 +1576,10 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
     let holder = store.holder()?.map(|h| h.to_string());
     let records = last_run(&store.journal()?);
     let progress = Progress::of(&records);
-    let steps = steps(plan);
+    let steps = match records.first().map(|r| &r.entry) {
+        Some(Entry::RunStarted { reverse: true, .. }) => reverse_steps(plan),
+        _ => steps(plan),
+    };
     let mut pairs = Vec::new();
     let mut any_promoted = false;
     for (component, state) in pair_states(plan).await {

@@ -10,4 +10,4 @@ pub use exec::{
     Entry, Options, Outcome, Progress, Record, RunError, RunReport, Status, StepTiming, last_run,
     open_window, pair_states, report_of, run, status,
 };
-pub use steps::{Db, Kind, Phase, Step, databases, rollback_summary, steps};
+pub use steps::{Db, Kind, Phase, Step, databases, reverse_steps, rollback_summary, steps};

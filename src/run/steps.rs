@@ -97,6 +97,10 @@ pub enum Kind {
     Check(usize),
     /// Every authoritative server serves the new record.
     DnsWait(usize),
+    /// Reverse cutover: the old primary's permanent fence made liftable again.
+    PrepareReverse(Db),
+    /// Reverse cutover: the record set back to what it served before the forward run.
+    DnsRestore(usize),
     /// The report.
     Report,
 }
@@ -463,6 +467,86 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
         Phase::Report,
         "run",
         "write per-step timings, the measured write-unavailability per database and for the window, files and DNS figures",
+    ));
+    out
+}
+
+/// The steps of a reverse cutover (`run --rollback`) after a completed run: every pair's new
+/// primary fenced, the old primary caught up through reverse replication and promoted back,
+/// DNS restored, the on-rollback hooks.
+pub fn reverse_steps(plan: &Plan) -> Vec<Step> {
+    let dbs = databases(plan);
+    let mut out = Vec::new();
+    for (db, component) in &dbs {
+        out.push(step(
+            Kind::PrepareReverse(*db),
+            Phase::Preflight,
+            component.clone(),
+            "make the old primary's permanent fence liftable again (it stays in force)",
+        ));
+    }
+    for (db, component) in &dbs {
+        out.push(step(
+            Kind::Gate(*db),
+            Phase::WindowOpen,
+            component.clone(),
+            "gate: reverse replication running and close, every writer on the new primary covered by the fence",
+        ));
+    }
+    for (db, component) in &dbs {
+        out.push(step(
+            Kind::Fence(*db),
+            Phase::Fence,
+            component.clone(),
+            "fence the app on the new primary",
+        ));
+    }
+    for (db, component) in &dbs {
+        out.push(step(
+            Kind::CatchUp(*db),
+            Phase::CatchUp,
+            component.clone(),
+            "wait until the old primary has exactly what the new one committed (reverse replication)",
+        ));
+    }
+    let first = out.len();
+    for (db, component) in &dbs {
+        out.push(step(
+            Kind::Promote(*db),
+            Phase::Promote,
+            component.clone(),
+            "promote the old primary back",
+        ));
+    }
+    if let Some(s) = out.get_mut(first) {
+        s.point_of_no_return = true;
+    }
+    for (db, component) in &dbs {
+        out.push(step(
+            Kind::Finish(*db),
+            Phase::Promote,
+            component.clone(),
+            "prove the new primary took no write after its fence, drop reverse replication, keep it fenced",
+        ));
+    }
+    for (i, d) in plan.dns.iter().enumerate() {
+        out.push(step(
+            Kind::DnsRestore(i),
+            Phase::Switch,
+            format!("dns {}", d.name),
+            format!(
+                "set {} {} back to what it served before the run",
+                d.name,
+                d.record_type.as_str()
+            ),
+        ));
+    }
+    hooks_at(plan, HookPoint::OnRollback, Phase::Switch, &mut out);
+    out.push(step(
+        Kind::Report,
+        Phase::Report,
+        "run",
+        "write per-step timings and the measured write-unavailability of the reverse cutover",
     ));
     out
 }
