@@ -393,6 +393,25 @@ pub async fn sessions(db: &mut Db, users: &[String]) -> Result<u64, MyError> {
     Ok(n.map_or(0, |(n,)| n))
 }
 
+/// Before a reverse cutover: the old primary's app accounts, kept locked for good after the
+/// promotion, become an ordinary fence again, so promoting it back unlocks them.
+pub async fn release_for_reverse(db: &mut Db, pair: &str) -> Result<(), MyError> {
+    db.run(
+        "keep cutover's bookkeeping out of the binlog",
+        "SET SESSION sql_log_bin = 0",
+    )
+    .await?;
+    db.exec(
+        "make the old primary's account lock liftable",
+        &format!(
+            "UPDATE {} SET after_promotion = FALSE WHERE pair = ?",
+            lock_table()
+        ),
+        (pair,),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,23 +486,4 @@ mod tests {
             &["READ_ONLY ADMIN"]
         );
     }
-}
-
-/// Before a reverse cutover: the old primary's app accounts, kept locked for good after the
-/// promotion, become an ordinary fence again, so promoting it back unlocks them.
-pub async fn release_for_reverse(db: &mut Db, pair: &str) -> Result<(), MyError> {
-    db.run(
-        "keep cutover's bookkeeping out of the binlog",
-        "SET SESSION sql_log_bin = 0",
-    )
-    .await?;
-    db.exec(
-        "make the old primary's account lock liftable",
-        &format!(
-            "UPDATE {} SET after_promotion = FALSE WHERE pair = ?",
-            lock_table()
-        ),
-        (pair,),
-    )
-    .await
 }
