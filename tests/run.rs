@@ -516,3 +516,58 @@ async fn rollback_after_a_completed_run_brings_every_row_back_to_the_old_primari
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("nothing to roll back"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_health_check_after_the_promotion_reverses_the_cutover() {
+    let pg = PgPair::start().await;
+    pg.database("hc").await;
+    // Nothing listens on this port: the check fails after the promotion.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/health", dead.local_addr().unwrap());
+    drop(dead);
+    let hook_log = pg.dir.path().join("rollback-hook.log");
+    let body = pg.pair_toml("hc", "")
+        + &format!(
+            "[[checks]]\nkind = \"http\"\nname = \"app\"\nurl = \"{url}\"\nwithin = \"2s\"\ninterval = \"200ms\"\n\n\
+             [[hooks]]\nat = \"on-rollback\"\ncommand = [\"sh\", \"-c\", \"echo \\\"$CUTOVER_PHASE $CUTOVER_ROLLBACK\\\" >> \\\"$1\\\"\", \"hook\", \"{}\"]\n",
+            hook_log.display()
+        );
+    let path = write_plan(pg.dir.path(), "hc", &body);
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let writer = pg.writer("hc", 200);
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("check app failed"), "{err}");
+    assert!(out.contains("reverse cutover"), "{out}");
+    // The old primary serves again with everything, the new one refuses the app.
+    assert!(pg.app_writes(&pg.source, "hc").await);
+    assert!(!pg.app_writes(&pg.target, "hc").await);
+    assert_eq!(
+        std::fs::read_to_string(&hook_log).unwrap().trim(),
+        "switch 1",
+        "the on-rollback hook ran once, told it is a rollback"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = writer.stop().await;
+    let check = ledger
+        .check(&pg.source.connect("hc").await.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        check.lost.is_empty() && check.duplicated.is_empty() && check.unexpected.is_empty(),
+        "{check:?}"
+    );
+    let status = run::status(&cutover::plan::load(&path).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.outcome,
+        Some(Outcome::Completed),
+        "the reverse run completed"
+    );
+    assert!(
+        status.pairs[0].1.contains("the source serves writes"),
+        "{:?}",
+        status.pairs
+    );
+}

@@ -348,6 +348,8 @@ pub struct Runner<'a> {
     reverse: bool,
     /// Per DNS record, what it served before the forward run (for a reverse cutover).
     dns_previous: HashMap<usize, Vec<String>>,
+    /// A health check failed after the point of no return.
+    check_failed: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -601,7 +603,7 @@ impl<'a> Runner<'a> {
             Kind::Hook(i) => {
                 let hook = &plan.hooks[i];
                 let (outcome, warning) =
-                    hooks::run_hook(plan, hook, step.phase.as_str(), false).await?;
+                    hooks::run_hook(plan, hook, step.phase.as_str(), self.reverse).await?;
                 Ok((
                     match warning {
                         Some(w) => format!("FAILED, allowed: {w}"),
@@ -1001,9 +1003,18 @@ impl<'a> Runner<'a> {
     async fn failed(&mut self, step: &Step, error: String) -> Result<Outcome, StateError> {
         if self.past_ponr {
             let summary = match step.kind {
-                Kind::Check(_) => format!(
-                    "a health check failed after the point of no return ({error}); the new primaries serve and the old ones stay fenced. Automatic reverse cutover is not available yet: investigate, then roll back by hand or resume to retry the remaining steps"
-                ),
+                Kind::Check(_) if !self.reverse => {
+                    self.check_failed = true;
+                    if self.plan.migration.auto_rollback {
+                        format!(
+                            "a health check failed after the point of no return ({error}); the new primaries serve: reversing the cutover (auto_rollback)"
+                        )
+                    } else {
+                        format!(
+                            "a health check failed after the point of no return ({error}); the new primaries serve and the old ones stay fenced, kept current by reverse replication. auto_rollback is off: `run --rollback` reverses the cutover"
+                        )
+                    }
+                }
                 _ => format!(
                     "stopped after the point of no return at `{}` ({error}); the targets that were promoted serve. Resume the run to finish it",
                     step_line(step)
@@ -1422,6 +1433,7 @@ pub async fn run(
         lost_writes: false,
         reverse,
         dns_previous,
+        check_failed: false,
     };
     let unfinished = !previous.is_empty() && progress.finished.is_none();
     let outcome = if !opts.resume {
@@ -1540,6 +1552,29 @@ pub async fn run(
         &runner.lease,
         &serde_json::to_value(&report).unwrap_or_default(),
     )?;
+    if runner.check_failed && plan.migration.auto_rollback && !runner.reverse {
+        // A failed health check after the promotion: the reverse cutover, as its own journalled
+        // run (resumable like any other), once this run's lease is released.
+        let Runner {
+            observer,
+            cancel,
+            lease,
+            ..
+        } = runner;
+        drop(lease);
+        let opts = Options {
+            force: opts.force,
+            resume: false,
+            go_on: false,
+            rollback: true,
+        };
+        let (back, reverse_report) = Box::pin(run(plan, &opts, cancel, observer)).await?;
+        let outcome = match back {
+            Outcome::Completed => Outcome::RolledBack,
+            other => other,
+        };
+        return Ok((outcome, reverse_report));
+    }
     Ok((outcome, report))
 }
 
