@@ -2,9 +2,9 @@
 //! serious, what is wrong, and what to change there.
 //!
 //! The files component and the MySQL engine speak it as is; PostgreSQL's findings add the side
-//! (source or target) they are about and share the severity. The rest of the engines' twins
-//! (reports, rollback outcomes, events) move below both with the engine contract the run
-//! sequencer needs.
+//! (source or target) they are about and share the severity. What a run needs from both engines
+//! (phases, their results, rollback outcomes, the servers' state) is in `engine`; the engines'
+//! own reports and events stay theirs, for the single-pair commands that print them.
 
 use serde::Serialize;
 

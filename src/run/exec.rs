@@ -1374,13 +1374,28 @@ pub async fn run(
     cancel: CancellationToken,
     observer: &mut (dyn FnMut(&Record) + Send),
 ) -> Result<(Outcome, RunReport), RunError> {
+    run_under(plan, opts, cancel, observer, None).await
+}
+
+/// [`run`], under `lease` when given (the automatic reverse cutover keeps the lease of the run it
+/// undoes: no other runner can step in between).
+async fn run_under(
+    plan: &Plan,
+    opts: &Options,
+    cancel: CancellationToken,
+    observer: &mut (dyn FnMut(&Record) + Send),
+    lease: Option<Lease>,
+) -> Result<(Outcome, RunReport), RunError> {
     let store: Box<dyn Store> = Box::new(FileStore::new(&StateDir::new(&plan.migration.state_dir)));
     let purpose = match (opts.resume, opts.rollback) {
         (true, _) => "run --resume",
         (false, true) => "run --rollback",
         _ => "run",
     };
-    let lease = store.acquire(purpose)?;
+    let lease = match lease {
+        Some(lease) => lease,
+        None => store.acquire(purpose)?,
+    };
     let journal = store.journal()?;
     let previous = last_run(&journal);
     let progress = Progress::of(&previous);
@@ -1554,21 +1569,21 @@ pub async fn run(
     )?;
     if runner.check_failed && plan.migration.auto_rollback && !runner.reverse {
         // A failed health check after the promotion: the reverse cutover, as its own journalled
-        // run (resumable like any other), once this run's lease is released.
+        // run (resumable like any other), under this run's lease.
         let Runner {
             observer,
             cancel,
             lease,
             ..
         } = runner;
-        drop(lease);
         let opts = Options {
             force: opts.force,
             resume: false,
             go_on: false,
             rollback: true,
         };
-        let (back, reverse_report) = Box::pin(run(plan, &opts, cancel, observer)).await?;
+        let (back, reverse_report) =
+            Box::pin(run_under(plan, &opts, cancel, observer, Some(lease))).await?;
         let outcome = match back {
             Outcome::Completed => Outcome::RolledBack,
             other => other,
