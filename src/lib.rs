@@ -2,7 +2,8 @@
 //!
 //! Layering, top to bottom:
 //! - [`cli`]: argument parsing and one module per command; prints, never decides.
-//! - [`run`]: the hot-migration sequencer (the ordered steps of a run).
+//! - [`run`]: the hot-migration sequencer: typed steps, journal, rollback, resume, reverse
+//!   cutover, hooks, checks, report; decides what the CLI renders.
 //! - [`plan`]: the TOML plan file, its types and validation.
 //! - [`postgres`]: PostgreSQL logical replication, preflight to cleanup.
 //! - [`mysql`]: MySQL / MariaDB binlog replication, one dialect table per flavour and version.
