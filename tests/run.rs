@@ -451,7 +451,10 @@ async fn rollback_after_a_completed_run_brings_every_row_back_to_the_old_primari
 
     let (code, out, err) = support::run(&["run", "--rollback", &plan_arg]);
     assert_eq!(code, 0, "rollback:\n{out}\n{err}");
-    assert!(out.contains("reverse cutover"), "{out}");
+    assert!(
+        out.contains("reverse cutover completed: every old primary serves again"),
+        "{out}"
+    );
     // The old primaries serve again, the new ones refuse the app.
     assert!(pg.app_writes(&pg.source, "rb").await);
     assert!(!pg.app_writes(&pg.target, "rb").await);

@@ -236,9 +236,9 @@ pub fn status(path: &Path, output: Output) -> u8 {
                             outln!(
                                 "  last run {run}: {} ({} of {} steps done{})",
                                 match s.outcome {
-                                    Some(o) => serde_json::to_string(&o).unwrap_or_default(),
-                                    None if s.holder.is_some() => "running".to_owned(),
-                                    None => "INTERRUPTED".to_owned(),
+                                    Some(o) => o.word(),
+                                    None if s.holder.is_some() => "running",
+                                    None => "INTERRUPTED",
                                 },
                                 s.steps_done,
                                 s.steps_total,

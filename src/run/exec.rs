@@ -38,6 +38,17 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The outcome in words.
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::RolledBack => "rolled back",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 /// One journal entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -659,10 +670,16 @@ impl<'a> Runner<'a> {
             Kind::Finish(db) => {
                 let w = self.window(db).await?;
                 let f = w.finish().await;
+                // Reversed, the fenced side is the run's new primary.
+                let fenced = if self.reverse {
+                    "the new primary"
+                } else {
+                    "the old primary"
+                };
                 let clean = match f.old_primary_clean {
-                    Some(true) => "the old primary took no write after the fence",
-                    Some(false) => "WRITES LOST: the old primary took writes after the fence",
-                    None => "NOT CHECKED whether the old primary took writes after the fence",
+                    Some(true) => format!("{fenced} took no write after the fence"),
+                    Some(false) => format!("WRITES LOST: {fenced} took writes after the fence"),
+                    None => format!("NOT CHECKED whether {fenced} took writes after the fence"),
                 };
                 Ok((
                     format!(
@@ -908,10 +925,15 @@ impl<'a> Runner<'a> {
                 return self.failed(&step, error).await;
             }
         }
-        let summary = if self.lost_writes {
-            "completed, but an old primary took writes after its fence (see the report)".to_owned()
-        } else {
-            "completed: every target is the primary, every check passed".to_owned()
+        let summary = match (self.lost_writes, self.reverse) {
+            (true, _) => {
+                "completed, but a primary took writes after its fence (see the report)".to_owned()
+            }
+            (false, false) => "completed: every target is the primary, every check passed".to_owned(),
+            (false, true) => {
+                "reverse cutover completed: every old primary serves again, the new ones stay fenced"
+                    .to_owned()
+            }
         };
         let outcome = if self.lost_writes {
             Outcome::Failed
@@ -1505,7 +1527,7 @@ async fn run_under(
                 Some(o) => format!(
                     "nothing to resume: the last run ({}) ended {}",
                     previous[0].run,
-                    serde_json::to_string(&o).unwrap_or_default()
+                    o.word()
                 ),
                 None => "nothing to resume: this migration has no run in its journal".to_owned(),
             }));
@@ -1647,10 +1669,7 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
     let resume_would = if records.is_empty() {
         "nothing: no run yet".to_owned()
     } else if let Some(o) = progress.finished {
-        format!(
-            "nothing: the last run ended {}",
-            serde_json::to_string(&o).unwrap_or_default()
-        )
+        format!("nothing: the last run ended {}", o.word())
     } else if holder.is_some() {
         "nothing yet: a runner holds the migration (it is running)".to_owned()
     } else if progress.past_point_of_no_return || any_promoted {
