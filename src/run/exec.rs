@@ -240,18 +240,26 @@ fn step_line(s: &Step) -> String {
 
 /// The records of the last run in `journal`.
 pub fn last_run(journal: &[serde_json::Value]) -> Vec<Record> {
-    let records: Vec<Record> = journal
+    last_run_of(parse(journal))
+}
+
+fn parse(journal: &[serde_json::Value]) -> Vec<Record> {
+    journal
         .iter()
         .filter_map(|v| serde_json::from_value(v.clone()).ok())
-        .collect();
-    let Some(last) = records
+        .collect()
+}
+
+/// The records of the last run that `records` (oldest first) started.
+fn last_run_of(records: Vec<Record>) -> Vec<Record> {
+    let Some(run) = records
         .iter()
         .rev()
         .find(|r| matches!(r.entry, Entry::RunStarted { .. }))
+        .map(|r| r.run.clone())
     else {
         return Vec::new();
     };
-    let run = last.run.clone();
     records.into_iter().filter(|r| r.run == run).collect()
 }
 
@@ -628,33 +636,19 @@ impl<'a> Runner<'a> {
                 let g = w.gate().await.map_err(|e| e.to_string())?;
                 Ok((format!("passed, lag {}", g.lag), none))
             }
-            Kind::Fence(db) => {
+            Kind::Fence(db) | Kind::CatchUp(db) => {
                 let w = self.window(db).await?;
-                let f = w.fence().await.map_err(|e| e.to_string())?;
-                Ok((
-                    format!("fenced, {} session(s) ended", f.sessions_ended),
-                    none,
-                ))
-            }
-            Kind::CatchUp(db) => {
-                let w = self.window(db).await?;
-                let c = w.catch_up().await.map_err(|e| e.to_string())?;
-                Ok((format!("target has everything up to {}", c.position), none))
+                window_phase_call(w.as_mut(), step.kind).await
             }
             Kind::Promote(db) => {
                 let mut last = String::new();
                 for attempt in 1..=PROMOTE_ATTEMPTS {
                     let result = match self.window(db).await {
-                        Ok(w) => w.promote().await.map_err(|e| e.to_string()),
+                        Ok(w) => window_phase_call(w.as_mut(), step.kind).await,
                         Err(e) => Err(e),
                     };
                     match result {
-                        Ok(p) => {
-                            return Ok((
-                                "the target is the writable primary".to_owned(),
-                                serde_json::to_value(&p).unwrap_or_default(),
-                            ));
-                        }
+                        Ok(done) => return Ok(done),
                         Err(e) => {
                             last = e;
                             tracing::warn!(attempt, error = %last, "promotion failed; retrying");
@@ -963,7 +957,10 @@ impl<'a> Runner<'a> {
             let kind = self.steps[i].kind;
             let db = match kind {
                 Kind::Fence(db) | Kind::CatchUp(db) | Kind::Promote(db) => db,
-                _ => unreachable!("only window phases are batched"),
+                other => {
+                    out.push((i, 0.0, Err(format!("{other:?} is not a window phase"))));
+                    continue;
+                }
             };
             match self.window(db).await {
                 Ok(_) => {
@@ -975,33 +972,8 @@ impl<'a> Runner<'a> {
         }
         let runs = taken.into_iter().map(|(i, db, kind, mut w)| async move {
             let started = Instant::now();
-            let r = match kind {
-                Kind::Fence(_) => w.fence().await.map(|f| {
-                    (
-                        format!("fenced, {} session(s) ended", f.sessions_ended),
-                        serde_json::Value::Null,
-                    )
-                }),
-                Kind::CatchUp(_) => w.catch_up().await.map(|c| {
-                    (
-                        format!("target has everything up to {}", c.position),
-                        serde_json::Value::Null,
-                    )
-                }),
-                _ => w.promote().await.map(|p| {
-                    (
-                        "the target is the writable primary".to_owned(),
-                        serde_json::to_value(&p).unwrap_or_default(),
-                    )
-                }),
-            };
-            (
-                i,
-                db,
-                w,
-                started.elapsed().as_secs_f64() * 1000.0,
-                r.map_err(|e| e.to_string()),
-            )
+            let r = window_phase_call(w.as_mut(), kind).await;
+            (i, db, w, started.elapsed().as_secs_f64() * 1000.0, r)
         });
         let mut retry = Vec::new();
         for (i, db, w, ms, r) in futures::future::join_all(runs).await {
@@ -1170,6 +1142,35 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// Runs one window phase (fence, catch-up or promotion) of `w`; its words for the journal.
+async fn window_phase_call(
+    w: &mut dyn Window,
+    kind: Kind,
+) -> Result<(String, serde_json::Value), String> {
+    let failed = |e: EngineError| e.to_string();
+    match kind {
+        Kind::Fence(_) => w.fence().await.map_err(failed).map(|f| {
+            (
+                format!("fenced, {} session(s) ended", f.sessions_ended),
+                serde_json::Value::Null,
+            )
+        }),
+        Kind::CatchUp(_) => w.catch_up().await.map_err(failed).map(|c| {
+            (
+                format!("target has everything up to {}", c.position),
+                serde_json::Value::Null,
+            )
+        }),
+        Kind::Promote(_) => w.promote().await.map_err(failed).map(|p| {
+            (
+                "the target is the writable primary".to_owned(),
+                serde_json::to_value(&p).unwrap_or_default(),
+            )
+        }),
+        other => Err(format!("{other:?} is not a window phase")),
+    }
+}
+
 /// The window phase a step belongs to, for running it side by side with its siblings.
 fn window_phase(kind: Kind) -> Option<u8> {
     match kind {
@@ -1320,22 +1321,12 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
 
 /// The records of the run before run `run` in `journal`.
 fn run_before(journal: &[serde_json::Value], run: &str) -> Vec<Record> {
-    let records: Vec<Record> = journal
-        .iter()
-        .filter_map(|v| serde_json::from_value(v.clone()).ok())
-        .collect();
+    let mut records = parse(journal);
     let Some(first) = records.iter().position(|r| r.run == run) else {
         return Vec::new();
     };
-    last_run(
-        &journal[..]
-            .iter()
-            .filter_map(|v| {
-                let r: Record = serde_json::from_value(v.clone()).ok()?;
-                (r.seq < records[first].seq).then(|| v.clone())
-            })
-            .collect::<Vec<_>>(),
-    )
+    records.truncate(first);
+    last_run_of(records)
 }
 
 /// What each DNS record served before `records`' run switched it (from its switch steps).
