@@ -570,7 +570,7 @@ impl PgWindow {
         sql.push_str(&fence::unblock_statements(&names.pair, &target_roles));
         self.promote_attempted = true;
         self.target
-            .batch("promote the target", &sql)
+            .batch_role_change("promote the target", &sql)
             .await
             .map_err(at(Stage::Promote))?;
         self.write_unavailable_ms = self.started.map(|t| t.elapsed().as_secs_f64() * 1000.0);

@@ -248,6 +248,28 @@ impl Db {
             .map_err(|e| self.error(context, &e))
     }
 
+    /// [`Db::batch`] for statements that change roles: `ALTER ROLE` on a role another session
+    /// alters at the same moment (two pairs fencing one cluster-wide role side by side) fails
+    /// with "tuple concurrently updated" and rolls back whole; it is run again, a few times.
+    pub async fn batch_role_change(&self, context: &str, sql: &str) -> Result<(), PgError> {
+        let mut attempt = 0;
+        loop {
+            match self.client.batch_execute(sql).await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if attempt < 5
+                        && e.as_db_error().is_some_and(|d| {
+                            d.message().contains("tuple concurrently updated")
+                        }) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                Err(e) => return Err(self.error(context, &e)),
+            }
+        }
+    }
+
     /// Runs one statement; returns the number of rows it touched.
     pub async fn execute(
         &self,

@@ -27,7 +27,8 @@ pub async fn block(db: &Db, roles: &[String], pair: &str) -> Result<(), PgError>
         sql.push_str(&format!("ALTER ROLE {} NOLOGIN;", ident(role)));
     }
     // Several statements in one simple query run as one transaction.
-    db.batch("block the app roles (NOLOGIN)", &sql).await
+    db.batch_role_change("block the app roles (NOLOGIN)", &sql)
+        .await
 }
 
 /// Sessions of `roles` in this database, except cutover's own.
@@ -95,7 +96,7 @@ pub async fn unblock(db: &Db, pair: &str) -> Result<Vec<String>, PgError> {
     if state.is_empty() {
         return Ok(Vec::new());
     }
-    db.batch(
+    db.batch_role_change(
         "restore LOGIN on the app roles",
         &unblock_statements(pair, &state),
     )
