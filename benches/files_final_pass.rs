@@ -19,10 +19,10 @@ use common::{arg, runtime};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cutover::files::Entry;
 use cutover::files::remote::{run, ssh_argv};
 use cutover::files::rsync::peer_shell;
 use cutover::files::sync;
+use cutover::files::{Entry, hop};
 use cutover::lab::{LabDir, Sshd, Supervision};
 use cutover::plan;
 
@@ -84,12 +84,17 @@ fn main() {
             cfg = sshd.ssh_config.display(),
         );
         let plan = plan::parse_str(&text, Path::new("bench.toml")).unwrap();
-        let entry = Entry::select(&plan, None).unwrap().remove(0);
+        let mut entry = Entry::select(&plan, None).unwrap().remove(0);
+        // All three go through the same hops: the operator's shared connections to both
+        // hosts, and the running host's shared connection to the other one (`files::hop`,
+        // which cutover's warm pass opens).
+        entry.hop = hop::open(&entry, &state).await.unwrap();
+        assert!(entry.hop.is_some(), "the running host's shared connection");
         let hand = |flags: &[&str]| {
             let mut argv: Vec<String> = vec!["rsync".into()];
             argv.extend(flags.iter().map(|f| f.to_string()));
             argv.push("-e".into());
-            argv.push(peer_shell(&entry.source));
+            argv.push(peer_shell(&entry.source, entry.hop.as_deref()));
             argv.push(format!("lab-source:{}/", src.display()));
             argv.push(format!("{}/", dst.display()));
             ssh_argv(&entry.target, &argv)

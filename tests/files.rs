@@ -226,6 +226,81 @@ async fn with_the_change_log_the_final_pass_sends_only_what_changed_and_is_exact
     );
 }
 
+/// rsync's quick check (size, and time to the second) cannot see a file rewritten at its old
+/// size within the second of its warm copy; files rewritten in place are written in place on
+/// the target, where a hard link the source has since broken must not carry the write over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_the_quick_check_misses_and_links_the_source_broke_arrive_exactly() {
+    let f = Fixture::new().await;
+    let state = f.dir.path().join("state");
+    let src = f.src();
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::create_dir_all(src.join("e")).unwrap();
+    std::fs::write(src.join("d/same-size.txt"), "AAAA").unwrap();
+    std::fs::write(src.join("d/replaced-same-size.txt"), "CCCC").unwrap();
+    // Three names of one file; the source will replace one of them (breaking its link) and
+    // rewrite the file in place under another.
+    std::fs::write(src.join("d/x.txt"), "shared\n").unwrap();
+    std::fs::hard_link(src.join("d/x.txt"), src.join("e/y.txt")).unwrap();
+    std::fs::hard_link(src.join("d/x.txt"), src.join("e/w.txt")).unwrap();
+    // Two names of another file; the source replaces one and leaves the other alone.
+    std::fs::write(src.join("d/p.txt"), "p\n").unwrap();
+    std::fs::hard_link(src.join("d/p.txt"), src.join("e/q.txt")).unwrap();
+    let entry = f.entry("change_log = true", None, &f.dst());
+    sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
+    assert_eq!(snapshot(&src), snapshot(&f.dst()));
+
+    let old_time = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    // In place, same size, and the warm copy's time given back.
+    let path = src.join("d/same-size.txt");
+    let t = old_time(&path);
+    std::fs::write(&path, "BBBB").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    // Replaced by a new file of the same size and time.
+    let path = src.join("d/replaced-same-size.txt");
+    let t = old_time(&path);
+    std::fs::write(src.join("d/.tmp"), "DDDD").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(src.join("d/.tmp"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    std::fs::rename(src.join("d/.tmp"), &path).unwrap();
+    // y.txt replaced (its own file now), x.txt rewritten in place (w.txt, still its link,
+    // sees the write on the source and must on the target; y.txt must not).
+    std::fs::write(src.join("e/.y"), "y alone\n").unwrap();
+    std::fs::rename(src.join("e/.y"), src.join("e/y.txt")).unwrap();
+    std::fs::write(src.join("d/x.txt"), "rewritten in place\n").unwrap();
+    std::fs::write(src.join("e/.q"), "q alone\n").unwrap();
+    std::fs::rename(src.join("e/.q"), src.join("e/q.txt")).unwrap();
+
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(last.method, "change-log", "{last:?}");
+    let dst = f.dst();
+    let read = |p: &str| std::fs::read_to_string(dst.join(p)).unwrap();
+    assert_eq!(read("d/same-size.txt"), "BBBB");
+    assert_eq!(read("d/replaced-same-size.txt"), "DDDD");
+    assert_eq!(read("d/x.txt"), "rewritten in place\n");
+    assert_eq!(read("e/w.txt"), "rewritten in place\n");
+    assert_eq!(read("e/y.txt"), "y alone\n");
+    assert_eq!(
+        read("d/p.txt"),
+        "p\n",
+        "a write to a replaced name reached its old link"
+    );
+    assert_eq!(read("e/q.txt"), "q alone\n");
+    assert_eq!(snapshot(&src), snapshot(&dst), "contents, modes and links");
+    assert!(sync::verify(&entry).await.unwrap().matches());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_watcher_makes_the_final_pass_walk_the_whole_tree_and_say_so() {
     let f = Fixture::new().await;

@@ -9,12 +9,18 @@
 //! (`IGNORED` on it), and a warm pass ran after the daemon started. Otherwise the final pass
 //! walks the whole tree and the report says why.
 //!
+//! Reading the log right after the service stopped could race the watcher: the last writes'
+//! events may still sit in the kernel's queue or in inotifywait. So the final pass first
+//! creates a marker file in a directory the same watcher watches (beside the log, outside the
+//! tree) and reads the log until the marker's event is in it: events of one inotify instance
+//! come out in order, so every change made before the marker is in the log by then.
+//!
 //! The final pass feeds the changed paths to `rsync --files-from`, which neither recurses nor
 //! deletes by itself: directories created or moved in are listed and sent recursively (`-r`),
 //! paths that are gone are deleted on the target (`--delete-missing-args`), and entries under a
 //! listed directory are dropped (the directory carries them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,12 +33,18 @@ use super::{Entry, FilesError, tail};
 pub const EVENTS: &str = "modify,attrib,close_write,create,delete,moved_from,moved_to";
 /// Bound on each watcher command.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the final pass waits for the watcher to log its marker.
+const MARKER_WAIT: Duration = Duration::from_secs(5);
 
 /// What cutover remembers about a running watcher (in the state directory).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Watch {
     /// The log file on the source host.
     pub log: String,
+    /// The watcher's private directory on the source host (holds the log, and the marker
+    /// directory `b/` it also watches). `None` for a watcher started without one.
+    #[serde(default)]
+    pub sidecar: Option<String>,
     /// The daemon's pid on the source host.
     pub pid: u32,
     /// The watched root, with a trailing slash, as inotifywait prints it.
@@ -49,6 +61,13 @@ pub enum Changes {
     Trusted {
         /// Changed paths.
         paths: BTreeMap<String, bool>,
+        /// The root's own metadata may have changed (an entry came, went or was renamed
+        /// directly in it, or the root itself was changed): it must be sent as itself.
+        root: bool,
+        /// Files among `paths` that were only written to (or had their metadata changed)
+        /// under the same name since the log started: the same file, rewritten in place on
+        /// the source, never created, removed or renamed.
+        rewritten: BTreeSet<String>,
     },
     /// The log may have missed changes.
     Untrusted {
@@ -59,7 +78,9 @@ pub enum Changes {
 
 /// Where the state of `entry`'s watcher is kept.
 pub fn state_file(state_dir: &Path, entry: &str) -> PathBuf {
-    state_dir.join("files").join(format!("{entry}.watch.json"))
+    crate::state::StateDir::new(state_dir)
+        .files()
+        .join(format!("{entry}.watch.json"))
 }
 
 /// The watcher's state, if one was started.
@@ -74,29 +95,11 @@ pub fn load(state_dir: &Path, entry: &str) -> Result<Option<Watch>, FilesError> 
     }
 }
 
-/// Writes the watcher's state atomically (write, fsync, rename).
+/// Writes the watcher's state atomically.
 pub fn save(state_dir: &Path, entry: &str, watch: &Watch) -> Result<(), FilesError> {
-    let path = state_file(state_dir, entry);
-    let err = |e: std::io::Error| FilesError::State(format!("{}: {e}", path.display()));
-    let dir = path.parent().expect("state file has a parent");
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(
-            serde_json::to_string_pretty(watch)
-                .expect("serializable")
-                .as_bytes(),
-        )
-        .map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let bytes = serde_json::to_vec_pretty(watch).expect("serializable");
+    crate::state::write_atomic(&state_file(state_dir, entry), &bytes)
+        .map_err(|e| FilesError::State(e.to_string()))
 }
 
 fn forget(state_dir: &Path, entry: &str) -> Result<(), FilesError> {
@@ -114,14 +117,34 @@ pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError>
     }
     let source = &entry.source;
     let root = super::rsync::dir(&entry.plan.source_path);
-    let token = super::token();
-    let log = format!("/tmp/cutover-{}-{token}.changes", entry.plan.name);
-    let created = on_host(source, &["touch", &log], TIMEOUT).await?;
-    if !created.ok() {
+    // A private directory (0700, an unguessable name) for the log and the marker directory.
+    let made = on_host(
+        source,
+        &["mktemp", "-d", "/tmp/cutover-watch.XXXXXXXXXX"],
+        TIMEOUT,
+    )
+    .await?;
+    let sidecar = made.stdout.trim().to_owned();
+    if !made.ok() || !sidecar.starts_with("/tmp/cutover-watch.") {
         return Err(FilesError::Watch(format!(
-            "cannot create the change log {log} on the source host: {}",
-            tail(&created.stderr, 2)
+            "cannot make a directory for the change log under /tmp on the source host: {}",
+            tail(&made.stderr, 2)
         )));
+    }
+    let log = format!("{sidecar}/log");
+    let markers = format!("{sidecar}/b");
+    // inotifywait's `-o` wants its file to exist.
+    let (dir, file) = tokio::join!(
+        on_host(source, &["mkdir", "--", &markers], TIMEOUT),
+        on_host(source, &["touch", "--", &log], TIMEOUT)
+    );
+    for created in [dir?, file?] {
+        if !created.ok() {
+            return Err(FilesError::Watch(format!(
+                "cannot create the change log's files in {sidecar} on the source host: {}",
+                tail(&created.stderr, 2)
+            )));
+        }
     }
     let started = on_host(
         source,
@@ -136,6 +159,7 @@ pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError>
             "-e",
             EVENTS,
             &root,
+            &markers,
         ],
         TIMEOUT,
     )
@@ -166,6 +190,7 @@ pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError>
         })?;
     let watch = Watch {
         log,
+        sidecar: Some(sidecar),
         pid,
         root,
         passes: 0,
@@ -188,41 +213,78 @@ pub async fn changes(entry: &Entry, watch: &Watch) -> Result<Changes, FilesError
             reason: "no warm pass ran after the change log started".into(),
         });
     }
-    // One trip: the watcher's command line (proof it is alive and is ours) and the log.
-    let out = on_host(
-        source,
-        &["cat", &format!("/proc/{}/cmdline", watch.pid), &watch.log],
-        TIMEOUT,
-    )
-    .await?;
-    let (cmdline, log) = match out.stdout.rfind('\0') {
-        Some(at) => (&out.stdout[..at], &out.stdout[at + 1..]),
-        None => ("", out.stdout.as_str()),
-    };
-    if !cmdline.contains(&watch.log) {
-        return Ok(Changes::Untrusted {
-            reason: format!(
-                "the watcher (pid {} on the source host) is no longer running, so changes may be missing from the log",
-                watch.pid
-            ),
-        });
+    // The marker: once its event is in the log, so is every change made before it.
+    let marker = watch
+        .sidecar
+        .as_ref()
+        .map(|dir| format!("{dir}/b/{}", super::token()));
+    if let Some(marker) = &marker {
+        let made = on_host(source, &["touch", "--", marker], TIMEOUT).await?;
+        if !made.ok() {
+            return Ok(Changes::Untrusted {
+                reason: format!(
+                    "the change log's marker {marker} could not be created on the source host: {}",
+                    tail(&made.stderr, 1)
+                ),
+            });
+        }
     }
-    if !out.ok() {
-        return Ok(Changes::Untrusted {
-            reason: format!(
-                "the change log {} cannot be read: {}",
-                watch.log,
-                tail(&out.stderr, 1)
-            ),
+    let deadline = std::time::Instant::now() + MARKER_WAIT;
+    loop {
+        // One trip: the watcher's command line (proof it is alive and is ours) and the log.
+        let out = on_host(
+            source,
+            &["cat", &format!("/proc/{}/cmdline", watch.pid), &watch.log],
+            TIMEOUT,
+        )
+        .await?;
+        let (cmdline, log) = match out.stdout.rfind('\0') {
+            Some(at) => (&out.stdout[..at], &out.stdout[at + 1..]),
+            None => ("", out.stdout.as_str()),
+        };
+        if !cmdline.contains(&watch.log) {
+            return Ok(Changes::Untrusted {
+                reason: format!(
+                    "the watcher (pid {} on the source host) is no longer running, so changes may be missing from the log",
+                    watch.pid
+                ),
+            });
+        }
+        if !out.ok() {
+            return Ok(Changes::Untrusted {
+                reason: format!(
+                    "the change log {} cannot be read: {}",
+                    watch.log,
+                    tail(&out.stderr, 1)
+                ),
+            });
+        }
+        let caught_up = marker.as_ref().is_none_or(|m| {
+            log.lines()
+                .any(|line| line.split_once('\t').is_some_and(|(_, path)| path == m))
         });
+        if caught_up {
+            return Ok(parse(log, &watch.root));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Changes::Untrusted {
+                reason: format!(
+                    "the watcher (pid {}) did not log its marker within {} s: it is stalled, and the log may lack the last changes",
+                    watch.pid,
+                    MARKER_WAIT.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(parse(log, &watch.root))
 }
 
 /// Reads inotifywait's `EVENTS\tPATH` lines into the paths to send.
 pub fn parse(text: &str, root: &str) -> Changes {
     let root_bare = root.trim_end_matches('/');
     let mut paths: BTreeMap<String, bool> = BTreeMap::new();
+    let mut root_changed = false;
+    let mut structural: std::collections::HashSet<String> = Default::default();
     for line in text.lines() {
         if line.starts_with("Q_OVERFLOW") {
             return Changes::Untrusted {
@@ -247,39 +309,78 @@ pub fn parse(text: &str, root: &str) -> Changes {
                 reason: "the watched root itself was removed, moved or unmounted".into(),
             };
         }
-        let Some(rel) = path.strip_prefix(root).map(|r| r.trim_end_matches('/')) else {
+        let Some(rel) = path
+            .strip_prefix(root)
+            .or_else(|| (path == root_bare).then_some(""))
+            .map(|r| r.trim_end_matches('/'))
+        else {
             continue;
         };
         if rel.is_empty() {
+            // The root itself (a mode, owner or time of its own).
+            root_changed = true;
             continue;
+        }
+        if !rel.contains('/')
+            && ["CREATE", "DELETE", "MOVED_FROM", "MOVED_TO"]
+                .iter()
+                .any(|e| events.contains(e))
+        {
+            root_changed = true;
         }
         let dir = events.contains(&"ISDIR");
         let whole = dir && (events.contains(&"CREATE") || events.contains(&"MOVED_TO"));
         let e = paths.entry(rel.to_owned()).or_insert(false);
         *e |= whole;
-        if dir && !whole {
-            // A directory that was removed, moved away or changed: listed; its entries are
-            // carried by it (or gone with it).
-            paths.entry(rel.to_owned()).or_insert(false);
+        // Anything but writes to, or metadata of, an existing file: the name was created,
+        // removed or renamed, or it is a directory.
+        if dir
+            || !events
+                .iter()
+                .all(|e| ["MODIFY", "CLOSE_WRITE", "CLOSE", "ATTRIB"].contains(e))
+        {
+            structural.insert(rel.to_owned());
         }
     }
-    // Entries under a listed directory go with it.
-    let dirs: Vec<String> = paths
-        .keys()
-        .filter(|p| paths.keys().any(|q| q.starts_with(&format!("{p}/"))))
-        .cloned()
+    let rewritten = paths
+        .iter()
+        .filter(|(p, whole)| !**whole && !structural.contains(p.as_str()))
+        .map(|(p, _)| p.clone())
         .collect();
-    paths.retain(|p, _| !dirs.iter().any(|d| p.starts_with(&format!("{d}/"))));
-    Changes::Trusted { paths }
+    // Entries under a directory sent whole go with it. (A directory listed as itself, say
+    // after a chmod, carries nothing: its changed entries stay listed.)
+    let whole: std::collections::HashSet<String> = paths
+        .iter()
+        .filter(|(_, whole)| **whole)
+        .map(|(p, _)| p.clone())
+        .collect();
+    if !whole.is_empty() {
+        paths.retain(|p, _| {
+            !Path::new(p)
+                .ancestors()
+                .skip(1)
+                .any(|a| whole.contains(a.to_str().unwrap_or_default()))
+        });
+    }
+    let rewritten: BTreeSet<String> = rewritten;
+    Changes::Trusted {
+        rewritten: rewritten
+            .into_iter()
+            .filter(|p| paths.contains_key(p))
+            .collect(),
+        paths,
+        root: root_changed,
+    }
 }
 
-/// Paths (relative) that are hard links of a changed regular file, found on the source: the
-/// log names a file by the path it was written through, never by its other links. Walks the
-/// tree only when a changed file has more than one link.
+/// Hard links of changed regular files, found on the source: the log names a file by the path
+/// it was written through, never by its other links. Returns the changed files that have
+/// other links and those other links (relative). Walks the tree only when a changed file has
+/// more than one link.
 pub async fn hard_link_siblings(
     entry: &Entry,
     paths: &BTreeMap<String, bool>,
-) -> Result<Vec<String>, FilesError> {
+) -> Result<(Vec<String>, Vec<String>), FilesError> {
     let source = &entry.source;
     let root = super::rsync::dir(&entry.plan.source_path);
     let mut linked = Vec::new();
@@ -323,16 +424,25 @@ pub async fn hard_link_siblings(
                 .map(str::to_owned),
         );
     }
-    Ok(siblings)
+    let linked = linked
+        .iter()
+        .filter_map(|p| p.strip_prefix(root.as_str()))
+        .map(str::to_owned)
+        .collect();
+    Ok((linked, siblings))
 }
 
 /// Stops the watcher and removes its log; forgets its state.
 pub async fn stop(entry: &Entry, state_dir: &Path, watch: &Watch) -> Result<(), FilesError> {
     let source = &entry.source;
     let pid = watch.pid.to_string();
+    let remove: Vec<&str> = match &watch.sidecar {
+        Some(dir) => vec!["rm", "-rf", "--", dir],
+        None => vec!["rm", "-f", "--", &watch.log],
+    };
     let (killed, removed) = tokio::join!(
         on_host(source, &["kill", &pid], TIMEOUT),
-        on_host(source, &["rm", "-f", &watch.log], TIMEOUT)
+        on_host(source, &remove, TIMEOUT)
     );
     killed?;
     removed?;
@@ -347,9 +457,29 @@ mod tests {
 
     fn trusted(text: &str) -> BTreeMap<String, bool> {
         match parse(text, ROOT) {
-            Changes::Trusted { paths } => paths,
+            Changes::Trusted { paths, .. } => paths,
             other => panic!("{other:?}"),
         }
+    }
+
+    fn root_changed(text: &str) -> bool {
+        match parse(text, ROOT) {
+            Changes::Trusted { root, .. } => root,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_root_is_sent_only_when_its_own_entries_or_metadata_changed() {
+        assert!(!root_changed(
+            "MODIFY\t/srv/app/sub/a.txt\nCREATE\t/srv/app/sub/b\n"
+        ));
+        assert!(!root_changed("MODIFY\t/srv/app/top.txt\n"));
+        assert!(root_changed("CREATE\t/srv/app/new.txt\n"));
+        assert!(root_changed("MOVED_FROM,ISDIR\t/srv/app/old\n"));
+        assert!(root_changed("ATTRIB,ISDIR\t/srv/app/\n"));
+        // Lines about the marker directory are not the tree's.
+        assert!(trusted("CREATE\t/tmp/cutover-watch.x/b/abc\n").is_empty());
     }
 
     #[test]
@@ -365,6 +495,8 @@ mod tests {
             ("gone.txt", false),
             ("new", true),
             ("old", false),
+            // Listed as well: a directory that is not sent whole carries nothing.
+            ("old/inner.txt", false),
             ("renamed", true),
             ("sub/mode.txt", false),
         ]
@@ -372,6 +504,38 @@ mod tests {
         .map(|(p, w)| (p.to_owned(), w))
         .collect();
         assert_eq!(paths, expect);
+    }
+
+    #[test]
+    fn files_written_in_place_are_told_from_names_that_came_or_went() {
+        let log = "MODIFY\t/srv/app/db.bin\nCLOSE_WRITE,CLOSE\t/srv/app/db.bin\n\
+                   ATTRIB\t/srv/app/mode.txt\n\
+                   CREATE\t/srv/app/new.txt\nMODIFY\t/srv/app/new.txt\n\
+                   MOVED_TO\t/srv/app/replaced.txt\nMODIFY\t/srv/app/replaced.txt\n\
+                   ATTRIB,ISDIR\t/srv/app/sub\n";
+        let Changes::Trusted { rewritten, .. } = parse(log, ROOT) else {
+            panic!("trusted")
+        };
+        assert_eq!(
+            rewritten.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["db.bin", "mode.txt"]
+        );
+    }
+
+    #[test]
+    fn a_directory_listed_as_itself_does_not_swallow_its_changed_entries() {
+        let paths = trusted("ATTRIB,ISDIR\t/srv/app/sub\nMODIFY\t/srv/app/sub/a.txt\n");
+        assert_eq!(
+            paths.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["sub", "sub/a.txt"]
+        );
+        // Under a directory sent whole, and not under a neighbour that shares its prefix.
+        let paths =
+            trusted("CREATE,ISDIR\t/srv/app/new\nCREATE\t/srv/app/new/x\nCREATE\t/srv/app/new-b\n");
+        assert_eq!(
+            paths.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["new", "new-b"]
+        );
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! - [`preflight`]: both hosts reachable, rsync on both, the running host reaching the other,
 //!   space, clock skew, the target's parent writable. Changes nothing.
 //! - [`changelog`]: the inotify change log kept on the source from the first warm pass.
+//! - [`hop`]: the running host's ssh connection to the other host, shared from pass to pass.
 //! - [`sqlite`]: SQLite databases in a tree copied as online backups, checked on the target.
 //! - [`sync`]: a pass (warm while the service runs, final in the window: only the logged
 //!   changes when the log can be trusted, else the whole tree) and verify.
 
 pub mod changelog;
+pub mod hop;
 pub mod preflight;
 pub mod remote;
 pub mod rsync;
@@ -74,6 +76,9 @@ pub struct Entry {
     pub source: Host,
     /// The target host.
     pub target: Host,
+    /// The running host's shared connection to the other host (a control socket directory
+    /// there, see [`hop`]), once a warm pass has made one.
+    pub hop: Option<String>,
 }
 
 impl Entry {
@@ -86,10 +91,15 @@ impl Entry {
             .files
             .iter()
             .filter(|f| only.is_none_or(|name| f.name == name))
-            .map(|f| Entry {
-                plan: f.clone(),
-                source: hosts.source.clone(),
-                target: hosts.target.clone(),
+            .map(|f| {
+                let mut entry = Entry {
+                    plan: f.clone(),
+                    source: hosts.source.clone(),
+                    target: hosts.target.clone(),
+                    hop: None,
+                };
+                entry.hop = hop::load(&plan.migration.state_dir, &entry);
+                entry
             })
             .collect())
     }
@@ -97,6 +107,17 @@ impl Entry {
     /// The host that runs rsync and the one it reaches.
     pub fn runner_and_peer(&self) -> (&Host, &Host) {
         rsync::hosts(&self.plan, &self.source, &self.target)
+    }
+
+    /// The rsync argv for this entry with `flags`, run on the running host.
+    pub fn rsync_argv(&self, flags: &[String]) -> Vec<String> {
+        rsync::argv(
+            &self.plan,
+            &self.source,
+            &self.target,
+            flags,
+            self.hop.as_deref(),
+        )
     }
 }
 

@@ -75,10 +75,12 @@ pub fn dir(path: &std::path::Path) -> String {
     format!("{}/", text.trim_end_matches('/'))
 }
 
-/// The `-e` value the running host uses to reach `peer` (rsync splits it on spaces itself).
-pub fn peer_shell(peer: &Host) -> String {
+/// The `-e` value the running host uses to reach `peer` (rsync splits it on spaces itself),
+/// sharing the connection through `hop` (see [`super::hop`]) when there is one.
+pub fn peer_shell(peer: &Host, hop: Option<&str>) -> String {
     std::iter::once("ssh".to_owned())
         .chain(ssh_options(peer))
+        .chain(hop.map(super::hop::options).unwrap_or_default())
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -118,14 +120,20 @@ pub fn common_flags(entry: &FileSync) -> Vec<String> {
     args
 }
 
-/// The rsync argv run on the running host: `flags`, then the remote shell to the peer, then
-/// source and destination (one of them `peer:path`).
-pub fn argv(entry: &FileSync, source: &Host, target: &Host, flags: &[String]) -> Vec<String> {
+/// The rsync argv run on the running host: `flags`, then the remote shell to the peer (through
+/// the shared connection `hop`, if any), then source and destination (one of them `peer:path`).
+pub fn argv(
+    entry: &FileSync,
+    source: &Host,
+    target: &Host,
+    flags: &[String],
+    hop: Option<&str>,
+) -> Vec<String> {
     let (_, peer) = hosts(entry, source, target);
     let mut args = vec!["rsync".to_owned()];
     args.extend(flags.iter().cloned());
     args.push("-e".into());
-    args.push(peer_shell(peer));
+    args.push(peer_shell(peer, hop));
     let (from, to) = match entry.runs_on {
         FilesRunsOn::Target => (
             format!("{}:{}", source.ssh, dir(&entry.source_path)),
@@ -233,7 +241,7 @@ mod tests {
     fn pulls_on_the_target_server_to_server_with_faithful_flags() {
         let (s, t) = (host("root@old"), host("root@new"));
         let e = entry(FilesRunsOn::Target);
-        let args = argv(&e, &s, &t, &common_flags(&e));
+        let args = argv(&e, &s, &t, &common_flags(&e), None);
         assert_eq!(
             args,
             [
@@ -251,7 +259,7 @@ mod tests {
         );
         assert!(!args.iter().any(|a| a == "-z"), "no compression on a LAN");
         let e = entry(FilesRunsOn::Source);
-        let args = argv(&e, &s, &t, &common_flags(&e));
+        let args = argv(&e, &s, &t, &common_flags(&e), None);
         assert_eq!(
             &args[args.len() - 2..],
             ["/srv/app/data/", "root@new:/srv/app/data/"]

@@ -111,12 +111,16 @@ pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesE
             FilesRunsOn::Target => (format!("{}:{backup}", entry.source.ssh), target.clone()),
             FilesRunsOn::Source => (backup.clone(), format!("{}:{target}", entry.target.ssh)),
         };
+        // `--ignore-times`: a new backup can have the size and, to the second, the time of
+        // the copy already on the target (two passes within one second), and rsync's quick
+        // check would then keep the old copy.
         let argv = vec![
             "rsync".to_owned(),
             "-a".to_owned(),
+            "--ignore-times".to_owned(),
             "--numeric-ids".to_owned(),
             "-e".to_owned(),
-            peer_shell(peer),
+            peer_shell(peer, entry.hop.as_deref()),
             from,
             to,
         ];

@@ -139,15 +139,31 @@ async fn rsync_pass(
             .map(|f| f.to_string()),
     );
     flags.extend(["--info=progress2".into(), "--stats".into()]);
-    let argv = rsync::argv(&entry.plan, &entry.source, &entry.target, &flags);
     let (runner, _) = entry.runner_and_peer();
-    let run = stream(ssh_argv(runner, &argv), input, progress);
-    let (code, out, err) = tokio::time::timeout(PASS_TIMEOUT, run)
-        .await
-        .map_err(|_| FilesError::Timeout {
-            what: format!("the rsync pass of {}", entry.plan.name),
-            after: PASS_TIMEOUT,
-        })??;
+    let mut hop = entry.hop.clone();
+    let (code, out, err) = loop {
+        let argv = rsync::argv(
+            &entry.plan,
+            &entry.source,
+            &entry.target,
+            &flags,
+            hop.as_deref(),
+        );
+        let run = stream(ssh_argv(runner, &argv), input.clone(), progress);
+        let (code, out, err) = tokio::time::timeout(PASS_TIMEOUT, run)
+            .await
+            .map_err(|_| FilesError::Timeout {
+                what: format!("the rsync pass of {}", entry.plan.name),
+                after: PASS_TIMEOUT,
+            })??;
+        // The shared connection's directory is gone: once more with a connection of its own.
+        if code == Some(255) && hop.is_some() && super::hop::broken(&err) {
+            tracing::warn!(entry = %entry.plan.name, "the shared ssh connection on the running host is gone; this pass opens its own");
+            hop = None;
+            continue;
+        }
+        break (code, out, err);
+    };
     let meaning = rsync::exit_meaning(code.unwrap_or(-1), kind == PassKind::Warm);
     if !meaning.acceptable {
         return Err(FilesError::Rsync {
@@ -303,10 +319,19 @@ pub async fn warm(
     state_dir: &Path,
     progress: &mut (dyn FnMut(u64, u8) + Send),
 ) -> Result<PassReport, FilesError> {
-    let mut watch = if entry.plan.change_log {
-        Some(changelog::start(entry, state_dir).await?)
-    } else {
-        None
+    let (watch, hop) = tokio::join!(
+        async {
+            match entry.plan.change_log {
+                true => changelog::start(entry, state_dir).await.map(Some),
+                false => Ok(None),
+            }
+        },
+        super::hop::open(entry, state_dir)
+    );
+    let mut watch = watch?;
+    let entry = &Entry {
+        hop: hop?,
+        ..entry.clone()
     };
     let report = pass(entry, PassKind::Warm, progress).await?;
     if let Some(watch) = &mut watch {
@@ -316,100 +341,274 @@ pub async fn warm(
 }
 
 /// The final pass: only the logged changes when the change log can be trusted, else the whole
-/// tree, saying why. The watcher is stopped afterwards.
+/// tree, saying why. The watcher's work ends once its log is read: it is stopped while the
+/// copy runs (a final pass that fails is followed by a full one, or by a new warm pass).
 pub async fn final_pass(
     entry: &Entry,
     state_dir: &Path,
     progress: &mut (dyn FnMut(u64, u8) + Send),
 ) -> Result<PassReport, FilesError> {
+    let started = Instant::now();
     let watch = changelog::load(state_dir, &entry.plan.name)?;
     let changes = match (&watch, entry.plan.change_log) {
         (Some(w), _) => changelog::changes(entry, w).await?,
         (None, true) => Changes::Untrusted {
-            reason: "no change log was started: no warm pass ran with `change_log` set".into(),
+            reason: "no change log is running: no warm pass with `change_log` set ran since the last final pass".into(),
         },
         (None, false) => Changes::Untrusted {
             reason: String::new(),
         },
     };
-    let started = Instant::now();
-    let mut report = match changes {
-        Changes::Trusted { mut paths } => {
-            // SQLite databases and their companions travel as online backups, never by name:
-            // rsync refuses a listed name its own filter excludes.
-            paths.retain(|path, _| {
-                !entry.plan.sqlite.iter().any(|db| {
-                    path == db
-                        || crate::files::sqlite::COMPANIONS
-                            .iter()
-                            .any(|c| *path == format!("{db}{c}"))
-                })
-            });
-            // A changed file with other hard links changed them too, under names the log
-            // never saw: they travel together or `-H` would split them on the target.
-            for sibling in changelog::hard_link_siblings(entry, &paths).await? {
-                paths.entry(sibling).or_insert(false);
-            }
+    let stop = async {
+        match &watch {
+            Some(w) => changelog::stop(entry, state_dir, w).await,
+            None => Ok(()),
+        }
+    };
+    let (report, stopped) = tokio::join!(copy(entry, changes, progress), stop);
+    let mut report = report?;
+    stopped?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Most rsync runs the paths of a final pass are split into. A run walks its list one file
+/// at a time, waiting on each file's reads and writes on both hosts; a few runs side by side
+/// keep the disks and both cores busy (measured here on 1,000 changed files: 0.31 s in one
+/// run, 0.15 s in four; 0.70 s and 0.48 s with a cold cache; eight were slower than four).
+const PARALLEL_RUNS: usize = 4;
+/// Fewest paths that make another run worth its start (an ssh session and two rsyncs).
+const PATHS_PER_RUN: usize = 100;
+
+/// Splits `paths` into at most `runs` lists of at least `min` paths (when there are that many),
+/// keeping every path with its siblings: a directory's direct entries change its time, which
+/// the run that changes them sets again afterwards, so no two runs change one directory. A
+/// listed directory keeps the listed paths under it too (a directory deleted with its entries
+/// is deleted by one run).
+fn by_parent(paths: Vec<&String>, runs: usize, min: usize) -> Vec<Vec<&String>> {
+    let listed: std::collections::HashSet<&str> = paths.iter().map(|p| p.as_str()).collect();
+    let parent = |p: &'_ str| -> String {
+        // The parent of the highest listed directory above `p` (or of `p` itself).
+        let top = Path::new(p)
+            .ancestors()
+            .filter(|a| listed.contains(a.to_str().unwrap_or_default()))
+            .last()
+            .and_then(|a| a.to_str())
+            .unwrap_or(p);
+        top.rsplit_once('/')
+            .map_or(String::new(), |(dir, _)| dir.to_owned())
+    };
+    let mut groups: std::collections::BTreeMap<String, Vec<&String>> = Default::default();
+    for path in paths {
+        groups.entry(parent(path)).or_default().push(path);
+    }
+    let total: usize = groups.values().map(Vec::len).sum();
+    let n = runs.min(total.div_ceil(min.max(1))).max(1);
+    let mut lists: Vec<Vec<&String>> = vec![Vec::new(); n];
+    // Largest groups first, each into the shortest list.
+    let mut groups: Vec<Vec<&String>> = groups.into_values().collect();
+    groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
+    for group in groups {
+        let shortest = lists
+            .iter_mut()
+            .min_by_key(|l| l.len())
+            .expect("at least one list");
+        shortest.extend(group);
+    }
+    lists.retain(|l| !l.is_empty());
+    lists
+}
+
+/// The progress of runs side by side, reported as one: bytes added up, the percentages
+/// averaged.
+struct Progress<'a> {
+    parts: Vec<(u64, u8)>,
+    report: &'a mut (dyn FnMut(u64, u8) + Send),
+}
+
+impl Progress<'_> {
+    fn update(&mut self, run: usize, bytes: u64, percent: u8) {
+        if let Some(part) = self.parts.get_mut(run) {
+            *part = (bytes, percent);
+        }
+        let bytes = self.parts.iter().map(|p| p.0).sum();
+        let percent =
+            self.parts.iter().map(|p| u64::from(p.1)).sum::<u64>() / self.parts.len().max(1) as u64;
+        (self.report)(bytes, percent as u8);
+    }
+}
+
+/// Every logged file is sent, whatever its size and time: rsync's quick check compares times
+/// to the second, so a file rewritten at the same size within the second its warm copy was
+/// taken would look unchanged and be left behind. The log says it changed.
+const IGNORE_TIMES: &str = "--ignore-times";
+
+/// Flags of the run over files rewritten in place on the source: written in place on the
+/// target too. Without a temporary file and a rename, a changed file costs one write instead
+/// of a new file, a rename over the old one and (on ext4) the flush a rename over a file
+/// triggers: the final pass of the benchmark went from 0.22 s to 0.13 s.
+const IN_PLACE: &str = "--inplace";
+
+/// rsync options that cannot go with `--inplace` (rsync refuses the combination).
+const NOT_WITH_IN_PLACE: [&str; 3] = ["--partial-dir", "--delay-updates", "--backup-dir"];
+
+/// `lists` sent side by side, each with `flags`; figures added up, progress reported as one.
+async fn side_by_side(
+    entry: &Entry,
+    flags: &[&str],
+    lists: Vec<Vec<&String>>,
+    figures: &mut Figures,
+    warnings: &mut Vec<String>,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<(), FilesError> {
+    let shared = std::sync::Mutex::new(Progress {
+        parts: vec![(0, 0); lists.len()],
+        report: progress,
+    });
+    let runs = lists.into_iter().enumerate().map(|(i, list)| {
+        let shared = &shared;
+        async move {
             let mut figures = Figures::default();
             let mut warnings = Vec::new();
-            if paths.values().any(|whole| *whole) {
-                // New or moved-in directories: they are sent whole (`-r`), then the parents'
-                // and the root's own metadata in a second pass that does not recurse.
-                files_from(
-                    entry,
-                    &["-r", "--delete-missing-args", "--force"],
-                    nul_list(paths.keys()),
-                    &mut figures,
-                    &mut warnings,
-                    progress,
-                )
-                .await?;
-                dir_metadata(
-                    entry,
-                    &parent_dirs(&paths),
-                    true,
-                    &mut figures,
-                    &mut warnings,
-                    progress,
-                )
-                .await?;
-            } else if !paths.is_empty() {
-                // Only files and directories' own entries: one pass, no recursion. The changed
-                // paths, then their parent directories and the root as themselves (their times
-                // moved when entries came and went); vanished paths deleted on the target.
-                let mut list: Vec<String> = vec![".".into()];
-                list.extend(parent_dirs(&paths));
-                list.extend(paths.keys().cloned());
-                files_from(
-                    entry,
-                    &[NO_DELETE, "--delete-missing-args", "--force"],
-                    nul_list(list.iter()),
-                    &mut figures,
-                    &mut warnings,
-                    progress,
-                )
-                .await?;
-            }
-            let sqlite = sqlite_copies(
+            let mut progress = |bytes, percent| {
+                if let Ok(mut p) = shared.lock() {
+                    p.update(i, bytes, percent);
+                }
+            };
+            let bytes = nul_list(list.into_iter());
+            let sent = files_from(
                 entry,
-                PassKind::Final,
+                flags,
+                bytes.clone(),
                 &mut figures,
                 &mut warnings,
-                progress,
+                &mut progress,
             )
-            .await?;
-            PassReport {
-                entry: entry.plan.name.clone(),
-                kind: PassKind::Final,
-                figures,
-                seconds: 0.0,
-                method: "change-log",
-                changed_paths: Some(paths.len()),
-                fallback: None,
-                sqlite,
-                warnings,
+            .await;
+            match sent {
+                // A file the running user may not write to (not root, a read-only file)
+                // cannot be rewritten in place: the same run again, the usual way.
+                Err(FilesError::Rsync { code: 23, .. }) if flags.contains(&IN_PLACE) => {
+                    let usual: Vec<&str> =
+                        flags.iter().copied().filter(|f| *f != IN_PLACE).collect();
+                    figures = Figures::default();
+                    warnings.clear();
+                    files_from(
+                        entry,
+                        &usual,
+                        bytes,
+                        &mut figures,
+                        &mut warnings,
+                        &mut progress,
+                    )
+                    .await?;
+                }
+                other => other?,
             }
+            Ok::<_, FilesError>((figures, warnings))
         }
+    });
+    let mut sum = Figures::default();
+    for (f, w) in futures::future::try_join_all(runs).await? {
+        sum.files += f.files;
+        sum.files_transferred += f.files_transferred;
+        sum.total_bytes += f.total_bytes;
+        sum.transferred_bytes += f.transferred_bytes;
+        sum.wire_bytes += f.wire_bytes;
+        warnings.extend(w);
+    }
+    add(figures, &sum);
+    Ok(())
+}
+
+/// Sends the logged `paths` (`true`: a directory to send whole).
+///
+/// rsync sends the directories above each listed path along with it (`--relative`'s implied
+/// directories, with their own metadata, set again after their entries changed), so parents
+/// whose entries came and went need no listing. (The root is no such directory: see
+/// [`copy`].)
+///
+/// Three steps, one after the other: (1) names that came, went or were renamed, and
+/// directories as themselves; (2) directories created or moved in, whole (`-r`), apart so that
+/// a directory listed as itself (a chmod) is not walked; (3) files only rewritten in place on
+/// the source (`rewritten`), in place on the target. A file's inode on the target may still be
+/// shared with a name the source has since replaced or removed; such a name is in the log, is
+/// never written in place, and is sent again whatever its size and time, so after (1) the
+/// write in place reaches only the names that share the file on the source too (a test
+/// breaks this on purpose). Each step sets again the times of the directories it changed.
+async fn copy_paths(
+    entry: &Entry,
+    paths: &std::collections::BTreeMap<String, bool>,
+    rewritten: &std::collections::BTreeSet<String>,
+    figures: &mut Figures,
+    warnings: &mut Vec<String>,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<(), FilesError> {
+    let in_place = !entry
+        .plan
+        .rsync_args
+        .iter()
+        .any(|a| NOT_WITH_IN_PLACE.iter().any(|n| a.starts_with(n)));
+    let whole: Vec<&String> = paths.iter().filter(|(_, w)| **w).map(|(p, _)| p).collect();
+    let (later, single): (Vec<&String>, Vec<&String>) = paths
+        .iter()
+        .filter(|(_, w)| !**w)
+        .map(|(p, _)| p)
+        .partition(|p| in_place && rewritten.contains(*p));
+    if !single.is_empty() {
+        side_by_side(
+            entry,
+            &[NO_DELETE, IGNORE_TIMES, "--delete-missing-args", "--force"],
+            by_parent(single, PARALLEL_RUNS, PATHS_PER_RUN),
+            figures,
+            warnings,
+            progress,
+        )
+        .await?;
+    }
+    if !whole.is_empty() {
+        files_from(
+            entry,
+            &["-r", IGNORE_TIMES, "--delete-missing-args", "--force"],
+            nul_list(whole.into_iter()),
+            figures,
+            warnings,
+            progress,
+        )
+        .await?;
+    }
+    if !later.is_empty() {
+        side_by_side(
+            entry,
+            &[
+                NO_DELETE,
+                IGNORE_TIMES,
+                "--delete-missing-args",
+                "--force",
+                IN_PLACE,
+            ],
+            by_parent(later, PARALLEL_RUNS, PATHS_PER_RUN),
+            figures,
+            warnings,
+            progress,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The copy of a final pass: the logged paths, or the whole tree.
+async fn copy(
+    entry: &Entry,
+    changes: Changes,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<PassReport, FilesError> {
+    let (mut paths, root, rewritten) = match changes {
+        Changes::Trusted {
+            paths,
+            root,
+            rewritten,
+        } => (paths, root, rewritten),
         Changes::Untrusted { reason } => {
             let mut r = pass(entry, PassKind::Final, progress).await?;
             if !reason.is_empty() {
@@ -417,14 +616,82 @@ pub async fn final_pass(
                     .push(format!("the final pass walked the whole tree: {reason}"));
                 r.fallback = Some(reason);
             }
-            r
+            return Ok(r);
         }
     };
-    report.seconds = started.elapsed().as_secs_f64();
-    if let Some(w) = &watch {
-        changelog::stop(entry, state_dir, w).await?;
+    // SQLite databases and their companions travel as online backups, never by name: rsync
+    // refuses a listed name its own filter excludes.
+    paths.retain(|path, _| {
+        !entry.plan.sqlite.iter().any(|db| {
+            path == db
+                || crate::files::sqlite::COMPANIONS
+                    .iter()
+                    .any(|c| *path == format!("{db}{c}"))
+        })
+    });
+    let mut figures = Figures::default();
+    let mut warnings = Vec::new();
+    // A changed file with other hard links changed them too, under names the log never saw.
+    // They are looked up on the source while the copy runs; if there are any, one more run
+    // sends them with the file they share, so `-H` links them again on the target.
+    let (siblings, copied) = tokio::join!(
+        changelog::hard_link_siblings(entry, &paths),
+        copy_paths(
+            entry,
+            &paths,
+            &rewritten,
+            &mut figures,
+            &mut warnings,
+            progress
+        )
+    );
+    let (linked, siblings) = siblings?;
+    copied?;
+    if !siblings.is_empty() {
+        let list: std::collections::BTreeSet<&String> = linked.iter().chain(&siblings).collect();
+        files_from(
+            entry,
+            &[NO_DELETE, IGNORE_TIMES],
+            nul_list(list.into_iter()),
+            &mut figures,
+            &mut warnings,
+            progress,
+        )
+        .await?;
     }
-    Ok(report)
+    // The root is no implied directory: its own metadata goes last, listed as `.` (which,
+    // without `-r`, brings its entries one level deep for a quick check), when its entries
+    // came and went or one of them was sent.
+    if root || paths.keys().chain(&siblings).any(|p| !p.contains('/')) {
+        files_from(
+            entry,
+            &[NO_DELETE],
+            nul_list(std::iter::once(&".".to_owned())),
+            &mut figures,
+            &mut warnings,
+            progress,
+        )
+        .await?;
+    }
+    let sqlite = sqlite_copies(
+        entry,
+        PassKind::Final,
+        &mut figures,
+        &mut warnings,
+        progress,
+    )
+    .await?;
+    Ok(PassReport {
+        entry: entry.plan.name.clone(),
+        kind: PassKind::Final,
+        figures,
+        seconds: 0.0,
+        method: "change-log",
+        changed_paths: Some(paths.len() + siblings.len()),
+        fallback: None,
+        sqlite,
+        warnings,
+    })
 }
 
 /// Paths that differ between the two trees, as rsync itemizes them (content by checksum,
@@ -462,9 +729,16 @@ pub async fn verify(entry: &Entry) -> Result<VerifyReport, FilesError> {
         "--checksum".into(),
         "--itemize-changes".into(),
     ]);
-    let argv = rsync::argv(&entry.plan, &entry.source, &entry.target, &flags);
     let (runner, _) = entry.runner_and_peer();
-    let out = super::remote::run(&ssh_argv(runner, &argv), PASS_TIMEOUT).await?;
+    let mut out =
+        super::remote::run(&ssh_argv(runner, &entry.rsync_argv(&flags)), PASS_TIMEOUT).await?;
+    if out.code == Some(255) && entry.hop.is_some() && super::hop::broken(&out.stderr) {
+        let own = Entry {
+            hop: None,
+            ..entry.clone()
+        };
+        out = super::remote::run(&ssh_argv(runner, &own.rsync_argv(&flags)), PASS_TIMEOUT).await?;
+    }
     let meaning = rsync::exit_meaning(out.code.unwrap_or(-1), false);
     if !meaning.acceptable {
         return Err(FilesError::Rsync {
@@ -490,6 +764,42 @@ pub async fn verify(entry: &Entry) -> Result<VerifyReport, FilesError> {
 #[cfg(test)]
 mod tests {
     use super::itemized;
+
+    #[test]
+    fn runs_side_by_side_never_share_a_directory() {
+        let paths: Vec<String> = (0..1000)
+            .map(|i| format!("d{:02}/f{i}.txt", i % 40))
+            .chain([".".to_owned(), "top.txt".to_owned()])
+            .collect();
+        let lists = super::by_parent(paths.iter().collect(), 4, 100);
+        assert_eq!(lists.len(), 4);
+        assert_eq!(lists.iter().map(Vec::len).sum::<usize>(), paths.len());
+        let parent = |p: &str| p.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+        for (i, a) in lists.iter().enumerate() {
+            for b in &lists[i + 1..] {
+                assert!(a.iter().all(|p| !b.iter().any(|q| parent(p) == parent(q))));
+            }
+        }
+        // A listed directory keeps what is listed under it.
+        let nested: Vec<String> = ["a/b", "a/b/x", "a/b/c/y"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain((0..300).map(|i| format!("z{i}/f")))
+            .collect();
+        let split = super::by_parent(nested.iter().collect(), 4, 100);
+        let with_dir = split
+            .iter()
+            .find(|l| l.iter().any(|p| *p == "a/b"))
+            .unwrap();
+        assert!(with_dir.iter().any(|p| *p == "a/b/x") && with_dir.iter().any(|p| *p == "a/b/c/y"));
+        // `.` stays with the root's own entries; a few paths make one run.
+        let with_dot = lists.iter().find(|l| l.iter().any(|p| *p == ".")).unwrap();
+        assert!(with_dot.iter().any(|p| *p == "top.txt"));
+        assert_eq!(
+            super::by_parent(paths[..50].iter().collect(), 4, 100).len(),
+            1
+        );
+    }
 
     #[test]
     fn itemized_lines_are_told_from_the_rest() {

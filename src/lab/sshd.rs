@@ -70,6 +70,11 @@ impl Sshd {
             let port = free_port()?;
             let d = dir.display();
             let config = dir.join("sshd_config");
+            // `SetEnv SHLVL=1`: bash skips ~/.bashrc for commands run by sshd when it is not
+            // a top-level shell. The lab hosts are this machine's own user, whose ~/.bashrc
+            // may load a developer's environment (here `pyenv init`, ~0.12 s per command);
+            // a server's non-interactive shell does not, and every files pass, hook and
+            // benchmark trip would otherwise pay it.
             write(
                 &config,
                 &format!(
@@ -77,7 +82,7 @@ impl Sshd {
                      AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
                      KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                      PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile none\n\
-                     Subsystem sftp internal-sftp\n"
+                     Subsystem sftp internal-sftp\nSetEnv SHLVL=1\n"
                 ),
             )?;
             let host_pub = read(&host_key.with_extension("pub"))?;
