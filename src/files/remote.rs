@@ -72,8 +72,9 @@ fn control_dir() -> Option<std::path::PathBuf> {
 }
 
 /// [`ssh_options`] plus connection sharing for commands cutover itself sends to a host: one
-/// connection per host, reused for a minute, since a final pass makes several short trips and
-/// each new connection costs a key exchange. The sockets live in a private directory.
+/// connection per host, kept for ten minutes after its last use, since a final pass makes
+/// several short trips and each new connection costs a key exchange (a run opens them just
+/// before its window, see `sync::ready`). The sockets live in a private directory.
 pub fn operator_ssh_options(host: &Host) -> Vec<String> {
     let mut args = ssh_options(host);
     if let Some(dir) = control_dir() {
@@ -83,7 +84,7 @@ pub fn operator_ssh_options(host: &Host) -> Vec<String> {
             "-o".to_owned(),
             format!("ControlPath={}/%C", dir.display()),
             "-o".to_owned(),
-            "ControlPersist=60".to_owned(),
+            "ControlPersist=600".to_owned(),
         ]);
     }
     args

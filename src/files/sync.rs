@@ -340,6 +340,39 @@ pub async fn warm(
     Ok(report)
 }
 
+/// Opens, or keeps open, the ssh connections the final pass will use, so that the window does
+/// not pay for a handshake: this machine's to both hosts, and the running host's to the other
+/// one (through the entry's shared connection, see [`super::hop`]). Run just before the
+/// window opens; a failure here only costs the final pass its handshakes (it is logged).
+pub async fn ready(entry: &Entry) {
+    let (runner, peer) = entry.runner_and_peer();
+    let mut hop: Vec<String> = vec!["ssh".into()];
+    hop.extend(super::remote::ssh_options(peer));
+    if let Some(dir) = &entry.hop {
+        hop.extend(super::hop::options(dir));
+    }
+    hop.extend([peer.ssh.clone(), "--".into(), "true".into()]);
+    let hop: Vec<&str> = hop.iter().map(String::as_str).collect();
+    let (through, direct) = tokio::join!(
+        super::remote::on_host(runner, &hop, Duration::from_secs(30)),
+        super::remote::on_host(peer, &["true"], Duration::from_secs(30))
+    );
+    for (what, out) in [
+        ("the running host's hop", through),
+        ("the other host", direct),
+    ] {
+        match out {
+            Ok(o) if o.ok() => {}
+            Ok(o) => {
+                tracing::warn!(entry = %entry.plan.name, stderr = %tail(&o.stderr, 2), "could not open {what} ahead of the window")
+            }
+            Err(e) => {
+                tracing::warn!(entry = %entry.plan.name, error = %e, "could not open {what} ahead of the window")
+            }
+        }
+    }
+}
+
 /// The final pass: only the logged changes when the change log can be trusted, else the whole
 /// tree, saying why. The watcher's work ends once its log is read: it is stopped while the
 /// copy runs (a final pass that fails is followed by a full one, or by a new warm pass).

@@ -852,6 +852,14 @@ impl<'a> Runner<'a> {
                 self.past_ponr = true;
             }
             if step.phase >= Phase::WindowOpen && deadline.is_none() {
+                // The final files pass must not spend the window on ssh handshakes.
+                if step.phase <= Phase::WindowOpen {
+                    for i in 0..self.plan.files.len() {
+                        if let Ok(entry) = files_entry(&self.plan, i) {
+                            files::sync::ready(&entry).await;
+                        }
+                    }
+                }
                 deadline = self
                     .plan
                     .migration
