@@ -855,7 +855,7 @@ impl<'a> Runner<'a> {
                 // The final files pass must not spend the window on ssh handshakes.
                 if step.phase <= Phase::WindowOpen {
                     for i in 0..self.plan.files.len() {
-                        if let Ok(entry) = files_entry(&self.plan, i) {
+                        if let Ok(entry) = files_entry(self.plan, i) {
                             files::sync::ready(&entry).await;
                         }
                     }
