@@ -219,11 +219,52 @@ async fn with_the_change_log_the_final_pass_sends_only_what_changed_and_is_exact
     assert!(last.fallback.is_none(), "{last:?}");
     assert!(last.changed_paths.is_some_and(|n| n > 0), "{last:?}");
     // The watcher is gone and forgotten after the final pass.
+    let state = f.dir.path().join("state");
     assert!(
-        cutover::files::changelog::load(&f.dir.path().join("state"), "tree")
+        cutover::files::changelog::load(&state, "tree")
             .unwrap()
             .is_none()
     );
+    // The running host kept its connection to the other host in a private directory; once
+    // closed, the directory is gone and forgotten.
+    let dir = cutover::files::hop::load(&state, &entry).expect("a shared connection");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{dir}");
+    cutover::files::hop::close(&entry, &state).await.unwrap();
+    assert!(!Path::new(&dir).exists());
+    assert!(cutover::files::hop::load(&state, &entry).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_connection_directory_costs_a_handshake_not_the_pass() {
+    let f = Fixture::new().await;
+    let state = f.dir.path().join("state");
+    std::fs::write(f.src().join("a.txt"), "a\n").unwrap();
+    let entry = f.entry("", None, &f.dst());
+    sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
+    // A /tmp cleaner (or a reboot) removes the directory the next pass expects.
+    let dir = cutover::files::hop::load(&state, &entry).expect("a shared connection");
+    let _ = std::process::Command::new("ssh")
+        .args([
+            "-F",
+            &f.sshd.ssh_config.display().to_string(),
+            "-o",
+            &format!("ControlPath={dir}/%C"),
+            "-O",
+            "exit",
+            "lab-source",
+        ])
+        .output();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(f.src().join("b.txt"), "b\n").unwrap();
+    let entry = f.entry("", None, &f.dst());
+    assert_eq!(entry.hop.as_deref(), Some(dir.as_str()));
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(last.method, "full");
+    assert!(sync::verify(&entry).await.unwrap().matches());
+    assert_eq!(snapshot(&f.src()), snapshot(&f.dst()));
 }
 
 /// rsync's quick check (size, and time to the second) cannot see a file rewritten at its old

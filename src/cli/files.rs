@@ -59,7 +59,14 @@ pub fn run(cmd: FilesCommand) -> u8 {
             let (ok, value) = match step {
                 "preflight" => run_preflight(entry, human).await,
                 "verify" => run_verify(entry, human).await,
-                "final" => run_pass(entry, PassKind::Final, &state_dir, human).await,
+                "final" => {
+                    let r = run_pass(entry, PassKind::Final, &state_dir, human).await;
+                    // The running host's shared connection has done its work.
+                    if let Err(e) = crate::files::hop::close(entry, &state_dir).await {
+                        tracing::warn!(entry = %entry.plan.name, error = %e, "the running host's shared ssh connection was not closed");
+                    }
+                    r
+                }
                 _ => run_pass(entry, PassKind::Warm, &state_dir, human).await,
             };
             if !ok {

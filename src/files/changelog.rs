@@ -68,6 +68,9 @@ pub enum Changes {
         /// under the same name since the log started: the same file, rewritten in place on
         /// the source, never created, removed or renamed.
         rewritten: BTreeSet<String>,
+        /// Files among `rewritten` whose content was not written at all (only `ATTRIB`: a
+        /// mode, owner, time or extended attribute changed).
+        metadata_only: BTreeSet<String>,
     },
     /// The log may have missed changes.
     Untrusted {
@@ -285,6 +288,7 @@ pub fn parse(text: &str, root: &str) -> Changes {
     let mut paths: BTreeMap<String, bool> = BTreeMap::new();
     let mut root_changed = false;
     let mut structural: std::collections::HashSet<String> = Default::default();
+    let mut written: std::collections::HashSet<String> = Default::default();
     for line in text.lines() {
         if line.starts_with("Q_OVERFLOW") {
             return Changes::Untrusted {
@@ -341,8 +345,11 @@ pub fn parse(text: &str, root: &str) -> Changes {
         {
             structural.insert(rel.to_owned());
         }
+        if events.iter().any(|e| *e != "ATTRIB") {
+            written.insert(rel.to_owned());
+        }
     }
-    let rewritten = paths
+    let rewritten: Vec<String> = paths
         .iter()
         .filter(|(p, whole)| !**whole && !structural.contains(p.as_str()))
         .map(|(p, _)| p.clone())
@@ -362,12 +369,17 @@ pub fn parse(text: &str, root: &str) -> Changes {
                 .any(|a| whole.contains(a.to_str().unwrap_or_default()))
         });
     }
-    let rewritten: BTreeSet<String> = rewritten;
+    let rewritten: BTreeSet<String> = rewritten
+        .into_iter()
+        .filter(|p| paths.contains_key(p))
+        .collect();
     Changes::Trusted {
-        rewritten: rewritten
-            .into_iter()
-            .filter(|p| paths.contains_key(p))
+        metadata_only: rewritten
+            .iter()
+            .filter(|p| !written.contains(p.as_str()))
+            .cloned()
             .collect(),
+        rewritten,
         paths,
         root: root_changed,
     }
@@ -513,12 +525,21 @@ mod tests {
                    CREATE\t/srv/app/new.txt\nMODIFY\t/srv/app/new.txt\n\
                    MOVED_TO\t/srv/app/replaced.txt\nMODIFY\t/srv/app/replaced.txt\n\
                    ATTRIB,ISDIR\t/srv/app/sub\n";
-        let Changes::Trusted { rewritten, .. } = parse(log, ROOT) else {
+        let Changes::Trusted {
+            rewritten,
+            metadata_only,
+            ..
+        } = parse(log, ROOT)
+        else {
             panic!("trusted")
         };
         assert_eq!(
             rewritten.iter().map(String::as_str).collect::<Vec<_>>(),
             ["db.bin", "mode.txt"]
+        );
+        assert_eq!(
+            metadata_only.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["mode.txt"]
         );
     }
 

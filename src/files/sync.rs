@@ -573,6 +573,7 @@ async fn copy_paths(
     entry: &Entry,
     paths: &std::collections::BTreeMap<String, bool>,
     rewritten: &std::collections::BTreeSet<String>,
+    metadata_only: &std::collections::BTreeSet<String>,
     figures: &mut Figures,
     warnings: &mut Vec<String>,
     progress: &mut (dyn FnMut(u64, u8) + Send),
@@ -587,7 +588,7 @@ async fn copy_paths(
         .iter()
         .filter(|(_, w)| !**w)
         .map(|(p, _)| p)
-        .partition(|p| in_place && rewritten.contains(*p));
+        .partition(|p| (in_place && rewritten.contains(*p)) || metadata_only.contains(*p));
     if !single.is_empty() {
         side_by_side(
             entry,
@@ -610,23 +611,53 @@ async fn copy_paths(
         )
         .await?;
     }
-    if !later.is_empty() {
-        side_by_side(
-            entry,
-            &[
-                NO_DELETE,
-                IGNORE_TIMES,
-                "--delete-missing-args",
-                "--force",
-                IN_PLACE,
-            ],
-            by_parent(later, PARALLEL_RUNS, PATHS_PER_RUN),
-            figures,
-            warnings,
-            progress,
-        )
-        .await?;
-    }
+    // Files whose metadata alone changed are not sent again (`--ignore-times` would read and
+    // compare their whole content on both hosts): rsync sets what differs. No data, no new
+    // files, no directory times moved, so that run goes beside the in-place one.
+    let (attrs, later): (Vec<&String>, Vec<&String>) =
+        later.into_iter().partition(|p| metadata_only.contains(*p));
+    let mut attr_figures = Figures::default();
+    let mut attr_warnings = Vec::new();
+    let (written, attributes) = tokio::join!(
+        async {
+            if later.is_empty() {
+                return Ok(());
+            }
+            side_by_side(
+                entry,
+                &[
+                    NO_DELETE,
+                    IGNORE_TIMES,
+                    "--delete-missing-args",
+                    "--force",
+                    IN_PLACE,
+                ],
+                by_parent(later, PARALLEL_RUNS, PATHS_PER_RUN),
+                figures,
+                warnings,
+                progress,
+            )
+            .await
+        },
+        async {
+            if attrs.is_empty() {
+                return Ok(());
+            }
+            files_from(
+                entry,
+                &[NO_DELETE, "--delete-missing-args", "--force"],
+                nul_list(attrs.into_iter()),
+                &mut attr_figures,
+                &mut attr_warnings,
+                &mut |_, _| {},
+            )
+            .await
+        }
+    );
+    written?;
+    attributes?;
+    add(figures, &attr_figures);
+    warnings.extend(attr_warnings);
     Ok(())
 }
 
@@ -641,7 +672,8 @@ async fn copy(
             paths,
             root,
             rewritten,
-        } => (paths, root, rewritten),
+            metadata_only,
+        } => (paths, root, (rewritten, metadata_only)),
         Changes::Untrusted { reason } => {
             let mut r = pass(entry, PassKind::Final, progress).await?;
             if !reason.is_empty() {
@@ -672,7 +704,8 @@ async fn copy(
         copy_paths(
             entry,
             &paths,
-            &rewritten,
+            &rewritten.0,
+            &rewritten.1,
             &mut figures,
             &mut warnings,
             progress

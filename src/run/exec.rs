@@ -768,7 +768,17 @@ impl<'a> Runner<'a> {
                     serde_json::json!({ "record": dns::label(record), "ms": outcome.elapsed.as_secs_f64() * 1000.0 }),
                 ))
             }
-            Kind::Report => Ok(("report saved in the state directory".to_owned(), none)),
+            Kind::Report => {
+                // The running hosts' shared ssh connections (files) have done their work.
+                for i in 0..plan.files.len() {
+                    if let Ok(entry) = files_entry(plan, i)
+                        && let Err(e) = files::hop::close(&entry, &state_dir).await
+                    {
+                        tracing::warn!(entry = %entry.plan.name, error = %e, "a shared ssh connection was not closed");
+                    }
+                }
+                Ok(("report saved in the state directory".to_owned(), none))
+            }
             Kind::PrepareReverse(Db::Postgres(i)) => {
                 let pair = postgres::Pair::new(plan, &plan.postgres[i]);
                 let old = pair.source.connect().await.map_err(|e| e.to_string())?;
