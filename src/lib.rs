@@ -2,6 +2,8 @@
 //!
 //! Layering, top to bottom:
 //! - [`cli`]: argument parsing and one module per command; prints, never decides.
+//! - [`serve`]: the daemon (service mode): polls the plans' servers and runs, serves metrics,
+//!   status and the TTL job; reads what `run` journals, never runs a cutover.
 //! - [`run`]: the hot-migration sequencer: typed steps, journal, rollback, resume, reverse
 //!   cutover, hooks, checks, report; decides what the CLI renders.
 //! - [`plan`]: the TOML plan file, its types and validation.
@@ -28,4 +30,5 @@ pub mod plan;
 pub mod postgres;
 pub mod run;
 pub mod secret;
+pub mod serve;
 pub mod state;

@@ -77,7 +77,7 @@ fn help_shows_the_command_tree() {
 }
 
 #[test]
-fn commands_check_the_plan_first_and_serve_is_honestly_unimplemented() {
+fn commands_check_their_input_first() {
     cutover()
         .args([
             "pg",
@@ -92,13 +92,30 @@ fn commands_check_the_plan_first_and_serve_is_honestly_unimplemented() {
             predicate::str::contains("no [[postgres]] pair named `nope`")
                 .and(predicate::str::contains("forgejo-db")),
         );
+    // The daemon's configuration, checked like a plan: every problem, each with its fix.
     cutover()
         .args(["serve", "--config", "/nonexistent.toml"])
         .assert()
-        .code(3)
-        .stderr(predicate::str::contains("not implemented yet"));
-    // An invalid plan is reported as such (exit 2, the problem named), never "not implemented".
+        .code(2)
+        .stderr(predicate::str::contains("/nonexistent.toml"));
     let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "listen = \"0.0.0.0:9187\"\npoll = \"10ms\"\nplans = [\"missing.toml\"]\n",
+    )
+    .unwrap();
+    cutover()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("not a loopback address and no token is set")
+                .and(predicate::str::contains("key `poll`"))
+                .and(predicate::str::contains("missing.toml")),
+        );
+    // An invalid plan is reported as such (exit 2, the problem named).
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,

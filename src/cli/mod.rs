@@ -27,11 +27,11 @@ mod dns;
 mod files;
 mod lab;
 mod mysql;
-mod not_implemented;
 mod pairs;
 mod pg;
 mod plan;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,8 +46,6 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status: the input is wrong (plan file, arguments).
 pub const EXIT_INVALID: u8 = 2;
-/// Exit status: the command exists but is not implemented yet.
-pub const EXIT_NOT_IMPLEMENTED: u8 = 3;
 
 /// Move a live service from one host to another with (near) zero downtime.
 ///
@@ -381,7 +379,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mysql(cmd) => mysql::run(cmd),
         Command::Dns(cmd) => dns::run(cmd),
         Command::Files(cmd) => files::run(cmd),
-        Command::Serve(_) => not_implemented::report("serve", "service mode"),
+        Command::Serve(args) => serve::run(&args),
         Command::Lab(LabCommand::Up(args)) => lab::up(args.dir),
         Command::Lab(LabCommand::Down(args)) => lab::down(args.dir),
         Command::Lab(LabCommand::Demo(_)) => demo::demo(),

@@ -1,0 +1,480 @@
+//! What a scrape answers: the figures of the last poll, never a live query.
+//!
+//! A scrape that waited on a hung server would hang Prometheus's scrape too and lose every
+//! other figure with it; so a poller reads the servers on its own clock (each read bounded),
+//! writes the gauges, and `/metrics` only encodes them. A server that cannot be read is
+//! `cutover_up 0` with its last figures cleared, not a stale number.
+//!
+//! The figures come from the same places the CLI reads: the run's journal and report
+//! (`run::status`, the spine every run output is made of), each pair's replication status, and
+//! every authoritative server's answer for the plan's DNS records. Reading never writes: no
+//! heartbeat is written to a MySQL source, no state file is touched.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use serde::Serialize;
+
+use crate::plan::Plan;
+use crate::run::Phase;
+
+/// Bound on reading one component in a poll.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every phase a run goes through, for `cutover_run_phase`.
+const PHASES: [Phase; 10] = [
+    Phase::Preflight,
+    Phase::DnsReadiness,
+    Phase::WarmSync,
+    Phase::WindowOpen,
+    Phase::Fence,
+    Phase::CatchUp,
+    Phase::Promote,
+    Phase::Switch,
+    Phase::Verify,
+    Phase::Report,
+];
+
+/// The registry and its families.
+pub struct Metrics {
+    /// Everything `/metrics` encodes.
+    pub registry: Registry,
+    up: GaugeVec,
+    last_poll: GaugeVec,
+    poll_seconds: GaugeVec,
+    phase: GaugeVec,
+    steps_done: GaugeVec,
+    steps_total: GaugeVec,
+    running: GaugeVec,
+    past_ponr: GaugeVec,
+    outcome: GaugeVec,
+    write_unavailable: GaugeVec,
+    lag_bytes: GaugeVec,
+    lag_seconds: GaugeVec,
+    source_fenced: GaugeVec,
+    target_promoted: GaugeVec,
+    dns_servers: GaugeVec,
+    dns_serving: GaugeVec,
+    dns_safe_at: GaugeVec,
+    /// TTL job runs, by outcome.
+    pub ttl_runs: IntCounterVec,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+impl Metrics {
+    /// Every family, registered (plus the process's own figures).
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let ttl_runs = IntCounterVec::new(
+            Opts::new(
+                "cutover_ttl_job_runs_total",
+                "TTL job runs (dns lower-ttl of every record), by outcome",
+            ),
+            &["migration", "outcome"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(ttl_runs.clone()))
+            .expect("unique metric");
+        let m = ["migration"];
+        let mc = ["migration", "component"];
+        let ms = ["migration", "stream"];
+        let mr = ["migration", "record"];
+        Metrics {
+            up: gauge(
+                &r,
+                "cutover_up",
+                "1 when the last poll could read the component",
+                &mc,
+            ),
+            last_poll: gauge(
+                &r,
+                "cutover_last_poll_timestamp_seconds",
+                "When the last poll of the migration ended",
+                &m,
+            ),
+            poll_seconds: gauge(
+                &r,
+                "cutover_poll_duration_seconds",
+                "How long the last poll of the migration took",
+                &m,
+            ),
+            phase: gauge(
+                &r,
+                "cutover_run_phase",
+                "1 for the phase of the step the last run began last, 0 for the others",
+                &["migration", "phase"],
+            ),
+            steps_done: gauge(
+                &r,
+                "cutover_run_steps_done",
+                "Steps of the last run done",
+                &m,
+            ),
+            steps_total: gauge(&r, "cutover_run_steps", "Steps of the last run in all", &m),
+            running: gauge(
+                &r,
+                "cutover_run_running",
+                "1 while a runner holds the migration's lease",
+                &m,
+            ),
+            past_ponr: gauge(
+                &r,
+                "cutover_run_past_point_of_no_return",
+                "1 once the last run journalled its point of no return",
+                &m,
+            ),
+            outcome: gauge(
+                &r,
+                "cutover_run_outcome",
+                "1 for how the last run ended (completed, rolled back, failed)",
+                &["migration", "outcome"],
+            ),
+            write_unavailable: gauge(
+                &r,
+                "cutover_write_unavailable_seconds",
+                "Fence to writable on the new primary in the last run's report",
+                &mc,
+            ),
+            lag_bytes: gauge(
+                &r,
+                "cutover_replication_lag_bytes",
+                "WAL the target has not confirmed (PostgreSQL: current LSN - slot confirmed_flush_lsn)",
+                &ms,
+            ),
+            lag_seconds: gauge(
+                &r,
+                "cutover_replication_lag_seconds",
+                "Replication delay (PostgreSQL: walsender replay_lag; MySQL/MariaDB: Seconds_Behind_Source)",
+                &ms,
+            ),
+            source_fenced: gauge(
+                &r,
+                "cutover_pair_source_fenced",
+                "1 when the pair's source refuses the application's writes",
+                &mc,
+            ),
+            target_promoted: gauge(
+                &r,
+                "cutover_pair_target_promoted",
+                "1 when the pair's target takes the application's writes",
+                &mc,
+            ),
+            dns_servers: gauge(
+                &r,
+                "cutover_dns_servers",
+                "Authoritative server addresses asked for the record",
+                &mr,
+            ),
+            dns_serving: gauge(
+                &r,
+                "cutover_dns_servers_serving_target",
+                "Authoritative server addresses that serve the record's new values",
+                &mr,
+            ),
+            dns_safe_at: gauge(
+                &r,
+                "cutover_dns_safe_timestamp_seconds",
+                "Earliest safe cutover time from the TTL job's state (absent: TTL not lowered yet)",
+                &mr,
+            ),
+            ttl_runs,
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every family.
+    pub fn encode(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// One component's reading in a poll, for `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reading {
+    /// `postgres NAME`, `mysql NAME`, `dns NAME`, `run`.
+    pub component: String,
+    /// Whether it could be read.
+    pub up: bool,
+    /// What was read, in words, or why it could not be.
+    pub text: String,
+}
+
+/// One migration's last poll, for `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReading {
+    /// `[migration] name`.
+    pub migration: String,
+    /// When the poll ended (seconds since the epoch).
+    pub at: f64,
+    /// How long it took.
+    pub seconds: f64,
+    /// The run, as `cutover status` would tell it.
+    pub run: Option<serde_json::Value>,
+    /// Each component.
+    pub components: Vec<Reading>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+async fn bounded<T, E: std::fmt::Display>(
+    what: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(READ_TIMEOUT, what).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
+    }
+}
+
+/// Reads every component of `plan` once and writes the gauges.
+pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -> PlanReading {
+    let started = std::time::Instant::now();
+    let name = plan.migration.name.as_str();
+    let mut components = Vec::new();
+    let mut up = |component: &str, ok: bool, text: String| {
+        m.up.with_label_values(&[name, component])
+            .set(if ok { 1.0 } else { 0.0 });
+        components.push(Reading {
+            component: component.to_owned(),
+            up: ok,
+            text,
+        });
+    };
+
+    // The run: journal, lease, report, and each pair's state read from its servers.
+    let run = match bounded(crate::run::status(plan)).await {
+        Ok(s) => {
+            for p in PHASES {
+                m.phase
+                    .with_label_values(&[name, p.as_str()])
+                    .set(if s.phase == Some(p) { 1.0 } else { 0.0 });
+            }
+            m.steps_done
+                .with_label_values(&[name])
+                .set(s.steps_done as f64);
+            m.steps_total
+                .with_label_values(&[name])
+                .set(s.steps_total as f64);
+            m.running
+                .with_label_values(&[name])
+                .set(if s.holder.is_some() { 1.0 } else { 0.0 });
+            m.past_ponr
+                .with_label_values(&[name])
+                .set(if s.past_point_of_no_return { 1.0 } else { 0.0 });
+            for word in ["completed", "rolled back", "failed"] {
+                let is = s.outcome.map(|o| o.word()) == Some(word);
+                m.outcome
+                    .with_label_values(&[name, word])
+                    .set(if is { 1.0 } else { 0.0 });
+            }
+            if let Some(ms) = s
+                .report
+                .as_ref()
+                .and_then(|r| r.get("write_unavailable_ms"))
+                .and_then(|v| v.as_object())
+            {
+                for (component, v) in ms {
+                    if let Some(ms) = v.as_f64() {
+                        m.write_unavailable
+                            .with_label_values(&[name, component])
+                            .set(ms / 1000.0);
+                    }
+                }
+            }
+            let text = format!(
+                "{} of {} steps done{}",
+                s.steps_done,
+                s.steps_total,
+                s.outcome
+                    .map(|o| format!(", last run {}", o.word()))
+                    .unwrap_or_default()
+            );
+            up("run", true, text);
+            Some(serde_json::json!({
+                "run": s.run,
+                "outcome": s.outcome.map(|o| o.word()),
+                "phase": s.phase.map(|p| p.as_str()),
+                "last_step": s.last_step,
+                "steps_done": s.steps_done,
+                "steps_total": s.steps_total,
+                "running": s.holder,
+                "past_point_of_no_return": s.past_point_of_no_return,
+                "pairs": s.pairs,
+                "resume_would": s.resume_would,
+            }))
+        }
+        Err(e) => {
+            up("run", false, e);
+            None
+        }
+    };
+
+    // Replication, pair by pair.
+    let pairs = crate::run::pair_states(plan).await;
+    for (component, state) in &pairs {
+        let (fenced, promoted) = match state {
+            Ok(s) => (s.source_fenced, s.target_promoted),
+            Err(_) => (false, false),
+        };
+        if state.is_ok() {
+            m.source_fenced
+                .with_label_values(&[name, component])
+                .set(if fenced { 1.0 } else { 0.0 });
+            m.target_promoted
+                .with_label_values(&[name, component])
+                .set(if promoted { 1.0 } else { 0.0 });
+        }
+    }
+    for p in &plan.postgres {
+        let component = format!("postgres {}", p.name);
+        let pair = crate::postgres::Pair::new(plan, p);
+        let read = async {
+            let (s, t) = pair.connect().await?;
+            crate::postgres::status::status(&pair, &s, &t, None).await
+        };
+        match bounded(read).await {
+            Ok(st) => {
+                set_or_clear(
+                    &m.lag_bytes,
+                    &[name, &p.name],
+                    st.lag_bytes.map(|b| b as f64),
+                );
+                set_or_clear(&m.lag_seconds, &[name, &p.name], st.lag_seconds);
+                let text = format!(
+                    "{} tables, all ready: {}, lag {} bytes",
+                    st.tables.len(),
+                    st.all_ready,
+                    st.lag_bytes.map_or("unknown".to_owned(), |b| b.to_string())
+                );
+                up(&component, true, text);
+            }
+            Err(e) => {
+                let _ = m.lag_bytes.remove_label_values(&[name, &p.name]);
+                let _ = m.lag_seconds.remove_label_values(&[name, &p.name]);
+                up(&component, false, e);
+            }
+        }
+    }
+    for my in &plan.mysql {
+        let component = format!("mysql {}", my.name);
+        let Some(pair) = crate::mysql::Pair::select(plan, Some(&my.name)).pop() else {
+            continue;
+        };
+        let read = async {
+            let (_source, mut target) = pair.connect().await?;
+            let rows = target
+                .rows_by_name("read replica status", target.dialect.replica_status())
+                .await?;
+            Ok::<_, crate::mysql::MyError>(
+                rows.first().and_then(|r| r.number("Seconds_Behind_Source")),
+            )
+        };
+        match bounded(read).await {
+            Ok(behind) => {
+                set_or_clear(&m.lag_seconds, &[name, &my.name], behind.map(|s| s as f64));
+                let text = match behind {
+                    Some(s) => format!("{s} s behind the source"),
+                    None => "not replicating".to_owned(),
+                };
+                up(&component, true, text);
+            }
+            Err(e) => {
+                let _ = m.lag_seconds.remove_label_values(&[name, &my.name]);
+                up(&component, false, e);
+            }
+        }
+    }
+
+    // DNS: every authoritative server's answer, and the TTL job's safe time.
+    let states = crate::dns::state::StateDir::new(&plan.migration.state_dir);
+    for (i, record) in plan.dns.iter().enumerate() {
+        let component = format!("dns {}", record.name);
+        let label = crate::dns::label(record);
+        let read = async {
+            let target = crate::dns::Target::resolve(i, record, discovery).await?;
+            let servers = crate::dns::ttl::observe(&target).await;
+            let wanted = target.wanted(record.cutover_ttl).values;
+            let serving = servers
+                .iter()
+                .filter(|v| v.served.serves(&wanted, true))
+                .count();
+            let state = states.load(&record.name, record.record_type)?;
+            Ok::<_, crate::dns::DnsError>((servers.len(), serving, state))
+        };
+        match bounded(read).await {
+            Ok((all, serving, state)) => {
+                m.dns_servers
+                    .with_label_values(&[name, &label])
+                    .set(all as f64);
+                m.dns_serving
+                    .with_label_values(&[name, &label])
+                    .set(serving as f64);
+                let safe = state
+                    .as_ref()
+                    .and_then(crate::dns::state::TtlState::safe_at)
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64());
+                set_or_clear(&m.dns_safe_at, &[name, &label], safe);
+                up(
+                    &component,
+                    true,
+                    format!("{serving} of {all} server addresses serve the new values"),
+                );
+            }
+            Err(e) => {
+                let _ = m.dns_servers.remove_label_values(&[name, &label]);
+                let _ = m.dns_serving.remove_label_values(&[name, &label]);
+                up(&component, false, e);
+            }
+        }
+    }
+
+    let seconds = started.elapsed().as_secs_f64();
+    let at = now();
+    m.last_poll.with_label_values(&[name]).set(at);
+    m.poll_seconds.with_label_values(&[name]).set(seconds);
+    PlanReading {
+        migration: name.to_owned(),
+        at,
+        seconds,
+        run,
+        components,
+    }
+}
+
+fn set_or_clear(g: &GaugeVec, labels: &[&str], value: Option<f64>) {
+    match value {
+        Some(v) => g.with_label_values(labels).set(v),
+        None => {
+            let _ = g.remove_label_values(labels);
+        }
+    }
+}

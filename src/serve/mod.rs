@@ -1,0 +1,279 @@
+//! Service mode: one daemon watching a fleet of migrations.
+//!
+//! - [`config`]: the daemon's file (listener, plans, poll interval, token, TTL schedule).
+//! - [`metrics`]: the poller and the Prometheus families a scrape answers from.
+//!
+//! The daemon never runs a cutover: runs stay in the hands of `cutover run` (a person, or a
+//! timer the operator owns), and the daemon only reads what they journal and what the servers
+//! say. The one thing it changes is what is safe to repeat at any time: the TTL job (`dns
+//! lower-ttl` of every record, idempotent), on its schedule or when asked through the API with
+//! the token. It listens on loopback unless the configuration sets a token; the token comes
+//! from a file or the environment, is compared in constant time, and is never printed.
+//!
+//! Endpoints: `GET /metrics` (Prometheus text), `GET /healthz`, `GET /status` (the last poll
+//! of every migration, as JSON), `POST /ttl-job` (runs the TTL job now; `Authorization: Bearer
+//! <token>`).
+
+pub mod config;
+pub mod metrics;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tokio::sync::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::dns::Discovery;
+use crate::plan::Plan;
+use crate::secret::Secret;
+
+pub use config::{Config, ConfigError};
+use metrics::{Metrics, PlanReading};
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source} (fix: pick a free port in `listen`)")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server stopped with an error.
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
+struct Shared {
+    metrics: Metrics,
+    plans: Vec<Plan>,
+    readings: RwLock<BTreeMap<String, PlanReading>>,
+    token: Option<Secret>,
+    discovery: Discovery,
+    /// One TTL job at a time (the schedule and the API share it).
+    ttl_job: Mutex<()>,
+}
+
+/// What one TTL job run did for one record.
+#[derive(Debug, Clone, Serialize)]
+pub struct TtlJobResult {
+    /// `[migration] name`.
+    pub migration: String,
+    /// `name TYPE`.
+    pub record: String,
+    /// `lowered`, `unchanged` or `failed`.
+    pub outcome: String,
+    /// What happened, in words.
+    pub text: String,
+}
+
+/// Runs the daemon until `shutdown` is cancelled. Calls `ready` with the bound address once
+/// the listener is up (port 0 in the configuration picks a free one).
+pub async fn serve(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Server)?;
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(),
+        plans: config.plans,
+        readings: RwLock::new(BTreeMap::new()),
+        token: config.token,
+        discovery: Discovery::system(),
+        ttl_job: Mutex::new(()),
+    });
+    let tasks = tokio_util::task::TaskTracker::new();
+    for i in 0..shared.plans.len() {
+        let (shared, stop, every) = (shared.clone(), shutdown.clone(), config.poll);
+        tasks.spawn(async move {
+            loop {
+                let reading =
+                    metrics::poll(&shared.plans[i], &shared.metrics, &shared.discovery).await;
+                shared
+                    .readings
+                    .write()
+                    .await
+                    .insert(reading.migration.clone(), reading);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
+    if let Some(every) = config.ttl_every {
+        let (shared, stop) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let results = ttl_job(&shared).await;
+                tracing::info!(records = results.len(), "scheduled TTL job ran");
+            }
+        });
+    }
+    tasks.close();
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/status", get(status))
+        .route("/ttl-job", post(run_ttl_job))
+        .with_state(shared);
+    tracing::info!(%addr, "serving /metrics, /healthz, /status and POST /ttl-job");
+    ready(addr);
+    let stop = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    shutdown.cancel();
+    tasks.wait().await;
+    served.map_err(ServeError::Server)
+}
+
+async fn scrape(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let readings = shared.readings.read().await;
+    let migrations: Vec<serde_json::Value> = shared
+        .plans
+        .iter()
+        .map(|p| match readings.get(&p.migration.name) {
+            Some(r) => serde_json::to_value(r).unwrap_or_default(),
+            None => serde_json::json!({ "migration": p.migration.name, "polled": false }),
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "migrations": migrations })).into_response()
+}
+
+/// Equal in constant time (for the token).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The refusal to send back when the request does not carry the token, if it does not.
+fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &shared.token else {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                "no token is configured: changes through the API are off (set `token_file` or `token_env`)\n",
+            )
+                .into_response(),
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same(g.as_bytes(), token.expose().as_bytes()) => None,
+        _ => Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid `Authorization: Bearer <token>` header is required\n",
+            )
+                .into_response(),
+        ),
+    }
+}
+
+async fn run_ttl_job(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&shared, &headers) {
+        return refused;
+    }
+    let results = ttl_job(&shared).await;
+    let failed = results.iter().any(|r| r.outcome == "failed");
+    let code = if failed {
+        StatusCode::BAD_GATEWAY
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(serde_json::json!({ "results": results }))).into_response()
+}
+
+/// Bound on one record's TTL job (lowering and waiting for every server to serve it).
+const TTL_JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `dns lower-ttl` for every record of every plan (idempotent: a lowered TTL stays as is).
+async fn ttl_job(shared: &Shared) -> Vec<TtlJobResult> {
+    let _one = shared.ttl_job.lock().await;
+    let mut results = Vec::new();
+    for plan in &shared.plans {
+        let migration = plan.migration.name.clone();
+        let states = crate::dns::state::StateDir::new(&plan.migration.state_dir);
+        for (i, record) in plan.dns.iter().enumerate() {
+            let label = crate::dns::label(record);
+            let lowered = async {
+                let target = crate::dns::Target::resolve(i, record, &shared.discovery).await?;
+                crate::dns::ttl::lower(
+                    &target,
+                    &states,
+                    crate::dns::ttl::LowerOptions {
+                        clamp: false,
+                        timeout: TTL_JOB_TIMEOUT,
+                        poll: Duration::from_secs(1),
+                    },
+                )
+                .await
+            };
+            let (outcome, text) = match lowered.await {
+                Ok(r) if r.changed => {
+                    ("lowered", format!("TTL lowered to {}", r.state.lowered_ttl))
+                }
+                Ok(r) => ("unchanged", format!("TTL already {}", r.state.lowered_ttl)),
+                Err(e) => ("failed", e.to_string()),
+            };
+            shared
+                .metrics
+                .ttl_runs
+                .with_label_values(&[&migration, outcome])
+                .inc();
+            results.push(TtlJobResult {
+                migration: migration.clone(),
+                record: label,
+                outcome: outcome.to_owned(),
+                text,
+            });
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(super::same(b"secret", b"secret"));
+        assert!(!super::same(b"secret", b"secreT"));
+        assert!(!super::same(b"secret", b"secret2"));
+        assert!(!super::same(b"", b"x"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Service mode against real servers: the daemon watches a replicating PostgreSQL pair, serves
+//! its figures, keeps answering when a server dies, and refuses changes without the token.
+
+mod support;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{PgPair, binary, run, wait_pg_ready, write_plan};
+
+const TOKEN: &str = "serve-test-token-0123456789";
+
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cutover serve` and reads the address it bound from its first line.
+fn start(config: &std::path::Path) -> Daemon {
+    let mut child = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the binary starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    Daemon { child, base }
+}
+
+/// The value of the sample `name{labels}` in a scrape, labels given in any order.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        if n != name
+            || !labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
+            return None;
+        }
+        value.parse().ok()
+    })
+}
+
+async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("a scrape is answered")
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Scrapes until `ok` holds (the poller works on its own clock).
+async fn until(
+    http: &reqwest::Client,
+    base: &str,
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = scrape(http, base).await;
+        if ok(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_dies() {
+    let mut pg = PgPair::start().await;
+    pg.database("shop").await;
+    let plan = write_plan(pg.dir.path(), "m", &pg.pair_toml("shop", ""));
+    let plan_text = plan.display().to_string();
+    let (code, _, err) = run(&["pg", "start", &plan_text]);
+    assert_eq!(code, 0, "{err}");
+    wait_pg_ready(&plan).await;
+
+    let token = pg.dir.path().join("serve.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let config = pg.dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\nplans = [\"{}\"]\ntoken_file = \"{}\"\n",
+            plan.display(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let daemon = start(&config);
+    let http = reqwest::Client::new();
+    let base = daemon.base.clone();
+
+    // The pair as the poller reads it: up, replicating, neither side fenced or promoted, and
+    // no run yet.
+    let text = until(&http, &base, "the pair up with its lag", |t| {
+        sample(
+            t,
+            "cutover_up",
+            &[("migration", "m"), ("component", "postgres shop")],
+        ) == Some(1.0)
+            && sample(
+                t,
+                "cutover_replication_lag_bytes",
+                &[("migration", "m"), ("stream", "shop")],
+            )
+            .is_some()
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "cutover_up", &[("component", "run")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cutover_pair_source_fenced",
+            &[("component", "postgres shop")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cutover_pair_target_promoted",
+            &[("component", "postgres shop")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "cutover_run_steps_done", &[("migration", "m")]),
+        Some(0.0)
+    );
+    assert!(sample(&text, "cutover_run_steps", &[("migration", "m")]).is_some_and(|n| n > 0.0));
+    assert_eq!(
+        sample(
+            &text,
+            "cutover_run_phase",
+            &[("migration", "m"), ("phase", "fence")]
+        ),
+        Some(0.0)
+    );
+    assert!(text.contains("# TYPE cutover_replication_lag_bytes gauge"));
+    assert!(sample(&text, "process_resident_memory_bytes", &[]).is_some());
+
+    let status: serde_json::Value = http
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = &status["migrations"][0];
+    assert_eq!(m["migration"], "m");
+    let pair = m["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["component"] == "postgres shop")
+        .expect("the pair in /status");
+    assert_eq!(pair["up"], true, "{status}");
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Changes need the token; with it, the TTL job runs (this plan has no DNS records).
+    let post = |auth: Option<&str>| {
+        let mut r = http.post(format!("{base}/ttl-job"));
+        if let Some(a) = auth {
+            r = r.header("Authorization", a);
+        }
+        r.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    assert_eq!(post(Some("Bearer wrong")).await.unwrap().status(), 401);
+    let ok = post(Some(&format!("Bearer {TOKEN}"))).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let body: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(body["results"], serde_json::json!([]));
+
+    // The target dies: the next polls say so, and scrapes keep being answered at once.
+    pg.target.process().kill();
+    let text = until(&http, &base, "the pair down", |t| {
+        sample(
+            t,
+            "cutover_up",
+            &[("migration", "m"), ("component", "postgres shop")],
+        ) == Some(0.0)
+    })
+    .await;
+    assert!(
+        sample(
+            &text,
+            "cutover_replication_lag_bytes",
+            &[("stream", "shop")]
+        )
+        .is_none(),
+        "no stale lag for a pair that cannot be read"
+    );
+    assert!(!text.contains(TOKEN), "the token never appears");
+
+    // SIGTERM stops it cleanly.
+    let mut daemon = daemon;
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = daemon.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+}
