@@ -1,6 +1,8 @@
 //! DNS against real servers the test starts: PowerDNS (HTTP API) and BIND9 (RFC 2136 + TSIG).
 //! Propagation is checked against two independent PowerDNS servers, one updated later.
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,16 +22,6 @@ fn lab_dir() -> LabDir {
 
 fn values(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
-}
-
-async fn pdns_with_zone(root: &Path, name: &str, zone: &str, app: &str) -> PowerDns {
-    let pdns = PowerDns::start(root, name, Supervision::Owned)
-        .await
-        .unwrap();
-    pdns.create_zone(zone, &[(app, "A", 300, values(&["192.0.2.1"]))])
-        .await
-        .unwrap();
-    pdns
 }
 
 fn api(pdns: &PowerDns) -> PowerDnsApi {
@@ -207,31 +199,7 @@ async fn rfc2136_adapter_updates_with_tsig_and_refuses_a_wrong_key() {
     );
 }
 
-fn write_plan(dir: &Path, pdns: &PowerDns, zone: &str, name: &str) -> std::path::PathBuf {
-    let plan = format!(
-        r#"[migration]
-name = "dns-test"
-state_dir = "{state}"
-
-[[dns]]
-name = "{name}"
-type = "A"
-zone = "{zone}"
-values = ["192.0.2.2"]
-cutover_ttl = 5
-nameservers = ["127.0.0.1:{port}"]
-propagation_timeout = "20s"
-provider = {{ kind = "powerdns", api_url = "{url}", api_key_file = "{key}" }}
-"#,
-        state = dir.join("state").display(),
-        port = pdns.dns_port,
-        url = pdns.api_url(),
-        key = pdns.api_key_file.display(),
-    );
-    let path = dir.join("plan.toml");
-    std::fs::write(&path, plan).unwrap();
-    path
-}
+use support::{dns_plan as write_plan, pdns_with_zone};
 
 fn cutover_json(args: &[&str], plan: &Path) -> (i32, serde_json::Value) {
     let out = Command::cargo_bin("cutover")

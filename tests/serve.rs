@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{PgPair, binary, run, wait_pg_ready, write_plan};
+use support::{PgPair, binary, dns_plan, pdns_with_zone, run, wait_pg_ready, write_plan};
 
 const TOKEN: &str = "serve-test-token-0123456789";
 
@@ -208,6 +208,57 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
     let body: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(body["results"], serde_json::json!([]));
 
+    // A run, journalled by another process: the daemon reads how it ended from the journal
+    // and the report, and each side's state from the servers.
+    let (code, out, err) = run(&["run", &plan_text]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let text = until(&http, &base, "the completed run", |t| {
+        sample(
+            t,
+            "cutover_run_outcome",
+            &[("migration", "m"), ("outcome", "completed")],
+        ) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "cutover_run_steps_done", &[("migration", "m")]),
+        sample(&text, "cutover_run_steps", &[("migration", "m")])
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cutover_run_past_point_of_no_return",
+            &[("migration", "m")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "cutover_run_running", &[("migration", "m")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cutover_pair_source_fenced",
+            &[("component", "postgres shop")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cutover_pair_target_promoted",
+            &[("component", "postgres shop")]
+        ),
+        Some(1.0)
+    );
+    let outage = sample(
+        &text,
+        "cutover_write_unavailable_seconds",
+        &[("component", "postgres shop")],
+    );
+    assert!(outage.is_some_and(|s| s > 0.0 && s < 60.0), "{outage:?}");
+
     // The target dies: the next polls say so, and scrapes keep being answered at once.
     pg.target.process().kill();
     let text = until(&http, &base, "the pair down", |t| {
@@ -244,4 +295,101 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_ttl_job_runs_on_its_schedule_and_on_request_and_the_records_are_watched() {
+    let dir = cutover::lab::LabDir::temporary().unwrap();
+    let (zone, name) = ("s.example.com", "app.s.example.com");
+    let pdns = pdns_with_zone(dir.path(), "pdns", zone, name).await;
+    let plan = dns_plan(dir.path(), &pdns, zone, name);
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\nttl_every = \"1s\"\nplans = [\"{}\"]\ntoken_file = \"{}\"\n",
+            plan.display(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    let daemon = start(&config);
+    let http = reqwest::Client::new();
+    let base = daemon.base.clone();
+    let record = [("migration", "dns-test"), ("record", "app.s.example.com A")];
+
+    // The schedule lowers the TTL (once: later runs find it lowered); the poller then sees the
+    // saved safe time, and that no server serves the new value yet.
+    let text = until(
+        &http,
+        &base,
+        "the scheduled TTL job and the safe time",
+        |t| {
+            sample(t, "cutover_ttl_job_runs_total", &[("outcome", "lowered")]) == Some(1.0)
+                && sample(t, "cutover_ttl_job_runs_total", &[("outcome", "unchanged")]).is_some()
+                && sample(t, "cutover_dns_safe_timestamp_seconds", &record).is_some()
+        },
+    )
+    .await;
+    assert_eq!(sample(&text, "cutover_dns_servers", &record), Some(1.0));
+    assert_eq!(
+        sample(&text, "cutover_dns_servers_serving_target", &record),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cutover_up",
+            &[("component", "dns app.s.example.com")]
+        ),
+        Some(1.0)
+    );
+    let safe = sample(&text, "cutover_dns_safe_timestamp_seconds", &record).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now + 250.0..now + 301.0).contains(&safe),
+        "one old TTL (300 s) ahead: {safe} vs {now}"
+    );
+
+    // On request, with the token: already lowered, nothing changes.
+    let r = http
+        .post(format!("{base}/ttl-job"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["results"][0]["record"], "app.s.example.com A");
+    assert_eq!(body["results"][0]["outcome"], "unchanged", "{body}");
+
+    // The record is switched (by hand here): the poller sees the server serve it.
+    let api = cutover_providers::powerdns::PowerDns::new(
+        &pdns.api_url(),
+        "localhost",
+        pdns.api_key().clone(),
+    )
+    .unwrap();
+    use cutover_providers::DnsProvider;
+    let now_set = api
+        .read(zone, name, cutover_providers::RecordType::A)
+        .await
+        .unwrap()
+        .unwrap();
+    let switched = cutover_providers::RecordSet::new(
+        name,
+        cutover_providers::RecordType::A,
+        now_set.ttl,
+        &["192.0.2.2".to_owned()],
+    );
+    api.replace(zone, &switched).await.unwrap();
+    until(&http, &base, "the server serving the new value", |t| {
+        sample(t, "cutover_dns_servers_serving_target", &record) == Some(1.0)
+    })
+    .await;
 }

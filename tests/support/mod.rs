@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cutover::lab::mysql_writer::TABLE_SQL;
 use cutover::lab::writer::{self, Writer, WriterConfig};
-use cutover::lab::{LabDir, MariaDb, Postgres, Supervision};
+use cutover::lab::{LabDir, MariaDb, Postgres, PowerDns, Supervision};
 use mysql_async::prelude::Queryable;
 
 /// The app's password on every server.
@@ -284,4 +284,43 @@ pub async fn wait_pg_ready(path: &Path) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A PowerDNS server with `zone`, and in it `app` A 192.0.2.1 with TTL 300.
+pub async fn pdns_with_zone(root: &Path, name: &str, zone: &str, app: &str) -> PowerDns {
+    let pdns = PowerDns::start(root, name, Supervision::Owned)
+        .await
+        .unwrap();
+    pdns.create_zone(zone, &[(app, "A", 300, vec!["192.0.2.1".to_owned()])])
+        .await
+        .unwrap();
+    pdns
+}
+
+/// A plan (migration `dns-test`) switching `name` in `zone` on `pdns` to 192.0.2.2 with a
+/// cutover TTL of 5.
+pub fn dns_plan(dir: &Path, pdns: &PowerDns, zone: &str, name: &str) -> PathBuf {
+    let plan = format!(
+        r#"[migration]
+name = "dns-test"
+state_dir = "{state}"
+
+[[dns]]
+name = "{name}"
+type = "A"
+zone = "{zone}"
+values = ["192.0.2.2"]
+cutover_ttl = 5
+nameservers = ["127.0.0.1:{port}"]
+propagation_timeout = "20s"
+provider = {{ kind = "powerdns", api_url = "{url}", api_key_file = "{key}" }}
+"#,
+        state = dir.join("state").display(),
+        port = pdns.dns_port,
+        url = pdns.api_url(),
+        key = pdns.api_key_file.display(),
+    );
+    let path = dir.join("plan.toml");
+    std::fs::write(&path, plan).unwrap();
+    path
 }
