@@ -73,6 +73,22 @@ fn every_shipped_example_validates() {
 }
 
 #[test]
+fn the_shipped_daemon_configuration_validates_but_for_its_token() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve/serve.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("CUTOVER_SERVE_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    // The one problem: the token's variable is not set here; its plans load.
+    assert!(err.contains("`CUTOVER_SERVE_TOKEN` is not set"), "{err}");
+    assert_eq!(err.matches("key `").count(), 1, "{err}");
+}
+
+#[test]
 fn unknown_key_is_named_with_a_suggestion() {
     let p = only_problem(&VALID.replace("app_roles", "app_role"));
     assert_eq!(p.key, "postgres[0].app_role");
