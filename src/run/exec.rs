@@ -1645,6 +1645,9 @@ pub struct Status {
     pub past_point_of_no_return: bool,
     /// Each pair's state, read from the servers.
     pub pairs: Vec<(String, String)>,
+    /// The same readings as values (`None`: unreadable), for the daemon's gauges.
+    #[serde(skip)]
+    pub pair_states: Vec<(String, Option<PairState>)>,
     /// What `run --resume` would do.
     pub resume_would: String,
     /// The last report saved.
@@ -1662,17 +1665,22 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
         _ => steps(plan),
     };
     let mut pairs = Vec::new();
+    let mut states = Vec::new();
     let mut any_promoted = false;
     for (component, state) in pair_states(plan).await {
         match state {
             Ok(s) => {
                 any_promoted |= s.target_promoted && s.source_fenced;
                 pairs.push((
-                    component,
+                    component.clone(),
                     format!("{}; {}", s.serving(), s.lines.join("; ")),
                 ));
+                states.push((component, Some(s)));
             }
-            Err(e) => pairs.push((component, format!("unreadable: {e}"))),
+            Err(e) => {
+                pairs.push((component.clone(), format!("unreadable: {e}")));
+                states.push((component, None));
+            }
         }
     }
     let resume_would = if records.is_empty() {
@@ -1702,6 +1710,7 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
             .map(|s| s.phase),
         past_point_of_no_return: progress.past_point_of_no_return,
         pairs,
+        pair_states: states,
         resume_would,
         report: store.report()?,
     })

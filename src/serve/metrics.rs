@@ -309,6 +309,23 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
                     }
                 }
             }
+            for (component, state) in &s.pair_states {
+                match state {
+                    Some(p) => {
+                        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+                        m.source_fenced
+                            .with_label_values(&[name, component])
+                            .set(flag(p.source_fenced));
+                        m.target_promoted
+                            .with_label_values(&[name, component])
+                            .set(flag(p.target_promoted));
+                    }
+                    None => {
+                        let _ = m.source_fenced.remove_label_values(&[name, component]);
+                        let _ = m.target_promoted.remove_label_values(&[name, component]);
+                    }
+                }
+            }
             let text = format!(
                 "{} of {} steps done{}",
                 s.steps_done,
@@ -338,21 +355,6 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
     };
 
     // Replication, pair by pair.
-    let pairs = crate::run::pair_states(plan).await;
-    for (component, state) in &pairs {
-        let (fenced, promoted) = match state {
-            Ok(s) => (s.source_fenced, s.target_promoted),
-            Err(_) => (false, false),
-        };
-        if state.is_ok() {
-            m.source_fenced
-                .with_label_values(&[name, component])
-                .set(if fenced { 1.0 } else { 0.0 });
-            m.target_promoted
-                .with_label_values(&[name, component])
-                .set(if promoted { 1.0 } else { 0.0 });
-        }
-    }
     for p in &plan.postgres {
         let component = format!("postgres {}", p.name);
         let pair = crate::postgres::Pair::new(plan, p);
