@@ -131,7 +131,12 @@ async fn run() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pg_ledger = pg_writer.stop().await;
     let maria_ledger = maria_writer.stop().await;
-    let _ = sqlite_app.join();
+    // The window-open hook stops the app; a run that failed before its window did not.
+    let (app, app_done) = sqlite_app;
+    if !app_done.is_finished() {
+        unsafe { libc::kill(app as i32, libc::SIGTERM) };
+    }
+    let _ = app_done.join();
     let (outcome, report) = result?;
     super::run::print_report(&report);
     anyhow::ensure!(
@@ -217,7 +222,7 @@ async fn run() -> anyhow::Result<()> {
 fn start_sqlite_app(
     pid_file: &std::path::Path,
     db: &std::path::Path,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<(u32, std::thread::JoinHandle<()>)> {
     let mut child = std::process::Command::new("sh")
         .args([
             "-c",
@@ -234,7 +239,11 @@ fn start_sqlite_app(
         std::thread::sleep(Duration::from_millis(10));
     }
     // Reaped as soon as it exits, so the hook's `kill -0` sees it gone (not a zombie).
-    Ok(std::thread::spawn(move || {
-        let _ = child.wait();
-    }))
+    let pid = child.id();
+    Ok((
+        pid,
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        }),
+    ))
 }

@@ -77,7 +77,16 @@ pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesE
         let before = fingerprint(entry, db).await?;
         let out = on_host(
             &entry.source,
-            &["sqlite3", "-bail", &file, &format!(".backup {backup}")],
+            // `.timeout`: the service's writers hold locks for a moment at a time; without a
+            // busy timeout the backup gives up at the first one ("database is locked").
+            &[
+                "sqlite3",
+                "-bail",
+                "-cmd",
+                ".timeout 10000",
+                &file,
+                &format!(".backup {backup}"),
+            ],
             TIMEOUT,
         )
         .await?;

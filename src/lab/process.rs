@@ -32,6 +32,7 @@ pub struct ServerProcess {
     pid: u32,
     log: PathBuf,
     stop_signal: i32,
+    children_too: bool,
 }
 
 /// What to run, as an argv array, and as whom.
@@ -89,6 +90,7 @@ impl Spawn<'_> {
             child: Some(child),
             log: self.log,
             stop_signal: self.stop_signal,
+            children_too: false,
         })
     }
 }
@@ -132,12 +134,27 @@ impl ServerProcess {
         }
     }
 
+    /// Makes [`stop`](Self::stop) signal the process's children too: a server that forks a
+    /// process per connection (sshd) leaves those running when only the listener stops, and
+    /// with them every client connection kept open to it.
+    pub fn also_stop_children(&mut self) {
+        self.children_too = true;
+    }
+
     /// Stops the process: its stop signal, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        let children = if self.children_too {
+            sys::children(self.pid)
+        } else {
+            Vec::new()
+        };
         sys::signal(self.pid, self.stop_signal);
+        for c in children {
+            sys::signal(c, self.stop_signal);
+        }
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {

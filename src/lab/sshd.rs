@@ -117,6 +117,7 @@ impl Sshd {
                 supervision,
             };
             let mut process = spawn.start()?;
+            process.also_stop_children();
             match wait_until(&mut process, Duration::from_secs(15), || tcp_open(port)).await {
                 Ok(()) => {
                     return Ok(Sshd {

@@ -73,7 +73,16 @@ pub fn stop_detached(dir: &Path) -> Result<Vec<String>, LabError> {
         .filter(|s| sys::alive(s.pid) && belongs_to_lab(s.pid, dir))
         .collect();
     for s in &running {
+        // sshd's per-connection processes would keep clients' shared connections open.
+        let children = if s.name.starts_with("sshd") {
+            sys::children(s.pid)
+        } else {
+            Vec::new()
+        };
         sys::signal(s.pid, s.stop_signal);
+        for c in children {
+            sys::signal(c, s.stop_signal);
+        }
         stopped.push(s.name.clone());
     }
     let deadline = Instant::now() + Duration::from_secs(15);
