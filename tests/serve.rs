@@ -44,6 +44,24 @@ fn start(config: &std::path::Path) -> Daemon {
     Daemon { child, base }
 }
 
+/// A daemon configuration in `dir` watching `plan`, polling every second, with the token in a
+/// file, and `extra` lines.
+fn config(dir: &std::path::Path, plan: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let token = dir.join("serve.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let config = dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\nplans = [\"{}\"]\ntoken_file = \"{}\"\n{extra}",
+            plan.display(),
+            token.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// The value of the sample `name{labels}` in a scrape, labels given in any order.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|l| {
@@ -99,19 +117,7 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
     assert_eq!(code, 0, "{err}");
     wait_pg_ready(&plan).await;
 
-    let token = pg.dir.path().join("serve.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let config = pg.dir.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\nplans = [\"{}\"]\ntoken_file = \"{}\"\n",
-            plan.display(),
-            token.display()
-        ),
-    )
-    .unwrap();
-    let daemon = start(&config);
+    let daemon = start(&config(pg.dir.path(), &plan, ""));
     let http = reqwest::Client::new();
     let base = daemon.base.clone();
 
@@ -303,19 +309,7 @@ async fn the_ttl_job_runs_on_its_schedule_and_on_request_and_the_records_are_wat
     let (zone, name) = ("s.example.com", "app.s.example.com");
     let pdns = pdns_with_zone(dir.path(), "pdns", zone, name).await;
     let plan = dns_plan(dir.path(), &pdns, zone, name);
-    let token = dir.path().join("token");
-    std::fs::write(&token, TOKEN).unwrap();
-    let config = dir.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\nttl_every = \"1s\"\nplans = [\"{}\"]\ntoken_file = \"{}\"\n",
-            plan.display(),
-            token.display()
-        ),
-    )
-    .unwrap();
-    let daemon = start(&config);
+    let daemon = start(&config(dir.path(), &plan, "ttl_every = \"1s\"\n"));
     let http = reqwest::Client::new();
     let base = daemon.base.clone();
     let record = [("migration", "dns-test"), ("record", "app.s.example.com A")];

@@ -388,6 +388,29 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// A multi-threaded tokio runtime, or an error printed and `None`.
+/// Cancels `cancel` on every SIGINT or SIGTERM, saying `note` the first time.
+pub(crate) fn cancel_on_signal(cancel: tokio_util::sync::CancellationToken, note: &'static str) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if !cancel.is_cancelled() {
+                errln!("{note}");
+            }
+            cancel.cancel();
+        }
+    });
+}
+
 pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -92,27 +92,10 @@ fn advice(e: &RunError, plan: &Path) -> String {
 /// SIGINT and SIGTERM cancel the run (it rolls back before the point of no return and ignores
 /// them after it).
 fn spawn_signal_handler(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            if !cancel.is_cancelled() {
-                errln!(
-                    "cutover: signal received: rolling back if before the point of no return, otherwise finishing the switch"
-                );
-            }
-            cancel.cancel();
-        }
-    });
+    super::cancel_on_signal(
+        cancel,
+        "cutover: signal received: rolling back if before the point of no return, otherwise finishing the switch",
+    );
 }
 
 pub(super) fn render(r: &Record, steps: &[run::Step], began: Instant) {

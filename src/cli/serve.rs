@@ -18,23 +18,7 @@ pub(super) fn run(args: &ServeArgs) -> u8 {
     };
     rt.block_on(async move {
         let stop = CancellationToken::new();
-        {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    return;
-                };
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-                stop.cancel();
-            });
-        }
+        super::cancel_on_signal(stop.clone(), "cutover serve: stopping");
         let plans = config.plans.len();
         match serve::serve(config, stop, |addr| {
             outln!("cutover serve: watching {plans} migration(s) on http://{addr} (/metrics, /healthz, /status, POST /ttl-job)");
