@@ -342,6 +342,43 @@ async fn files_the_quick_check_misses_and_links_the_source_broke_arrive_exactly(
     assert!(sync::verify(&entry).await.unwrap().matches());
 }
 
+/// Without a change log the final pass has only rsync's quick check: a rewrite at the same size
+/// within the second of the warm copy must still be found (nanosecond times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_final_pass_finds_a_same_size_rewrite_within_the_second() {
+    let f = Fixture::new().await;
+    let state = f.dir.path().join("state");
+    let src = f.src();
+    std::fs::write(src.join("state.bin"), "AAAA").unwrap();
+    let entry = f.entry("", None, &f.dst());
+    sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
+    // Rewritten, and its time set one microsecond after the warm copy's, in the same second.
+    let path = src.join("state.bin");
+    let old = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let since = old.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let same_second = if since.subsec_nanos() < 999_000_000 {
+        old + Duration::from_micros(1)
+    } else {
+        old - Duration::from_micros(1)
+    };
+    std::fs::write(&path, "BBBB").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(same_second)
+        .unwrap();
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(last.method, "full");
+    assert_eq!(
+        std::fs::read_to_string(f.dst().join("state.bin")).unwrap(),
+        "BBBB"
+    );
+    assert_eq!(snapshot(&src), snapshot(&f.dst()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_watcher_makes_the_final_pass_walk_the_whole_tree_and_say_so() {
     let f = Fixture::new().await;
