@@ -289,6 +289,8 @@ pub fn parse(text: &str, root: &str) -> Changes {
     let mut root_changed = false;
     let mut structural: std::collections::HashSet<String> = Default::default();
     let mut written: std::collections::HashSet<String> = Default::default();
+    // Directories removed or moved away (if one came back under its name, it is sent whole).
+    let mut gone: std::collections::HashSet<String> = Default::default();
     for line in text.lines() {
         if line.starts_with("Q_OVERFLOW") {
             return Changes::Untrusted {
@@ -348,17 +350,22 @@ pub fn parse(text: &str, root: &str) -> Changes {
         if events.iter().any(|e| *e != "ATTRIB") {
             written.insert(rel.to_owned());
         }
+        if dir && (events.contains(&"DELETE") || events.contains(&"MOVED_FROM")) {
+            gone.insert(rel.to_owned());
+        }
     }
     let rewritten: Vec<String> = paths
         .iter()
         .filter(|(p, whole)| !**whole && !structural.contains(p.as_str()))
         .map(|(p, _)| p.clone())
         .collect();
-    // Entries under a directory sent whole go with it. (A directory listed as itself, say
-    // after a chmod, carries nothing: its changed entries stay listed.)
+    // Entries under a directory sent whole go with it, and entries under a directory that went
+    // away went with it (listed, rsync would look for the missing directory above them and
+    // call it vanished). A directory listed as itself for any other reason (a chmod) carries
+    // nothing: its changed entries stay listed.
     let whole: std::collections::HashSet<String> = paths
         .iter()
-        .filter(|(_, whole)| **whole)
+        .filter(|(p, whole)| **whole || gone.contains(p.as_str()))
         .map(|(p, _)| p.clone())
         .collect();
     if !whole.is_empty() {
@@ -507,8 +514,6 @@ mod tests {
             ("gone.txt", false),
             ("new", true),
             ("old", false),
-            // Listed as well: a directory that is not sent whole carries nothing.
-            ("old/inner.txt", false),
             ("renamed", true),
             ("sub/mode.txt", false),
         ]

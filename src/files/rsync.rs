@@ -69,6 +69,25 @@ pub fn exit_meaning(code: i32, warm: bool) -> ExitMeaning {
     }
 }
 
+/// Whether every error rsync printed is a file changing under it while it read a live tree
+/// (read past a shrinking file's end: `No data available`; a file that vanished or changed
+/// during the transfer), so that its exit 23 in a warm pass means "the next pass copies it",
+/// not a fault. A permission, space or any other error keeps 23 an error.
+pub fn only_live_tree_changes(stderr: &str) -> bool {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("rsync:") || l.starts_with("file has vanished"))
+        .collect();
+    !errors.is_empty()
+        && errors.iter().all(|l| {
+            l.starts_with("file has vanished")
+                || l.contains("No data available (61)")
+                || l.contains("failed verification")
+                || l.contains("changed during")
+        })
+}
+
 /// `path` with one trailing slash: rsync then copies the directory's contents.
 pub fn dir(path: &std::path::Path) -> String {
     let text = path.display().to_string();
@@ -264,6 +283,15 @@ mod tests {
             &args[args.len() - 2..],
             ["/srv/app/data/", "root@new:/srv/app/data/"]
         );
+    }
+
+    #[test]
+    fn a_live_tree_changing_under_a_warm_pass_is_told_from_a_fault() {
+        let live = "rsync: [sender] read errors mapping \"/srv/app/app.log\": No data available (61)\nfile has vanished: \"/srv/app/x\"\nrsync error: some files/attrs were not transferred (see previous errors) (code 23) at main.c(1956) [generator=3.5.0]\n";
+        assert!(only_live_tree_changes(live));
+        let denied = "rsync: [sender] send_files failed to open \"/srv/app/secret\": Permission denied (13)\nrsync error: some files/attrs were not transferred (code 23)\n";
+        assert!(!only_live_tree_changes(denied));
+        assert!(!only_live_tree_changes(""));
     }
 
     #[test]

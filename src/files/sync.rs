@@ -164,7 +164,11 @@ async fn rsync_pass(
         }
         break (code, out, err);
     };
-    let meaning = rsync::exit_meaning(code.unwrap_or(-1), kind == PassKind::Warm);
+    let mut meaning = rsync::exit_meaning(code.unwrap_or(-1), kind == PassKind::Warm);
+    if kind == PassKind::Warm && meaning.code == 23 && rsync::only_live_tree_changes(&err) {
+        meaning.acceptable = true;
+        meaning.text = "some files changed while rsync read the live tree (rsync exit 23); the next pass copies what is there then".to_owned();
+    }
     if !meaning.acceptable {
         return Err(FilesError::Rsync {
             entry: entry.plan.name.clone(),
