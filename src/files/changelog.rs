@@ -18,7 +18,8 @@
 //! The final pass feeds the changed paths to `rsync --files-from`, which neither recurses nor
 //! deletes by itself: directories created or moved in are listed and sent recursively (`-r`),
 //! paths that are gone are deleted on the target (`--delete-missing-args`), and entries under a
-//! listed directory are dropped (the directory carries them).
+//! directory sent whole or gone are dropped (it carries them, or they went with it); a
+//! directory listed for any other reason (a chmod) keeps its changed entries listed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -354,11 +355,6 @@ pub fn parse(text: &str, root: &str) -> Changes {
             gone.insert(rel.to_owned());
         }
     }
-    let rewritten: Vec<String> = paths
-        .iter()
-        .filter(|(p, whole)| !**whole && !structural.contains(p.as_str()))
-        .map(|(p, _)| p.clone())
-        .collect();
     // Entries under a directory sent whole go with it, and entries under a directory that went
     // away went with it (listed, rsync would look for the missing directory above them and
     // call it vanished). A directory listed as itself for any other reason (a chmod) carries
@@ -376,9 +372,10 @@ pub fn parse(text: &str, root: &str) -> Changes {
                 .any(|a| whole.contains(a.to_str().unwrap_or_default()))
         });
     }
-    let rewritten: BTreeSet<String> = rewritten
-        .into_iter()
-        .filter(|p| paths.contains_key(p))
+    let rewritten: BTreeSet<String> = paths
+        .iter()
+        .filter(|(p, whole)| !**whole && !structural.contains(p.as_str()))
+        .map(|(p, _)| p.clone())
         .collect();
     Changes::Trusted {
         metadata_only: rewritten

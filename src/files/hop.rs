@@ -50,6 +50,13 @@ pub fn options(dir: &str) -> Vec<String> {
     ]
 }
 
+/// Whether a pass that used the shared connection failed only because its socket could not
+/// be used (ssh's exit 255 and its words for a vanished directory or a stale socket): the pass
+/// then runs once more on a connection of its own.
+pub fn lost(code: Option<i32>, stderr: &str) -> bool {
+    code == Some(255) && broken(stderr)
+}
+
 /// Whether ssh's error output says the control socket could not be used (the directory
 /// vanished, or a socket there is stale).
 pub fn broken(stderr: &str) -> bool {
@@ -118,9 +125,7 @@ pub async fn close(entry: &Entry, state_dir: &Path) -> Result<(), FilesError> {
         return Ok(());
     };
     let (runner, peer) = entry.runner_and_peer();
-    let mut exit: Vec<String> = vec!["ssh".into()];
-    exit.extend(super::remote::ssh_options(peer));
-    exit.extend(options(&dir));
+    let mut exit = super::rsync::peer_ssh(peer, Some(&dir));
     exit.extend(["-O".into(), "exit".into(), peer.ssh.clone()]);
     let exit: Vec<&str> = exit.iter().map(String::as_str).collect();
     let _ = on_host(runner, &exit, TIMEOUT).await?;

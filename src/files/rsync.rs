@@ -25,9 +25,15 @@ pub struct ExitMeaning {
 
 /// Reads rsync's exit code. `warm`: the service still runs, so files vanishing mid-walk are
 /// expected and the next pass picks the tree up again.
-pub fn exit_meaning(code: i32, warm: bool) -> ExitMeaning {
+/// `stderr` is rsync's error output: a 23 in a warm pass whose every error is a file changing
+/// under rsync (see [`only_live_tree_changes`]) is a warning too.
+pub fn exit_meaning(code: i32, warm: bool, stderr: &str) -> ExitMeaning {
     let (acceptable, text) = match code {
         0 => (true, "done".to_owned()),
+        23 if warm && only_live_tree_changes(stderr) => (
+            true,
+            "some files changed while rsync read the live tree (rsync exit 23); the next pass copies what is there then".to_owned(),
+        ),
         24 if warm => (
             true,
             "some files vanished while rsync walked the live tree (rsync exit 24); the next pass copies what is there then".to_owned(),
@@ -94,14 +100,18 @@ pub fn dir(path: &std::path::Path) -> String {
     format!("{}/", text.trim_end_matches('/'))
 }
 
-/// The `-e` value the running host uses to reach `peer` (rsync splits it on spaces itself),
-/// sharing the connection through `hop` (see [`super::hop`]) when there is one.
-pub fn peer_shell(peer: &Host, hop: Option<&str>) -> String {
+/// The ssh command (without the destination) the running host uses to reach `peer`, sharing
+/// the connection through `hop` (see [`super::hop`]) when there is one.
+pub fn peer_ssh(peer: &Host, hop: Option<&str>) -> Vec<String> {
     std::iter::once("ssh".to_owned())
         .chain(ssh_options(peer))
         .chain(hop.map(super::hop::options).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect()
+}
+
+/// [`peer_ssh`] as rsync's `-e` value (rsync splits it on spaces itself).
+pub fn peer_shell(peer: &Host, hop: Option<&str>) -> String {
+    peer_ssh(peer, hop).join(" ")
 }
 
 /// Which host runs rsync for `entry`, and which one it talks to.
@@ -296,10 +306,10 @@ mod tests {
 
     #[test]
     fn exit_codes_say_what_happened() {
-        assert!(exit_meaning(24, true).acceptable);
-        assert!(!exit_meaning(24, false).acceptable);
+        assert!(exit_meaning(24, true, "").acceptable);
+        assert!(!exit_meaning(24, false, "").acceptable);
         for code in [23, 12, 30, 255] {
-            let m = exit_meaning(code, true);
+            let m = exit_meaning(code, true, "");
             assert!(!m.acceptable && m.text.contains(&code.to_string()), "{m:?}");
         }
     }

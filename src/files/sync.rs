@@ -157,18 +157,14 @@ async fn rsync_pass(
                 after: PASS_TIMEOUT,
             })??;
         // The shared connection's directory is gone: once more with a connection of its own.
-        if code == Some(255) && hop.is_some() && super::hop::broken(&err) {
+        if hop.is_some() && super::hop::lost(code, &err) {
             tracing::warn!(entry = %entry.plan.name, "the shared ssh connection on the running host is gone; this pass opens its own");
             hop = None;
             continue;
         }
         break (code, out, err);
     };
-    let mut meaning = rsync::exit_meaning(code.unwrap_or(-1), kind == PassKind::Warm);
-    if kind == PassKind::Warm && meaning.code == 23 && rsync::only_live_tree_changes(&err) {
-        meaning.acceptable = true;
-        meaning.text = "some files changed while rsync read the live tree (rsync exit 23); the next pass copies what is there then".to_owned();
-    }
+    let meaning = rsync::exit_meaning(code.unwrap_or(-1), kind == PassKind::Warm, &err);
     if !meaning.acceptable {
         return Err(FilesError::Rsync {
             entry: entry.plan.name.clone(),
@@ -359,11 +355,7 @@ pub async fn warm(
 /// window opens; a failure here only costs the final pass its handshakes (it is logged).
 pub async fn ready(entry: &Entry) {
     let (runner, peer) = entry.runner_and_peer();
-    let mut hop: Vec<String> = vec!["ssh".into()];
-    hop.extend(super::remote::ssh_options(peer));
-    if let Some(dir) = &entry.hop {
-        hop.extend(super::hop::options(dir));
-    }
+    let mut hop = rsync::peer_ssh(peer, entry.hop.as_deref());
     hop.extend([peer.ssh.clone(), "--".into(), "true".into()]);
     let hop: Vec<&str> = hop.iter().map(String::as_str).collect();
     let (through, direct) = tokio::join!(
@@ -811,14 +803,14 @@ pub async fn verify(entry: &Entry) -> Result<VerifyReport, FilesError> {
     let (runner, _) = entry.runner_and_peer();
     let mut out =
         super::remote::run(&ssh_argv(runner, &entry.rsync_argv(&flags)), PASS_TIMEOUT).await?;
-    if out.code == Some(255) && entry.hop.is_some() && super::hop::broken(&out.stderr) {
+    if entry.hop.is_some() && super::hop::lost(out.code, &out.stderr) {
         let own = Entry {
             hop: None,
             ..entry.clone()
         };
         out = super::remote::run(&ssh_argv(runner, &own.rsync_argv(&flags)), PASS_TIMEOUT).await?;
     }
-    let meaning = rsync::exit_meaning(out.code.unwrap_or(-1), false);
+    let meaning = rsync::exit_meaning(out.code.unwrap_or(-1), false, &out.stderr);
     if !meaning.acceptable {
         return Err(FilesError::Rsync {
             entry: entry.plan.name.clone(),
