@@ -6,7 +6,9 @@
 //!   so a crashed runner never blocks the resume.
 //! - `run/lease.json`: who holds the lease and its epoch. Every acquisition bumps the epoch, and
 //!   every journal append checks it: a runner whose lease was taken over cannot write on.
-//! - `run/journal.jsonl`: append-only, one fsync'd JSON record a line.
+//! - `run/journal.jsonl`: append-only, one fsync'd JSON record a line. A torn last line (a crash
+//!   mid-append) is skipped by reads and cut back by the next append, which says so in the
+//!   journal (`journal-repaired`).
 //! - `run/report.json`: the last run's report.
 //! - `dns/`, `files/`: what the DNS and files components keep between commands.
 //!
@@ -145,6 +147,12 @@ pub struct Lease {
     _lock: File,
 }
 
+/// Takes the lease of the migration whose state directory is `state_dir`, for a command that
+/// changes a server, a tree or a record (`purpose` names it for whoever is refused meanwhile).
+pub fn take_lease(state_dir: &Path, purpose: &str) -> Result<Lease, StateError> {
+    FileStore::new(&StateDir::new(state_dir)).acquire(purpose)
+}
+
 /// Where a run's journal and lease live. The file store is the default; a store shared by a
 /// team (a PostgreSQL table with the epoch checked in each insert) fits the same interface.
 pub trait Store: Send + Sync {
@@ -215,6 +223,52 @@ fn host_name() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// The journal's type for the line that says a torn tail was cut (the run's reader skips it;
+/// `status` reports it).
+pub const JOURNAL_REPAIRED: &str = "journal-repaired";
+
+/// A crash mid-append leaves a last line without its newline. Appending straight after it
+/// would merge the next record into it and, one append later, leave an unreadable line in the
+/// middle of the journal. So before an append: a complete record that only lacks its newline
+/// gets it; anything else after the last newline is cut off (and the cut made durable), and a
+/// `journal-repaired` line saying what was cut goes in front of the new record.
+fn repair_tail(path: &Path, lease: &Lease) -> Result<Option<Vec<u8>>, StateError> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    if bytes.last().is_none_or(|b| *b == b'\n') {
+        return Ok(None);
+    }
+    let start = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let tail = &bytes[start..];
+    if serde_json::from_slice::<serde_json::Value>(tail).is_ok() {
+        return Ok(Some(b"\n".to_vec()));
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    file.set_len(start as u64).map_err(|e| io(path, e))?;
+    file.sync_data().map_err(|e| io(path, e))?;
+    let shown: String = String::from_utf8_lossy(tail).chars().take(200).collect();
+    let note = serde_json::json!({
+        "type": JOURNAL_REPAIRED,
+        "epoch": lease.info.epoch,
+        "at_ms": SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+        "cut_bytes": tail.len(),
+        "cut": shown,
+        "text": format!(
+            "a torn last line of {} bytes (a crash mid-append) was cut before this append",
+            tail.len()
+        ),
+    });
+    let mut line = serde_json::to_vec(&note).map_err(|e| io(path, e))?;
+    line.push(b'\n');
+    tracing::warn!(path = %path.display(), cut_bytes = tail.len(), "cut a torn journal line");
+    Ok(Some(line))
+}
+
 impl Store for FileStore {
     fn acquire(&self, purpose: &str) -> Result<Lease, StateError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
@@ -260,9 +314,14 @@ impl Store for FileStore {
             .append(true)
             .open(&path)
             .map_err(|e| io(&path, e))?;
+        let mut out = Vec::new();
+        if !new && let Some(repair) = repair_tail(&path, lease)? {
+            out.extend_from_slice(&repair);
+        }
         let mut line = serde_json::to_vec(record).map_err(|e| io(&path, e))?;
         line.push(b'\n');
-        file.write_all(&line).map_err(|e| io(&path, e))?;
+        out.extend_from_slice(&line);
+        file.write_all(&out).map_err(|e| io(&path, e))?;
         file.sync_data().map_err(|e| io(&path, e))?;
         if new {
             sync_dir(&self.dir)?;
@@ -386,5 +445,67 @@ mod tests {
             .unwrap();
         f.write_all(b"{\"n\": 2, \"tor").unwrap();
         assert_eq!(store.journal().unwrap(), vec![serde_json::json!({"n": 1})]);
+    }
+
+    #[test]
+    fn appends_after_a_torn_tail_cut_it_first_and_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&StateDir::new(dir.path()));
+        let lease = store.acquire("run").unwrap();
+        store.append(&lease, &serde_json::json!({"n": 1})).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(store.journal_path())
+            .unwrap();
+        f.write_all(b"{\"n\": 2, \"tor").unwrap();
+        drop(f);
+        store.append(&lease, &serde_json::json!({"n": 3})).unwrap();
+        store.append(&lease, &serde_json::json!({"n": 4})).unwrap();
+        let journal = store.journal().unwrap();
+        let ns: Vec<_> = journal.iter().filter_map(|v| v.get("n")).collect();
+        assert_eq!(
+            ns,
+            [
+                &serde_json::json!(1),
+                &serde_json::json!(3),
+                &serde_json::json!(4)
+            ]
+        );
+        let repaired: Vec<_> = journal
+            .iter()
+            .filter(|v| v["type"] == JOURNAL_REPAIRED)
+            .collect();
+        assert_eq!(repaired.len(), 1, "{journal:?}");
+        assert_eq!(repaired[0]["cut_bytes"], 13);
+        // Every line of the file parses: nothing torn is left in the middle.
+        let text = std::fs::read_to_string(store.journal_path()).unwrap();
+        assert!(text.ends_with('\n'));
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_complete_last_record_without_its_newline_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&StateDir::new(dir.path()));
+        let lease = store.acquire("run").unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        std::fs::write(store.journal_path(), b"{\"n\":1}\n{\"n\":2}").unwrap();
+        store.append(&lease, &serde_json::json!({"n": 3})).unwrap();
+        let ns: Vec<_> = store
+            .journal()
+            .unwrap()
+            .iter()
+            .map(|v| v["n"].clone())
+            .collect();
+        assert_eq!(
+            ns,
+            [
+                serde_json::json!(1),
+                serde_json::json!(2),
+                serde_json::json!(3)
+            ]
+        );
     }
 }

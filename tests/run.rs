@@ -134,6 +134,16 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
             err.contains("another runner holds this migration") && err.contains("`run`"),
             "{err}"
         );
+        // So is every command that changes a server (the resume below then proves they
+        // changed nothing: the run finishes or rolls back as if they had not been called).
+        for cmd in ["start", "cleanup"] {
+            let (code, _, err) = support::run(&["pg", cmd, &plan_arg]);
+            assert_eq!(code, 1, "pg {cmd}: {err}");
+            assert!(
+                err.contains("another runner holds this migration") && err.contains("`run`"),
+                "pg {cmd}: {err}"
+            );
+        }
     }
     kill9(&mut child);
 
@@ -573,4 +583,210 @@ async fn a_failing_health_check_after_the_promotion_reverses_the_cutover() {
         "{:?}",
         status.pairs
     );
+}
+
+/// A prepared transaction's rows reach logical replication only at its `COMMIT PREPARED`,
+/// which its transaction manager would send to the old primary after the move. The gate
+/// refuses while one is pending (naming it, its owner and the fix), and the fence checks again
+/// for one prepared between the gate and the fence. Either way the source serves again, the
+/// transaction's rows reach the target once committed, and the cutover then goes through with
+/// nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prepared_transaction_refuses_the_gate_and_the_fence_and_nothing_is_lost() {
+    let pg = PgPair::start().await;
+    let db = "tm";
+    pg.database(db).await;
+    let path = write_plan(pg.dir.path(), db, &pg.pair_toml(db, ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let (code, out, err) = support::run(&["pg", "start", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    wait_pg_ready(&path).await;
+    let writer = pg.writer(db, 200);
+    // The transaction manager's own session, as the app role.
+    let (tm, conn) = pg
+        .app_config(&pg.source, db)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tm.batch_execute(
+        "BEGIN; INSERT INTO writes (k, payload) VALUES (-900001, 'tm-1'); PREPARE TRANSACTION 'tm-1'",
+    )
+    .await
+    .unwrap();
+
+    // At the gate.
+    let (code, out, err) = support::run(&["pg", "cutover", &plan_arg]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let said = format!("{out}\n{err}");
+    assert!(
+        said.contains("`tm-1`")
+            && said.contains("owner `app`")
+            && said.contains("COMMIT PREPARED 'tm-1'"),
+        "{said}"
+    );
+    assert!(pg.app_writes(&pg.source, db).await, "the source serves");
+    assert!(
+        !pg.app_writes(&pg.target, db).await,
+        "the target stays blocked"
+    );
+    tm.batch_execute("COMMIT PREPARED 'tm-1'").await.unwrap();
+
+    // Between the gate and the fence: the cutover stops itself after its gate passed, the
+    // transaction manager prepares another one (its session is still allowed), the cutover
+    // goes on, and the fence's own check catches it.
+    let mut child = spawn_stopping(&["pg", "cutover", &plan_arg], None, Some("gate-passed"));
+    assert!(
+        wait_stopped(&mut child, Duration::from_secs(60)),
+        "stopped after the gate"
+    );
+    tm.batch_execute(
+        "BEGIN; INSERT INTO writes (k, payload) VALUES (-900002, 'tm-2'); PREPARE TRANSACTION 'tm-2'",
+    )
+    .await
+    .unwrap();
+    // SAFETY: kill() signals one process by pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGCONT);
+    }
+    let done = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(done.status.code(), Some(1), "{said}");
+    assert!(said.contains("`tm-2`"), "{said}");
+    assert!(
+        pg.app_writes(&pg.source, db).await,
+        "the source serves again"
+    );
+    assert!(
+        !pg.app_writes(&pg.target, db).await,
+        "the target stays blocked"
+    );
+    // The fence ended the app's sessions; the transaction manager reconnects and commits.
+    let (tm, conn) = pg
+        .app_config(&pg.source, db)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tm.batch_execute("COMMIT PREPARED 'tm-2'").await.unwrap();
+
+    // Nothing pending: the cutover goes through, and both transactions' rows are on the new
+    // primary.
+    let (code, out, err) = support::run(&["pg", "cutover", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        writer.wait_on_target(20, Duration::from_secs(30)).await,
+        "the writer reached the new primary"
+    );
+    let ledger = writer.stop().await;
+    let target = pg.target.connect(db).await.unwrap();
+    let check = ledger.check(&target).await.unwrap();
+    assert!(check.clean(), "{check:?}");
+    assert!(check.acked > 0 && check.acked_on_target > 0, "{check:?}");
+    let tm_rows: i64 = target
+        .query_one(
+            "SELECT count(*) FROM writes WHERE k IN (-900001, -900002)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        tm_rows, 2,
+        "both prepared transactions' rows reached the new primary"
+    );
+}
+
+/// A deploy adds a column on the source during the sync: the target's apply worker stops on
+/// it. Lag in seconds is then unknown (never 0) and `status` says replication is not running
+/// and why; the cutover refuses with that same cause and its fix. Aligning the target's schema
+/// lets the worker go on, and the cutover then goes through with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_apply_worker_reads_as_unknown_lag_and_the_refusal_names_its_cause() {
+    let pg = PgPair::start().await;
+    let db = "drift";
+    pg.database(db).await;
+    let path = write_plan(pg.dir.path(), db, &pg.pair_toml(db, ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let (code, out, err) = support::run(&["pg", "start", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    wait_pg_ready(&path).await;
+    let writer = pg.writer(db, 200);
+    let source = pg.source.connect(db).await.unwrap();
+    source
+        .batch_execute("ALTER TABLE writes ADD COLUMN note text")
+        .await
+        .unwrap();
+    let plan = cutover::plan::load(&path).unwrap();
+    let pair = cutover::postgres::Pair::select(&plan, None).pop().unwrap();
+    let (s, t) = pair.connect().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        let st = cutover::postgres::status::status(&pair, &s, &t, None)
+            .await
+            .unwrap();
+        if !st.replication_running && st.lag_bytes.unwrap_or(0) > 0 {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the apply worker never stopped: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(st.lag_seconds, None, "{st:?}");
+    assert!(
+        st.warnings
+            .iter()
+            .any(|w| w.contains("replication is not running") && w.contains("note")),
+        "{:?}",
+        st.warnings
+    );
+    let (_, out, _) = support::run(&["pg", "status", &plan_arg]);
+    assert!(out.contains("replication is NOT running"), "{out}");
+
+    let (code, out, err) = support::run(&["pg", "cutover", &plan_arg]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let said = format!("{out}\n{err}");
+    assert!(
+        said.contains("note") && said.contains("fix"),
+        "the refusal names the drift and the fix: {said}"
+    );
+    assert!(pg.app_writes(&pg.source, db).await, "the source serves");
+
+    // The fix the refusal gives: the column on the target too.
+    t.batch("align", "ALTER TABLE writes ADD COLUMN note text")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = cutover::postgres::status::status(&pair, &s, &t, None)
+            .await
+            .unwrap();
+        if st.replication_running && st.lag_bytes.unwrap_or(i64::MAX) < 1 << 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replication did not recover: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, err) = support::run(&["pg", "cutover", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        writer.wait_on_target(20, Duration::from_secs(30)).await,
+        "the writer reached the new primary"
+    );
+    let ledger = writer.stop().await;
+    let check = ledger
+        .check(&pg.target.connect(db).await.unwrap())
+        .await
+        .unwrap();
+    assert!(check.clean(), "{check:?}");
+    assert!(check.acked > 0 && check.acked_on_target > 0, "{check:?}");
 }

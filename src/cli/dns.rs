@@ -39,6 +39,21 @@ pub fn run(cmd: DnsCommand) -> u8 {
     let Some(rt) = runtime() else {
         return EXIT_FAILED;
     };
+    // Commands that change a record (and the saved DNS state) hold the migration's lease.
+    let purpose = match &cmd {
+        DnsCommand::LowerTtl(_) => Some("dns lower-ttl"),
+        DnsCommand::RestoreTtl(_) => Some("dns restore-ttl"),
+        DnsCommand::Update(_) => Some("dns update"),
+        DnsCommand::Status(_) | DnsCommand::Wait(_) => None,
+    };
+    let _lease = match purpose.map(|p| crate::state::take_lease(&plan.migration.state_dir, p)) {
+        Some(Err(e)) => {
+            errln!("{}: {e}", args.plan.display());
+            return EXIT_FAILED;
+        }
+        Some(Ok(lease)) => Some(lease),
+        None => None,
+    };
     let output = args.output;
     let plan = &plan;
     rt.block_on(async move {

@@ -52,6 +52,18 @@ pub fn run(cmd: FilesCommand) -> u8 {
     };
     let human = args.output == Output::Human;
     let state_dir = plan.migration.state_dir.clone();
+    // A pass changes the target tree: it holds the migration's lease (a run's warm or final
+    // pass, or another command's, is never raced).
+    let _lease = match step {
+        "sync" | "final" => match crate::state::take_lease(&state_dir, &format!("files {step}")) {
+            Ok(lease) => Some(lease),
+            Err(e) => {
+                errln!("{}: {e}", args.plan.display());
+                return EXIT_FAILED;
+            }
+        },
+        _ => None,
+    };
     rt.block_on(async {
         let mut code = EXIT_OK;
         let mut results = Vec::new();

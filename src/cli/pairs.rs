@@ -94,7 +94,8 @@ where
     let Some(rt) = runtime() else {
         return EXIT_FAILED;
     };
-    // A cutover holds the migration's lease: no run and no other cutover acts meanwhile.
+    // Every step that changes a server holds the migration's lease: no run and no other
+    // command acts meanwhile. Read-only steps never take it.
     let _lease = match context_lease(cmd.step(), &plan, kind) {
         Ok(lease) => lease,
         Err(e) => {
@@ -139,7 +140,11 @@ fn context_lease(
         (DbStep::Resume { .. }, PairKind::Postgres) => "pg cutover --resume",
         (DbStep::Cutover, PairKind::Mysql) => "mysql cutover",
         (DbStep::Resume { .. }, PairKind::Mysql) => "mysql cutover --resume",
-        _ => return Ok(None),
+        (DbStep::Start, PairKind::Postgres) => "pg start",
+        (DbStep::Start, PairKind::Mysql) => "mysql start",
+        (DbStep::Cleanup, PairKind::Postgres) => "pg cleanup",
+        (DbStep::Cleanup, PairKind::Mysql) => "mysql cleanup",
+        (DbStep::Preflight | DbStep::Status | DbStep::Verify, _) => return Ok(None),
     };
     FileStore::new(&StateDir::new(&plan.migration.state_dir))
         .acquire(purpose)

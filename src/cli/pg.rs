@@ -170,9 +170,12 @@ fn print_status(s: &status::Status) {
     );
     if let Some(lag) = s.lag_bytes {
         outln!(
-            "  lag: {} / {:.3} s; WAL retained for the slot: {} ({})",
+            "  lag: {} / {}; WAL retained for the slot: {} ({})",
             bytes(lag),
-            s.lag_seconds.unwrap_or(0.0),
+            match s.lag_seconds {
+                Some(seconds) => format!("{seconds:.3} s"),
+                None => "unknown s (nothing applies it: replication is NOT running)".to_owned(),
+            },
             bytes(s.wal_retained_bytes.unwrap_or(0)),
             s.slot_wal_status.as_deref().unwrap_or("?")
         );

@@ -88,14 +88,13 @@ impl StateDir {
         }
     }
 
-    /// Saves `state` atomically (write to a temporary file, then rename).
+    /// Saves `state` atomically and durably, through the state directory's one writer (a
+    /// unique temporary file, fsync, rename, fsync of the directory).
     pub fn save(&self, state: &TtlState) -> Result<(), DnsError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Self::error(&self.dir, e))?;
         let path = self.path(&state.name, state.record_type);
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(state).map_err(|e| Self::error(&path, e))?;
-        std::fs::write(&tmp, text + "\n").map_err(|e| Self::error(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Self::error(&path, e))
+        crate::state::write_atomic(&path, (text + "\n").as_bytes())
+            .map_err(|e| Self::error(&path, e))
     }
 
     /// Forgets a record's state (after `restore-ttl`).

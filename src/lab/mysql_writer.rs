@@ -53,6 +53,8 @@ pub struct MyLedger {
     pub errors: Vec<String>,
     /// Times both servers accepted the app as writable at once (split brain; must be 0).
     pub both_accepted: usize,
+    /// Tasks that panicked: their acknowledgements are unknown, so the check fails.
+    pub panicked: usize,
 }
 
 /// A running writer.
@@ -85,7 +87,14 @@ impl MyWriter {
         self.stop.store(true, Ordering::SeqCst);
         let mut ledger = MyLedger::default();
         for handle in self.tasks {
-            let log = handle.await.unwrap_or_default();
+            let log = match handle.await {
+                Ok(log) => log,
+                Err(e) => {
+                    ledger.panicked += 1;
+                    ledger.errors.push(format!("writer task died: {e}"));
+                    TaskLog::default()
+                }
+            };
             ledger.acked.extend(log.acked);
             ledger.in_doubt.extend(log.in_doubt);
             ledger.commits.extend(log.commits);
@@ -210,6 +219,8 @@ impl MyLedger {
             acked: self.acked.len(),
             acked_on_target: self.acked.iter().filter(|a| a.2 == Server::Target).count(),
             in_doubt: self.in_doubt.len(),
+            panicked: self.panicked,
+            both_accepted: self.both_accepted,
             ..LedgerCheck::default()
         };
         for (k, id) in &acked {

@@ -4,7 +4,7 @@
 //! that nothing acknowledged was lost or duplicated.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, Config, NoTls};
@@ -89,11 +89,14 @@ pub struct Ledger {
     pub errors: Vec<String>,
     /// Keys this writer used, `[from, to)`; the check looks at these rows only.
     keys: (i64, i64),
+    /// Tasks that panicked: their acknowledgements are unknown, so the check fails.
+    pub panicked: usize,
 }
 
 /// A running writer.
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    on_target: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<TaskLog>>,
     keys: (i64, i64),
     first_task: i32,
@@ -128,6 +131,7 @@ impl Writer {
     /// Starts the writer's tasks.
     pub fn start(config: WriterConfig) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
+        let on_target = Arc::new(AtomicUsize::new(0));
         let period = Duration::from_secs_f64(config.tasks as f64 / config.rate.max(1) as f64);
         let first_task = config.first_task;
         let keys = (
@@ -138,15 +142,35 @@ impl Writer {
             .map(|task| {
                 let stop = stop.clone();
                 let config = config.clone();
-                tokio::spawn(async move { run_task(task, config, period, stop).await })
+                let on_target = on_target.clone();
+                tokio::spawn(async move { run_task(task, config, period, stop, on_target).await })
             })
             .collect();
         Writer {
             stop,
+            on_target,
             tasks,
             keys,
             first_task,
         }
+    }
+
+    /// Commits acknowledged by the target so far.
+    pub fn acked_on_target(&self) -> usize {
+        self.on_target.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the target acknowledged `n` commits (the writer really reached the new
+    /// primary), up to `limit`; whether it did.
+    pub async fn wait_on_target(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.acked_on_target() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Stops the tasks and returns what they saw.
@@ -158,7 +182,14 @@ impl Writer {
         };
         for (i, handle) in self.tasks.into_iter().enumerate() {
             let task = self.first_task as usize + i;
-            let log = handle.await.unwrap_or_default();
+            let log = match handle.await {
+                Ok(log) => log,
+                Err(e) => {
+                    ledger.panicked += 1;
+                    ledger.errors.push(format!("writer task {task} died: {e}"));
+                    TaskLog::default()
+                }
+            };
             ledger.acked.extend(log.acked);
             ledger.in_doubt.extend(log.in_doubt);
             ledger
@@ -186,6 +217,7 @@ async fn run_task(
     config: WriterConfig,
     period: Duration,
     stop: Arc<AtomicBool>,
+    on_target: Arc<AtomicUsize>,
 ) -> TaskLog {
     let mut log = TaskLog::default();
     let mut current: Option<(Server, Client)> = None;
@@ -277,6 +309,9 @@ async fn run_task(
         };
         if ok {
             log.commits.push(Instant::now());
+            if *on == Server::Target {
+                on_target.fetch_add(1, Ordering::SeqCst);
+            }
         } else {
             current = None;
         }
@@ -312,6 +347,10 @@ pub struct LedgerCheck {
     pub counter_problems: Vec<String>,
     /// Inserts on the target whose ids are not above every id used on the source.
     pub id_problems: Vec<String>,
+    /// Writer tasks that panicked (their acknowledgements are unknown).
+    pub panicked: usize,
+    /// Times both servers accepted the app role at once.
+    pub both_accepted: usize,
 }
 
 impl LedgerCheck {
@@ -323,6 +362,8 @@ impl LedgerCheck {
             && self.changed.is_empty()
             && self.counter_problems.is_empty()
             && self.id_problems.is_empty()
+            && self.panicked == 0
+            && self.both_accepted == 0
     }
 }
 
@@ -333,6 +374,8 @@ impl Ledger {
         let mut out = LedgerCheck {
             acked: self.acked.len(),
             acked_on_target: self.acked.iter().filter(|a| a.on == Server::Target).count(),
+            panicked: self.panicked,
+            both_accepted: self.both_accepted,
             in_doubt: self.in_doubt.len(),
             ..LedgerCheck::default()
         };

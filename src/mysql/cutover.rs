@@ -371,12 +371,38 @@ impl MyWindow {
             .rows_by_name("read replica status", target.dialect.replica_status())
             .await?;
         let row = rows.first().cloned().unwrap_or_default();
-        if row.text("Source_User").as_deref() != Some(pair.replication_user().as_str())
-            || row.text("Replica_SQL_Running").as_deref() != Some("Yes")
-        {
+        if row.text("Source_User").as_deref() != Some(pair.replication_user().as_str()) {
             return Err(MyError::Refused(format!(
-                "{}: the target is not replicating from the source for this pair; fix: start replication (and check the pair's status)",
+                "{}: the target is not replicating from the source for this pair; fix: start replication",
                 pair.plan.name
+            )));
+        }
+        if row.text("Replica_SQL_Running").as_deref() != Some("Yes")
+            || row.text("Replica_IO_Running").as_deref() != Some("Yes")
+        {
+            let mut why = vec![format!(
+                "IO thread {}, SQL thread {}",
+                row.text("Replica_IO_Running")
+                    .unwrap_or_else(|| "No".into()),
+                row.text("Replica_SQL_Running")
+                    .unwrap_or_else(|| "No".into())
+            )];
+            for column in ["Last_SQL_Error", "Last_IO_Error"] {
+                if let Some(e) = row.text(column).filter(|e| !e.is_empty()) {
+                    why.push(format!("{column}: {e}"));
+                }
+            }
+            let drift = inventory::drift_between(source, target, &pair.plan.databases).await?;
+            if !drift.is_empty() {
+                why.push(format!(
+                    "the schema differs (the likely cause): {}",
+                    drift.join("; ")
+                ));
+            }
+            return Err(MyError::Refused(format!(
+                "{}: replication is not running, so nothing was fenced: {}; fix: correct the error on the target (align its schema with `sql_log_bin = 0` where it differs), then `START SLAVE`/`START REPLICA` there, or start replication again",
+                pair.plan.name,
+                why.join("; ")
             )));
         }
         self.gtid = row.text("Using_Gtid").is_some_and(|g| g != "No")
@@ -391,6 +417,14 @@ impl MyWindow {
             return Err(MyError::Refused(format!(
                 "{}: the source is already fenced by an earlier cutover that was interrupted; resume it (it finishes or rolls back) instead of starting another",
                 pair.plan.name
+            )));
+        }
+        let pending = writers::xa_prepared(source).await?;
+        if !pending.is_empty() {
+            return Err(MyError::Refused(format!(
+                "{}: {}",
+                pair.plan.name,
+                writers::xa_refusal(&pending)
             )));
         }
         let lag = heartbeat::measure(source, target, pair.plan.max_lag).await?;
@@ -475,6 +509,15 @@ impl MyWindow {
             .run("fence the source (read-only)", source.dialect.fence())
             .await?;
         let killed = end_sessions(source, &pair.plan.app_users).await?;
+        // One prepared between the gate and the fence: ending its session does not end it.
+        let pending = writers::xa_prepared(source).await?;
+        if !pending.is_empty() {
+            return Err(MyError::Refused(format!(
+                "{}: {}",
+                pair.plan.name,
+                writers::xa_refusal(&pending)
+            )));
+        }
         self.fenced = t0.elapsed();
         Ok(killed)
     }

@@ -14,6 +14,10 @@
 //!   left. Which accounts cutover locked is remembered in a table on the source itself, so an
 //!   unfence restores exactly those, even from another process.
 //!
+//! A prepared XA transaction (`XA PREPARE`, listed by `XA RECOVER`) is a writer with no session:
+//! its transaction manager commits it later, on whichever server it reaches, so the gate
+//! refuses while one is pending and the fence checks again ([`xa_prepared`]).
+//!
 //! Privileges are read from `information_schema` (the same on both flavours); role grants from
 //! MariaDB's `mysql.roles_mapping` or MySQL's `mysql.role_edges`; lock state from
 //! `mysql.global_priv` (MariaDB) or `mysql.user` (MySQL).
@@ -34,6 +38,42 @@ const WRITE_PRIVILEGES: [&str; 6] = ["INSERT", "UPDATE", "DELETE", "CREATE", "DR
 pub const LOCK_DB: &str = "cutover_local";
 /// Table (in [`LOCK_DB`]) of the accounts cutover locked.
 pub const LOCK_TABLE: &str = "locked_account";
+
+/// The prepared XA transactions of `db`, as the `xid` an `XA COMMIT` or `XA ROLLBACK` names
+/// (`X'gtrid',X'bqual',formatID`).
+pub async fn xa_prepared(db: &mut Db) -> Result<Vec<String>, MyError> {
+    let rows = db
+        .rows_by_name("list prepared XA transactions", "XA RECOVER CONVERT XID")
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let format_id = r.text("formatID").unwrap_or_default();
+            let gtrid_len = r.number("gtrid_length").unwrap_or_default() as usize;
+            // `data` is `0x` + hex of gtrid then bqual.
+            let hex = r
+                .text("data")
+                .unwrap_or_default()
+                .trim_start_matches("0x")
+                .to_owned();
+            let split = (gtrid_len * 2).min(hex.len());
+            let (gtrid, bqual) = hex.split_at(split);
+            if bqual.is_empty() {
+                format!("X'{gtrid}',X'',{format_id}")
+            } else {
+                format!("X'{gtrid}',X'{bqual}',{format_id}")
+            }
+        })
+        .collect())
+}
+
+/// The refusal for pending XA transactions: what they are, why they block, the fix.
+pub fn xa_refusal(pending: &[String]) -> String {
+    format!(
+        "prepared XA transactions are pending on the source: {}; their transaction manager would commit them on the old primary after the move, so their rows would never reach the target. Fix: let the transaction manager finish them (or `XA COMMIT <xid>` / `XA ROLLBACK <xid>` with the xids above), then retry",
+        pending.join(", ")
+    )
+}
 
 /// One account (`user@host`) and what it can do to the plan's databases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -225,7 +225,10 @@ async fn gate(
         return refuse("replication is not set up; start it first".into());
     }
     if !s.enabled || !s.apply_running {
-        return refuse("the target's subscription is not running; check the pair's status".into());
+        return refuse(format!(
+            "replication is not running, so nothing was fenced: {}",
+            s.not_running_cause()
+        ));
     }
     if !s.all_ready {
         let copying: Vec<String> = s
@@ -238,6 +241,9 @@ async fn gate(
             "the initial copy is not finished: {}",
             copying.join(", ")
         ));
+    }
+    if !s.prepared.is_empty() {
+        return refuse(writers::prepared_refusal(&s.prepared));
     }
     let lag = s.lag_bytes.unwrap_or(i64::MAX);
     if lag > pair.plan.max_lag_bytes as i64 {
@@ -424,6 +430,20 @@ impl PgWindow {
             fence::end_sessions(source, roles, pair.plan.drain, SESSION_EXIT_LIMIT)
                 .await
                 .map_err(at(Stage::Fence))?;
+        // One prepared between the gate and the fence: its COMMIT PREPARED would come after
+        // the move (the fence ends sessions, not prepared transactions). Refused here, so the
+        // window rolls back and the source serves again.
+        let pending = writers::prepared(source).await.map_err(at(Stage::Fence))?;
+        if !pending.is_empty() {
+            return Err((
+                Stage::Fence,
+                PgError::Refused(format!(
+                    "{}: {}",
+                    pair.plan.name,
+                    writers::prepared_refusal(&pending)
+                )),
+            ));
+        }
         self.done(Stage::Fence);
         Ok(self.sessions_ended)
     }

@@ -332,18 +332,14 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
     }
 
     // Transactions that would block slot creation or the fence.
-    let prepared = source
-        .query(
-            "list prepared transactions",
-            "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
-            &[],
-        )
-        .await?;
-    for row in prepared {
-        let gid: String = row.get(0);
+    for p in super::writers::prepared(source).await? {
+        let gid = p.gid;
         f.error(
             Side::Source,
-            format!("prepared transaction `{gid}` is open (it blocks the replication slot)"),
+            format!(
+                "prepared transaction `{gid}` is open (owner `{}`, {:.0} s old): it blocks the replication slot, and logical replication would carry it only at its COMMIT PREPARED",
+                p.owner, p.age_seconds
+            ),
             format!(
                 "COMMIT PREPARED '{0}'; or ROLLBACK PREPARED '{0}';",
                 gid.replace('\'', "''")

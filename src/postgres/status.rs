@@ -42,8 +42,18 @@ pub struct Status {
     pub all_ready: bool,
     /// Source WAL position minus the slot's `confirmed_flush_lsn`.
     pub lag_bytes: Option<i64>,
-    /// Walsender `replay_lag` (0 when nothing is outstanding).
+    /// Walsender `replay_lag` (0 when nothing is outstanding). Absent when bytes are behind
+    /// and nothing applies them: a dead replica's lag is unknown and growing, never 0.
     pub lag_seconds: Option<f64>,
+    /// Changes flow: the subscription is enabled, its apply worker runs, and a walsender
+    /// streams from the slot.
+    pub replication_running: bool,
+    /// Times the target's apply and table-sync workers failed
+    /// (`pg_stat_subscription_stats`: the error itself is in the target's server log).
+    pub apply_errors: i64,
+    /// Prepared (two-phase) transactions waiting on the source: a cutover refuses while any
+    /// exists (logical decoding sends one only at its `COMMIT PREPARED`).
+    pub prepared: Vec<super::writers::PreparedXact>,
     /// Seconds since the target last heard from the source.
     pub last_message_age_seconds: Option<f64>,
     /// WAL kept on the source for the slot (from `restart_lsn`).
@@ -150,6 +160,9 @@ pub async fn status(
         tables,
         lag_bytes: slot.as_ref().and_then(|r| r.get(1)),
         lag_seconds: None,
+        replication_running: false,
+        apply_errors: 0,
+        prepared: super::writers::prepared(source).await?,
         wal_retained_bytes: slot.as_ref().and_then(|r| r.get(2)),
         slot_wal_status: slot.as_ref().and_then(|r| r.get(3)),
         blocked_roles: BlockedRoles {
@@ -176,12 +189,25 @@ pub async fn status(
         )
         .await?;
     }
-    status.lag_seconds = match (status.lag_bytes, slot.as_ref().and_then(|r| r.get(4))) {
-        (Some(0), _) => Some(0.0),
-        (Some(_), Some(seconds)) => Some(seconds),
-        (Some(_), None) => Some(0.0),
-        (None, _) => None,
-    };
+    status.replication_running =
+        status.subscribed && status.enabled && status.apply_running && status.slot_active;
+    if status.subscribed {
+        status.apply_errors = target
+            .query_opt(
+                "read the subscription's error counts",
+                "SELECT (st.apply_error_count + st.sync_error_count)::int8
+                 FROM pg_stat_subscription_stats st WHERE st.subname = $1",
+                &[&name],
+            )
+            .await?
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+    }
+    status.lag_seconds = lag_seconds(
+        status.lag_bytes,
+        slot.as_ref().and_then(|r| r.get(4)),
+        status.replication_running,
+    );
 
     if status.subscribed && !status.slot_exists {
         status.warnings.push(format!(
@@ -189,10 +215,16 @@ pub async fn status(
             pair.names.slot()
         ));
     }
-    if status.subscribed && status.enabled && !status.apply_running {
-        status.warnings.push(
-            "the target's apply worker is not running; see the target's server log".to_owned(),
-        );
+    if status.subscribed && !status.replication_running {
+        status.warnings.push(format!(
+            "replication is not running: {}",
+            status.not_running_cause()
+        ));
+    }
+    if !status.prepared.is_empty() {
+        status
+            .warnings
+            .push(super::writers::prepared_refusal(&status.prepared));
     }
     if let Some(wal) = status.slot_wal_status.as_deref()
         && matches!(wal, "unreserved" | "lost")
@@ -207,6 +239,56 @@ pub async fn status(
         status.warnings.push(warning);
     }
     Ok(status)
+}
+
+/// Lag in seconds from the bytes behind and the walsender's `replay_lag`. Nothing outstanding
+/// is 0; with bytes behind, the walsender's figure while changes flow (its `NULL` there means
+/// the subscriber confirmed everything sent); when nothing applies, unknown (`None`), never 0.
+fn lag_seconds(lag_bytes: Option<i64>, replay_lag: Option<f64>, running: bool) -> Option<f64> {
+    match (lag_bytes, replay_lag) {
+        (Some(0), _) => Some(0.0),
+        (Some(_), _) if !running => None,
+        (Some(_), Some(seconds)) => Some(seconds),
+        (Some(_), None) => Some(0.0),
+        (None, _) => None,
+    }
+}
+
+impl Status {
+    /// Why changes do not flow, with everything this reading knows (drift, worker errors) and
+    /// the fix. Engine-neutral words: a refusal and `status` say the same.
+    pub fn not_running_cause(&self) -> String {
+        let mut why = Vec::new();
+        if !self.enabled {
+            why.push("the target's subscription is disabled".to_owned());
+        } else if !self.apply_running {
+            why.push("the target's apply worker is not running".to_owned());
+        }
+        if !self.slot_exists {
+            why.push("the source's replication slot is missing".to_owned());
+        } else if !self.slot_active {
+            why.push("no walsender streams from the source's slot".to_owned());
+        }
+        if self.apply_errors > 0 {
+            why.push(format!(
+                "its workers failed {} time(s) (pg_stat_subscription_stats; the error is in the target's server log)",
+                self.apply_errors
+            ));
+        }
+        if !self.drift.is_empty() {
+            why.push(format!(
+                "the schema changed since replication started (the likely cause: the target cannot apply the source's rows): {}; fix: align the target's schema (add the changed columns, tables and indexes there), and the apply worker resumes by itself; new tables also need replication started again",
+                self.drift
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        } else {
+            why.push("fix: read the target's server log for the apply worker's error and correct it; the worker retries by itself".to_owned());
+        }
+        why.join("; ")
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -262,7 +344,17 @@ fn growth_warning(samples: &[(u64, i64)]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::growth_warning;
+    use super::{growth_warning, lag_seconds};
+
+    #[test]
+    fn lag_is_never_zero_while_bytes_wait_and_nothing_applies() {
+        assert_eq!(lag_seconds(Some(0), None, false), Some(0.0));
+        assert_eq!(lag_seconds(Some(282_000), None, false), None);
+        assert_eq!(lag_seconds(Some(282_000), Some(3.5), false), None);
+        assert_eq!(lag_seconds(Some(282_000), Some(0.25), true), Some(0.25));
+        assert_eq!(lag_seconds(Some(100), None, true), Some(0.0));
+        assert_eq!(lag_seconds(None, None, true), None);
+    }
 
     #[test]
     fn warns_only_on_steady_growth() {

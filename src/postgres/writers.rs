@@ -14,6 +14,12 @@
 //!   that did not come from a replication origin is counted: proof, not a promise, that the
 //!   old primary took nothing the new one lacks.
 //!
+//! A fourth writer needs no session at all: a prepared (two-phase) transaction. Logical
+//! decoding sends it only at `COMMIT PREPARED`, which its transaction manager may issue on the
+//! old primary after the move, so its rows would be there only. [`prepared`] lists them for
+//! preflight, `status`, the gate (which refuses while any exists) and the fence (which checks
+//! again once the fenced sessions are gone, for one prepared between the gate and the fence).
+//!
 //! The membership test uses `pg_has_role(.., 'MEMBER')`, not `USAGE`: a `NOINHERIT` member can
 //! still `SET ROLE` to a role that writes.
 
@@ -141,6 +147,68 @@ pub fn describe_sessions(sessions: &[(String, i64)]) -> String {
         .map(|(role, n)| format!("`{role}` ({n} session{})", if *n == 1 { "" } else { "s" }))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A prepared (two-phase) transaction waiting for its `COMMIT PREPARED`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreparedXact {
+    /// Its global id.
+    pub gid: String,
+    /// The role that prepared it.
+    pub owner: String,
+    /// How long ago it was prepared.
+    pub age_seconds: f64,
+}
+
+impl std::fmt::Display for PreparedXact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` (owner `{}`, prepared {:.0} s ago)",
+            self.gid, self.owner, self.age_seconds
+        )
+    }
+}
+
+/// The prepared transactions of `db`'s database, oldest first.
+pub async fn prepared(db: &Db) -> Result<Vec<PreparedXact>, PgError> {
+    Ok(db
+        .query(
+            "list prepared transactions",
+            "SELECT gid, owner::text, EXTRACT(epoch FROM now() - prepared)::float8
+             FROM pg_prepared_xacts WHERE database = current_database() ORDER BY prepared",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| PreparedXact {
+            gid: r.get(0),
+            owner: r.get(1),
+            age_seconds: r.get(2),
+        })
+        .collect())
+}
+
+/// The refusal for pending prepared transactions: what they are, why they block, the fix.
+pub fn prepared_refusal(pending: &[PreparedXact]) -> String {
+    let fix: Vec<String> = pending
+        .iter()
+        .map(|p| {
+            format!(
+                "COMMIT PREPARED '{0}'; or ROLLBACK PREPARED '{0}';",
+                p.gid.replace('\'', "''")
+            )
+        })
+        .collect();
+    format!(
+        "prepared transactions are pending on the source: {}; logical replication carries one only at its COMMIT PREPARED, which its transaction manager would then send to the old primary, so its rows would never reach the target. Fix: let the transaction manager finish them (or, as the owner: {}), then retry",
+        pending
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        fix.join(" ")
+    )
 }
 
 /// What the old primary committed to replicated tables after the point the new primary has.

@@ -1485,13 +1485,12 @@ async fn run_under(
     let outcome = if !opts.resume {
         if unfinished {
             return Err(RunError::Refused(format!(
-                "an earlier run of this migration ({}) was interrupted at `{}`; resume it (it finishes or rolls back) before starting another",
+                "an earlier run of this migration ({}) was interrupted {}; resume it (it finishes or rolls back) before starting another",
                 previous[0].run,
-                progress
-                    .last_begun
-                    .and_then(|i| lines.get(i))
-                    .cloned()
-                    .unwrap_or_default()
+                match progress.last_begun.and_then(|i| lines.get(i)) {
+                    Some(step) => format!("at `{step}`"),
+                    None => "before its first step".to_owned(),
+                }
             )));
         }
         if opts.rollback {

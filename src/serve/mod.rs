@@ -210,9 +210,11 @@ async fn run_ttl_job(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
         return refused;
     }
     let results = ttl_job(&shared).await;
-    let failed = results.iter().any(|r| r.outcome == "failed");
-    let code = if failed {
+    let code = if results.iter().any(|r| r.outcome == "failed") {
         StatusCode::BAD_GATEWAY
+    } else if results.iter().any(|r| r.outcome == "refused") {
+        // Another holder of the migration's lease (a run): try again after it.
+        StatusCode::CONFLICT
     } else {
         StatusCode::OK
     };
@@ -229,6 +231,27 @@ async fn ttl_job(shared: &Shared) -> Vec<TtlJobResult> {
     for plan in &shared.plans {
         let migration = plan.migration.name.clone();
         let states = crate::dns::state::StateDir::new(&plan.migration.state_dir);
+        // The job changes records: it holds the migration's lease for all of them, or skips
+        // the plan while a run (or another command) holds it.
+        let _lease = match crate::state::take_lease(&plan.migration.state_dir, "serve ttl-job") {
+            Ok(lease) => lease,
+            Err(e) => {
+                for record in &plan.dns {
+                    shared
+                        .metrics
+                        .ttl_runs
+                        .with_label_values(&[&migration, "refused"])
+                        .inc();
+                    results.push(TtlJobResult {
+                        migration: migration.clone(),
+                        record: crate::dns::label(record),
+                        outcome: "refused".to_owned(),
+                        text: e.to_string(),
+                    });
+                }
+                continue;
+            }
+        };
         for (i, record) in plan.dns.iter().enumerate() {
             let label = crate::dns::label(record);
             let lowered = async {
