@@ -790,3 +790,56 @@ async fn a_dead_apply_worker_reads_as_unknown_lag_and_the_refusal_names_its_caus
     assert!(check.clean(), "{check:?}");
     assert!(check.acked > 0 && check.acked_on_target > 0, "{check:?}");
 }
+
+/// MariaDB's prepared XA transactions have the same shape: `XA PREPARE`d on the source, their
+/// transaction manager would `XA COMMIT` them on the old primary after the move. The gate
+/// refuses while one is pending (naming its xid and the fix), the source keeps serving, and
+/// once it is committed the cutover goes through with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prepared_xa_transaction_refuses_the_mysql_gate_and_nothing_is_lost() {
+    use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig};
+    use mysql_async::prelude::Queryable;
+    let m = MariaPair::start().await;
+    let path = write_plan(m.dir.path(), "xa", &m.pair_toml());
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let (code, _, err) = support::run(&["mysql", "start", &plan_arg]);
+    assert_eq!(code, 0, "{err}");
+    let writer = MyWriter::start(MyWriterConfig {
+        source: m.opts(&m.source),
+        target: m.opts(&m.target),
+        rate: 200,
+        tasks: 2,
+    });
+    let mut tm = mysql_async::Conn::new(m.opts(&m.source)).await.unwrap();
+    tm.query_drop(
+        "XA START 'tm-1'; INSERT INTO writes (k, payload) VALUES (-900001, 'tm-1'); XA END 'tm-1'; XA PREPARE 'tm-1'",
+    )
+    .await
+    .unwrap();
+    let (code, out, err) = support::run(&["mysql", "cutover", &plan_arg]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let said = format!("{out}\n{err}");
+    // 'tm-1' in hex, as `XA COMMIT` takes it.
+    assert!(
+        said.contains("X'746d2d31'") && said.contains("XA COMMIT"),
+        "{said}"
+    );
+    assert!(m.writable(&m.source).await, "the source serves");
+    assert!(!m.writable(&m.target).await, "the target stays read-only");
+    tm.query_drop("XA COMMIT 'tm-1'").await.unwrap();
+
+    let (code, out, err) = support::run(&["mysql", "cutover", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(m.writable(&m.target).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ledger = writer.stop().await;
+    let mut conn = m.target.connect(Some("app")).await.unwrap();
+    let check = ledger.check(&mut conn).await.unwrap();
+    assert!(check.clean(), "{check:?}");
+    assert!(check.acked > 0 && check.acked_on_target > 0, "{check:?}");
+    let rows: Option<i64> = conn
+        .query_first("SELECT COUNT(*) FROM writes WHERE k = -900001")
+        .await
+        .unwrap();
+    assert_eq!(rows, Some(1), "the XA transaction's row reached the new primary");
+}

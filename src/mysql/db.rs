@@ -272,6 +272,15 @@ impl NamedRow {
             })
     }
 
+    /// The column's raw bytes (binary data such as an XA transaction's xid).
+    pub fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+        match self.0.get(name)? {
+            Value::Bytes(b) => Some(b.clone()),
+            Value::NULL => None,
+            other => Some(other.as_sql(true).trim_matches('\'').as_bytes().to_vec()),
+        }
+    }
+
     /// The column as a number.
     pub fn number(&self, new_name: &str) -> Option<u64> {
         self.text(new_name).and_then(|t| t.trim().parse().ok())

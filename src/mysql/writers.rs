@@ -39,30 +39,23 @@ pub const LOCK_DB: &str = "cutover_local";
 /// Table (in [`LOCK_DB`]) of the accounts cutover locked.
 pub const LOCK_TABLE: &str = "locked_account";
 
-/// The prepared XA transactions of `db`, as the `xid` an `XA COMMIT` or `XA ROLLBACK` names
-/// (`X'gtrid',X'bqual',formatID`).
+/// The prepared XA transactions of `db`, each as the xid an `XA COMMIT` or `XA ROLLBACK`
+/// takes (`X'gtrid',X'bqual',formatID`, hex, whatever bytes the ids hold). Plain `XA RECOVER`
+/// on both flavours: MySQL's `CONVERT XID` is not MariaDB's, and MariaDB's `FORMAT='SQL'`
+/// prints printable ids unescaped.
 pub async fn xa_prepared(db: &mut Db) -> Result<Vec<String>, MyError> {
     let rows = db
-        .rows_by_name("list prepared XA transactions", "XA RECOVER CONVERT XID")
+        .rows_by_name("list prepared XA transactions", "XA RECOVER")
         .await?;
     Ok(rows
         .iter()
         .map(|r| {
-            let format_id = r.text("formatID").unwrap_or_default();
+            let format_id = r.number("formatID").unwrap_or(1);
             let gtrid_len = r.number("gtrid_length").unwrap_or_default() as usize;
-            // `data` is `0x` + hex of gtrid then bqual.
-            let hex = r
-                .text("data")
-                .unwrap_or_default()
-                .trim_start_matches("0x")
-                .to_owned();
-            let split = (gtrid_len * 2).min(hex.len());
-            let (gtrid, bqual) = hex.split_at(split);
-            if bqual.is_empty() {
-                format!("X'{gtrid}',X'',{format_id}")
-            } else {
-                format!("X'{gtrid}',X'{bqual}',{format_id}")
-            }
+            let data = r.bytes("data").unwrap_or_default();
+            let (gtrid, bqual) = data.split_at(gtrid_len.min(data.len()));
+            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+            format!("X'{}',X'{}',{format_id}", hex(gtrid), hex(bqual))
         })
         .collect())
 }
