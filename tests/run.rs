@@ -458,6 +458,14 @@ async fn rollback_after_a_completed_run_brings_every_row_back_to_the_old_primari
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(pg.app_writes(&pg.target, "rb").await);
     assert!(m.writable(&m.target).await);
+    // Running the completed migration again is refused with nothing changed: the new
+    // primaries still serve, the old ones stay fenced.
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    assert_eq!(code, 2, "a rerun:\n{out}\n{err}");
+    assert!(err.contains("this migration already moved"), "{err}");
+    assert!(pg.app_writes(&pg.target, "rb").await);
+    assert!(!pg.app_writes(&pg.source, "rb").await);
+    assert!(m.writable(&m.target).await && !m.writable(&m.source).await);
 
     let (code, out, err) = support::run(&["run", "--rollback", &plan_arg]);
     assert_eq!(code, 0, "rollback:\n{out}\n{err}");

@@ -178,6 +178,10 @@ pub struct RunArgs {
     /// up through reverse replication, promote them back, restore DNS, run on-rollback hooks.
     #[arg(long, conflicts_with_all = ["resume", "dry_run"])]
     pub rollback: bool,
+    /// With --rollback, for a plan with `[[files]]`: move the databases back although the
+    /// trees are not carried back (the old host lacks every file written since the promotion).
+    #[arg(long, requires = "rollback")]
+    pub leave_files: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,

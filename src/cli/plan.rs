@@ -51,6 +51,7 @@ pub fn check(path: &Path, output: Output) -> u8 {
                 "migration": plan.migration,
                 "steps": steps,
                 "rollback_before_point_of_no_return": rollback,
+                "warnings": plan::warnings(&plan),
             })
         ),
         Output::Human => out!("{}", render(path, &plan, &steps, &rollback)),
@@ -70,6 +71,9 @@ fn render(path: &Path, plan: &Plan, steps: &[Step], rollback: &str) -> String {
             "moving from `{}` to `{}`\n",
             hosts.source.ssh, hosts.target.ssh
         ));
+    }
+    for w in plan::warnings(plan) {
+        out.push_str(&format!("warning: {w}\n"));
     }
     out.push_str("\nA run would, in order:\n");
     let width = steps.len().to_string().len();

@@ -29,6 +29,7 @@ pub fn run(args: RunArgs) -> u8 {
         resume: args.resume,
         go_on: args.go_on,
         rollback: args.rollback,
+        leave_files: args.leave_files,
     };
     rt.block_on(async move {
         let cancel = CancellationToken::new();
@@ -190,6 +191,22 @@ pub(super) fn print_report(r: &RunReport) {
             None => {
                 outln!("  {db}: NOT CHECKED whether the old primary took writes after the fence")
             }
+        }
+    }
+    for (entry, after) in &r.files_after_final {
+        use crate::files::changelog::AfterFinal;
+        match after {
+            AfterFinal::Unchanged => outln!(
+                "  files {entry}: checked: nothing changed on the old host after the final pass"
+            ),
+            AfterFinal::Changed { paths } => errln!(
+                "  files {entry}: FILES NOT CARRIED: {} path(s) changed on the old host after the final pass: {}",
+                paths.len(),
+                paths.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
+            ),
+            AfterFinal::Unproven { reason } => outln!(
+                "  files {entry}: NOT CHECKED whether anything changed after the final pass ({reason})"
+            ),
         }
     }
     for w in &r.warnings {

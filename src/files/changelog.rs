@@ -52,6 +52,30 @@ pub struct Watch {
     pub root: String,
     /// Warm passes run since the watcher started.
     pub passes: u32,
+    /// The marker the final pass read the log up to, when the watcher was kept running after
+    /// it: every line after that marker's is a change the final pass did not carry.
+    #[serde(default)]
+    pub final_marker: Option<String>,
+}
+
+/// What the source tree did after the final pass (the watcher kept running to the end of the
+/// run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "after_final", rename_all = "kebab-case")]
+pub enum AfterFinal {
+    /// Nothing changed: the target has everything.
+    Unchanged,
+    /// These paths (relative to the root) changed on the source during or after the final
+    /// pass: the target may lack them.
+    Changed {
+        /// The paths.
+        paths: Vec<String>,
+    },
+    /// It cannot be told.
+    Unproven {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The changes since the watcher started, or why they cannot be trusted.
@@ -198,6 +222,7 @@ pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError>
         pid,
         root,
         passes: 0,
+        final_marker: None,
     };
     save(state_dir, &entry.plan.name, &watch)?;
     Ok(watch)
@@ -211,12 +236,89 @@ pub fn count_pass(state_dir: &Path, entry: &str, watch: &mut Watch) -> Result<()
 
 /// Reads the log and decides whether it can be trusted.
 pub async fn changes(entry: &Entry, watch: &Watch) -> Result<Changes, FilesError> {
-    let source = &entry.source;
     if watch.passes == 0 {
         return Ok(Changes::Untrusted {
             reason: "no warm pass ran after the change log started".into(),
         });
     }
+    Ok(match read_to_marker(entry, watch).await? {
+        Ok((log, _)) => parse(&log, &watch.root),
+        Err(reason) => Changes::Untrusted { reason },
+    })
+}
+
+/// [`changes`], and the marker the log was read up to (to tell later what came after it).
+pub async fn changes_marked(
+    entry: &Entry,
+    watch: &Watch,
+) -> Result<(Changes, Option<String>), FilesError> {
+    if watch.passes == 0 {
+        return Ok((
+            Changes::Untrusted {
+                reason: "no warm pass ran after the change log started".into(),
+            },
+            None,
+        ));
+    }
+    Ok(match read_to_marker(entry, watch).await? {
+        Ok((log, marker)) => (parse(&log, &watch.root), marker),
+        Err(reason) => (Changes::Untrusted { reason }, None),
+    })
+}
+
+/// What changed on the source after the final pass read the log, read from the same watcher
+/// (up to a new marker), which is then stopped.
+pub async fn after_final(entry: &Entry, state_dir: &Path) -> Result<AfterFinal, FilesError> {
+    let Some(watch) = load(state_dir, &entry.plan.name)? else {
+        return Ok(AfterFinal::Unproven {
+            reason: if entry.plan.change_log {
+                "no change log watched the tree after the final pass".into()
+            } else {
+                "`change_log` is off, so nothing watched the tree after the final pass".into()
+            },
+        });
+    };
+    let read = read_to_marker(entry, &watch).await;
+    let stopped = stop(entry, state_dir, &watch).await;
+    let outcome = match (read?, &watch.final_marker) {
+        (Err(reason), _) => AfterFinal::Unproven { reason },
+        (Ok(_), None) => AfterFinal::Unproven {
+            reason: "the final pass did not read the change log (it walked the whole tree), so there is no point to compare with".into(),
+        },
+        (Ok((log, _)), Some(first)) => {
+            let after = log
+                .lines()
+                .skip_while(|line| line.split_once('\t').is_none_or(|(_, p)| p != first))
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join("\n");
+            match parse(&after, &watch.root) {
+                Changes::Trusted { paths, root, .. } => {
+                    let mut paths: Vec<String> = paths.into_keys().collect();
+                    if root && paths.is_empty() {
+                        paths.push(".".into());
+                    }
+                    if paths.is_empty() {
+                        AfterFinal::Unchanged
+                    } else {
+                        AfterFinal::Changed { paths }
+                    }
+                }
+                Changes::Untrusted { reason } => AfterFinal::Unproven { reason },
+            }
+        }
+    };
+    stopped?;
+    Ok(outcome)
+}
+
+/// Puts a marker in the watched marker directory and reads the log until the marker is in it:
+/// `Ok(Ok((log, marker)))`, or `Ok(Err(why))` when the log cannot be trusted.
+async fn read_to_marker(
+    entry: &Entry,
+    watch: &Watch,
+) -> Result<Result<(String, Option<String>), String>, FilesError> {
+    let source = &entry.source;
     // The marker: once its event is in the log, so is every change made before it.
     let marker = watch
         .sidecar
@@ -225,12 +327,10 @@ pub async fn changes(entry: &Entry, watch: &Watch) -> Result<Changes, FilesError
     if let Some(marker) = &marker {
         let made = on_host(source, &["touch", "--", marker], TIMEOUT).await?;
         if !made.ok() {
-            return Ok(Changes::Untrusted {
-                reason: format!(
-                    "the change log's marker {marker} could not be created on the source host: {}",
-                    tail(&made.stderr, 1)
-                ),
-            });
+            return Ok(Err(format!(
+                "the change log's marker {marker} could not be created on the source host: {}",
+                tail(&made.stderr, 1)
+            )));
         }
     }
     let deadline = std::time::Instant::now() + MARKER_WAIT;
@@ -247,37 +347,31 @@ pub async fn changes(entry: &Entry, watch: &Watch) -> Result<Changes, FilesError
             None => ("", out.stdout.as_str()),
         };
         if !cmdline.contains(&watch.log) {
-            return Ok(Changes::Untrusted {
-                reason: format!(
-                    "the watcher (pid {} on the source host) is no longer running, so changes may be missing from the log",
-                    watch.pid
-                ),
-            });
+            return Ok(Err(format!(
+                "the watcher (pid {} on the source host) is no longer running, so changes may be missing from the log",
+                watch.pid
+            )));
         }
         if !out.ok() {
-            return Ok(Changes::Untrusted {
-                reason: format!(
-                    "the change log {} cannot be read: {}",
-                    watch.log,
-                    tail(&out.stderr, 1)
-                ),
-            });
+            return Ok(Err(format!(
+                "the change log {} cannot be read: {}",
+                watch.log,
+                tail(&out.stderr, 1)
+            )));
         }
         let caught_up = marker.as_ref().is_none_or(|m| {
             log.lines()
                 .any(|line| line.split_once('\t').is_some_and(|(_, path)| path == m))
         });
         if caught_up {
-            return Ok(parse(log, &watch.root));
+            return Ok(Ok((log.to_owned(), marker)));
         }
         if std::time::Instant::now() >= deadline {
-            return Ok(Changes::Untrusted {
-                reason: format!(
-                    "the watcher (pid {}) did not log its marker within {} s: it is stalled, and the log may lack the last changes",
-                    watch.pid,
-                    MARKER_WAIT.as_secs()
-                ),
-            });
+            return Ok(Err(format!(
+                "the watcher (pid {}) did not log its marker within {} s: it is stalled, and the log may lack the last changes",
+                watch.pid,
+                MARKER_WAIT.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

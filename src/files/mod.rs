@@ -9,6 +9,8 @@
 //! - [`rsync`]: the command line, exit codes, progress and statistics.
 //! - [`preflight`]: both hosts reachable, rsync on both, the running host reaching the other,
 //!   space, clock skew, the target's parent writable. Changes nothing.
+//! - [`claim`]: which migration owns a target tree (a file beside it on the target host), so
+//!   no pass copies over a tree that is live or that another migration is moving.
 //! - [`changelog`]: the inotify change log kept on the source from the first warm pass.
 //! - [`hop`]: the running host's ssh connection to the other host, shared from pass to pass.
 //! - [`sqlite`]: SQLite databases in a tree copied as online backups, checked on the target.
@@ -16,6 +18,7 @@
 //!   changes when the log can be trusted, else the whole tree) and verify.
 
 pub mod changelog;
+pub mod claim;
 pub mod hop;
 pub mod preflight;
 pub mod remote;
@@ -50,6 +53,9 @@ pub enum FilesError {
     /// The change-log watcher could not be started.
     #[error("{0}")]
     Watch(String),
+    /// The target tree is live, or another migration's.
+    #[error("{0}")]
+    Claimed(String),
     /// A SQLite database could not be copied consistently.
     #[error("{0}")]
     Sqlite(String),
@@ -79,6 +85,19 @@ pub struct Entry {
     /// The running host's shared connection to the other host (a control socket directory
     /// there, see [`hop`]), once a warm pass has made one.
     pub hop: Option<String>,
+    /// The migration the entry belongs to, as its target claim names it.
+    pub owner: Owner,
+}
+
+/// Who runs a migration: what a target tree's claim records ([`claim`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// The migration's name.
+    pub migration: String,
+    /// Its state directory.
+    pub state_dir: String,
+    /// The host name of the machine that runs it.
+    pub runner: String,
 }
 
 impl Entry {
@@ -97,6 +116,11 @@ impl Entry {
                     source: hosts.source.clone(),
                     target: hosts.target.clone(),
                     hop: None,
+                    owner: Owner {
+                        migration: plan.migration.name.clone(),
+                        state_dir: plan.migration.state_dir.display().to_string(),
+                        runner: crate::state::host_name(),
+                    },
                 };
                 entry.hop = hop::load(&plan.migration.state_dir, &entry);
                 entry

@@ -212,7 +212,8 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
         None
     };
     let t_du = t_du?;
-    let target_bytes = if !t_exists?.ok() {
+    let t_exists_dir = t_exists?.ok();
+    let target_bytes = if !t_exists_dir {
         Some(0)
     } else if t_du.ok() {
         first_number(&t_du.stdout)
@@ -317,6 +318,65 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
         }
     }
 
+    // The target tree: this migration's to copy onto (not live, not another migration's), and
+    // nothing there the first pass would delete or overwrite unless the plan allows it.
+    let claim = match super::claim::read(entry).await {
+        Ok(claim) => claim,
+        Err(e) => {
+            add(
+                "target",
+                target,
+                Severity::Error,
+                e.to_string(),
+                "see the message".into(),
+            );
+            None
+        }
+    };
+    if let Some(why) = claim.as_ref().and_then(|c| super::claim::refusal(entry, c)) {
+        let (problem, fix) = why
+            .split_once(" Fix: ")
+            .map(|(p, f)| (p.to_owned(), f.to_owned()))
+            .unwrap_or((why.clone(), "see the message".into()));
+        add("target", target, Severity::Error, problem, fix);
+    } else if claim.is_none() && t_exists_dir && !entry.plan.replace_target {
+        let (deleted, overwritten) = foreign_content(entry).await?;
+        if !deleted.is_empty() || !overwritten.is_empty() {
+            let sample = |v: &[String]| {
+                let mut s = v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+                if v.len() > 5 {
+                    s.push_str(&format!(" and {} more", v.len() - 5));
+                }
+                s
+            };
+            let mut what = Vec::new();
+            if !deleted.is_empty() {
+                what.push(format!(
+                    "{} path(s) the source lacks, which the first pass would delete ({})",
+                    deleted.len(),
+                    sample(&deleted)
+                ));
+            }
+            if !overwritten.is_empty() {
+                what.push(format!(
+                    "{} file(s) that differ from the source's, which it would overwrite ({})",
+                    overwritten.len(),
+                    sample(&overwritten)
+                ));
+            }
+            add(
+                "target",
+                target,
+                Severity::Error,
+                format!(
+                    "`{dst}` on the target host is not empty and cutover did not put it there: it holds {}",
+                    what.join("; ")
+                ),
+                "if it may be replaced, set `replace_target = true` on this [[files]] entry; otherwise point `target_path` at an empty or new directory".into(),
+            );
+        }
+    }
+
     // Server to server: the running host must reach the other one by itself.
     let (runner, peer) = entry.runner_and_peer();
     let (runner_side, peer_side) = match entry.plan.runs_on {
@@ -358,9 +418,60 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
     })
 }
 
+/// What the first pass would delete and overwrite on the target, from a dry run of it
+/// (`rsync -n -i` with the pass's own flags, server to server as the pass runs).
+async fn foreign_content(entry: &Entry) -> Result<(Vec<String>, Vec<String>), FilesError> {
+    let mut flags = super::rsync::common_flags(&entry.plan);
+    flags.extend(["-n".into(), "-i".into()]);
+    let (runner, _) = entry.runner_and_peer();
+    let argv = entry.rsync_argv(&flags);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = on_host(runner, &argv, Duration::from_secs(600)).await?;
+    let (mut deleted, mut overwritten) = itemized(&out.stdout);
+    // SQLite databases travel as backups over whatever the target holds at their path.
+    for db in &entry.plan.sqlite {
+        let path = entry.plan.target_path.join(db.trim_start_matches('/'));
+        let path = path.display().to_string();
+        if on_host(&entry.target, &["test", "-e", &path], CHECK_TIMEOUT)
+            .await?
+            .ok()
+        {
+            overwritten.push(db.clone());
+        }
+    }
+    deleted.sort();
+    overwritten.sort();
+    Ok((deleted, overwritten))
+}
+
+/// Reads `rsync -i` output: paths it would delete, and existing files it would change.
+fn itemized(text: &str) -> (Vec<String>, Vec<String>) {
+    let (mut deleted, mut overwritten) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        if let Some(path) = line.strip_prefix("*deleting") {
+            deleted.push(path.trim().to_owned());
+        } else if let Some((code, path)) = line.split_once(' ')
+            && code.len() == 11
+            && (code.starts_with(">f") || code.starts_with("<f"))
+            && !code[2..].starts_with('+')
+        {
+            overwritten.push(path.trim().to_owned());
+        }
+    }
+    (deleted, overwritten)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn itemized_output_names_deletions_and_overwrites_not_new_files() {
+        let text = "*deleting   notes/old.txt\n>f+++++++++ new.txt\n>f.st...... app.db\ncd+++++++++ dir/\n.d..t...... ./\n<f..t...... pushed.txt\n";
+        let (deleted, overwritten) = itemized(text);
+        assert_eq!(deleted, ["notes/old.txt"]);
+        assert_eq!(overwritten, ["app.db", "pushed.txt"]);
+    }
 
     #[test]
     fn space_needed_counts_what_is_there_and_a_margin() {

@@ -254,6 +254,7 @@ mod tests {
             compress: false,
             change_log: false,
             sqlite: vec![],
+            replace_target: false,
         }
     }
 

@@ -328,6 +328,8 @@ pub async fn warm(
     state_dir: &Path,
     progress: &mut (dyn FnMut(u64, u8) + Send),
 ) -> Result<PassReport, FilesError> {
+    // Before anything starts: the target tree must be this migration's to copy onto.
+    super::claim::take(entry).await?;
     let (watch, hop) = tokio::join!(
         async {
             match entry.plan.change_log {
@@ -386,9 +388,38 @@ pub async fn final_pass(
     state_dir: &Path,
     progress: &mut (dyn FnMut(u64, u8) + Send),
 ) -> Result<PassReport, FilesError> {
+    super::claim::check(entry).await?;
+    final_pass_then(entry, state_dir, false, progress).await
+}
+
+/// The final pass of a run: as [`final_pass`] (without its claim check: the run's warm pass
+/// took the claim, and the window pays for no extra trip), but the watcher keeps watching the source tree
+/// to the end of the run, with the point the pass read the log up to remembered, so the run
+/// can tell whether anything changed there afterwards ([`changelog::after_final`]): the files'
+/// counterpart of the databases' proof that the old primary took no write after its fence.
+pub async fn final_pass_watching(
+    entry: &Entry,
+    state_dir: &Path,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<PassReport, FilesError> {
+    final_pass_then(entry, state_dir, true, progress).await
+}
+
+async fn final_pass_then(
+    entry: &Entry,
+    state_dir: &Path,
+    keep_watching: bool,
+    progress: &mut (dyn FnMut(u64, u8) + Send),
+) -> Result<PassReport, FilesError> {
     let started = Instant::now();
-    let watch = changelog::load(state_dir, &entry.plan.name)?;
-    let changes = match (&watch, entry.plan.change_log) {
+    let mut watch = changelog::load(state_dir, &entry.plan.name)?;
+    let changes = match (&mut watch, entry.plan.change_log) {
+        (Some(w), _) if keep_watching => {
+            let (changes, marker) = changelog::changes_marked(entry, w).await?;
+            w.final_marker = marker;
+            changelog::save(state_dir, &entry.plan.name, w)?;
+            changes
+        }
         (Some(w), _) => changelog::changes(entry, w).await?,
         (None, true) => Changes::Untrusted {
             reason: "no change log is running: no warm pass with `change_log` set ran since the last final pass".into(),
@@ -399,8 +430,8 @@ pub async fn final_pass(
     };
     let stop = async {
         match &watch {
-            Some(w) => changelog::stop(entry, state_dir, w).await,
-            None => Ok(()),
+            Some(w) if !keep_watching => changelog::stop(entry, state_dir, w).await,
+            _ => Ok(()),
         }
     };
     let (report, stopped) = tokio::join!(copy(entry, changes, progress), stop);

@@ -160,3 +160,19 @@ fn suggested_keys(problems: &[Problem]) -> std::collections::HashSet<String> {
         })
         .collect()
 }
+
+/// What is valid but risky in `plan`: each a sentence with its fix, for `plan check` and the
+/// run's preflight.
+pub fn warnings(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    let stops_writers = plan.hooks.iter().any(|h| h.at == HookPoint::WindowOpen);
+    if !stops_writers {
+        for f in &plan.files {
+            out.push(format!(
+                "[[files]] `{}`: no window-open hook stops the tree's writers before the final pass, so whatever they write after it stays on the old host (a run reports those paths as not carried and fails); fix: add a [[hooks]] entry with `at = \"window-open\"` that stops the service on the source host",
+                f.name
+            ));
+        }
+    }
+    out
+}

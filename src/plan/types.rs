@@ -318,6 +318,11 @@ pub struct FileSync {
     /// never as live files, and integrity-checked on the target by the final pass.
     #[serde(default)]
     pub sqlite: Vec<String>,
+    /// The target tree already holds files the source lacks or that differ: let the passes
+    /// delete or overwrite them (preflight refuses such a target otherwise, as the databases
+    /// refuse a target with rows).
+    #[serde(default)]
+    pub replace_target: bool,
 }
 
 /// Which host of a `[[files]]` entry runs rsync.

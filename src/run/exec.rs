@@ -160,6 +160,9 @@ pub struct Options {
     pub go_on: bool,
     /// Reverse cutover of the last completed run: the old primaries become the primaries again.
     pub rollback: bool,
+    /// A reverse cutover of a plan with files: the operator accepts that the trees stay on the
+    /// new host (they are not carried back).
+    pub leave_files: bool,
 }
 
 /// Why a run could not start or go on.
@@ -211,6 +214,11 @@ pub struct RunReport {
     pub joint_write_unavailable_ms: Option<f64>,
     /// Files passes (warm and final) as reported by the files component.
     pub files: Vec<serde_json::Value>,
+    /// Per `[[files]]` entry: whether its source tree changed after the final pass (read from
+    /// the change log kept to the end of the run), the files' counterpart of
+    /// `old_primary_clean`.
+    #[serde(default)]
+    pub files_after_final: BTreeMap<String, files::changelog::AfterFinal>,
     /// DNS: switch -> served by every authoritative server, per record.
     pub dns_propagation_ms: BTreeMap<String, f64>,
     /// Health checks.
@@ -369,6 +377,8 @@ pub struct Runner<'a> {
     dns_previous: HashMap<usize, Vec<String>>,
     /// A health check failed after the point of no return.
     check_failed: bool,
+    /// Paths changed on an old host's tree after its final pass (`entry: paths`).
+    files_not_carried: Vec<String>,
 }
 
 impl<'a> Runner<'a> {
@@ -449,10 +459,24 @@ impl<'a> Runner<'a> {
                         crate::finding::errors_text(&r.findings)
                     ));
                 }
+                let warnings: Vec<String> = crate::plan::warnings(plan)
+                    .into_iter()
+                    .filter(|w| w.contains(&format!("`{}`", entry.plan.name)))
+                    .chain(
+                        r.findings
+                            .iter()
+                            .filter(|f| f.severity == crate::finding::Severity::Warning)
+                            .map(|f| format!("{} (fix: {})", f.problem, f.fix)),
+                    )
+                    .collect();
                 Ok((
                     format!(
-                        "passed; source tree {} bytes",
-                        r.source_bytes.unwrap_or_default()
+                        "passed; source tree {} bytes{}",
+                        r.source_bytes.unwrap_or_default(),
+                        warnings
+                            .iter()
+                            .map(|w| format!("; WARNING: {w}"))
+                            .collect::<String>()
                     ),
                     none,
                 ))
@@ -505,7 +529,9 @@ impl<'a> Runner<'a> {
             }
             Kind::FinalFiles(i) => {
                 let entry = files_entry(plan, i)?;
-                let r = files::sync::final_pass(&entry, &state_dir, &mut |_, _| {})
+                // The watcher keeps watching to the end of the run: the report proves that
+                // nothing changed on the old host after this pass, or names what did.
+                let r = files::sync::final_pass_watching(&entry, &state_dir, &mut |_, _| {})
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok((
@@ -769,15 +795,50 @@ impl<'a> Runner<'a> {
                 ))
             }
             Kind::Report => {
-                // The running hosts' shared ssh connections (files) have done their work.
+                let mut after = BTreeMap::new();
+                let mut not_carried = Vec::new();
                 for i in 0..plan.files.len() {
-                    if let Ok(entry) = files_entry(plan, i)
-                        && let Err(e) = files::hop::close(&entry, &state_dir).await
-                    {
+                    let entry = files_entry(plan, i)?;
+                    if !self.reverse {
+                        // What the source tree did since the final pass (the watcher stops).
+                        let seen = files::changelog::after_final(&entry, &state_dir)
+                            .await
+                            .unwrap_or_else(|e| files::changelog::AfterFinal::Unproven {
+                                reason: e.to_string(),
+                            });
+                        if let files::changelog::AfterFinal::Changed { paths } = &seen {
+                            not_carried.push(format!(
+                                "{}: {}{}",
+                                entry.plan.name,
+                                paths.iter().take(20).cloned().collect::<Vec<_>>().join(", "),
+                                if paths.len() > 20 {
+                                    format!(" and {} more", paths.len() - 20)
+                                } else {
+                                    String::new()
+                                }
+                            ));
+                        }
+                        after.insert(entry.plan.name.clone(), seen);
+                        // The target tree is the live side now: no pass of any migration
+                        // copies over it again without the operator saying so.
+                        files::claim::write(&entry, files::claim::ClaimState::Live)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    // The running hosts' shared ssh connections have done their work.
+                    if let Err(e) = files::hop::close(&entry, &state_dir).await {
                         tracing::warn!(entry = %entry.plan.name, error = %e, "a shared ssh connection was not closed");
                     }
                 }
-                Ok(("report saved in the state directory".to_owned(), none))
+                self.files_not_carried = not_carried;
+                Ok((
+                    "report saved in the state directory".to_owned(),
+                    if after.is_empty() {
+                        none
+                    } else {
+                        serde_json::json!({ "files_after_final": after })
+                    },
+                ))
             }
             Kind::PrepareReverse(Db::Postgres(i)) => {
                 let pair = postgres::Pair::new(plan, &plan.postgres[i]);
@@ -938,6 +999,10 @@ impl<'a> Runner<'a> {
             }
         }
         let summary = match (self.lost_writes, self.reverse) {
+            _ if !self.files_not_carried.is_empty() => format!(
+                "completed, but FILES NOT CARRIED: these changed on the old host after the final pass and the new host may lack them: {}. Stop the tree's writers before the final pass (a window-open hook), and copy them by hand",
+                self.files_not_carried.join("; ")
+            ),
             (true, _) => {
                 "completed, but a primary took writes after its fence (see the report)".to_owned()
             }
@@ -947,7 +1012,7 @@ impl<'a> Runner<'a> {
                     .to_owned()
             }
         };
-        let outcome = if self.lost_writes {
+        let outcome = if self.lost_writes || !self.files_not_carried.is_empty() {
             Outcome::Failed
         } else {
             Outcome::Completed
@@ -1017,7 +1082,11 @@ impl<'a> Runner<'a> {
             let summary = match step.kind {
                 Kind::Check(_) if !self.reverse => {
                     self.check_failed = true;
-                    if self.plan.migration.auto_rollback {
+                    if self.plan.migration.auto_rollback && !self.plan.files.is_empty() {
+                        format!(
+                            "a health check failed after the point of no return ({error}); the new primaries serve. Not reversed automatically: the plan's file trees would be left behind (`run --rollback --leave-files` moves the databases back without them)"
+                        )
+                    } else if self.plan.migration.auto_rollback {
                         format!(
                             "a health check failed after the point of no return ({error}); the new primaries serve: reversing the cutover (auto_rollback)"
                         )
@@ -1094,6 +1163,27 @@ impl<'a> Runner<'a> {
             let component = self.name(db);
             self.record(Entry::RolledBack { component, outcome })?;
         }
+        // What this run started on the hosts goes too: the change-log watchers and the shared
+        // ssh connections (a next run starts its own).
+        for i in 0..self.plan.files.len() {
+            let Ok(entry) = files_entry(self.plan, i) else {
+                continue;
+            };
+            let state_dir = &self.plan.migration.state_dir;
+            if let Ok(Some(watch)) = files::changelog::load(state_dir, &entry.plan.name)
+                && let Err(e) = files::changelog::stop(&entry, state_dir, &watch).await
+            {
+                self.record(Entry::Note {
+                    text: format!(
+                        "files {}: the change-log watcher (pid {} on the source host) could not be stopped: {e}",
+                        entry.plan.name, watch.pid
+                    ),
+                })?;
+            }
+            if let Err(e) = files::hop::close(&entry, state_dir).await {
+                tracing::warn!(entry = %entry.plan.name, error = %e, "a shared ssh connection was not closed");
+            }
+        }
         let mut hook_failures = Vec::new();
         if window_opened {
             for hook in self
@@ -1112,11 +1202,35 @@ impl<'a> Runner<'a> {
                 self.record(Entry::Note { text: f.clone() })?;
             }
         }
+        // Each pair's state as read from its servers now, never as assumed: a runner that
+        // failed against servers another run had changed must not say they serve.
+        let mut states = Vec::new();
+        for (db, component) in databases(self.plan) {
+            let read = match self.window(db).await {
+                Ok(w) => w.state().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(s) => {
+                    all_serve &= !s.source_fenced && !s.target_promoted;
+                    states.push(format!("{component}: {}", s.serving()));
+                }
+                Err(e) => {
+                    all_serve = false;
+                    states.push(format!("{component}: state unreadable ({e})"));
+                }
+            }
+        }
+        let states = if states.is_empty() {
+            String::new()
+        } else {
+            format!(" [read from the servers: {}]", states.join("; "))
+        };
         let (outcome, summary) = if all_serve {
             (
                 Outcome::RolledBack,
                 format!(
-                    "rolled back ({reason}): every source serves writes again{}",
+                    "rolled back ({reason}): every source serves writes again{states}{}",
                     if hook_failures.is_empty() {
                         String::new()
                     } else {
@@ -1128,7 +1242,7 @@ impl<'a> Runner<'a> {
             (
                 Outcome::Failed,
                 format!(
-                    "ROLLBACK INCOMPLETE ({reason}): at least one source is still fenced; see the rollback records for what to run"
+                    "ROLLBACK INCOMPLETE ({reason}): not every source serves writes{states}; see the rollback records for what to run"
                 ),
             )
         };
@@ -1259,6 +1373,13 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
                 });
                 match s.kind {
                     Kind::WarmFiles(_) | Kind::FinalFiles(_) => r.files.push(detail.clone()),
+                    Kind::Report => {
+                        if let Some(after) = detail.get("files_after_final")
+                            && let Ok(after) = serde_json::from_value(after.clone())
+                        {
+                            r.files_after_final = after;
+                        }
+                    }
                     Kind::Check(_) => r.checks.push(detail.clone()),
                     Kind::Promote(_) => {
                         last_promote = Some(rec.at_ms);
@@ -1480,6 +1601,7 @@ async fn run_under(
         reverse,
         dns_previous,
         check_failed: false,
+        files_not_carried: Vec::new(),
     };
     let unfinished = !previous.is_empty() && progress.finished.is_none();
     let outcome = if !opts.resume {
@@ -1503,6 +1625,16 @@ async fn run_under(
                     "nothing to roll back: a reverse cutover follows a run that promoted its targets (the last run did not, or was itself a rollback)".to_owned(),
                 ));
             }
+            if !plan.files.is_empty() && !opts.leave_files {
+                return Err(RunError::Refused(format!(
+                    "the plan moves file trees ({}), and a reverse cutover does not carry them back: the old host lacks every file (and SQLite write) made on the new host since the move, so serving from it again would lose them. Copy them back first (a plan with source and target swapped, files only), or say they may be left behind with --leave-files",
+                    plan.files
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
             if let Some(pair) = plan.postgres.iter().find(|p| !p.reverse_replication) {
                 return Err(RunError::Refused(format!(
                     "postgres {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
@@ -1516,6 +1648,19 @@ async fn run_under(
                 )));
             }
         } else {
+            let forward_done = !previous_reverse
+                && (progress.finished == Some(Outcome::Completed)
+                    || progress.past_point_of_no_return);
+            if forward_done {
+                return Err(RunError::Refused(format!(
+                    "this migration already moved: its last run ({}) {}, so its targets are the live side now, and running it again would copy the old sources over them. Nothing was changed. To move back, use `--rollback`; to move again, write a plan with a new migration name (and source and target as they are now)",
+                    previous[0].run,
+                    match progress.finished {
+                        Some(Outcome::Completed) => "completed".to_owned(),
+                        _ => "passed its point of no return".to_owned(),
+                    }
+                )));
+            }
             one_way_check(plan)?;
         }
         runner.run = format!(
@@ -1528,6 +1673,18 @@ async fn run_under(
             reverse,
             steps: lines,
         })?;
+        if reverse && !plan.files.is_empty() {
+            runner.record(Entry::Note {
+                text: format!(
+                    "files left behind (--leave-files): {} stay on the new host; the old host's trees are as they were at the move",
+                    plan.files
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        }
         runner.go(&BTreeSet::new()).await?
     } else {
         if !unfinished {
@@ -1597,7 +1754,17 @@ async fn run_under(
         &runner.lease,
         &serde_json::to_value(&report).unwrap_or_default(),
     )?;
-    if runner.check_failed && plan.migration.auto_rollback && !runner.reverse {
+    if runner.check_failed
+        && plan.migration.auto_rollback
+        && !runner.reverse
+        && !plan.files.is_empty()
+    {
+        // The reverse cutover would leave the trees behind: that is the operator's call, not
+        // an automatic one. The new host keeps serving; the summary says what to do.
+        runner.record(Entry::Note {
+            text: "a health check failed, but the plan moves file trees, which a reverse cutover does not carry back: nothing was reversed automatically, the new host serves. `run --rollback --leave-files` moves the databases back without the files".to_owned(),
+        })?;
+    } else if runner.check_failed && plan.migration.auto_rollback && !runner.reverse {
         // A failed health check after the promotion: the reverse cutover, as its own journalled
         // run (resumable like any other), under this run's lease.
         let Runner {
@@ -1611,6 +1778,7 @@ async fn run_under(
             resume: false,
             go_on: false,
             rollback: true,
+            leave_files: false,
         };
         let (back, reverse_report) =
             Box::pin(run_under(plan, &opts, cancel, observer, Some(lease))).await?;
