@@ -590,3 +590,216 @@ async fn changed_and_deleted_files_alone_are_sent_in_one_pass_and_exactly() {
     assert!(sync::verify(&entry).await.unwrap().matches());
     assert_eq!(snapshot(&src), snapshot(&f.dst()));
 }
+
+impl Fixture {
+    /// A files-only plan file `name.toml` for a whole `cutover run`, its own state directory,
+    /// the tree moving from `src` to `target`; `hooks` goes after the entry.
+    fn run_plan(&self, name: &str, target: &Path, entry: &str, hooks: &str) -> PathBuf {
+        let config = self.sshd.ssh_config.display();
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[migration]\nname = \"{name}\"\nstate_dir = \"{state}\"\n\n\
+                 [hosts.source]\nssh = \"lab-source\"\nssh_config = \"{config}\"\n\n\
+                 [hosts.target]\nssh = \"lab-target\"\nssh_config = \"{config}\"\n\n\
+                 [[files]]\nname = \"tree\"\nsource_path = \"{src}/\"\ntarget_path = \"{dst}/\"\nchange_log = true\n{entry}\n{hooks}\n",
+                state = self.dir.path().join(format!("state-{name}")).display(),
+                src = self.src().display(),
+                dst = target.display(),
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// The binary's exit code and its output (stdout and stderr together).
+fn cutover(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Whether a change-log watcher for a tree under `root` still runs on this machine (both lab
+/// hosts are this machine).
+fn watcher_running(root: &Path) -> bool {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("inotifywait.*{}", root.display())])
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+/// A completed files-only migration is the live side: running it again (same state
+/// directory) is refused by its journal, and a runner with another state directory is refused
+/// by the target's own claim, each with nothing changed on the target (an upload made on the
+/// new host stays) and nothing left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completed_files_migration_is_not_run_again_from_any_state_directory() {
+    let f = Fixture::new().await;
+    std::fs::write(f.src().join("a.txt"), "a\n").unwrap();
+    let stop = "[[hooks]]\nat = \"window-open\"\ncommand = [\"true\"]\n";
+    let plan = f.run_plan("moved", &f.dst(), "", stop);
+    let plan_arg = plan.to_str().unwrap();
+    let (code, out) = cutover(&["plan", "check", plan_arg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !out.contains("warning:"),
+        "a window-open hook is there: {out}"
+    );
+    let (code, out) = cutover(&["run", plan_arg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("checked: nothing changed on the old host after the final pass"),
+        "{out}"
+    );
+    assert!(!watcher_running(&f.src()), "the run stopped its watcher");
+    // The service writes on the new host.
+    std::fs::write(f.dst().join("upload.txt"), "new host\n").unwrap();
+
+    let (code, out) = cutover(&["run", plan_arg]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("this migration already moved"), "{out}");
+    // A reverse cutover would leave the upload behind: refused unless the operator says so.
+    let (code, out) = cutover(&["run", "--rollback", plan_arg]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("does not carry them back") && out.contains("--leave-files"),
+        "{out}"
+    );
+    assert!(f.dst().join("upload.txt").exists(), "the upload stays");
+
+    let other = f.run_plan("moved-again", &f.dst(), "", stop);
+    let (code, out) = cutover(&["run", other.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("live side of migration `moved`"), "{out}");
+    assert!(
+        out.contains("cutover-claim.json"),
+        "the fix names the claim: {out}"
+    );
+    assert!(f.dst().join("upload.txt").exists(), "the upload stays");
+    assert!(
+        !watcher_running(&f.src()),
+        "the refused run left nothing running"
+    );
+    let (code, out) = cutover(&["files", "sync", other.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("live side"), "{out}");
+    assert!(f.dst().join("upload.txt").exists(), "the upload stays");
+}
+
+/// A target tree nobody claimed that holds something else: preflight lists what the first
+/// pass would delete and overwrite and refuses; so does a warm pass; `replace_target` lets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_with_content_cutover_did_not_put_there_is_refused_until_the_plan_allows_it() {
+    let f = Fixture::new().await;
+    std::fs::write(f.src().join("a.txt"), "a\n").unwrap();
+    std::fs::create_dir_all(f.dst()).unwrap();
+    std::fs::write(f.dst().join("unrelated.txt"), "keep me\n").unwrap();
+    std::fs::write(f.dst().join("a.txt"), "another a\n").unwrap();
+    let report = preflight::run(&f.entry("", None, &f.dst())).await.unwrap();
+    assert!(!report.passed());
+    let e = report
+        .findings
+        .iter()
+        .find(|x| x.problem.contains("not empty"))
+        .unwrap_or_else(|| panic!("{:#?}", report.findings));
+    assert!(
+        e.problem.contains("unrelated.txt") && e.problem.contains("delete"),
+        "{e:?}"
+    );
+    assert!(
+        e.problem.contains("a.txt") && e.problem.contains("overwrite"),
+        "{e:?}"
+    );
+    assert!(e.fix.contains("replace_target = true"), "{e:?}");
+    let state = f.dir.path().join("state");
+    let err = sync::warm(&f.entry("", None, &f.dst()), &state, &mut |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("replace_target"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(f.dst().join("unrelated.txt")).unwrap(),
+        "keep me\n"
+    );
+    let allowed = f.entry("replace_target = true", None, &f.dst());
+    assert!(preflight::run(&allowed).await.unwrap().passed());
+    sync::warm(&allowed, &state, &mut |_, _| {}).await.unwrap();
+    assert!(!f.dst().join("unrelated.txt").exists());
+    assert!(sync::verify(&allowed).await.unwrap().matches());
+}
+
+/// Nothing stops the tree's writer before the final pass (no window-open hook): `plan check`
+/// warns, and the run names every path that changed on the old host after its final pass,
+/// exits 1, and says so in the report. Every file the new host lacks is among those named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_written_after_the_final_pass_are_named_as_not_carried() {
+    let f = Fixture::new().await;
+    std::fs::write(f.src().join("a.txt"), "a\n").unwrap();
+    let plan = f.run_plan("busy", &f.dst(), "", "");
+    let plan_arg = plan.to_str().unwrap().to_owned();
+    let (code, out) = cutover(&["plan", "check", &plan_arg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning:") && out.contains("window-open"),
+        "{out}"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, src) = (stop.clone(), f.src());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                std::fs::write(src.join(format!("w{n:05}.txt")), format!("{n}\n")).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            n
+        })
+    };
+    let (code, out) = tokio::task::spawn_blocking(move || cutover(&["run", &plan_arg]))
+        .await
+        .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(written > 0, "the writer wrote");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FILES NOT CARRIED"), "{out}");
+    let store = cutover::state::FileStore::new(&cutover::state::StateDir::new(
+        &f.dir.path().join("state-busy"),
+    ));
+    use cutover::state::Store;
+    let report = store.report().unwrap().expect("a report");
+    let paths: std::collections::BTreeSet<String> = report["files_after_final"]["tree"]["paths"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{report:#}"))
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    // The writer's names sort in the order it wrote them. The run's last look at the log named
+    // everything up to `last`; every file up to it that the new host lacks is among them.
+    let last = paths.iter().next_back().cloned().expect("paths were named");
+    let missing: Vec<String> = std::fs::read_dir(f.src())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !f.dst().join(n).exists())
+        .collect();
+    assert!(!missing.is_empty(), "the writer outran the final pass");
+    for name in missing.iter().filter(|n| n.as_str() <= last.as_str()) {
+        assert!(
+            paths.contains(name),
+            "{name} is missing on the new host and not named: {paths:?}"
+        );
+    }
+    assert!(!watcher_running(&f.src()), "the run stopped its watcher");
+}

@@ -849,5 +849,9 @@ async fn a_prepared_xa_transaction_refuses_the_mysql_gate_and_nothing_is_lost() 
         .query_first("SELECT COUNT(*) FROM writes WHERE k = -900001")
         .await
         .unwrap();
-    assert_eq!(rows, Some(1), "the XA transaction's row reached the new primary");
+    assert_eq!(
+        rows,
+        Some(1),
+        "the XA transaction's row reached the new primary"
+    );
 }

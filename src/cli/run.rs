@@ -202,7 +202,12 @@ pub(super) fn print_report(r: &RunReport) {
             AfterFinal::Changed { paths } => errln!(
                 "  files {entry}: FILES NOT CARRIED: {} path(s) changed on the old host after the final pass: {}",
                 paths.len(),
-                paths.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
+                paths
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             AfterFinal::Unproven { reason } => outln!(
                 "  files {entry}: NOT CHECKED whether anything changed after the final pass ({reason})"

@@ -56,6 +56,11 @@ pub struct Watch {
     /// it: every line after that marker's is a change the final pass did not carry.
     #[serde(default)]
     pub final_marker: Option<String>,
+    /// Per SQLite database of the tree, its fingerprint right after the final pass copied it
+    /// (size and time of the file and its WAL): SQLite's own opening of the file for the backup
+    /// raises events, so whether the service wrote it afterwards is read from these instead.
+    #[serde(default)]
+    pub sqlite_after_final: BTreeMap<String, String>,
 }
 
 /// What the source tree did after the final pass (the watcher kept running to the end of the
@@ -223,6 +228,7 @@ pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError>
         root,
         passes: 0,
         final_marker: None,
+        sqlite_after_final: BTreeMap::new(),
     };
     save(state_dir, &entry.plan.name, &watch)?;
     Ok(watch)
@@ -294,7 +300,30 @@ pub async fn after_final(entry: &Entry, state_dir: &Path) -> Result<AfterFinal, 
                 .join("\n");
             match parse(&after, &watch.root) {
                 Changes::Trusted { paths, root, .. } => {
-                    let mut paths: Vec<String> = paths.into_keys().collect();
+                    let sqlite: BTreeSet<String> = entry
+                        .plan
+                        .sqlite
+                        .iter()
+                        .flat_map(|db| {
+                            let db = db.trim_start_matches('/').to_owned();
+                            std::iter::once(db.clone()).chain(
+                                super::sqlite::COMPANIONS
+                                    .iter()
+                                    .map(move |c| format!("{db}{c}")),
+                            )
+                        })
+                        .collect();
+                    let mut paths: Vec<String> = paths
+                        .into_keys()
+                        .filter(|p| !sqlite.contains(p))
+                        .collect();
+                    for db in &entry.plan.sqlite {
+                        let now = super::sqlite::fingerprint(entry, db).await?;
+                        if watch.sqlite_after_final.get(db) != Some(&now) {
+                            paths.push(db.trim_start_matches('/').to_owned());
+                        }
+                    }
+                    paths.sort();
                     if root && paths.is_empty() {
                         paths.push(".".into());
                     }

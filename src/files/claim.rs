@@ -54,11 +54,7 @@ impl Claim {
             runner: entry.owner.runner.clone(),
             state,
             since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            source: format!(
-                "{}:{}",
-                entry.source.ssh,
-                entry.plan.source_path.display()
-            ),
+            source: format!("{}:{}", entry.source.ssh, entry.plan.source_path.display()),
         }
     }
 
@@ -82,7 +78,13 @@ pub async fn read(entry: &Entry) -> Result<Option<Claim>, FilesError> {
     let file = path(entry);
     let out = on_host(
         &entry.target,
-        &["sh", "-c", "test -e \"$1\" || exit 3; cat -- \"$1\"", "sh", &file],
+        &[
+            "sh",
+            "-c",
+            "test -e \"$1\" || exit 3; cat -- \"$1\"",
+            "sh",
+            &file,
+        ],
         TIMEOUT,
     )
     .await?;
@@ -153,12 +155,19 @@ pub async fn write(entry: &Entry, state: ClaimState) -> Result<(), FilesError> {
     Ok(())
 }
 
-/// Claims the target tree for this migration before its first pass (refused as [`check`] says).
+/// Claims the target tree for this migration before its first pass: refused as [`check`]
+/// says, and, when nobody claimed it yet, refused while the tree holds anything the pass would
+/// delete or overwrite, unless the plan says it may be replaced (`replace_target`).
 pub async fn take(entry: &Entry) -> Result<(), FilesError> {
-    if check(entry).await?.is_none() {
-        write(entry, ClaimState::Migrating).await?;
+    if check(entry).await?.is_some() {
+        return Ok(());
     }
-    Ok(())
+    if !entry.plan.replace_target
+        && let Some(why) = super::preflight::foreign_content_refusal(entry).await?
+    {
+        return Err(FilesError::Claimed(why));
+    }
+    write(entry, ClaimState::Migrating).await
 }
 
 #[cfg(test)]
@@ -178,7 +187,10 @@ mod tests {
 
     #[test]
     fn the_claim_sits_beside_the_tree() {
-        assert_eq!(path(&entry("m", "/var/lib/cutover")), "/srv/.app.cutover-claim.json");
+        assert_eq!(
+            path(&entry("m", "/var/lib/cutover")),
+            "/srv/.app.cutover-claim.json"
+        );
     }
 
     #[test]
@@ -187,10 +199,17 @@ mod tests {
         let migrating = Claim::of(&ours, ClaimState::Migrating);
         assert_eq!(refusal(&ours, &migrating), None);
         let live = Claim::of(&ours, ClaimState::Live);
-        assert!(refusal(&ours, &live).unwrap().contains("live side of migration `m`"));
+        assert!(
+            refusal(&ours, &live)
+                .unwrap()
+                .contains("live side of migration `m`")
+        );
         let other = entry("m", "/elsewhere");
         let why = refusal(&other, &migrating).unwrap();
-        assert!(why.contains("another migration") && why.contains("/var/lib/cutover"), "{why}");
+        assert!(
+            why.contains("another migration") && why.contains("/var/lib/cutover"),
+            "{why}"
+        );
         assert!(refusal(&entry("n", "/var/lib/cutover"), &migrating).is_some());
     }
 }

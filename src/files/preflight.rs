@@ -339,42 +339,16 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
             .map(|(p, f)| (p.to_owned(), f.to_owned()))
             .unwrap_or((why.clone(), "see the message".into()));
         add("target", target, Severity::Error, problem, fix);
-    } else if claim.is_none() && t_exists_dir && !entry.plan.replace_target {
-        let (deleted, overwritten) = foreign_content(entry).await?;
-        if !deleted.is_empty() || !overwritten.is_empty() {
-            let sample = |v: &[String]| {
-                let mut s = v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-                if v.len() > 5 {
-                    s.push_str(&format!(" and {} more", v.len() - 5));
-                }
-                s
-            };
-            let mut what = Vec::new();
-            if !deleted.is_empty() {
-                what.push(format!(
-                    "{} path(s) the source lacks, which the first pass would delete ({})",
-                    deleted.len(),
-                    sample(&deleted)
-                ));
-            }
-            if !overwritten.is_empty() {
-                what.push(format!(
-                    "{} file(s) that differ from the source's, which it would overwrite ({})",
-                    overwritten.len(),
-                    sample(&overwritten)
-                ));
-            }
-            add(
-                "target",
-                target,
-                Severity::Error,
-                format!(
-                    "`{dst}` on the target host is not empty and cutover did not put it there: it holds {}",
-                    what.join("; ")
-                ),
-                "if it may be replaced, set `replace_target = true` on this [[files]] entry; otherwise point `target_path` at an empty or new directory".into(),
-            );
-        }
+    } else if claim.is_none()
+        && t_exists_dir
+        && !entry.plan.replace_target
+        && let Some(why) = foreign_content_refusal(entry).await?
+    {
+        let (problem, fix) = why
+            .split_once(" Fix: ")
+            .map(|(p, f)| (p.to_owned(), f.to_owned()))
+            .unwrap_or((why.clone(), String::new()));
+        add("target", target, Severity::Error, problem, fix);
     }
 
     // Server to server: the running host must reach the other one by itself.
@@ -416,6 +390,49 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
         target_needed: need,
         clock_skew_seconds: skew,
     })
+}
+
+/// Why the first pass must not run onto the target tree: it holds paths the source lacks or
+/// files that differ (from a dry run of the pass), which the pass would delete or overwrite.
+/// `None` when it holds nothing of the kind (or does not exist).
+pub async fn foreign_content_refusal(entry: &Entry) -> Result<Option<String>, FilesError> {
+    let dst = entry.plan.target_path.display().to_string();
+    if !on_host(&entry.target, &["test", "-d", &dst], CHECK_TIMEOUT)
+        .await?
+        .ok()
+    {
+        return Ok(None);
+    }
+    let (deleted, overwritten) = foreign_content(entry).await?;
+    if deleted.is_empty() && overwritten.is_empty() {
+        return Ok(None);
+    }
+    let sample = |v: &[String]| {
+        let mut s = v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 5 {
+            s.push_str(&format!(" and {} more", v.len() - 5));
+        }
+        s
+    };
+    let mut what = Vec::new();
+    if !deleted.is_empty() {
+        what.push(format!(
+            "{} path(s) the source lacks, which the first pass would delete ({})",
+            deleted.len(),
+            sample(&deleted)
+        ));
+    }
+    if !overwritten.is_empty() {
+        what.push(format!(
+            "{} file(s) that differ from the source's, which it would overwrite ({})",
+            overwritten.len(),
+            sample(&overwritten)
+        ));
+    }
+    Ok(Some(format!(
+        "`{dst}` on the target host is not empty and no migration claimed it: it holds {}. Fix: if it may be replaced, set `replace_target = true` on this [[files]] entry; otherwise point `target_path` at an empty or new directory",
+        what.join("; ")
+    )))
 }
 
 /// What the first pass would delete and overwrite on the target, from a dry run of it

@@ -52,8 +52,10 @@ fn target_file(entry: &Entry, db: &str) -> String {
     )
 }
 
-/// Size and modification time of the database and its WAL on the source (what a writer moves).
-async fn fingerprint(entry: &Entry, db: &str) -> Result<String, FilesError> {
+/// Size and modification time of the database and its WAL on the source (what a writer moves;
+/// cutover's own backup only reads, though SQLite's opening and closing of the file raise
+/// inotify events on it and its `-shm`).
+pub async fn fingerprint(entry: &Entry, db: &str) -> Result<String, FilesError> {
     let file = source_file(entry, db);
     let wal = format!("{file}-wal");
     let out = on_host(

@@ -437,6 +437,13 @@ async fn final_pass_then(
     let (report, stopped) = tokio::join!(copy(entry, changes, progress), stop);
     let mut report = report?;
     stopped?;
+    if keep_watching && let Some(w) = &mut watch {
+        for db in &entry.plan.sqlite {
+            let print = super::sqlite::fingerprint(entry, db).await?;
+            w.sqlite_after_final.insert(db.clone(), print);
+        }
+        changelog::save(state_dir, &entry.plan.name, w)?;
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -61,6 +61,8 @@ struct Ack {
     k: i64,
     id: i64,
     on: Server,
+    /// When the commit was acknowledged.
+    at: Instant,
 }
 
 /// What one writer task saw.
@@ -259,6 +261,7 @@ async fn run_task(
                         k,
                         id: row.get(0),
                         on: *on,
+                        at: Instant::now(),
                     });
                     true
                 }
@@ -295,6 +298,7 @@ async fn run_task(
                         k,
                         id,
                         on: *on,
+                        at: Instant::now(),
                     });
                     log.counter_acked += 1;
                     true
@@ -349,7 +353,9 @@ pub struct LedgerCheck {
     pub id_problems: Vec<String>,
     /// Writer tasks that panicked (their acknowledgements are unknown).
     pub panicked: usize,
-    /// Times both servers accepted the app role at once.
+    /// Writes both servers took: for the PostgreSQL writer, commits acknowledged by the source
+    /// after the target acknowledged one; for the MySQL writer, times both accepted a probe
+    /// write at once.
     pub both_accepted: usize,
 }
 
@@ -375,7 +381,21 @@ impl Ledger {
             acked: self.acked.len(),
             acked_on_target: self.acked.iter().filter(|a| a.on == Server::Target).count(),
             panicked: self.panicked,
-            both_accepted: self.both_accepted,
+            // Writes taken by both servers: commits the source acknowledged after the target
+            // acknowledged its first (connections both servers accepted before the target's
+            // app roles were blocked took no write, and are not counted).
+            both_accepted: self
+                .acked
+                .iter()
+                .filter(|a| a.on == Server::Target)
+                .map(|a| a.at)
+                .min()
+                .map_or(0, |first| {
+                    self.acked
+                        .iter()
+                        .filter(|a| a.on == Server::Source && a.at > first)
+                        .count()
+                }),
             in_doubt: self.in_doubt.len(),
             ..LedgerCheck::default()
         };

@@ -810,7 +810,12 @@ impl<'a> Runner<'a> {
                             not_carried.push(format!(
                                 "{}: {}{}",
                                 entry.plan.name,
-                                paths.iter().take(20).cloned().collect::<Vec<_>>().join(", "),
+                                paths
+                                    .iter()
+                                    .take(20)
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
                                 if paths.len() > 20 {
                                     format!(" and {} more", paths.len() - 20)
                                 } else {
