@@ -855,3 +855,108 @@ async fn a_prepared_xa_transaction_refuses_the_mysql_gate_and_nothing_is_lost() 
         "the XA transaction's row reached the new primary"
     );
 }
+
+/// Two crashes that fall between records: after a run's last record but before its report is
+/// saved (resume rebuilds the report from the journal), and after a failed health check was
+/// journalled but before the automatic reverse cutover began (resume starts it). Each is
+/// recovered by `run --resume`, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_before_the_report_or_before_the_automatic_reverse_is_resumed_by_one_command() {
+    let pg = PgPair::start().await;
+
+    // Before the report.
+    pg.database("rep").await;
+    let path = write_plan(pg.dir.path(), "rep", &pg.pair_toml("rep", ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let mut child = spawn_stopping(&["run", &plan_arg], None, Some("before-report"));
+    assert!(
+        wait_stopped(&mut child, Duration::from_secs(90)),
+        "stopped before the report"
+    );
+    kill9(&mut child);
+    let plan = cutover::plan::load(&path).unwrap();
+    let store =
+        cutover::state::FileStore::new(&cutover::state::StateDir::new(&plan.migration.state_dir));
+    use cutover::state::Store;
+    assert!(
+        store.report().unwrap().is_none(),
+        "the crash came before the report"
+    );
+    let (code, out, err) = support::run(&["run", "--resume", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report = store.report().unwrap().expect("the report was rebuilt");
+    let run_id = journal(&path)[0].run.clone();
+    assert_eq!(report["run"], serde_json::json!(run_id));
+    assert_eq!(report["outcome"], "completed");
+    assert!(
+        report["write_unavailable_ms"]["postgres rep"]
+            .as_f64()
+            .is_some(),
+        "{report:#}"
+    );
+    drop(pg);
+
+    // Before the automatic reverse cutover (clusters of its own: the fence is on roles).
+    let pg = PgPair::start().await;
+    pg.database("rev").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/health", dead.local_addr().unwrap());
+    drop(dead);
+    let body = pg.pair_toml("rev", "")
+        + &format!(
+            "[[checks]]\nkind = \"http\"\nname = \"app\"\nurl = \"{url}\"\nwithin = \"2s\"\ninterval = \"200ms\"\n"
+        );
+    let path = write_plan(pg.dir.path(), "rev", &body);
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let writer = pg.writer("rev", 200);
+    let mut child = spawn_stopping(&["run", &plan_arg], None, Some("before-reverse"));
+    if !wait_stopped(&mut child, Duration::from_secs(90)) {
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the run did not stop before the reverse:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    kill9(&mut child);
+    // The new primary serves meanwhile, and the writer reached it.
+    assert!(
+        writer.wait_on_target(20, Duration::from_secs(30)).await,
+        "the writer reached the new primary"
+    );
+    let status = run::status(&cutover::plan::load(&path).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.resume_would.contains("reverse the cutover"),
+        "{}",
+        status.resume_would
+    );
+    let (code, out, err) = support::run(&["run", "--resume", &plan_arg]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("reverse cutover completed"), "{out}\n{err}");
+    assert!(
+        pg.app_writes(&pg.source, "rev").await,
+        "the old primary serves again"
+    );
+    assert!(
+        !pg.app_writes(&pg.target, "rev").await,
+        "the new one refuses the app"
+    );
+    let (code, _, err) = support::run(&["run", "--resume", &plan_arg]);
+    assert_eq!(code, 2, "nothing left: {err}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = writer.stop().await;
+    let check = ledger
+        .check(&pg.source.connect("rev").await.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        check.lost.is_empty()
+            && check.duplicated.is_empty()
+            && check.unexpected.is_empty()
+            && check.panicked == 0,
+        "{check:?}"
+    );
+    assert!(check.acked > 0 && check.acked_on_target > 0, "{check:?}");
+}

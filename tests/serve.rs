@@ -387,3 +387,48 @@ async fn the_ttl_job_runs_on_its_schedule_and_on_request_and_the_records_are_wat
     })
     .await;
 }
+
+/// A deploy adds a column on the source and the target's apply worker stops on it: the daemon
+/// says replication is not running and drops the lag-seconds series (an alert on it must not
+/// read a dead replica as 0 s behind) while the bytes behind stay visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_replica_is_not_running_with_no_lag_seconds_never_zero() {
+    let pg = PgPair::start().await;
+    pg.database("shop").await;
+    let plan = write_plan(pg.dir.path(), "m", &pg.pair_toml("shop", ""));
+    let plan_text = plan.display().to_string();
+    let (code, _, err) = run(&["pg", "start", &plan_text]);
+    assert_eq!(code, 0, "{err}");
+    wait_pg_ready(&plan).await;
+    let daemon = start(&config(pg.dir.path(), &plan, ""));
+    let http = reqwest::Client::new();
+    let stream = [("migration", "m"), ("stream", "shop")];
+    until(&http, &daemon.base, "replication running", |t| {
+        sample(t, "cutover_replication_running", &stream) == Some(1.0)
+            && sample(t, "cutover_replication_lag_seconds", &stream).is_some()
+    })
+    .await;
+
+    let writer = pg.writer("shop", 100);
+    let source = pg.source.connect("shop").await.unwrap();
+    source
+        .batch_execute("ALTER TABLE writes ADD COLUMN note text")
+        .await
+        .unwrap();
+    let text = until(&http, &daemon.base, "replication not running", |t| {
+        sample(t, "cutover_replication_running", &stream) == Some(0.0)
+            && sample(t, "cutover_replication_lag_bytes", &stream).is_some_and(|b| b > 0.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&text, "cutover_replication_lag_seconds", &stream),
+        None,
+        "no lag-seconds figure while nothing applies:\n{text}"
+    );
+    let ledger = writer.stop().await;
+    let check = ledger
+        .check(&pg.source.connect("shop").await.unwrap())
+        .await
+        .unwrap();
+    assert!(check.clean() && check.acked > 0, "{check:?}");
+}

@@ -130,6 +130,14 @@ pub enum Entry {
         outcome: Outcome,
         /// In words, with the true state of the servers.
         summary: String,
+        /// It stopped with work that `run --resume` does (a failed step after the point of no
+        /// return, or before it with `auto_rollback` off).
+        #[serde(default)]
+        resumable: bool,
+        /// A health check failed after the promotion and the reverse cutover comes next (a
+        /// crash before it began is resumed by starting it).
+        #[serde(default)]
+        reverse_next: bool,
     },
 }
 
@@ -284,6 +292,10 @@ pub struct Progress {
     pub finished: Option<Outcome>,
     /// The last step begun.
     pub last_begun: Option<usize>,
+    /// It ended with work left for `--resume`.
+    pub resumable: bool,
+    /// The reverse cutover was to follow (a failed health check).
+    pub reverse_next: bool,
 }
 
 impl Progress {
@@ -300,8 +312,21 @@ impl Progress {
                     p.done.insert(*step);
                 }
                 Entry::PointOfNoReturn => p.past_point_of_no_return = true,
-                Entry::RunFinished { outcome, .. } => p.finished = Some(*outcome),
-                Entry::Resumed { .. } => p.finished = None,
+                Entry::RunFinished {
+                    outcome,
+                    resumable,
+                    reverse_next,
+                    ..
+                } => {
+                    p.finished = Some(*outcome);
+                    p.resumable = *resumable;
+                    p.reverse_next = *reverse_next;
+                }
+                Entry::Resumed { .. } => {
+                    p.finished = None;
+                    p.resumable = false;
+                    p.reverse_next = false;
+                }
                 _ => {}
             }
         }
@@ -1022,7 +1047,12 @@ impl<'a> Runner<'a> {
         } else {
             Outcome::Completed
         };
-        self.record(Entry::RunFinished { outcome, summary })?;
+        self.record(Entry::RunFinished {
+            outcome,
+            summary,
+            resumable: false,
+            reverse_next: false,
+        })?;
         Ok(outcome)
     }
 
@@ -1106,9 +1136,17 @@ impl<'a> Runner<'a> {
                     step_line(step)
                 ),
             };
+            let reverse_next = matches!(step.kind, Kind::Check(_))
+                && !self.reverse
+                && self.plan.migration.auto_rollback
+                && self.plan.files.is_empty();
             self.record(Entry::RunFinished {
                 outcome: Outcome::Failed,
                 summary,
+                // A failed check is not resumed forward: the reverse cutover follows (or the
+                // operator's `--rollback`).
+                resumable: !matches!(step.kind, Kind::Check(_)),
+                reverse_next,
             })?;
             return Ok(Outcome::Failed);
         }
@@ -1120,6 +1158,8 @@ impl<'a> Runner<'a> {
             self.record(Entry::RunFinished {
                 outcome: Outcome::Failed,
                 summary,
+                resumable: true,
+                reverse_next: false,
             })?;
             return Ok(Outcome::Failed);
         }
@@ -1251,7 +1291,13 @@ impl<'a> Runner<'a> {
                 ),
             )
         };
-        self.record(Entry::RunFinished { outcome, summary })?;
+        self.record(Entry::RunFinished {
+            outcome,
+            summary,
+            // An incomplete rollback is tried again by `--resume`.
+            resumable: outcome == Outcome::Failed,
+            reverse_next: false,
+        })?;
         Ok(outcome)
     }
 
@@ -1588,6 +1634,41 @@ async fn run_under(
         .filter_map(|v| v.get("seq").and_then(|s| s.as_u64()))
         .max()
         .unwrap_or_default();
+    if opts.resume && progress.reverse_next && !previous_reverse {
+        // A health check failed after the promotion, and the process stopped before the
+        // reverse cutover it was to start: start it now, under this lease.
+        let opts = Options {
+            force: opts.force,
+            resume: false,
+            go_on: false,
+            rollback: true,
+            leave_files: false,
+        };
+        let (back, report) =
+            Box::pin(run_under(plan, &opts, cancel, observer, Some(lease))).await?;
+        let outcome = match back {
+            Outcome::Completed => Outcome::RolledBack,
+            other => other,
+        };
+        return Ok((outcome, report));
+    }
+    if opts.resume && !previous.is_empty() && progress.finished.is_some() && !progress.resumable {
+        // The run ended; only its report may be missing (a crash between its last record and
+        // the report's write): rebuilt from the journal, the spine it is made of.
+        let current = store
+            .report()?
+            .and_then(|r| r.get("run").and_then(|v| v.as_str()).map(str::to_owned));
+        if current.as_deref() != Some(previous[0].run.as_str()) {
+            let steps_of_run = if previous_reverse {
+                reverse_steps(plan)
+            } else {
+                super::steps::steps(plan)
+            };
+            let report = report_of(plan, &steps_of_run, &previous);
+            store.save_report(&lease, &serde_json::to_value(&report).unwrap_or_default())?;
+            return Ok((progress.finished.unwrap_or(Outcome::Failed), report));
+        }
+    }
     let mut runner = Runner {
         plan,
         store,
@@ -1608,7 +1689,7 @@ async fn run_under(
         check_failed: false,
         files_not_carried: Vec::new(),
     };
-    let unfinished = !previous.is_empty() && progress.finished.is_none();
+    let unfinished = !previous.is_empty() && (progress.finished.is_none() || progress.resumable);
     let outcome = if !opts.resume {
         if unfinished {
             return Err(RunError::Refused(format!(
@@ -1755,6 +1836,7 @@ async fn run_under(
         }
     };
     let report = runner.report();
+    crate::run::test_stop::maybe_stop_at_event("before-report");
     runner.store.save_report(
         &runner.lease,
         &serde_json::to_value(&report).unwrap_or_default(),
@@ -1770,6 +1852,7 @@ async fn run_under(
             text: "a health check failed, but the plan moves file trees, which a reverse cutover does not carry back: nothing was reversed automatically, the new host serves. `run --rollback --leave-files` moves the databases back without the files".to_owned(),
         })?;
     } else if runner.check_failed && plan.migration.auto_rollback && !runner.reverse {
+        crate::run::test_stop::maybe_stop_at_event("before-reverse");
         // A failed health check after the promotion: the reverse cutover, as its own journalled
         // run (resumable like any other), under this run's lease.
         let Runner {
@@ -1857,7 +1940,9 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
     }
     let resume_would = if records.is_empty() {
         "nothing: no run yet".to_owned()
-    } else if let Some(o) = progress.finished {
+    } else if progress.reverse_next && holder.is_none() {
+        "reverse the cutover: a health check failed after the promotion, and the reverse cutover that was to follow has not begun".to_owned()
+    } else if let Some(o) = progress.finished.filter(|_| !progress.resumable) {
         format!("nothing: the last run ended {}", o.word())
     } else if holder.is_some() {
         "nothing yet: a runner holds the migration (it is running)".to_owned()

@@ -4,7 +4,9 @@
 //! sleeps. Without the variable this does nothing.
 
 /// The variable naming a single-pair cutover's event (`fenced`, `caught-up`, `promoted`)
-/// after which `pg cutover` / `mysql cutover` stop themselves the same way.
+/// after which `pg cutover` / `mysql cutover` stop themselves the same way; a run stops at
+/// `before-report` (its last record written, its report not yet) and `before-reverse` (a
+/// failed health check journalled, the automatic reverse cutover not begun).
 pub const EVENT_VAR: &str = "CUTOVER_TEST_STOP_AT_EVENT";
 
 /// Stops the process if `event` is the one [`EVENT_VAR`] names.

@@ -51,6 +51,7 @@ pub struct Metrics {
     write_unavailable: GaugeVec,
     lag_bytes: GaugeVec,
     lag_seconds: GaugeVec,
+    replication_running: GaugeVec,
     source_fenced: GaugeVec,
     target_promoted: GaugeVec,
     dns_servers: GaugeVec,
@@ -155,7 +156,13 @@ impl Metrics {
             lag_seconds: gauge(
                 &r,
                 "cutover_replication_lag_seconds",
-                "Replication delay (PostgreSQL: walsender replay_lag; MySQL/MariaDB: Seconds_Behind_Source)",
+                "Replication delay (PostgreSQL: walsender replay_lag; MySQL/MariaDB: Seconds_Behind_Source); absent while nothing applies the changes, never 0",
+                &ms,
+            ),
+            replication_running: gauge(
+                &r,
+                "cutover_replication_running",
+                "1 while changes flow to the target (PostgreSQL: subscription enabled, apply worker and walsender running; MySQL/MariaDB: IO and SQL threads running)",
                 &ms,
             ),
             source_fenced: gauge(
@@ -349,6 +356,26 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
             }))
         }
         Err(e) => {
+            // Figures of an unreadable run are cleared, not left at their last values.
+            for p in PHASES {
+                let _ = m.phase.remove_label_values(&[name, p.as_str()]);
+            }
+            for word in ["completed", "rolled back", "failed"] {
+                let _ = m.outcome.remove_label_values(&[name, word]);
+            }
+            for g in [&m.steps_done, &m.steps_total, &m.running, &m.past_ponr] {
+                let _ = g.remove_label_values(&[name]);
+            }
+            let components = plan
+                .postgres
+                .iter()
+                .map(|p| format!("postgres {}", p.name))
+                .chain(plan.mysql.iter().map(|m| format!("mysql {}", m.name)));
+            for component in components {
+                for g in [&m.source_fenced, &m.target_promoted, &m.write_unavailable] {
+                    let _ = g.remove_label_values(&[name, &component]);
+                }
+            }
             up("run", false, e);
             None
         }
@@ -370,17 +397,26 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
                     st.lag_bytes.map(|b| b as f64),
                 );
                 set_or_clear(&m.lag_seconds, &[name, &p.name], st.lag_seconds);
+                m.replication_running
+                    .with_label_values(&[name, &p.name])
+                    .set(if st.replication_running { 1.0 } else { 0.0 });
                 let text = format!(
-                    "{} tables, all ready: {}, lag {} bytes",
+                    "{} tables, all ready: {}, lag {} bytes{}",
                     st.tables.len(),
                     st.all_ready,
-                    st.lag_bytes.map_or("unknown".to_owned(), |b| b.to_string())
+                    st.lag_bytes.map_or("unknown".to_owned(), |b| b.to_string()),
+                    if st.replication_running {
+                        String::new()
+                    } else {
+                        format!("; replication NOT running: {}", st.not_running_cause())
+                    }
                 );
                 up(&component, true, text);
             }
             Err(e) => {
                 let _ = m.lag_bytes.remove_label_values(&[name, &p.name]);
                 let _ = m.lag_seconds.remove_label_values(&[name, &p.name]);
+                let _ = m.replication_running.remove_label_values(&[name, &p.name]);
                 up(&component, false, e);
             }
         }
@@ -395,13 +431,23 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
             let rows = target
                 .rows_by_name("read replica status", target.dialect.replica_status())
                 .await?;
-            Ok::<_, crate::mysql::MyError>(
-                rows.first().and_then(|r| r.number("Seconds_Behind_Source")),
-            )
+            let row = rows.first();
+            let running = row.is_some_and(|r| {
+                r.text("Replica_IO_Running").as_deref() == Some("Yes")
+                    && r.text("Replica_SQL_Running").as_deref() == Some("Yes")
+            });
+            Ok::<_, crate::mysql::MyError>((
+                row.and_then(|r| r.number("Seconds_Behind_Source"))
+                    .filter(|_| running),
+                running,
+            ))
         };
         match bounded(read).await {
-            Ok(behind) => {
+            Ok((behind, running)) => {
                 set_or_clear(&m.lag_seconds, &[name, &my.name], behind.map(|s| s as f64));
+                m.replication_running
+                    .with_label_values(&[name, &my.name])
+                    .set(if running { 1.0 } else { 0.0 });
                 let text = match behind {
                     Some(s) => format!("{s} s behind the source"),
                     None => "not replicating".to_owned(),
@@ -410,6 +456,7 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
             }
             Err(e) => {
                 let _ = m.lag_seconds.remove_label_values(&[name, &my.name]);
+                let _ = m.replication_running.remove_label_values(&[name, &my.name]);
                 up(&component, false, e);
             }
         }
