@@ -1,14 +1,17 @@
-//! The checked writer for MySQL/MariaDB cutover tests and benchmarks: inserts rows with unique
-//! keys at a steady rate into `writes`, as the app user, on whichever server accepts it (asking
-//! both at every connection, and counting the times both did: split brain); remembers every
-//! acknowledged insert and afterwards proves row by row that nothing acknowledged was lost or
+//! The checked writer for MySQL/MariaDB cutover tests and benchmarks: as the app user, on
+//! whichever server accepts it (asking both at every connection, and counting the times both
+//! did: split brain), it commits at a steady rate, alternately, a single-row insert into
+//! `writes` and a multi-statement transaction (an insert into `writes` and an update of the
+//! task's row in `counters`, as a real app's transaction would). It remembers every
+//! acknowledged commit and afterwards proves row by row that nothing acknowledged was lost or
 //! duplicated (the key is indexed, not unique, so a duplicate can show), that each row holds
-//! the id and payload acknowledged, and that the target's AUTO_INCREMENT ids continue above
-//! the source's.
+//! the id and payload acknowledged, that each task's counter lies between its acknowledged
+//! transactions and those plus the ones in doubt, and that the target's AUTO_INCREMENT ids
+//! continue above the source's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -18,7 +21,8 @@ use super::writer::{LedgerCheck, RETRY_PAUSE, Server, gaps_around};
 
 /// The table the writer inserts into (in the app database).
 pub const TABLE_SQL: &str = "CREATE TABLE writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
-     k BIGINT NOT NULL, payload VARCHAR(64) NOT NULL, at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), KEY (k))";
+     k BIGINT NOT NULL, payload VARCHAR(64) NOT NULL, at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), KEY (k)); \
+     CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)";
 
 /// Writer settings.
 #[derive(Clone)]
@@ -37,6 +41,8 @@ pub struct MyWriterConfig {
 struct TaskLog {
     acked: Vec<(i64, i64, Server)>,
     in_doubt: Vec<i64>,
+    /// Transactions that bumped the task's counter: acknowledged, and in doubt.
+    counter: (i64, i64),
     commits: Vec<Instant>,
     errors: Vec<String>,
     both_accepted: usize,
@@ -47,6 +53,8 @@ struct TaskLog {
 pub struct MyLedger {
     acked: Vec<(i64, i64, Server)>,
     in_doubt: Vec<i64>,
+    /// Per task: (task, counter bumps acknowledged, in doubt).
+    counters: Vec<(i64, i64, i64)>,
     /// Commit times, sorted.
     pub commits: Vec<Instant>,
     /// Failed statements' messages (expected only around a cutover).
@@ -60,6 +68,7 @@ pub struct MyLedger {
 /// A running writer.
 pub struct MyWriter {
     stop: Arc<AtomicBool>,
+    on_target: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<TaskLog>>,
 }
 
@@ -72,21 +81,44 @@ impl MyWriter {
     /// Starts the tasks.
     pub fn start(config: MyWriterConfig) -> MyWriter {
         let stop = Arc::new(AtomicBool::new(false));
+        let on_target = Arc::new(AtomicUsize::new(0));
         let period = Duration::from_secs_f64(config.tasks as f64 / config.rate.max(1) as f64);
         let tasks = (0..config.tasks as i64)
             .map(|task| {
-                let (stop, config) = (stop.clone(), config.clone());
-                tokio::spawn(async move { run_task(task, config, period, stop).await })
+                let (stop, config, on_target) = (stop.clone(), config.clone(), on_target.clone());
+                tokio::spawn(async move { run_task(task, config, period, stop, on_target).await })
             })
             .collect();
-        MyWriter { stop, tasks }
+        MyWriter {
+            stop,
+            on_target,
+            tasks,
+        }
+    }
+
+    /// Commits acknowledged by the target so far.
+    pub fn acked_on_target(&self) -> usize {
+        self.on_target.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the target acknowledged `n` commits (the writer really reached the new
+    /// primary), up to `limit`; whether it did.
+    pub async fn wait_on_target(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.acked_on_target() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Stops the tasks and returns what they saw.
     pub async fn stop(self) -> MyLedger {
         self.stop.store(true, Ordering::SeqCst);
         let mut ledger = MyLedger::default();
-        for handle in self.tasks {
+        for (task, handle) in self.tasks.into_iter().enumerate() {
             let log = match handle.await {
                 Ok(log) => log,
                 Err(e) => {
@@ -97,6 +129,9 @@ impl MyWriter {
             };
             ledger.acked.extend(log.acked);
             ledger.in_doubt.extend(log.in_doubt);
+            ledger
+                .counters
+                .push((task as i64, log.counter.0, log.counter.1));
             ledger.commits.extend(log.commits);
             ledger.errors.extend(log.errors);
             ledger.both_accepted += log.both_accepted;
@@ -111,6 +146,7 @@ async fn run_task(
     config: MyWriterConfig,
     period: Duration,
     stop: Arc<AtomicBool>,
+    on_target: Arc<AtomicUsize>,
 ) -> TaskLog {
     let mut log = TaskLog::default();
     let mut on = Server::Source;
@@ -153,24 +189,60 @@ async fn run_task(
         ticker.tick().await;
         seq += 1;
         let k = task * 1_000_000_000 + seq;
-        match c
-            .exec_drop("INSERT INTO writes (k, payload) VALUES (?, MD5(?))", (k, k))
-            .await
-        {
-            Ok(()) => {
+        let transaction = seq % 2 == 0;
+        let result = if transaction {
+            // Statements before COMMIT that fail leave nothing behind (the transaction is
+            // rolled back, or dies with its connection); a failed COMMIT is in doubt.
+            let body = async {
+                c.query_drop("START TRANSACTION").await?;
+                c.exec_drop("INSERT INTO writes (k, payload) VALUES (?, MD5(?))", (k, k))
+                    .await?;
                 let id = c.last_insert_id().unwrap_or(0) as i64;
+                c.exec_drop(
+                    "INSERT INTO counters (id, n) VALUES (?, 1) ON DUPLICATE KEY UPDATE n = n + 1",
+                    (task,),
+                )
+                .await?;
+                Ok::<i64, mysql_async::Error>(id)
+            }
+            .await;
+            match body {
+                Ok(id) => c.query_drop("COMMIT").await.map(|()| id).map_err(|e| (e, true)),
+                Err(e) => {
+                    let _ = c.query_drop("ROLLBACK").await;
+                    Err((e, false))
+                }
+            }
+        } else {
+            c.exec_drop("INSERT INTO writes (k, payload) VALUES (?, MD5(?))", (k, k))
+                .await
+                .map(|()| c.last_insert_id().unwrap_or(0) as i64)
+                .map_err(|e| (e, false))
+        };
+        match result {
+            Ok(id) => {
                 log.acked.push((k, id, on));
                 log.commits.push(Instant::now());
+                if transaction {
+                    log.counter.0 += 1;
+                }
+                if on == Server::Target {
+                    on_target.fetch_add(1, Ordering::SeqCst);
+                }
             }
-            Err(e) if refused_read_only(&e) => {
+            Err((e, at_commit)) if refused_read_only(&e) && !at_commit => {
                 // Refused before it happened: ask both servers again.
                 on = other(on);
                 conn = None;
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
-            Err(e) => {
-                // The connection died with the statement in flight (killed at the fence).
+            Err((e, _)) => {
+                // The connection died with the statement in flight (killed at the fence), or
+                // the COMMIT failed: either may or may not have happened.
                 log.in_doubt.push(k);
+                if transaction {
+                    log.counter.1 += 1;
+                }
                 if log.errors.len() < 20 {
                     log.errors.push(e.to_string());
                 }
@@ -245,6 +317,16 @@ impl MyLedger {
                 out.unexpected.push(format!("writes:{k}"));
             } else if doubt.contains(k) && *n > 1 {
                 out.duplicated.push(format!("writes:{k} x{n}"));
+            }
+        }
+        let counters: Vec<(i64, i64)> = conn.query("SELECT id, n FROM counters").await?;
+        let counters: HashMap<i64, i64> = counters.into_iter().collect();
+        for (task, acked, doubt) in &self.counters {
+            let n = counters.get(task).copied().unwrap_or(0);
+            if n < *acked || n > acked + doubt {
+                out.counter_problems.push(format!(
+                    "counter {task} is {n}, expected {acked} (+ up to {doubt} in doubt)"
+                ));
             }
         }
         let last_source = self
