@@ -105,57 +105,76 @@ async fn a_failure_in_the_second_pairs_catch_up_rolls_back_both_and_both_sources
     assert!(err.contains("nothing to resume"), "{err}");
 }
 
-/// One case of the boundary sweep: a fresh database and migration, the runner stopped right
-/// after journal record `at` and killed, `status` read, then `--resume`.
-async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
-    eprintln!("case: stop at record {at}");
-    let db = format!("k{at}");
-    pg.database(&db).await;
-    let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
+/// The part of a sweep case both engines share: the runner of the plan at `path` stopped right
+/// after journal record `at` and killed; `status` read and checked against the servers' own
+/// answer (`serves`: whether the source and the target take the app's writes); then one
+/// `run --resume`. At some records the journal's tail is torn first (a crash mid-append), or
+/// the first resume is itself killed right after its own first step record (a crash during a
+/// resume), and resumed again. Returns whether the run went forward, and the last record's
+/// type before the kill.
+async fn crash_and_resume(
+    path: &std::path::Path,
+    at: u64,
+    serves: impl AsyncFn() -> (bool, bool),
+) -> (bool, String) {
     let plan_arg = path.to_str().unwrap().to_owned();
-    let writer = pg.writer(&db, 200);
     let mut child = spawn_stopping(&["run", &plan_arg], Some(at), None);
     let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_stopped(&mut child, Duration::from_secs(30))
     }));
     if !matches!(stopped, Ok(true)) {
-        let (_, out, err) = support::run(&["pg", "status", &plan_arg]);
-        panic!(
-            "record {at}: the runner did not stop there ({stopped:?}); pg status:\n{out}\n{err}"
-        );
+        let (_, out, err) = support::run(&["status", &plan_arg]);
+        panic!("record {at}: the runner did not stop there ({stopped:?}); status:\n{out}\n{err}");
     }
-    let last = journal(&path).last().cloned().unwrap();
+    let last = journal(path).last().cloned().unwrap();
     assert_eq!(last.seq, at);
     if at == 8 {
-        // A second runner is refused while the first holds the migration, and told who.
+        // A second runner is refused while the first holds the migration, and told who; so is
+        // every command that changes a server (the resume below then proves they changed
+        // nothing: the run finishes or rolls back as if they had not been called).
         let (code, _, err) = support::run(&["run", &plan_arg]);
         assert_eq!(code, 1, "{err}");
         assert!(
             err.contains("another runner holds this migration") && err.contains("`run`"),
             "{err}"
         );
-        // So is every command that changes a server (the resume below then proves they
-        // changed nothing: the run finishes or rolls back as if they had not been called).
+        let plan = cutover::plan::load(path).unwrap();
+        let group = if plan.postgres.is_empty() {
+            "mysql"
+        } else {
+            "pg"
+        };
         for cmd in ["start", "cleanup"] {
-            let (code, _, err) = support::run(&["pg", cmd, &plan_arg]);
-            assert_eq!(code, 1, "pg {cmd}: {err}");
+            let (code, _, err) = support::run(&[group, cmd, &plan_arg]);
+            assert_eq!(code, 1, "{group} {cmd}: {err}");
             assert!(
                 err.contains("another runner holds this migration") && err.contains("`run`"),
-                "pg {cmd}: {err}"
+                "{group} {cmd}: {err}"
             );
         }
     }
     kill9(&mut child);
+    let journal_file =
+        cutover::state::StateDir::new(&cutover::plan::load(path).unwrap().migration.state_dir)
+            .run()
+            .join("journal.jsonl");
+    if at % 5 == 0 {
+        // A crash mid-append leaves half a record: every read skips it, the next append cuts it.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal_file)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"seq\": 999, \"ty").unwrap();
+    }
 
     // status tells the truth before the resume: what the servers are, and what resume does.
-    let status = run::status(&cutover::plan::load(&path).unwrap())
+    let status = run::status(&cutover::plan::load(path).unwrap())
         .await
         .unwrap();
-    let past = journal(&path)
+    let past = journal(path)
         .iter()
         .any(|r| matches!(r.entry, Entry::PointOfNoReturn));
-    let source_serves = pg.app_writes(&pg.source, &db).await;
-    let target_serves = pg.app_writes(&pg.target, &db).await;
+    let (source_serves, target_serves) = serves().await;
     let (_, state) = &status.pairs[0];
     match (source_serves, target_serves) {
         (true, false) => assert!(state.contains("the source serves writes"), "{at}: {state}"),
@@ -173,34 +192,92 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
         status.resume_would
     );
     assert_eq!(status.outcome, None, "record {at}: the run is interrupted");
-
-    let (code, out, err) = support::run(&["run", "--resume", &plan_arg]);
     let forward = past || target_serves;
-    let outcome = journal(&path).iter().rev().find_map(|r| match &r.entry {
+
+    if at % 4 == 2 {
+        // The resume crashes too, right after its decision and its first record after it.
+        let mut child = spawn_stopping(&["run", "--resume", &plan_arg], Some(at + 2), None);
+        if wait_stopped(&mut child, Duration::from_secs(30)) {
+            kill9(&mut child);
+        }
+        let status = run::status(&cutover::plan::load(path).unwrap())
+            .await
+            .unwrap();
+        let (s, t) = serves().await;
+        assert!(!(s && t), "record {at}: both serve after a crashed resume");
+        if status.outcome.is_none() {
+            assert!(
+                status
+                    .resume_would
+                    .contains(if forward { "go forward" } else { "roll back" }),
+                "record {at}, crashed resume: {}",
+                status.resume_would
+            );
+        }
+    }
+    let (code, out, err) = support::run(&["run", "--resume", &plan_arg]);
+    let outcome = journal(path).iter().rev().find_map(|r| match &r.entry {
         Entry::RunFinished { outcome, .. } => Some(*outcome),
         _ => None,
     });
+    // A resume that the crashed one already finished has nothing left (exit 2); the journal
+    // says how it ended either way.
     if forward {
-        assert_eq!(
-            (code, outcome),
-            (0, Some(Outcome::Completed)),
-            "record {at}:\n{out}\n{err}"
+        assert!(
+            matches!(code, 0 | 2) && outcome == Some(Outcome::Completed),
+            "record {at}: {code} {outcome:?}\n{out}\n{err}"
         );
     } else {
-        assert_eq!(
-            (code, outcome),
-            (1, Some(Outcome::RolledBack)),
-            "record {at}:\n{out}\n{err}"
+        assert!(
+            matches!(code, 1 | 2) && outcome == Some(Outcome::RolledBack),
+            "record {at}: {code} {outcome:?}\n{out}\n{err}"
         );
     }
-    // Exactly one server serves afterwards, the right one, and no acknowledged write is lost.
-    assert_eq!(
-        pg.app_writes(&pg.source, &db).await,
-        !forward,
-        "record {at}"
+    assert!(
+        code != 2 || at % 4 == 2,
+        "record {at}: only a crashed resume's work can be done already:\n{err}"
     );
-    assert_eq!(pg.app_writes(&pg.target, &db).await, forward, "record {at}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Exactly one server serves afterwards, the right one.
+    assert_eq!(serves().await, (!forward, forward), "record {at}");
+    // The journal reads whole: nothing torn is left in the middle.
+    let text = std::fs::read_to_string(&journal_file).unwrap();
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("record {at}: a journal line does not parse ({e}): {line}"));
+    }
+    if at % 5 == 0 {
+        assert!(
+            text.contains("journal-repaired"),
+            "record {at}: the cut is journalled"
+        );
+    }
+    (forward, last_entry_name(&last.entry))
+}
+
+/// One case of the PostgreSQL sweep: a fresh database and migration, a writer, the crash at
+/// record `at`, the resume, and the row-by-row proof on the server that serves.
+async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
+    eprintln!("case: stop at record {at}");
+    let db = format!("k{at}");
+    pg.database(&db).await;
+    let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let writer = pg.writer(&db, 200);
+    let (forward, last) = crash_and_resume(&path, at, async || {
+        (
+            pg.app_writes(&pg.source, &db).await,
+            pg.app_writes(&pg.target, &db).await,
+        )
+    })
+    .await;
+    if forward {
+        assert!(
+            writer.wait_on_target(20, Duration::from_secs(30)).await,
+            "record {at}: the writer reached the new primary"
+        );
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let ledger = writer.stop().await;
     let serving = if forward { &pg.target } else { &pg.source };
     let check = ledger
@@ -208,6 +285,12 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
         .await
         .unwrap();
     assert!(check.clean(), "record {at}: {check:?}");
+    assert!(check.acked > 0, "record {at}: the writer wrote: {check:?}");
+    assert_eq!(
+        check.acked_on_target > 0,
+        forward,
+        "record {at}: writes on the new primary exactly when it went forward: {check:?}"
+    );
     // Replication objects removed: each case's subscription would otherwise hold an apply
     // worker on the shared clusters.
     let (code, out, err) = support::run(&["pg", "cleanup", &plan_arg]);
@@ -220,7 +303,46 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
             .await
             .unwrap();
     }
-    (forward, last_entry_name(&last.entry))
+    (forward, last)
+}
+
+/// One case of the MariaDB sweep: fresh servers, a writer committing single inserts and
+/// multi-statement transactions, the crash at record `at`, the resume, and the proof.
+async fn kill_at_mysql(at: u64) -> (bool, String) {
+    use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig};
+    eprintln!("case (mariadb): stop at record {at}");
+    let m = MariaPair::start().await;
+    let path = write_plan(m.dir.path(), "my", &m.pair_toml());
+    let writer = MyWriter::start(MyWriterConfig {
+        source: m.opts(&m.source),
+        target: m.opts(&m.target),
+        rate: 200,
+        tasks: 2,
+    });
+    let (forward, last) = crash_and_resume(&path, at, async || {
+        (m.app_writes(&m.source).await, m.app_writes(&m.target).await)
+    })
+    .await;
+    if forward {
+        assert!(
+            writer.wait_on_target(20, Duration::from_secs(30)).await,
+            "record {at}: the writer reached the new primary"
+        );
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ledger = writer.stop().await;
+    let serving = if forward { &m.target } else { &m.source };
+    let mut conn = serving.connect(Some("app")).await.unwrap();
+    let check = ledger.check(&mut conn).await.unwrap();
+    assert!(check.clean(), "record {at}: {check:?}");
+    assert!(check.acked > 0, "record {at}: the writer wrote: {check:?}");
+    assert_eq!(
+        check.acked_on_target > 0,
+        forward,
+        "record {at}: writes on the new primary exactly when it went forward: {check:?}"
+    );
+    (forward, last)
 }
 
 fn last_entry_name(e: &Entry) -> String {
@@ -241,6 +363,18 @@ async fn kill_9_at_every_step_boundary_then_resume_finishes_or_rolls_back_with_n
         outcomes.push((at, kill_at(&pg, at).await));
     }
     // Before the point of no return (record 12) every case rolled back; after it, forward.
+    for (at, (forward, entry)) in &outcomes {
+        assert_eq!(*forward, *at >= 12, "record {at} ({entry})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_at_every_record_of_a_mariadb_run_then_resume_with_nothing_lost() {
+    // The same steps and records as the PostgreSQL plan's: point of no return at record 12.
+    let mut outcomes = Vec::new();
+    for at in 2..=18 {
+        outcomes.push((at, kill_at_mysql(at).await));
+    }
     for (at, (forward, entry)) in &outcomes {
         assert_eq!(*forward, *at >= 12, "record {at} ({entry})");
     }

@@ -182,6 +182,11 @@ fn print_status(s: &status::Status) {
     for d in &s.drift {
         outln!("  DRIFT (a cutover refuses until the target matches): {d}");
     }
+    for xid in &s.xa_prepared {
+        outln!(
+            "  PREPARED XA transaction on the source (a cutover refuses while it is pending): {xid}"
+        );
+    }
 }
 
 async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {

@@ -207,7 +207,11 @@ async fn run_task(
             }
             .await;
             match body {
-                Ok(id) => c.query_drop("COMMIT").await.map(|()| id).map_err(|e| (e, true)),
+                Ok(id) => c
+                    .query_drop("COMMIT")
+                    .await
+                    .map(|()| id)
+                    .map_err(|e| (e, true)),
                 Err(e) => {
                     let _ = c.query_drop("ROLLBACK").await;
                     Err((e, false))

@@ -412,7 +412,9 @@ impl MyWindow {
             .await?
             .as_deref()
             .is_some_and(|v| v == "1" || v == "ON")
-            && !writers::locked(source, &pair.plan.name).await?.is_empty()
+            && !writers::locked_now(source, &pair.plan.name)
+                .await?
+                .is_empty()
         {
             return Err(MyError::Refused(format!(
                 "{}: the source is already fenced by an earlier cutover that was interrupted; resume it (it finishes or rolls back) instead of starting another",
@@ -697,7 +699,7 @@ impl MyWindow {
         let name = self.pair.plan.name.clone();
         let on = |v: Option<String>| v.is_some_and(|v| v == "1" || v == "ON");
         let source_ro = on(self.source.variable("read_only").await?);
-        let locked = writers::locked(&mut self.source, &name).await?;
+        let locked = writers::locked_now(&mut self.source, &name).await?;
         let target_ro = on(self.target.variable("read_only").await?);
         let rows = self
             .target

@@ -203,6 +203,17 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
     }
     let already_started = replicating(pair, target).await?;
 
+    // Prepared XA transactions: their commit would come later, on whichever server their
+    // transaction manager reaches, and a snapshot taken meanwhile holds no trace of them.
+    for xid in super::writers::xa_prepared(source).await? {
+        c.add(
+            source,
+            Severity::Error,
+            format!("a prepared XA transaction is pending ({xid}): its transaction manager would commit it later, and not on the target"),
+            format!("let the transaction manager finish it, or XA COMMIT {xid}; / XA ROLLBACK {xid};"),
+        );
+    }
+
     // Binary log on the source (and on the target when it must feed reverse replication).
     let reverse = pair.plan.reverse_replication;
     for (db, needed) in [(&mut *source, true), (&mut *target, reverse)] {

@@ -36,6 +36,9 @@ pub struct Status {
     /// Tables and columns of the plan's databases the target lacks (a cutover refuses while
     /// this is not empty).
     pub drift: Vec<String>,
+    /// Prepared XA transactions on the source, as `XA COMMIT` names them (a cutover refuses
+    /// while any is pending).
+    pub xa_prepared: Vec<String>,
 }
 
 impl Status {
@@ -77,8 +80,10 @@ pub async fn status(
     } else {
         Vec::new()
     };
+    let xa_prepared = super::writers::xa_prepared(source).await?;
     Ok(Status {
         drift,
+        xa_prepared,
         pair: pair.plan.name.clone(),
         configured,
         io_running: row

@@ -353,6 +353,26 @@ pub async fn locked(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
         .collect())
 }
 
+/// The accounts recorded for `pair` that are locked on the server right now, as `'u'@'h'`.
+/// The gate records which accounts the fence will lock before the fence runs, so the record
+/// alone says what cutover meant to do; a server's state is read from the accounts themselves.
+pub async fn locked_now(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
+    let recorded = locked(db, pair).await?;
+    if recorded.is_empty() {
+        return Ok(recorded);
+    }
+    let actually: BTreeSet<String> = accounts(db, &[])
+        .await?
+        .into_iter()
+        .filter(|a| a.locked)
+        .map(|a| format!("{}@{}", literal(&a.user), literal(&a.host)))
+        .collect();
+    Ok(recorded
+        .into_iter()
+        .filter(|name| actually.contains(name))
+        .collect())
+}
+
 /// Prepares the one statement that unlocks the accounts cutover locked for `pair` (for use
 /// inside the window; the session is set to keep it out of the binlog). `None`: none locked.
 pub async fn prepare_unlock(db: &mut Db, pair: &str) -> Result<Option<String>, MyError> {

@@ -175,6 +175,20 @@ impl MariaPair {
         m.user_opts("app", APP_PASSWORD, "app")
     }
 
+    /// Whether the app user can log in on `m` and write (an insert, rolled back).
+    pub async fn app_writes(&self, m: &MariaDb) -> bool {
+        let Ok(mut c) = mysql_async::Conn::new(self.opts(m)).await else {
+            return false;
+        };
+        let ok = c.query_drop("START TRANSACTION").await.is_ok()
+            && c.query_drop("INSERT INTO writes (k, payload) VALUES (-1, 'probe')")
+                .await
+                .is_ok();
+        let _ = c.query_drop("ROLLBACK").await;
+        let _ = c.disconnect().await;
+        ok
+    }
+
     /// Whether `m` is writable (read_only off).
     pub async fn writable(&self, m: &MariaDb) -> bool {
         let mut c = m.connect(None).await.unwrap();
