@@ -158,7 +158,7 @@ async fn crash_and_resume(
         cutover::state::StateDir::new(&cutover::plan::load(path).unwrap().migration.state_dir)
             .run()
             .join("journal.jsonl");
-    if at % 5 == 0 {
+    if at.is_multiple_of(5) {
         // A crash mid-append leaves half a record: every read skips it, the next append cuts it.
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -245,7 +245,7 @@ async fn crash_and_resume(
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("record {at}: a journal line does not parse ({e}): {line}"));
     }
-    if at % 5 == 0 {
+    if at.is_multiple_of(5) {
         assert!(
             text.contains("journal-repaired"),
             "record {at}: the cut is journalled"
