@@ -600,6 +600,22 @@ async fn rollback_after_a_completed_run_brings_every_row_back_to_the_old_primari
     assert!(pg.app_writes(&pg.target, "rb").await);
     assert!(!pg.app_writes(&pg.source, "rb").await);
     assert!(m.writable(&m.target).await && !m.writable(&m.source).await);
+    // A runner with a state directory of its own (another migration name) is refused by the
+    // servers themselves, changes nothing, and says what it read from them.
+    let other = write_plan(pg.dir.path(), "rb-again", &body);
+    let (code, out, err) = support::run(&["run", other.to_str().unwrap()]);
+    assert_eq!(code, 1, "a second runner:\n{out}\n{err}");
+    assert!(
+        !out.contains("every source serves writes again"),
+        "no false word about the sources:\n{out}"
+    );
+    assert!(
+        out.contains("the target serves writes (source fenced)"),
+        "the servers as read:\n{out}"
+    );
+    assert!(pg.app_writes(&pg.target, "rb").await);
+    assert!(!pg.app_writes(&pg.source, "rb").await);
+    assert!(m.writable(&m.target).await && !m.writable(&m.source).await);
 
     let (code, out, err) = support::run(&["run", "--rollback", &plan_arg]);
     assert_eq!(code, 0, "rollback:\n{out}\n{err}");

@@ -1250,6 +1250,7 @@ impl<'a> Runner<'a> {
         // Each pair's state as read from its servers now, never as assumed: a runner that
         // failed against servers another run had changed must not say they serve.
         let mut states = Vec::new();
+        let undone = all_serve;
         for (db, component) in databases(self.plan) {
             let read = match self.window(db).await {
                 Ok(w) => w.state().await.map_err(|e| e.to_string()),
@@ -1266,21 +1267,29 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        let every_source_serves = all_serve;
         let states = if states.is_empty() {
             String::new()
         } else {
             format!(" [read from the servers: {}]", states.join("; "))
         };
-        let (outcome, summary) = if all_serve {
+        let hooks_note = if hook_failures.is_empty() {
+            String::new()
+        } else {
+            "; an on-rollback hook failed (see above)".to_owned()
+        };
+        let (outcome, summary) = if undone && every_source_serves {
+            (
+                Outcome::RolledBack,
+                format!("rolled back ({reason}): every source serves writes again{states}{hooks_note}"),
+            )
+        } else if undone {
+            // This run undid what it did; the servers are not all as a fresh start would
+            // find them (another run's work, a server down): said as read, not assumed.
             (
                 Outcome::RolledBack,
                 format!(
-                    "rolled back ({reason}): every source serves writes again{states}{}",
-                    if hook_failures.is_empty() {
-                        String::new()
-                    } else {
-                        "; an on-rollback hook failed (see above)".to_owned()
-                    }
+                    "rolled back ({reason}): nothing this run changed is left, but not every source serves writes{states}{hooks_note}"
                 ),
             )
         } else {
