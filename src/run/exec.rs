@@ -974,6 +974,7 @@ impl<'a> Runner<'a> {
                     component: self.steps[i].component.clone(),
                 })?;
                 crate::run::test_stop::maybe_stop(self.seq);
+                crate::run::test_stop::maybe_stop_at_step(i, "begin");
             }
             let results = if self.past_ponr {
                 self.exec_batch(&batch).await
@@ -1012,6 +1013,7 @@ impl<'a> Runner<'a> {
                             detail,
                         })?;
                         crate::run::test_stop::maybe_stop(self.seq);
+                        crate::run::test_stop::maybe_stop_at_step(i, "done");
                     }
                     Err(error) => {
                         self.record(Entry::StepFailed {
@@ -1281,7 +1283,9 @@ impl<'a> Runner<'a> {
         let (outcome, summary) = if undone && every_source_serves {
             (
                 Outcome::RolledBack,
-                format!("rolled back ({reason}): every source serves writes again{states}{hooks_note}"),
+                format!(
+                    "rolled back ({reason}): every source serves writes again{states}{hooks_note}"
+                ),
             )
         } else if undone {
             // This run undid what it did; the servers are not all as a fresh start would
