@@ -32,3 +32,18 @@ pub fn maybe_stop(seq: u64) {
         }
     }
 }
+
+/// The variable naming a step and a side (`INDEX:begin` or `INDEX:done`) after whose journal
+/// record a run stops itself the same way: steps are found by kind in the step list, which
+/// record numbers are not.
+pub const STEP_VAR: &str = "CUTOVER_TEST_STOP_AT_STEP";
+
+/// Stops the process if step `index`'s `side` record is the one [`STEP_VAR`] names.
+pub fn maybe_stop_at_step(index: usize, side: &str) {
+    if std::env::var(STEP_VAR).ok() == Some(format!("{index}:{side}")) {
+        // SAFETY: raise() only signals this process; SIGSTOP cannot be caught.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+    }
+}
