@@ -1347,7 +1347,8 @@ async fn app_writes_my(opts: &mysql_async::Opts) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_at_the_files_hooks_and_dns_records_of_a_whole_lab_run_then_resume() {
     use run::Kind;
-    let cases: Vec<(Box<dyn Fn(&run::Step) -> bool>, &str, bool)> = vec![
+    type Pick = Box<dyn Fn(&run::Step) -> bool>;
+    let cases: Vec<(Pick, &str, bool)> = vec![
         (
             Box::new(|s| matches!(s.kind, Kind::WarmFiles(_))),
             "done",
