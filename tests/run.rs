@@ -117,8 +117,25 @@ async fn crash_and_resume(
     at: u64,
     serves: impl AsyncFn() -> (bool, bool),
 ) -> (bool, String) {
+    crash_and_resume_run(path, at, false, serves).await
+}
+
+/// [`crash_and_resume`] of a forward run or (`reverse`) of a reverse cutover (`run
+/// --rollback`), whose `serves` answers for the side serving when it began and the side it
+/// moves to (the plan's target and source).
+async fn crash_and_resume_run(
+    path: &std::path::Path,
+    at: u64,
+    reverse: bool,
+    serves: impl AsyncFn() -> (bool, bool),
+) -> (bool, String) {
     let plan_arg = path.to_str().unwrap().to_owned();
-    let mut child = spawn_stopping(&["run", &plan_arg], Some(at), None);
+    let args: &[&str] = if reverse {
+        &["run", "--rollback", &plan_arg]
+    } else {
+        &["run", &plan_arg]
+    };
+    let mut child = spawn_stopping(args, Some(at), None);
     let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_stopped(&mut child, Duration::from_secs(30))
     }));
@@ -171,10 +188,21 @@ async fn crash_and_resume(
     let status = run::status(&cutover::plan::load(path).unwrap())
         .await
         .unwrap();
-    let past = journal(path)
+    // This run's point of no return (a reverse cutover follows a run that passed its own).
+    let records = journal(path);
+    let this_run = records
+        .iter()
+        .rposition(|r| matches!(r.entry, Entry::RunStarted { .. }))
+        .unwrap();
+    let past = records[this_run..]
         .iter()
         .any(|r| matches!(r.entry, Entry::PointOfNoReturn));
-    let (source_serves, target_serves) = serves().await;
+    let (from_serves, to_serves) = serves().await;
+    let (source_serves, target_serves) = if reverse {
+        (to_serves, from_serves)
+    } else {
+        (from_serves, to_serves)
+    };
     let (_, state) = &status.pairs[0];
     match (source_serves, target_serves) {
         (true, false) => assert!(state.contains("the source serves writes"), "{at}: {state}"),
@@ -183,7 +211,7 @@ async fn crash_and_resume(
         (true, true) => panic!("record {at}: both servers take the app's writes"),
     }
     assert!(
-        status.resume_would.contains(if past || target_serves {
+        status.resume_would.contains(if past || to_serves {
             "go forward"
         } else {
             "roll back"
@@ -192,7 +220,7 @@ async fn crash_and_resume(
         status.resume_would
     );
     assert_eq!(status.outcome, None, "record {at}: the run is interrupted");
-    let forward = past || target_serves;
+    let forward = past || to_serves;
 
     if at % 4 == 2 {
         // The resume crashes too, right after its decision and its first record after it.
@@ -299,9 +327,12 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
         // The old primary's fence is for good, and the role is the whole cluster's: the next
         // case's app must be able to log in on its source again.
         let c = pg.source.connect(&db).await.unwrap();
-        c.batch_execute("DELETE FROM cutover.blocked_role; ALTER ROLE app LOGIN")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "DO $$ BEGIN IF to_regclass('cutover.blocked_role') IS NOT NULL THEN \
+             DELETE FROM cutover.blocked_role; END IF; END $$; ALTER ROLE app LOGIN",
+        )
+        .await
+        .unwrap();
     }
     (forward, last)
 }
@@ -345,6 +376,75 @@ async fn kill_at_mysql(at: u64) -> (bool, String) {
     (forward, last)
 }
 
+/// One case of the reverse cutover's sweep: a completed forward run, then a writer on the new
+/// primary, `run --rollback` killed at record `at` of its own (counted from its first record),
+/// the resume, and the proof on the server that serves.
+async fn reverse_kill_at(pg: &PgPair, at: u64) -> (bool, String) {
+    eprintln!("case (reverse): stop at its record {at}");
+    let db = format!("r{at}");
+    pg.database(&db).await;
+    let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    assert_eq!(code, 0, "forward run:\n{out}\n{err}");
+    let base = journal(&path).last().unwrap().seq;
+    // The app now writes on the new primary; the reverse cutover moves it to the old one.
+    use cutover::lab::writer::{Writer, WriterConfig};
+    let writer = Writer::start(WriterConfig {
+        source: pg.app_config(&pg.target, &db),
+        target: pg.app_config(&pg.source, &db),
+        rate: 200,
+        tasks: 2,
+        first_task: 0,
+    });
+    assert!(
+        writer.wait_acked(20, Duration::from_secs(30)).await,
+        "record {at}: the writer writes on the new primary"
+    );
+    let (forward, last) = crash_and_resume_run(&path, base + at, true, async || {
+        (
+            pg.app_writes(&pg.target, &db).await,
+            pg.app_writes(&pg.source, &db).await,
+        )
+    })
+    .await;
+    if forward {
+        assert!(
+            writer.wait_on_target(20, Duration::from_secs(30)).await,
+            "record {at}: the writer reached the old primary"
+        );
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ledger = writer.stop().await;
+    let serving = if forward { &pg.source } else { &pg.target };
+    let check = ledger
+        .check(&serving.connect(&db).await.unwrap())
+        .await
+        .unwrap();
+    assert!(check.clean(), "record {at}: {check:?}");
+    assert!(check.acked > 0, "record {at}: the writer wrote: {check:?}");
+    assert_eq!(
+        check.acked_on_target > 0,
+        forward,
+        "record {at}: writes on the old primary exactly when the reverse cutover went on: {check:?}"
+    );
+    let (code, out, err) = support::run(&["pg", "cleanup", &plan_arg]);
+    assert_eq!(code, 0, "record {at}: cleanup:\n{out}\n{err}");
+    // Fences are for good and roles are the whole cluster's: the next case's app must log in
+    // on both clusters again.
+    for side in [&pg.source, &pg.target] {
+        let c = side.connect(&db).await.unwrap();
+        c.batch_execute(
+            "DO $$ BEGIN IF to_regclass('cutover.blocked_role') IS NOT NULL THEN \
+             DELETE FROM cutover.blocked_role; END IF; END $$; ALTER ROLE app LOGIN",
+        )
+        .await
+        .unwrap();
+    }
+    (forward, last)
+}
+
 fn last_entry_name(e: &Entry) -> String {
     serde_json::to_value(e).unwrap()["type"]
         .as_str()
@@ -365,6 +465,26 @@ async fn kill_9_at_every_step_boundary_then_resume_finishes_or_rolls_back_with_n
     // Before the point of no return (record 12) every case rolled back; after it, forward.
     for (at, (forward, entry)) in &outcomes {
         assert_eq!(*forward, *at >= 12, "record {at} ({entry})");
+    }
+}
+
+/// The reverse cutover's own records: `run --rollback` of a completed run, killed at each.
+/// Before its point of no return a resume gives the app back to the new primary, after it the
+/// old primary serves; never both, nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_at_every_record_of_a_reverse_cutover_then_resume_with_nothing_lost() {
+    let pg = PgPair::start().await;
+    // Its steps: prepare, gate, fence, catch-up, promote (the point of no return before it),
+    // finish, report; its records: run-started (1), then a begin and a done per step.
+    let mut seen = Vec::new();
+    for at in 2..=16 {
+        seen.push((at, reverse_kill_at(&pg, at).await));
+    }
+    let went: Vec<_> = seen.iter().map(|(at, (f, _))| (*at, *f)).collect();
+    // Before the point of no return (its record is 10: after the catch-up's done, 9) the
+    // reverse run rolls back; from it on it goes on.
+    for (at, f) in &went {
+        assert_eq!(*f, *at >= 10, "record {at}: {seen:?}");
     }
 }
 

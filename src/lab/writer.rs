@@ -99,6 +99,7 @@ pub struct Ledger {
 pub struct Writer {
     stop: Arc<AtomicBool>,
     on_target: Arc<AtomicUsize>,
+    acked: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<TaskLog>>,
     keys: (i64, i64),
     first_task: i32,
@@ -134,6 +135,7 @@ impl Writer {
     pub fn start(config: WriterConfig) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let on_target = Arc::new(AtomicUsize::new(0));
+        let acked = Arc::new(AtomicUsize::new(0));
         let period = Duration::from_secs_f64(config.tasks as f64 / config.rate.max(1) as f64);
         let first_task = config.first_task;
         let keys = (
@@ -144,13 +146,14 @@ impl Writer {
             .map(|task| {
                 let stop = stop.clone();
                 let config = config.clone();
-                let on_target = on_target.clone();
-                tokio::spawn(async move { run_task(task, config, period, stop, on_target).await })
+                let counts = (on_target.clone(), acked.clone());
+                tokio::spawn(async move { run_task(task, config, period, stop, counts).await })
             })
             .collect();
         Writer {
             stop,
             on_target,
+            acked,
             tasks,
             keys,
             first_task,
@@ -160,6 +163,19 @@ impl Writer {
     /// Commits acknowledged by the target so far.
     pub fn acked_on_target(&self) -> usize {
         self.on_target.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` commits were acknowledged by either server (the writer really writes),
+    /// up to `limit`; whether they were.
+    pub async fn wait_acked(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.acked.load(Ordering::SeqCst) < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Waits until the target acknowledged `n` commits (the writer really reached the new
@@ -219,7 +235,7 @@ async fn run_task(
     config: WriterConfig,
     period: Duration,
     stop: Arc<AtomicBool>,
-    on_target: Arc<AtomicUsize>,
+    (on_target, acked): (Arc<AtomicUsize>, Arc<AtomicUsize>),
 ) -> TaskLog {
     let mut log = TaskLog::default();
     let mut current: Option<(Server, Client)> = None;
@@ -313,6 +329,7 @@ async fn run_task(
         };
         if ok {
             log.commits.push(Instant::now());
+            acked.fetch_add(1, Ordering::SeqCst);
             if *on == Server::Target {
                 on_target.fetch_add(1, Ordering::SeqCst);
             }

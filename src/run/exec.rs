@@ -1932,13 +1932,30 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
         Some(Entry::RunStarted { reverse: true, .. }) => reverse_steps(plan),
         _ => steps(plan),
     };
+    let reverse = matches!(
+        records.first().map(|r| &r.entry),
+        Some(Entry::RunStarted { reverse: true, .. })
+    );
     let mut pairs = Vec::new();
     let mut states = Vec::new();
     let mut any_promoted = false;
+    if reverse {
+        // A reverse cutover's resume reads the pairs backwards (its target is the old
+        // primary): what it would do is decided on the same reading.
+        for (db, _) in databases(plan) {
+            if let Ok(mut w) = open_window(plan, db, true, true).await
+                && let Ok(s) = w.state().await
+            {
+                any_promoted |= s.target_promoted && s.source_fenced;
+            }
+        }
+    }
     for (component, state) in pair_states(plan).await {
         match state {
             Ok(s) => {
-                any_promoted |= s.target_promoted && s.source_fenced;
+                if !reverse {
+                    any_promoted |= s.target_promoted && s.source_fenced;
+                }
                 pairs.push((
                     component.clone(),
                     format!("{}; {}", s.serving(), s.lines.join("; ")),
@@ -1961,6 +1978,8 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
         "nothing yet: a runner holds the migration (it is running)".to_owned()
     } else if progress.past_point_of_no_return || any_promoted {
         "go forward: finish the remaining steps (past the point of no return)".to_owned()
+    } else if reverse {
+        "roll back the reverse cutover: the new primaries serve again (before its point of no return); with --continue, go on instead".to_owned()
     } else {
         "roll back every fenced source (before the point of no return); with --continue, go on instead".to_owned()
     };
