@@ -282,51 +282,73 @@ async fn crash_and_resume_run(
     (forward, last_entry_name(&last.entry))
 }
 
-/// One case of the PostgreSQL sweep: a fresh database and migration, a writer, the crash at
-/// record `at`, the resume, and the row-by-row proof on the server that serves.
-async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
-    eprintln!("case: stop at record {at}");
-    let db = format!("k{at}");
+/// One case of a PostgreSQL sweep: a fresh database and migration, a writer, the crash at
+/// record `at`, the resume, and the row-by-row proof on the server that serves. `reverse`:
+/// the case is the reverse cutover's (`run --rollback` after a completed forward run, the
+/// writer starting on the new primary, `at` counted from the reverse run's first record).
+async fn pg_case(pg: &PgPair, at: u64, reverse: bool) -> (bool, String) {
+    use cutover::lab::writer::{Writer, WriterConfig};
+    eprintln!(
+        "case: stop at record {at}{}",
+        if reverse {
+            " of the reverse cutover"
+        } else {
+            ""
+        }
+    );
+    let db = format!("{}{at}", if reverse { "r" } else { "k" });
     pg.database(&db).await;
     let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
     let plan_arg = path.to_str().unwrap().to_owned();
-    let writer = pg.writer(&db, 200);
-    let (forward, last) = crash_and_resume(&path, at, async || {
-        (
-            pg.app_writes(&pg.source, &db).await,
-            pg.app_writes(&pg.target, &db).await,
-        )
+    // The side serving when the swept run begins, and the side it moves the app to.
+    let (from, to) = if reverse {
+        (&pg.target, &pg.source)
+    } else {
+        (&pg.source, &pg.target)
+    };
+    let record = if reverse {
+        let (code, out, err) = support::run(&["run", &plan_arg]);
+        assert_eq!(code, 0, "forward run:\n{out}\n{err}");
+        journal(&path).last().unwrap().seq + at
+    } else {
+        at
+    };
+    let writer = Writer::start(WriterConfig {
+        source: pg.app_config(from, &db),
+        target: pg.app_config(to, &db),
+        rate: 200,
+        tasks: 2,
+        first_task: 0,
+    });
+    assert!(
+        writer.wait_acked(20, Duration::from_secs(30)).await,
+        "record {at}: the writer writes before the run"
+    );
+    let (forward, last) = crash_and_resume_run(&path, record, reverse, async || {
+        (pg.app_writes(from, &db).await, pg.app_writes(to, &db).await)
     })
     .await;
-    if forward {
-        assert!(
-            writer.wait_on_target(20, Duration::from_secs(30)).await,
-            "record {at}: the writer reached the new primary"
-        );
-    } else {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    settle(
+        at,
+        forward,
+        writer.wait_on_target(20, Duration::from_secs(30)),
+    )
+    .await;
     let ledger = writer.stop().await;
-    let serving = if forward { &pg.target } else { &pg.source };
+    let serving = if forward { to } else { from };
     let check = ledger
         .check(&serving.connect(&db).await.unwrap())
         .await
         .unwrap();
-    assert!(check.clean(), "record {at}: {check:?}");
-    assert!(check.acked > 0, "record {at}: the writer wrote: {check:?}");
-    assert_eq!(
-        check.acked_on_target > 0,
-        forward,
-        "record {at}: writes on the new primary exactly when it went forward: {check:?}"
-    );
+    prove_case(at, forward, &check);
     // Replication objects removed: each case's subscription would otherwise hold an apply
     // worker on the shared clusters.
     let (code, out, err) = support::run(&["pg", "cleanup", &plan_arg]);
     assert_eq!(code, 0, "record {at}: cleanup:\n{out}\n{err}");
-    if forward {
-        // The old primary's fence is for good, and the role is the whole cluster's: the next
-        // case's app must be able to log in on its source again.
-        let c = pg.source.connect(&db).await.unwrap();
+    // Fences are for good and roles are the whole cluster's: the next case's app must log in
+    // on both clusters again.
+    for side in [from, to] {
+        let c = side.connect(&db).await.unwrap();
         c.batch_execute(
             "DO $$ BEGIN IF to_regclass('cutover.blocked_role') IS NOT NULL THEN \
              DELETE FROM cutover.blocked_role; END IF; END $$; ALTER ROLE app LOGIN",
@@ -335,6 +357,31 @@ async fn kill_at(pg: &PgPair, at: u64) -> (bool, String) {
         .unwrap();
     }
     (forward, last)
+}
+
+/// After a sweep case's resume: when the run went forward, the writer reached the side it moved
+/// to (`reached`); otherwise it goes on writing where it was for a moment.
+async fn settle(at: u64, forward: bool, reached: impl std::future::Future<Output = bool>) {
+    if forward {
+        assert!(
+            reached.await,
+            "record {at}: the writer reached the new primary"
+        );
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A sweep case's ledger, checked on the server that serves: nothing lost, duplicated or
+/// taken by both; the writer wrote, and on the side moved to exactly when the run went forward.
+fn prove_case(at: u64, forward: bool, check: &cutover::lab::writer::LedgerCheck) {
+    assert!(check.clean(), "record {at}: {check:?}");
+    assert!(check.acked > 0, "record {at}: the writer wrote: {check:?}");
+    assert_eq!(
+        check.acked_on_target > 0,
+        forward,
+        "record {at}: writes on the new primary exactly when it went forward: {check:?}"
+    );
 }
 
 /// One case of the MariaDB sweep: fresh servers, a writer committing single inserts and
@@ -354,94 +401,16 @@ async fn kill_at_mysql(at: u64) -> (bool, String) {
         (m.app_writes(&m.source).await, m.app_writes(&m.target).await)
     })
     .await;
-    if forward {
-        assert!(
-            writer.wait_on_target(20, Duration::from_secs(30)).await,
-            "record {at}: the writer reached the new primary"
-        );
-    } else {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    settle(
+        at,
+        forward,
+        writer.wait_on_target(20, Duration::from_secs(30)),
+    )
+    .await;
     let ledger = writer.stop().await;
     let serving = if forward { &m.target } else { &m.source };
     let mut conn = serving.connect(Some("app")).await.unwrap();
-    let check = ledger.check(&mut conn).await.unwrap();
-    assert!(check.clean(), "record {at}: {check:?}");
-    assert!(check.acked > 0, "record {at}: the writer wrote: {check:?}");
-    assert_eq!(
-        check.acked_on_target > 0,
-        forward,
-        "record {at}: writes on the new primary exactly when it went forward: {check:?}"
-    );
-    (forward, last)
-}
-
-/// One case of the reverse cutover's sweep: a completed forward run, then a writer on the new
-/// primary, `run --rollback` killed at record `at` of its own (counted from its first record),
-/// the resume, and the proof on the server that serves.
-async fn reverse_kill_at(pg: &PgPair, at: u64) -> (bool, String) {
-    eprintln!("case (reverse): stop at its record {at}");
-    let db = format!("r{at}");
-    pg.database(&db).await;
-    let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
-    let plan_arg = path.to_str().unwrap().to_owned();
-    let (code, out, err) = support::run(&["run", &plan_arg]);
-    assert_eq!(code, 0, "forward run:\n{out}\n{err}");
-    let base = journal(&path).last().unwrap().seq;
-    // The app now writes on the new primary; the reverse cutover moves it to the old one.
-    use cutover::lab::writer::{Writer, WriterConfig};
-    let writer = Writer::start(WriterConfig {
-        source: pg.app_config(&pg.target, &db),
-        target: pg.app_config(&pg.source, &db),
-        rate: 200,
-        tasks: 2,
-        first_task: 0,
-    });
-    assert!(
-        writer.wait_acked(20, Duration::from_secs(30)).await,
-        "record {at}: the writer writes on the new primary"
-    );
-    let (forward, last) = crash_and_resume_run(&path, base + at, true, async || {
-        (
-            pg.app_writes(&pg.target, &db).await,
-            pg.app_writes(&pg.source, &db).await,
-        )
-    })
-    .await;
-    if forward {
-        assert!(
-            writer.wait_on_target(20, Duration::from_secs(30)).await,
-            "record {at}: the writer reached the old primary"
-        );
-    } else {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let ledger = writer.stop().await;
-    let serving = if forward { &pg.source } else { &pg.target };
-    let check = ledger
-        .check(&serving.connect(&db).await.unwrap())
-        .await
-        .unwrap();
-    assert!(check.clean(), "record {at}: {check:?}");
-    assert!(check.acked > 0, "record {at}: the writer wrote: {check:?}");
-    assert_eq!(
-        check.acked_on_target > 0,
-        forward,
-        "record {at}: writes on the old primary exactly when the reverse cutover went on: {check:?}"
-    );
-    let (code, out, err) = support::run(&["pg", "cleanup", &plan_arg]);
-    assert_eq!(code, 0, "record {at}: cleanup:\n{out}\n{err}");
-    // Fences are for good and roles are the whole cluster's: the next case's app must log in
-    // on both clusters again.
-    for side in [&pg.source, &pg.target] {
-        let c = side.connect(&db).await.unwrap();
-        c.batch_execute(
-            "DO $$ BEGIN IF to_regclass('cutover.blocked_role') IS NOT NULL THEN \
-             DELETE FROM cutover.blocked_role; END IF; END $$; ALTER ROLE app LOGIN",
-        )
-        .await
-        .unwrap();
-    }
+    prove_case(at, forward, &ledger.check(&mut conn).await.unwrap());
     (forward, last)
 }
 
@@ -460,7 +429,7 @@ async fn kill_9_at_every_step_boundary_then_resume_finishes_or_rolls_back_with_n
     // before the promotion. Every record from the first step's begin to the last step's done.
     let mut outcomes = Vec::new();
     for at in 2..=18 {
-        outcomes.push((at, kill_at(&pg, at).await));
+        outcomes.push((at, pg_case(&pg, at, false).await));
     }
     // Before the point of no return (record 12) every case rolled back; after it, forward.
     for (at, (forward, entry)) in &outcomes {
@@ -478,7 +447,7 @@ async fn kill_9_at_every_record_of_a_reverse_cutover_then_resume_with_nothing_lo
     // finish, report; its records: run-started (1), then a begin and a done per step.
     let mut seen = Vec::new();
     for at in 2..=16 {
-        seen.push((at, reverse_kill_at(&pg, at).await));
+        seen.push((at, pg_case(&pg, at, true).await));
     }
     let went: Vec<_> = seen.iter().map(|(at, (f, _))| (*at, *f)).collect();
     // Before the point of no return (its record is 10: after the catch-up's done, 9) the
@@ -863,6 +832,18 @@ async fn a_failing_health_check_after_the_promotion_reverses_the_cutover() {
     );
 }
 
+/// Database `db` on `pg`, its plan, and its pair started (`pg start`) and replicating: the
+/// plan's path, as a path and as an argument.
+async fn replicating(pg: &PgPair, db: &str) -> (std::path::PathBuf, String) {
+    pg.database(db).await;
+    let path = write_plan(pg.dir.path(), db, &pg.pair_toml(db, ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let (code, out, err) = support::run(&["pg", "start", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    wait_pg_ready(&path).await;
+    (path, plan_arg)
+}
+
 /// A prepared transaction's rows reach logical replication only at its `COMMIT PREPARED`,
 /// which its transaction manager would send to the old primary after the move. The gate
 /// refuses while one is pending (naming it, its owner and the fix), and the fence checks again
@@ -873,12 +854,7 @@ async fn a_failing_health_check_after_the_promotion_reverses_the_cutover() {
 async fn a_prepared_transaction_refuses_the_gate_and_the_fence_and_nothing_is_lost() {
     let pg = PgPair::start().await;
     let db = "tm";
-    pg.database(db).await;
-    let path = write_plan(pg.dir.path(), db, &pg.pair_toml(db, ""));
-    let plan_arg = path.to_str().unwrap().to_owned();
-    let (code, out, err) = support::run(&["pg", "start", &plan_arg]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    wait_pg_ready(&path).await;
+    let (_, plan_arg) = replicating(&pg, db).await;
     let writer = pg.writer(db, 200);
     // The transaction manager's own session, as the app role.
     let (tm, conn) = pg
@@ -987,12 +963,7 @@ async fn a_prepared_transaction_refuses_the_gate_and_the_fence_and_nothing_is_lo
 async fn a_dead_apply_worker_reads_as_unknown_lag_and_the_refusal_names_its_cause() {
     let pg = PgPair::start().await;
     let db = "drift";
-    pg.database(db).await;
-    let path = write_plan(pg.dir.path(), db, &pg.pair_toml(db, ""));
-    let plan_arg = path.to_str().unwrap().to_owned();
-    let (code, out, err) = support::run(&["pg", "start", &plan_arg]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    wait_pg_ready(&path).await;
+    let (path, plan_arg) = replicating(&pg, db).await;
     let writer = pg.writer(db, 200);
     let source = pg.source.connect(db).await.unwrap();
     source
@@ -1328,8 +1299,8 @@ async fn lab_case(pick: impl Fn(&run::Step) -> bool, side: &str) -> (String, boo
     };
     let my_serves = async || {
         (
-            app_writes_my(&my_app(&lab.maria_source)).await,
-            app_writes_my(&my_app(&lab.maria_target)).await,
+            support::mysql_app_writes(&my_app(&lab.maria_source)).await,
+            support::mysql_app_writes(&my_app(&lab.maria_target)).await,
         )
     };
     let status = run::status(&plan).await.unwrap();
@@ -1447,63 +1418,25 @@ async fn app_writes_pg(config: &tokio_postgres::Config) -> bool {
         .is_ok()
 }
 
-async fn app_writes_my(opts: &mysql_async::Opts) -> bool {
-    use mysql_async::prelude::Queryable;
-    let Ok(mut c) = mysql_async::Conn::new(opts.clone()).await else {
-        return false;
-    };
-    let ok = c.query_drop("START TRANSACTION").await.is_ok()
-        && c.query_drop("INSERT INTO writes (k, payload) VALUES (-1, 'probe')")
-            .await
-            .is_ok();
-    let _ = c.query_drop("ROLLBACK").await;
-    let _ = c.disconnect().await;
-    ok
-}
-
 /// The components the PostgreSQL-only sweep does not have, each killed at its own records:
 /// the files passes and their change-log watcher, a hook, the DNS switch and its wait, the
 /// health check; the two pairs' window phases run side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_at_the_files_hooks_and_dns_records_of_a_whole_lab_run_then_resume() {
     use run::Kind;
-    type Pick = Box<dyn Fn(&run::Step) -> bool>;
-    let cases: Vec<(Pick, &str, bool)> = vec![
+    type Pick = fn(&run::Step) -> bool;
+    let cases: [(Pick, &str, bool); 7] = [
+        (|s| matches!(s.kind, Kind::WarmFiles(_)), "done", false),
+        (|s| matches!(s.kind, Kind::FinalFiles(_)), "begin", false),
+        (|s| matches!(s.kind, Kind::FinalFiles(_)), "done", false),
         (
-            Box::new(|s| matches!(s.kind, Kind::WarmFiles(_))),
+            |s| matches!(s.kind, Kind::Fence(run::Db::Mysql(_))),
             "done",
             false,
         ),
-        (
-            Box::new(|s| matches!(s.kind, Kind::FinalFiles(_))),
-            "begin",
-            false,
-        ),
-        (
-            Box::new(|s| matches!(s.kind, Kind::FinalFiles(_))),
-            "done",
-            false,
-        ),
-        (
-            Box::new(|s| matches!(s.kind, Kind::Fence(run::Db::Mysql(_)))),
-            "done",
-            false,
-        ),
-        (
-            Box::new(|s| matches!(s.kind, Kind::DnsSwitch(_))),
-            "begin",
-            true,
-        ),
-        (
-            Box::new(|s| matches!(s.kind, Kind::DnsWait(_))),
-            "begin",
-            true,
-        ),
-        (
-            Box::new(|s| matches!(s.kind, Kind::Check(_))),
-            "begin",
-            true,
-        ),
+        (|s| matches!(s.kind, Kind::DnsSwitch(_)), "begin", true),
+        (|s| matches!(s.kind, Kind::DnsWait(_)), "begin", true),
+        (|s| matches!(s.kind, Kind::Check(_)), "begin", true),
     ];
     for (pick, side, forward) in cases {
         let (case, went) = lab_case(pick, side).await;

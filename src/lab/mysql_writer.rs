@@ -104,14 +104,7 @@ impl MyWriter {
     /// Waits until the target acknowledged `n` commits (the writer really reached the new
     /// primary), up to `limit`; whether it did.
     pub async fn wait_on_target(&self, n: usize, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.acked_on_target() < n {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        super::writer::wait_for(&self.on_target, n, limit).await
     }
 
     /// Stops the tasks and returns what they saw.

@@ -168,27 +168,13 @@ impl Writer {
     /// Waits until `n` commits were acknowledged by either server (the writer really writes),
     /// up to `limit`; whether they were.
     pub async fn wait_acked(&self, n: usize, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.acked.load(Ordering::SeqCst) < n {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        wait_for(&self.acked, n, limit).await
     }
 
     /// Waits until the target acknowledged `n` commits (the writer really reached the new
     /// primary), up to `limit`; whether it did.
     pub async fn wait_on_target(&self, n: usize, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.acked_on_target() < n {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        wait_for(&self.on_target, n, limit).await
     }
 
     /// Stops the tasks and returns what they saw.
@@ -228,6 +214,18 @@ async fn connect(config: &Config) -> Option<Client> {
         let _ = connection.await;
     });
     Some(client)
+}
+
+/// Waits until `count` reaches `n`, up to `limit`; whether it did.
+pub(crate) async fn wait_for(count: &AtomicUsize, n: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while count.load(Ordering::SeqCst) < n {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 async fn run_task(

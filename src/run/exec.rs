@@ -1593,6 +1593,31 @@ pub async fn run(
     run_under(plan, opts, cancel, observer, None).await
 }
 
+/// The reverse cutover that follows a health check failed after the promotion: its own
+/// journalled run, under the lease of the run it undoes. The forward run's outcome is then
+/// "rolled back" when the reverse cutover completed.
+async fn reverse_after_failed_check(
+    plan: &Plan,
+    force: bool,
+    cancel: CancellationToken,
+    observer: &mut (dyn FnMut(&Record) + Send),
+    lease: Lease,
+) -> Result<(Outcome, RunReport), RunError> {
+    let opts = Options {
+        force,
+        resume: false,
+        go_on: false,
+        rollback: true,
+        leave_files: false,
+    };
+    let (back, report) = Box::pin(run_under(plan, &opts, cancel, observer, Some(lease))).await?;
+    let outcome = match back {
+        Outcome::Completed => Outcome::RolledBack,
+        other => other,
+    };
+    Ok((outcome, report))
+}
+
 /// [`run`], under `lease` when given (the automatic reverse cutover keeps the lease of the run it
 /// undoes: no other runner can step in between).
 async fn run_under(
@@ -1650,20 +1675,7 @@ async fn run_under(
     if opts.resume && progress.reverse_next && !previous_reverse {
         // A health check failed after the promotion, and the process stopped before the
         // reverse cutover it was to start: start it now, under this lease.
-        let opts = Options {
-            force: opts.force,
-            resume: false,
-            go_on: false,
-            rollback: true,
-            leave_files: false,
-        };
-        let (back, report) =
-            Box::pin(run_under(plan, &opts, cancel, observer, Some(lease))).await?;
-        let outcome = match back {
-            Outcome::Completed => Outcome::RolledBack,
-            other => other,
-        };
-        return Ok((outcome, report));
+        return reverse_after_failed_check(plan, opts.force, cancel, observer, lease).await;
     }
     if opts.resume && !previous.is_empty() && progress.finished.is_some() && !progress.resumable {
         // The run ended; only its report may be missing (a crash between its last record and
@@ -1874,20 +1886,7 @@ async fn run_under(
             lease,
             ..
         } = runner;
-        let opts = Options {
-            force: opts.force,
-            resume: false,
-            go_on: false,
-            rollback: true,
-            leave_files: false,
-        };
-        let (back, reverse_report) =
-            Box::pin(run_under(plan, &opts, cancel, observer, Some(lease))).await?;
-        let outcome = match back {
-            Outcome::Completed => Outcome::RolledBack,
-            other => other,
-        };
-        return Ok((outcome, reverse_report));
+        return reverse_after_failed_check(plan, opts.force, cancel, observer, lease).await;
     }
     Ok((outcome, report))
 }

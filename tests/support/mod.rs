@@ -116,6 +116,21 @@ impl PgPair {
     }
 }
 
+/// Whether the app can log in with `opts` and write (an insert into the writer's table,
+/// rolled back).
+pub async fn mysql_app_writes(opts: &mysql_async::Opts) -> bool {
+    let Ok(mut c) = mysql_async::Conn::new(opts.clone()).await else {
+        return false;
+    };
+    let ok = c.query_drop("START TRANSACTION").await.is_ok()
+        && c.query_drop("INSERT INTO writes (k, payload) VALUES (-1, 'probe')")
+            .await
+            .is_ok();
+    let _ = c.query_drop("ROLLBACK").await;
+    let _ = c.disconnect().await;
+    ok
+}
+
 /// Two MariaDB servers with the `app` user and database.
 pub struct MariaPair {
     pub dir: LabDir,
@@ -177,16 +192,7 @@ impl MariaPair {
 
     /// Whether the app user can log in on `m` and write (an insert, rolled back).
     pub async fn app_writes(&self, m: &MariaDb) -> bool {
-        let Ok(mut c) = mysql_async::Conn::new(self.opts(m)).await else {
-            return false;
-        };
-        let ok = c.query_drop("START TRANSACTION").await.is_ok()
-            && c.query_drop("INSERT INTO writes (k, payload) VALUES (-1, 'probe')")
-                .await
-                .is_ok();
-        let _ = c.query_drop("ROLLBACK").await;
-        let _ = c.disconnect().await;
-        ok
+        mysql_app_writes(&self.opts(m)).await
     }
 
     /// Whether `m` is writable (read_only off).
