@@ -1,7 +1,7 @@
 //! DNS against real servers the test starts: PowerDNS (HTTP API) and BIND9 (RFC 2136 + TSIG).
 //! Propagation is checked against two independent PowerDNS servers, one updated later.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! step boundary of the window followed by `--resume`, a second runner refused, Ctrl-C, and the
 //! single-pair cutovers killed inside their window.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Service mode against real servers: the daemon watches a replicating PostgreSQL pair, serves
 //! its figures, keeps answering when a server dies, and refuses changes without the token.
 
-mod support;
+use crate::support;
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};

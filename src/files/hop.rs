@@ -51,10 +51,11 @@ pub fn options(dir: &str) -> Vec<String> {
 }
 
 /// Whether a pass that used the shared connection failed only because its socket could not
-/// be used (ssh's exit 255 and its words for a vanished directory or a stale socket): the pass
+/// be used (ssh's words for a vanished directory or a stale socket, with ssh's exit 255 or, for
+/// rsync, the broken stream it saw first: exit 12, whichever rsync noticed first): the pass
 /// then runs once more on a connection of its own.
 pub fn lost(code: Option<i32>, stderr: &str) -> bool {
-    code == Some(255) && broken(stderr)
+    matches!(code, Some(255) | Some(12)) && broken(stderr)
 }
 
 /// Whether ssh's error output says the control socket could not be used (the directory
@@ -147,6 +148,11 @@ mod tests {
             "unix_listener: cannot bind to path /tmp/cutover-ssh.x/abc.XXXX: No such file or directory"
         ));
         assert!(!broken("Permission denied (publickey)."));
+        // rsync reports the same loss as its own broken stream, or as ssh's exit.
+        let said = "unix_listener: cannot bind to path /tmp/cutover-ssh.x/a.b: No such file or directory\nrsync: connection unexpectedly closed (0 bytes received so far) [Receiver]";
+        assert!(lost(Some(12), said) && lost(Some(255), said));
+        assert!(!lost(Some(12), "rsync: connection unexpectedly closed"));
+        assert!(!lost(Some(23), said));
         let o = options("/tmp/cutover-ssh.abc");
         assert!(o.contains(&"ControlPath=/tmp/cutover-ssh.abc/%C".to_owned()));
     }

@@ -1,0 +1,15 @@
+//! The integration suite, one binary: each area of the tool is a module, and what they share
+//! (the lab's servers as pairs, the binary's runner, plan writers) is in `support`. One binary
+//! links once and lets libtest schedule every test together.
+
+mod support;
+
+mod cli;
+mod dns;
+mod files;
+mod lab_servers;
+mod mysql_replication;
+mod pg_replication;
+mod plan_validation;
+mod run;
+mod serve;
