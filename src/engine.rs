@@ -1,10 +1,13 @@
-//! The contract a run drives every database engine through.
+//! The contract every database engine offers for a pair's whole life: [`Pair`] (preflight,
+//! start, readiness, the window, preparing a reverse cutover, keeping an old primary fenced)
+//! and [`Window`] (gate, fence, catch-up, promote, finish, roll back, the servers' state).
 //!
 //! A run with several pairs must fence every source before any target is promoted, and must be
 //! able to undo all of them if one fails before the point of no return. That only works if the
 //! window of each engine is split into the same phases, each callable on its own, each safe to
 //! call again after a crash (they read the servers' state rather than trusting memory). The
-//! PostgreSQL and MySQL engines implement [`Window`]; the sequencer in `run` never names either.
+//! PostgreSQL and MySQL engines implement both traits; the run, the daemon and the single-pair
+//! commands drive pairs through them and never name an engine's own functions.
 //!
 //! Errors here never name CLI commands: the caller words the advice for its own surface.
 
@@ -134,6 +137,85 @@ impl PairState {
             (false, true) => "BOTH servers accept writes (source not fenced, target promoted)",
         }
     }
+}
+
+/// What a pair's preflight found; nothing was changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflighted {
+    /// Everything found, source first.
+    pub findings: Vec<crate::finding::Finding>,
+    /// How many tables replication would cover.
+    pub tables: usize,
+    /// The engine's own report, for the commands that print it whole.
+    pub detail: serde_json::Value,
+}
+
+impl Preflighted {
+    /// Nothing blocks replication.
+    pub fn passed(&self) -> bool {
+        crate::finding::passed(&self.findings)
+    }
+}
+
+/// One reading of how far replication is from ready for a window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reading {
+    /// The initial copy is done, changes apply, and lag is within the plan's bound.
+    pub ready: bool,
+    /// Where it stands, in words (with figures).
+    pub words: String,
+}
+
+/// A connected reader of a pair's replication progress (one set of connections, read again
+/// and again, so a long wait opens no new sessions).
+#[async_trait::async_trait]
+pub trait Probe: Send {
+    /// Reads where replication stands. An error is a replication that will never get ready
+    /// by waiting (it keeps failing to apply): the caller stops waiting.
+    async fn read(&mut self) -> Result<Reading, EngineError>;
+}
+
+/// A step of a pair's forward run, for the sentence the step list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// Both servers checked.
+    Preflight,
+    /// Replication set up and waited for.
+    Start,
+    /// The source fenced.
+    Fence,
+    /// The target caught up exactly.
+    CatchUp,
+    /// The target promoted.
+    Promote,
+    /// After the promotion.
+    Finish,
+}
+
+/// One database pair of a plan, through its whole life. Each engine implements it for its
+/// own pair type, keeping its connections and SQL inside.
+#[async_trait::async_trait]
+pub trait Pair: Send + Sync {
+    /// `postgres NAME` or `mysql NAME`.
+    fn component(&self) -> String;
+    /// The same pair seen backwards (a reverse cutover: the new primary is the source).
+    fn reversed(&self) -> Box<dyn Pair>;
+    /// What `act` does on this pair's servers, as the step list says it (from the plan alone).
+    fn says(&self, act: Act) -> String;
+    /// Checks both servers for everything replication and a cutover need; changes nothing.
+    async fn preflight(&self) -> Result<Preflighted, EngineError>;
+    /// Sets replication up (idempotent: a second start keeps what is there). Returns the
+    /// engine's report of what it did.
+    async fn start(&self) -> Result<serde_json::Value, EngineError>;
+    /// Connects a reader of replication progress.
+    async fn probe(&self) -> Result<Box<dyn Probe>, EngineError>;
+    /// Opens the pair's window; `resume`: a crashed process may have begun it.
+    async fn window(&self, resume: bool) -> Result<Box<dyn Window>, EngineError>;
+    /// Before a reverse cutover: the old primary's permanent fence made liftable by the
+    /// reverse promotion. Returns what it did, in words.
+    async fn prepare_reverse(&self) -> Result<String, EngineError>;
+    /// The old primary's fence made permanent again (a reverse cutover rolled back).
+    async fn keep_fenced(&self) -> Result<(), EngineError>;
 }
 
 /// One pair's cutover window, phase by phase. Every phase may be called again on a fresh

@@ -9,8 +9,10 @@
 //! - [`heartbeat`]: the pt-heartbeat compatible table and the measured lag.
 //! - [`writers`]: who can write (fence scope), and the account lock that makes the fence hold.
 //! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
+//! - `contract`: this engine behind the engine contract ([`crate::engine::Pair`]).
 
 pub mod cleanup;
+mod contract;
 pub mod cutover;
 pub mod db;
 pub mod dialect;
@@ -61,17 +63,22 @@ impl Pair {
         }
     }
 
+    /// The pair `pair` of migration `plan`.
+    pub fn new(plan: &Plan, pair: &MysqlPair) -> Pair {
+        Pair {
+            plan: pair.clone(),
+            migration: plan.migration.name.clone(),
+            source: Server::new("source", &pair.source),
+            target: Server::new("target", &pair.target),
+        }
+    }
+
     /// The plan's pairs, or only the one named `only`.
     pub fn select(plan: &Plan, only: Option<&str>) -> Vec<Pair> {
         plan.mysql
             .iter()
             .filter(|p| only.is_none_or(|name| p.name == name))
-            .map(|p| Pair {
-                plan: p.clone(),
-                migration: plan.migration.name.clone(),
-                source: Server::new("source", &p.source),
-                target: Server::new("target", &p.target),
-            })
+            .map(|p| Pair::new(plan, p))
             .collect()
     }
 

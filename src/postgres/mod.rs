@@ -15,9 +15,11 @@
 //! - [`writers`]: who else can write the replicated tables (fence scope), and the audit that
 //!   proves the old primary took no writes after the fence.
 //! - [`cleanup`]: removing every object cutover created, on both servers.
+//! - `contract`: this engine behind the engine contract ([`crate::engine::Pair`]).
 
 pub mod catalog;
 pub mod cleanup;
+mod contract;
 pub mod cutover;
 pub mod db;
 pub mod fence;

@@ -1,13 +1,27 @@
 //! The hot-migration sequencer: a plan's typed steps, executed in order with a journal, a lease,
 //! rollback before the point of no return, and resume after a crash.
 
-mod exec;
+//!
+//! Read top-down: [`admit`] decides whether a run starts or how it resumes, [`runner`] executes
+//! the steps in order ([`steps`] derives them from the plan), and each component's step
+//! actions are in `actions` (databases through the engine contract, files, DNS, hooks and
+//! checks). [`journal`] holds the records everything else is computed from: the [`report`]
+//! and the [`status`]. [`pairs`] is the one factory from a plan to its database pairs.
+
+mod actions;
+mod admit;
 pub mod hooks;
+mod journal;
+pub mod pairs;
+mod report;
+mod runner;
+mod status;
 mod steps;
 pub mod test_stop;
 
-pub use exec::{
-    Entry, Options, Outcome, Progress, Record, RunError, RunReport, Status, StepTiming, last_run,
-    open_window, pair_states, report_of, run, status,
-};
+pub use admit::{Options, RunError, run};
+pub use journal::{Entry, Outcome, Progress, Record, last_run};
+pub use pairs::{open_window, pair_states};
+pub use report::{RunReport, StepTiming, report_of};
+pub use status::{Status, status};
 pub use steps::{Db, Kind, Phase, Step, databases, reverse_steps, rollback_summary, steps};

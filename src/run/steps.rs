@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Act;
 use crate::plan::{Check, HookPoint, Plan, RunOn};
 
 /// The phases of a run, in order.
@@ -182,28 +183,17 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
         Some(h) => (h.source.ssh.clone(), h.target.ssh.clone()),
         None => ("source".to_owned(), "target".to_owned()),
     };
-    let dbs = databases(plan);
+    let dbs: Vec<(Db, Box<dyn crate::engine::Pair>)> = databases(plan)
+        .into_iter()
+        .map(|(db, _)| (db, super::pairs::pair(plan, db)))
+        .collect();
 
-    for (i, p) in plan.postgres.iter().enumerate() {
+    for (db, p) in &dbs {
         out.push(step(
-            Kind::PreflightDb(Db::Postgres(i)),
+            Kind::PreflightDb(*db),
             Phase::Preflight,
-            format!("postgres {}", p.name),
-            format!(
-                "check wal_level, slots, senders, privileges, replica identities, prepared and long transactions, versions and extensions on {}:{}/{} -> {}:{}/{}",
-                p.source.host, p.source.port, p.source.dbname, p.target.host, p.target.port, p.target.dbname
-            ),
-        ));
-    }
-    for (i, m) in plan.mysql.iter().enumerate() {
-        out.push(step(
-            Kind::PreflightDb(Db::Mysql(i)),
-            Phase::Preflight,
-            format!("mysql {}", m.name),
-            format!(
-                "check binlog (ROW, FULL image), server ids, GTID mode, grants and primary keys on {}:{} -> {}:{} for {}",
-                m.source.host, m.source.port, m.target.host, m.target.port, m.databases.join(", ")
-            ),
+            p.component(),
+            p.says(Act::Preflight),
         ));
     }
     for (i, f) in plan.files.iter().enumerate() {
@@ -258,28 +248,12 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
             ),
         ));
     }
-    for (i, p) in plan.postgres.iter().enumerate() {
+    for (db, p) in &dbs {
         out.push(step(
-            Kind::StartDb(Db::Postgres(i)),
+            Kind::StartDb(*db),
             Phase::WarmSync,
-            format!("postgres {}", p.name),
-            format!(
-                "{}publish {} and subscribe on the target; wait for every table's initial copy and lag below {} bytes",
-                if p.copy_schema { "copy the schema with pg_dump --schema-only, " } else { "" },
-                if p.tables.is_empty() { "all tables".to_owned() } else { p.tables.join(", ") },
-                p.max_lag_bytes
-            ),
-        ));
-    }
-    for (i, m) in plan.mysql.iter().enumerate() {
-        out.push(step(
-            Kind::StartDb(Db::Mysql(i)),
-            Phase::WarmSync,
-            format!("mysql {}", m.name),
-            format!(
-                "stream a consistent snapshot into the target, replicate from its coordinates; wait for heartbeat lag below {}",
-                humantime::format_duration(m.max_lag)
-            ),
+            p.component(),
+            p.says(Act::Start),
         ));
     }
 
@@ -296,109 +270,48 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
             },
         ));
     }
-    for (db, component) in &dbs {
+    for (db, p) in &dbs {
         out.push(step(
             Kind::Gate(*db),
             Phase::WindowOpen,
-            component.clone(),
+            p.component(),
             "gate: replication running and close, every writer covered by the fence, no schema drift",
         ));
     }
-    for (i, p) in plan.postgres.iter().enumerate() {
+    for (db, p) in &dbs {
         out.push(step(
-            Kind::Fence(Db::Postgres(i)),
+            Kind::Fence(*db),
             Phase::Fence,
-            format!("postgres {}", p.name),
-            format!(
-                "fence roles {} on the source (no new logins, sessions terminated{})",
-                p.app_roles.join(", "),
-                if p.drain.is_zero() {
-                    String::new()
-                } else {
-                    format!(" after {} drain", humantime::format_duration(p.drain))
-                },
-            ),
+            p.component(),
+            p.says(Act::Fence),
         ));
     }
-    for (i, m) in plan.mysql.iter().enumerate() {
+    for (db, p) in &dbs {
         out.push(step(
-            Kind::Fence(Db::Mysql(i)),
-            Phase::Fence,
-            format!("mysql {}", m.name),
-            format!(
-                "lock accounts {}, make the source read-only, kill their sessions",
-                m.app_users.join(", "),
-            ),
-        ));
-    }
-    for (i, p) in plan.postgres.iter().enumerate() {
-        out.push(step(
-            Kind::CatchUp(Db::Postgres(i)),
+            Kind::CatchUp(*db),
             Phase::CatchUp,
-            format!("postgres {}", p.name),
-            format!(
-                "commit a marker and wait up to {} until the target has it and confirmed_flush_lsn >= fence LSN; copy sequence values{}",
-                humantime::format_duration(p.catchup_timeout),
-                if p.reverse_replication { "; set up reverse replication (target -> source)" } else { "" }
-            ),
+            p.component(),
+            p.says(Act::CatchUp),
         ));
     }
-    for (i, m) in plan.mysql.iter().enumerate() {
-        out.push(step(
-            Kind::CatchUp(Db::Mysql(i)),
-            Phase::CatchUp,
-            format!("mysql {}", m.name),
-            format!(
-                "read the fenced source's GTID/position and wait up to {} until the target has executed it",
-                humantime::format_duration(m.catchup_timeout)
-            ),
-        ));
-    }
-
     let first_promote = out.len();
-    for (i, p) in plan.postgres.iter().enumerate() {
+    for (db, p) in &dbs {
         out.push(step(
-            Kind::Promote(Db::Postgres(i)),
+            Kind::Promote(*db),
             Phase::Promote,
-            format!("postgres {}", p.name),
-            "disable the subscription and let app roles log in on the target, in one transaction",
-        ));
-    }
-    for (i, m) in plan.mysql.iter().enumerate() {
-        out.push(step(
-            Kind::Promote(Db::Mysql(i)),
-            Phase::Promote,
-            format!("mysql {}", m.name),
-            format!(
-                "stop and reset the replica, make the target writable, unlock {}",
-                m.app_users.join(", ")
-            ),
+            p.component(),
+            p.says(Act::Promote),
         ));
     }
     if let Some(s) = out.get_mut(first_promote) {
         s.point_of_no_return = true;
     }
-    for (i, p) in plan.postgres.iter().enumerate() {
+    for (db, p) in &dbs {
         out.push(step(
-            Kind::Finish(Db::Postgres(i)),
+            Kind::Finish(*db),
             Phase::Promote,
-            format!("postgres {}", p.name),
-            "decode the old primary's WAL after the fence (writes there are reported lost), drop the forward slot, refresh materialized views, keep the source fenced",
-        ));
-    }
-    for (i, m) in plan.mysql.iter().enumerate() {
-        out.push(step(
-            Kind::Finish(Db::Mysql(i)),
-            Phase::Promote,
-            format!("mysql {}", m.name),
-            format!(
-                "check the old primary's position did not move, keep its accounts locked{}",
-                if m.reverse_replication {
-                    ", make it a replica of the new primary"
-                } else {
-                    ""
-                }
-            ),
+            p.component(),
+            p.says(Act::Finish),
         ));
     }
     hooks_at(plan, HookPoint::AfterPromote, Phase::Promote, &mut out);
@@ -557,9 +470,8 @@ pub fn rollback_summary(plan: &Plan) -> String {
     if !plan.postgres.is_empty() || !plan.mysql.is_empty() {
         parts.push("unfence every source so it takes writes again");
     }
-    if !plan.dns.is_empty() {
-        parts.push("restore the DNS records");
-    }
+    // DNS is switched only after the point of no return: a rollback before it has no record
+    // to restore.
     if plan.hooks.iter().any(|h| h.at == HookPoint::OnRollback) {
         parts.push("run the on-rollback hooks");
     }

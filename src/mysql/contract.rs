@@ -1,0 +1,126 @@
+//! The MySQL / MariaDB pair behind the engine contract ([`crate::engine::Pair`]): what a run,
+//! the daemon and the single-pair commands call, mapped onto this engine's own modules.
+
+use super::cutover::MyWindow;
+use super::{Db, Pair, heartbeat, preflight, start, writers};
+use crate::engine::{self, Act, EngineError, Preflighted, Probe, Reading, Window};
+
+#[async_trait::async_trait]
+impl engine::Pair for Pair {
+    fn component(&self) -> String {
+        format!("mysql {}", self.plan.name)
+    }
+
+    fn reversed(&self) -> Box<dyn engine::Pair> {
+        Box::new(Pair::reversed(self))
+    }
+
+    fn says(&self, act: Act) -> String {
+        let m = &self.plan;
+        match act {
+            Act::Preflight => format!(
+                "check binlog (ROW, FULL image), server ids, GTID mode, grants and primary keys on {}:{} -> {}:{} for {}",
+                m.source.host,
+                m.source.port,
+                m.target.host,
+                m.target.port,
+                m.databases.join(", ")
+            ),
+            Act::Start => format!(
+                "stream a consistent snapshot into the target, replicate from its coordinates; wait for heartbeat lag below {}",
+                humantime::format_duration(m.max_lag)
+            ),
+            Act::Fence => format!(
+                "lock accounts {}, make the source read-only, kill their sessions",
+                m.app_users.join(", "),
+            ),
+            Act::CatchUp => format!(
+                "read the fenced source's GTID/position and wait up to {} until the target has executed it",
+                humantime::format_duration(m.catchup_timeout)
+            ),
+            Act::Promote => format!(
+                "stop and reset the replica, make the target writable, unlock {}",
+                m.app_users.join(", ")
+            ),
+            Act::Finish => format!(
+                "check the old primary's position did not move, keep its accounts locked{}",
+                if m.reverse_replication {
+                    ", make it a replica of the new primary"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+
+    async fn preflight(&self) -> Result<Preflighted, EngineError> {
+        let (mut s, mut t) = self.connect().await?;
+        let r = preflight::run(self, &mut s, &mut t).await?;
+        Ok(Preflighted {
+            findings: r.findings.clone(),
+            tables: r.tables.len(),
+            detail: serde_json::to_value(&r).unwrap_or_default(),
+        })
+    }
+
+    async fn start(&self) -> Result<serde_json::Value, EngineError> {
+        let r = start::start(self).await?;
+        Ok(serde_json::to_value(&r).unwrap_or_default())
+    }
+
+    async fn probe(&self) -> Result<Box<dyn Probe>, EngineError> {
+        let (source, target) = self.connect().await?;
+        Ok(Box::new(MyProbe {
+            max_lag: self.plan.max_lag,
+            source,
+            target,
+        }))
+    }
+
+    async fn window(&self, _resume: bool) -> Result<Box<dyn Window>, EngineError> {
+        // A MySQL window always reads the servers for what a crashed process began.
+        Ok(Box::new(MyWindow::open(self).await?))
+    }
+
+    async fn prepare_reverse(&self) -> Result<String, EngineError> {
+        let mut old = self.source.connect().await?;
+        writers::release_for_reverse(&mut old, &self.plan.name).await?;
+        Ok("the old primary's account lock can be lifted by its promotion".to_owned())
+    }
+
+    async fn keep_fenced(&self) -> Result<(), EngineError> {
+        let mut old = self.source.connect().await?;
+        Ok(writers::keep_locked(&mut old, &self.plan.name).await?)
+    }
+}
+
+/// Replication progress of one pair (a heartbeat through it), on connections held for the
+/// whole wait.
+struct MyProbe {
+    max_lag: std::time::Duration,
+    source: Db,
+    target: Db,
+}
+
+#[async_trait::async_trait]
+impl Probe for MyProbe {
+    async fn read(&mut self) -> Result<Reading, EngineError> {
+        let lag = heartbeat::measure(&mut self.source, &mut self.target, self.max_lag).await?;
+        Ok(match lag.replicated_after {
+            Some(lag) => Reading {
+                ready: true,
+                words: format!(
+                    "replicating, heartbeat lag {:.1} ms",
+                    lag.as_secs_f64() * 1e3
+                ),
+            },
+            None => Reading {
+                ready: false,
+                words: format!(
+                    "a heartbeat did not reach the target within max_lag ({}); still waiting",
+                    humantime::format_duration(self.max_lag)
+                ),
+            },
+        })
+    }
+}

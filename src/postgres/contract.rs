@@ -1,0 +1,174 @@
+//! The PostgreSQL pair behind the engine contract ([`crate::engine::Pair`]): what a run, the
+//! daemon and the single-pair commands call, mapped onto this engine's own modules.
+
+use super::cutover::PgWindow;
+use super::{Db, Pair, fence, preflight, start, status};
+use crate::engine::{self, Act, EngineError, Preflighted, Probe, Reading, Window};
+use crate::finding::Finding;
+
+#[async_trait::async_trait]
+impl engine::Pair for Pair {
+    fn component(&self) -> String {
+        format!("postgres {}", self.plan.name)
+    }
+
+    fn reversed(&self) -> Box<dyn engine::Pair> {
+        Box::new(Pair::reversed(self))
+    }
+
+    fn says(&self, act: Act) -> String {
+        let p = &self.plan;
+        match act {
+            Act::Preflight => format!(
+                "check wal_level, slots, senders, privileges, replica identities, prepared and long transactions, versions and extensions on {}:{}/{} -> {}:{}/{}",
+                p.source.host,
+                p.source.port,
+                p.source.dbname,
+                p.target.host,
+                p.target.port,
+                p.target.dbname
+            ),
+            Act::Start => format!(
+                "{}publish {} and subscribe on the target; wait for every table's initial copy and lag below {} bytes",
+                if p.copy_schema {
+                    "copy the schema with pg_dump --schema-only, "
+                } else {
+                    ""
+                },
+                if p.tables.is_empty() {
+                    "all tables".to_owned()
+                } else {
+                    p.tables.join(", ")
+                },
+                p.max_lag_bytes
+            ),
+            Act::Fence => format!(
+                "fence roles {} on the source (no new logins, sessions terminated{})",
+                p.app_roles.join(", "),
+                if p.drain.is_zero() {
+                    String::new()
+                } else {
+                    format!(" after {} drain", humantime::format_duration(p.drain))
+                },
+            ),
+            Act::CatchUp => format!(
+                "commit a marker and wait up to {} until the target has it and confirmed_flush_lsn >= fence LSN; copy sequence values{}",
+                humantime::format_duration(p.catchup_timeout),
+                if p.reverse_replication {
+                    "; set up reverse replication (target -> source)"
+                } else {
+                    ""
+                }
+            ),
+            Act::Promote => {
+                "disable the subscription and let app roles log in on the target, in one transaction".to_owned()
+            }
+            Act::Finish => {
+                "decode the old primary's WAL after the fence (writes there are reported lost), drop the forward slot, refresh materialized views, keep the source fenced".to_owned()
+            }
+        }
+    }
+
+    async fn preflight(&self) -> Result<Preflighted, EngineError> {
+        let (s, t) = self.connect().await?;
+        let r = preflight::run(self, &s, &t).await?;
+        Ok(Preflighted {
+            findings: r
+                .findings
+                .iter()
+                .map(|f| Finding {
+                    server: f.server.clone(),
+                    severity: f.severity,
+                    problem: f.problem.clone(),
+                    fix: f.fix.clone(),
+                })
+                .collect(),
+            tables: r.tables.len(),
+            detail: serde_json::to_value(&r).unwrap_or_default(),
+        })
+    }
+
+    async fn start(&self) -> Result<serde_json::Value, EngineError> {
+        let r = start::start(self).await?;
+        Ok(serde_json::to_value(&r).unwrap_or_default())
+    }
+
+    async fn probe(&self) -> Result<Box<dyn Probe>, EngineError> {
+        let (source, target) = self.connect().await?;
+        Ok(Box::new(PgProbe {
+            pair: self.clone(),
+            source,
+            target,
+        }))
+    }
+
+    async fn window(&self, resume: bool) -> Result<Box<dyn Window>, EngineError> {
+        Ok(if resume {
+            Box::new(PgWindow::open_for_resume(self).await?)
+        } else {
+            Box::new(PgWindow::open(self).await?)
+        })
+    }
+
+    async fn prepare_reverse(&self) -> Result<String, EngineError> {
+        let old = self.source.connect().await?;
+        let n = fence::reopen_for_reverse(&old, &self.names.pair).await?;
+        Ok(format!(
+            "{n} fenced role(s) on the old primary can be lifted by its promotion"
+        ))
+    }
+
+    async fn keep_fenced(&self) -> Result<(), EngineError> {
+        let old = self.source.connect().await?;
+        Ok(fence::keep_after_promotion(&old, &self.names.pair).await?)
+    }
+}
+
+/// Replication progress of one pair, on connections held for the whole wait.
+struct PgProbe {
+    pair: Pair,
+    source: Db,
+    target: Db,
+}
+
+#[async_trait::async_trait]
+impl Probe for PgProbe {
+    async fn read(&mut self) -> Result<Reading, EngineError> {
+        let pair = &self.pair;
+        let st = status::status(pair, &self.source, &self.target, None).await?;
+        // A copy or apply that keeps failing (rows the target already has, a missing column)
+        // never gets ready: said instead of waited for.
+        if let Some(row) = self
+            .target
+            .query_opt(
+                "read the subscription's error counts",
+                "SELECT sync_error_count + apply_error_count FROM pg_stat_subscription_stats WHERE subname = $1",
+                &[&pair.names.subscription],
+            )
+            .await?
+            && row.get::<_, i64>(0) > 0
+        {
+            return Err(EngineError::Refused(format!(
+                "the target fails to apply the initial copy or changes ({} error(s) so far): see the target's server log (often rows the target already had, e.g. the app writing there)",
+                row.get::<_, i64>(0)
+            )));
+        }
+        let lag = st.lag_bytes.unwrap_or(i64::MAX);
+        if st.all_ready && st.apply_running && lag <= pair.plan.max_lag_bytes as i64 {
+            return Ok(Reading {
+                ready: true,
+                words: format!("{} tables copied, lag {lag} bytes", st.tables.len()),
+            });
+        }
+        let ready = st.tables.iter().filter(|t| t.state == "ready").count();
+        Ok(Reading {
+            ready: false,
+            words: format!(
+                "initial copy {ready}/{} tables ready, lag {} bytes (waiting for lag <= {})",
+                st.tables.len(),
+                st.lag_bytes.map_or("unknown".to_owned(), |l| l.to_string()),
+                pair.plan.max_lag_bytes
+            ),
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Database pairs as steps, through the engine contract: preflight, start and the wait until
+//! replication is ready, the window's phases, what follows the promotion, and a reverse
+//! cutover's preparation. No engine is named here: the pair or its window does the work.
+
+use std::time::{Duration, Instant};
+
+use super::Done;
+use crate::engine::{EngineError, Window};
+use crate::plan::Plan;
+use crate::run::pairs::pair;
+use crate::run::steps::{Db, Kind};
+
+/// How long the warm phase may wait for replication to be ready.
+const WARM_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often a long wait says where it stands.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+/// Pause between readings while replication gets ready.
+const READY_POLL: Duration = Duration::from_millis(200);
+
+fn words(e: EngineError) -> String {
+    e.to_string()
+}
+
+/// Both servers checked; nothing changed.
+pub(in crate::run) async fn preflight(plan: &Plan, db: Db) -> Result<Done, String> {
+    let r = pair(plan, db).preflight().await.map_err(words)?;
+    if !r.passed() {
+        return Err(format!(
+            "preflight failed:\n{}",
+            crate::finding::errors_text(&r.findings)
+        ));
+    }
+    Ok((
+        format!("passed, {} tables in scope", r.tables),
+        serde_json::Value::Null,
+    ))
+}
+
+/// Replication started, then waited for (bounded) until it is ready for a window; `note`
+/// journals where it stands every [`PROGRESS_EVERY`].
+pub(in crate::run) async fn start(
+    plan: &Plan,
+    db: Db,
+    note: &mut (dyn FnMut(String) -> Result<(), String> + Send),
+) -> Result<Done, String> {
+    let p = pair(plan, db);
+    p.start().await.map_err(words)?;
+    let mut probe = p.probe().await.map_err(words)?;
+    let deadline = Instant::now() + WARM_TIMEOUT;
+    let mut last_note = Instant::now();
+    loop {
+        let reading = probe.read().await.map_err(words)?;
+        if reading.ready {
+            return Ok((reading.words, serde_json::Value::Null));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "replication was not ready within {}: {}",
+                humantime::format_duration(WARM_TIMEOUT),
+                reading.words
+            ));
+        }
+        if last_note.elapsed() >= PROGRESS_EVERY {
+            last_note = Instant::now();
+            note(format!("{}: {}", p.component(), reading.words))?;
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// The gate of an opened window.
+pub(in crate::run) async fn gate(w: &mut dyn Window) -> Result<Done, String> {
+    let g = w.gate().await.map_err(words)?;
+    Ok((format!("passed, lag {}", g.lag), serde_json::Value::Null))
+}
+
+/// One window phase (fence, catch-up or promotion) of `w`.
+pub(in crate::run) async fn phase(w: &mut dyn Window, kind: Kind) -> Result<Done, String> {
+    match kind {
+        Kind::Fence(_) => w.fence().await.map_err(words).map(|f| {
+            (
+                format!("fenced, {} session(s) ended", f.sessions_ended),
+                serde_json::Value::Null,
+            )
+        }),
+        Kind::CatchUp(_) => w.catch_up().await.map_err(words).map(|c| {
+            (
+                format!("target has everything up to {}", c.position),
+                serde_json::Value::Null,
+            )
+        }),
+        Kind::Promote(_) => w.promote().await.map_err(words).map(|p| {
+            (
+                "the target is the writable primary".to_owned(),
+                serde_json::to_value(&p).unwrap_or_default(),
+            )
+        }),
+        other => Err(format!("{other:?} is not a window phase")),
+    }
+}
+
+/// After the promotion: the old primary audited, replication back set up, tidied.
+/// `reverse`: the fenced side is the run's new primary.
+pub(in crate::run) async fn finish(w: &mut dyn Window, reverse: bool) -> Result<Done, String> {
+    let f = w.finish().await;
+    let fenced = if reverse {
+        "the new primary"
+    } else {
+        "the old primary"
+    };
+    let clean = match f.old_primary_clean {
+        Some(true) => format!("{fenced} took no write after the fence"),
+        Some(false) => format!("WRITES LOST: {fenced} took writes after the fence"),
+        None => format!("NOT CHECKED whether {fenced} took writes after the fence"),
+    };
+    Ok((
+        format!(
+            "{clean}{}",
+            if f.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("; warnings: {}", f.warnings.join("; "))
+            }
+        ),
+        serde_json::to_value(&f).unwrap_or_default(),
+    ))
+}
+
+/// A reverse cutover's first database step: the old primary's fence made liftable.
+pub(in crate::run) async fn prepare_reverse(plan: &Plan, db: Db) -> Result<Done, String> {
+    let words = pair(plan, db).prepare_reverse().await.map_err(words)?;
+    Ok((words, serde_json::Value::Null))
+}
+
+/// A rolled-back reverse cutover: the old primary's fence is for good again.
+pub(in crate::run) async fn keep_fenced(plan: &Plan, db: Db) -> Result<(), String> {
+    pair(plan, db).keep_fenced().await.map_err(words)
+}

@@ -1,0 +1,138 @@
+//! DNS records as steps: resolved before the run, held to the safe time, switched, awaited on
+//! every authoritative server, and set back by a reverse cutover.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use super::Done;
+use crate::dns;
+use crate::plan::Plan;
+
+/// Record `i`'s zone and authoritative servers resolve.
+pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, String> {
+    let target = resolve(i, &plan.dns[i]).await?;
+    Ok((
+        format!(
+            "zone {}, {} authoritative address(es)",
+            target.zone,
+            target.servers.len()
+        ),
+        serde_json::Value::Null,
+    ))
+}
+
+async fn resolve(i: usize, record: &crate::plan::DnsRecord) -> Result<dns::Target<'_>, String> {
+    let discovery = dns::Discovery::system();
+    dns::Target::resolve(i, record, &discovery)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The lowered TTL has been served for at least one old TTL (`force`: said, not required).
+pub(in crate::run) fn ready(plan: &Plan, i: usize, force: bool) -> Result<Done, String> {
+    let record = &plan.dns[i];
+    let states = dns::state::StateDir::new(&plan.migration.state_dir);
+    let state = states
+        .load(&record.name, record.record_type)
+        .map_err(|e| e.to_string())?;
+    match dns::update::check_safe(&dns::label(record), state.as_ref(), SystemTime::now()) {
+        Ok(()) => Ok((
+            "the lowered TTL has been served long enough".into(),
+            serde_json::Value::Null,
+        )),
+        Err(e) if force => {
+            tracing::warn!(record = %dns::label(record), reason = %e, "DNS readiness overridden (--force)");
+            Ok((
+                format!("NOT READY, overridden by --force: {e}"),
+                serde_json::Value::Null,
+            ))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Switches record `i` to the plan's values (`force`: before the safe time).
+pub(in crate::run) async fn switch(plan: &Plan, i: usize, force: bool) -> Result<Done, String> {
+    let target = resolve(i, &plan.dns[i]).await?;
+    let states = dns::state::StateDir::new(&plan.migration.state_dir);
+    let reports = dns::update::update_all(std::slice::from_ref(&target), &states, force)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = reports.first().ok_or("no update report")?;
+    Ok((
+        format!(
+            "{} -> {}",
+            r.previous
+                .as_ref()
+                .map(|p| p.values.join(","))
+                .unwrap_or_else(|| "(none)".into()),
+            r.current.values.join(",")
+        ),
+        serde_json::to_value(r).unwrap_or_default(),
+    ))
+}
+
+/// Waits until every authoritative server serves record `i`'s new values.
+pub(in crate::run) async fn wait(plan: &Plan, i: usize) -> Result<Done, String> {
+    let record = &plan.dns[i];
+    let target = resolve(i, record).await?;
+    let outcome = dns::propagation::wait(
+        std::slice::from_ref(&target),
+        record.propagation_timeout,
+        Duration::from_millis(100),
+        |_, _| {},
+    )
+    .await;
+    if !outcome.complete {
+        let pending: Vec<String> = outcome
+            .pending()
+            .map(|r| {
+                format!(
+                    "{} ({})",
+                    r.server,
+                    r.last.as_ref().map(|s| s.describe()).unwrap_or_default()
+                )
+            })
+            .collect();
+        return Err(format!(
+            "not served everywhere within {}: {}",
+            humantime::format_duration(record.propagation_timeout),
+            pending.join(", ")
+        ));
+    }
+    Ok((
+        format!(
+            "every authoritative server serves {} ({:.0} ms)",
+            record.values.join(","),
+            outcome.elapsed.as_secs_f64() * 1000.0
+        ),
+        serde_json::json!({ "record": dns::label(record), "ms": outcome.elapsed.as_secs_f64() * 1000.0 }),
+    ))
+}
+
+/// Sets record `i` back to what it served before the forward run (`previous`, per record).
+pub(in crate::run) async fn restore(
+    plan: &Plan,
+    i: usize,
+    previous: &HashMap<usize, Vec<String>>,
+) -> Result<Done, String> {
+    let Some(values) = previous.get(&i).cloned() else {
+        return Ok((
+            "nothing to restore: the run did not switch this record".to_owned(),
+            serde_json::Value::Null,
+        ));
+    };
+    let mut record = plan.dns[i].clone();
+    record.values = values;
+    let target = resolve(i, &record).await?;
+    let states = dns::state::StateDir::new(&plan.migration.state_dir);
+    // Going back is never held to the safe time: the old address served until now.
+    let reports = dns::update::update_all(std::slice::from_ref(&target), &states, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = reports.first().ok_or("no update report")?;
+    Ok((
+        format!("back to {}", r.current.values.join(",")),
+        serde_json::to_value(r).unwrap_or_default(),
+    ))
+}

@@ -1,0 +1,44 @@
+//! The one factory from a plan to its database pairs behind the engine contract: the run, the
+//! daemon and the single-pair commands get their pairs here and drive them through
+//! [`crate::engine::Pair`] and [`crate::engine::Window`], never through an engine's own calls.
+
+use super::steps::{Db, databases};
+use crate::engine::{self, EngineError, PairState, Window};
+use crate::plan::Plan;
+use crate::{mysql, postgres};
+
+/// Pair `db` of `plan`.
+pub fn pair(plan: &Plan, db: Db) -> Box<dyn engine::Pair> {
+    match db {
+        Db::Postgres(i) => Box::new(postgres::Pair::new(plan, &plan.postgres[i])),
+        Db::Mysql(i) => Box::new(mysql::Pair::new(plan, &plan.mysql[i])),
+    }
+}
+
+/// Opens the window of one pair; `resume`: its history is unknown; `reverse`: the pair seen
+/// backwards (a reverse cutover).
+pub async fn open_window(
+    plan: &Plan,
+    db: Db,
+    resume: bool,
+    reverse: bool,
+) -> Result<Box<dyn Window>, EngineError> {
+    let mut p = pair(plan, db);
+    if reverse {
+        p = p.reversed();
+    }
+    p.window(resume).await
+}
+
+/// The servers' state of every pair (connecting read-only); a pair that cannot be read says so.
+pub async fn pair_states(plan: &Plan) -> Vec<(String, Result<PairState, EngineError>)> {
+    let mut out = Vec::new();
+    for (db, component) in databases(plan) {
+        let state = match open_window(plan, db, true, false).await {
+            Ok(mut w) => w.state().await,
+            Err(e) => Err(e),
+        };
+        out.push((component, state));
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! The report of a run, computed from its journal records alone: a resumed run reports the
+//! outage the crashed process began, and a report lost in a crash is rebuilt the same way.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::journal::{Entry, Outcome, Record, step_line};
+use super::steps::{Kind, Phase, Step};
+use crate::engine::Rollback;
+use crate::files;
+use crate::plan::Plan;
+
+/// One step's timing in the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepTiming {
+    /// Index.
+    pub step: usize,
+    /// Phase.
+    pub phase: Phase,
+    /// Component.
+    pub component: String,
+    /// Duration.
+    pub ms: f64,
+    /// `done` or `failed`.
+    pub result: String,
+    /// What it did or why it failed.
+    pub summary: String,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The migration.
+    pub migration: String,
+    /// The run id.
+    pub run: String,
+    /// How it ended (`None` while running).
+    pub outcome: Option<Outcome>,
+    /// Whether a runner resumed it.
+    pub resumed: bool,
+    /// Every step that ran, in order.
+    pub steps: Vec<StepTiming>,
+    /// Per database: fence began -> target writable, from the journal's clock.
+    pub write_unavailable_ms: BTreeMap<String, f64>,
+    /// Window opened (first window-open step) -> last promotion done.
+    pub window_ms: Option<f64>,
+    /// First fence -> last promotion: how long no database took writes for every pair.
+    pub joint_write_unavailable_ms: Option<f64>,
+    /// Files passes (warm and final) as reported by the files component.
+    pub files: Vec<serde_json::Value>,
+    /// Per `[[files]]` entry: whether its source tree changed after the final pass (read from
+    /// the change log kept to the end of the run), the files' counterpart of
+    /// `old_primary_clean`.
+    #[serde(default)]
+    pub files_after_final: BTreeMap<String, files::changelog::AfterFinal>,
+    /// DNS: switch -> served by every authoritative server, per record.
+    pub dns_propagation_ms: BTreeMap<String, f64>,
+    /// Health checks.
+    pub checks: Vec<serde_json::Value>,
+    /// Per database: whether the old primary provably took no write after its fence.
+    pub old_primary_clean: BTreeMap<String, Option<bool>>,
+    /// What needs a hand.
+    pub warnings: Vec<String>,
+    /// What each rollback did.
+    pub rollback: Vec<(String, Rollback)>,
+    /// Why the run failed.
+    pub error: Option<String>,
+    /// First record -> last record.
+    pub total_ms: f64,
+}
+
+/// The report of one run, computed from its journal records.
+pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
+    let mut r = RunReport {
+        migration: plan.migration.name.clone(),
+        run: records.first().map(|r| r.run.clone()).unwrap_or_default(),
+        ..RunReport::default()
+    };
+    let mut began: HashMap<usize, u64> = HashMap::new();
+    let mut window_began = None;
+    let mut first_fence = None;
+    let mut last_promote = None;
+    let mut fence_began: HashMap<String, u64> = HashMap::new();
+    for rec in records {
+        match &rec.entry {
+            Entry::Resumed { .. } => r.resumed = true,
+            Entry::StepBegin {
+                step,
+                phase,
+                component,
+            } => {
+                began.insert(*step, rec.at_ms);
+                if *phase >= Phase::WindowOpen && *phase <= Phase::Promote && window_began.is_none()
+                {
+                    window_began = Some(rec.at_ms);
+                }
+                if let Some(Kind::Fence(_)) = steps.get(*step).map(|s| s.kind) {
+                    first_fence.get_or_insert(rec.at_ms);
+                    fence_began.entry(component.clone()).or_insert(rec.at_ms);
+                }
+            }
+            Entry::StepDone {
+                step,
+                ms,
+                summary,
+                detail,
+            } => {
+                let Some(s) = steps.get(*step) else { continue };
+                r.steps.push(StepTiming {
+                    step: *step,
+                    phase: s.phase,
+                    component: s.component.clone(),
+                    ms: *ms,
+                    result: "done".into(),
+                    summary: summary.clone(),
+                });
+                match s.kind {
+                    Kind::WarmFiles(_) | Kind::FinalFiles(_) => r.files.push(detail.clone()),
+                    Kind::Report => {
+                        if let Some(after) = detail.get("files_after_final")
+                            && let Ok(after) = serde_json::from_value(after.clone())
+                        {
+                            r.files_after_final = after;
+                        }
+                    }
+                    Kind::Check(_) => r.checks.push(detail.clone()),
+                    Kind::Promote(_) => {
+                        last_promote = Some(rec.at_ms);
+                        // The engine's own clock when this process fenced; the journal's
+                        // clock across a crash.
+                        let ms = detail
+                            .get("write_unavailable_ms")
+                            .and_then(|v| v.as_f64())
+                            .or_else(|| {
+                                fence_began
+                                    .get(&s.component)
+                                    .map(|b| rec.at_ms.saturating_sub(*b) as f64)
+                            });
+                        if let Some(ms) = ms {
+                            r.write_unavailable_ms.insert(s.component.clone(), ms);
+                        }
+                    }
+                    Kind::Finish(_) => {
+                        r.old_primary_clean.insert(
+                            s.component.clone(),
+                            detail.get("old_primary_clean").and_then(|v| v.as_bool()),
+                        );
+                        if let Some(w) = detail.get("warnings").and_then(|w| w.as_array()) {
+                            r.warnings.extend(
+                                w.iter()
+                                    .filter_map(|w| w.as_str())
+                                    .map(|w| format!("{}: {w}", s.component)),
+                            );
+                        }
+                    }
+                    Kind::DnsWait(_) => {
+                        if let (Some(rec_name), Some(ms)) = (
+                            detail.get("record").and_then(|v| v.as_str()),
+                            detail.get("ms").and_then(|v| v.as_f64()),
+                        ) {
+                            r.dns_propagation_ms.insert(rec_name.to_owned(), ms);
+                        }
+                    }
+                    _ => {}
+                }
+                if let Kind::Hook(_) = s.kind
+                    && summary.starts_with("FAILED")
+                {
+                    r.warnings.push(summary.clone());
+                }
+            }
+            Entry::StepFailed { step, ms, error } => {
+                let Some(s) = steps.get(*step) else { continue };
+                r.steps.push(StepTiming {
+                    step: *step,
+                    phase: s.phase,
+                    component: s.component.clone(),
+                    ms: *ms,
+                    result: "failed".into(),
+                    summary: error.clone(),
+                });
+                r.error = Some(format!("{}: {error}", step_line(s)));
+            }
+            Entry::RolledBack { component, outcome } => {
+                r.rollback.push((component.clone(), outcome.clone()));
+            }
+            Entry::Note { text } => r.warnings.push(text.clone()),
+            Entry::RunFinished { outcome, .. } => r.outcome = Some(*outcome),
+            _ => {}
+        }
+    }
+    if let (Some(a), Some(b)) = (window_began, last_promote) {
+        r.window_ms = Some(b.saturating_sub(a) as f64);
+    }
+    if let (Some(a), Some(b)) = (first_fence, last_promote) {
+        r.joint_write_unavailable_ms = Some(b.saturating_sub(a) as f64);
+    }
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        r.total_ms = last.at_ms.saturating_sub(first.at_ms) as f64;
+    }
+    r
+}

@@ -1,0 +1,126 @@
+//! What `status` says about a migration, read-only: the lease holder, the last run's progress
+//! from the journal, every pair's state from its servers, and what a resume would do, decided
+//! on the same readings the resume itself would make.
+
+use serde::Serialize;
+
+use super::admit::RunError;
+use super::journal::{Entry, Outcome, Progress, last_run, step_line};
+use super::pairs::{open_window, pair_states};
+use super::steps::{Phase, databases, reverse_steps, steps};
+use crate::engine::PairState;
+use crate::plan::Plan;
+use crate::state::{FileStore, StateDir, Store};
+
+/// What `status` says about a migration: read-only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Who holds the lease now, if anyone.
+    pub holder: Option<String>,
+    /// The last run's id.
+    pub run: Option<String>,
+    /// How it ended (`None`: it did not, or there was none).
+    pub outcome: Option<Outcome>,
+    /// Steps done / total.
+    pub steps_done: usize,
+    /// Total steps.
+    pub steps_total: usize,
+    /// The last step begun, as text.
+    pub last_step: Option<String>,
+    /// Its phase.
+    pub phase: Option<Phase>,
+    /// Past the point of no return.
+    pub past_point_of_no_return: bool,
+    /// Each pair's state, read from the servers.
+    pub pairs: Vec<(String, String)>,
+    /// The same readings as values (`None`: unreadable), for the daemon's gauges.
+    #[serde(skip)]
+    pub pair_states: Vec<(String, Option<PairState>)>,
+    /// What `run --resume` would do.
+    pub resume_would: String,
+    /// The last report saved.
+    pub report: Option<serde_json::Value>,
+}
+
+/// Reads the journal, the lease and the servers; writes nothing.
+pub async fn status(plan: &Plan) -> Result<Status, RunError> {
+    let store = FileStore::new(&StateDir::new(&plan.migration.state_dir));
+    let holder = store.holder()?.map(|h| h.to_string());
+    let records = last_run(&store.journal()?);
+    let progress = Progress::of(&records);
+    let steps = match records.first().map(|r| &r.entry) {
+        Some(Entry::RunStarted { reverse: true, .. }) => reverse_steps(plan),
+        _ => steps(plan),
+    };
+    let reverse = matches!(
+        records.first().map(|r| &r.entry),
+        Some(Entry::RunStarted { reverse: true, .. })
+    );
+    let mut pairs = Vec::new();
+    let mut states = Vec::new();
+    let mut any_promoted = false;
+    if reverse {
+        // A reverse cutover's resume reads the pairs backwards (its target is the old
+        // primary): what it would do is decided on the same reading.
+        for (db, _) in databases(plan) {
+            if let Ok(mut w) = open_window(plan, db, true, true).await
+                && let Ok(s) = w.state().await
+            {
+                any_promoted |= s.target_promoted && s.source_fenced;
+            }
+        }
+    }
+    for (component, state) in pair_states(plan).await {
+        match state {
+            Ok(s) => {
+                if !reverse {
+                    any_promoted |= s.target_promoted && s.source_fenced;
+                }
+                pairs.push((
+                    component.clone(),
+                    format!("{}; {}", s.serving(), s.lines.join("; ")),
+                ));
+                states.push((component, Some(s)));
+            }
+            Err(e) => {
+                pairs.push((component.clone(), format!("unreadable: {e}")));
+                states.push((component, None));
+            }
+        }
+    }
+    let resume_would = if records.is_empty() {
+        "nothing: no run yet".to_owned()
+    } else if progress.reverse_next && holder.is_none() {
+        "reverse the cutover: a health check failed after the promotion, and the reverse cutover that was to follow has not begun".to_owned()
+    } else if let Some(o) = progress.finished.filter(|_| !progress.resumable) {
+        format!("nothing: the last run ended {}", o.word())
+    } else if holder.is_some() {
+        "nothing yet: a runner holds the migration (it is running)".to_owned()
+    } else if progress.past_point_of_no_return || any_promoted {
+        "go forward: finish the remaining steps (past the point of no return)".to_owned()
+    } else if reverse {
+        "roll back the reverse cutover: the new primaries serve again (before its point of no return); with --continue, go on instead".to_owned()
+    } else {
+        "roll back every fenced source (before the point of no return); with --continue, go on instead".to_owned()
+    };
+    Ok(Status {
+        holder,
+        run: records.first().map(|r| r.run.clone()),
+        outcome: progress.finished,
+        steps_done: progress.done.len(),
+        steps_total: steps.len(),
+        last_step: progress
+            .last_begun
+            .and_then(|i| steps.get(i))
+            .map(step_line),
+        phase: progress
+            .last_begun
+            .and_then(|i| steps.get(i))
+            .map(|s| s.phase),
+        past_point_of_no_return: progress.past_point_of_no_return,
+        pairs,
+        pair_states: states,
+        resume_would,
+        report: store.report()?,
+    })
+}
