@@ -15,10 +15,10 @@ use common::{Run, arg, print_header, print_run, print_summary, runtime};
 
 use std::time::{Duration, Instant};
 
+use cutover::engine::Event;
 use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig, TABLE_SQL};
 use cutover::lab::{LabDir, MariaDb, Supervision};
-use cutover::mysql::cutover::{self as my_cutover, Event};
 use cutover::mysql::{Pair, start};
 use cutover::plan;
 use mysql_async::prelude::Queryable;
@@ -76,7 +76,7 @@ async fn one_run(i: u32, rate: u32) -> Run {
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut from, mut to) = (None, None);
-    let report = my_cutover::cutover(&pair, &mut |e: &Event| match e {
+    let report = cutover::engine::cutover(&pair, &mut |e: &Event| match e {
         Event::GatePassed { .. } => from = Some(Instant::now()),
         Event::Promoted { .. } => to = Some(Instant::now()),
         _ => {}
@@ -93,7 +93,7 @@ async fn one_run(i: u32, rate: u32) -> Run {
     let before = ledger.commits.iter().filter(|c| **c < from).count();
     let rate = before as f64 / (from - ledger.commits[0]).as_secs_f64();
     Run {
-        unavailable_ms: report.write_unavailable_ms,
+        unavailable_ms: report.promoted.write_unavailable_ms.unwrap_or_default(),
         gap_ms: gap.as_secs_f64() * 1000.0,
         other_gap_ms: other.as_secs_f64() * 1000.0,
         lost: check.lost.len(),
@@ -101,7 +101,9 @@ async fn one_run(i: u32, rate: u32) -> Run {
         rate,
         stages: format!(
             "fence {:.1}, catch-up {:.1}, promote {:.1}",
-            report.fence_ms, report.catchup_ms, report.promote_ms
+            ms(&report, "fence_ms"),
+            ms(&report, "catchup_ms"),
+            ms(&report, "promote_ms")
         ),
     }
 }
@@ -120,4 +122,9 @@ fn main() {
         }
         print_summary(&results);
     });
+}
+
+/// One of the window's timings from the engine's detail.
+fn ms(report: &cutover::engine::CutOver, key: &str) -> f64 {
+    report.finished.detail[key].as_f64().unwrap_or_default()
 }

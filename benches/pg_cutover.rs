@@ -14,11 +14,11 @@ use common::{Run, arg, print_header, print_run, print_summary, runtime};
 
 use std::time::{Duration, Instant};
 
+use cutover::engine::Event;
 use cutover::lab::writer::{self, Writer, WriterConfig};
 use cutover::lab::{LabDir, Postgres, Supervision};
 use cutover::plan;
-use cutover::postgres::cutover::Event;
-use cutover::postgres::{Pair, cleanup, cutover as pg_cutover, start, status};
+use cutover::postgres::{Pair, cleanup, start, status};
 
 fn main() {
     let runs = arg("--runs", 10);
@@ -101,7 +101,7 @@ async fn one_run(dir: &LabDir, source: &Postgres, target: &Postgres, i: u32, rat
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut from, mut to) = (None, None);
-    let report = pg_cutover::cutover(&pair, &mut |e: &Event| match e {
+    let report = cutover::engine::cutover(&pair, &mut |e: &Event| match e {
         Event::GatePassed { .. } => from = Some(Instant::now()),
         Event::Promoted { .. } => to = Some(Instant::now()),
         _ => {}
@@ -118,16 +118,23 @@ async fn one_run(dir: &LabDir, source: &Postgres, target: &Postgres, i: u32, rat
     let rate = before as f64 / (from - ledger.commits[0]).as_secs_f64();
     cleanup::cleanup(&pair).await.expect("cleanup");
     Run {
-        unavailable_ms: report.write_unavailable_ms,
+        unavailable_ms: report.promoted.write_unavailable_ms.unwrap_or_default(),
         gap_ms: gap.as_secs_f64() * 1000.0,
         other_gap_ms: other.as_secs_f64() * 1000.0,
         lost: check.lost.len(),
         duplicated: check.duplicated.len() + check.unexpected.len(),
         rate,
-        stages: report
-            .stages_ms
-            .iter()
-            .map(|(s, ms)| format!("{s:?} {ms:.1}"))
+        stages: report.finished.detail["stages_ms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                format!(
+                    "{} {:.1}",
+                    s[0].as_str().unwrap_or("?"),
+                    s[1].as_f64().unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join(", "),
     }

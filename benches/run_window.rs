@@ -113,14 +113,18 @@ async fn one(rate: u32) -> Figures {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pg_single = cutover::postgres::cutover::cutover(&pg_pair, &mut |_| {})
+    let pg_single = cutover::engine::cutover(&pg_pair, &mut |_| {})
         .await
         .expect("pg cutover")
-        .write_unavailable_ms;
-    let my_single = cutover::mysql::cutover::cutover(&my_pair, &mut |_| {})
+        .promoted
+        .write_unavailable_ms
+        .unwrap_or_default();
+    let my_single = cutover::engine::cutover(&my_pair, &mut |_| {})
         .await
         .expect("mysql cutover")
-        .write_unavailable_ms;
+        .promoted
+        .write_unavailable_ms
+        .unwrap_or_default();
     let lost_a = lost(&lab_a, app_a).await;
     drop(lab_a);
 

@@ -45,6 +45,13 @@ pub enum DbError {
     /// The servers are not in a state that allows the command.
     #[error("{0}")]
     Refused(String),
+    /// Refused because replication for the pair was never set up (or not by cutover).
+    #[error("{0}")]
+    NotStarted(String),
+    /// Refused because an earlier cutover of the pair was interrupted inside its window: it
+    /// must be resumed (finished or rolled back) first.
+    #[error("{0}")]
+    Interrupted(String),
     /// Something took longer than allowed.
     #[error("timed out after {after:?}: {what}")]
     Timeout {

@@ -22,6 +22,13 @@ pub enum EngineError {
     /// The servers are not in a state that allows the phase; nothing was changed by it.
     #[error("{0}")]
     Refused(String),
+    /// Refused: replication for the pair is not set up; starting it comes first.
+    #[error("{0}")]
+    NotStarted(String),
+    /// Refused: an earlier cutover of the pair was interrupted inside its window; resuming it
+    /// (it finishes or rolls back) comes first.
+    #[error("{0}")]
+    Interrupted(String),
     /// A bounded wait ran out.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
@@ -79,6 +86,8 @@ pub struct Finished {
     /// `Some(true)`: the old primary provably took no write after the fence; `Some(false)`: it
     /// did (those writes are not on the new primary); `None`: it could not be checked.
     pub old_primary_clean: Option<bool>,
+    /// When it took writes after the fence: which, or where to find them, in words.
+    pub lost: Option<String>,
     /// What could not be done; each says what to do instead.
     pub warnings: Vec<String>,
     /// Engine-specific detail for the report.
@@ -166,6 +175,21 @@ pub struct Reading {
     pub words: String,
 }
 
+/// Where a pair's replication stands, read without writing anything to either server (what the
+/// daemon polls and exports).
+#[derive(Debug, Clone, Serialize)]
+pub struct Replication {
+    /// Changes flow from the source and apply on the target.
+    pub running: bool,
+    /// How far the target is behind, in bytes of WAL (engines that measure it).
+    pub lag_bytes: Option<i64>,
+    /// How far the target is behind, in seconds (`None` when unknown or not running: never 0
+    /// for a replica that applies nothing).
+    pub lag_seconds: Option<f64>,
+    /// In words, with the figures and, when not running, why.
+    pub words: String,
+}
+
 /// A connected reader of a pair's replication progress (one set of connections, read again
 /// and again, so a long wait opens no new sessions).
 #[async_trait::async_trait]
@@ -198,6 +222,8 @@ pub enum Act {
 pub trait Pair: Send + Sync {
     /// `postgres NAME` or `mysql NAME`.
     fn component(&self) -> String;
+    /// The pair's name in the plan.
+    fn name(&self) -> &str;
     /// The same pair seen backwards (a reverse cutover: the new primary is the source).
     fn reversed(&self) -> Box<dyn Pair>;
     /// What `act` does on this pair's servers, as the step list says it (from the plan alone).
@@ -209,6 +235,8 @@ pub trait Pair: Send + Sync {
     async fn start(&self) -> Result<serde_json::Value, EngineError>;
     /// Connects a reader of replication progress.
     async fn probe(&self) -> Result<Box<dyn Probe>, EngineError>;
+    /// Where replication stands, read-only.
+    async fn replication(&self) -> Result<Replication, EngineError>;
     /// Opens the pair's window; `resume`: a crashed process may have begun it.
     async fn window(&self, resume: bool) -> Result<Box<dyn Window>, EngineError>;
     /// Before a reverse cutover: the old primary's permanent fence made liftable by the
@@ -246,8 +274,155 @@ impl From<crate::dberror::DbError> for EngineError {
         use crate::dberror::DbError;
         match e {
             DbError::Refused(why) => EngineError::Refused(why),
+            DbError::NotStarted(why) => EngineError::NotStarted(why),
+            DbError::Interrupted(why) => EngineError::Interrupted(why),
             DbError::Timeout { what, after } => EngineError::Timeout { what, after },
             other => EngineError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Progress of one pair's cutover, as it happens.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// The gate passed; the fence comes next.
+    GatePassed {
+        /// How far behind the target was, in the engine's unit.
+        lag: String,
+    },
+    /// The source refuses the application and its sessions are gone.
+    Fenced {
+        /// Sessions ended.
+        sessions_ended: usize,
+    },
+    /// The target has everything the fenced source committed.
+    CaughtUp {
+        /// The source position awaited.
+        position: String,
+    },
+    /// The target is the writable primary.
+    Promoted {
+        /// Fence start to target writable.
+        write_unavailable_ms: Option<f64>,
+    },
+    /// A phase failed before the promotion; the source is being reopened.
+    RollingBack {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The window's phases, for saying where a cutover failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Connecting to both servers.
+    Connect,
+    /// The gate.
+    Gate,
+    /// The fence.
+    Fence,
+    /// Exact catch-up.
+    CatchUp,
+    /// The promotion.
+    Promote,
+}
+
+/// A pair cut over: what each phase reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct CutOver {
+    /// `postgres NAME` or `mysql NAME`.
+    pub component: String,
+    /// The gate.
+    pub gated: Gated,
+    /// The fence.
+    pub fenced: Fenced,
+    /// The catch-up.
+    pub caught_up: CaughtUp,
+    /// The promotion.
+    pub promoted: Promoted,
+    /// What followed it.
+    pub finished: Finished,
+}
+
+impl CutOver {
+    /// Promoted and not proven to have lost writes (writes the new primary lacks are a failed
+    /// cutover even though it serves).
+    pub fn ok(&self) -> bool {
+        self.finished.old_primary_clean != Some(false)
+    }
+}
+
+/// A cutover that did not complete: where, why, and what undoing it did.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[error("cutover failed at {phase:?}: {error}")]
+pub struct CutoverFailed {
+    /// The phase that failed.
+    pub phase: Phase,
+    /// Why.
+    pub error: EngineError,
+    /// What happened to the source.
+    pub rollback: Rollback,
+}
+
+/// Cuts one pair over on its own (the single-pair commands; a run sequences the same phases
+/// across all its pairs): gate, fence, catch-up, promotion, then what follows it. A failure
+/// before the promotion rolls the pair back; `on` sees each phase as it completes.
+pub async fn cutover(
+    pair: &dyn Pair,
+    on: &mut (dyn FnMut(&Event) + Send),
+) -> Result<CutOver, CutoverFailed> {
+    let early = |phase| {
+        move |error| CutoverFailed {
+            phase,
+            error,
+            rollback: Rollback::NotNeeded,
+        }
+    };
+    let mut w = pair.window(false).await.map_err(early(Phase::Connect))?;
+    let gated = w.gate().await.map_err(early(Phase::Gate))?;
+    on(&Event::GatePassed {
+        lag: gated.lag.clone(),
+    });
+    let inside = async {
+        let fenced = w.fence().await.map_err(|e| (Phase::Fence, e))?;
+        on(&Event::Fenced {
+            sessions_ended: fenced.sessions_ended,
+        });
+        let caught_up = w.catch_up().await.map_err(|e| (Phase::CatchUp, e))?;
+        on(&Event::CaughtUp {
+            position: caught_up.position.clone(),
+        });
+        let promoted = w.promote().await.map_err(|e| (Phase::Promote, e))?;
+        on(&Event::Promoted {
+            write_unavailable_ms: promoted.write_unavailable_ms,
+        });
+        Ok::<_, (Phase, EngineError)>((fenced, caught_up, promoted))
+    }
+    .await;
+    match inside {
+        Ok((fenced, caught_up, promoted)) => {
+            let finished = w.finish().await;
+            Ok(CutOver {
+                component: w.component(),
+                gated,
+                fenced,
+                caught_up,
+                promoted,
+                finished,
+            })
+        }
+        Err((phase, error)) => {
+            on(&Event::RollingBack {
+                reason: error.to_string(),
+            });
+            let rollback = w.roll_back().await;
+            Err(CutoverFailed {
+                phase,
+                error,
+                rollback,
+            })
         }
     }
 }
@@ -311,7 +486,7 @@ pub async fn resume(w: &mut dyn Window, go_on: bool) -> Result<Resumed, EngineEr
         }
     } else if before.source_fenced && go_on {
         out.action =
-            "the source is fenced and the target not promoted: catching up and promoting (--continue)"
+            "the source is fenced and the target not promoted: catching up and promoting (continue was asked)"
                 .to_owned();
         match forward(w, true).await {
             Ok(f) => out.finished = Some(f),

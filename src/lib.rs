@@ -1,21 +1,25 @@
 //! `cutover` moves a live service from one host to another with (near) zero downtime.
 //!
-//! Layering, top to bottom:
-//! - [`cli`]: argument parsing and one module per command; prints, never decides.
+//! Layering, top to bottom: each module imports only modules below it in this list.
+//! - [`cli`]: argument parsing and one module per command; renders what the library decides.
 //! - [`serve`]: the daemon (service mode): polls the plans' servers and runs, serves metrics,
 //!   status and the TTL job; reads what `run` journals, never runs a cutover.
 //! - [`run`]: the hot-migration sequencer: typed steps, journal, rollback, resume, reverse
-//!   cutover, hooks, checks, report; decides what the CLI renders.
-//! - [`plan`]: the TOML plan file, its types and validation.
+//!   cutover, hooks, checks, report, status; the one factory from a plan to its database pairs.
+//! - [`lab`]: throwaway real servers on loopback for tests and the demo.
 //! - [`postgres`]: PostgreSQL logical replication, preflight to cleanup.
 //! - [`mysql`]: MySQL / MariaDB binlog replication, one dialect table per flavour and version.
+//!   The two engines never import each other; both implement [`engine`]'s contract.
 //! - [`files`]: directory trees moved with rsync between the hosts, server to server.
 //! - [`dns`]: TTL jobs, record switches, propagation on every authoritative server.
-//! - [`engine`]: the phases every database engine's window offers a run (gate, fence, catch-up,
-//!   promote, finish, roll back), and the words they share.
+//! - [`engine`]: the contract every database engine implements for a pair's whole life
+//!   (preflight, start, readiness, the window's phases, reverse preparation, state), its shared
+//!   result types, and the single-pair driver and resume built on it.
+//! - [`plan`]: the TOML plan file, its types and validation.
+//! - [`dberror`]: the error both engines report (server, context, the server's message).
 //! - [`finding`]: the shared words for what a check found (server, severity, problem, fix).
-//! - [`lab`]: throwaway real servers on loopback for tests and the demo.
-//! - [`state`]: the state directory's one owner (layout, atomic writes, the lease and journal store).
+//! - [`state`]: the state directory's one owner (layout, atomic and durable writes, the lease
+//!   and journal store).
 //! - [`secret`]: secrets from the environment or files, never printed.
 
 pub mod cli;

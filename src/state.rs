@@ -10,7 +10,10 @@
 //!   mid-append) is skipped by reads and cut back by the next append, which says so in the
 //!   journal (`journal-repaired`).
 //! - `run/report.json`: the last run's report.
-//! - `dns/`, `files/`: what the DNS and files components keep between commands.
+//! - `dns/`, `files/`: what the DNS and files components keep between commands (the TTL job's
+//!   per-record state and event log; change-log watchers and shared ssh connections).
+//! - `postgres/`: the retained-WAL samples `status` compares to warn of a slot that keeps
+//!   growing.
 //!
 //! Writes that replace a file go to a temporary file that is fsync'd, renamed over the old one,
 //! and the directory fsync'd: a crash leaves the old or the new version, never half of one.
@@ -73,6 +76,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     sync_dir(dir)
 }
 
+/// Appends `line` and a newline to `path` and fsyncs it (creating the file and its directory,
+/// the directory fsync'd when the file is new): an event log that survives a crash up to its
+/// last complete line.
+pub fn append_line(path: &Path, line: &str) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let new = !path.exists();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| io(path, e))?;
+    file.sync_data().map_err(|e| io(path, e))?;
+    if new {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -111,6 +135,11 @@ impl StateDir {
     /// `run/`.
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
+    }
+
+    /// `postgres/`.
+    pub fn postgres(&self) -> PathBuf {
+        self.root.join("postgres")
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use base64::Engine;
 use cutover::dns::probe::{self, Question, Served};
-use cutover::dns::state::StateDir;
+use cutover::dns::state::Records;
 use cutover::dns::{Discovery, Target, propagation, update};
 use cutover::lab::{Bind, LabDir, PowerDns, Supervision, bind};
 use cutover_providers::powerdns::PowerDns as PowerDnsApi;
@@ -344,7 +344,7 @@ async fn wait_does_not_finish_until_the_lagging_server_serves_the_new_value() {
     let discovery = Discovery::system();
     let target = Target::resolve(0, &plan.dns[0], &discovery).await.unwrap();
     assert_eq!(target.servers.len(), 2);
-    let states = StateDir::new(&plan.migration.state_dir);
+    let states = Records::new(&plan.migration.state_dir);
     update::update_all(std::slice::from_ref(&target), &states, true)
         .await
         .unwrap();
@@ -403,7 +403,7 @@ async fn wait_times_out_naming_the_server_that_still_serves_the_old_value() {
     let target = Target::resolve(0, &plan.dns[0], &Discovery::system())
         .await
         .unwrap();
-    let states = StateDir::new(&plan.migration.state_dir);
+    let states = Records::new(&plan.migration.state_dir);
     update::update_all(std::slice::from_ref(&target), &states, true)
         .await
         .unwrap();

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use cutover::engine::{self, Event, Rollback};
 use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyLedger, MyWriter, MyWriterConfig, TABLE_SQL};
 use cutover::lab::{LabDir, MariaDb, Supervision};
-use cutover::mysql::cutover::{self as my_cutover, Event, Rollback};
 use cutover::mysql::preflight::{self, Severity};
 use cutover::mysql::{Pair, cleanup, start, status, verify};
 use cutover::plan::{self, Plan};
@@ -341,7 +341,7 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     let writer = replicate_then_write(&f, &pair, 600, Duration::from_secs(2)).await;
     let mut events = Vec::new();
     let started = Instant::now();
-    let report = my_cutover::cutover(&pair, &mut |e: &Event| events.push(format!("{e:?}")))
+    let report = engine::cutover(&pair, &mut |e: &Event| events.push(format!("{e:?}")))
         .await
         .unwrap_or_else(|e| panic!("cutover failed: {e}"));
     let window = (started, Instant::now());
@@ -353,13 +353,17 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
         "both servers took the app's writes at once"
     );
     assert!(
-        report.write_unavailable_ms > 0.0 && report.write_unavailable_ms < 5000.0,
+        report
+            .promoted
+            .write_unavailable_ms
+            .is_some_and(|ms| ms > 0.0 && ms < 5000.0),
         "{report:?}"
     );
+    assert!(events.iter().any(|e| e.contains("Fenced")), "{events:?}");
     assert!(
-        events.iter().any(|e| e.contains("Fenced"))
-            && events.iter().any(|e| e.contains("ReverseReady")),
-        "{events:?}"
+        report.finished.detail["reverse_replication"] == true
+            && report.finished.warnings.is_empty(),
+        "reverse replication set up: {report:?}"
     );
 
     let check = check_on(&f.target, &ledger).await;
@@ -444,14 +448,18 @@ async fn target_lost_during_catch_up_leaves_source_writable() {
     let pair = f.pair("catchup_timeout = \"3s\"");
     let writer = replicate_then_write(&f, &pair, 300, Duration::from_millis(500)).await;
     let target_process = f.target.process();
-    let result = my_cutover::cutover(&pair, &mut |e: &Event| {
+    let result = engine::cutover(&pair, &mut |e: &Event| {
         if matches!(e, Event::Fenced { .. }) {
             target_process.kill();
         }
     })
     .await;
     let failed = result.expect_err("the cutover must fail without a target");
-    assert_eq!(failed.rollback, Rollback::Unfenced, "{failed}");
+    assert!(
+        matches!(failed.rollback, Rollback::SourceReopened { .. }),
+        "{failed}: {:?}",
+        failed.rollback
+    );
     let rolled_back = Instant::now();
     let since = server_now(&f.source).await;
     wait_for_writes_after(&f.source, &since).await;
@@ -536,7 +544,7 @@ async fn preflight_and_gate_name_writers_the_fence_does_not_stop() {
     );
     // A plan that does not is refused at the gate, before anything is fenced.
     start::start(&accepted).await.unwrap();
-    let failed = my_cutover::cutover(&pair, &mut |_| {})
+    let failed = engine::cutover(&pair, &mut |_| {})
         .await
         .expect_err("the gate refuses");
     assert_eq!(failed.rollback, Rollback::NotNeeded);
@@ -563,13 +571,13 @@ async fn an_app_user_read_only_does_not_bind_is_stopped_by_the_account_lock() {
     let pair = f.pair("privileged_app_users = [\"app\"]");
     // The writer reconnects at once whenever its session is killed.
     let writer = replicate_then_write(&f, &pair, 600, Duration::from_secs(1)).await;
-    let report = my_cutover::cutover(&pair, &mut |_| {})
+    let report = engine::cutover(&pair, &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("cutover failed: {e}"));
     let promoted = server_now(&f.target).await;
     wait_for_writes_after(&f.target, &promoted).await;
     let ledger = writer.stop().await;
-    assert_eq!(report.old_primary_clean, Some(true), "{report:?}");
+    assert_eq!(report.finished.old_primary_clean, Some(true), "{report:?}");
     assert_eq!(
         ledger.both_accepted, 0,
         "both servers took the app's writes at once"
@@ -648,7 +656,7 @@ async fn ddl_the_replication_filter_skips_stops_the_gate_before_the_fence() {
         s.drift.iter().any(|d| d.contains("app.late")),
         "status shows the drift: {s:?}"
     );
-    let failed = my_cutover::cutover(&pair, &mut |_| {})
+    let failed = engine::cutover(&pair, &mut |_| {})
         .await
         .expect_err("the gate refuses");
     assert_eq!(failed.rollback, Rollback::NotNeeded);

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use cutover::engine::{self, Event, Phase, Rollback};
 use cutover::lab::writer::{self, Writer, WriterConfig};
 use cutover::lab::{LabDir, Postgres, Supervision};
 use cutover::plan::{self, Plan};
-use cutover::postgres::cutover::{Event, Rollback, Stage};
 use cutover::postgres::preflight::{self, Severity};
-use cutover::postgres::{Pair, cleanup, cutover as pg_cutover, start, status, verify};
+use cutover::postgres::{Pair, cleanup, start, status, verify};
 
 const APP_PASSWORD: &str = "app-test-password";
 
@@ -327,7 +327,7 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     let began = Instant::now();
     let mut fenced_at = None;
     let mut promoted_at = None;
-    let report = pg_cutover::cutover(&pair, &mut |e: &Event| match e {
+    let report = engine::cutover(&pair, &mut |e: &Event| match e {
         Event::GatePassed { .. } => fenced_at = Some(Instant::now()),
         Event::Promoted { .. } => promoted_at = Some(Instant::now()),
         _ => {}
@@ -345,9 +345,10 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     // The reported window lies between the gate and the promotion event, which bound it.
     let observed_ms = (promoted_at - fenced_at).as_secs_f64() * 1000.0;
     assert!(
-        report.write_unavailable_ms > 0.0 && report.write_unavailable_ms <= observed_ms,
+        report.promoted.write_unavailable_ms.unwrap() > 0.0
+            && report.promoted.write_unavailable_ms.unwrap() <= observed_ms,
         "reported {:.1} ms, gate to promotion {observed_ms:.1} ms",
-        report.write_unavailable_ms
+        report.promoted.write_unavailable_ms.unwrap()
     );
     assert_eq!(
         ledger.both_accepted, 0,
@@ -367,9 +368,10 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     // least the window's own length and no longer than the whole cutover call.
     let (gap, _) = ledger.gaps_around(fenced_at, promoted_at);
     assert!(
-        gap.as_secs_f64() * 1000.0 >= report.write_unavailable_ms * 0.5 && gap < began.elapsed(),
+        gap.as_secs_f64() * 1000.0 >= report.promoted.write_unavailable_ms.unwrap() * 0.5
+            && gap < began.elapsed(),
         "writer gap {gap:?}, report {:.1} ms",
-        report.write_unavailable_ms
+        report.promoted.write_unavailable_ms.unwrap()
     );
 
     // The old primary stays fenced; the new one takes the app.
@@ -415,7 +417,7 @@ async fn target_lost_during_catch_up_leaves_source_writable() {
         .await;
 
     let target_process = fx.target.process();
-    let result = pg_cutover::cutover(&pair, &mut |e: &Event| {
+    let result = engine::cutover(&pair, &mut |e: &Event| {
         if matches!(e, Event::Fenced { .. }) {
             target_process.stop(Duration::from_secs(5));
         }
@@ -423,11 +425,9 @@ async fn target_lost_during_catch_up_leaves_source_writable() {
     .await;
     let failed = result.expect_err("the cutover must fail without a target");
     let rolled_back = Instant::now();
-    assert_eq!(failed.stage, Stage::CatchUp, "{failed}");
+    assert_eq!(failed.phase, Phase::CatchUp, "{failed}");
     match &failed.rollback {
-        Rollback::SourceUnfenced { roles } => {
-            assert_eq!(roles, &vec!["app".to_owned()]);
-        }
+        Rollback::SourceReopened { detail } => assert_eq!(detail, "LOGIN restored: app"),
         other => panic!("expected the source unfenced, got {other:?}"),
     }
 
@@ -593,10 +593,10 @@ async fn preflight_and_gate_refuse_writers_the_fence_does_not_stop() {
     let (reporting, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let strict = pair_of(&fx.plan(""));
-    let failed = pg_cutover::cutover(&strict, &mut |_| {})
+    let failed = engine::cutover(&strict, &mut |_| {})
         .await
         .expect_err("the gate refuses an unfenced writer");
-    assert_eq!(failed.stage, Stage::Gate);
+    assert_eq!(failed.phase, Phase::Gate);
     assert!(matches!(failed.rollback, Rollback::NotNeeded));
     let text = failed.error.to_string();
     assert!(
@@ -653,14 +653,14 @@ async fn two_writing_roles_both_fenced_lose_nothing() {
         first_task: 2,
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let report = pg_cutover::cutover(&pair, &mut |_| {})
+    let report = engine::cutover(&pair, &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("cutover failed: {e}"));
     let promoted = server_now(&fx.target).await;
     wait_for_writes_after(&fx.target, promoted, APP_KEYS).await;
     wait_for_writes_after(&fx.target, promoted, WORKER_KEYS).await;
     let (app, worker) = (app.stop().await, worker.stop().await);
-    assert_eq!(report.old_primary_clean(), Some(true), "{report:?}");
+    assert_eq!(report.finished.old_primary_clean, Some(true), "{report:?}");
     let target = fx.target.connect("app").await.unwrap();
     for (who, ledger) in [("app", &app), ("worker", &worker)] {
         let check = ledger.check(&target).await.unwrap();
@@ -683,7 +683,7 @@ async fn a_write_slipped_into_the_old_primary_after_the_fence_is_reported() {
     // primary once the target is promoted.
     let intruder = fx.source.connect("app").await.unwrap();
     let mut wrote = None;
-    let report = pg_cutover::cutover(&pair, &mut |e: &Event| {
+    let report = engine::cutover(&pair, &mut |e: &Event| {
         if matches!(e, Event::Promoted { .. }) {
             wrote = Some(tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(intruder.batch_execute(
@@ -706,24 +706,13 @@ async fn a_write_slipped_into_the_old_primary_after_the_fence_is_reported() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "the late rows never reached the new primary");
-    assert_eq!(report.old_primary_clean(), Some(false), "{report:?}");
-    let audit = report.old_primary_audit.as_ref().unwrap();
-    assert_eq!(
-        audit.rows_by_table.get("public.writes"),
-        Some(&2),
-        "{audit:?}"
-    );
-    assert_eq!(
-        audit.rows_by_table.get("public.counters"),
-        Some(&1),
-        "{audit:?}"
-    );
-    assert_eq!(audit.transactions, 1, "{audit:?}");
-    assert!(
-        audit.describe().contains("3 row write(s)"),
-        "{}",
-        audit.describe()
-    );
+    assert_eq!(report.finished.old_primary_clean, Some(false), "{report:?}");
+    let audit = &report.finished.detail["old_primary_audit"];
+    assert_eq!(audit["rows_by_table"]["public.writes"], 2, "{audit}");
+    assert_eq!(audit["rows_by_table"]["public.counters"], 1, "{audit}");
+    assert_eq!(audit["transactions"], 1, "{audit}");
+    let lost = report.finished.lost.as_deref().unwrap_or_default();
+    assert!(lost.contains("3 row write(s)"), "{lost}");
 
     // Without the intruder the same audit finds nothing.
     let fx = Fixture::new(true).await;
@@ -731,8 +720,8 @@ async fn a_write_slipped_into_the_old_primary_after_the_fence_is_reported() {
     let writer = fx
         .replicate_then_write(&pair, 300, Duration::from_millis(500))
         .await;
-    let report = pg_cutover::cutover(&pair, &mut |_| {}).await.unwrap();
-    assert_eq!(report.old_primary_clean(), Some(true), "{report:?}");
+    let report = engine::cutover(&pair, &mut |_| {}).await.unwrap();
+    assert_eq!(report.finished.old_primary_clean, Some(true), "{report:?}");
     // Reverse replication applies the new primary's writes on the old one; the audit decodes
     // them and does not count them, while a local write next to them is counted. Shown on a
     // fresh slot of the test's own, once reverse-replicated rows have arrived.
@@ -812,10 +801,10 @@ async fn a_table_created_during_the_sync_stops_the_gate_until_start_brings_it_ov
         "status shows the drift: {:?}",
         st.drift
     );
-    let failed = pg_cutover::cutover(&pair, &mut |_| {})
+    let failed = engine::cutover(&pair, &mut |_| {})
         .await
         .expect_err("the gate refuses on drift");
-    assert_eq!(failed.stage, Stage::Gate);
+    assert_eq!(failed.phase, Phase::Gate);
     assert!(matches!(failed.rollback, Rollback::NotNeeded));
     assert!(
         failed.error.to_string().contains("public.deploys"),
@@ -826,10 +815,13 @@ async fn a_table_created_during_the_sync_stops_the_gate_until_start_brings_it_ov
     // `start` again copies its schema and rows; then the cutover carries both tables.
     start::start(&pair).await.unwrap();
     wait_ready(&pair).await;
-    let report = pg_cutover::cutover(&pair, &mut |_| {})
+    let report = engine::cutover(&pair, &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("cutover failed: {e}"));
-    assert_eq!(report.matviews_refreshed, ["public.write_totals"]);
+    assert_eq!(
+        report.finished.detail["matviews_refreshed"],
+        serde_json::json!(["public.write_totals"])
+    );
     wait_for_writes_after(&fx.target, server_now(&fx.target).await, APP_KEYS).await;
     let ledger = writer.stop().await;
     let target = fx.target.connect("app").await.unwrap();

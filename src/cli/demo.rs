@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::{EXIT_FAILED, EXIT_OK, runtime};
-use crate::dns::state::StateDir;
+use crate::dns::state::Records;
 use crate::dns::ttl::{self, LowerOptions};
 use crate::dns::{Discovery, Target};
 use crate::lab::mysql_writer::{MyWriter, MyWriterConfig};
@@ -62,7 +62,7 @@ async fn run() -> anyhow::Result<()> {
     for (index, record) in plan.dns.iter().enumerate() {
         targets.push(Target::resolve(index, record, &discovery).await?);
     }
-    let states = StateDir::new(&plan.migration.state_dir);
+    let states = Records::new(&plan.migration.state_dir);
     let lowering = LowerOptions {
         clamp: false,
         timeout: Duration::from_secs(30),

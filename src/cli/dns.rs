@@ -8,7 +8,7 @@ use serde_json::json;
 use super::plan::load_or_report;
 use super::{DnsArgs, DnsCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, runtime};
 use crate::dns::propagation::{self, Outcome, Row};
-use crate::dns::state::StateDir;
+use crate::dns::state::Records;
 use crate::dns::ttl::{self, LowerOptions, LowerReport, RestoreReport, StatusReport};
 use crate::dns::update::{self, UpdateReport};
 use crate::dns::{self as dnsmod, Discovery, DnsError, Target};
@@ -64,7 +64,7 @@ pub fn run(cmd: DnsCommand) -> u8 {
                 Err(e) => return fail(output, &e),
             }
         }
-        let states = StateDir::new(&plan.migration.state_dir);
+        let states = Records::new(&plan.migration.state_dir);
         match &cmd {
             DnsCommand::LowerTtl(a) => lower(&targets, &states, a.clamp, a.timeout, output).await,
             DnsCommand::RestoreTtl(_) => restore(&targets, &states, output).await,
@@ -91,9 +91,19 @@ fn discovery(args: &DnsArgs) -> Result<Discovery, String> {
 }
 
 fn fail(output: Output, e: &DnsError) -> u8 {
+    // The library says what to do; the commands that do it are this CLI's to name.
+    let advice = match e {
+        DnsError::NotSafe { .. } => {
+            "\n  `cutover dns lower-ttl PLAN` lowers the TTL and prints the safe time; `--force` switches now anyway (logged)"
+        }
+        _ => "",
+    };
     match output {
-        Output::Human => errln!("error: {e}"),
-        Output::Json => outln!("{}", json!({ "ok": false, "error": e.to_string() })),
+        Output::Human => errln!("error: {e}{advice}"),
+        Output::Json => outln!(
+            "{}",
+            json!({ "ok": false, "error": format!("{e}{advice}") })
+        ),
     }
     EXIT_FAILED
 }
@@ -119,7 +129,7 @@ fn when(t: SystemTime) -> String {
 
 async fn lower(
     targets: &[Target<'_>],
-    states: &StateDir,
+    states: &Records,
     clamp: bool,
     timeout: Option<Duration>,
     output: Output,
@@ -183,7 +193,7 @@ fn print_lower(r: &LowerReport) {
     }
 }
 
-async fn restore(targets: &[Target<'_>], states: &StateDir, output: Output) -> u8 {
+async fn restore(targets: &[Target<'_>], states: &Records, output: Output) -> u8 {
     let mut reports = Vec::new();
     for target in targets {
         match ttl::restore(target, states).await {
@@ -209,7 +219,7 @@ fn print_restore(r: &RestoreReport) {
     }
 }
 
-async fn status(targets: &[Target<'_>], states: &StateDir, output: Output) -> u8 {
+async fn status(targets: &[Target<'_>], states: &Records, output: Output) -> u8 {
     let mut reports = Vec::new();
     for target in targets {
         match ttl::status(target, states).await {

@@ -373,6 +373,16 @@ pub enum PairKind {
     Mysql,
 }
 
+impl PairKind {
+    /// The command group that acts on this kind of pair (`pg`, `mysql`).
+    pub fn command(self) -> &'static str {
+        match self {
+            PairKind::Postgres => "pg",
+            PairKind::Mysql => "mysql",
+        }
+    }
+}
+
 /// Runs the parsed command and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {

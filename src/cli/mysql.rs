@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::pairs::{DbStep, EventLog, run_pairs};
+use super::pairs::{DbStep, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
-use crate::mysql::cutover::{self, Event, Rollback};
 use crate::mysql::preflight::{self, Severity};
 use crate::mysql::{Pair, cleanup, start, status, verify};
 
@@ -25,12 +24,11 @@ pub fn run(cmd: DbCommand) -> u8 {
                 DbStep::Preflight => run_preflight(pair, output).await,
                 DbStep::Start => report(output, start::start(pair).await, print_start),
                 DbStep::Status => run_status(pair, output).await,
-                DbStep::Cutover => run_cutover(pair, output).await,
+                DbStep::Cutover => {
+                    super::pairs::cutover_pair(pair, &pair.plan.name, PairKind::Mysql, output).await
+                }
                 DbStep::Resume { go_on } => {
-                    let window = crate::mysql::cutover::MyWindow::open(pair)
-                        .await
-                        .map(|w| Box::new(w) as Box<dyn crate::engine::Window>)
-                        .map_err(Into::into);
+                    let window = crate::engine::Pair::window(pair, true).await;
                     super::pairs::resume_pair(window, &pair.plan.name, output, go_on).await
                 }
                 DbStep::Verify => run_verify(pair, output).await,
@@ -189,86 +187,6 @@ fn print_status(s: &status::Status) {
     }
 }
 
-async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    let human = output == Output::Human;
-    let mut log = EventLog::new(&pair.plan.name, output);
-    let mut on_event = |event: &Event| log.record(event, describe);
-    let result = cutover::cutover(pair, &mut on_event).await;
-    let events = log.to_json();
-    match result {
-        Ok(r) => {
-            if human {
-                outln!(
-                    "pair {}: cut over. Writes were unavailable for {:.1} ms (fence {:.1}, catch-up {:.1}, promotion {:.1}).",
-                    r.pair,
-                    r.write_unavailable_ms,
-                    r.fence_ms,
-                    r.catchup_ms,
-                    r.promote_ms
-                );
-                for w in &r.warnings {
-                    outln!("  warning: {w}");
-                }
-                match (r.old_primary_clean, &r.old_primary_position) {
-                    (Some(true), _) => outln!(
-                        "  checked: the old primary took no write after the fence (its position is still {})",
-                        r.position
-                    ),
-                    (Some(false), Some(now)) => errln!(
-                        "  WRITES LOST: the old primary's position moved from {} (fence) to {now} after the fence; those writes are not on the new primary. Find them in its binlog (mariadb-binlog/mysqlbinlog) and apply them by hand",
-                        r.position
-                    ),
-                    _ => outln!(
-                        "  NOT CHECKED whether the old primary took writes after the fence (see the warning above)"
-                    ),
-                }
-                outln!(
-                    "  the source stays read-only and its app accounts locked; `cutover mysql cleanup` removes replication objects when you are done{}",
-                    if r.reverse_replication {
-                        " (including the reverse replication keeping it current)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            let ok = r.old_primary_clean != Some(false);
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(ok);
-            v["events"] = events;
-            (ok, v)
-        }
-        Err(failed) => {
-            if human {
-                errln!("pair {}: {}", pair.plan.name, failed.error);
-                errln!(
-                    "  {}",
-                    match failed.rollback {
-                        Rollback::NotNeeded => "this command changed nothing",
-                        Rollback::Unfenced => "the source was unfenced and takes writes again",
-                        Rollback::UnfenceFailed =>
-                            "THE SOURCE IS STILL READ-ONLY: run the statement above on it",
-                        Rollback::AfterPromotion =>
-                            "the target was already promoted and is the primary; the source stays read-only",
-                    }
-                );
-                let text = failed.error.to_string();
-                if text.contains("interrupted") {
-                    errln!(
-                        "  fix: `cutover mysql cutover --resume --pair {0}` rolls the interrupted cutover back (add --continue to finish it)",
-                        pair.plan.name
-                    );
-                } else if text.contains("start replication") {
-                    errln!("  fix: run `cutover mysql start` (and check `cutover mysql status`)");
-                }
-            }
-            (
-                false,
-                json!({ "pair": pair.plan.name, "ok": false, "error": failed.error.to_string(), "rollback": failed.rollback, "events": events }),
-            )
-        }
-    }
-}
-
 async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
     let result = verify::verify(pair, verify::CHUNK_ROWS).await;
     let matches = result.as_ref().is_ok_and(verify::VerifyReport::matches);
@@ -311,23 +229,5 @@ fn print_cleanup(c: &cleanup::Cleaned) {
     }
     if c.done.is_empty() {
         outln!("  nothing of cutover's was left");
-    }
-}
-
-/// One line per cutover event, for people.
-fn describe(event: &Event) -> String {
-    match event {
-        Event::GatePassed { lag_ms } => {
-            format!("gate passed (heartbeat lag {lag_ms:.1} ms)")
-        }
-        Event::Fenced { sessions_killed } => {
-            format!("source read-only ({sessions_killed} app session(s) killed)")
-        }
-        Event::CaughtUp { position } => {
-            format!("target applied everything up to the fence ({position})")
-        }
-        Event::Promoted { .. } => "target promoted and writable".to_owned(),
-        Event::ReverseReady => "reverse replication target -> source running".to_owned(),
-        Event::RollingBack { reason } => format!("FAILED: {reason}; unfencing the source"),
     }
 }

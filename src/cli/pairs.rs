@@ -273,3 +273,105 @@ impl EventLog {
         json!(self.events)
     }
 }
+
+/// `cutover` of one pair (either engine), through the engine contract's single-pair driver:
+/// prints each phase as it completes, then what the pair's servers now do.
+pub async fn cutover_pair(
+    pair: &dyn crate::engine::Pair,
+    name: &str,
+    kind: PairKind,
+    output: Output,
+) -> (bool, serde_json::Value) {
+    use crate::engine::{EngineError, Event, Rollback};
+    let human = output == Output::Human;
+    let group = kind.command();
+    let mut log = EventLog::new(name, output);
+    let mut on_event = |event: &Event| log.record(event, describe_event);
+    let result = crate::engine::cutover(pair, &mut on_event).await;
+    let events = log.to_json();
+    match result {
+        Ok(r) => {
+            let f = &r.finished;
+            if human {
+                outln!(
+                    "pair {name}: cut over. Writes were unavailable for {} (fence -> target writable).",
+                    r.promoted
+                        .write_unavailable_ms
+                        .map_or("an unmeasured time".to_owned(), |ms| format!("{ms:.1} ms"))
+                );
+                for w in &f.warnings {
+                    outln!("  warning: {w}");
+                }
+                match (f.old_primary_clean, &f.lost) {
+                    (Some(true), _) => outln!(
+                        "  checked: the old primary took no write after the fence; it stays fenced"
+                    ),
+                    (Some(false), lost) => errln!(
+                        "  WRITES LOST: {}. The new primary is live; copy them over by hand, and fence or exempt whoever wrote them",
+                        lost.as_deref()
+                            .unwrap_or("the old primary took writes after the fence")
+                    ),
+                    (None, _) => outln!(
+                        "  NOT CHECKED whether the old primary took writes after the fence (see the warning above); it stays fenced"
+                    ),
+                }
+                outln!("  `cutover {group} cleanup` removes replication objects when you are done");
+            }
+            let ok = r.ok();
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["pair"] = json!(name);
+            v["ok"] = json!(ok);
+            v["write_unavailable_ms"] = json!(r.promoted.write_unavailable_ms);
+            v["events"] = events;
+            (ok, v)
+        }
+        Err(failed) => {
+            if human {
+                errln!("pair {name}: {failed}");
+                match &failed.rollback {
+                    Rollback::NotNeeded => errln!("  this command changed nothing"),
+                    Rollback::SourceReopened { detail } => {
+                        errln!("  rolled back: the source serves writes again ({detail})")
+                    }
+                    Rollback::AfterPromotion => errln!(
+                        "  the target was already promoted and is the primary; the source stays fenced"
+                    ),
+                    Rollback::Failed { error } => errln!("  ROLLBACK FAILED: {error}"),
+                }
+                match &failed.error {
+                    EngineError::Interrupted(_) => errln!(
+                        "  fix: `cutover {group} status` shows each server's state; `cutover {group} cutover --resume --pair {name}` rolls the interrupted cutover back (add --continue to finish it)"
+                    ),
+                    EngineError::NotStarted(_) => errln!(
+                        "  fix: run `cutover {group} start` first (and `cutover {group} status` to watch it)"
+                    ),
+                    _ => {}
+                }
+            }
+            let v = json!({
+                "pair": name,
+                "ok": false,
+                "phase": failed.phase,
+                "error": failed.error.to_string(),
+                "rollback": failed.rollback,
+                "events": events,
+            });
+            (false, v)
+        }
+    }
+}
+
+fn describe_event(event: &crate::engine::Event) -> String {
+    use crate::engine::Event;
+    match event {
+        Event::GatePassed { lag } => format!("gate passed (lag {lag})"),
+        Event::Fenced { sessions_ended } => {
+            format!("source fenced ({sessions_ended} app session(s) ended)")
+        }
+        Event::CaughtUp { position } => {
+            format!("target has everything the source committed before the fence ({position})")
+        }
+        Event::Promoted { .. } => "target promoted and writable".to_owned(),
+        Event::RollingBack { reason } => format!("FAILED: {reason}; rolling back"),
+    }
+}

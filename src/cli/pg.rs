@@ -2,9 +2,8 @@
 
 use serde_json::json;
 
-use super::pairs::{DbStep, EventLog, run_pairs};
+use super::pairs::{DbStep, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
-use crate::postgres::cutover::{self, Event, Rollback};
 use crate::postgres::preflight::{self, Severity};
 use crate::postgres::{Pair, cleanup, start, status, verify};
 
@@ -20,12 +19,12 @@ pub fn run(cmd: DbCommand) -> u8 {
                 DbStep::Preflight => run_preflight(pair, output).await,
                 DbStep::Start => report(output, start::start(pair).await, print_start),
                 DbStep::Status => run_status(pair, output, &ctx.state_dir).await,
-                DbStep::Cutover => run_cutover(pair, output).await,
-                DbStep::Resume { go_on } => {
-                    let window = cutover::PgWindow::open_for_resume(pair)
+                DbStep::Cutover => {
+                    super::pairs::cutover_pair(pair, &pair.plan.name, PairKind::Postgres, output)
                         .await
-                        .map(|w| Box::new(w) as Box<dyn crate::engine::Window>)
-                        .map_err(Into::into);
+                }
+                DbStep::Resume { go_on } => {
+                    let window = crate::engine::Pair::window(pair, true).await;
                     super::pairs::resume_pair(window, &pair.plan.name, output, go_on).await
                 }
                 DbStep::Verify => run_verify(pair, output).await,
@@ -145,7 +144,8 @@ async fn run_status(
 ) -> (bool, serde_json::Value) {
     let result = async {
         let (source, target) = pair.connect().await?;
-        status::status(pair, &source, &target, Some(state_dir)).await
+        let samples = crate::state::StateDir::new(state_dir).postgres();
+        status::status(pair, &source, &target, Some(&samples)).await
     }
     .await;
     report(output, result, print_status)
@@ -222,104 +222,6 @@ fn print_status(s: &status::Status) {
     }
 }
 
-async fn run_cutover(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    let human = output == Output::Human;
-    let mut log = EventLog::new(&pair.plan.name, output);
-    let mut on_event = |event: &Event| log.record(event, describe);
-    let result = cutover::cutover(pair, &mut on_event).await;
-    let events = log.to_json();
-    match result {
-        Ok(r) => {
-            if human {
-                outln!(
-                    "pair {}: cut over. Writes were unavailable for {:.1} ms (fence -> target writable).",
-                    r.pair,
-                    r.write_unavailable_ms
-                );
-                let stages: Vec<String> = r
-                    .stages_ms
-                    .iter()
-                    .map(|(s, ms)| format!("{s:?} {ms:.1} ms"))
-                    .collect();
-                outln!("  stages: {}", stages.join(", "));
-                for w in &r.warnings {
-                    outln!("  warning: {w}");
-                }
-                match (&r.old_primary_audit, r.old_primary_clean()) {
-                    (Some(a), Some(true)) => outln!(
-                        "  checked: the old primary took no write after the fence (its WAL decoded from {}); its app roles stay blocked",
-                        a.from_lsn
-                    ),
-                    (Some(a), _) => errln!(
-                        "  WRITES LOST: {}. The new primary is live; copy these rows over by hand, and fence or exempt the role that wrote them",
-                        a.describe()
-                    ),
-                    (None, _) => outln!(
-                        "  NOT CHECKED whether the old primary took writes after the fence (see the warning above); its app roles stay blocked"
-                    ),
-                }
-                outln!(
-                    "  `cutover pg cleanup` removes replication objects when you are done{}",
-                    if r.reverse_replication {
-                        " (including the reverse replication that keeps the old primary current)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            // Promoted, but writes the new primary lacks are a failed verification.
-            let ok = r.old_primary_clean() != Some(false);
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(ok);
-            v["events"] = events;
-            (ok, v)
-        }
-        Err(failed) => {
-            if human {
-                errln!("pair {}: {failed}", pair.plan.name);
-                match &failed.rollback {
-                    Rollback::NotNeeded => {
-                        errln!("  this command changed nothing");
-                        let text = failed.error.to_string();
-                        if text.contains("interrupted") {
-                            errln!(
-                                "  fix: `cutover pg status` shows each server's state; `cutover pg cutover --resume --pair {0}` rolls the interrupted cutover back (add --continue to finish it)",
-                                pair.plan.name
-                            );
-                        } else if text.contains("start it first")
-                            || text.contains("start replication")
-                        {
-                            errln!(
-                                "  fix: run `cutover pg start` first (and `cutover pg status` to watch it)"
-                            );
-                        }
-                    }
-                    Rollback::SourceUnfenced { roles } => {
-                        errln!(
-                            "  rolled back: the source is unfenced and serves writes (LOGIN restored: {})",
-                            if roles.is_empty() {
-                                "none needed".to_owned()
-                            } else {
-                                roles.join(", ")
-                            }
-                        );
-                    }
-                    Rollback::Failed { error } => errln!("  ROLLBACK FAILED: {error}"),
-                }
-            }
-            let v = json!({
-                "pair": pair.plan.name,
-                "ok": false,
-                "stage": failed.stage,
-                "error": failed.error.to_string(),
-                "rollback": failed.rollback,
-                "events": events,
-            });
-            (false, v)
-        }
-    }
-}
-
 async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
     match verify::verify(pair, verify::CHUNK_ROWS).await {
         Ok(r) => {
@@ -390,26 +292,5 @@ fn print_cleanup(r: &cleanup::CleanupReport) {
     }
     for line in &r.kept {
         outln!("  kept: {line}");
-    }
-}
-
-/// One line per cutover event, for people.
-fn describe(event: &Event) -> String {
-    match event {
-        Event::GatePassed { lag_bytes } => {
-            format!("gate passed (lag {})", bytes(*lag_bytes))
-        }
-        Event::Fenced { sessions_ended } => {
-            format!("source fenced ({sessions_ended} app session(s) ended)")
-        }
-        Event::CaughtUp {
-            fence_lsn,
-            sequences,
-        } => format!(
-            "target caught up exactly to the fence at {fence_lsn}; {sequences} sequence(s) set"
-        ),
-        Event::ReverseReady => "reverse replication target -> source ready".to_owned(),
-        Event::Promoted { .. } => "target promoted and writable".to_owned(),
-        Event::RollingBack { reason } => format!("FAILED: {reason}; rolling back"),
     }
 }

@@ -59,7 +59,7 @@ pub fn run(args: RunArgs) -> u8 {
             }
             Err(e) => {
                 let code = match e {
-                    RunError::Refused(_) => EXIT_INVALID,
+                    RunError::Refused(_) | RunError::Interrupted(_) => EXIT_INVALID,
                     RunError::State(_) => EXIT_FAILED,
                 };
                 let advice = advice(&e, &args.plan);
@@ -79,8 +79,7 @@ pub fn run(args: RunArgs) -> u8 {
 
 /// The CLI's words for what to do next.
 fn advice(e: &RunError, plan: &Path) -> String {
-    let text = e.to_string();
-    if text.contains("was interrupted") {
+    if let RunError::Interrupted(_) = e {
         format!(
             "\n  fix: `cutover status {0}` shows where it stopped; `cutover run --resume {0}` finishes or rolls it back",
             plan.display()

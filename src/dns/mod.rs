@@ -1,4 +1,4 @@
-//! DNS at cutover (DESIGN §6): which servers are authoritative, what each of them serves, TTL
+//! DNS at cutover: which servers are authoritative, what each of them serves, TTL
 //! pre-lowering with a recorded earliest safe cutover time, record updates through the
 //! provider, and waiting until every address of every authoritative server serves the new value.
 
@@ -79,9 +79,7 @@ pub enum DnsError {
         detail: String,
     },
     /// Switching now could leave caches serving the old address.
-    #[error(
-        "{record}: not safe to switch yet: {reason}; fix: {fix}, or pass --force to switch anyway (logged)"
-    )]
+    #[error("{record}: not safe to switch yet: {reason}; fix: {fix}, or force the switch (logged)")]
     NotSafe {
         /// Record.
         record: String,

@@ -1,4 +1,5 @@
-//! What `lower-ttl` saves per record in `<state_dir>/dns/`, and the DNS event log.
+//! What the TTL job saves per record in the state directory's `dns/` (laid out by
+//! [`crate::state::StateDir`], written through its durable writes), and the DNS event log.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -43,17 +44,17 @@ impl TtlState {
     }
 }
 
-/// The `<state_dir>/dns` directory.
+/// The DNS records' saved state of one migration.
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub struct Records {
     dir: PathBuf,
 }
 
-impl StateDir {
+impl Records {
     /// The DNS state of the migration whose state directory is `state_dir`.
-    pub fn new(state_dir: &Path) -> StateDir {
-        StateDir {
-            dir: state_dir.join("dns"),
+    pub fn new(state_dir: &Path) -> Records {
+        Records {
+            dir: crate::state::StateDir::new(state_dir).dns(),
         }
     }
 
@@ -80,7 +81,7 @@ impl StateDir {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 Self::error(
                     &path,
-                    format!("unreadable saved DNS state ({e}); fix: restore the old TTL by hand, delete the file and run `cutover dns lower-ttl` again"),
+                    format!("unreadable saved DNS state ({e}); fix: restore the old TTL by hand, delete the file and lower the TTL again"),
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -107,10 +108,8 @@ impl StateDir {
         }
     }
 
-    /// Appends one event (JSON object) to `events.jsonl`, stamped with the time.
+    /// Appends one event (JSON object) to `events.jsonl`, stamped with the time, durably.
     pub fn log_event(&self, event: &str, mut fields: serde_json::Value) -> Result<(), DnsError> {
-        use std::io::Write;
-        std::fs::create_dir_all(&self.dir).map_err(|e| Self::error(&self.dir, e))?;
         let path = self.dir.join("events.jsonl");
         if let Some(map) = fields.as_object_mut() {
             map.insert("event".into(), event.into());
@@ -121,12 +120,7 @@ impl StateDir {
                     .into(),
             );
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Self::error(&path, e))?;
-        writeln!(file, "{fields}").map_err(|e| Self::error(&path, e))
+        crate::state::append_line(&path, &fields.to_string()).map_err(|e| Self::error(&path, e))
     }
 }
 
@@ -173,7 +167,7 @@ mod tests {
     #[test]
     fn state_round_trips_and_safe_time_adds_the_old_ttl() {
         let dir = tempfile::tempdir().unwrap();
-        let states = StateDir::new(dir.path());
+        let states = Records::new(dir.path());
         let served = humantime::parse_rfc3339("2026-11-21T10:00:00Z").unwrap();
         let state = TtlState {
             name: "app.example.com".into(),

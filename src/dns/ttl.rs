@@ -6,7 +6,7 @@ use cutover_providers::RecordSet;
 use serde::Serialize;
 
 use super::probe::{self, Question, Served};
-use super::state::{StateDir, TtlState};
+use super::state::{Records, TtlState};
 use super::{AuthServer, DnsError, Target};
 
 /// What one server serves for the record.
@@ -80,7 +80,7 @@ fn serves_lowered(view: &ServerView, lowered: u32) -> bool {
 /// provider only when needed, and records when every authoritative server serves it.
 pub async fn lower(
     target: &Target<'_>,
-    states: &StateDir,
+    states: &Records,
     options: LowerOptions,
 ) -> Result<LowerReport, DnsError> {
     let plan = target.plan;
@@ -202,7 +202,7 @@ pub struct RestoreReport {
 }
 
 /// Puts the saved TTL back (keeping whatever values the record has now) and forgets the state.
-pub async fn restore(target: &Target<'_>, states: &StateDir) -> Result<RestoreReport, DnsError> {
+pub async fn restore(target: &Target<'_>, states: &Records) -> Result<RestoreReport, DnsError> {
     let plan = target.plan;
     let record = target.label();
     let Some(state) = states.load(&plan.name, plan.record_type)? else {
@@ -267,7 +267,7 @@ pub struct StatusReport {
 }
 
 /// Reads the provider, every server and the saved state.
-pub async fn status(target: &Target<'_>, states: &StateDir) -> Result<StatusReport, DnsError> {
+pub async fn status(target: &Target<'_>, states: &Records) -> Result<StatusReport, DnsError> {
     let plan = target.plan;
     let provider = target
         .provider

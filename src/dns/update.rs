@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use cutover_providers::RecordSet;
 use serde::Serialize;
 
-use super::state::{StateDir, TtlState};
+use super::state::{Records, TtlState};
 use super::{DnsError, Target};
 
 /// Whether switching `record` (`name TYPE`) at `now` is safe according to its saved TTL state.
@@ -20,7 +20,7 @@ pub fn check_safe(record: &str, state: Option<&TtlState>, now: SystemTime) -> Re
     let Some(state) = state else {
         return Err(not_safe(
             "its TTL was never lowered, so caches may keep the old address for the full TTL".into(),
-            "run `cutover dns lower-ttl PLAN` and wait for the safe time it prints",
+            "lower the record's TTL first and wait for the safe time that reports",
         ));
     };
     let Some(safe_at) = state.safe_at() else {
@@ -29,7 +29,7 @@ pub fn check_safe(record: &str, state: Option<&TtlState>, now: SystemTime) -> Re
                 "not every authoritative server serves the lowered TTL {} yet",
                 state.lowered_ttl
             ),
-            "run `cutover dns lower-ttl PLAN` again until it prints a safe time",
+            "lower the TTL again until every authoritative server serves it and a safe time is known",
         ));
     };
     if now < safe_at {
@@ -64,7 +64,7 @@ pub struct UpdateReport {
 /// are logged in `events.jsonl`.
 pub async fn update_all(
     targets: &[Target<'_>],
-    states: &StateDir,
+    states: &Records,
     force: bool,
 ) -> Result<Vec<UpdateReport>, DnsError> {
     let now = SystemTime::now();

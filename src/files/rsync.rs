@@ -56,7 +56,7 @@ pub fn exit_meaning(code: i32, warm: bool, stderr: &str) -> ExitMeaning {
         ),
         255 => (
             false,
-            "ssh failed (exit 255): the host is unreachable or refused the key; `cutover files preflight` tells which".to_owned(),
+            "ssh failed (exit 255): the host is unreachable or refused the key; the files preflight tells which".to_owned(),
         ),
         127 => (
             false,

@@ -3,12 +3,16 @@
 
 use super::cutover::MyWindow;
 use super::{Db, Pair, heartbeat, preflight, start, writers};
-use crate::engine::{self, Act, EngineError, Preflighted, Probe, Reading, Window};
+use crate::engine::{self, Act, EngineError, Preflighted, Probe, Reading, Replication, Window};
 
 #[async_trait::async_trait]
 impl engine::Pair for Pair {
     fn component(&self) -> String {
         format!("mysql {}", self.plan.name)
+    }
+
+    fn name(&self) -> &str {
+        &self.plan.name
     }
 
     fn reversed(&self) -> Box<dyn engine::Pair> {
@@ -75,6 +79,34 @@ impl engine::Pair for Pair {
             source,
             target,
         }))
+    }
+
+    async fn replication(&self) -> Result<Replication, EngineError> {
+        // The replica's own threads and Seconds_Behind: a reading writes no heartbeat to the
+        // source (it is connected to, so an unreachable source reads as down).
+        let (source, mut target) = self.connect().await?;
+        let rows = target
+            .rows_by_name("read replica status", target.dialect.replica_status())
+            .await?;
+        let row = rows.first();
+        let running = row.is_some_and(|r| {
+            r.text("Replica_IO_Running").as_deref() == Some("Yes")
+                && r.text("Replica_SQL_Running").as_deref() == Some("Yes")
+        });
+        let behind = row
+            .and_then(|r| r.number("Seconds_Behind_Source"))
+            .filter(|_| running);
+        source.close().await;
+        target.close().await;
+        Ok(Replication {
+            running,
+            lag_bytes: None,
+            lag_seconds: behind.map(|s| s as f64),
+            words: match behind {
+                Some(s) => format!("{s} s behind the source"),
+                None => "not replicating".to_owned(),
+            },
+        })
     }
 
     async fn window(&self, _resume: bool) -> Result<Box<dyn Window>, EngineError> {

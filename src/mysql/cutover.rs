@@ -1,4 +1,5 @@
-//! `mysql cutover`: the write-unavailability window, top to bottom (DESIGN §5).
+//! A MySQL / MariaDB pair's write-unavailability window ([`crate::engine::Window`]), top to
+//! bottom.
 //!
 //! 1. Gate: replica threads running, a heartbeat written now reaches the target within
 //!    `max_lag`, and no account outside the fence (and its exemptions) able to write.
@@ -27,42 +28,10 @@ use crate::engine::{self, EngineError};
 /// Seconds the fence waits for a lock (a running commit) before failing.
 const FENCE_LOCK_WAIT_SECONDS: u32 = 5;
 
-/// Progress of a cutover, reported as it happens.
+/// What a promoted window measured and did (the engine-specific detail of
+/// [`engine::Finished`]).
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum Event {
-    /// The gate passed.
-    GatePassed {
-        /// Heartbeat lag (ms) measured at the gate.
-        lag_ms: f64,
-    },
-    /// The source refuses writes and the app's sessions are gone.
-    Fenced {
-        /// Sessions killed.
-        sessions_killed: usize,
-    },
-    /// The target has applied everything the source committed before the fence.
-    CaughtUp {
-        /// The source position read after the fence.
-        position: String,
-    },
-    /// The target is writable.
-    Promoted {
-        /// Fence start to target writable.
-        write_unavailable_ms: f64,
-    },
-    /// The old source replicates from the new primary.
-    ReverseReady,
-    /// A step failed; the source is being unfenced.
-    RollingBack {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What a cutover measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct CutoverReport {
+pub struct Detail {
     /// Pair name.
     pub pair: String,
     /// Fence start to target writable.
@@ -84,30 +53,6 @@ pub struct CutoverReport {
     /// `Some(true)` when the old primary's position is still the fence position (nothing
     /// wrote there after the fence), `Some(false)` when it moved, `None` when unchecked.
     pub old_primary_clean: Option<bool>,
-}
-
-/// What a failed cutover left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rollback {
-    /// The source was never fenced: nothing changed.
-    NotNeeded,
-    /// The source was unfenced and takes writes again.
-    Unfenced,
-    /// Unfencing the source failed: it is still read-only. The message says what to run.
-    UnfenceFailed,
-    /// The failure came after promotion: the target is the primary; the source stays fenced.
-    AfterPromotion,
-}
-
-/// A cutover that did not complete.
-#[derive(Debug, thiserror::Error)]
-#[error("{error} (rollback: {rollback:?})")]
-pub struct CutoverFailed {
-    /// What failed.
-    pub error: MyError,
-    /// What was done about it.
-    pub rollback: Rollback,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -255,64 +200,6 @@ async fn promote(target: &mut Db, gtid: bool, unlock: Option<&str>) -> Result<St
     Ok(position)
 }
 
-/// Runs the cutover of one pair; `on_event` sees each step as it happens.
-pub async fn cutover(
-    pair: &Pair,
-    on_event: &mut (dyn FnMut(&Event) + Send),
-) -> Result<CutoverReport, CutoverFailed> {
-    let not_needed = |error| CutoverFailed {
-        error,
-        rollback: Rollback::NotNeeded,
-    };
-    let mut w = MyWindow::open(pair).await.map_err(not_needed)?;
-    let lag = w.gate().await.map_err(not_needed)?;
-    on_event(&Event::GatePassed { lag_ms: ms(lag) });
-    // 2-4 with unfencing on failure.
-    let inside = async {
-        let killed = w.fence().await?;
-        on_event(&Event::Fenced {
-            sessions_killed: killed,
-        });
-        let position = w.catch_up().await?;
-        on_event(&Event::CaughtUp { position });
-        Ok::<_, MyError>(())
-    };
-    if let Err(error) = inside.await {
-        on_event(&Event::RollingBack {
-            reason: error.to_string(),
-        });
-        return Err(w.unfence(error).await);
-    }
-    if let Err(error) = w.promote().await {
-        if w.target_writable().await {
-            // The target became writable before the failure: it is the primary.
-            return Err(CutoverFailed {
-                error,
-                rollback: Rollback::AfterPromotion,
-            });
-        }
-        on_event(&Event::RollingBack {
-            reason: error.to_string(),
-        });
-        return Err(w.unfence(error).await);
-    }
-    on_event(&Event::Promoted {
-        write_unavailable_ms: w.write_unavailable_ms.unwrap_or_default(),
-    });
-    let mut report = w.report();
-    if let Err(error) = w.after(&mut report).await {
-        return Err(CutoverFailed {
-            error,
-            rollback: Rollback::AfterPromotion,
-        });
-    }
-    if report.reverse_replication {
-        on_event(&Event::ReverseReady);
-    }
-    w.close().await;
-    Ok(report)
-}
-
 /// One pair's window, phase by phase ([`crate::engine::Window`]). Each phase reads the
 /// servers' state, so a fresh window can finish or undo what a crashed process left.
 pub struct MyWindow {
@@ -372,7 +259,7 @@ impl MyWindow {
             .await?;
         let row = rows.first().cloned().unwrap_or_default();
         if row.text("Source_User").as_deref() != Some(pair.replication_user().as_str()) {
-            return Err(MyError::Refused(format!(
+            return Err(MyError::NotStarted(format!(
                 "{}: the target is not replicating from the source for this pair; fix: start replication",
                 pair.plan.name
             )));
@@ -416,7 +303,7 @@ impl MyWindow {
                 .await?
                 .is_empty()
         {
-            return Err(MyError::Refused(format!(
+            return Err(MyError::Interrupted(format!(
                 "{}: the source is already fenced by an earlier cutover that was interrupted; resume it (it finishes or rolls back) instead of starting another",
                 pair.plan.name
             )));
@@ -446,7 +333,7 @@ impl MyWindow {
                 drift.join("\n  ")
             )));
         }
-        // The fence holds only for the accounts it locks (DESIGN §5): refuse while another
+        // The fence holds only for the accounts it locks: refuse while another
         // account could keep writing to the old primary.
         let accounts = writers::accounts(source, &pair.plan.databases).await?;
         let scope = writers::scope(
@@ -565,9 +452,9 @@ impl MyWindow {
     }
 
     /// The report of a promoted window (before [`MyWindow::after`] adds to it).
-    pub fn report(&self) -> CutoverReport {
+    pub fn report(&self) -> Detail {
         let unavailable = self.write_unavailable_ms.unwrap_or_default();
-        CutoverReport {
+        Detail {
             pair: self.pair.plan.name.clone(),
             write_unavailable_ms: unavailable,
             fence_ms: ms(self.fenced),
@@ -584,7 +471,7 @@ impl MyWindow {
     /// After promotion: the target's lock record cleared, the old primary proven untouched,
     /// its accounts kept locked, reverse replication set up. Only reverse replication fails
     /// the call; the rest are warnings.
-    pub async fn after(&mut self, report: &mut CutoverReport) -> Result<(), MyError> {
+    pub async fn after(&mut self, report: &mut Detail) -> Result<(), MyError> {
         let pair = self.pair.clone();
         let (source, target) = (&mut self.source, &mut self.target);
         // The old primary's app accounts stay locked: nothing may write there any more.
@@ -668,8 +555,9 @@ impl MyWindow {
         wait_running(source, Duration::from_secs(30)).await
     }
 
-    /// Unfences the source after a failure before promotion.
-    pub async fn unfence(&mut self, error: MyError) -> CutoverFailed {
+    /// Unfences the source after a failure before promotion; the error says what to run by
+    /// hand when it fails.
+    pub async fn unfence(&mut self) -> Result<(), MyError> {
         let source = &mut self.source;
         let pair_name = &self.pair.plan.name;
         let sql = source.dialect.unfence();
@@ -677,21 +565,14 @@ impl MyWindow {
             Ok(()) => writers::unlock(source, pair_name).await.map(|_| ()),
             Err(e) => Err(e),
         };
-        match unfenced {
-            Ok(()) => CutoverFailed {
-                error,
-                rollback: Rollback::Unfenced,
-            },
-            Err(e) => CutoverFailed {
-                error: MyError::Refused(format!(
-                    "{error}; unfencing the source also failed ({e}): run `{sql}` on {} now, then ALTER USER ... ACCOUNT UNLOCK for the accounts in `{}`.`{}` (pair {pair_name})",
-                    source.label,
-                    writers::LOCK_DB,
-                    writers::LOCK_TABLE
-                )),
-                rollback: Rollback::UnfenceFailed,
-            },
-        }
+        unfenced.map_err(|e| {
+            MyError::Refused(format!(
+                "unfencing the source failed ({e}): run `{sql}` on {} now, then ALTER USER ... ACCOUNT UNLOCK for the accounts in `{}`.`{}` (pair {pair_name})",
+                source.label,
+                writers::LOCK_DB,
+                writers::LOCK_TABLE
+            ))
+        })
     }
 
     /// Both servers' state, read from them.
@@ -791,6 +672,13 @@ impl engine::Window for MyWindow {
         }
         engine::Finished {
             old_primary_clean: report.old_primary_clean,
+            lost: match (report.old_primary_clean, &report.old_primary_position) {
+                (Some(false), Some(now)) => Some(format!(
+                    "the old primary's position moved from {} (fence) to {now} after the fence; find those writes in its binlog (mariadb-binlog/mysqlbinlog)",
+                    report.position
+                )),
+                _ => None,
+            },
             warnings: report.warnings.clone(),
             detail: serde_json::to_value(&report).unwrap_or_default(),
         }
@@ -815,15 +703,12 @@ impl engine::Window for MyWindow {
                 ),
             };
         }
-        let failed = self
-            .unfence(MyError::Refused("rolling back".to_owned()))
-            .await;
-        match failed.rollback {
-            Rollback::Unfenced => engine::Rollback::SourceReopened {
+        match self.unfence().await {
+            Ok(()) => engine::Rollback::SourceReopened {
                 detail: "read_only off, app accounts unlocked".to_owned(),
             },
-            _ => engine::Rollback::Failed {
-                error: failed.error.to_string(),
+            Err(e) => engine::Rollback::Failed {
+                error: e.to_string(),
             },
         }
     }

@@ -1,4 +1,4 @@
-//! MySQL / MariaDB binlog replication from a source server to a target server (DESIGN §5).
+//! MySQL / MariaDB binlog replication from a source server to a target server.
 //!
 //! - [`dialect`]: flavour, numeric version, and the statement table per dialect.
 //! - [`db`]: connecting with the plan's credentials; errors name the server and the step.

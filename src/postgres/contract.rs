@@ -3,13 +3,17 @@
 
 use super::cutover::PgWindow;
 use super::{Db, Pair, fence, preflight, start, status};
-use crate::engine::{self, Act, EngineError, Preflighted, Probe, Reading, Window};
+use crate::engine::{self, Act, EngineError, Preflighted, Probe, Reading, Replication, Window};
 use crate::finding::Finding;
 
 #[async_trait::async_trait]
 impl engine::Pair for Pair {
     fn component(&self) -> String {
         format!("postgres {}", self.plan.name)
+    }
+
+    fn name(&self) -> &str {
+        &self.plan.name
     }
 
     fn reversed(&self) -> Box<dyn engine::Pair> {
@@ -100,6 +104,27 @@ impl engine::Pair for Pair {
             source,
             target,
         }))
+    }
+
+    async fn replication(&self) -> Result<Replication, EngineError> {
+        let (s, t) = self.connect().await?;
+        let st = status::status(self, &s, &t, None).await?;
+        Ok(Replication {
+            running: st.replication_running,
+            lag_bytes: st.lag_bytes,
+            lag_seconds: st.lag_seconds,
+            words: format!(
+                "{} tables, all ready: {}, lag {} bytes{}",
+                st.tables.len(),
+                st.all_ready,
+                st.lag_bytes.map_or("unknown".to_owned(), |b| b.to_string()),
+                if st.replication_running {
+                    String::new()
+                } else {
+                    format!("; replication NOT running: {}", st.not_running_cause())
+                }
+            ),
+        })
     }
 
     async fn window(&self, resume: bool) -> Result<Box<dyn Window>, EngineError> {

@@ -1,4 +1,4 @@
-//! `pg cutover`: the write-unavailability window, top to bottom.
+//! A PostgreSQL pair's write-unavailability window ([`crate::engine::Window`]), top to bottom.
 //!
 //! 1. Gate: subscription running, every table copied, lag under `max_lag_bytes`, the target's
 //!    app roles still blocked, the source not already fenced, no role outside the fence (and
@@ -37,41 +37,6 @@ const SESSION_EXIT_LIMIT: Duration = Duration::from_secs(10);
 /// Pause between catch-up polls.
 const POLL: Duration = Duration::from_millis(1);
 
-/// Progress of a cutover, reported as it happens.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum Event {
-    /// The gate passed; the fence comes next.
-    GatePassed {
-        /// Lag when the gate was checked.
-        lag_bytes: i64,
-    },
-    /// App roles are blocked on the source and their sessions are gone.
-    Fenced {
-        /// Sessions terminated.
-        sessions_ended: usize,
-    },
-    /// Everything committed before the fence is on the target, and sequences are set.
-    CaughtUp {
-        /// The source WAL position after the last app session was gone.
-        fence_lsn: String,
-        /// Sequences set on the target.
-        sequences: usize,
-    },
-    /// Reverse replication is in place.
-    ReverseReady,
-    /// The target is writable.
-    Promoted {
-        /// Fence start to target writable.
-        write_unavailable_ms: f64,
-    },
-    /// A step failed; rolling back.
-    RollingBack {
-        /// Why.
-        reason: String,
-    },
-}
-
 /// Steps of a cutover, for timings and failure reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -96,9 +61,10 @@ pub enum Stage {
     RefreshMatviews,
 }
 
-/// A successful cutover.
+/// What a promoted window measured and did, as a run's report and the single-pair command
+/// show it (the engine-specific detail of [`engine::Finished`]).
 #[derive(Debug, Clone, Serialize)]
-pub struct CutoverReport {
+pub struct Detail {
     /// The pair.
     pub pair: String,
     /// Source WAL position after the fence.
@@ -122,93 +88,11 @@ pub struct CutoverReport {
     pub matviews_refreshed: Vec<String>,
 }
 
-impl CutoverReport {
+impl Detail {
     /// `Some(true)` when the old primary was checked and took no write after the fence,
     /// `Some(false)` when it took some (they are not on the new primary), `None` when unchecked.
     pub fn old_primary_clean(&self) -> Option<bool> {
         self.old_primary_audit.as_ref().map(|a| a.rows() == 0)
-    }
-}
-
-/// What happened to the source after a failure.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "outcome", rename_all = "kebab-case")]
-pub enum Rollback {
-    /// The failure came before the fence; nothing was changed.
-    NotNeeded,
-    /// The source's app roles can log in again and it serves writes.
-    SourceUnfenced {
-        /// Roles given LOGIN back.
-        roles: Vec<String>,
-    },
-    /// Unfencing failed or was unsafe: the source stays fenced until someone acts.
-    Failed {
-        /// Why, and what to run.
-        error: String,
-    },
-}
-
-/// A failed cutover: where, why, and what the rollback did.
-#[derive(Debug, thiserror::Error)]
-#[error("cutover failed at {stage:?}: {error}")]
-pub struct CutoverFailed {
-    /// The stage that failed.
-    pub stage: Stage,
-    /// The error.
-    pub error: PgError,
-    /// What happened to the source.
-    pub rollback: Rollback,
-}
-
-/// Cuts `pair` over, reporting progress through `events`.
-pub async fn cutover(
-    pair: &Pair,
-    events: &mut (dyn FnMut(&Event) + Send),
-) -> Result<CutoverReport, CutoverFailed> {
-    let early = |stage| {
-        move |error| CutoverFailed {
-            stage,
-            error,
-            rollback: Rollback::NotNeeded,
-        }
-    };
-    let mut window = PgWindow::open(pair).await.map_err(early(Stage::Connect))?;
-    let lag_bytes = window.gate().await.map_err(early(Stage::Gate))?;
-    events(&Event::GatePassed { lag_bytes });
-    let inside = async {
-        let sessions_ended = window.fence().await?;
-        events(&Event::Fenced { sessions_ended });
-        let (fence_lsn, sequences) = window.catch_up().await?;
-        events(&Event::CaughtUp {
-            fence_lsn,
-            sequences,
-        });
-        if window.reverse_created {
-            events(&Event::ReverseReady);
-        }
-        let write_unavailable_ms = window.promote().await?;
-        events(&Event::Promoted {
-            write_unavailable_ms: write_unavailable_ms.unwrap_or_default(),
-        });
-        Ok::<_, (Stage, PgError)>(())
-    };
-    match inside.await {
-        Ok(()) => {
-            let mut report = window.report();
-            window.after(&mut report).await;
-            Ok(report)
-        }
-        Err((stage, error)) => {
-            events(&Event::RollingBack {
-                reason: error.to_string(),
-            });
-            let rollback = window.roll_back().await;
-            Err(CutoverFailed {
-                stage,
-                error,
-                rollback,
-            })
-        }
     }
 }
 
@@ -222,7 +106,10 @@ async fn gate(
     let s = status::status(pair, source, target, None).await?;
     let refuse = |why: String| Err(PgError::Refused(format!("{}: {why}", pair.plan.name)));
     if !s.subscribed || !s.slot_exists {
-        return refuse("replication is not set up; start it first".into());
+        return Err(PgError::NotStarted(format!(
+            "{}: replication is not set up; start it first",
+            pair.plan.name
+        )));
     }
     if !s.enabled || !s.apply_running {
         return refuse(format!(
@@ -253,12 +140,13 @@ async fn gate(
         ));
     }
     if !s.blocked_roles.source.is_empty() {
-        return refuse(format!(
-            "the source is already fenced ({}): an earlier cutover was interrupted; resume it (it finishes or rolls back) instead of starting another",
+        return Err(PgError::Interrupted(format!(
+            "{}: the source is already fenced ({}): an earlier cutover was interrupted; resume it (it finishes or rolls back) instead of starting another",
+            pair.plan.name,
             s.blocked_roles.source.join(", ")
-        ));
+        )));
     }
-    // The fence stops only the roles it lists (DESIGN §4): refuse while another role could
+    // The fence stops only the roles it lists: refuse while another role could
     // keep writing to the old primary.
     let (tables, _) = catalog::in_scope(catalog::tables(source).await?, &pair.plan.tables);
     let exempt: Vec<String> = pair.plan.exempt_roles.keys().cloned().collect();
@@ -599,8 +487,8 @@ impl PgWindow {
     }
 
     /// The report of a promoted window (before [`PgWindow::after`] adds to it).
-    pub fn report(&self) -> CutoverReport {
-        CutoverReport {
+    pub fn report(&self) -> Detail {
+        Detail {
             pair: self.pair.plan.name.clone(),
             fence_lsn: self.fence_lsn.clone(),
             sessions_ended: self.sessions_ended,
@@ -616,7 +504,7 @@ impl PgWindow {
 
     /// After the point of no return: drop the forward subscription with its slot and keep the
     /// source fenced for good. Failures here are reported, never rolled back.
-    pub async fn after(&mut self, report: &mut CutoverReport) {
+    pub async fn after(&mut self, report: &mut Detail) {
         let names = self.pair.names.clone();
         self.last = Instant::now();
         // The subscription lets go of its slot, so the slot can be audited before it is dropped.
@@ -690,18 +578,14 @@ impl PgWindow {
     /// Undoes the window: reverse replication removed, source unfenced. When the promotion's
     /// own outcome is unknown (the target went away while committing it), the source stays
     /// fenced: unfencing it next to a promoted target would split writes between two primaries.
-    pub async fn roll_back(&mut self) -> Rollback {
+    pub async fn roll_back(&mut self) -> engine::Rollback {
         let names = &self.pair.names;
         if self.promote_attempted {
             match self.promotion_committed().await {
                 Some(false) => {}
-                Some(true) => {
-                    return Rollback::Failed {
-                        error: "the promotion committed on the target: the target is the primary now; the source stays fenced (finish the cutover instead)".to_owned(),
-                    };
-                }
+                Some(true) => return engine::Rollback::AfterPromotion,
                 None => {
-                    return Rollback::Failed {
+                    return engine::Rollback::Failed {
                         error: format!(
                             "the promotion's outcome is unknown (target unreachable); the source stays fenced. If subscription {} on the target is disabled, the target is the primary; otherwise {}",
                             names.subscription,
@@ -716,7 +600,7 @@ impl PgWindow {
             match self.pair.source.connect().await {
                 Ok(db) => self.source = db,
                 Err(e) => {
-                    return Rollback::Failed {
+                    return engine::Rollback::Failed {
                         error: format!("{e}; {}", unfence_help(&self.pair)),
                     };
                 }
@@ -726,7 +610,7 @@ impl PgWindow {
         if self.reverse_created {
             // Must go before the source takes writes again, or they would loop back.
             if let Err(e) = cleanup::drop_subscription(source, &names.reverse_subscription).await {
-                return Rollback::Failed {
+                return engine::Rollback::Failed {
                     error: format!(
                         "could not remove reverse subscription {} from the source ({e}); the source stays fenced. Drop it (DROP SUBSCRIPTION), then {}",
                         names.reverse_subscription,
@@ -741,8 +625,14 @@ impl PgWindow {
             }
         }
         match fence::unblock(source, &names.pair).await {
-            Ok(roles) => Rollback::SourceUnfenced { roles },
-            Err(e) => Rollback::Failed {
+            Ok(roles) => engine::Rollback::SourceReopened {
+                detail: if roles.is_empty() {
+                    "nothing was fenced".to_owned()
+                } else {
+                    format!("LOGIN restored: {}", roles.join(", "))
+                },
+            },
+            Err(e) => engine::Rollback::Failed {
                 error: format!("{e}; {}", unfence_help(&self.pair)),
             },
         }
@@ -851,26 +741,18 @@ impl engine::Window for PgWindow {
         self.after(&mut report).await;
         engine::Finished {
             old_primary_clean: report.old_primary_clean(),
+            lost: report
+                .old_primary_audit
+                .as_ref()
+                .filter(|a| a.rows() > 0)
+                .map(|a| a.describe()),
             warnings: report.warnings.clone(),
             detail: serde_json::to_value(&report).unwrap_or_default(),
         }
     }
 
     async fn roll_back(&mut self) -> engine::Rollback {
-        match PgWindow::roll_back(self).await {
-            Rollback::NotNeeded => engine::Rollback::NotNeeded,
-            Rollback::SourceUnfenced { roles } => engine::Rollback::SourceReopened {
-                detail: if roles.is_empty() {
-                    "nothing was fenced".to_owned()
-                } else {
-                    format!("LOGIN restored: {}", roles.join(", "))
-                },
-            },
-            Rollback::Failed { error } if error.contains("committed on the target") => {
-                engine::Rollback::AfterPromotion
-            }
-            Rollback::Failed { error } => engine::Rollback::Failed { error },
-        }
+        PgWindow::roll_back(self).await
     }
 
     async fn state(&mut self) -> Result<engine::PairState, EngineError> {

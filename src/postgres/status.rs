@@ -211,7 +211,7 @@ pub async fn status(
 
     if status.subscribed && !status.slot_exists {
         status.warnings.push(format!(
-            "the subscription exists but its slot `{}` is missing on the source; run `pg cleanup` then `pg start`",
+            "the subscription exists but its slot `{}` is missing on the source; clean the pair up, then start replication again",
             pair.names.slot()
         ));
     }
@@ -317,10 +317,10 @@ fn record_retained(dir: &Path, pair: &str, retained: i64) -> Option<String> {
     history.samples.push((now, retained));
     let excess = history.samples.len().saturating_sub(HISTORY);
     history.samples.drain(..excess);
-    if std::fs::create_dir_all(dir).is_ok()
-        && let Ok(bytes) = serde_json::to_vec(&history)
+    if let Ok(bytes) = serde_json::to_vec(&history)
+        && let Err(e) = crate::state::write_atomic(&path, &bytes)
     {
-        let _ = std::fs::write(&path, bytes);
+        tracing::warn!(path = %path.display(), error = %e, "retained-WAL sample not saved");
     }
     growth_warning(&history.samples)
 }

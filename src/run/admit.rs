@@ -43,6 +43,10 @@ pub enum RunError {
     /// The run is refused before anything is changed.
     #[error("{0}")]
     Refused(String),
+    /// Refused: an earlier run of the migration was interrupted; it must be resumed (it
+    /// finishes or rolls back) before another starts. Nothing was changed.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// Refuses a plan whose rollback after promotion would lose writes, unless it says it accepts.
@@ -207,7 +211,7 @@ async fn run_under(
     let unfinished = !previous.is_empty() && (progress.finished.is_none() || progress.resumable);
     let outcome = if !opts.resume {
         if unfinished {
-            return Err(RunError::Refused(format!(
+            return Err(RunError::Interrupted(format!(
                 "an earlier run of this migration ({}) was interrupted {}; resume it (it finishes or rolls back) before starting another",
                 previous[0].run,
                 match progress.last_begun.and_then(|i| lines.get(i)) {
@@ -228,7 +232,7 @@ async fn run_under(
             }
             if !plan.files.is_empty() && !opts.leave_files {
                 return Err(RunError::Refused(format!(
-                    "the plan moves file trees ({}), and a reverse cutover does not carry them back: the old host lacks every file (and SQLite write) made on the new host since the move, so serving from it again would lose them. Copy them back first (a plan with source and target swapped, files only), or say they may be left behind with --leave-files",
+                    "the plan moves file trees ({}), and a reverse cutover does not carry them back: the old host lacks every file (and SQLite write) made on the new host since the move, so serving from it again would lose them. Copy them back first (a plan with source and target swapped, files only), or say they may be left behind (leave files)",
                     plan.files
                         .iter()
                         .map(|f| f.name.as_str())
@@ -254,7 +258,7 @@ async fn run_under(
                     || progress.past_point_of_no_return);
             if forward_done {
                 return Err(RunError::Refused(format!(
-                    "this migration already moved: its last run ({}) {}, so its targets are the live side now, and running it again would copy the old sources over them. Nothing was changed. To move back, use `--rollback`; to move again, write a plan with a new migration name (and source and target as they are now)",
+                    "this migration already moved: its last run ({}) {}, so its targets are the live side now, and running it again would copy the old sources over them. Nothing was changed. To move back, reverse the cutover; to move again, write a plan with a new migration name (and source and target as they are now)",
                     previous[0].run,
                     match progress.finished {
                         Some(Outcome::Completed) => "completed".to_owned(),
@@ -277,7 +281,7 @@ async fn run_under(
         if reverse && !plan.files.is_empty() {
             runner.record(Entry::Note {
                 text: format!(
-                    "files left behind (--leave-files): {} stay on the new host; the old host's trees are as they were at the move",
+                    "files left behind (as asked): {} stay on the new host; the old host's trees are as they were at the move",
                     plan.files
                         .iter()
                         .map(|f| f.name.as_str())
@@ -336,7 +340,7 @@ async fn run_under(
         let decision = if forward {
             "forward: the point of no return was passed; finishing every remaining step".to_owned()
         } else if opts.go_on {
-            "continue (--continue): before the point of no return; going on from the first step not done".to_owned()
+            "continue (as asked): before the point of no return; going on from the first step not done".to_owned()
         } else {
             "roll back: the run stopped before the point of no return".to_owned()
         };
@@ -364,7 +368,7 @@ async fn run_under(
         // The reverse cutover would leave the trees behind: that is the operator's call, not
         // an automatic one. The new host keeps serving; the summary says what to do.
         runner.record(Entry::Note {
-            text: "a health check failed, but the plan moves file trees, which a reverse cutover does not carry back: nothing was reversed automatically, the new host serves. `run --rollback --leave-files` moves the databases back without the files".to_owned(),
+            text: "a health check failed, but the plan moves file trees, which a reverse cutover does not carry back: nothing was reversed automatically, the new host serves. A reverse cutover that leaves the files behind moves the databases back without them".to_owned(),
         })?;
     } else if runner.check_failed && plan.migration.auto_rollback && !runner.reverse {
         crate::run::test_stop::maybe_stop_at_event("before-reverse");

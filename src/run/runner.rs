@@ -341,7 +341,7 @@ impl<'a> Runner<'a> {
                     self.check_failed = true;
                     if self.plan.migration.auto_rollback && !self.plan.files.is_empty() {
                         format!(
-                            "a health check failed after the point of no return ({error}); the new primaries serve. Not reversed automatically: the plan's file trees would be left behind (`run --rollback --leave-files` moves the databases back without them)"
+                            "a health check failed after the point of no return ({error}); the new primaries serve. Not reversed automatically: the plan's file trees would be left behind (a reverse cutover that leaves the files behind moves the databases back without them)"
                         )
                     } else if self.plan.migration.auto_rollback {
                         format!(
@@ -349,7 +349,7 @@ impl<'a> Runner<'a> {
                         )
                     } else {
                         format!(
-                            "a health check failed after the point of no return ({error}); the new primaries serve and the old ones stay fenced, kept current by reverse replication. auto_rollback is off: `run --rollback` reverses the cutover"
+                            "a health check failed after the point of no return ({error}); the new primaries serve and the old ones stay fenced, kept current by reverse replication. auto_rollback is off: a reverse cutover moves back"
                         )
                     }
                 }
@@ -374,7 +374,7 @@ impl<'a> Runner<'a> {
         }
         if !self.plan.migration.auto_rollback {
             let summary = format!(
-                "failed at `{}` ({error}); auto_rollback is off, so nothing was undone: resuming the run rolls back, resuming with --continue goes on",
+                "failed at `{}` ({error}); auto_rollback is off, so nothing was undone: resuming the run rolls back, resuming it to continue goes on",
                 step_line(step)
             );
             self.record(Entry::RunFinished {

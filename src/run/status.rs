@@ -99,9 +99,10 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
     } else if progress.past_point_of_no_return || any_promoted {
         "go forward: finish the remaining steps (past the point of no return)".to_owned()
     } else if reverse {
-        "roll back the reverse cutover: the new primaries serve again (before its point of no return); with --continue, go on instead".to_owned()
+        "roll back the reverse cutover: the new primaries serve again (before its point of no return); continuing goes on instead".to_owned()
     } else {
-        "roll back every fenced source (before the point of no return); with --continue, go on instead".to_owned()
+        "roll back every fenced source (before the point of no return); continuing goes on instead"
+            .to_owned()
     };
     Ok(Status {
         holder,

@@ -1,4 +1,4 @@
-//! The ordered steps of a run, derived from a plan (DESIGN §3). Each step carries what the
+//! The ordered steps of a run, derived from a plan. Each step carries what the
 //! sequencer executes ([`Kind`]) and the sentence `plan check` prints, so the two cannot drift.
 //! The window's database steps come phase by phase across every pair: gate all, fence all,
 //! catch up all, promote all, so one pair's failure before the promotions undoes every pair.

@@ -381,89 +381,30 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
         }
     };
 
-    // Replication, pair by pair.
-    for p in &plan.postgres {
-        let component = format!("postgres {}", p.name);
-        let pair = crate::postgres::Pair::new(plan, p);
-        let read = async {
-            let (s, t) = pair.connect().await?;
-            crate::postgres::status::status(&pair, &s, &t, None).await
-        };
-        match bounded(read).await {
-            Ok(st) => {
-                set_or_clear(
-                    &m.lag_bytes,
-                    &[name, &p.name],
-                    st.lag_bytes.map(|b| b as f64),
-                );
-                set_or_clear(&m.lag_seconds, &[name, &p.name], st.lag_seconds);
+    // Replication, pair by pair, through the engine contract's read-only reading.
+    for (db, component) in crate::run::databases(plan) {
+        let pair = crate::run::pairs::pair(plan, db);
+        let labels = [name, pair.name()];
+        match bounded(pair.replication()).await {
+            Ok(r) => {
+                set_or_clear(&m.lag_bytes, &labels, r.lag_bytes.map(|b| b as f64));
+                set_or_clear(&m.lag_seconds, &labels, r.lag_seconds);
                 m.replication_running
-                    .with_label_values(&[name, &p.name])
-                    .set(if st.replication_running { 1.0 } else { 0.0 });
-                let text = format!(
-                    "{} tables, all ready: {}, lag {} bytes{}",
-                    st.tables.len(),
-                    st.all_ready,
-                    st.lag_bytes.map_or("unknown".to_owned(), |b| b.to_string()),
-                    if st.replication_running {
-                        String::new()
-                    } else {
-                        format!("; replication NOT running: {}", st.not_running_cause())
-                    }
-                );
-                up(&component, true, text);
+                    .with_label_values(&labels)
+                    .set(if r.running { 1.0 } else { 0.0 });
+                up(&component, true, r.words);
             }
             Err(e) => {
-                let _ = m.lag_bytes.remove_label_values(&[name, &p.name]);
-                let _ = m.lag_seconds.remove_label_values(&[name, &p.name]);
-                let _ = m.replication_running.remove_label_values(&[name, &p.name]);
-                up(&component, false, e);
-            }
-        }
-    }
-    for my in &plan.mysql {
-        let component = format!("mysql {}", my.name);
-        let Some(pair) = crate::mysql::Pair::select(plan, Some(&my.name)).pop() else {
-            continue;
-        };
-        let read = async {
-            let (_source, mut target) = pair.connect().await?;
-            let rows = target
-                .rows_by_name("read replica status", target.dialect.replica_status())
-                .await?;
-            let row = rows.first();
-            let running = row.is_some_and(|r| {
-                r.text("Replica_IO_Running").as_deref() == Some("Yes")
-                    && r.text("Replica_SQL_Running").as_deref() == Some("Yes")
-            });
-            Ok::<_, crate::mysql::MyError>((
-                row.and_then(|r| r.number("Seconds_Behind_Source"))
-                    .filter(|_| running),
-                running,
-            ))
-        };
-        match bounded(read).await {
-            Ok((behind, running)) => {
-                set_or_clear(&m.lag_seconds, &[name, &my.name], behind.map(|s| s as f64));
-                m.replication_running
-                    .with_label_values(&[name, &my.name])
-                    .set(if running { 1.0 } else { 0.0 });
-                let text = match behind {
-                    Some(s) => format!("{s} s behind the source"),
-                    None => "not replicating".to_owned(),
-                };
-                up(&component, true, text);
-            }
-            Err(e) => {
-                let _ = m.lag_seconds.remove_label_values(&[name, &my.name]);
-                let _ = m.replication_running.remove_label_values(&[name, &my.name]);
+                let _ = m.lag_bytes.remove_label_values(&labels);
+                let _ = m.lag_seconds.remove_label_values(&labels);
+                let _ = m.replication_running.remove_label_values(&labels);
                 up(&component, false, e);
             }
         }
     }
 
     // DNS: every authoritative server's answer, and the TTL job's safe time.
-    let states = crate::dns::state::StateDir::new(&plan.migration.state_dir);
+    let states = crate::dns::state::Records::new(&plan.migration.state_dir);
     for (i, record) in plan.dns.iter().enumerate() {
         let component = format!("dns {}", record.name);
         let label = crate::dns::label(record);

@@ -230,7 +230,7 @@ async fn ttl_job(shared: &Shared) -> Vec<TtlJobResult> {
     let mut results = Vec::new();
     for plan in &shared.plans {
         let migration = plan.migration.name.clone();
-        let states = crate::dns::state::StateDir::new(&plan.migration.state_dir);
+        let states = crate::dns::state::Records::new(&plan.migration.state_dir);
         // The job changes records: it holds the migration's lease for all of them, or skips
         // the plan while a run (or another command) holds it.
         let _lease = match crate::state::take_lease(&plan.migration.state_dir, "serve ttl-job") {

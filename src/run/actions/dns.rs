@@ -31,7 +31,7 @@ async fn resolve(i: usize, record: &crate::plan::DnsRecord) -> Result<dns::Targe
 /// The lowered TTL has been served for at least one old TTL (`force`: said, not required).
 pub(in crate::run) fn ready(plan: &Plan, i: usize, force: bool) -> Result<Done, String> {
     let record = &plan.dns[i];
-    let states = dns::state::StateDir::new(&plan.migration.state_dir);
+    let states = dns::state::Records::new(&plan.migration.state_dir);
     let state = states
         .load(&record.name, record.record_type)
         .map_err(|e| e.to_string())?;
@@ -54,7 +54,7 @@ pub(in crate::run) fn ready(plan: &Plan, i: usize, force: bool) -> Result<Done, 
 /// Switches record `i` to the plan's values (`force`: before the safe time).
 pub(in crate::run) async fn switch(plan: &Plan, i: usize, force: bool) -> Result<Done, String> {
     let target = resolve(i, &plan.dns[i]).await?;
-    let states = dns::state::StateDir::new(&plan.migration.state_dir);
+    let states = dns::state::Records::new(&plan.migration.state_dir);
     let reports = dns::update::update_all(std::slice::from_ref(&target), &states, force)
         .await
         .map_err(|e| e.to_string())?;
@@ -125,7 +125,7 @@ pub(in crate::run) async fn restore(
     let mut record = plan.dns[i].clone();
     record.values = values;
     let target = resolve(i, &record).await?;
-    let states = dns::state::StateDir::new(&plan.migration.state_dir);
+    let states = dns::state::Records::new(&plan.migration.state_dir);
     // Going back is never held to the safe time: the old address served until now.
     let reports = dns::update::update_all(std::slice::from_ref(&target), &states, true)
         .await
