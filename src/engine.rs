@@ -199,6 +199,87 @@ pub trait Probe: Send {
     async fn read(&mut self) -> Result<Reading, EngineError>;
 }
 
+/// One way the target's schema or objects differ from the source's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// What kind of object (`table`, `column`, `sequence`, ...).
+    pub kind: &'static str,
+    /// Which object.
+    pub object: String,
+    /// How it differs.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.kind, self.object, self.detail)
+    }
+}
+
+/// A key range of one table whose rows differ between source and target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Differing {
+    /// The range, in the table's key words.
+    pub keys: String,
+    /// Rows in the range on the source.
+    pub source_rows: u64,
+    /// Rows in the range on the target.
+    pub target_rows: u64,
+}
+
+/// One table compared, chunk by chunk of its primary key.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableVerified {
+    /// The table, qualified.
+    pub table: String,
+    /// Rows on the source.
+    pub source_rows: u64,
+    /// Rows on the target.
+    pub target_rows: u64,
+    /// Chunks compared.
+    pub chunks: usize,
+    /// Ranges whose count or checksum differ.
+    pub differing: Vec<Differing>,
+    /// Compared as one chunk (no single usable key).
+    pub whole_table: bool,
+}
+
+impl TableVerified {
+    /// The same rows on both sides.
+    pub fn matches(&self) -> bool {
+        self.differing.is_empty() && self.source_rows == self.target_rows
+    }
+}
+
+/// A pair's source and target compared: every table in scope, and the objects besides rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// The pair.
+    pub pair: String,
+    /// Per table (a table missing on the target is among `differences` instead).
+    pub tables: Vec<TableVerified>,
+    /// Objects that differ besides rows (missing tables and columns, sequences behind, views).
+    pub differences: Vec<Difference>,
+}
+
+impl Verified {
+    /// Every table and object matches.
+    pub fn matches(&self) -> bool {
+        self.differences.is_empty() && self.tables.iter().all(TableVerified::matches)
+    }
+}
+
+/// What a cleanup removed, and what it left on purpose.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cleaned {
+    /// The pair.
+    pub pair: String,
+    /// One line per change made.
+    pub done: Vec<String>,
+    /// Left in place on purpose, with why.
+    pub kept: Vec<String>,
+}
+
 /// A step of a pair's forward run, for the sentence the step list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
@@ -220,10 +301,14 @@ pub enum Act {
 /// own pair type, keeping its connections and SQL inside.
 #[async_trait::async_trait]
 pub trait Pair: Send + Sync {
-    /// `postgres NAME` or `mysql NAME`.
-    fn component(&self) -> String;
+    /// The engine's word (`postgres`, `mysql`), as the plan's section names it.
+    fn engine(&self) -> &'static str;
     /// The pair's name in the plan.
     fn name(&self) -> &str;
+    /// `postgres NAME` or `mysql NAME`.
+    fn component(&self) -> String {
+        format!("{} {}", self.engine(), self.name())
+    }
     /// The same pair seen backwards (a reverse cutover: the new primary is the source).
     fn reversed(&self) -> Box<dyn Pair>;
     /// What `act` does on this pair's servers, as the step list says it (from the plan alone).
@@ -244,6 +329,12 @@ pub trait Pair: Send + Sync {
     async fn prepare_reverse(&self) -> Result<String, EngineError>;
     /// The old primary's fence made permanent again (a reverse cutover rolled back).
     async fn keep_fenced(&self) -> Result<(), EngineError>;
+    /// Compares source and target, table by table in key chunks (meaningful once writes are
+    /// fenced, or after the promotion).
+    async fn verify(&self) -> Result<Verified, EngineError>;
+    /// Removes every object cutover created on both servers; an old primary's permanent
+    /// fence stays (said in `kept`).
+    async fn cleanup(&self) -> Result<Cleaned, EngineError>;
 }
 
 /// One pair's cutover window, phase by phase. Every phase may be called again on a fresh

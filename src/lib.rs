@@ -2,11 +2,12 @@
 //!
 //! Layering, top to bottom: each module imports only modules below it in this list.
 //! - [`cli`]: argument parsing and one module per command; renders what the library decides.
+//! - [`lab`]: throwaway real servers on loopback for tests, and the demo that migrates them
+//!   with one run.
 //! - [`serve`]: the daemon (service mode): polls the plans' servers and runs, serves metrics,
 //!   status and the TTL job; reads what `run` journals, never runs a cutover.
 //! - [`run`]: the hot-migration sequencer: typed steps, journal, rollback, resume, reverse
 //!   cutover, hooks, checks, report, status; the one factory from a plan to its database pairs.
-//! - [`lab`]: throwaway real servers on loopback for tests and the demo.
 //! - [`postgres`]: PostgreSQL logical replication, preflight to cleanup.
 //! - [`mysql`]: MySQL / MariaDB binlog replication, one dialect table per flavour and version.
 //!   The two engines never import each other; both implement [`engine`]'s contract.

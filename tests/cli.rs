@@ -410,7 +410,8 @@ fn mysql_commands_on_the_lab(plan: &Path) {
         .success()
         .stdout(predicate::str::contains("Writes were unavailable for"));
     mysql(&["verify"]).success().stdout(
-        predicate::str::contains("every table matches").and(predicate::str::contains("app.writes")),
+        predicate::str::contains("every table and object matches")
+            .and(predicate::str::contains("app.writes")),
     );
     mysql(&["cleanup"])
         .success()

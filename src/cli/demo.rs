@@ -1,249 +1,28 @@
-//! `cutover lab demo`: a real migration on a throwaway lab. The lab, the app (writers on both
-//! databases, a live SQLite file, a health endpoint) and the proof afterwards live here; the
-//! migration itself is one `cutover run` of the lab plan, sequenced by `run`.
+//! `cutover lab demo`: a real migration on a throwaway lab (sequenced by `lab::demo`); this
+//! renders its narration, the run's records and its report.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{EXIT_FAILED, EXIT_OK, runtime};
-use crate::dns::state::Records;
-use crate::dns::ttl::{self, LowerOptions};
-use crate::dns::{Discovery, Target};
-use crate::lab::mysql_writer::{MyWriter, MyWriterConfig};
-use crate::lab::writer::{DEMO_TASKS, Writer, WriterConfig};
-use crate::lab::{self, Lab, LabDir, Supervision};
-use crate::secret::SecretRef;
-
-/// Transactions per second the demo's writer commits.
-const DEMO_RATE: u32 = 500;
 
 /// `lab demo`: start a lab, migrate, check, tear down. The lab lives in a temporary directory.
 pub fn demo() -> u8 {
     let Some(rt) = runtime() else {
         return EXIT_FAILED;
     };
-    match rt.block_on(run()) {
+    let mut say = |line: String| outln!("{line}");
+    let began = Instant::now();
+    let mut observer = |r: &crate::run::Record| super::run::render(r, began);
+    let mut on_report = |r: &crate::run::RunReport| super::run::print_report(r);
+    match rt.block_on(crate::lab::demo::run(
+        &mut say,
+        &mut observer,
+        &mut on_report,
+    )) {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            errln!("demo failed: {e:#}");
+            errln!("demo failed: {e}");
             EXIT_FAILED
         }
     }
-}
-
-async fn run() -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let began = Instant::now();
-    outln!("== starting the lab (PostgreSQL x2, MariaDB x2, PowerDNS, BIND9, sshd on 127.0.0.1)");
-    let lab = Lab::start(LabDir::temporary()?, Supervision::Owned).await?;
-    lab::prepare_app(&lab).await?;
-    let password = SecretRef::File(lab.dir.path().join("secrets").join("app.password")).read()?;
-    let health = lab::HealthServer::start(&lab, &password).await?;
-    let app_pid = lab.dir.path().join("app.pid");
-    let sqlite = lab.dir.path().join("files/source").join(lab::SQLITE_DB);
-    let sqlite_app = start_sqlite_app(&app_pid, &sqlite)?;
-    let plan_path = lab.dir.path().join("plan.toml");
-    std::fs::write(
-        &plan_path,
-        lab::lab_plan_toml(&lab) + &lab::run_plan_extras(&lab, &app_pid, &health.url()),
-    )?;
-    let plan = crate::plan::load(&plan_path)?;
-    outln!(
-        "   plan: {} ({:.1} s)",
-        plan_path.display(),
-        began.elapsed().as_secs_f64()
-    );
-
-    outln!(
-        "\n== cutover dns lower-ttl (run days ahead in real life; the lab's records start at {} s)",
-        lab::APP_RECORD_TTL
-    );
-    let discovery = Discovery::system();
-    let mut targets = Vec::new();
-    for (index, record) in plan.dns.iter().enumerate() {
-        targets.push(Target::resolve(index, record, &discovery).await?);
-    }
-    let states = Records::new(&plan.migration.state_dir);
-    let lowering = LowerOptions {
-        clamp: false,
-        timeout: Duration::from_secs(30),
-        poll: Duration::from_millis(200),
-    };
-    let mut safe_at = std::time::SystemTime::UNIX_EPOCH;
-    for target in &targets {
-        let lowered = ttl::lower(target, &states, lowering).await?;
-        let safe = lowered
-            .safe_at
-            .context("the lowered TTL is served everywhere")?;
-        safe_at = safe_at.max(safe);
-        outln!(
-            "   {}: TTL {} -> {} on {} server(s); earliest safe switch {}",
-            lowered.record,
-            lowered.state.old_ttl,
-            lowered.state.lowered_ttl,
-            lowered.servers.len(),
-            humantime::format_rfc3339_seconds(safe)
-        );
-    }
-    drop(targets);
-
-    let app = |pg: &lab::Postgres| {
-        let mut config = pg.config(lab::APP);
-        config.user(lab::APP).password(password.expose());
-        config
-    };
-    let pg_writer = Writer::start(WriterConfig {
-        source: app(&lab.pg_source),
-        target: app(&lab.pg_target),
-        rate: DEMO_RATE,
-        tasks: DEMO_TASKS,
-        first_task: 0,
-    });
-    let maria = |m: &lab::MariaDb| m.user_opts(lab::APP, password.expose(), lab::APP);
-    let maria_writer = MyWriter::start(MyWriterConfig {
-        source: maria(&lab.maria_source),
-        target: maria(&lab.maria_target),
-        rate: DEMO_RATE,
-        tasks: 2,
-    });
-    outln!(
-        "\n== the app writes {DEMO_RATE} transactions/s to PostgreSQL and {DEMO_RATE} rows/s to MariaDB, and notes to its SQLite file"
-    );
-    if let Ok(wait) = safe_at.duration_since(std::time::SystemTime::now()) {
-        outln!(
-            "   (the run refuses DNS switches before the earliest safe time: waiting {:.1} s for it)",
-            wait.as_secs_f64()
-        );
-        tokio::time::sleep(wait + Duration::from_millis(50)).await;
-    }
-
-    outln!("\n== cutover run {}", plan_path.display());
-    let steps = crate::run::steps(&plan);
-    let t0 = Instant::now();
-    let mut observer = |r: &crate::run::Record| super::run::render(r, &steps, t0);
-    let result = crate::run::run(
-        &plan,
-        &crate::run::Options::default(),
-        tokio_util::sync::CancellationToken::new(),
-        &mut observer,
-    )
-    .await;
-    // The app keeps writing to its new primaries for a second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let pg_ledger = pg_writer.stop().await;
-    let maria_ledger = maria_writer.stop().await;
-    // The window-open hook stops the app; a run that failed before its window did not.
-    let (app, app_done) = sqlite_app;
-    if !app_done.is_finished() {
-        unsafe { libc::kill(app as i32, libc::SIGTERM) };
-    }
-    let _ = app_done.join();
-    let (outcome, report) = result?;
-    super::run::print_report(&report);
-    anyhow::ensure!(
-        outcome == crate::run::Outcome::Completed,
-        "the run did not complete: {outcome:?}"
-    );
-
-    outln!("\n== row-by-row proof on the new primaries");
-    let check = pg_ledger
-        .check(&lab.pg_target.connect(lab::APP).await?)
-        .await?;
-    outln!(
-        "   PostgreSQL: {} acknowledged commits ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}",
-        check.acked,
-        check.acked_on_target,
-        check.in_doubt,
-        check.lost.len(),
-        check.duplicated.len(),
-        check.unexpected.len()
-    );
-    anyhow::ensure!(check.clean(), "the check found problems: {check:?}");
-    let mut conn = lab.maria_target.connect(Some(lab::APP)).await?;
-    let mcheck = maria_ledger.check(&mut conn).await?;
-    outln!(
-        "   MariaDB: {} acknowledged inserts ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}; ids continue on the target: {}",
-        mcheck.acked,
-        mcheck.acked_on_target,
-        mcheck.in_doubt,
-        mcheck.lost.len(),
-        mcheck.duplicated.len(),
-        mcheck.unexpected.len(),
-        mcheck.id_problems.is_empty()
-    );
-    anyhow::ensure!(mcheck.clean(), "the check found problems: {mcheck:?}");
-    anyhow::ensure!(
-        check.acked_on_target > 0 && mcheck.acked_on_target > 0,
-        "the app never wrote to the new primaries"
-    );
-
-    let entry = crate::files::Entry::select(&plan, None)?
-        .pop()
-        .context("the lab plan has a files entry")?;
-    let verified = crate::files::sync::verify(&entry).await?;
-    anyhow::ensure!(verified.matches(), "files differ: {verified:?}");
-    let notes = |side: &str| -> anyhow::Result<String> {
-        let db = lab.dir.path().join("files").join(side).join(lab::SQLITE_DB);
-        let out = std::process::Command::new("sqlite3")
-            .arg(format!("file:{}?immutable=1", db.display()))
-            .arg("SELECT count(*) || ' notes, last ' || max(n) FROM notes")
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    };
-    let (src_notes, dst_notes) = (notes("source")?, notes("target")?);
-    outln!(
-        "   files: both trees identical by checksum; SQLite: {dst_notes} on the target ({src_notes} on the source)"
-    );
-    anyhow::ensure!(src_notes == dst_notes, "the SQLite file differs");
-    let hooks = std::fs::read_to_string(lab.dir.path().join("hooks.log")).unwrap_or_default();
-    outln!(
-        "   hooks ran: {}",
-        hooks.lines().collect::<Vec<_>>().join("; ")
-    );
-
-    outln!(
-        "\ndemo migration done in {:.1} s: one run moved PostgreSQL ({:.1} ms of write-unavailability) and MariaDB ({:.1} ms) together, files with a live SQLite database, and two DNS records; 0 lost writes.",
-        began.elapsed().as_secs_f64(),
-        report
-            .write_unavailable_ms
-            .get("postgres app-pg")
-            .copied()
-            .unwrap_or_default(),
-        report
-            .write_unavailable_ms
-            .get("mysql app-mariadb")
-            .copied()
-            .unwrap_or_default(),
-    );
-    Ok(())
-}
-
-/// The demo app's SQLite side: a shell loop inserting notes until SIGTERM (it finishes the
-/// insert in progress first), its pid in `pid_file` for the window-open hook to stop it.
-fn start_sqlite_app(
-    pid_file: &std::path::Path,
-    db: &std::path::Path,
-) -> anyhow::Result<(u32, std::thread::JoinHandle<()>)> {
-    let mut child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "trap 'exit 0' TERM; echo $$ > \"$1\"; i=0; while :; do i=$((i+1)); sqlite3 \"$2\" \"PRAGMA busy_timeout=5000; INSERT INTO notes (body) VALUES ('note $i')\" >/dev/null || exit 1; done",
-            "sqlite-app",
-        ])
-        .arg(pid_file)
-        .arg(db)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !pid_file.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Reaped as soon as it exits, so the hook's `kill -0` sees it gone (not a zombie).
-    let pid = child.id();
-    Ok((
-        pid,
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        }),
-    ))
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::pairs::{DbStep, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
 use crate::mysql::preflight::{self, Severity};
-use crate::mysql::{Pair, cleanup, start, status, verify};
+use crate::mysql::{Pair, start, status};
 
 /// How long `status` waits for the heartbeat to reach the target.
 const STATUS_LAG_LIMIT: Duration = Duration::from_secs(10);
@@ -31,8 +31,8 @@ pub fn run(cmd: DbCommand) -> u8 {
                     let window = crate::engine::Pair::window(pair, true).await;
                     super::pairs::resume_pair(window, &pair.plan.name, output, go_on).await
                 }
-                DbStep::Verify => run_verify(pair, output).await,
-                DbStep::Cleanup => report(output, cleanup::cleanup(pair).await, print_cleanup),
+                DbStep::Verify => super::pairs::verify_pair(pair, output).await,
+                DbStep::Cleanup => super::pairs::cleanup_pair(pair, output).await,
             }
         },
     )
@@ -44,12 +44,9 @@ async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value)
         preflight::run(pair, &mut source, &mut target).await
     }
     .await;
-    let (ok, value) = report(output, result, print_preflight);
-    let passed = ok
-        && value["findings"]
-            .as_array()
-            .is_none_or(|f| f.iter().all(|f| f["severity"] != "error"));
-    let mut value = value;
+    // The report decides whether preflight passed; this only renders it.
+    let passed = result.as_ref().is_ok_and(preflight::Report::passed);
+    let (_, mut value) = report(output, result, print_preflight);
     value["ok"] = json!(passed);
     (passed, value)
 }
@@ -184,50 +181,5 @@ fn print_status(s: &status::Status) {
         outln!(
             "  PREPARED XA transaction on the source (a cutover refuses while it is pending): {xid}"
         );
-    }
-}
-
-async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    let result = verify::verify(pair, verify::CHUNK_ROWS).await;
-    let matches = result.as_ref().is_ok_and(verify::VerifyReport::matches);
-    let (_, value) = report(output, result, print_verify);
-    (matches, value)
-}
-
-fn print_verify(r: &verify::VerifyReport) {
-    outln!(
-        "pair {}: {}",
-        r.pair,
-        if r.matches() {
-            "every table matches"
-        } else {
-            "DIFFERENCES FOUND"
-        }
-    );
-    for t in &r.tables {
-        outln!(
-            "  {:<40} source {:>9} rows, target {:>9} rows, {} chunk(s): {}",
-            t.table,
-            t.source_rows,
-            t.target_rows,
-            t.chunks,
-            if t.matches() { "match" } else { "DIFFER" }
-        );
-        for d in &t.differing {
-            outln!("      {d}");
-        }
-    }
-}
-
-fn print_cleanup(c: &cleanup::Cleaned) {
-    outln!("pair {}: cleaned", c.pair);
-    for line in &c.done {
-        outln!("  {line}");
-    }
-    for line in &c.kept {
-        outln!("  kept: {line}");
-    }
-    if c.done.is_empty() {
-        outln!("  nothing of cutover's was left");
     }
 }

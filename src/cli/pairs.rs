@@ -375,3 +375,98 @@ fn describe_event(event: &crate::engine::Event) -> String {
         Event::RollingBack { reason } => format!("FAILED: {reason}; rolling back"),
     }
 }
+
+/// `verify` of one pair (either engine): every table chunk by chunk, and the objects besides.
+pub async fn verify_pair(
+    pair: &dyn crate::engine::Pair,
+    output: Output,
+) -> (bool, serde_json::Value) {
+    match pair.verify().await {
+        Ok(r) => {
+            if output == Output::Human {
+                outln!("pair {}:", r.pair);
+                for t in &r.tables {
+                    outln!(
+                        "  {:<40} {} source rows, {} target rows, {} chunk(s){}: {}",
+                        t.table,
+                        t.source_rows,
+                        t.target_rows,
+                        t.chunks,
+                        if t.whole_table {
+                            " (no single-column key: whole table)"
+                        } else {
+                            ""
+                        },
+                        if t.matches() { "match" } else { "DIFFER" }
+                    );
+                    for d in &t.differing {
+                        outln!(
+                            "    {}: {} source rows, {} target rows",
+                            d.keys,
+                            d.source_rows,
+                            d.target_rows
+                        );
+                    }
+                }
+                for d in &r.differences {
+                    outln!("  DIFFER: {d}");
+                }
+                outln!(
+                    "  {}",
+                    if r.matches() {
+                        "every table and object matches"
+                    } else {
+                        "source and target differ"
+                    }
+                );
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["ok"] = json!(r.matches());
+            (r.matches(), v)
+        }
+        Err(e) => {
+            if output == Output::Human {
+                errln!("pair {}: {e}", pair.name());
+            }
+            (
+                false,
+                json!({ "pair": pair.name(), "ok": false, "error": e.to_string() }),
+            )
+        }
+    }
+}
+
+/// `cleanup` of one pair (either engine): what was removed and what stays on purpose.
+pub async fn cleanup_pair(
+    pair: &dyn crate::engine::Pair,
+    output: Output,
+) -> (bool, serde_json::Value) {
+    match pair.cleanup().await {
+        Ok(r) => {
+            if output == Output::Human {
+                outln!("pair {}:", r.pair);
+                if r.done.is_empty() {
+                    outln!("  nothing to clean up");
+                }
+                for line in &r.done {
+                    outln!("  {line}");
+                }
+                for line in &r.kept {
+                    outln!("  kept: {line}");
+                }
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["ok"] = json!(true);
+            (true, v)
+        }
+        Err(e) => {
+            if output == Output::Human {
+                errln!("pair {}: {e}", pair.name());
+            }
+            (
+                false,
+                json!({ "pair": pair.name(), "ok": false, "error": e.to_string() }),
+            )
+        }
+    }
+}

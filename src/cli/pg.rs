@@ -5,7 +5,7 @@ use serde_json::json;
 use super::pairs::{DbStep, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
 use crate::postgres::preflight::{self, Severity};
-use crate::postgres::{Pair, cleanup, start, status, verify};
+use crate::postgres::{Pair, start, status};
 
 /// Runs one `pg` subcommand for the selected pairs.
 pub fn run(cmd: DbCommand) -> u8 {
@@ -27,8 +27,8 @@ pub fn run(cmd: DbCommand) -> u8 {
                     let window = crate::engine::Pair::window(pair, true).await;
                     super::pairs::resume_pair(window, &pair.plan.name, output, go_on).await
                 }
-                DbStep::Verify => run_verify(pair, output).await,
-                DbStep::Cleanup => report(output, cleanup::cleanup(pair).await, print_cleanup),
+                DbStep::Verify => super::pairs::verify_pair(pair, output).await,
+                DbStep::Cleanup => super::pairs::cleanup_pair(pair, output).await,
             }
         },
     )
@@ -219,78 +219,5 @@ fn print_status(s: &status::Status) {
     }
     for w in &s.warnings {
         outln!("  warning: {w}");
-    }
-}
-
-async fn run_verify(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    match verify::verify(pair, verify::CHUNK_ROWS).await {
-        Ok(r) => {
-            if output == Output::Human {
-                outln!("pair {}:", r.pair);
-                for t in &r.tables {
-                    outln!(
-                        "  {:<40} {} source rows, {} target rows, {} chunk(s){}: {}",
-                        t.table,
-                        t.source_rows,
-                        t.target_rows,
-                        t.chunks,
-                        if t.whole_table {
-                            " (no primary key: whole table)"
-                        } else {
-                            ""
-                        },
-                        if t.matches() { "match" } else { "DIFFER" }
-                    );
-                    for m in &t.mismatches {
-                        outln!(
-                            "    keys after {} up to {}: {} source rows, {} target rows",
-                            m.after
-                                .as_ref()
-                                .map(|k| k.join(","))
-                                .unwrap_or("the start".into()),
-                            m.up_to
-                                .as_ref()
-                                .map(|k| k.join(","))
-                                .unwrap_or("the end".into()),
-                            m.source_rows,
-                            m.target_rows
-                        );
-                    }
-                }
-                for d in &r.differences {
-                    outln!("  DIFFER: {d}");
-                }
-                outln!(
-                    "  {}",
-                    if r.matches() {
-                        "every table and object matches"
-                    } else {
-                        "source and target differ"
-                    }
-                );
-            }
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(r.matches());
-            (r.matches(), v)
-        }
-        Err(e) => {
-            if output == Output::Human {
-                errln!("pair {}: {e}", pair.plan.name);
-            }
-            (false, error_json(pair, &e))
-        }
-    }
-}
-
-fn print_cleanup(r: &cleanup::CleanupReport) {
-    outln!("pair {}:", r.pair);
-    if r.done.is_empty() {
-        outln!("  nothing to clean up");
-    }
-    for line in &r.done {
-        outln!("  {line}");
-    }
-    for line in &r.kept {
-        outln!("  kept: {line}");
     }
 }

@@ -35,14 +35,10 @@ pub fn run(args: RunArgs) -> u8 {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         let began = Instant::now();
-        // The steps of the run being rendered: a reverse cutover has its own.
-        let mut steps = run::steps(&plan);
+        // Every record renders on its own: the step list is the one the run journals.
         let mut observer = |r: &Record| {
-            if let Entry::RunStarted { reverse: true, .. } = r.entry {
-                steps = run::reverse_steps(&plan);
-            }
             if human {
-                render(r, &steps, began);
+                render(r, began);
             }
         };
         match run::run(&plan, &opts, cancel, &mut observer).await {
@@ -59,7 +55,10 @@ pub fn run(args: RunArgs) -> u8 {
             }
             Err(e) => {
                 let code = match e {
-                    RunError::Refused(_) | RunError::Interrupted(_) => EXIT_INVALID,
+                    RunError::Refused(_)
+                    | RunError::Interrupted(_)
+                    | RunError::Moved(_)
+                    | RunError::FilesNotCarried(_) => EXIT_INVALID,
                     RunError::State(_) => EXIT_FAILED,
                 };
                 let advice = advice(&e, &args.plan);
@@ -79,13 +78,18 @@ pub fn run(args: RunArgs) -> u8 {
 
 /// The CLI's words for what to do next.
 fn advice(e: &RunError, plan: &Path) -> String {
-    if let RunError::Interrupted(_) = e {
-        format!(
-            "\n  fix: `cutover status {0}` shows where it stopped; `cutover run --resume {0}` finishes or rolls it back",
-            plan.display()
-        )
-    } else {
-        String::new()
+    let plan = plan.display();
+    match e {
+        RunError::Interrupted(_) => format!(
+            "\n  fix: `cutover status {plan}` shows where it stopped; `cutover run --resume {plan}` finishes or rolls it back"
+        ),
+        RunError::Moved(_) => {
+            format!("\n  to move back: `cutover run --rollback {plan}` (a reverse cutover)")
+        }
+        RunError::FilesNotCarried(_) => format!(
+            "\n  to move the databases back and leave the trees on the new host: `cutover run --rollback --leave-files {plan}`"
+        ),
+        RunError::Refused(_) | RunError::State(_) => String::new(),
     }
 }
 
@@ -98,7 +102,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
     );
 }
 
-pub(super) fn render(r: &Record, steps: &[run::Step], began: Instant) {
+pub(super) fn render(r: &Record, began: Instant) {
     let t = began.elapsed().as_secs_f64();
     match &r.entry {
         Entry::RunStarted {
@@ -118,17 +122,16 @@ pub(super) fn render(r: &Record, steps: &[run::Step], began: Instant) {
             }
             outln!("  decision: {decision}");
         }
-        Entry::StepBegin { step, phase, .. } => {
-            if let Some(s) = steps.get(*step) {
-                outln!(
-                    "{t:>8.2}s  [{}] {}. {}: {}",
-                    phase.as_str(),
-                    step + 1,
-                    s.component,
-                    s.action
-                );
-            }
-        }
+        Entry::StepBegin {
+            step,
+            phase,
+            component,
+            action,
+        } => outln!(
+            "{t:>8.2}s  [{}] {}. {component}: {action}",
+            phase.as_str(),
+            step + 1
+        ),
         Entry::StepDone { ms, summary, .. } => {
             outln!("{t:>8.2}s      done ({ms:.1} ms): {summary}")
         }
@@ -150,7 +153,16 @@ pub(super) fn render(r: &Record, steps: &[run::Step], began: Instant) {
         },
         Entry::Note { text } => outln!("{t:>8.2}s  note: {text}"),
         Entry::Progress { text } => outln!("{t:>8.2}s      ... {text}"),
-        Entry::RunFinished { summary, .. } => outln!("\n{summary}"),
+        Entry::RunFinished {
+            summary, resumable, ..
+        } => {
+            outln!("\n{summary}");
+            if *resumable {
+                outln!(
+                    "  next: `cutover run --resume PLAN` takes it over (add --continue to go on where it would roll back); `cutover status PLAN` shows what it would do"
+                );
+            }
+        }
     }
 }
 

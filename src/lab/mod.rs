@@ -6,6 +6,7 @@
 
 mod app;
 pub mod bind;
+pub mod demo;
 mod env;
 mod health;
 mod mariadb;

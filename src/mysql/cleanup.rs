@@ -3,21 +3,11 @@
 //! users, the heartbeat database — on both servers. Idempotent. Read-only states are reported,
 //! never changed: which server may take writes is the operator's decision.
 
-use serde::Serialize;
-
 use super::dialect::literal;
 use super::{Db, HEARTBEAT_DB, MyError, Pair, writers};
 
 /// What cleanup did and what it left on purpose.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cleaned {
-    /// Pair name.
-    pub pair: String,
-    /// Objects removed.
-    pub done: Vec<String>,
-    /// States left as they are, with why.
-    pub kept: Vec<String>,
-}
+pub use crate::engine::Cleaned;
 
 async fn clean_server(db: &mut Db, user: &str, done: &mut Vec<String>) -> Result<(), MyError> {
     let d = db.dialect;

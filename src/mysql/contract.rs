@@ -2,13 +2,15 @@
 //! the daemon and the single-pair commands call, mapped onto this engine's own modules.
 
 use super::cutover::MyWindow;
-use super::{Db, Pair, heartbeat, preflight, start, writers};
-use crate::engine::{self, Act, EngineError, Preflighted, Probe, Reading, Replication, Window};
+use super::{Db, Pair, cleanup, heartbeat, preflight, start, verify, writers};
+use crate::engine::{
+    self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Window,
+};
 
 #[async_trait::async_trait]
 impl engine::Pair for Pair {
-    fn component(&self) -> String {
-        format!("mysql {}", self.plan.name)
+    fn engine(&self) -> &'static str {
+        "mysql"
     }
 
     fn name(&self) -> &str {
@@ -123,6 +125,14 @@ impl engine::Pair for Pair {
     async fn keep_fenced(&self) -> Result<(), EngineError> {
         let mut old = self.source.connect().await?;
         Ok(writers::keep_locked(&mut old, &self.plan.name).await?)
+    }
+
+    async fn verify(&self) -> Result<Verified, EngineError> {
+        Ok(verify::verify(self, verify::CHUNK_ROWS).await?)
+    }
+
+    async fn cleanup(&self) -> Result<Cleaned, EngineError> {
+        Ok(cleanup::cleanup(self).await?)
     }
 }
 

@@ -132,15 +132,7 @@ pub async fn drop_publication(db: &Db, name: &str) -> Result<bool, PgError> {
 }
 
 /// What cleanup did, in order, plus what it deliberately left.
-#[derive(Debug, Clone, Serialize)]
-pub struct CleanupReport {
-    /// The pair.
-    pub pair: String,
-    /// One line per change made.
-    pub done: Vec<String>,
-    /// Left in place on purpose, with why.
-    pub kept: Vec<String>,
-}
+pub use crate::engine::Cleaned as CleanupReport;
 
 /// Removes the pair's subscriptions, publications, slots, marker table, and the target's role
 /// blocks; source roles fenced by a completed cutover stay blocked (reported in `kept`).

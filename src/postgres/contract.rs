@@ -2,14 +2,16 @@
 //! daemon and the single-pair commands call, mapped onto this engine's own modules.
 
 use super::cutover::PgWindow;
-use super::{Db, Pair, fence, preflight, start, status};
-use crate::engine::{self, Act, EngineError, Preflighted, Probe, Reading, Replication, Window};
+use super::{Db, Pair, cleanup, fence, preflight, start, status, verify};
+use crate::engine::{
+    self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Window,
+};
 use crate::finding::Finding;
 
 #[async_trait::async_trait]
 impl engine::Pair for Pair {
-    fn component(&self) -> String {
-        format!("postgres {}", self.plan.name)
+    fn engine(&self) -> &'static str {
+        "postgres"
     }
 
     fn name(&self) -> &str {
@@ -146,6 +148,14 @@ impl engine::Pair for Pair {
     async fn keep_fenced(&self) -> Result<(), EngineError> {
         let old = self.source.connect().await?;
         Ok(fence::keep_after_promotion(&old, &self.names.pair).await?)
+    }
+
+    async fn verify(&self) -> Result<Verified, EngineError> {
+        Ok(verify::verify(self, verify::CHUNK_ROWS).await?)
+    }
+
+    async fn cleanup(&self) -> Result<Cleaned, EngineError> {
+        Ok(cleanup::cleanup(self).await?)
     }
 }
 

@@ -179,22 +179,8 @@ impl Inventory {
     }
 }
 
-/// One way the target differs from the source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Difference {
-    /// What kind of object (`table`, `column`, `sequence`, ...).
-    pub kind: &'static str,
-    /// Which object.
-    pub object: String,
-    /// How it differs.
-    pub detail: String,
-}
-
-impl std::fmt::Display for Difference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.kind, self.object, self.detail)
-    }
-}
+/// One way the target differs from the source (shared by both engines).
+pub use crate::engine::Difference;
 
 /// What the schema of `target` lacks or has otherwise than `source`, for the tables in
 /// `scope` (`schema.name`) and every sequence: the drift that must stop a cutover before

@@ -1,72 +1,18 @@
 //! `pg verify`: row counts and content checksums, source against target, one primary-key chunk
 //! at a time so no query ever has to read a whole large table at once.
 
-use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
 use super::Pair;
 use super::catalog::{self, Table};
 use super::db::{Db, PgError, ident};
-use super::inventory::{Difference, Inventory, inventory_differences};
+use super::inventory::{Inventory, inventory_differences};
 
 /// Rows per chunk.
 pub const CHUNK_ROWS: i64 = 10_000;
 
-/// A key range whose rows differ, as text key values: `(after, up_to]`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Mismatch {
-    /// Exclusive lower key (`None`: from the first row).
-    pub after: Option<Vec<String>>,
-    /// Inclusive upper key (`None`: to the end of the table).
-    pub up_to: Option<Vec<String>>,
-    /// Rows in the range on the source.
-    pub source_rows: i64,
-    /// Rows in the range on the target.
-    pub target_rows: i64,
-}
-
-/// Verification of one table.
-#[derive(Debug, Clone, Serialize)]
-pub struct TableCheck {
-    /// `schema.table`.
-    pub table: String,
-    /// Rows on the source.
-    pub source_rows: i64,
-    /// Rows on the target.
-    pub target_rows: i64,
-    /// Chunks compared.
-    pub chunks: usize,
-    /// Ranges that differ.
-    pub mismatches: Vec<Mismatch>,
-    /// Compared as one chunk because the table has no primary key.
-    pub whole_table: bool,
-}
-
-impl TableCheck {
-    /// True when source and target hold the same rows.
-    pub fn matches(&self) -> bool {
-        self.mismatches.is_empty()
-    }
-}
-
-/// Verification of a pair.
-#[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
-    /// The pair.
-    pub pair: String,
-    /// Per table (tables missing on the target are among `differences` instead).
-    pub tables: Vec<TableCheck>,
-    /// Objects that differ besides rows: missing tables and columns, sequences behind,
-    /// materialized views, views, functions, large objects.
-    pub differences: Vec<Difference>,
-}
-
-impl VerifyReport {
-    /// True when every table matches.
-    pub fn matches(&self) -> bool {
-        self.differences.is_empty() && self.tables.iter().all(TableCheck::matches)
-    }
-}
+use crate::engine::Differing;
+pub use crate::engine::{TableVerified as TableCheck, Verified as VerifyReport};
 
 /// Compares every table in scope. Meaningful once writes are fenced (or after promotion);
 /// while replication runs, tables under write show as lagging ranges.
@@ -172,7 +118,7 @@ async fn by_key(
         source_rows: 0,
         target_rows: 0,
         chunks: 0,
-        mismatches: Vec::new(),
+        differing: Vec::new(),
         whole_table: false,
     };
     let mut lower: Option<Vec<String>> = None;
@@ -223,14 +169,18 @@ async fn by_key(
         let (target_rows, target_sum): (i64, String) = (r.get(0), r.get(1));
 
         check.chunks += 1;
-        check.source_rows += rows;
-        check.target_rows += target_rows;
+        check.source_rows += rows as u64;
+        check.target_rows += target_rows as u64;
         if rows != target_rows || sum != target_sum {
-            check.mismatches.push(Mismatch {
-                after: lower.clone(),
-                up_to: if last { None } else { upper.clone() },
-                source_rows: rows,
-                target_rows,
+            check.differing.push(Differing {
+                keys: format!(
+                    "keys after {} up to {}",
+                    lower.as_ref().map_or("the start".into(), |k| k.join(",")),
+                    if last { None } else { upper.as_ref() }
+                        .map_or("the end".into(), |k| k.join(","))
+                ),
+                source_rows: rows as u64,
+                target_rows: target_rows as u64,
             });
         }
         if last {
@@ -252,17 +202,16 @@ async fn whole(source: &Db, target: &Db, table: &Table) -> Result<TableCheck, Pg
     let same = source_rows == target_rows && s.get::<_, String>(1) == t.get::<_, String>(1);
     Ok(TableCheck {
         table: table.display_name(),
-        source_rows,
-        target_rows,
+        source_rows: source_rows as u64,
+        target_rows: target_rows as u64,
         chunks: 1,
-        mismatches: if same {
+        differing: if same {
             Vec::new()
         } else {
-            vec![Mismatch {
-                after: None,
-                up_to: None,
-                source_rows,
-                target_rows,
+            vec![Differing {
+                keys: "all rows".to_owned(),
+                source_rows: source_rows as u64,
+                target_rows: target_rows as u64,
             }]
         },
         whole_table: true,

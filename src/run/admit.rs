@@ -47,6 +47,14 @@ pub enum RunError {
     /// finishes or rolls back) before another starts. Nothing was changed.
     #[error("{0}")]
     Interrupted(String),
+    /// Refused: the migration already moved (its targets are the live side); what is left is
+    /// a reverse cutover, or a new migration. Nothing was changed.
+    #[error("{0}")]
+    Moved(String),
+    /// Refused: a reverse cutover would leave the plan's file trees behind on the new host,
+    /// and the operator has not said they may stay. Nothing was changed.
+    #[error("{0}")]
+    FilesNotCarried(String),
 }
 
 /// Refuses a plan whose rollback after promotion would lose writes, unless it says it accepts.
@@ -231,7 +239,7 @@ async fn run_under(
                 ));
             }
             if !plan.files.is_empty() && !opts.leave_files {
-                return Err(RunError::Refused(format!(
+                return Err(RunError::FilesNotCarried(format!(
                     "the plan moves file trees ({}), and a reverse cutover does not carry them back: the old host lacks every file (and SQLite write) made on the new host since the move, so serving from it again would lose them. Copy them back first (a plan with source and target swapped, files only), or say they may be left behind (leave files)",
                     plan.files
                         .iter()
@@ -257,7 +265,7 @@ async fn run_under(
                 && (progress.finished == Some(Outcome::Completed)
                     || progress.past_point_of_no_return);
             if forward_done {
-                return Err(RunError::Refused(format!(
+                return Err(RunError::Moved(format!(
                     "this migration already moved: its last run ({}) {}, so its targets are the live side now, and running it again would copy the old sources over them. Nothing was changed. To move back, reverse the cutover; to move again, write a plan with a new migration name (and source and target as they are now)",
                     previous[0].run,
                     match progress.finished {

@@ -62,6 +62,9 @@ pub enum Entry {
         phase: Phase,
         /// Its component.
         component: String,
+        /// What it does, as the step list says it (so a record renders on its own).
+        #[serde(default)]
+        action: String,
     },
     /// A step finished.
     StepDone {

@@ -89,6 +89,7 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
                 step,
                 phase,
                 component,
+                ..
             } => {
                 began.insert(*step, rec.at_ms);
                 if *phase >= Phase::WindowOpen && *phase <= Phase::Promote && window_began.is_none()

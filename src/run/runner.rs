@@ -195,6 +195,7 @@ impl<'a> Runner<'a> {
                     step: i,
                     phase: self.steps[i].phase,
                     component: self.steps[i].component.clone(),
+                    action: self.steps[i].action.clone(),
                 })?;
                 crate::run::test_stop::maybe_stop(self.seq);
                 crate::run::test_stop::maybe_stop_at_step(i, "begin");
