@@ -13,9 +13,8 @@ mod common;
 
 use common::{Run, arg, print_header, print_run, print_summary, runtime};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cutover::engine::Event;
 use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig, TABLE_SQL};
 use cutover::lab::{LabDir, MariaDb, Supervision};
@@ -75,37 +74,24 @@ async fn one_run(i: u32, rate: u32) -> Run {
         tasks: 2,
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (mut from, mut to) = (None, None);
-    let report = cutover::engine::cutover(&pair, &mut |e: &Event| match e {
-        Event::GatePassed { .. } => from = Some(Instant::now()),
-        Event::Promoted { .. } => to = Some(Instant::now()),
-        _ => {}
-    })
-    .await
-    .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    let timed = common::cut_over(&pair).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ledger = writer.stop().await;
-    let (from, to) = (from.expect("gate"), to.expect("promoted"));
-    let (gap, other) = ledger.gaps_around(from, to);
     let mut t = target.connect(Some("app")).await.expect("connect");
     let check = ledger.check(&mut t).await.expect("check");
     assert!(check.id_problems.is_empty(), "{check:?}");
-    let before = ledger.commits.iter().filter(|c| **c < from).count();
-    let rate = before as f64 / (from - ledger.commits[0]).as_secs_f64();
-    Run {
-        unavailable_ms: report.promoted.write_unavailable_ms.unwrap_or_default(),
-        gap_ms: gap.as_secs_f64() * 1000.0,
-        other_gap_ms: other.as_secs_f64() * 1000.0,
-        lost: check.lost.len(),
-        duplicated: check.duplicated.len() + check.unexpected.len(),
-        rate,
-        stages: format!(
-            "fence {:.1}, catch-up {:.1}, promote {:.1}",
-            ms(&report, "fence_ms"),
-            ms(&report, "catchup_ms"),
-            ms(&report, "promote_ms")
-        ),
-    }
+    let ms = |key: &str| {
+        timed.report.finished.detail[key]
+            .as_f64()
+            .unwrap_or_default()
+    };
+    let stages = format!(
+        "fence {:.1}, catch-up {:.1}, promote {:.1}",
+        ms("fence_ms"),
+        ms("catchup_ms"),
+        ms("promote_ms")
+    );
+    timed.run(&ledger, &check, stages)
 }
 
 fn main() {
@@ -122,9 +108,4 @@ fn main() {
         }
         print_summary(&results);
     });
-}
-
-/// One of the window's timings from the engine's detail.
-fn ms(report: &cutover::engine::CutOver, key: &str) -> f64 {
-    report.finished.detail[key].as_f64().unwrap_or_default()
 }

@@ -12,9 +12,8 @@ mod common;
 
 use common::{Run, arg, print_header, print_run, print_summary, runtime};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cutover::engine::Event;
 use cutover::lab::writer::{self, Writer, WriterConfig};
 use cutover::lab::{LabDir, Postgres, Supervision};
 use cutover::plan;
@@ -100,42 +99,24 @@ async fn one_run(dir: &LabDir, source: &Postgres, target: &Postgres, i: u32, rat
         first_task: 0,
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (mut from, mut to) = (None, None);
-    let report = cutover::engine::cutover(&pair, &mut |e: &Event| match e {
-        Event::GatePassed { .. } => from = Some(Instant::now()),
-        Event::Promoted { .. } => to = Some(Instant::now()),
-        _ => {}
-    })
-    .await
-    .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    let timed = common::cut_over(&pair).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ledger = writer.stop().await;
-    let (from, to) = (from.expect("gate"), to.expect("promoted"));
-    let (gap, other) = ledger.gaps_around(from, to);
     let t = target.connect(&db).await.expect("connect");
     let check = ledger.check(&t).await.expect("check");
-    let before = ledger.commits.iter().filter(|c| **c < from).count();
-    let rate = before as f64 / (from - ledger.commits[0]).as_secs_f64();
     cleanup::cleanup(&pair).await.expect("cleanup");
-    Run {
-        unavailable_ms: report.promoted.write_unavailable_ms.unwrap_or_default(),
-        gap_ms: gap.as_secs_f64() * 1000.0,
-        other_gap_ms: other.as_secs_f64() * 1000.0,
-        lost: check.lost.len(),
-        duplicated: check.duplicated.len() + check.unexpected.len(),
-        rate,
-        stages: report.finished.detail["stages_ms"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                format!(
-                    "{} {:.1}",
-                    s[0].as_str().unwrap_or("?"),
-                    s[1].as_f64().unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
+    let stages = timed.report.finished.detail["stages_ms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{} {:.1}",
+                s[0].as_str().unwrap_or("?"),
+                s[1].as_f64().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    timed.run(&ledger, &check, stages)
 }

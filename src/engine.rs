@@ -151,6 +151,13 @@ impl PairState {
 /// What a pair's preflight found; nothing was changed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Preflighted {
+    /// The pair's name.
+    pub pair: String,
+    /// The engine's account of the two servers (`PostgreSQL 15 -> 15`, `replication by
+    /// GTID`), one line.
+    pub summary: String,
+    /// What else the engine found worth saying (replication already set up).
+    pub notes: Vec<String>,
     /// Everything found, source first.
     pub findings: Vec<crate::finding::Finding>,
     /// How many tables replication would cover.

@@ -3,53 +3,35 @@
 use std::time::{Duration, Instant};
 
 use cutover::engine::{self, Event, Rollback};
+use cutover::lab::MariaDb;
 use cutover::lab::PLAN_EXEMPT_USERS;
-use cutover::lab::mysql_writer::{MyLedger, MyWriter, MyWriterConfig, TABLE_SQL};
-use cutover::lab::{LabDir, MariaDb, Supervision};
+use cutover::lab::mysql_writer::{MyLedger, MyWriter, MyWriterConfig};
 use cutover::mysql::preflight::{self, Severity};
 use cutover::mysql::{Pair, cleanup, start, status, verify};
 use cutover::plan::{self, Plan};
 use mysql_async::prelude::Queryable;
 
-const APP_PASSWORD: &str = "app-test-password";
+use crate::support::MariaPair;
 
-struct Fixture {
-    _dir: LabDir,
-    source: MariaDb,
-    target: MariaDb,
+/// The shared pair of servers, with 3000 rows in `app.writes` on the source.
+struct Fixture(MariaPair);
+
+impl std::ops::Deref for Fixture {
+    type Target = MariaPair;
+    fn deref(&self) -> &MariaPair {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut MariaPair {
+        &mut self.0
+    }
 }
 
 impl Fixture {
-    /// Two servers; on the source the `app` database with a few thousand rows.
     async fn new() -> Fixture {
-        let dir = LabDir::temporary().expect("lab dir");
-        let (source, target) = tokio::try_join!(
-            MariaDb::start(dir.path(), "maria-source", 1, Supervision::Owned),
-            MariaDb::start(dir.path(), "maria-target", 2, Supervision::Owned),
-        )
-        .expect("servers start");
-        for m in [&source, &target] {
-            let mut c = m.connect(None).await.unwrap();
-            c.query_drop(format!(
-                "SET SESSION sql_log_bin = 0;
-                 CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{APP_PASSWORD}';
-                 GRANT ALL PRIVILEGES ON app.* TO 'app'@'127.0.0.1';"
-            ))
-            .await
-            .unwrap();
-        }
-        let mut c = source.connect(None).await.unwrap();
-        c.query_drop(format!(
-            "CREATE DATABASE app; USE app; {TABLE_SQL};
-             INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_3000;"
-        ))
-        .await
-        .unwrap();
-        Fixture {
-            _dir: dir,
-            source,
-            target,
-        }
+        Fixture(MariaPair::seeded(3000).await)
     }
 
     fn plan(&self, extra: &str) -> Plan {
@@ -81,7 +63,7 @@ impl Fixture {
 }
 
 fn app_opts(m: &MariaDb) -> mysql_async::Opts {
-    m.user_opts("app", APP_PASSWORD, "app")
+    m.user_opts("app", crate::support::APP_PASSWORD, "app")
 }
 
 async fn app_can_write(m: &MariaDb) -> Result<(), mysql_async::Error> {

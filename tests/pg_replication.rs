@@ -4,54 +4,39 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cutover::engine::{self, Event, Phase, Rollback};
-use cutover::lab::writer::{self, Writer, WriterConfig};
-use cutover::lab::{LabDir, Postgres, Supervision};
+use cutover::lab::Postgres;
+use cutover::lab::writer::{Writer, WriterConfig};
+
+use crate::support::PgPair;
 use cutover::plan::{self, Plan};
 use cutover::postgres::preflight::{self, Severity};
 use cutover::postgres::{Pair, cleanup, start, status, verify};
 
-const APP_PASSWORD: &str = "app-test-password";
+use crate::support::APP_PASSWORD;
 
-struct Fixture {
-    dir: LabDir,
-    source: Postgres,
-    target: Postgres,
+/// The shared pair of clusters, with an `app` database seeded for these tests.
+struct Fixture(PgPair);
+
+impl std::ops::Deref for Fixture {
+    type Target = PgPair;
+    fn deref(&self) -> &PgPair {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut PgPair {
+        &mut self.0
+    }
 }
 
 impl Fixture {
     /// Two clusters, an `app` database on each, the `app` role on the source (and on the
-    /// target unless `role_on_target` is false), the writer's tables on the source.
+    /// target unless `role_on_target` is false), the writer's tables and rows on the source.
     async fn new(role_on_target: bool) -> Fixture {
-        let dir = LabDir::temporary().expect("lab dir");
-        let (source, target) = tokio::try_join!(
-            Postgres::start(dir.path(), "pg-source", Supervision::Owned),
-            Postgres::start(dir.path(), "pg-target", Supervision::Owned),
-        )
-        .expect("clusters start");
-        for (pg, with_role) in [(&source, true), (&target, role_on_target)] {
-            let c = pg.connect("postgres").await.unwrap();
-            if with_role {
-                c.batch_execute(&format!("CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'"))
-                    .await
-                    .unwrap();
-            }
-            c.batch_execute("CREATE DATABASE app").await.unwrap();
-        }
-        let c = source.connect("app").await.unwrap();
-        writer::create_tables(&c, "app").await.unwrap();
-        writer::seed_counters(&c, 2).await.unwrap();
-        // Rows that exist before replication starts, so the initial copy has work to do.
-        c.batch_execute(
-            "INSERT INTO writes (k, payload) SELECT -g, md5(g::text) FROM generate_series(1, 3000) g;
-             INSERT INTO idents (k, n) SELECT -g, 1 FROM generate_series(1, 500) g;",
-        )
-        .await
-        .unwrap();
-        Fixture {
-            dir,
-            source,
-            target,
-        }
+        let pair = PgPair::start_roles(role_on_target).await;
+        pair.seeded("app", 3000, 500).await;
+        Fixture(pair)
     }
 
     fn plan(&self, extra: &str) -> Plan {
@@ -77,31 +62,21 @@ impl Fixture {
         plan::parse_str(&text, &PathBuf::from("test-plan.toml")).expect("valid plan")
     }
 
-    fn app_config(&self, pg: &Postgres) -> tokio_postgres::Config {
-        let mut config = pg.config("app");
-        config.user("app").password(APP_PASSWORD);
-        config.connect_timeout(Duration::from_secs(5));
-        config
-    }
-
     /// Starts replication, waits until it is ready, then starts a writer at `rate` tx/s and
     /// lets it run for `warm_up`.
     async fn replicate_then_write(&self, pair: &Pair, rate: u32, warm_up: Duration) -> Writer {
         start::start(pair).await.unwrap();
         wait_ready(pair).await;
-        let writer = Writer::start(WriterConfig {
-            source: self.app_config(&self.source),
-            target: self.app_config(&self.target),
-            rate,
-            tasks: 2,
-            first_task: 0,
-        });
+        let writer = self.writer("app", rate);
         tokio::time::sleep(warm_up).await;
         writer
     }
 
     async fn app_can_write(&self, pg: &Postgres) -> Result<(), tokio_postgres::Error> {
-        let (client, conn) = self.app_config(pg).connect(tokio_postgres::NoTls).await?;
+        let (client, conn) = self
+            .app_config(pg, "app")
+            .connect(tokio_postgres::NoTls)
+            .await?;
         tokio::spawn(conn);
         client
             .execute("UPDATE counters SET n = n WHERE id = 0", &[])
@@ -639,7 +614,7 @@ async fn two_writing_roles_both_fenced_lose_nothing() {
         .replicate_then_write(&pair, 300, Duration::from_millis(800))
         .await;
     let as_worker = |pg: &Postgres| {
-        let mut c = fx.app_config(pg);
+        let mut c = fx.app_config(pg, "app");
         c.user("worker");
         c
     };

@@ -91,3 +91,60 @@ pub fn print_summary(results: &[Run]) {
         gap_p50 / other_p50.max(0.001)
     );
 }
+
+/// A cutover measured from the gate to the promotion, on this process's clock.
+pub struct Timed {
+    /// The engine's account of it.
+    pub report: cutover::engine::CutOver,
+    /// When the gate passed (the fence follows at once).
+    pub from: std::time::Instant,
+    /// When the target was promoted.
+    pub to: std::time::Instant,
+}
+
+/// Cuts `pair` over (one single-pair driver for both engines), timing gate and promotion.
+pub async fn cut_over(pair: &dyn cutover::engine::Pair) -> Timed {
+    use cutover::engine::Event;
+    use std::time::Instant;
+    let (mut from, mut to) = (None, None);
+    let report = cutover::engine::cutover(pair, &mut |e: &Event| match e {
+        Event::GatePassed { .. } => from = Some(Instant::now()),
+        Event::Promoted { .. } => to = Some(Instant::now()),
+        _ => {}
+    })
+    .await
+    .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    Timed {
+        report,
+        from: from.expect("the gate passed"),
+        to: to.expect("promoted"),
+    }
+}
+
+impl Timed {
+    /// The run's row: the window, the writer's gaps across it and elsewhere, and what the
+    /// row-by-row `check` of `ledger` found; `stages` says where the window went.
+    pub fn run(
+        &self,
+        ledger: &cutover::lab::ledger::Ledger,
+        check: &cutover::lab::ledger::LedgerCheck,
+        stages: String,
+    ) -> Run {
+        let (gap, other) = ledger.gaps_around(self.from, self.to);
+        let before = ledger.commits.iter().filter(|c| **c < self.from).count();
+        let rate = before as f64 / (self.from - ledger.commits[0]).as_secs_f64();
+        Run {
+            unavailable_ms: self
+                .report
+                .promoted
+                .write_unavailable_ms
+                .unwrap_or_default(),
+            gap_ms: gap.as_secs_f64() * 1000.0,
+            other_gap_ms: other.as_secs_f64() * 1000.0,
+            lost: check.lost.len(),
+            duplicated: check.duplicated.len() + check.unexpected.len(),
+            rate,
+            stages,
+        }
+    }
+}

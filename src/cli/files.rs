@@ -8,7 +8,6 @@ use super::plan::load_or_report;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, FilesCommand, Output, runtime};
 use crate::files::sync::{self, PassKind};
 use crate::files::{Entry, preflight};
-use crate::finding::Severity;
 
 /// Runs a `files` command; returns the exit status.
 pub fn run(cmd: FilesCommand) -> u8 {
@@ -109,19 +108,7 @@ async fn run_preflight(entry: &Entry, human: bool) -> (bool, serde_json::Value) 
                 if let Some(skew) = r.clock_skew_seconds {
                     outln!("  clock skew target - source: {skew:+.3} s");
                 }
-                for f in &r.findings {
-                    let mark = match f.severity {
-                        Severity::Error => "ERROR",
-                        Severity::Warning => "warning",
-                        Severity::Info => "info",
-                    };
-                    outln!(
-                        "  {mark}: [{}] {}\n      fix: {}",
-                        f.server,
-                        f.problem,
-                        f.fix
-                    );
-                }
+                super::pairs::print_findings(&r.findings);
                 outln!(
                     "  {}",
                     if r.passed() {

@@ -2,11 +2,8 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
-use super::pairs::{DbStep, run_pairs};
+use super::pairs::{OwnStep, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
-use crate::mysql::preflight::{self, Severity};
 use crate::mysql::{Pair, start, status};
 
 /// How long `status` waits for the heartbeat to reach the target.
@@ -21,73 +18,11 @@ pub fn run(cmd: DbCommand) -> u8 {
         |pair, ctx| async move {
             let (pair, output) = (&pair, ctx.output);
             match ctx.step {
-                DbStep::Preflight => run_preflight(pair, output).await,
-                DbStep::Start => report(output, start::start(pair).await, print_start),
-                DbStep::Status => run_status(pair, output).await,
-                DbStep::Cutover => {
-                    super::pairs::cutover_pair(pair, &pair.plan.name, PairKind::Mysql, output).await
-                }
-                DbStep::Resume { go_on } => {
-                    let window = crate::engine::Pair::window(pair, true).await;
-                    super::pairs::resume_pair(window, &pair.plan.name, output, go_on).await
-                }
-                DbStep::Verify => super::pairs::verify_pair(pair, output).await,
-                DbStep::Cleanup => super::pairs::cleanup_pair(pair, output).await,
+                OwnStep::Start => report(output, start::start(pair).await, print_start),
+                OwnStep::Status => run_status(pair, output).await,
             }
         },
     )
-}
-
-async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    let result = async {
-        let (mut source, mut target) = pair.connect().await?;
-        preflight::run(pair, &mut source, &mut target).await
-    }
-    .await;
-    // The report decides whether preflight passed; this only renders it.
-    let passed = result.as_ref().is_ok_and(preflight::Report::passed);
-    let (_, mut value) = report(output, result, print_preflight);
-    value["ok"] = json!(passed);
-    (passed, value)
-}
-
-fn print_preflight(r: &preflight::Report) {
-    outln!(
-        "pair {}: {} -> {}, {} tables in scope, replication by {}",
-        r.pair,
-        r.versions.0,
-        r.versions.1,
-        r.tables.len(),
-        if r.gtid {
-            "GTID"
-        } else {
-            "binlog file/position"
-        }
-    );
-    for f in &r.findings {
-        let mark = match f.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Info => "note",
-        };
-        outln!(
-            "  {mark}: [{}] {}\n      fix: {}",
-            f.server,
-            f.problem,
-            f.fix
-        );
-    }
-    if r.already_started {
-        outln!("  replication for this pair is already set up");
-    }
-    outln!(
-        "  preflight {}",
-        if r.passed() {
-            "passed"
-        } else {
-            "failed: fix the errors first"
-        }
-    );
 }
 
 fn print_start(r: &start::Started) {

@@ -8,29 +8,10 @@ use serde_json::json;
 
 use super::plan::{check_pair, load_or_report};
 use super::{DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairKind, runtime};
+use crate::finding::{Finding, Severity};
 use crate::plan::Plan;
 
-/// One step of the per-pair database commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbStep {
-    /// `preflight`
-    Preflight,
-    /// `start`
-    Start,
-    /// `status`
-    Status,
-    /// `cutover`
-    Cutover,
-    /// `cutover --resume` (`--continue`: go forward)
-    Resume {
-        /// Catch up and promote instead of rolling back.
-        go_on: bool,
-    },
-    /// `verify`
-    Verify,
-    /// `cleanup`
-    Cleanup,
-}
+pub use crate::run::single::PairStep as DbStep;
 
 impl DbCommand {
     /// The step this command runs.
@@ -47,26 +28,37 @@ impl DbCommand {
     }
 }
 
-/// What a step needs besides its pair.
+/// The steps whose reports are each engine's own (the others go through the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnStep {
+    /// `start`
+    Start,
+    /// `status`
+    Status,
+}
+
+/// What an engine's own step needs besides its pair.
 #[derive(Debug, Clone)]
 pub struct StepContext {
     /// Which step.
-    pub step: DbStep,
+    pub step: OwnStep,
     /// Output format.
     pub output: Output,
     /// The migration's state directory.
     pub state_dir: PathBuf,
 }
 
-/// Runs `cmd` on the plan's pairs of `kind` (selected by `select`); `each` runs one pair and
-/// returns (success, JSON). Returns the exit status.
+/// Runs `cmd` on the plan's pairs of `kind` (selected by `select`): the steps every engine
+/// shares through the engine contract, and `own` (the engine's start and status, whose reports
+/// are its own) for the rest; it returns (success, JSON). Returns the exit status.
 pub fn run_pairs<P, Fut>(
     cmd: &DbCommand,
     kind: PairKind,
     select: impl Fn(&Plan, Option<&str>) -> Vec<P>,
-    each: impl Fn(P, StepContext) -> Fut,
+    own: impl Fn(P, StepContext) -> Fut,
 ) -> u8
 where
+    P: crate::engine::Pair,
     Fut: Future<Output = (bool, serde_json::Value)>,
 {
     let args = cmd.args();
@@ -94,61 +86,51 @@ where
     let Some(rt) = runtime() else {
         return EXIT_FAILED;
     };
-    // Every step that changes a server holds the migration's lease: no run and no other
-    // command acts meanwhile. Read-only steps never take it.
-    let _lease = match context_lease(cmd.step(), &plan, kind) {
+    let step = cmd.step();
+    let _lease = match step.lease(&plan, kind.command()) {
         Ok(lease) => lease,
         Err(e) => {
             errln!("{}: {e}", args.plan.display());
             return EXIT_FAILED;
         }
     };
-    let context = StepContext {
-        step: cmd.step(),
-        output: args.output,
-        state_dir: plan.migration.state_dir.clone(),
-    };
+    let state_dir = plan.migration.state_dir.clone();
+    let output = args.output;
     rt.block_on(async move {
-        let mut results = Vec::new();
-        let mut code = EXIT_OK;
-        for pair in pairs {
-            let (ok, value) = each(pair, context.clone()).await;
-            results.push(value);
-            if !ok {
-                code = EXIT_FAILED;
-                // A cutover stops at the first pair that fails; the others are left untouched.
-                if context.step == DbStep::Cutover {
-                    break;
+        let results = crate::run::single::each_pair(step, pairs, |pair| {
+            let context = |step| StepContext {
+                step,
+                output,
+                state_dir: state_dir.clone(),
+            };
+            let own = &own;
+            async move {
+                match step {
+                    DbStep::Preflight => preflight_pair(&pair, output).await,
+                    DbStep::Cutover => cutover_pair(&pair, pair.name(), kind, output).await,
+                    DbStep::Resume { go_on } => {
+                        let window = pair.window(true).await;
+                        resume_pair(window, pair.name(), output, go_on).await
+                    }
+                    DbStep::Verify => verify_pair(&pair, output).await,
+                    DbStep::Cleanup => cleanup_pair(&pair, output).await,
+                    DbStep::Start => own(pair, context(OwnStep::Start)).await,
+                    DbStep::Status => own(pair, context(OwnStep::Status)).await,
                 }
             }
-        }
-        if context.output == Output::Json {
+        })
+        .await;
+        let code = if results.iter().all(|(ok, _)| *ok) {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        };
+        if output == Output::Json {
+            let results: Vec<_> = results.into_iter().map(|(_, v)| v).collect();
             outln!("{}", json!({ "pairs": results }));
         }
         code
     })
-}
-
-fn context_lease(
-    step: DbStep,
-    plan: &Plan,
-    kind: PairKind,
-) -> Result<Option<crate::state::Lease>, crate::state::StateError> {
-    use crate::state::{FileStore, StateDir, Store};
-    let purpose = match (step, kind) {
-        (DbStep::Cutover, PairKind::Postgres) => "pg cutover",
-        (DbStep::Resume { .. }, PairKind::Postgres) => "pg cutover --resume",
-        (DbStep::Cutover, PairKind::Mysql) => "mysql cutover",
-        (DbStep::Resume { .. }, PairKind::Mysql) => "mysql cutover --resume",
-        (DbStep::Start, PairKind::Postgres) => "pg start",
-        (DbStep::Start, PairKind::Mysql) => "mysql start",
-        (DbStep::Cleanup, PairKind::Postgres) => "pg cleanup",
-        (DbStep::Cleanup, PairKind::Mysql) => "mysql cleanup",
-        (DbStep::Preflight | DbStep::Status | DbStep::Verify, _) => return Ok(None),
-    };
-    FileStore::new(&StateDir::new(&plan.migration.state_dir))
-        .acquire(purpose)
-        .map(Some)
 }
 
 /// `cutover --resume` of one pair: the library decides from the servers' state; this prints
@@ -373,6 +355,69 @@ fn describe_event(event: &crate::engine::Event) -> String {
         }
         Event::Promoted { .. } => "target promoted and writable".to_owned(),
         Event::RollingBack { reason } => format!("FAILED: {reason}; rolling back"),
+    }
+}
+
+/// `preflight` of one pair (either engine): the servers, every finding with its fix, the
+/// verdict the engine reached.
+pub async fn preflight_pair(
+    pair: &dyn crate::engine::Pair,
+    output: Output,
+) -> (bool, serde_json::Value) {
+    match pair.preflight().await {
+        Ok(r) => {
+            if output == Output::Human {
+                outln!(
+                    "pair {}: {}, {} tables in scope",
+                    r.pair,
+                    r.summary,
+                    r.tables
+                );
+                print_findings(&r.findings);
+                for note in &r.notes {
+                    outln!("  {note}");
+                }
+                let errors = r
+                    .findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Error)
+                    .count();
+                if r.passed() {
+                    outln!("  preflight passed");
+                } else {
+                    outln!("  preflight failed: {errors} problem(s) to fix first");
+                }
+            }
+            let mut value = r.detail.clone();
+            value["ok"] = serde_json::json!(r.passed());
+            (r.passed(), value)
+        }
+        Err(e) => {
+            if output == Output::Human {
+                errln!("pair {}: {e}", pair.name());
+            }
+            (
+                false,
+                serde_json::json!({ "pair": pair.name(), "ok": false, "error": e.to_string() }),
+            )
+        }
+    }
+}
+
+/// Findings, one each with its fix under it (every component's preflight).
+pub fn print_findings(findings: &[Finding]) {
+    for f in findings {
+        let mark = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "note",
+        };
+        outln!(
+            "  {mark}: [{}] {}\n      fix: {}",
+            f.server,
+            f.problem,
+            f.fix
+        );
     }
 }
 

@@ -1,10 +1,7 @@
 //! `cutover pg ...`: PostgreSQL pairs, one after another; prints, never decides.
 
-use serde_json::json;
-
-use super::pairs::{DbStep, run_pairs};
+use super::pairs::{OwnStep, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
-use crate::postgres::preflight::{self, Severity};
 use crate::postgres::{Pair, start, status};
 
 /// Runs one `pg` subcommand for the selected pairs.
@@ -16,81 +13,11 @@ pub fn run(cmd: DbCommand) -> u8 {
         |pair, ctx| async move {
             let (pair, output) = (&pair, ctx.output);
             match ctx.step {
-                DbStep::Preflight => run_preflight(pair, output).await,
-                DbStep::Start => report(output, start::start(pair).await, print_start),
-                DbStep::Status => run_status(pair, output, &ctx.state_dir).await,
-                DbStep::Cutover => {
-                    super::pairs::cutover_pair(pair, &pair.plan.name, PairKind::Postgres, output)
-                        .await
-                }
-                DbStep::Resume { go_on } => {
-                    let window = crate::engine::Pair::window(pair, true).await;
-                    super::pairs::resume_pair(window, &pair.plan.name, output, go_on).await
-                }
-                DbStep::Verify => super::pairs::verify_pair(pair, output).await,
-                DbStep::Cleanup => super::pairs::cleanup_pair(pair, output).await,
+                OwnStep::Start => report(output, start::start(pair).await, print_start),
+                OwnStep::Status => run_status(pair, output, &ctx.state_dir).await,
             }
         },
     )
-}
-
-fn error_json(pair: &Pair, e: &dyn std::fmt::Display) -> serde_json::Value {
-    json!({ "pair": pair.plan.name, "ok": false, "error": e.to_string() })
-}
-
-async fn run_preflight(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    let result = async {
-        let (source, target) = pair.connect().await?;
-        preflight::run(pair, &source, &target).await
-    }
-    .await;
-    match result {
-        Ok(r) => {
-            if output == Output::Human {
-                outln!(
-                    "pair {}: {} -> {}, PostgreSQL {} -> {}, {} tables in scope",
-                    r.pair,
-                    pair.source.label,
-                    pair.target.label,
-                    r.versions.0,
-                    r.versions.1,
-                    r.tables.len()
-                );
-                for f in &r.findings {
-                    let mark = match f.severity {
-                        Severity::Error => "error",
-                        Severity::Warning => "warning",
-                        Severity::Info => "note",
-                    };
-                    outln!(
-                        "  {mark}: [{}] {}\n      fix: {}",
-                        f.server,
-                        f.problem,
-                        f.fix
-                    );
-                }
-                let errors = r
-                    .findings
-                    .iter()
-                    .filter(|f| f.severity == Severity::Error)
-                    .count();
-                if errors == 0 {
-                    outln!("  preflight passed");
-                } else {
-                    outln!("  preflight failed: {errors} problem(s) to fix first");
-                }
-            }
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(r.passed());
-            (r.passed(), v)
-        }
-        Err(e) => {
-            if output == Output::Human {
-                errln!("pair {}: {e}", pair.plan.name);
-            }
-            (false, error_json(pair, &e))
-        }
-    }
 }
 
 fn print_start(r: &start::StartReport) {

@@ -175,37 +175,18 @@ pub async fn run(
         .check(&lab.pg_target.connect(lab::APP).await.map_err(fail)?)
         .await
         .map_err(fail)?;
-    say(format!(
-        "   PostgreSQL: {} acknowledged commits ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}",
-        check.acked,
-        check.acked_on_target,
-        check.in_doubt,
-        check.lost.len(),
-        check.duplicated.len(),
-        check.unexpected.len()
-    ));
-    ensure(check.clean(), || {
-        format!("the check found problems: {check:?}")
-    })?;
     let mut conn = lab
         .maria_target
         .connect(Some(lab::APP))
         .await
         .map_err(fail)?;
     let mcheck = maria_ledger.check(&mut conn).await.map_err(fail)?;
-    say(format!(
-        "   MariaDB: {} acknowledged inserts ({} after the move), {} in doubt at the fence; lost {}, duplicated {}, unexpected {}; ids continue on the target: {}",
-        mcheck.acked,
-        mcheck.acked_on_target,
-        mcheck.in_doubt,
-        mcheck.lost.len(),
-        mcheck.duplicated.len(),
-        mcheck.unexpected.len(),
-        mcheck.id_problems.is_empty()
-    ));
-    ensure(mcheck.clean(), || {
-        format!("the check found problems: {mcheck:?}")
-    })?;
+    for (engine, check) in [("PostgreSQL", &check), ("MariaDB", &mcheck)] {
+        say(format!("   {engine}: {}", check.summary()));
+        ensure(check.clean(), || {
+            format!("the {engine} check found problems: {check:?}")
+        })?;
+    }
     ensure(
         check.acked_on_target > 0 && mcheck.acked_on_target > 0,
         || "the app never wrote to the new primaries".to_owned(),

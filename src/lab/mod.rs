@@ -9,6 +9,7 @@ pub mod bind;
 pub mod demo;
 mod env;
 mod health;
+pub mod ledger;
 mod mariadb;
 pub mod mysql_writer;
 mod plan;

@@ -62,7 +62,19 @@ impl engine::Pair for Pair {
     async fn preflight(&self) -> Result<Preflighted, EngineError> {
         let (mut s, mut t) = self.connect().await?;
         let r = preflight::run(self, &mut s, &mut t).await?;
+        let by = if r.gtid {
+            "GTID"
+        } else {
+            "binlog file/position"
+        };
         Ok(Preflighted {
+            pair: r.pair.clone(),
+            summary: format!("{} -> {}, replication by {by}", r.versions.0, r.versions.1),
+            notes: if r.already_started {
+                vec!["replication for this pair is already set up".to_string()]
+            } else {
+                Vec::new()
+            },
             findings: r.findings.clone(),
             tables: r.tables.len(),
             detail: serde_json::to_value(&r).unwrap_or_default(),

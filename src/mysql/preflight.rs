@@ -29,17 +29,12 @@ pub struct Report {
 impl Report {
     /// No errors.
     pub fn passed(&self) -> bool {
-        !self.findings.iter().any(|f| f.severity == Severity::Error)
+        crate::finding::passed(&self.findings)
     }
 
-    /// The errors, one per line.
+    /// The errors, one per line, for a refusal message.
     pub fn errors_text(&self) -> String {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .map(|f| format!("{}: {} (fix: {})", f.server, f.problem, f.fix))
-            .collect::<Vec<_>>()
-            .join("\n")
+        crate::finding::errors_text(&self.findings)
     }
 }
 

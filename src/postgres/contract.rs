@@ -6,7 +6,6 @@ use super::{Db, Pair, cleanup, fence, preflight, start, status, verify};
 use crate::engine::{
     self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Window,
 };
-use crate::finding::Finding;
 
 #[async_trait::async_trait]
 impl engine::Pair for Pair {
@@ -79,16 +78,13 @@ impl engine::Pair for Pair {
         let (s, t) = self.connect().await?;
         let r = preflight::run(self, &s, &t).await?;
         Ok(Preflighted {
-            findings: r
-                .findings
-                .iter()
-                .map(|f| Finding {
-                    server: f.server.clone(),
-                    severity: f.severity,
-                    problem: f.problem.clone(),
-                    fix: f.fix.clone(),
-                })
-                .collect(),
+            pair: r.pair.clone(),
+            summary: format!(
+                "{} -> {}, PostgreSQL {} -> {}",
+                self.source.label, self.target.label, r.versions.0, r.versions.1
+            ),
+            notes: Vec::new(),
+            findings: r.findings.clone(),
             tables: r.tables.len(),
             detail: serde_json::to_value(&r).unwrap_or_default(),
         })

@@ -8,22 +8,7 @@ use super::db::{Db, PgError, ident};
 use super::{Pair, Side};
 use super::{inventory, writers};
 
-pub use crate::finding::Severity;
-
-/// One thing found on one server.
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    /// Source or target.
-    pub side: Side,
-    /// The server's label.
-    pub server: String,
-    /// How serious.
-    pub severity: Severity,
-    /// What is wrong.
-    pub problem: String,
-    /// What to change, on that server.
-    pub fix: String,
-}
+pub use crate::finding::{Finding, Severity};
 
 /// The result of a preflight.
 #[derive(Debug, Clone, Serialize)]
@@ -50,17 +35,12 @@ pub struct Report {
 impl Report {
     /// True when nothing blocks replication.
     pub fn passed(&self) -> bool {
-        !self.findings.iter().any(|f| f.severity == Severity::Error)
+        crate::finding::passed(&self.findings)
     }
 
     /// The errors, one per line, for a refusal message.
     pub fn errors_text(&self) -> String {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .map(|f| format!("  {}: {}\n    fix: {}", f.server, f.problem, f.fix))
-            .collect::<Vec<_>>()
-            .join("\n")
+        crate::finding::errors_text(&self.findings)
     }
 }
 
@@ -77,7 +57,6 @@ impl Findings<'_> {
             Side::Target => self.target.server(),
         };
         self.list.push(Finding {
-            side,
             server: server.to_owned(),
             severity,
             problem,

@@ -6,7 +6,8 @@
 //! the steps in order ([`steps`] derives them from the plan), and each component's step
 //! actions are in `actions` (databases through the engine contract, files, DNS, hooks and
 //! checks). [`journal`] holds the records everything else is computed from: the [`report`]
-//! and the [`status`]. [`pairs`] is the one factory from a plan to its database pairs.
+//! and the [`status`]. [`pairs`] is the one factory from a plan to its database pairs; [`single`] is the policy
+//! of the single-pair commands that drive one engine's pairs outside a run.
 
 mod actions;
 mod admit;
@@ -15,6 +16,7 @@ mod journal;
 pub mod pairs;
 mod report;
 mod runner;
+pub mod single;
 mod status;
 mod steps;
 pub mod test_stop;

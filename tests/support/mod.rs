@@ -29,17 +29,24 @@ pub struct PgPair {
 
 impl PgPair {
     pub async fn start() -> PgPair {
+        PgPair::start_roles(true).await
+    }
+
+    /// Two clusters with the `app` role on the source, and on the target if `on_target`.
+    pub async fn start_roles(on_target: bool) -> PgPair {
         let dir = LabDir::temporary().expect("lab dir");
         let (source, target) = tokio::try_join!(
             Postgres::start(dir.path(), "pg-source", Supervision::Owned),
             Postgres::start(dir.path(), "pg-target", Supervision::Owned),
         )
         .expect("clusters start");
-        for pg in [&source, &target] {
-            let c = pg.connect("postgres").await.unwrap();
-            c.batch_execute(&format!("CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'"))
-                .await
-                .unwrap();
+        for (pg, with_role) in [(&source, true), (&target, on_target)] {
+            if with_role {
+                let c = pg.connect("postgres").await.unwrap();
+                c.batch_execute(&format!("CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'"))
+                    .await
+                    .unwrap();
+            }
         }
         PgPair {
             dir,
@@ -50,6 +57,12 @@ impl PgPair {
 
     /// A database `db` on both clusters, the writer's tables and some rows on the source.
     pub async fn database(&self, db: &str) {
+        self.seeded(db, 2000, 0).await
+    }
+
+    /// A database `db` on both clusters, the writer's tables on the source and `writes` and
+    /// `idents` rows there (so the initial copy has work to do).
+    pub async fn seeded(&self, db: &str, writes: u32, idents: u32) {
         for pg in [&self.source, &self.target] {
             let c = pg.connect("postgres").await.unwrap();
             c.batch_execute(&format!("CREATE DATABASE {db}"))
@@ -59,9 +72,10 @@ impl PgPair {
         let c = self.source.connect(db).await.unwrap();
         writer::create_tables(&c, "app").await.unwrap();
         writer::seed_counters(&c, 2).await.unwrap();
-        c.batch_execute(
-            "INSERT INTO writes (k, payload) SELECT -g, md5(g::text) FROM generate_series(1, 2000) g",
-        )
+        c.batch_execute(&format!(
+            "INSERT INTO writes (k, payload) SELECT -g, md5(g::text) FROM generate_series(1, {writes}) g;
+             INSERT INTO idents (k, n) SELECT -g, 1 FROM generate_series(1, {idents}) g;"
+        ))
         .await
         .unwrap();
     }
@@ -140,6 +154,11 @@ pub struct MariaPair {
 
 impl MariaPair {
     pub async fn start() -> MariaPair {
+        MariaPair::seeded(2000).await
+    }
+
+    /// Two servers; on the source the `app` database with `rows` rows in `writes`.
+    pub async fn seeded(rows: u32) -> MariaPair {
         let dir = LabDir::temporary().expect("lab dir");
         let (source, target) = tokio::try_join!(
             MariaDb::start(dir.path(), "maria-source", 1, Supervision::Owned),
@@ -159,7 +178,7 @@ impl MariaPair {
         let mut c = source.connect(None).await.unwrap();
         c.query_drop(format!(
             "CREATE DATABASE app; USE app; {TABLE_SQL};
-             INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_2000;"
+             INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_{rows};"
         ))
         .await
         .unwrap();

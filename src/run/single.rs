@@ -1,0 +1,119 @@
+//! The single-pair commands (`preflight`, `start`, `status`, `cutover`, `verify`, `cleanup`
+//! of one engine's pairs, outside a run): which of them hold the migration's lease, and when a
+//! sequence of pairs stops.
+//!
+//! Every step that changes a server holds the lease, so no run and no other command acts on
+//! the same servers meanwhile; read-only steps never take it (they must work while a run
+//! holds it). A cutover stops at the first pair that fails: the others are left untouched and
+//! serving from their sources, rather than cut over in a state nobody planned.
+
+use crate::plan::Plan;
+use crate::state::{FileStore, Lease, StateDir, StateError, Store};
+
+/// One step of the single-pair commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairStep {
+    /// Check both servers; change nothing.
+    Preflight,
+    /// Set replication up.
+    Start,
+    /// Read replication's state.
+    Status,
+    /// Fence, catch up, promote.
+    Cutover,
+    /// Finish or undo an interrupted cutover.
+    Resume {
+        /// Catch up and promote instead of rolling back.
+        go_on: bool,
+    },
+    /// Compare every table.
+    Verify,
+    /// Remove replication's objects.
+    Cleanup,
+}
+
+impl PairStep {
+    /// Whether the step changes a server (and so holds the lease).
+    pub fn changes_servers(self) -> bool {
+        !matches!(
+            self,
+            PairStep::Preflight | PairStep::Status | PairStep::Verify
+        )
+    }
+
+    /// Whether a failed pair ends the sequence (the later pairs are not attempted).
+    pub fn stops_at_first_failure(self) -> bool {
+        matches!(self, PairStep::Cutover)
+    }
+
+    /// The lease for this step on `engine`'s pairs of `plan`, if the step changes servers;
+    /// refused while a run or another command holds it.
+    pub fn lease(self, plan: &Plan, engine: &str) -> Result<Option<Lease>, StateError> {
+        let verb = match self {
+            PairStep::Start => "start",
+            PairStep::Cutover => "cutover",
+            PairStep::Resume { .. } => "cutover resume",
+            PairStep::Cleanup => "cleanup",
+            PairStep::Preflight | PairStep::Status | PairStep::Verify => return Ok(None),
+        };
+        FileStore::new(&StateDir::new(&plan.migration.state_dir))
+            .acquire(&format!("{engine} {verb}"))
+            .map(Some)
+    }
+}
+
+/// Runs `step` on each of `pairs` in turn through `each`, which returns whether the pair
+/// succeeded and its result; stops after the first failure where the step says so.
+pub async fn each_pair<P, T, F, Fut>(step: PairStep, pairs: Vec<P>, mut each: F) -> Vec<(bool, T)>
+where
+    F: FnMut(P) -> Fut,
+    Fut: std::future::Future<Output = (bool, T)>,
+{
+    let mut results = Vec::new();
+    for pair in pairs {
+        let (ok, value) = each(pair).await;
+        results.push((ok, value));
+        if !ok && step.stops_at_first_failure() {
+            break;
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cutover_stops_at_the_first_failed_pair_and_a_verify_does_not() {
+        let outcome = [true, false, true];
+        let tried = |step| async move {
+            each_pair(
+                step,
+                vec![0, 1, 2],
+                |i: usize| async move { (outcome[i], i) },
+            )
+            .await
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(tried(PairStep::Cutover).await, [0, 1]);
+        assert_eq!(tried(PairStep::Verify).await, [0, 1, 2]);
+    }
+
+    #[test]
+    fn only_steps_that_change_servers_hold_the_lease() {
+        for step in [PairStep::Preflight, PairStep::Status, PairStep::Verify] {
+            assert!(!step.changes_servers());
+        }
+        for step in [
+            PairStep::Start,
+            PairStep::Cutover,
+            PairStep::Resume { go_on: false },
+            PairStep::Cleanup,
+        ] {
+            assert!(step.changes_servers());
+        }
+    }
+}
