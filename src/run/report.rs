@@ -28,6 +28,19 @@ pub struct StepTiming {
     pub summary: String,
 }
 
+impl StepTiming {
+    fn of(index: usize, step: &Step, ms: f64, result: &str, summary: &str) -> StepTiming {
+        StepTiming {
+            step: index,
+            phase: step.phase,
+            component: step.component.clone(),
+            ms,
+            result: result.into(),
+            summary: summary.into(),
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunReport {
@@ -108,14 +121,7 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
                 detail,
             } => {
                 let Some(s) = steps.get(*step) else { continue };
-                r.steps.push(StepTiming {
-                    step: *step,
-                    phase: s.phase,
-                    component: s.component.clone(),
-                    ms: *ms,
-                    result: "done".into(),
-                    summary: summary.clone(),
-                });
+                r.steps.push(StepTiming::of(*step, s, *ms, "done", summary));
                 match s.kind {
                     Kind::WarmFiles(_) | Kind::FinalFiles(_) => r.files.push(detail.clone()),
                     Kind::Report => {
@@ -173,14 +179,7 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
             }
             Entry::StepFailed { step, ms, error } => {
                 let Some(s) = steps.get(*step) else { continue };
-                r.steps.push(StepTiming {
-                    step: *step,
-                    phase: s.phase,
-                    component: s.component.clone(),
-                    ms: *ms,
-                    result: "failed".into(),
-                    summary: error.clone(),
-                });
+                r.steps.push(StepTiming::of(*step, s, *ms, "failed", error));
                 r.error = Some(format!("{}: {error}", step_line(s)));
             }
             Entry::RolledBack { component, outcome } => {
