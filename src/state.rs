@@ -188,7 +188,12 @@ pub trait Store: Send + Sync {
     /// Takes the migration's lease, bumping the epoch; refused while another runner holds it.
     fn acquire(&self, purpose: &str) -> Result<Lease, StateError>;
     /// Appends `record` durably, after checking that `lease` is still the current one.
-    fn append(&self, lease: &Lease, record: &serde_json::Value) -> Result<(), StateError>;
+    fn append(&self, lease: &Lease, record: &serde_json::Value) -> Result<(), StateError> {
+        self.append_all(lease, std::slice::from_ref(record))
+    }
+    /// Appends `records` in order, durable together (one flush to the disk for all of them:
+    /// the records of one window phase, which must all be durable before the phase acts).
+    fn append_all(&self, lease: &Lease, records: &[serde_json::Value]) -> Result<(), StateError>;
     /// Every journal record, oldest first (read-only).
     fn journal(&self) -> Result<Vec<serde_json::Value>, StateError>;
     /// The current lease holder, if the lock is held right now (read-only).
@@ -335,7 +340,7 @@ impl Store for FileStore {
         Ok(Lease { info, _lock: lock })
     }
 
-    fn append(&self, lease: &Lease, record: &serde_json::Value) -> Result<(), StateError> {
+    fn append_all(&self, lease: &Lease, records: &[serde_json::Value]) -> Result<(), StateError> {
         self.check(lease)?;
         let path = self.journal_path();
         let new = !path.exists();
@@ -348,9 +353,11 @@ impl Store for FileStore {
         if !new && let Some(repair) = repair_tail(&path, lease)? {
             out.extend_from_slice(&repair);
         }
-        let mut line = serde_json::to_vec(record).map_err(|e| io(&path, e))?;
-        line.push(b'\n');
-        out.extend_from_slice(&line);
+        for record in records {
+            let mut line = serde_json::to_vec(record).map_err(|e| io(&path, e))?;
+            line.push(b'\n');
+            out.extend_from_slice(&line);
+        }
         file.write_all(&out).map_err(|e| io(&path, e))?;
         file.sync_data().map_err(|e| io(&path, e))?;
         if new {
@@ -432,6 +439,24 @@ mod tests {
         drop(first);
         assert_eq!(store.holder().unwrap(), None);
         assert_eq!(store.acquire("run --resume").unwrap().info.epoch, 2);
+    }
+
+    #[test]
+    fn records_appended_together_read_back_in_order_after_the_single_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(&StateDir::new(dir.path()));
+        let lease = store.acquire("run").unwrap();
+        store.append(&lease, &serde_json::json!({"n": 1})).unwrap();
+        let batch: Vec<_> = (2..=4).map(|n| serde_json::json!({ "n": n })).collect();
+        store.append_all(&lease, &batch).unwrap();
+        store.append(&lease, &serde_json::json!({"n": 5})).unwrap();
+        let ns: Vec<_> = store
+            .journal()
+            .unwrap()
+            .iter()
+            .map(|r| r["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ns, [1, 2, 3, 4, 5]);
     }
 
     #[test]

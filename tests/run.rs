@@ -143,8 +143,28 @@ async fn crash_and_resume_run(
         let (_, out, err) = support::run(&["status", &plan_arg]);
         panic!("record {at}: the runner did not stop there ({stopped:?}); status:\n{out}\n{err}");
     }
-    let last = journal(path).last().cloned().unwrap();
-    assert_eq!(last.seq, at);
+    // A phase's records are made durable together (one fsync per batch), so a stop after
+    // record `at` is a stop after the batch that holds it: the point of no return and its
+    // promotions' begins, or the results of steps that ran side by side.
+    let records = journal(path);
+    let last = records
+        .iter()
+        .find(|r| r.seq == at)
+        .cloned()
+        .unwrap_or_else(|| panic!("record {at} is in the journal"));
+    let tail = records.last().unwrap();
+    assert!(
+        tail.seq >= at,
+        "record {at}: the journal ends at {}",
+        tail.seq
+    );
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.seq > at)
+            .all(|r| r.at_ms == last.at_ms),
+        "record {at}: only its own batch follows it"
+    );
     if at == 8 {
         // A second runner is refused while the first holds the migration, and told who; so is
         // every command that changes a server (the resume below then proves they changed

@@ -50,19 +50,53 @@ pub(super) struct Runner<'a> {
 
 impl<'a> Runner<'a> {
     pub(super) fn record(&mut self, entry: Entry) -> Result<(), StateError> {
-        self.seq += 1;
-        let record = Record {
-            seq: self.seq,
-            epoch: self.lease.info.epoch,
-            run: self.run.clone(),
-            at_ms: now_ms(),
-            entry,
-        };
-        let value = serde_json::to_value(&record).unwrap_or_default();
-        self.store.append(&self.lease, &value)?;
-        (self.observer)(&record);
-        self.records.push(record);
+        self.record_all(vec![entry])
+    }
+
+    /// Journals `entries` in order with one flush to the disk: inside the window every fsync
+    /// is paid by the app, so a phase's records (its steps' begins, or their results) are
+    /// made durable together, before the phase acts and before the next one is decided.
+    pub(super) fn record_all(&mut self, entries: Vec<Entry>) -> Result<(), StateError> {
+        let at_ms = now_ms();
+        let records: Vec<Record> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(n, entry)| Record {
+                seq: self.seq + 1 + n as u64,
+                epoch: self.lease.info.epoch,
+                run: self.run.clone(),
+                at_ms,
+                entry,
+            })
+            .collect();
+        let values: Vec<_> = records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .collect();
+        self.store.append_all(&self.lease, &values)?;
+        for record in records {
+            self.seq = record.seq;
+            (self.observer)(&record);
+            self.records.push(record);
+        }
         Ok(())
+    }
+
+    /// The test stops after the records `from..=self.seq`, each as if alone: a run may be
+    /// stopped after any record, and a record's step named by its side.
+    fn stops_after(&self, from: u64) {
+        for record in self.records.iter().filter(|r| r.seq >= from) {
+            crate::run::test_stop::maybe_stop(record.seq);
+            match &record.entry {
+                Entry::StepBegin { step, .. } => {
+                    crate::run::test_stop::maybe_stop_at_step(*step, "begin")
+                }
+                Entry::StepDone { step, .. } => {
+                    crate::run::test_stop::maybe_stop_at_step(*step, "done")
+                }
+                _ => {}
+            }
+        }
     }
 
     pub(super) async fn window(&mut self, db: Db) -> Result<&mut Box<dyn Window>, String> {
@@ -172,12 +206,12 @@ impl<'a> Runner<'a> {
                 }
             }
             index = batch[batch.len() - 1] + 1;
-            if step.point_of_no_return && !self.past_ponr {
+            let mut begins = Vec::new();
+            let ponr = step.point_of_no_return && !self.past_ponr;
+            if ponr {
                 // Journalled before the first promotion is sent: a crash from here on resumes
                 // forward.
-                self.record(Entry::PointOfNoReturn)?;
-                crate::run::test_stop::maybe_stop(self.seq);
-                self.past_ponr = true;
+                begins.push(Entry::PointOfNoReturn);
             }
             if step.phase >= Phase::WindowOpen && deadline.is_none() {
                 // The final files pass must not spend the window on ssh handshakes.
@@ -190,16 +224,16 @@ impl<'a> Runner<'a> {
                     .window_timeout
                     .map(|t| tokio::time::Instant::now() + t);
             }
-            for &i in &batch {
-                self.record(Entry::StepBegin {
-                    step: i,
-                    phase: self.steps[i].phase,
-                    component: self.steps[i].component.clone(),
-                    action: self.steps[i].action.clone(),
-                })?;
-                crate::run::test_stop::maybe_stop(self.seq);
-                crate::run::test_stop::maybe_stop_at_step(i, "begin");
-            }
+            begins.extend(batch.iter().map(|&i| Entry::StepBegin {
+                step: i,
+                phase: self.steps[i].phase,
+                component: self.steps[i].component.clone(),
+                action: self.steps[i].action.clone(),
+            }));
+            let from = self.seq + 1;
+            self.record_all(begins)?;
+            self.past_ponr |= ponr;
+            self.stops_after(from);
             let results = if self.past_ponr {
                 self.exec_batch(&batch).await
             } else {
@@ -222,6 +256,7 @@ impl<'a> Runner<'a> {
                 }
             };
             let mut first_failure = None;
+            let mut ends = Vec::new();
             for (i, ms, result) in results {
                 match result {
                     Ok((summary, detail)) => {
@@ -230,25 +265,26 @@ impl<'a> Runner<'a> {
                         {
                             self.lost_writes = true;
                         }
-                        self.record(Entry::StepDone {
+                        ends.push(Entry::StepDone {
                             step: i,
                             ms,
                             summary,
                             detail,
-                        })?;
-                        crate::run::test_stop::maybe_stop(self.seq);
-                        crate::run::test_stop::maybe_stop_at_step(i, "done");
+                        });
                     }
                     Err(error) => {
-                        self.record(Entry::StepFailed {
+                        ends.push(Entry::StepFailed {
                             step: i,
                             ms,
                             error: error.clone(),
-                        })?;
+                        });
                         first_failure.get_or_insert((i, error));
                     }
                 }
             }
+            let from = self.seq + 1;
+            self.record_all(ends)?;
+            self.stops_after(from);
             if let Some((i, error)) = first_failure {
                 let step = self.steps[i].clone();
                 return self.failed(&step, error).await;
