@@ -85,7 +85,8 @@ impl<'a> Runner<'a> {
     /// The test stops after the records `from..=self.seq`, each as if alone: a run may be
     /// stopped after any record, and a record's step named by its side.
     fn stops_after(&self, from: u64) {
-        for record in self.records.iter().filter(|r| r.seq >= from) {
+        let batch = (self.seq + 1).saturating_sub(from) as usize;
+        for record in &self.records[self.records.len().saturating_sub(batch)..] {
             crate::run::test_stop::maybe_stop(record.seq);
             match &record.entry {
                 Entry::StepBegin { step, .. } => {
