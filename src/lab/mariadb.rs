@@ -7,7 +7,9 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 
 use super::env::{free_port, private_dir, random_token, run_checked, service_user, write_secret};
-use super::process::{PortRetry, ServerProcess, Spawn, Supervision, tcp_open, wait_until};
+use super::process::{
+    PortRetry, ServerProcess, Spawn, Supervision, tcp_open, unix_listening, wait_until,
+};
 use super::state::ServerEntry;
 use super::{LabError, find_program};
 use crate::secret::Secret;
@@ -116,7 +118,7 @@ impl MariaDb {
             };
             let mut process = spawn.start()?;
             let ready = wait_until(&mut process, Duration::from_secs(60), || {
-                socket.exists() && tcp_open(port)
+                unix_listening(&socket) && tcp_open(port)
             })
             .await;
             match ready {

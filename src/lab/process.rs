@@ -229,6 +229,15 @@ pub fn tcp_open(port: u16) -> bool {
     .is_ok()
 }
 
+/// True when something accepts connections on the Unix socket at `path`.
+///
+/// The file existing is not enough: a server creates it with `bind()` and only accepts after
+/// `listen()`; a connection in between is refused (seen as MariaDB's "Connection refused"
+/// right after start on a loaded machine).
+pub fn unix_listening(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
 /// Decides whether a failed server start is worth another try on another port.
 ///
 /// Ports are picked free, but another program can take one between our check and the server's
