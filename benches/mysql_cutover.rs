@@ -7,7 +7,15 @@
 //! acknowledged inserts across the cutover, the longest gap elsewhere in the same run (this
 //! machine's own stalls: the baseline), and rows lost or duplicated.
 //!
-//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S]`
+//! Saturating mode (`--saturate N`): N more app connections commit multi-statement
+//! transactions (an update, a delete and an insert over a 300,000-row table larger than the
+//! lab's 64 MB buffer pool) as fast as they can, following the writable server like the
+//! checked writer. Runs alternate `apply_workers = 0` (one applier: the baseline) and
+//! `apply_workers = W` (`--workers W`, default 4); each run reports the source's commit rate
+//! and the target's apply rate over 3 s before the cutover, and a refused gate is counted,
+//! not fatal.
+//!
+//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W]`
 
 mod common;
 
@@ -28,7 +36,94 @@ fn app_opts(m: &MariaDb) -> mysql_async::Opts {
     m.user_opts("app", APP_PASSWORD, "app")
 }
 
-async fn one_run(i: u32, rate: u32) -> Run {
+/// Transactions per second committed on the source and applied on the target over `span`
+/// (GTID sequence numbers of domain 0).
+async fn rates(source: &MariaDb, target: &MariaDb, span: Duration) -> (f64, f64) {
+    async fn seq(m: &MariaDb, var: &str) -> u64 {
+        let mut c = m.connect(None).await.expect("connect");
+        let pos: String = c
+            .query_first(format!("SELECT @@GLOBAL.{var}"))
+            .await
+            .expect("gtid")
+            .unwrap_or_default();
+        pos.split(',')
+            .filter(|g| g.starts_with("0-"))
+            .filter_map(|g| g.rsplit('-').next()?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
+    let (s0, t0) = (
+        seq(source, "gtid_binlog_pos").await,
+        seq(target, "gtid_slave_pos").await,
+    );
+    tokio::time::sleep(span).await;
+    let (s1, t1) = (
+        seq(source, "gtid_binlog_pos").await,
+        seq(target, "gtid_slave_pos").await,
+    );
+    let secs = span.as_secs_f64();
+    (
+        (s1 - s0) as f64 / secs,
+        (t1.saturating_sub(t0)) as f64 / secs,
+    )
+}
+
+/// One saturating load connection: transactions as fast as the server takes them, on
+/// whichever server accepts the app (the fence's read-only refusal moves it on).
+async fn load_task(
+    servers: [mysql_async::Opts; 2],
+    task: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    use rand::Rng;
+    let mut done = 0;
+    let mut on = 0;
+    let mut next_id = 1_000_000 + task * 10_000_000;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Ok(mut c) = mysql_async::Conn::new(servers[on].clone()).await else {
+            on = 1 - on;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (a, b) = {
+                let mut r = rand::rng();
+                (
+                    r.random_range(1..=300_000u64),
+                    r.random_range(1..=300_000u64),
+                )
+            };
+            next_id += 1;
+            let tx = async {
+                c.query_drop("START TRANSACTION").await?;
+                c.exec_drop(
+                    "UPDATE load_rows SET v = v + 1, pad = MD5(RAND()) WHERE id = ?",
+                    (a,),
+                )
+                .await?;
+                c.exec_drop("DELETE FROM load_rows WHERE id = ?", (b,)).await?;
+                c.exec_drop(
+                    "INSERT INTO load_rows (id, v, pad) VALUES (?, 0, REPEAT('x', 200)), (?, 0, REPEAT('y', 200))",
+                    (b, next_id),
+                )
+                .await?;
+                c.query_drop("COMMIT").await
+            }
+            .await;
+            match tx {
+                Ok(()) => done += 1,
+                Err(_) => {
+                    let _ = c.query_drop("ROLLBACK").await;
+                    on = 1 - on;
+                    break;
+                }
+            }
+        }
+    }
+    done
+}
+
+async fn one_run(i: u32, rate: u32, saturate: u32, workers: u32) -> Option<Run> {
     let dir = LabDir::temporary().expect("lab dir");
     let (source, target) = tokio::try_join!(
         MariaDb::start(dir.path(), "maria-source", 1, Supervision::Owned),
@@ -47,7 +142,14 @@ async fn one_run(i: u32, rate: u32) -> Run {
     let mut c = source.connect(None).await.expect("connect");
     c.query_drop(format!(
         "CREATE DATABASE app; USE app; {TABLE_SQL};
-         INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_10000;"
+         INSERT INTO writes (k, payload) SELECT -seq, MD5(seq) FROM seq_1_to_10000;
+         CREATE TABLE load_rows (id BIGINT PRIMARY KEY, v BIGINT NOT NULL, pad VARCHAR(255) NOT NULL);
+         {}",
+        if saturate > 0 {
+            "INSERT INTO load_rows SELECT seq, 0, REPEAT(MD5(seq), 6) FROM seq_1_to_300000;"
+        } else {
+            ""
+        }
     ))
     .await
     .expect("app table");
@@ -59,24 +161,50 @@ async fn one_run(i: u32, rate: u32) -> Run {
         )
     };
     let text = format!(
-        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[mysql]]\nname = \"app\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{PLAN_EXEMPT_USERS}\n",
+        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[mysql]]\nname = \"app\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\napply_workers = {workers}\n{PLAN_EXEMPT_USERS}\n",
         dir.path().join("state").display(),
         endpoint(&source),
-        endpoint(&target)
+        endpoint(&target),
     );
     let plan = plan::parse_str(&text, std::path::Path::new("bench.toml")).expect("plan");
     let pair = Pair::select(&plan, None).remove(0);
     start::start(&pair).await.expect("start");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..saturate)
+        .map(|task| {
+            tokio::spawn(load_task(
+                [app_opts(&source), app_opts(&target)],
+                task.into(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     let writer = MyWriter::start(MyWriterConfig {
         source: app_opts(&source),
         target: app_opts(&target),
         rate,
         tasks: 2,
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let timed = common::cut_over(&pair).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (committed, applied) = rates(&source, &target, Duration::from_secs(3)).await;
+    println!(
+        "      workers {workers}: source commits {committed:.0} tx/s, target applies {applied:.0} tx/s"
+    );
+    let timed = common::try_cut_over(&pair).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut load_tx = 0;
+    for t in load {
+        load_tx += t.await.expect("load task");
+    }
     let ledger = writer.stop().await;
+    let timed = match timed {
+        Ok(t) => t,
+        Err(e) => {
+            println!("      REFUSED ({load_tx} load transactions): {e}");
+            return None;
+        }
+    };
     let mut t = target.connect(Some("app")).await.expect("connect");
     let check = ledger.check(&mut t).await.expect("check");
     assert!(check.id_problems.is_empty(), "{check:?}");
@@ -91,21 +219,50 @@ async fn one_run(i: u32, rate: u32) -> Run {
         ms("catchup_ms"),
         ms("promote_ms")
     );
-    timed.run(&ledger, &check, stages)
+    let mut run = timed.run(&ledger, &check, stages);
+    run.stages = format!(
+        "{}; workers {workers}, source {committed:.0} tx/s, target applied {applied:.0} tx/s",
+        run.stages
+    );
+    Some(run)
 }
 
 fn main() {
     let runs = arg("--runs", 10);
     let rate = arg("--rate", 1000);
+    let saturate = arg("--saturate", 0);
+    let workers = arg("--workers", 4);
     runtime().block_on(async move {
-        println!("MariaDB cutover benchmark: {runs} runs, writer at {rate} inserts/s (2 connections), fresh servers per run");
+        println!(
+            "MariaDB cutover benchmark: {runs} runs, writer at {rate} inserts/s (2 connections), {saturate} saturating connections, fresh servers per run"
+        );
         print_header();
-        let mut results = Vec::new();
+        let (mut results, mut baseline) = (Vec::new(), Vec::new());
+        let (mut refused, mut baseline_refused) = (0, 0);
         for i in 0..runs {
-            let r = one_run(i, rate).await;
-            print_run(i, &r);
-            results.push(r);
+            // Saturating: odd runs are the one-applier baseline.
+            let base = saturate > 0 && i % 2 == 1;
+            let w = if base { 0 } else { workers };
+            match one_run(i, rate, saturate, w).await {
+                Some(r) => {
+                    print_run(i, &r);
+                    if base { baseline.push(r) } else { results.push(r) }
+                }
+                None if base => baseline_refused += 1,
+                None => refused += 1,
+            }
         }
-        print_summary(&results);
+        if saturate > 0 {
+            println!("apply_workers = {workers}: {} cut over, {refused} refused", results.len());
+        }
+        if !results.is_empty() {
+            print_summary(&results);
+        }
+        if saturate > 0 {
+            println!("apply_workers = 0 (baseline): {} cut over, {baseline_refused} refused", baseline.len());
+            if !baseline.is_empty() {
+                print_summary(&baseline);
+            }
+        }
     });
 }

@@ -136,6 +136,11 @@ async fn check_on(m: &MariaDb, ledger: &MyLedger) -> cutover::lab::writer::Ledge
     ledger.check(&mut c).await.unwrap()
 }
 
+async fn text(m: &MariaDb, sql: &str) -> String {
+    let mut c = m.connect(None).await.unwrap();
+    c.query_first::<String, _>(sql).await.unwrap().unwrap()
+}
+
 async fn count(m: &MariaDb, sql: &str) -> i64 {
     let mut c = m.connect(None).await.unwrap();
     c.query_first::<i64, _>(sql).await.unwrap().unwrap()
@@ -320,7 +325,22 @@ async fn start_streams_a_snapshot_then_replicates_and_is_idempotent() {
 async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     let f = Fixture::new().await;
     let pair = f.pair("reverse_replication = true");
+    // An operator's own applier setting, which must come back after promotion.
+    let mut c = f.target.connect(None).await.unwrap();
+    c.query_drop("SET GLOBAL slave_parallel_mode = 'conservative'")
+        .await
+        .unwrap();
+    drop(c);
     let writer = replicate_then_write(&f, &pair, 600, Duration::from_secs(2)).await;
+    // While it replicates, the target applies with four threads in optimistic mode.
+    assert_eq!(
+        count(&f.target, "SELECT @@GLOBAL.slave_parallel_threads").await,
+        4
+    );
+    assert_eq!(
+        text(&f.target, "SELECT @@GLOBAL.slave_parallel_mode").await,
+        "optimistic"
+    );
     let mut events = Vec::new();
     let started = Instant::now();
     let report = engine::cutover(&pair, &mut |e: &Event| events.push(format!("{e:?}")))
@@ -342,6 +362,23 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
         "{report:?}"
     );
     assert!(events.iter().any(|e| e.contains("Fenced")), "{events:?}");
+    // The new primary's applier settings are its own again.
+    assert_eq!(
+        count(&f.target, "SELECT @@GLOBAL.slave_parallel_threads").await,
+        0
+    );
+    assert_eq!(
+        text(&f.target, "SELECT @@GLOBAL.slave_parallel_mode").await,
+        "conservative"
+    );
+    assert_eq!(
+        report.finished.detail["restored_settings"],
+        serde_json::json!([
+            "slave_parallel_threads = 0",
+            "slave_parallel_mode = 'conservative'"
+        ]),
+        "{report:?}"
+    );
     assert!(
         report.finished.detail["reverse_replication"] == true
             && report.finished.warnings.is_empty(),

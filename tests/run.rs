@@ -1222,6 +1222,39 @@ async fn a_crash_before_the_report_or_before_the_automatic_reverse_is_resumed_by
     assert!(check.acked > 0 && check.acked_on_target > 0, "{check:?}");
 }
 
+/// Kills a stand-in process when the case ends unless a hook stopped it (and it was reaped:
+/// its pid may belong to someone else then).
+struct StopOnDrop {
+    pid: libc::pid_t,
+    reaped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StopOnDrop {
+    /// Reaps `child` on a thread of its own (a hook waits until its pid is gone) and kills it
+    /// on drop if it still runs.
+    fn watch(mut child: std::process::Child) -> StopOnDrop {
+        let reaped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pid = child.id() as libc::pid_t;
+        let flag = reaped.clone();
+        std::thread::spawn(move || {
+            let _ = child.wait();
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        StopOnDrop { pid, reaped }
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.reaped.load(std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: kill(2) on the child this test started, not yet reaped.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// One case of the whole-lab sweep: the lab plan (a PostgreSQL and a MariaDB pair side by side,
 /// a tree with a SQLite database and a change log, hooks, two DNS records, a health check),
 /// writers on both databases, the runner stopped right after step `step`'s `side` record and
@@ -1247,17 +1280,20 @@ async fn lab_case(pick: impl Fn(&run::Step) -> bool, side: &str) -> (String, boo
     let health = lab::HealthServer::start(&lab, &secret).await.unwrap();
     // The app on the source host: the window-open hook stops it by its pid.
     let app_pid = lab.dir.path().join("app.pid");
-    let mut app = std::process::Command::new("sh")
+    // Its output goes nowhere: a stand-in left running must not hold the test's stdout (the
+    // pipe CI reads) open after the test ends.
+    let app = std::process::Command::new("sh")
         .args(["-c", "echo $$ > \"$1\"; exec sleep 600", "app"])
         .arg(&app_pid)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     while !app_pid.exists() {
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::spawn(move || {
-        let _ = app.wait();
-    });
+    let _app_stopped = StopOnDrop::watch(app);
     let path = lab.dir.path().join("plan.toml");
     std::fs::write(
         &path,

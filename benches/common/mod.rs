@@ -104,6 +104,15 @@ pub struct Timed {
 
 /// Cuts `pair` over (one single-pair driver for both engines), timing gate and promotion.
 pub async fn cut_over(pair: &dyn cutover::engine::Pair) -> Timed {
+    try_cut_over(pair)
+        .await
+        .unwrap_or_else(|e| panic!("cutover failed: {e}"))
+}
+
+/// [`cut_over`], a failed cutover returned.
+pub async fn try_cut_over(
+    pair: &dyn cutover::engine::Pair,
+) -> Result<Timed, cutover::engine::CutoverFailed> {
     use cutover::engine::Event;
     use std::time::Instant;
     let (mut from, mut to) = (None, None);
@@ -112,13 +121,12 @@ pub async fn cut_over(pair: &dyn cutover::engine::Pair) -> Timed {
         Event::Promoted { .. } => to = Some(Instant::now()),
         _ => {}
     })
-    .await
-    .unwrap_or_else(|e| panic!("cutover failed: {e}"));
-    Timed {
+    .await?;
+    Ok(Timed {
         report,
         from: from.expect("the gate passed"),
         to: to.expect("promoted"),
-    }
+    })
 }
 
 impl Timed {

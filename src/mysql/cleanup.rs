@@ -9,7 +9,12 @@ use super::{Db, HEARTBEAT_DB, MyError, Pair, writers};
 /// What cleanup did and what it left on purpose.
 pub use crate::engine::Cleaned;
 
-async fn clean_server(db: &mut Db, user: &str, done: &mut Vec<String>) -> Result<(), MyError> {
+async fn clean_server(
+    db: &mut Db,
+    pair: &str,
+    user: &str,
+    done: &mut Vec<String>,
+) -> Result<(), MyError> {
     let d = db.dialect;
     let status = db
         .rows_by_name("read replica status", d.replica_status())
@@ -25,6 +30,15 @@ async fn clean_server(db: &mut Db, user: &str, done: &mut Vec<String>) -> Result
             .await?;
         done.push(format!(
             "removed the replica configuration on the {}",
+            db.label
+        ));
+    }
+    // The replica is gone: the applier settings `start` changed come back.
+    let restored = super::parallel::restore(db, pair).await?;
+    if !restored.is_empty() {
+        done.push(format!(
+            "restored {} on the {}",
+            restored.join(", "),
             db.label
         ));
     }
@@ -75,8 +89,8 @@ pub async fn cleanup(pair: &Pair) -> Result<Cleaned, MyError> {
     let (mut source, mut target) = pair.connect().await?;
     let user = pair.replication_user();
     let mut done = Vec::new();
-    clean_server(&mut target, &user, &mut done).await?;
-    clean_server(&mut source, &user, &mut done).await?;
+    clean_server(&mut target, &pair.plan.name, &user, &mut done).await?;
+    clean_server(&mut source, &pair.plan.name, &user, &mut done).await?;
     let mut kept = Vec::new();
     let read_only = |v: Option<String>| v.is_some_and(|v| v == "1" || v == "ON");
     let (source_ro, target_ro) = (

@@ -53,6 +53,8 @@ pub struct Detail {
     /// `Some(true)` when the old primary's position is still the fence position (nothing
     /// wrote there after the fence), `Some(false)` when it moved, `None` when unchecked.
     pub old_primary_clean: Option<bool>,
+    /// The new primary's applier settings put back after promotion (`name = value`).
+    pub restored_settings: Vec<String>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -465,6 +467,7 @@ impl MyWindow {
             warnings: Vec::new(),
             old_primary_position: None,
             old_primary_clean: None,
+            restored_settings: Vec::new(),
         }
     }
 
@@ -474,6 +477,13 @@ impl MyWindow {
     pub async fn after(&mut self, report: &mut Detail) -> Result<(), MyError> {
         let pair = self.pair.clone();
         let (source, target) = (&mut self.source, &mut self.target);
+        // The new primary no longer replicates: its own applier settings come back.
+        match super::parallel::restore(target, &pair.plan.name).await {
+            Ok(restored) => report.restored_settings = restored,
+            Err(e) => report.warnings.push(format!(
+                "the new primary's parallel-apply settings could not be restored ({e}); set them back by hand (the values are in `cutover_local`.`replica_setting` there)"
+            )),
+        }
         // The old primary's app accounts stay locked: nothing may write there any more.
         if let Err(e) = writers::forget(target, &pair.plan.name).await {
             report.warnings.push(format!(

@@ -7,6 +7,7 @@
 //! - [`start`]: replication user, heartbeat table, snapshot, replica configured and started.
 //! - [`inventory`]: schema drift between source and target (DDL the filter may skip).
 //! - [`heartbeat`]: the pt-heartbeat compatible table and the measured lag.
+//! - [`parallel`]: parallel apply on the target while it replicates, restored after promotion.
 //! - [`writers`]: who can write (fence scope), and the account lock that makes the fence hold.
 //! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
 //! - `contract`: this engine behind the engine contract ([`crate::engine::Pair`]).
@@ -18,6 +19,7 @@ pub mod db;
 pub mod dialect;
 pub mod heartbeat;
 pub mod inventory;
+pub mod parallel;
 pub mod preflight;
 pub mod snapshot;
 pub mod start;

@@ -28,6 +28,8 @@ pub struct Started {
     pub gtid: bool,
     /// The replication user cutover created on the source.
     pub replication_user: String,
+    /// Parallel-apply settings made on the target (`name = value`), restored after promotion.
+    pub parallel_apply: Vec<String>,
 }
 
 /// A random password for a user cutover creates (never stored by cutover; the replica keeps it).
@@ -133,6 +135,7 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
             snapshot: None,
             gtid: report.gtid,
             replication_user: user,
+            parallel_apply: Vec::new(),
         });
     }
     if !report.passed() {
@@ -178,6 +181,13 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
         password: &password,
         start,
     };
+    // The replica's threads are stopped here (none runs yet for this pair): the only time
+    // the applier settings may change.
+    let _ = target
+        .run("stop the replica", target.dialect.stop_replica())
+        .await;
+    let parallel_apply =
+        super::parallel::enable(&mut target, &pair.plan.name, pair.plan.apply_workers).await?;
     configure_replica(&mut target, &spec, c.gtid.as_deref(), &databases).await?;
     wait_running(&mut target, START_TIMEOUT).await?;
     let gtid = matches!(spec.start, StartAt::Gtid);
@@ -189,6 +199,7 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
         snapshot: Some(snapshot),
         gtid,
         replication_user: user,
+        parallel_apply,
     })
 }
 

@@ -279,6 +279,12 @@ pub struct MysqlPair {
     /// Make the old source a replica of the new primary after promotion.
     #[serde(default)]
     pub reverse_replication: bool,
+    /// Applier threads on the target while it is a replica, keeping the source's commit
+    /// order (MariaDB `slave_parallel_threads` in optimistic mode, MySQL
+    /// `replica_parallel_workers`); the server's own values come back after promotion.
+    /// `0` leaves the target's settings alone.
+    #[serde(default = "default_apply_workers")]
+    pub apply_workers: u32,
 }
 
 /// `[[files]]`: a directory tree copied from the source host to the target host with rsync.
@@ -736,6 +742,9 @@ fn default_mysql_port() -> u16 {
 }
 fn default_max_lag_bytes() -> u64 {
     1024 * 1024
+}
+fn default_apply_workers() -> u32 {
+    4
 }
 fn default_max_lag() -> Duration {
     Duration::from_secs(1)
