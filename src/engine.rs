@@ -61,6 +61,10 @@ pub struct Gated {
 pub struct Fenced {
     /// Application sessions ended.
     pub sessions_ended: usize,
+    /// What the fence holds, in words, account by account or role by role, with its reach
+    /// (`app (no CONNECT on database shop)`, `read_only (server-wide)`): what a neighbour
+    /// sharing the server loses.
+    pub scope: Vec<String>,
 }
 
 /// The target has everything the source committed before the fence.
@@ -393,6 +397,8 @@ pub enum Event {
     Fenced {
         /// Sessions ended.
         sessions_ended: usize,
+        /// What the fence holds ([`Fenced::scope`]).
+        scope: Vec<String>,
     },
     /// The target has everything the fenced source committed.
     CaughtUp {
@@ -487,6 +493,7 @@ pub async fn cutover(
         let fenced = w.fence().await.map_err(|e| (Phase::Fence, e))?;
         on(&Event::Fenced {
             sessions_ended: fenced.sessions_ended,
+            scope: fenced.scope.clone(),
         });
         let caught_up = w.catch_up().await.map_err(|e| (Phase::CatchUp, e))?;
         on(&Event::CaughtUp {

@@ -96,6 +96,20 @@ fn assert_login_refused(result: Result<(), tokio_postgres::Error>) {
     assert!(db.message().contains("not permitted to log in"), "{db:?}");
 }
 
+/// The app role was refused *because it may not connect to this database* (the fence scoped to
+/// the moved database: its `CONNECT` there is gone), not for any other reason.
+fn assert_connect_refused(result: Result<(), tokio_postgres::Error>) {
+    let e = result.expect_err("the app role must not get in");
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server refusal: {e:?}"));
+    assert_eq!(db.code().code(), "42501", "{db:?}");
+    assert!(
+        db.message().contains("permission denied for database"),
+        "{db:?}"
+    );
+}
+
 fn pair_of(plan: &Plan) -> Pair {
     Pair::select(plan, None).remove(0)
 }
@@ -200,8 +214,33 @@ async fn start_twice_verify_and_cleanup_twice_are_harmless() {
     assert!(!second.schema_copied && !second.publication_created && !second.subscription_created);
     wait_ready(&pair).await;
 
-    // The target's app role cannot log in until promotion.
-    assert_login_refused(fx.app_can_write(&fx.target).await);
+    // The target's app role cannot connect to the database until promotion (it can reach
+    // `postgres` too, so the fence is scoped to `app`).
+    assert_connect_refused(fx.app_can_write(&fx.target).await);
+
+    // Status does not queue behind DDL on a replicated table: a session holding an ACCESS
+    // EXCLUSIVE lock on the target's copy of `writes` (what ALTER TABLE takes) does not stop it.
+    let locker = fx.target.connect("app").await.unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE writes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (s, t) = pair.connect().await.unwrap();
+    let st = tokio::time::timeout(Duration::from_secs(10), status::status(&pair, &s, &t, None))
+        .await
+        .expect("status must not wait behind a lock on a replicated table")
+        .unwrap();
+    assert!(st.all_ready, "{st:?}");
+    assert!(st.tables.iter().all(|t| t.target_bytes.is_none()), "{st:?}");
+    // The schema comparison needs the table's definition, which waits for the lock: it is
+    // skipped after a bounded wait and status says so, rather than claiming no drift.
+    assert!(
+        st.warnings
+            .iter()
+            .any(|w| w.starts_with("schema drift not checked") && w.contains("lock")),
+        "{st:?}"
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
 
     // Verify in small chunks: every row matches (the source is idle) ...
     let report = verify::verify(&pair, 700).await.unwrap();
@@ -251,7 +290,8 @@ async fn start_twice_verify_and_cleanup_twice_are_harmless() {
         first
             .done
             .iter()
-            .any(|l| l.contains("restored LOGIN on the target")),
+            .any(|l| l
+                == "gave back what the fence took on the target: app (CONNECT on database app)"),
         "{first:?}"
     );
     let second = cleanup::cleanup(&pair).await.unwrap();
@@ -348,7 +388,7 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     );
 
     // The old primary stays fenced; the new one takes the app.
-    assert_login_refused(fx.app_can_write(&fx.source).await);
+    assert_connect_refused(fx.app_can_write(&fx.source).await);
     fx.app_can_write(&fx.target).await.unwrap();
 
     // Reverse replication carries the target's writes back to the old primary.
@@ -377,7 +417,7 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
             .any(|k| k.contains("stay blocked on the source")),
         "{cleaned:?}"
     );
-    assert_login_refused(fx.app_can_write(&fx.source).await);
+    assert_connect_refused(fx.app_can_write(&fx.source).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -400,7 +440,9 @@ async fn target_lost_during_catch_up_leaves_source_writable() {
     let rolled_back = Instant::now();
     assert_eq!(failed.phase, Phase::CatchUp, "{failed}");
     match &failed.rollback {
-        Rollback::SourceReopened { detail } => assert_eq!(detail, "LOGIN restored: app"),
+        Rollback::SourceReopened { detail } => {
+            assert_eq!(detail, "given back: app (CONNECT on database app)")
+        }
         other => panic!("expected the source unfenced, got {other:?}"),
     }
 
@@ -907,4 +949,263 @@ async fn a_plan_whose_target_is_its_source_is_refused_within_seconds() {
         began.elapsed() < Duration::from_secs(30),
         "refused, not hung"
     );
+}
+
+/// How `user` (password [`APP_PASSWORD`]) connects to database `db` of `pg`.
+fn config_as(pg: &Postgres, db: &str, user: &str) -> tokio_postgres::Config {
+    let mut config = pg.config(db);
+    config
+        .user(user)
+        .password(APP_PASSWORD)
+        .connect_timeout(Duration::from_secs(5));
+    config
+}
+
+async fn connect_with(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Connects as `user` to database `db` of `pg`.
+async fn connect_as(
+    pg: &Postgres,
+    db: &str,
+    user: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_with(&config_as(pg, db, user)).await
+}
+
+/// A neighbour's writer: a new connection for every insert (as a restarted app or a recycling
+/// pool would make), so a fence that takes the role's login away shows at once.
+struct NeighbourWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<Instant>, Vec<String>)>,
+}
+
+impl NeighbourWriter {
+    fn start(pg: &Postgres, db: &str, user: &str) -> NeighbourWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (config, flag) = (config_as(pg, db, user), stop.clone());
+        let task = tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let done = async {
+                    let c = connect_with(&config).await?;
+                    c.execute("INSERT INTO posts DEFAULT VALUES", &[]).await
+                };
+                match done.await {
+                    Ok(_) => acked.push(Instant::now()),
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, failed)
+        });
+        NeighbourWriter { stop, task }
+    }
+
+    async fn stop(self) -> (Vec<Instant>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// On the source: database `blog` written by the plan's own role `app`, database `wiki` with a
+/// role of its own that shares nothing, and a login role `reader` that connects to `app`
+/// through PUBLIC's grant.
+async fn neighbours_on_source(fx: &Fixture) {
+    let c = fx.source.connect("postgres").await.unwrap();
+    for sql in [
+        "CREATE DATABASE blog",
+        "CREATE DATABASE wiki",
+        &format!("CREATE ROLE wikiuser LOGIN PASSWORD '{APP_PASSWORD}'"),
+        &format!("CREATE ROLE reader LOGIN PASSWORD '{APP_PASSWORD}'"),
+        "REVOKE CONNECT ON DATABASE wiki FROM PUBLIC",
+        "GRANT CONNECT ON DATABASE wiki TO wikiuser",
+    ] {
+        c.batch_execute(sql).await.unwrap();
+    }
+    for (db, user) in [("blog", "app"), ("wiki", "wikiuser")] {
+        let c = fx.source.connect(db).await.unwrap();
+        c.batch_execute(&format!(
+            "CREATE TABLE posts (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+             GRANT INSERT, SELECT ON posts TO {user}; GRANT USAGE ON SEQUENCE posts_id_seq TO {user};"
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_neighbour_sharing_the_app_role_keeps_serving_through_and_after_the_cutover() {
+    let fx = Fixture::new(true).await;
+    neighbours_on_source(&fx).await;
+    let pair = pair_of(&fx.plan("reverse_replication = true"));
+
+    // Preflight names both neighbours and what the fence does to each.
+    let (s, t) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    assert!(report.passed(), "{:#?}", report.findings);
+    let named = |db: &str| {
+        report
+            .findings
+            .iter()
+            .find(|f| {
+                f.server.starts_with("source")
+                    && f.problem
+                        .starts_with(&format!("database {db} shares this server"))
+            })
+            .unwrap_or_else(|| panic!("neighbour {db} not named: {:#?}", report.findings))
+            .clone()
+    };
+    let blog = named("blog");
+    assert_eq!(blog.severity, Severity::Info, "{blog:?}");
+    assert!(
+        blog.problem.contains("shares app role(s) app")
+            && blog.problem.contains("scoped to database app"),
+        "{blog:?}"
+    );
+    let wiki = named("wiki");
+    assert!(
+        wiki.problem.contains("no app role of the plan can connect"),
+        "{wiki:?}"
+    );
+
+    let app = fx
+        .replicate_then_write(&pair, 300, Duration::from_millis(800))
+        .await;
+    let blog_writer = NeighbourWriter::start(&fx.source, "blog", "app");
+    let wiki_writer = NeighbourWriter::start(&fx.source, "wiki", "wikiuser");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = engine::cutover(&pair, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    let promoted = Instant::now();
+    wait_for_writes_after(&fx.target, server_now(&fx.target).await, APP_KEYS).await;
+    // The neighbours keep writing after the cutover, each insert on a new connection.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ledger = app.stop().await;
+    assert_eq!(
+        report.fenced.scope,
+        vec!["app (no CONNECT on database app)".to_owned()],
+        "{report:?}"
+    );
+    assert_eq!(report.finished.old_primary_clean, Some(true), "{report:?}");
+    for (db, writer) in [("blog", blog_writer), ("wiki", wiki_writer)] {
+        let (acked, failed) = writer.stop().await;
+        assert!(failed.is_empty(), "{db}'s writer failed: {failed:?}");
+        assert!(
+            acked
+                .iter()
+                .any(|t| *t > promoted + Duration::from_millis(300)),
+            "{db} kept being written after the cutover"
+        );
+        let c = fx.source.connect(db).await.unwrap();
+        let rows: i64 = c
+            .query_one("SELECT count(*) FROM posts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            rows,
+            acked.len() as i64,
+            "{db}: every acknowledged insert is there"
+        );
+    }
+
+    // The moved database: the app is fenced out of it on the old primary, row by row clean.
+    let target = fx.target.connect("app").await.unwrap();
+    let check = ledger.check(&target).await.unwrap();
+    assert!(check.clean(), "{check:#?}");
+    assert!(check.acked_on_target > 0, "{check:?}");
+    assert_eq!(ledger.both_accepted, 0);
+    assert_connect_refused(fx.app_can_write(&fx.source).await);
+    // Everyone else who could connect to it through PUBLIC still can.
+    connect_as(&fx.source, "app", "reader")
+        .await
+        .expect("reader keeps its CONNECT on the old primary's database");
+}
+
+/// The database's CONNECT grants, one line per grantee and privilege, sorted.
+async fn connect_grants(c: &tokio_postgres::Client, db: &str) -> Vec<String> {
+    c.query(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
+                || ' ' || a.privilege_type || ' ' || a.is_grantable
+         FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+         WHERE d.datname = $1 ORDER BY 1",
+        &[&db],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_scoped_fence_gives_back_exactly_the_grants_it_took() {
+    use cutover::postgres::fence::{self, Scope};
+    let fx = Fixture::new(true).await;
+    neighbours_on_source(&fx).await;
+    let su = fx.source.connect("app").await.unwrap();
+    // Grants of every kind: PUBLIC's default, a direct grant with grant option to the app role.
+    su.batch_execute("GRANT CONNECT ON DATABASE app TO app WITH GRANT OPTION")
+        .await
+        .unwrap();
+    let before = connect_grants(&su, "app").await;
+    let pair = pair_of(&fx.plan(""));
+    let (s, _) = pair.connect().await.unwrap();
+    start::own_tables(&s).await.unwrap();
+
+    let planned = fence::block(&s, &["app".to_owned()], "p").await.unwrap();
+    assert_eq!(planned.scopes[0].scope, Scope::Database);
+    assert_connect_refused(fx.app_can_write(&fx.source).await);
+    connect_as(&fx.source, "blog", "app")
+        .await
+        .expect("app still reaches blog");
+    connect_as(&fx.source, "app", "reader")
+        .await
+        .expect("reader keeps CONNECT");
+    // Applied twice (a resumed window): nothing changes, nothing is remembered twice.
+    fence::block(&s, &["app".to_owned()], "p").await.unwrap();
+    let unblocked = fence::unblock(&s, "p").await.unwrap();
+    assert_eq!(unblocked, vec!["app (CONNECT on database app)".to_owned()]);
+    assert_eq!(connect_grants(&su, "app").await, before);
+    fx.app_can_write(&fx.source).await.unwrap();
+
+    // CONNECT held through a group the plan does not fence: the scope cannot hold, so the
+    // role is made NOLOGIN (and preflight says why); unblocking gives LOGIN back.
+    su.batch_execute(
+        "CREATE ROLE staff NOLOGIN; GRANT staff TO app; GRANT CONNECT ON DATABASE app TO staff",
+    )
+    .await
+    .unwrap();
+    let before = connect_grants(&su, "app").await;
+    let planned = fence::block(&s, &["app".to_owned()], "p").await.unwrap();
+    assert_eq!(planned.scopes[0].scope, Scope::Login);
+    assert!(
+        planned.scopes[0]
+            .why_login
+            .as_deref()
+            .is_some_and(|w| w.contains("through role staff")),
+        "{:?}",
+        planned.scopes[0]
+    );
+    assert_login_refused(fx.app_can_write(&fx.source).await);
+    let report = preflight::run(&pair, &s, &pair.connect().await.unwrap().1)
+        .await
+        .unwrap();
+    let blog = report
+        .findings
+        .iter()
+        .find(|f| f.problem.starts_with("database blog shares this server"))
+        .expect("blog named");
+    assert_eq!(blog.severity, Severity::Warning, "{blog:?}");
+    assert!(blog.problem.contains("unable to log in"), "{blog:?}");
+    fence::unblock(&s, "p").await.unwrap();
+    assert_eq!(connect_grants(&su, "app").await, before);
+    fx.app_can_write(&fx.source).await.unwrap();
 }

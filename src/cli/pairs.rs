@@ -347,8 +347,14 @@ fn describe_event(event: &crate::engine::Event) -> String {
     use crate::engine::Event;
     match event {
         Event::GatePassed { lag } => format!("gate passed (lag {lag})"),
-        Event::Fenced { sessions_ended } => {
-            format!("source fenced ({sessions_ended} app session(s) ended)")
+        Event::Fenced {
+            sessions_ended,
+            scope,
+        } => {
+            format!(
+                "source fenced ({sessions_ended} app session(s) ended; {})",
+                scope.join(", ")
+            )
         }
         Event::CaughtUp { position } => {
             format!("target has everything the source committed before the fence ({position})")

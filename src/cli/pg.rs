@@ -118,14 +118,14 @@ fn print_status(s: &status::Status) {
                 "    {:<40} {:<8} {}{progress}",
                 t.table,
                 t.state,
-                bytes(t.target_bytes)
+                t.target_bytes.map(bytes).unwrap_or_default()
             );
         }
     }
     if !s.blocked_roles.source.is_empty() {
         outln!(
             "  fenced on the source: {}",
-            s.blocked_roles.source.join(", ")
+            s.fence_scope.source.join(", ")
         );
         if !s.blocked_roles.target.is_empty() {
             // Fenced on both sides: no server takes the app's writes.
@@ -138,7 +138,7 @@ fn print_status(s: &status::Status) {
     if !s.blocked_roles.target.is_empty() {
         outln!(
             "  blocked on the target until promotion: {}",
-            s.blocked_roles.target.join(", ")
+            s.fence_scope.target.join(", ")
         );
     }
     for d in &s.drift {

@@ -653,7 +653,18 @@ impl engine::Window for MyWindow {
 
     async fn fence(&mut self) -> Result<engine::Fenced, EngineError> {
         let sessions_ended = MyWindow::fence(self).await?;
-        Ok(engine::Fenced { sessions_ended })
+        let mut scope: Vec<String> = self
+            .pair
+            .plan
+            .app_users
+            .iter()
+            .map(|u| format!("{u} (account locked)"))
+            .collect();
+        scope.push("read_only (server-wide: every database of the source)".to_owned());
+        Ok(engine::Fenced {
+            sessions_ended,
+            scope,
+        })
     }
 
     async fn catch_up(&mut self) -> Result<engine::CaughtUp, EngineError> {

@@ -183,15 +183,16 @@ pub async fn cleanup(pair: &Pair) -> Result<CleanupReport, PgError> {
         let unblocked = fence::unblock(db, &n.pair).await?;
         if !unblocked.is_empty() {
             done.push(format!(
-                "restored LOGIN on the {side}: {}",
+                "gave back what the fence took on the {side}: {}",
                 unblocked.join(", ")
             ));
         }
-        let still = fence::blocked(db, &n.pair).await?;
+        let still = fence::blocked_described(db, &n.pair).await?;
         if !still.is_empty() {
             kept.push(format!(
                 "app roles stay blocked on the {side} ({}): the cutover completed, and the old \
-                 primary must not take writes; ALTER ROLE ... LOGIN there if you mean to",
+                 primary must not take writes; ALTER ROLE ... LOGIN (or GRANT CONNECT ON \
+                 DATABASE ...) there if you mean to",
                 still.join(", ")
             ));
         }

@@ -71,6 +71,9 @@ pub struct Detail {
     pub fence_lsn: String,
     /// App sessions terminated at the fence.
     pub sessions_ended: usize,
+    /// What the fence held on the source, role by role (`app (no CONNECT on database shop)`,
+    /// `app (NOLOGIN)`): the database scope leaves the role's other databases serving.
+    pub fence_scope: Vec<String>,
     /// Sequences copied.
     pub sequences: usize,
     /// Reverse replication was set up.
@@ -98,11 +101,7 @@ impl Detail {
 
 /// Checks that replication is running, complete and close enough. Returns the lag in bytes and
 /// the target's blocked roles (with their LOGIN attribute before blocking).
-async fn gate(
-    pair: &Pair,
-    source: &Db,
-    target: &Db,
-) -> Result<(i64, Vec<(String, bool)>), PgError> {
+async fn gate(pair: &Pair, source: &Db, target: &Db) -> Result<(i64, fence::Fence), PgError> {
     let s = status::status(pair, source, target, None).await?;
     let refuse = |why: String| Err(PgError::Refused(format!("{}: {why}", pair.plan.name)));
     if !s.subscribed || !s.slot_exists {
@@ -191,7 +190,7 @@ async fn gate(
         .plan
         .app_roles
         .iter()
-        .filter(|r| !target_roles.iter().any(|(name, _)| name == *r))
+        .filter(|r| !target_roles.blocks(r))
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
@@ -217,13 +216,15 @@ pub struct PgWindow {
     target: Db,
     prepared: Option<Prepared>,
     /// The target's blocked roles read at the gate (`None`: read at promotion).
-    target_roles: Option<Vec<(String, bool)>>,
+    target_roles: Option<fence::Fence>,
     stages: Vec<(Stage, f64)>,
     last: Instant,
     started: Option<Instant>,
     reverse_created: bool,
     promote_attempted: bool,
     sessions_ended: usize,
+    /// What the fence held on the source, role by role.
+    fence_scope: Vec<String>,
     fence_lsn: String,
     sequences: usize,
     write_unavailable_ms: Option<f64>,
@@ -245,6 +246,7 @@ impl PgWindow {
             reverse_created: false,
             promote_attempted: false,
             sessions_ended: 0,
+            fence_scope: Vec::new(),
             fence_lsn: String::new(),
             sequences: 0,
             write_unavailable_ms: None,
@@ -309,11 +311,13 @@ impl PgWindow {
             marker_seen,
             flushed,
         });
+        let planned = fence::plan(source, roles).await.map_err(at(Stage::Fence))?;
         self.last = Instant::now();
         self.started = Some(self.last);
-        fence::block(source, roles, &pair.names.pair)
+        fence::apply(source, &planned, &pair.names.pair)
             .await
             .map_err(at(Stage::Fence))?;
+        self.fence_scope = planned.described();
         self.sessions_ended =
             fence::end_sessions(source, roles, pair.plan.drain, SESSION_EXIT_LIMIT)
                 .await
@@ -492,6 +496,7 @@ impl PgWindow {
             pair: self.pair.plan.name.clone(),
             fence_lsn: self.fence_lsn.clone(),
             sessions_ended: self.sessions_ended,
+            fence_scope: self.fence_scope.clone(),
             sequences: self.sequences,
             reverse_replication: self.pair.plan.reverse_replication,
             stages_ms: self.stages.clone(),
@@ -629,7 +634,7 @@ impl PgWindow {
                 detail: if roles.is_empty() {
                     "nothing was fenced".to_owned()
                 } else {
-                    format!("LOGIN restored: {}", roles.join(", "))
+                    format!("given back: {}", roles.join(", "))
                 },
             },
             Err(e) => engine::Rollback::Failed {
@@ -655,7 +660,7 @@ impl PgWindow {
     /// Both servers' state, read from them.
     pub async fn state(&self) -> Result<engine::PairState, PgError> {
         let names = &self.pair.names;
-        let fenced = fence::blocked(&self.source, &names.pair).await?;
+        let fenced = fence::blocked_described(&self.source, &names.pair).await?;
         let temporary = fence::blocked_state(&self.source, &names.pair).await?;
         let target_blocked = fence::blocked_state(&self.target, &names.pair).await?;
         let enabled = catalog::subscription(&self.target, &names.subscription).await?;
@@ -666,7 +671,7 @@ impl PgWindow {
             format!("source {}: app roles can log in", self.source.server())
         } else {
             format!(
-                "source {}: fenced (NOLOGIN: {})",
+                "source {}: fenced ({})",
                 self.source.server(),
                 fenced.join(", ")
             )
@@ -715,7 +720,10 @@ impl engine::Window for PgWindow {
 
     async fn fence(&mut self) -> Result<engine::Fenced, EngineError> {
         let sessions_ended = PgWindow::fence(self).await.map_err(|(_, e)| e)?;
-        Ok(engine::Fenced { sessions_ended })
+        Ok(engine::Fenced {
+            sessions_ended,
+            scope: self.fence_scope.clone(),
+        })
     }
 
     async fn catch_up(&mut self) -> Result<engine::CaughtUp, EngineError> {

@@ -45,10 +45,40 @@ pub struct Inventory {
     pub large_objects: (i64, Option<i64>),
 }
 
+/// How long a schema read waits for a table lock another session holds.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Inventory {
     /// Reads the inventory of the connected database (not cutover's own schema, not
     /// extensions' objects).
+    ///
+    /// Deparsing an index or constraint takes `AccessShareLock` on its table, so a read would
+    /// queue behind any DDL or `LOCK TABLE` on a replicated table, and status, the gate and the
+    /// daemon with it. The read waits at most [`LOCK_WAIT`] for a lock, then is refused with the
+    /// cause (retrying once the other session commits is all it takes).
     pub async fn read(db: &Db) -> Result<Inventory, PgError> {
+        db.batch(
+            "bound the schema read's lock waits",
+            &format!("SET lock_timeout = '{}ms'", LOCK_WAIT.as_millis()),
+        )
+        .await?;
+        let read = Inventory::read_unbounded(db).await;
+        let reset = db.batch("reset lock_timeout", "RESET lock_timeout").await;
+        let inv = read.map_err(|e| match e {
+            PgError::Sql { ref message, .. } if message.contains("SQLSTATE 55P03") => {
+                PgError::Refused(format!(
+                    "{}: the schema could not be read: another session has held a lock on a table for over {} s (DDL or LOCK TABLE in progress); retry once it commits",
+                    db.server(),
+                    LOCK_WAIT.as_secs()
+                ))
+            }
+            other => other,
+        })?;
+        reset?;
+        Ok(inv)
+    }
+
+    async fn read_unbounded(db: &Db) -> Result<Inventory, PgError> {
         let mut inv = Inventory::default();
         let not_extension =
             "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass

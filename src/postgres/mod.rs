@@ -9,7 +9,9 @@
 //! - [`schema`]: `pg_dump --schema-only` piped into the target.
 //! - [`start`]: publication, subscription, the marker table; target app roles blocked.
 //! - [`status`]: initial-copy state per table, lag in bytes and seconds, WAL retained.
-//! - [`fence`]: blocking and unblocking the application roles (the write fence).
+//! - [`fence`]: blocking and unblocking the application roles (the write fence), scoped to the
+//!   moved database where that holds.
+//! - [`neighbours`]: the cluster's other databases and what the fence does to each.
 //! - [`cutover`]: gate, fence, exact catch-up, sequences, reverse replication, promotion.
 //! - [`verify`]: row counts and checksums per primary-key chunk, source against target.
 //! - [`writers`]: who else can write the replicated tables (fence scope), and the audit that
@@ -25,6 +27,7 @@ pub mod db;
 pub mod fence;
 pub mod inventory;
 pub mod names;
+pub mod neighbours;
 pub mod preflight;
 pub mod schema;
 pub mod sequences;

@@ -8,6 +8,10 @@ pub const MARKER_TABLE: &str = "fence_marker";
 /// Table (in [`SCHEMA`]) remembering which roles cutover blocked and whether they could log in
 /// before; never published, so each server keeps its own.
 pub const ROLE_TABLE: &str = "blocked_role";
+/// Table (in [`SCHEMA`]) remembering the `CONNECT` grants on the database that a
+/// database-scoped fence revoked or added, so unfencing restores exactly the grants that were
+/// there; never published.
+pub const CONNECT_TABLE: &str = "blocked_connect";
 
 /// The replication object names of one pair.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -377,6 +377,7 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         }
     }
     fence_scope(&mut f, pair, source, &tables).await?;
+    neighbours(&mut f, pair, source, target).await?;
     for (side, endpoint) in [
         (Side::Source, &pair.plan.source),
         (Side::Target, &pair.plan.target),
@@ -533,6 +534,55 @@ fn not_carried(f: &mut Findings<'_>, inv: &inventory::Inventory, tables: &[Table
             "create the same foreign servers and user mappings on the target",
         );
     }
+}
+
+/// Every other database of both clusters, named with its activity and what the fence does to
+/// it: on the source from the fence on (and for good, the old primary stays fenced), on the
+/// target from `start` until promotion. A neighbour whose role would lose its login is a
+/// warning with the fix; the others are listed as unaffected.
+async fn neighbours(
+    f: &mut Findings<'_>,
+    pair: &Pair,
+    source: &Db,
+    target: &Db,
+) -> Result<(), PgError> {
+    let roles = &pair.plan.app_roles;
+    for (side, db, when, moved) in [
+        (
+            Side::Source,
+            source,
+            "from the fence on, and for good after the cutover (the old primary stays fenced)",
+            &pair.plan.source.dbname,
+        ),
+        (
+            Side::Target,
+            target,
+            "from `start` until the promotion",
+            &pair.plan.target.dbname,
+        ),
+    ] {
+        for n in super::neighbours::read(db, roles).await? {
+            let problem = format!(
+                "database {} shares this server ({}): {}",
+                n.database,
+                n.activity(),
+                n.effect(moved, when)
+            );
+            if n.locked_out.is_empty() {
+                f.info(side, problem, "nothing to do");
+            } else {
+                f.warning(
+                    side,
+                    problem,
+                    format!(
+                        "give database {} its own role, or move it in the same run (a [[postgres]] entry of its own); otherwise stop its writers for the move",
+                        n.database
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every role that can log in to the source database and write a replicated table must be

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::catalog::Table;
 use super::db::{Db, PgError, ident, literal, qualified};
-use super::names::{MARKER_TABLE, ROLE_TABLE, SCHEMA};
+use super::names::{MARKER_TABLE, SCHEMA};
 use super::{Pair, fence, preflight, schema};
 
 /// How long the target's existing app sessions get before they are ended at start.
@@ -103,15 +103,10 @@ pub async fn own_tables(db: &Db) -> Result<(), PgError> {
                  token text PRIMARY KEY,
                  pair text NOT NULL,
                  created_at timestamptz NOT NULL DEFAULT now());
-             CREATE TABLE IF NOT EXISTS {roles} (
-                 role name PRIMARY KEY,
-                 pair text NOT NULL,
-                 could_login boolean NOT NULL,
-                 after_promotion boolean NOT NULL DEFAULT false,
-                 blocked_at timestamptz NOT NULL DEFAULT now());",
+             {fence}",
             schema = ident(SCHEMA),
             marker = qualified(SCHEMA, MARKER_TABLE),
-            roles = qualified(SCHEMA, ROLE_TABLE),
+            fence = fence::table_statements(),
         ),
     )
     .await

@@ -15,8 +15,11 @@ pub struct TableState {
     pub table: String,
     /// `init`, `copying`, `syncing`, `catching-up` or `ready` (`pg_subscription_rel.srsubstate`).
     pub state: &'static str,
-    /// Size on the target now.
-    pub target_bytes: i64,
+    /// Size on the target now, while the table is still being copied or synced; `None` once it
+    /// is ready. Reading the size locks the table (`AccessShareLock`), which would queue status,
+    /// the gate and the daemon behind any DDL on a table that replicates; a ready table's size
+    /// tells an operator nothing they need during a migration.
+    pub target_bytes: Option<i64>,
     /// Bytes the running initial copy has processed, while it runs.
     pub copy_bytes_processed: Option<i64>,
 }
@@ -62,6 +65,9 @@ pub struct Status {
     pub slot_wal_status: Option<String>,
     /// Roles blocked by cutover on the source (the fence) and on the target (until promotion).
     pub blocked_roles: BlockedRoles,
+    /// The same roles with what the fence holds of each (`app (no CONNECT on database shop)`,
+    /// `app (NOLOGIN)`): the database scope leaves the role's other databases serving.
+    pub fence_scope: BlockedRoles,
     /// Schema drift while replicating: what the source has that the target or the publication
     /// lacks (a cutover refuses at the gate while this is not empty).
     pub drift: Vec<super::inventory::Difference>,
@@ -114,7 +120,7 @@ pub async fn status(
         .query(
             "read per-table copy state",
             "SELECT n.nspname || '.' || c.relname, sr.srsubstate::text,
-                    pg_total_relation_size(c.oid),
+                    CASE WHEN sr.srsubstate <> 'r' THEN pg_total_relation_size(c.oid) END,
                     (SELECT max(p.bytes_processed) FROM pg_stat_progress_copy p WHERE p.relid = c.oid)
              FROM pg_subscription_rel sr
              JOIN pg_subscription s ON s.oid = sr.srsubid
@@ -169,6 +175,10 @@ pub async fn status(
             source: fence::blocked(source, &pair.names.pair).await?,
             target: fence::blocked(target, &pair.names.pair).await?,
         },
+        fence_scope: BlockedRoles {
+            source: fence::blocked_described(source, &pair.names.pair).await?,
+            target: fence::blocked_described(target, &pair.names.pair).await?,
+        },
         drift: Vec::new(),
         warnings: Vec::new(),
     };
@@ -176,18 +186,26 @@ pub async fn status(
         let (tables, _) =
             super::catalog::in_scope(super::catalog::tables(source).await?, &pair.plan.tables);
         let scope: Vec<String> = tables.iter().map(|t| t.display_name()).collect();
-        let (source_inv, target_inv) = tokio::try_join!(
+        match tokio::try_join!(
             super::inventory::Inventory::read(source),
             super::inventory::Inventory::read(target)
-        )?;
-        status.drift = super::inventory::drift(
-            source,
-            &source_inv,
-            &target_inv,
-            &scope,
-            &pair.names.publication,
-        )
-        .await?;
+        ) {
+            Ok((source_inv, target_inv)) => {
+                status.drift = super::inventory::drift(
+                    source,
+                    &source_inv,
+                    &target_inv,
+                    &scope,
+                    &pair.names.publication,
+                )
+                .await?;
+            }
+            // A table locked by DDL: the rest of the status is still true; say what is missing.
+            Err(super::PgError::Refused(why)) => status
+                .warnings
+                .push(format!("schema drift not checked: {why}")),
+            Err(e) => return Err(e),
+        }
     }
     status.replication_running =
         status.subscribed && status.enabled && status.apply_running && status.slot_active;

@@ -79,7 +79,11 @@ pub(in crate::run) async fn phase(w: &mut dyn Window, kind: Kind) -> Result<Done
     match kind {
         Kind::Fence(_) => w.fence().await.map_err(words).map(|f| {
             (
-                format!("fenced, {} session(s) ended", f.sessions_ended),
+                format!(
+                    "fenced ({}), {} session(s) ended",
+                    f.scope.join(", "),
+                    f.sessions_ended
+                ),
                 serde_json::Value::Null,
             )
         }),
