@@ -703,3 +703,183 @@ async fn ddl_the_replication_filter_skips_stops_the_gate_before_the_fence() {
     assert!(missing.problem.contains("'app'@'127.0.0.1'"), "{missing:?}");
     assert!(missing.server.starts_with("target"), "{missing:?}");
 }
+
+/// A neighbour's writer: a new connection for every insert into `posts` (as a restarted app
+/// or a recycling pool would make), so a fence that reaches it shows at once.
+struct NeighbourWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<Instant>, Vec<String>)>,
+}
+
+impl NeighbourWriter {
+    fn start(opts: mysql_async::Opts) -> NeighbourWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let done = async {
+                    let mut c = mysql_async::Conn::new(opts.clone()).await?;
+                    c.query_drop("INSERT INTO posts () VALUES ()").await?;
+                    c.disconnect().await
+                };
+                match done.await {
+                    Ok(()) => acked.push(Instant::now()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, failed)
+        });
+        NeighbourWriter { stop, task }
+    }
+
+    async fn stop(self) -> (Vec<Instant>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// On the source: database `blog` with its own writer account `blogger`, which has no grant
+/// on the moved database.
+async fn blog_on_source(f: &Fixture) -> mysql_async::Opts {
+    let mut c = f.source.connect(None).await.unwrap();
+    c.query_drop(format!(
+        "CREATE DATABASE blog;
+         CREATE TABLE blog.posts (id BIGINT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) NOT NULL DEFAULT NOW(6)) ENGINE=InnoDB;
+         CREATE USER 'blogger'@'127.0.0.1' IDENTIFIED BY '{0}';
+         GRANT ALL PRIVILEGES ON blog.* TO 'blogger'@'127.0.0.1';",
+        crate::support::APP_PASSWORD
+    ))
+    .await
+    .unwrap();
+    f.source
+        .user_opts("blogger", crate::support::APP_PASSWORD, "blog")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_neighbour_database_is_refused_by_default_and_keeps_serving_under_a_fence_by_account() {
+    let f = Fixture::new().await;
+    let blogger = blog_on_source(&f).await;
+
+    // By default: refused before anything changes, naming the database, its writer and the
+    // three ways out.
+    let pair = f.pair("");
+    let (mut s, mut t) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &mut s, &mut t).await.unwrap();
+    assert!(!report.passed());
+    let blog = report
+        .findings
+        .iter()
+        .find(|f| f.problem.starts_with("database `blog` shares this server"))
+        .unwrap_or_else(|| panic!("blog not named: {:#?}", report.findings));
+    assert_eq!(blog.severity, Severity::Error, "{blog:?}");
+    assert!(
+        blog.problem.contains("written by 'blogger'@'127.0.0.1'")
+            && blog.problem.contains("read-only from the fence on"),
+        "{blog:?}"
+    );
+    for way in [
+        "add \"blog\" to `databases`",
+        "neighbours = \"read-only\"",
+        "neighbours = \"fence-accounts\"",
+    ] {
+        assert!(blog.fix.contains(way), "{way}: {blog:?}");
+    }
+    assert!(start::start(&pair).await.is_err(), "start must refuse");
+    assert_eq!(
+        count(
+            &f.target,
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app'"
+        )
+        .await,
+        0
+    );
+    // Accepting read-only: a warning that says what happens.
+    let pair = f.pair("neighbours = \"read-only\"");
+    let report = preflight::run(&pair, &mut s, &mut t).await.unwrap();
+    assert!(report.passed(), "{:#?}", report.findings);
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Warning
+                && f.problem.starts_with("database `blog` shares this server")),
+        "{:#?}",
+        report.findings
+    );
+
+    // Fenced by account: the blog's writer never fails, the moved database's ledger is clean.
+    let pair = f.pair("neighbours = \"fence-accounts\"");
+    let report = preflight::run(&pair, &mut s, &mut t).await.unwrap();
+    assert!(report.passed(), "{:#?}", report.findings);
+    let writer = replicate_then_write(&f, &pair, 300, Duration::from_millis(800)).await;
+    let neighbour = NeighbourWriter::start(blogger);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = engine::cutover(&pair, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cutover failed: {e}"));
+    let promoted = Instant::now();
+    wait_for_writes_after(&f.target, &server_now(&f.target).await).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ledger = writer.stop().await;
+    let (acked, failed) = neighbour.stop().await;
+    assert!(failed.is_empty(), "the blog's writer failed: {failed:?}");
+    assert!(
+        acked
+            .iter()
+            .any(|t| *t > promoted + Duration::from_millis(300)),
+        "the blog kept being written after the cutover"
+    );
+    assert_eq!(
+        count(&f.source, "SELECT COUNT(*) FROM blog.posts").await,
+        acked.len() as i64
+    );
+    assert_eq!(report.finished.old_primary_clean, Some(true), "{report:?}");
+    assert!(
+        report
+            .fenced
+            .scope
+            .iter()
+            .any(|s| s.starts_with("read_only left off")),
+        "{report:?}"
+    );
+    let check = check_on(&f.target, &ledger).await;
+    assert!(check.clean(), "{check:?}");
+    assert!(check.acked_on_target > 0, "{check:?}");
+    assert_eq!(ledger.both_accepted, 0);
+    assert_eq!(count(&f.source, "SELECT @@GLOBAL.read_only").await, 0);
+    assert_app_locked_out(&f.source).await;
+    // The audit reads the binlog: a write to the moved database shows, the blog's do not.
+    let mut src = f.source.connect(None).await.unwrap();
+    let from = cutover::mysql::audit::binlog_position(
+        &mut cutover::mysql::Server::new("source", &pair.plan.source)
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    src.query_drop("INSERT INTO app.writes (k, payload) VALUES (-777777, 'late'); INSERT INTO blog.posts () VALUES ()")
+        .await
+        .unwrap();
+    let mut db = cutover::mysql::Server::new("source", &pair.plan.source)
+        .connect()
+        .await
+        .unwrap();
+    let found = cutover::mysql::audit::writes_since(&mut db, &from, &["app".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        found.into_iter().collect::<Vec<_>>(),
+        vec![("app.writes".to_owned(), 1)]
+    );
+    // The state read from the servers: the source is fenced (by account) and the target
+    // promoted, the migration complete.
+    let mut window = engine::Pair::window(&pair, false).await.unwrap();
+    let state = window.state().await.unwrap();
+    assert!(
+        state.source_fenced && state.target_promoted && state.completed && !state.replicating,
+        "{state:?}"
+    );
+}

@@ -440,3 +440,24 @@ fn sqlite_paths_must_lie_inside_the_tree() {
     assert_eq!(p[1].key, "files[0].sqlite[2]");
     assert!(p[0].fix.contains("relative to `source_path`"), "{p:?}");
 }
+
+#[test]
+fn the_neighbours_key_takes_its_three_words_and_refuses_reverse_replication_with_a_fence_by_account()
+ {
+    let mysql = |extra: &str| {
+        format!(
+            "{VALID}\n[[mysql]]\nname = \"shop-my\"\nsource = {{ host = \"old.example.com\", user = \"cutover\", password_env = \"MY_PW\" }}\ntarget = {{ host = \"new.example.com\", user = \"cutover\", password_env = \"MY_PW\" }}\ndatabases = [\"shop\"]\napp_users = [\"shop\"]\n{extra}\n"
+        )
+    };
+    for word in ["refuse", "read-only", "fence-accounts"] {
+        parse(&mysql(&format!("neighbours = \"{word}\"")))
+            .unwrap_or_else(|e| panic!("{word}: {e}"));
+    }
+    let p = only_problem(&mysql(
+        "neighbours = \"fence-accounts\"\nreverse_replication = true",
+    ));
+    assert_eq!(p.key, "mysql[0].reverse_replication");
+    assert!(p.fix.contains("reverse_replication = false"), "{p:?}");
+    let p = only_problem(&mysql("neighbours = \"fence\""));
+    assert_eq!(p.key, "mysql[0].neighbours");
+}

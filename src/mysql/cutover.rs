@@ -24,6 +24,7 @@ use super::dialect::{SourceSpec, StartAt};
 use super::start::{configure_replica, create_replication_user, random_password, wait_running};
 use super::{Db, MyError, Pair, heartbeat, inventory, writers};
 use crate::engine::{self, EngineError};
+use crate::plan::Neighbours;
 
 /// Seconds the fence waits for a lock (a running commit) before failing.
 const FENCE_LOCK_WAIT_SECONDS: u32 = 5;
@@ -217,6 +218,9 @@ pub struct MyWindow {
     position: Option<String>,
     promoted_at: Option<String>,
     write_unavailable_ms: Option<f64>,
+    /// Under a fence by account: the source's binlog position once the fence held, where the
+    /// audit after promotion starts reading.
+    fence_binlog: Option<(String, u64)>,
 }
 
 impl MyWindow {
@@ -245,6 +249,7 @@ impl MyWindow {
             started: None,
             fenced: Duration::ZERO,
             caught_up: Duration::ZERO,
+            fence_binlog: None,
             position: None,
             promoted_at: None,
             write_unavailable_ms: None,
@@ -296,11 +301,13 @@ impl MyWindow {
         }
         self.gtid = row.text("Using_Gtid").is_some_and(|g| g != "No")
             || row.text("Auto_Position").as_deref() == Some("1");
-        if source
-            .variable("read_only")
-            .await?
-            .as_deref()
-            .is_some_and(|v| v == "1" || v == "ON")
+        // Fenced by account, read_only stays off: locked accounts alone are the fence.
+        if (pair.plan.neighbours == Neighbours::FenceAccounts
+            || source
+                .variable("read_only")
+                .await?
+                .as_deref()
+                .is_some_and(|v| v == "1" || v == "ON"))
             && !writers::locked_now(source, &pair.plan.name)
                 .await?
                 .is_empty()
@@ -333,6 +340,15 @@ impl MyWindow {
                 "{}: the target's schema differs from the source's; nothing was changed:\n  {}\nfix: apply the same DDL on the target (with `sql_log_bin = 0`), and on the source run schema changes with the table's database as the default (`USE db`) so replication carries them",
                 pair.plan.name,
                 drift.join("\n  ")
+            )));
+        }
+        // read_only is server-wide: the other databases' writers are named, never surprised.
+        let neighbours = super::neighbours::read(pair, source).await?;
+        if let Some(why) = super::neighbours::refusal(pair, &neighbours) {
+            return Err(MyError::Refused(format!(
+                "{}: {why}; nothing was changed; fix: {}",
+                pair.plan.name,
+                super::neighbours::fix(&neighbours)
             )));
         }
         // The fence holds only for the accounts it locks: refuse while another
@@ -396,10 +412,18 @@ impl MyWindow {
         if let Some(sql) = &lock_sql {
             source.run("lock the app accounts", sql).await?;
         }
-        source
-            .run("fence the source (read-only)", source.dialect.fence())
-            .await?;
+        let by_account = pair.plan.neighbours == Neighbours::FenceAccounts;
+        if !by_account {
+            source
+                .run("fence the source (read-only)", source.dialect.fence())
+                .await?;
+        }
         let killed = end_sessions(source, &pair.plan.app_users).await?;
+        if by_account {
+            // Every app session is gone and none can come back: what the binlog holds for the
+            // moved databases from here on was written after the fence.
+            self.fence_binlog = Some(super::audit::binlog_position(source).await?);
+        }
         // One prepared between the gate and the fence: ending its session does not end it.
         let pending = writers::xa_prepared(source).await?;
         if !pending.is_empty() {
@@ -490,26 +514,58 @@ impl MyWindow {
                 "the new primary's record of the app accounts it locked could not be cleared ({e}); they are unlocked"
             ));
         }
-        // Proof that nothing wrote to the old primary after the fence: its own binlog position
-        // (GTIDs, or file:position) has not moved since it was read under the fence. Cutover's
-        // own statements there since are kept out of the binlog.
-        match source_position(source, self.gtid).await {
-            Ok(now) => {
-                report.old_primary_clean = self.position.as_ref().map(|p| *p == now);
-                if self.position.is_none() {
-                    report.warnings.push(
+        // Fenced by account, the old primary keeps taking its other databases' writes: the
+        // proof reads its binlog since the fence for events on the moved databases.
+        if pair.plan.neighbours == Neighbours::FenceAccounts {
+            match &self.fence_binlog {
+                Some(from) => {
+                    match super::audit::writes_since(source, from, &pair.plan.databases).await {
+                        Ok(found) => {
+                            report.old_primary_clean = Some(found.is_empty());
+                            if !found.is_empty() {
+                                report.warnings.push(format!(
+                                    "the old primary took writes on the moved databases after the fence (binlog events per table): {}",
+                                    found
+                                        .iter()
+                                        .map(|(t, n)| format!("{t} x{n}"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ));
+                            }
+                        }
+                        Err(e) => report.warnings.push(format!(
+                            "could not check that the old primary took no writes after the fence: {e}"
+                        )),
+                    }
+                }
+                None => report.warnings.push(
+                    "the old primary's binlog position was not read under the fence by this process (a resumed cutover): that it took no writes after the fence is not checked".to_owned(),
+                ),
+            }
+            report.old_primary_position = source_position(source, self.gtid).await.ok();
+        } else {
+            // Proof that nothing wrote to the old primary after the fence: its own binlog position
+            // (GTIDs, or file:position) has not moved since it was read under the fence. Cutover's
+            // own statements there since are kept out of the binlog.
+            match source_position(source, self.gtid).await {
+                Ok(now) => {
+                    report.old_primary_clean = self.position.as_ref().map(|p| *p == now);
+                    if self.position.is_none() {
+                        report.warnings.push(
                         "the old primary's position was not read under the fence by this process (a resumed cutover): that it took no writes after the fence is not checked".to_owned(),
                     );
+                    }
+                    report.old_primary_position = Some(now);
                 }
-                report.old_primary_position = Some(now);
+                Err(e) => report.warnings.push(format!(
+                    "could not check that the old primary took no writes after the fence: {e}"
+                )),
             }
-            Err(e) => report.warnings.push(format!(
-                "could not check that the old primary took no writes after the fence: {e}"
-            )),
         }
         // MySQL's super_read_only keeps even cutover from writing the record there; only a
         // rollback before promotion ever unlocks these accounts, so the record is a safeguard.
-        if source.flavour == super::dialect::Flavour::Mariadb
+        if (source.flavour == super::dialect::Flavour::Mariadb
+            || pair.plan.neighbours == Neighbours::FenceAccounts)
             && let Err(e) = writers::keep_locked(source, &pair.plan.name).await
         {
             report.warnings.push(format!(
@@ -599,13 +655,24 @@ impl MyWindow {
         let replicating = rows.first().is_some_and(|r| {
             r.text("Source_User").as_deref() == Some(self.pair.replication_user().as_str())
         });
-        let fenced = source_ro || !locked.is_empty();
+        // Fenced by account, read_only stays off: the locked accounts (kept locked for good
+        // after a promotion) are the fence.
+        let by_account = self.pair.plan.neighbours == Neighbours::FenceAccounts;
+        let kept = if by_account {
+            !writers::kept_locked(&mut self.source, &name)
+                .await?
+                .is_empty()
+        } else {
+            false
+        };
+        let fenced = source_ro || !locked.is_empty() || kept;
+        let held = source_ro || (by_account && fenced);
         Ok(engine::PairState {
             source_fenced: fenced,
-            target_promoted: !target_ro && source_ro,
+            target_promoted: !target_ro && held,
             replicating,
             // The lock record is moved to "after promotion" at the end of a MariaDB cutover.
-            completed: !target_ro && source_ro && locked.is_empty() && !replicating,
+            completed: !target_ro && held && locked.is_empty() && !replicating,
             lines: vec![
                 format!(
                     "source {}: {}{}",
@@ -660,7 +727,15 @@ impl engine::Window for MyWindow {
             .iter()
             .map(|u| format!("{u} (account locked)"))
             .collect();
-        scope.push("read_only (server-wide: every database of the source)".to_owned());
+        scope.push(
+            match self.pair.plan.neighbours {
+                Neighbours::FenceAccounts => {
+                    "read_only left off (fenced by account: the other databases keep serving)"
+                }
+                _ => "read_only (server-wide: every database of the source)",
+            }
+            .to_owned(),
+        );
         Ok(engine::Fenced {
             sessions_ended,
             scope,

@@ -9,9 +9,12 @@
 //! - [`heartbeat`]: the pt-heartbeat compatible table and the measured lag.
 //! - [`parallel`]: parallel apply on the target while it replicates, restored after promotion.
 //! - [`writers`]: who can write (fence scope), and the account lock that makes the fence hold.
+//! - [`audit`]: under a fence by account, the old primary's binlog read for post-fence writes.
+//! - [`neighbours`]: the source server's other databases, which the server-wide fence reaches.
 //! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
 //! - `contract`: this engine behind the engine contract ([`crate::engine::Pair`]).
 
+pub mod audit;
 pub mod cleanup;
 mod contract;
 pub mod cutover;
@@ -19,6 +22,7 @@ pub mod db;
 pub mod dialect;
 pub mod heartbeat;
 pub mod inventory;
+pub mod neighbours;
 pub mod parallel;
 pub mod preflight;
 pub mod snapshot;

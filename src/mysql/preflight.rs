@@ -425,6 +425,33 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         }
     }
 
+    // The other databases of the source server: read_only is server-wide.
+    let neighbours = super::neighbours::read(pair, source).await?;
+    let refused = super::neighbours::refusal(pair, &neighbours).is_some();
+    for n in &neighbours {
+        let problem = format!(
+            "database {} shares this server ({}): {}",
+            ident(&n.database),
+            n.activity(),
+            n.effect(pair.plan.neighbours)
+        );
+        match pair.plan.neighbours {
+            crate::plan::Neighbours::Refuse if refused && n.in_use() => c.add(
+                source,
+                Severity::Error,
+                problem,
+                super::neighbours::fix(&neighbours),
+            ),
+            crate::plan::Neighbours::ReadOnly if n.in_use() => c.add(
+                source,
+                Severity::Warning,
+                problem,
+                "the plan accepts it (`neighbours = \"read-only\"`)",
+            ),
+            _ => c.add(source, Severity::Info, problem, "nothing to do"),
+        }
+    }
+
     // Time zone and character set.
     for name in [
         "time_zone",

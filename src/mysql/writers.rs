@@ -353,6 +353,34 @@ pub async fn locked(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
         .collect())
 }
 
+/// The accounts cutover keeps locked for good for `pair` after a promotion, as `'u'@'h'`.
+pub async fn kept_locked(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
+    let exists: Option<(String,)> = db
+        .exec_opt(
+            "look for the locked-account record",
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (LOCK_DB, LOCK_TABLE),
+        )
+        .await?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, String)> = db
+        .exec_all(
+            "read the accounts kept locked",
+            &format!(
+                "SELECT user, host FROM {} WHERE pair = ? AND after_promotion",
+                lock_table()
+            ),
+            (pair,),
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|(u, h)| format!("{}@{}", literal(u), literal(h)))
+        .collect())
+}
+
 /// The accounts recorded for `pair` that are locked on the server right now, as `'u'@'h'`.
 /// The gate records which accounts the fence will lock before the fence runs, so the record
 /// alone says what cutover meant to do; a server's state is read from the accounts themselves.

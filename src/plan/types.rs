@@ -236,6 +236,24 @@ pub enum GtidMode {
     Off,
 }
 
+/// What the fence may do to the other databases of the source server (`read_only` is
+/// server-wide and cannot be scoped to the moved databases).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Neighbours {
+    /// Refuse (preflight and the gate) while another database of the source has writers,
+    /// naming each; nothing changes.
+    #[default]
+    Refuse,
+    /// Accept that every other database goes read-only from the fence on, and stays so on the
+    /// old primary (stated in preflight and the report).
+    ReadOnly,
+    /// Fence by account: the app accounts are locked and their sessions ended, `read_only`
+    /// stays off, so the other databases keep serving. The audit after promotion reads the
+    /// old primary's binlog for writes to the moved databases.
+    FenceAccounts,
+}
+
 /// `[[mysql]]`: one MySQL/MariaDB server pair replicated with the binlog.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +303,10 @@ pub struct MysqlPair {
     /// `0` leaves the target's settings alone.
     #[serde(default = "default_apply_workers")]
     pub apply_workers: u32,
+    /// Other databases on the source server and the server-wide fence: `refuse` (default),
+    /// `read-only`, `fence-accounts`.
+    #[serde(default)]
+    pub neighbours: Neighbours,
 }
 
 /// `[[files]]`: a directory tree copied from the source host to the target host with rsync.

@@ -371,6 +371,13 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
                 "use e.g. \"30s\"",
             );
         }
+        if pair.neighbours == super::Neighbours::FenceAccounts && pair.reverse_replication {
+            c.fail(
+                &at.k("reverse_replication"),
+                "reverse replication cannot follow a fence by account (`neighbours = \"fence-accounts\"`): the old primary keeps taking its other databases' writes, and a replica that writes its own transactions diverges from its primary",
+                "set `reverse_replication = false`, or fence the whole server (`neighbours = \"read-only\"`, or move the other databases too)",
+            );
+        }
     }
 
     for (i, f) in plan.files.iter().enumerate() {
