@@ -318,6 +318,10 @@ async fn pg_case(pg: &PgPair, at: u64, reverse: bool) -> (bool, String) {
     );
     let db = format!("{}{at}", if reverse { "r" } else { "k" });
     pg.database(&db).await;
+    let grants_before = (
+        connect_grants(&pg.source, &db).await,
+        connect_grants(&pg.target, &db).await,
+    );
     let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
     let plan_arg = path.to_str().unwrap().to_owned();
     // The side serving when the swept run begins, and the side it moves the app to.
@@ -365,6 +369,26 @@ async fn pg_case(pg: &PgPair, at: u64, reverse: bool) -> (bool, String) {
     // worker on the shared clusters.
     let (code, out, err) = support::run(&["pg", "cleanup", &plan_arg]);
     assert_eq!(code, 0, "record {at}: cleanup:\n{out}\n{err}");
+    // The fence is scoped to the database (app reaches `postgres` too): every grant it took is
+    // given back exactly, except on an old primary a completed move keeps fenced.
+    let (source_before, target_before) = &grants_before;
+    let kept_fenced = match (reverse, forward) {
+        (false, false) => None,
+        // A forward move, or a reverse one rolled back (the first move's fence stays).
+        (false, true) | (true, false) => Some(&pg.source),
+        (true, true) => Some(&pg.target),
+    };
+    for (side, before) in [(&pg.source, source_before), (&pg.target, target_before)] {
+        if kept_fenced.is_some_and(|k| std::ptr::eq(side, k)) {
+            continue;
+        }
+        assert_eq!(
+            &connect_grants(side, &db).await,
+            before,
+            "record {at}: {}'s CONNECT grants on {db} as they were",
+            side.name
+        );
+    }
     // Fences are for good and roles are the whole cluster's: the next case's app must log in
     // on both clusters again.
     for side in [from, to] {
@@ -377,6 +401,25 @@ async fn pg_case(pg: &PgPair, at: u64, reverse: bool) -> (bool, String) {
         .unwrap();
     }
     (forward, last)
+}
+
+/// The CONNECT grants on database `db` of `pg`, one line per grantee, sorted.
+async fn connect_grants(pg: &cutover::lab::Postgres, db: &str) -> Vec<String> {
+    pg.connect(db)
+        .await
+        .unwrap()
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
+                    || ' ' || a.is_grantable
+             FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+             WHERE d.datname = $1 AND a.privilege_type = 'CONNECT' ORDER BY 1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// After a sweep case's resume: when the run went forward, the writer reached the side it moved
