@@ -308,6 +308,60 @@ pub enum Act {
     Finish,
 }
 
+/// Who takes the migration's lease on a pair's servers, as a refused runner is told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Holder {
+    /// What it does (`run`, `pg cleanup`, ...).
+    pub purpose: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// The state directory whose journal records what it does (absolute when it could be
+    /// made so): the one place a stopped run can be resumed from.
+    pub state_dir: String,
+    /// When it was taken (RFC 3339).
+    pub since: String,
+}
+
+impl Holder {
+    /// This process, doing `purpose` for the migration whose state directory is `state_dir`.
+    pub fn this_process(purpose: &str, state_dir: &std::path::Path) -> Holder {
+        let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+        Holder {
+            purpose: purpose.to_owned(),
+            host: crate::state::host_name(),
+            pid: std::process::id(),
+            state_dir: state_dir.display().to_string(),
+            since: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
+    }
+
+    /// The same migration's journal: same host and state directory (a resume of it may go on).
+    pub fn same_journal(&self, other: &Holder) -> bool {
+        self.host == other.host && self.state_dir == other.state_dir
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` as pid {} on {} since {}, state directory {}",
+            self.purpose, self.pid, self.host, self.since, self.state_dir
+        )
+    }
+}
+
+/// The migration's lease held on a pair's servers (a lock tied to sessions kept open for it,
+/// so a crashed holder never blocks its own resume). Released by [`ServerLease::release`], or
+/// when dropped (the sessions close; a holder record then stays and names the holder).
+#[async_trait::async_trait]
+pub trait ServerLease: Send + Sync {
+    /// Lets go of the lease and clears the holder record: the command ended on its own.
+    async fn release(self: Box<Self>);
+}
+
 /// One database pair of a plan, through its whole life. Each engine implements it for its
 /// own pair type, keeping its connections and SQL inside.
 #[async_trait::async_trait]
@@ -346,6 +400,11 @@ pub trait Pair: Send + Sync {
     /// Removes every object cutover created on both servers; an old primary's permanent
     /// fence stays (said in `kept`).
     async fn cleanup(&self) -> Result<Cleaned, EngineError>;
+    /// Takes the migration's lease on both servers of the pair for `holder`, before anything
+    /// changes there. Refused ([`EngineError::Refused`]) while another process holds it, or
+    /// while a holder from another state directory stopped without releasing it (its run may
+    /// be mid-window); both name the holder.
+    async fn lease(&self, holder: &Holder) -> Result<Box<dyn ServerLease>, EngineError>;
 }
 
 /// One pair's cutover window, phase by phase. Every phase may be called again on a fresh

@@ -390,6 +390,17 @@ async fn cutover_under_concurrent_writes_loses_nothing_and_ids_continue() {
     // The old primary stays fenced; the new one takes the app.
     assert_connect_refused(fx.app_can_write(&fx.source).await);
     fx.app_can_write(&fx.target).await.unwrap();
+    // Another operator's plan for the same move (its own state directory) is stopped at
+    // preflight: the source is the old primary of a completed cutover.
+    let (s, t) = pair.connect().await.unwrap();
+    let again = preflight::run(&pair, &s, &t).await.unwrap();
+    assert!(
+        again.findings.iter().any(|f| f.severity == Severity::Error
+            && f.problem
+                .starts_with("this database was moved away by a completed cutover")),
+        "{:#?}",
+        again.findings
+    );
 
     // Reverse replication carries the target's writes back to the old primary.
     let s = fx.source.connect("app").await.unwrap();

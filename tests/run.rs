@@ -1542,3 +1542,121 @@ async fn kill_9_at_the_files_hooks_and_dns_records_of_a_whole_lab_run_then_resum
         assert_eq!(went, forward, "{case}");
     }
 }
+
+/// The same plan with another state directory (another operator, another machine).
+fn second_operator(plan: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(plan).unwrap();
+    let state = text
+        .lines()
+        .find_map(|l| l.strip_prefix("state_dir = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let path = plan.with_extension("second.toml");
+    std::fs::write(
+        &path,
+        text.replace(&state, &format!("{state}-second-operator")),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_operator_with_its_own_state_directory_is_refused_by_the_servers_lease() {
+    use cutover::lab::writer::{Writer, WriterConfig};
+    let pg = PgPair::start().await;
+    pg.database("two").await;
+    let path = write_plan(pg.dir.path(), "two", &pg.pair_toml("two", ""));
+    let other = second_operator(&path);
+    let (first_arg, other_arg) = (path.to_str().unwrap(), other.to_str().unwrap());
+    let first_state = pg.dir.path().join("state-two");
+    let other_state =
+        std::path::PathBuf::from(format!("{}-second-operator", first_state.display()));
+    let writer = Writer::start(WriterConfig {
+        source: pg.app_config(&pg.source, "two"),
+        target: pg.app_config(&pg.target, "two"),
+        rate: 200,
+        tasks: 2,
+        first_task: 0,
+    });
+    assert!(writer.wait_acked(20, Duration::from_secs(30)).await);
+
+    // The first operator's run, held inside its window: the fence is done (record 9).
+    let mut first = spawn_stopping(&["run", first_arg], Some(9), None);
+    assert!(
+        wait_stopped(&mut first, Duration::from_secs(60)),
+        "the first run stopped at its fence"
+    );
+    assert!(
+        !std::fs::read_to_string(first_state.join("run/journal.jsonl"))
+            .unwrap_or_default()
+            .is_empty(),
+        "the first run's journal is where the second's is looked for"
+    );
+    let nothing_changed = |why: &str| {
+        let records =
+            std::fs::read_to_string(other_state.join("run/journal.jsonl")).unwrap_or_default();
+        assert!(
+            records.is_empty(),
+            "{why}: the second operator's journal holds nothing: {records}"
+        );
+    };
+    // The second operator's run and cleanup are refused, naming the holder and its state
+    // directory, with nothing changed.
+    for args in [vec!["run", other_arg], vec!["pg", "cleanup", other_arg]] {
+        let (code, out, err) = support::run(&args);
+        assert_ne!(code, 0, "{args:?}:\n{out}\n{err}");
+        assert!(
+            err.contains("lease on this database is held by `run` as pid")
+                && err.contains(&first_state.display().to_string()),
+            "{args:?}:\n{out}\n{err}"
+        );
+        nothing_changed(&format!("{args:?}"));
+    }
+
+    // The holder killed inside its window: the second operator is still refused, told which
+    // state directory can finish or roll back the stopped run.
+    kill9(&mut first);
+    let (code, out, err) = support::run(&["run", other_arg]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("stopped without releasing the migration's lease")
+            && err.contains(&first_state.display().to_string()),
+        "{out}\n{err}"
+    );
+    nothing_changed("after the kill");
+
+    // The first state directory's resume takes the lease (its own record) and rolls back.
+    let (code, out, err) = support::run(&["run", "--resume", first_arg]);
+    assert!(!err.contains("lease"), "{code}\n{out}\n{err}");
+    let last = journal(&path);
+    assert!(
+        last.iter().any(|r| matches!(
+            r.entry,
+            Entry::RunFinished {
+                outcome: Outcome::RolledBack,
+                ..
+            }
+        )),
+        "{out}\n{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ledger = writer.stop().await;
+    let check = ledger
+        .check(&pg.source.connect("two").await.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        check.clean() && check.acked > 0 && check.acked_on_target == 0,
+        "{check:?}"
+    );
+    // A run that ended lets the lease and its record go: the second operator may start now
+    // (its preflight is where it would stop, not the lease).
+    let c = pg.source.connect("two").await.unwrap();
+    let held: i64 = c
+        .query_one("SELECT count(*) FROM cutover.lease", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+}

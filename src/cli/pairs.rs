@@ -97,6 +97,25 @@ where
     let state_dir = plan.migration.state_dir.clone();
     let output = args.output;
     rt.block_on(async move {
+        // The servers' lease too: another state directory's run or command is refused.
+        let leases = if step.changes_servers() {
+            let purpose = format!("{} {}", kind.command(), step.verb());
+            match crate::run::single::ServerLeases::take(
+                &plan,
+                &purpose,
+                pairs.iter().map(|p| p as &dyn crate::engine::Pair),
+            )
+            .await
+            {
+                Ok(leases) => Some(leases),
+                Err(e) => {
+                    errln!("{}: {e}", args.plan.display());
+                    return EXIT_FAILED;
+                }
+            }
+        } else {
+            None
+        };
         let results = crate::run::single::each_pair(step, pairs, |pair| {
             let context = |step| StepContext {
                 step,
@@ -120,11 +139,17 @@ where
             }
         })
         .await;
-        let code = if results.iter().all(|(ok, _)| *ok) {
-            EXIT_OK
-        } else {
-            EXIT_FAILED
-        };
+        let all_ok = results.iter().all(|(ok, _)| *ok);
+        let code = if all_ok { EXIT_OK } else { EXIT_FAILED };
+        // A cutover or resume that failed may have stopped mid-window: its record stays, so
+        // only this state directory takes the migration on.
+        if let Some(leases) = leases {
+            if all_ok || matches!(step, DbStep::Start | DbStep::Cleanup) {
+                leases.release().await;
+            } else {
+                leases.keep_records();
+            }
+        }
         if output == Output::Json {
             let results: Vec<_> = results.into_iter().map(|(_, v)| v).collect();
             outln!("{}", json!({ "pairs": results }));

@@ -59,7 +59,7 @@ pub fn run(args: RunArgs) -> u8 {
                     | RunError::Interrupted(_)
                     | RunError::Moved(_)
                     | RunError::FilesNotCarried(_) => EXIT_INVALID,
-                    RunError::State(_) => EXIT_FAILED,
+                    RunError::State(_) | RunError::Held(_) => EXIT_FAILED,
                 };
                 let advice = advice(&e, &args.plan);
                 if human {
@@ -89,7 +89,7 @@ fn advice(e: &RunError, plan: &Path) -> String {
         RunError::FilesNotCarried(_) => format!(
             "\n  to move the databases back and leave the trees on the new host: `cutover run --rollback --leave-files {plan}`"
         ),
-        RunError::Refused(_) | RunError::State(_) => String::new(),
+        RunError::Refused(_) | RunError::State(_) | RunError::Held(_) => String::new(),
     }
 }
 

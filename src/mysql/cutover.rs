@@ -337,7 +337,7 @@ impl MyWindow {
         let drift = inventory::drift_between(source, target, &pair.plan.databases).await?;
         if !drift.is_empty() {
             return Err(MyError::Refused(format!(
-                "{}: the target's schema differs from the source's; nothing was changed:\n  {}\nfix: apply the same DDL on the target (with `sql_log_bin = 0`), and on the source run schema changes with the table's database as the default (`USE db`) so replication carries them",
+                "{}: the target's schema differs from the source's; nothing was changed:\n  {}\nrows written to these tables since the change may have been applied without it (a replica drops the values of columns it lacks), so aligning the target's schema by hand would lose them. fix: copy the pair again (clean it up, drop its databases on the target, start it: a fresh consistent snapshot); the replica filter follows the table a statement names, so such drift comes from a statement that names no table of the plan",
                 pair.plan.name,
                 drift.join("\n  ")
             )));

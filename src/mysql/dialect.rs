@@ -111,6 +111,20 @@ pub struct SourceSpec<'a> {
     pub start: StartAt,
 }
 
+/// `db.%` with the pattern's wildcards in the name escaped (`my\_app.%`), for
+/// `replicate_wild_do_table`.
+pub fn table_pattern(database: &str) -> String {
+    let mut p = String::new();
+    for c in database.chars() {
+        if matches!(c, '_' | '%' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push_str(".%");
+    p
+}
+
 /// Quotes a string literal (backslashes and quotes escaped).
 pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -257,19 +271,24 @@ impl Dialect {
         }
     }
 
-    /// Replicate only `databases` (the replica threads must be stopped); an empty list clears
-    /// the filter.
+    /// Replicate only the tables of `databases` (the replica threads must be stopped); an
+    /// empty list clears the filter. A table pattern (`replicate_wild_do_table = 'db.%'`), not
+    /// a database filter: `replicate_do_db` judges a statement by the session's default
+    /// database, so `ALTER TABLE app.t ...` run from another default database was skipped,
+    /// and the rows that followed were applied without the change.
     pub fn replicate_only(self, databases: &[String]) -> String {
+        let patterns: Vec<String> = databases.iter().map(|d| table_pattern(d)).collect();
         match self {
+            // The database filter an older cutover set is cleared in the same statement.
             Dialect::Mariadb => format!(
-                "SET GLOBAL replicate_do_db = {}",
-                literal(&databases.join(","))
+                "SET GLOBAL replicate_do_db = '', GLOBAL replicate_wild_do_table = {}",
+                literal(&patterns.join(","))
             ),
             _ => format!(
-                "CHANGE REPLICATION FILTER REPLICATE_DO_DB = ({})",
-                databases
+                "CHANGE REPLICATION FILTER REPLICATE_DO_DB = (), REPLICATE_WILD_DO_TABLE = ({})",
+                patterns
                     .iter()
-                    .map(|d| ident(d))
+                    .map(|p| literal(p))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -556,23 +575,24 @@ mod tests {
 
     #[test]
     fn filters_start_positions_and_dump_options() {
-        let dbs = vec!["app".to_owned(), "cutover".to_owned()];
+        let dbs = vec!["app".to_owned(), "cutover".to_owned(), "my_shop".to_owned()];
         assert_eq!(
             Dialect::Mariadb.replicate_only(&dbs),
-            "SET GLOBAL replicate_do_db = 'app,cutover'"
+            r"SET GLOBAL replicate_do_db = '', GLOBAL replicate_wild_do_table = 'app.%,cutover.%,my\\_shop.%'"
         );
         assert_eq!(
             Dialect::Mysql80.replicate_only(&dbs),
-            "CHANGE REPLICATION FILTER REPLICATE_DO_DB = (`app`, `cutover`)"
+            r"CHANGE REPLICATION FILTER REPLICATE_DO_DB = (), REPLICATE_WILD_DO_TABLE = ('app.%', 'cutover.%', 'my\\_shop.%')"
         );
         assert_eq!(
             Dialect::Mariadb.replicate_only(&[]),
-            "SET GLOBAL replicate_do_db = ''"
+            "SET GLOBAL replicate_do_db = '', GLOBAL replicate_wild_do_table = ''"
         );
         assert_eq!(
             Dialect::Mysql57.replicate_only(&[]),
-            "CHANGE REPLICATION FILTER REPLICATE_DO_DB = ()"
+            "CHANGE REPLICATION FILTER REPLICATE_DO_DB = (), REPLICATE_WILD_DO_TABLE = ()"
         );
+        assert_eq!(table_pattern("a_b%c"), r"a\_b\%c.%");
         assert_eq!(
             Dialect::Mariadb.set_start_gtid("0-1-42").as_deref(),
             Some("SET GLOBAL gtid_slave_pos = '0-1-42'")

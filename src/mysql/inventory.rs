@@ -1,10 +1,12 @@
 //! Schema drift between source and target while binlog replication runs.
 //!
-//! Row events always follow their table, but DDL is a statement: under the database filter
-//! cutover sets (`replicate_do_db` on MariaDB), a statement such as `CREATE TABLE app.t` run
-//! while another database is the session's default is not applied on the target, and the
-//! table's rows then fail or vanish. So the tables and columns of the plan's databases are
-//! compared on both servers, shown by status and checked at the gate before the fence.
+//! Row events always follow their table, and so does the table filter cutover sets
+//! (`replicate_wild_do_table = 'db.%'`): `ALTER TABLE app.t` replicates whatever the session's
+//! default database. A filter can still miss DDL (a replica someone set up with a database
+//! filter, a statement that names no table of the plan, DDL run with `sql_log_bin = 0`), and
+//! a table's rows then fail or lose the values of a missing column. So the tables and columns
+//! of the plan's databases are compared on both servers, shown by status and checked at the
+//! gate before the fence.
 
 use std::collections::BTreeMap;
 

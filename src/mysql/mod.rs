@@ -10,6 +10,7 @@
 //! - [`parallel`]: parallel apply on the target while it replicates, restored after promotion.
 //! - [`writers`]: who can write (fence scope), and the account lock that makes the fence hold.
 //! - [`audit`]: under a fence by account, the old primary's binlog read for post-fence writes.
+//! - [`lease`]: the migration's lease on both servers (`GET_LOCK` + holder record).
 //! - [`neighbours`]: the source server's other databases, which the server-wide fence reaches.
 //! - [`status`]: replica threads, lag (heartbeat, `Seconds_Behind_*`, GTIDs), errors verbatim.
 //! - `contract`: this engine behind the engine contract ([`crate::engine::Pair`]).
@@ -22,6 +23,7 @@ pub mod db;
 pub mod dialect;
 pub mod heartbeat;
 pub mod inventory;
+pub mod lease;
 pub mod neighbours;
 pub mod parallel;
 pub mod preflight;

@@ -196,6 +196,20 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             already_started: false,
         });
     }
+    // The old primary of a completed cutover: a new run would copy its stale rows over the
+    // live side (another operator's plan, a state directory lost).
+    let kept = writers::kept_locked(source, &pair.plan.name).await?;
+    if !kept.is_empty() {
+        c.add(
+            source,
+            Severity::Error,
+            format!(
+                "this server was moved away from by a completed cutover: it is the old primary, its app accounts kept locked ({}); a new run would replicate its stale rows over the live side",
+                kept.join(", ")
+            ),
+            "to move back, reverse that cutover from the state directory that ran it (`cutover run --rollback`); to move again, write a plan whose source is the current primary",
+        );
+    }
     let already_started = replicating(pair, target).await?;
 
     // Prepared XA transactions: their commit would come later, on whichever server their

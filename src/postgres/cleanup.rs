@@ -242,12 +242,26 @@ async fn drop_own_objects(db: &Db) -> Result<Dropped, PgError> {
             .get::<_, i64>(0)
             > 0;
     if !records {
+        // Only the lease's holder record (a command's own bookkeeping): not worth a word.
+        let own_only = db
+            .query_one(
+                "look into cutover's schema",
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                    WHERE n.nspname = $1 AND c.relname <> $2 AND c.relkind IN ('r', 'p', 'v', 'm'))",
+                &[&SCHEMA, &super::lease::LEASE_TABLE],
+            )
+            .await?
+            .get::<_, bool>(0);
         db.batch(
             "drop cutover's schema",
             &format!("DROP SCHEMA {} CASCADE", ident(SCHEMA)),
         )
         .await?;
-        return Ok(Dropped::Schema);
+        return Ok(if own_only {
+            Dropped::Nothing
+        } else {
+            Dropped::Schema
+        });
     }
     if !super::catalog::relation_exists(db, SCHEMA, MARKER_TABLE).await? {
         return Ok(Dropped::Nothing);

@@ -153,6 +153,13 @@ impl engine::Pair for Pair {
     async fn cleanup(&self) -> Result<Cleaned, EngineError> {
         Ok(cleanup::cleanup(self).await?)
     }
+
+    async fn lease(
+        &self,
+        holder: &engine::Holder,
+    ) -> Result<Box<dyn engine::ServerLease>, EngineError> {
+        Ok(Box::new(super::lease::take(self, holder).await?))
+    }
 }
 
 /// Replication progress of one pair, on connections held for the whole wait.

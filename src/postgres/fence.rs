@@ -626,6 +626,26 @@ pub fn unblock_statements(pair: &str, state: &Fence) -> String {
     sql
 }
 
+/// The roles kept fenced for good on this server for `pair` (the old primary of a completed
+/// cutover), with when they were blocked.
+pub async fn kept_after_promotion(db: &Db, pair: &str) -> Result<Vec<(String, String)>, PgError> {
+    if !table_exists(db).await? {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query(
+            "read the roles kept fenced",
+            &format!(
+                "SELECT role::text, to_char(blocked_at, 'YYYY-MM-DD HH24:MI:SS TZ') FROM {}
+                 WHERE pair = $1 AND after_promotion ORDER BY 1",
+                qualified(SCHEMA, ROLE_TABLE)
+            ),
+            &[&pair],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Roles cutover currently blocks for `pair` on this server (kept after promotion too).
 pub async fn blocked(db: &Db, pair: &str) -> Result<Vec<String>, PgError> {
     let (_, roles, _) = records(db, pair).await?;

@@ -16,6 +16,7 @@
 //! - [`verify`]: row counts and checksums per primary-key chunk, source against target.
 //! - [`writers`]: who else can write the replicated tables (fence scope), and the audit that
 //!   proves the old primary took no writes after the fence.
+//! - [`lease`]: the migration's lease on both servers (advisory lock + holder record).
 //! - [`cleanup`]: removing every object cutover created, on both servers.
 //! - `contract`: this engine behind the engine contract ([`crate::engine::Pair`]).
 
@@ -26,6 +27,7 @@ pub mod cutover;
 pub mod db;
 pub mod fence;
 pub mod inventory;
+pub mod lease;
 pub mod names;
 pub mod neighbours;
 pub mod preflight;

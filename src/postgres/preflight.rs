@@ -114,6 +114,19 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         ),
         _ => {}
     }
+    // The old primary of a completed cutover: a new run would copy its stale rows over the
+    // live side (another operator's plan, a state directory lost).
+    let kept = super::fence::kept_after_promotion(source, &pair.names.pair).await?;
+    if let Some((_, since)) = kept.first() {
+        f.error(
+            Side::Source,
+            format!(
+                "this database was moved away by a completed cutover: it is the old primary, its app roles kept fenced since {since} ({}); a new run would replicate its stale rows over the live side",
+                kept.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            "to move back, reverse that cutover from the state directory that ran it (`cutover run --rollback`); to move again, write a plan whose source is the current primary",
+        );
+    }
     let already_started = catalog::subscription(target, &pair.names.subscription)
         .await?
         .is_some();

@@ -14,6 +14,7 @@ use super::journal::{
 };
 use super::report::{RunReport, report_of};
 use super::runner::Runner;
+use super::single::ServerLeases;
 use super::steps::{databases, reverse_steps, steps};
 use crate::plan::Plan;
 use crate::state::{FileStore, Lease, StateDir, StateError, Store};
@@ -40,6 +41,10 @@ pub enum RunError {
     /// The state directory or its lease.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The migration's lease on a pair's servers is held by another process, or was left by
+    /// a holder from another state directory that stopped mid-way (named). Nothing was changed.
+    #[error("{0}")]
+    Held(String),
     /// The run is refused before anything is changed.
     #[error("{0}")]
     Refused(String),
@@ -92,7 +97,42 @@ pub async fn run(
     cancel: CancellationToken,
     observer: &mut (dyn FnMut(&Record) + Send),
 ) -> Result<(Outcome, RunReport), RunError> {
-    run_under(plan, opts, cancel, observer, None).await
+    // A runner from another state directory (another operator, another machine) is refused
+    // here, naming the holder, before anything changes.
+    let pairs: Vec<Box<dyn crate::engine::Pair>> = databases(plan)
+        .into_iter()
+        .map(|(db, _)| super::pairs::pair(plan, db))
+        .collect();
+    // The state directory's lease first (it guards the journal; a second runner on it is told
+    // so), then the servers' (they guard the servers from any other state directory).
+    let store = FileStore::new(&StateDir::new(&plan.migration.state_dir));
+    let lease = store.acquire(purpose(opts))?;
+    let leases = ServerLeases::take(plan, purpose(opts), pairs.iter().map(|p| p.as_ref()))
+        .await
+        .map_err(RunError::Held)?;
+    let result = run_under(plan, opts, cancel, observer, Some(lease)).await;
+    // A run that ended (completed, rolled back) or was refused with nothing changed lets the
+    // lease go; one that stopped with work left keeps its record on the servers, so only its
+    // own journal (a resume from its state directory) takes the migration on.
+    match &result {
+        Ok((Outcome::Completed | Outcome::RolledBack, _))
+        | Err(
+            RunError::Refused(_)
+            | RunError::Interrupted(_)
+            | RunError::Moved(_)
+            | RunError::FilesNotCarried(_),
+        ) => leases.release().await,
+        _ => leases.keep_records(),
+    }
+    result
+}
+
+fn purpose(opts: &Options) -> &'static str {
+    match (opts.resume, opts.rollback) {
+        (true, _) => "run --resume",
+        (false, true) => "run --rollback",
+        _ => "run",
+    }
 }
 
 /// The reverse cutover that follows a health check failed after the promotion: its own
@@ -130,14 +170,9 @@ async fn run_under(
     lease: Option<Lease>,
 ) -> Result<(Outcome, RunReport), RunError> {
     let store: Box<dyn Store> = Box::new(FileStore::new(&StateDir::new(&plan.migration.state_dir)));
-    let purpose = match (opts.resume, opts.rollback) {
-        (true, _) => "run --resume",
-        (false, true) => "run --rollback",
-        _ => "run",
-    };
     let lease = match lease {
         Some(lease) => lease,
-        None => store.acquire(purpose)?,
+        None => store.acquire(purpose(opts))?,
     };
     let journal = store.journal()?;
     let previous = last_run(&journal);

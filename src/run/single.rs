@@ -7,8 +7,51 @@
 //! holds it). A cutover stops at the first pair that fails: the others are left untouched and
 //! serving from their sources, rather than cut over in a state nobody planned.
 
+use crate::engine::{Holder, Pair, ServerLease};
 use crate::plan::Plan;
 use crate::state::{FileStore, Lease, StateDir, StateError, Store};
+
+/// The migration's lease on the servers of several pairs (see [`ServerLease`]): taken pair by
+/// pair before anything changes, let go together.
+pub struct ServerLeases(Vec<Box<dyn ServerLease>>);
+
+impl ServerLeases {
+    /// Takes the lease on every pair's servers for `purpose`, for the migration whose state
+    /// directory is `plan`'s; refused (naming the holder) with nothing changed while another
+    /// process holds one, or a stopped holder from another state directory left it.
+    pub async fn take<'a>(
+        plan: &Plan,
+        purpose: &str,
+        pairs: impl IntoIterator<Item = &'a dyn Pair>,
+    ) -> Result<ServerLeases, String> {
+        let holder = Holder::this_process(purpose, &plan.migration.state_dir);
+        let mut held = ServerLeases(Vec::new());
+        for pair in pairs {
+            match pair.lease(&holder).await {
+                Ok(lease) => held.0.push(lease),
+                Err(e) => {
+                    held.release().await;
+                    return Err(format!("{}: {e}", pair.component()));
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Lets go of every lease and clears the holder records: the command ended on its own,
+    /// with nothing left for a resume.
+    pub async fn release(self) {
+        for lease in self.0 {
+            lease.release().await;
+        }
+    }
+
+    /// Lets go of every lease but keeps the holder records: the command stopped with work
+    /// that only its own journal can finish, so another state directory stays refused.
+    pub fn keep_records(self) {
+        drop(self);
+    }
+}
 
 /// One step of the single-pair commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,18 +89,27 @@ impl PairStep {
         matches!(self, PairStep::Cutover)
     }
 
+    /// The command's word (`start`, `cutover resume`, ...).
+    pub fn verb(self) -> &'static str {
+        match self {
+            PairStep::Preflight => "preflight",
+            PairStep::Start => "start",
+            PairStep::Status => "status",
+            PairStep::Cutover => "cutover",
+            PairStep::Resume { .. } => "cutover resume",
+            PairStep::Verify => "verify",
+            PairStep::Cleanup => "cleanup",
+        }
+    }
+
     /// The lease for this step on `engine`'s pairs of `plan`, if the step changes servers;
     /// refused while a run or another command holds it.
     pub fn lease(self, plan: &Plan, engine: &str) -> Result<Option<Lease>, StateError> {
-        let verb = match self {
-            PairStep::Start => "start",
-            PairStep::Cutover => "cutover",
-            PairStep::Resume { .. } => "cutover resume",
-            PairStep::Cleanup => "cleanup",
-            PairStep::Preflight | PairStep::Status | PairStep::Verify => return Ok(None),
-        };
+        if !self.changes_servers() {
+            return Ok(None);
+        }
         FileStore::new(&StateDir::new(&plan.migration.state_dir))
-            .acquire(&format!("{engine} {verb}"))
+            .acquire(&format!("{engine} {}", self.verb()))
             .map(Some)
     }
 }
