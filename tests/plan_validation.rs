@@ -461,3 +461,39 @@ fn the_neighbours_key_takes_its_three_words_and_refuses_reverse_replication_with
     let p = only_problem(&mysql("neighbours = \"fence\""));
     assert_eq!(p.key, "mysql[0].neighbours");
 }
+
+#[test]
+fn tls_keys_that_cannot_work_are_refused_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client.key");
+    std::fs::write(&key, "not really a key").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = VALID.replace(
+        "password_env = \"PG_SOURCE_PW\" }",
+        &format!(
+            "password_env = \"PG_SOURCE_PW\", sslmode = \"disable\", sslrootcert = \"/etc/ca.crt\", sslkey = \"{}\" }}",
+            key.display()
+        ),
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    for want in [
+        "postgres[0].source.sslcert",
+        "postgres[0].source.sslrootcert",
+        "postgres[0].source.sslkey",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
+    }
+    // Off loopback the default is verify-full; on loopback, prefer.
+    let plan = parse(VALID).unwrap();
+    assert_eq!(
+        plan.postgres[0].source.effective_sslmode(),
+        cutover::plan::SslMode::VerifyFull
+    );
+    let local =
+        parse(&VALID.replace("host = \"old.example.com\"", "host = \"127.0.0.1\"")).unwrap();
+    assert_eq!(
+        local.postgres[0].source.effective_sslmode(),
+        cutover::plan::SslMode::Prefer
+    );
+}

@@ -1507,7 +1507,8 @@ async fn lab_case(pick: impl Fn(&run::Step) -> bool, side: &str) -> (String, boo
 async fn app_writes_pg(config: &tokio_postgres::Config) -> bool {
     let mut config = config.clone();
     config.connect_timeout(Duration::from_secs(5));
-    let Ok((client, conn)) = config.connect(tokio_postgres::NoTls).await else {
+    // The lab's clusters take TLS only.
+    let Ok((client, conn)) = config.connect(cutover::postgres::tls::encrypt_only()).await else {
         return false;
     };
     tokio::spawn(conn);

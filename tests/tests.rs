@@ -10,6 +10,7 @@ mod files;
 mod lab_servers;
 mod mysql_replication;
 mod pg_replication;
+mod pg_tls;
 mod plan_validation;
 mod run;
 mod serve;

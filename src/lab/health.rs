@@ -79,7 +79,7 @@ async fn health(State(t): State<Targets>) -> (StatusCode, String) {
 
 async fn check(t: &Targets) -> Result<(), String> {
     let (client, conn) =
-        t.pg.connect(tokio_postgres::NoTls)
+        t.pg.connect(crate::postgres::tls::encrypt_only())
             .await
             .map_err(|e| format!("postgres: {}", crate::postgres::db::error_message(&e)))?;
     let task = tokio::spawn(conn);

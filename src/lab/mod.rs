@@ -19,6 +19,7 @@ mod process;
 mod sshd;
 pub mod state;
 mod sys;
+pub mod tls;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -147,15 +148,24 @@ pub struct Lab {
     pub bind: Bind,
     /// sshd for rsync over ssh, reachable as `lab-source` and `lab-target`.
     pub sshd: Sshd,
+    /// The CA that signed both PostgreSQL clusters' certificates: they take TCP connections
+    /// over TLS only, and the lab's plan verifies them with it (`verify-full`).
+    pub pg_ca_file: PathBuf,
 }
 
 impl Lab {
     /// Starts every lab server in `dir`, in parallel where they do not depend on each other.
     pub async fn start(dir: LabDir, supervision: Supervision) -> Result<Lab, LabError> {
         let root = dir.path().to_owned();
+        let ca = tls::LabCa::create(&root.join("tls"), "lab")?;
+        let pg_tls = tls::PgTls {
+            ca: &ca,
+            names: vec!["127.0.0.1".into(), "localhost".into()],
+            client_cert: false,
+        };
         let (pg_source, pg_target, maria_source, maria_target, powerdns, bind, sshd) = tokio::try_join!(
-            Postgres::start(&root, "pg-source", supervision),
-            Postgres::start(&root, "pg-target", supervision),
+            Postgres::start_with(&root, "pg-source", supervision, Some(&pg_tls)),
+            Postgres::start_with(&root, "pg-target", supervision, Some(&pg_tls)),
             MariaDb::start(&root, "maria-source", 1, supervision),
             MariaDb::start(&root, "maria-target", 2, supervision),
             PowerDns::start(&root, "powerdns", supervision),
@@ -171,6 +181,7 @@ impl Lab {
             powerdns,
             bind,
             sshd,
+            pg_ca_file: ca.ca_file.clone(),
         })
     }
 }

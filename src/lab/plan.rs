@@ -27,11 +27,13 @@ fn q(s: impl AsRef<str>) -> String {
 pub fn lab_plan_toml(lab: &Lab) -> String {
     let root = lab.dir.path();
     let ssh_config = q(lab.sshd.ssh_config.display().to_string());
+    // The lab's clusters take TLS only; their certificates are verified with the lab's CA.
     let pg = |server: &super::Postgres| {
         format!(
-            "{{ host = \"127.0.0.1\", port = {}, dbname = \"{APP}\", user = \"{SUPERUSER}\", password_file = {} }}",
+            "{{ host = \"127.0.0.1\", port = {}, dbname = \"{APP}\", user = \"{SUPERUSER}\", password_file = {}, sslmode = \"verify-full\", sslrootcert = {} }}",
             server.port,
-            q(server.password_file.display().to_string())
+            q(server.password_file.display().to_string()),
+            q(lab.pg_ca_file.display().to_string())
         )
     };
     let my = |server: &super::MariaDb| {

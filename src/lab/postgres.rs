@@ -49,6 +49,17 @@ impl Postgres {
         name: &str,
         supervision: Supervision,
     ) -> Result<Postgres, LabError> {
+        Postgres::start_with(root, name, supervision, None).await
+    }
+
+    /// [`Postgres::start`], taking TCP connections over TLS only when `tls` is given
+    /// (`hostssl` lines alone; local socket connections stay trusted).
+    pub async fn start_with(
+        root: &Path,
+        name: &str,
+        supervision: Supervision,
+        tls: Option<&super::tls::PgTls<'_>>,
+    ) -> Result<Postgres, LabError> {
         let bin = bin_dir()?;
         let owner = service_user("postgres")?;
         let dir = root.join(name);
@@ -81,6 +92,39 @@ impl Postgres {
 
         let password_file = root.join("secrets").join(format!("{name}.password"));
         write_secret(&password_file, password.expose(), None)?;
+
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(tls) = tls {
+            let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+            let names: Vec<&str> = tls.names.iter().map(String::as_str).collect();
+            tls.ca.issue(&names, &cert, &key, owner)?;
+            let ca = dir.join("client-ca.crt");
+            std::fs::copy(&tls.ca.ca_file, &ca).map_err(|e| LabError::io(&ca, e))?;
+            let option = if tls.client_cert {
+                " clientcert=verify-full"
+            } else {
+                ""
+            };
+            let hba = data.join("pg_hba.conf");
+            std::fs::write(
+                &hba,
+                format!(
+                    "local all all trust\nlocal replication all trust\n\
+                     hostssl all all 127.0.0.1/32 scram-sha-256{option}\n\
+                     hostssl replication all 127.0.0.1/32 scram-sha-256{option}\n"
+                ),
+            )
+            .map_err(|e| LabError::io(&hba, e))?;
+            for setting in [
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", cert.display()),
+                format!("ssl_key_file={}", key.display()),
+                format!("ssl_ca_file={}", ca.display()),
+            ] {
+                tls_args.push("-c".into());
+                tls_args.push(setting);
+            }
+        }
 
         let mut retry = PortRetry::default();
         loop {
@@ -118,7 +162,10 @@ impl Postgres {
                     // So tests can leave a prepared transaction open for preflight to find.
                     "-c".into(),
                     "max_prepared_transactions=4".into(),
-                ],
+                ]
+                .into_iter()
+                .chain(tls_args.iter().cloned())
+                .collect(),
                 log: dir.join("server.log"),
                 run_as: owner,
                 // SIGQUIT: immediate shutdown; the cluster is thrown away anyway.
@@ -176,9 +223,10 @@ impl Postgres {
 
     /// Connects as the superuser to `dbname`; the connection task runs in the background.
     pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client, LabError> {
+        // TLS when the server offers it (a TLS-only lab server), unverified: the lab made it.
         let (client, connection) = self
             .config(dbname)
-            .connect(tokio_postgres::NoTls)
+            .connect(crate::postgres::tls::encrypt_only())
             .await
             .map_err(|e| self.sql_error("connect", &e))?;
         tokio::spawn(async move {

@@ -67,6 +67,12 @@ impl Spawn<'_> {
             .stderr(log_err);
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
+            // Its own directory as HOME, not root's, which it cannot read: PostgreSQL's libpq
+            // (a subscription's connection) looks for `~/.postgresql/` client certificates and
+            // fails on a directory it may not enter.
+            if let Some(own) = self.log.parent() {
+                cmd.env("HOME", own);
+            }
         }
         let supervision = self.supervision;
         // SAFETY: the closure only calls async-signal-safe libc functions.

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use super::ledger::{Control, Held, RETRY_PAUSE, Readback, SplitBrain, TASK_KEYS, TaskLog, Tasks};
 pub use super::ledger::{Ledger, LedgerCheck, Server, gaps_around};
@@ -101,7 +101,11 @@ impl Writer {
 }
 
 async fn connect(config: &Config) -> Option<Client> {
-    let (client, connection) = config.connect(NoTls).await.ok()?;
+    // TLS when the server offers it (the lab's TLS-only servers), unverified.
+    let (client, connection) = config
+        .connect(crate::postgres::tls::encrypt_only())
+        .await
+        .ok()?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

@@ -96,14 +96,27 @@ impl Server {
             .prefer_socket(false))
     }
 
-    /// Connects and detects the dialect.
+    /// Connects (TLS as the endpoint's `ssl_mode` says) and detects the dialect. A
+    /// `preferred` connection to a server without TLS falls back to plaintext, said at `info`.
     pub async fn connect(&self) -> Result<Db, MyError> {
-        let conn = Conn::new(self.opts()?)
-            .await
-            .map_err(|e| MyError::Connect {
-                server: self.label.clone(),
-                message: error_message(&e),
-            })?;
+        let failed = |e: &mysql_async::Error| MyError::Connect {
+            server: self.label.clone(),
+            message: super::tls::describe_failure(e, &self.endpoint)
+                .unwrap_or_else(|| error_message(e)),
+        };
+        let tls = super::tls::ssl_opts(&self.endpoint).map_err(|message| MyError::Connect {
+            server: self.label.clone(),
+            message,
+        })?;
+        let conn = match Conn::new(self.opts()?.ssl_opts(tls)).await {
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if self.endpoint.effective_ssl_mode() == crate::plan::MysqlSslMode::Preferred => {
+                tracing::info!(server = %self.label, "connected in plaintext: ssl_mode preferred and the server does not offer TLS");
+                Conn::new(self.opts()?).await.map_err(|e| failed(&e))?
+            }
+            other => other.map_err(|e| failed(&e))?,
+        };
         let mut db = Db {
             label: self.label.clone(),
             conn,

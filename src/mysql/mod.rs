@@ -2,6 +2,8 @@
 //!
 //! - [`dialect`]: flavour, numeric version, and the statement table per dialect.
 //! - [`db`]: connecting with the plan's credentials; errors name the server and the step.
+//! - [`tls`]: the mysql client's `ssl_mode` / `ssl_ca` / `ssl_cert` / `ssl_key` for cutover's
+//!   connections.
 //! - [`preflight`]: checks on both servers, each failure with its fix and where to apply it.
 //! - [`snapshot`]: `mariadb-dump`/`mysqldump --single-transaction` streamed into the target.
 //! - [`start`]: replication user, heartbeat table, snapshot, replica configured and started.
@@ -30,6 +32,7 @@ pub mod preflight;
 pub mod snapshot;
 pub mod start;
 pub mod status;
+pub mod tls;
 pub mod verify;
 pub mod writers;
 

@@ -106,20 +106,65 @@ fn program(name: &str) -> Result<PathBuf, MyError> {
     })
 }
 
-fn connection_args(server: &Server) -> Vec<String> {
-    vec![
+fn connection_args(server: &Server, dialect: Dialect) -> Vec<String> {
+    let mut args = vec![
         "--protocol=TCP".into(),
         format!("--host={}", server.endpoint.host),
         format!("--port={}", server.endpoint.port),
         format!("--user={}", server.endpoint.user),
-    ]
+    ];
+    args.extend(tls_args(&server.endpoint, dialect));
+    args
 }
 
-fn command(program: PathBuf, server: &Server) -> Result<Command, MyError> {
+/// The client program's TLS options for `e`, as cutover's own connection has them. MariaDB's
+/// clients take `--ssl` and `--ssl-verify-server-cert` (no `--ssl-mode`); MySQL's `--ssl-mode`.
+pub fn tls_args(e: &crate::plan::MysqlEndpoint, dialect: Dialect) -> Vec<String> {
+    use crate::plan::MysqlSslMode as M;
+    let mode = e.effective_ssl_mode();
+    let mut args: Vec<String> = match (dialect, mode) {
+        (Dialect::Mariadb, M::Disabled) => vec!["--skip-ssl".into()],
+        (Dialect::Mariadb, M::Preferred) => Vec::new(),
+        (Dialect::Mariadb, M::Required | M::VerifyCa) => vec!["--ssl".into()],
+        (Dialect::Mariadb, M::VerifyIdentity) => {
+            vec!["--ssl".into(), "--ssl-verify-server-cert".into()]
+        }
+        (_, mode) => vec![format!(
+            "--ssl-mode={}",
+            match mode {
+                M::Disabled => "DISABLED",
+                M::Preferred => "PREFERRED",
+                M::Required => "REQUIRED",
+                M::VerifyCa => "VERIFY_CA",
+                M::VerifyIdentity => "VERIFY_IDENTITY",
+            }
+        )],
+    };
+    if matches!(mode, M::VerifyCa | M::VerifyIdentity) {
+        match e.ssl_ca.as_deref() {
+            Some(file) if file != "system" => args.push(format!("--ssl-ca={file}")),
+            _ => {
+                let bundle = "/etc/ssl/certs/ca-certificates.crt";
+                if std::path::Path::new(bundle).is_file() {
+                    args.push(format!("--ssl-ca={bundle}"));
+                }
+            }
+        }
+    }
+    if mode != M::Disabled
+        && let (Some(cert), Some(key)) = (&e.ssl_cert, &e.ssl_key)
+    {
+        args.push(format!("--ssl-cert={}", cert.display()));
+        args.push(format!("--ssl-key={}", key.display()));
+    }
+    args
+}
+
+fn command(program: PathBuf, server: &Server, dialect: Dialect) -> Result<Command, MyError> {
     let mut cmd = Command::new(program);
     // MYSQL_PWD must come first among the options' sources; no option file is read.
     cmd.arg("--no-defaults")
-        .args(connection_args(server))
+        .args(connection_args(server, dialect))
         .env_remove("MYSQL_PWD");
     if let Some(password) = server.password()? {
         cmd.env("MYSQL_PWD", password.expose());
@@ -149,12 +194,12 @@ pub async fn stream(
     let (dump_name, dump_args) = source_db.dialect.dump_command(source_db.version);
     let dump_program = program(dump_name)?;
     let client_program = program(target_dialect.client_program())?;
-    let mut dump = command(dump_program.clone(), source)?;
+    let mut dump = command(dump_program.clone(), source, source_db.dialect)?;
     dump.args(dump_args).arg("--databases").args(databases);
     dump.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null());
-    let mut load = command(client_program.clone(), target)?;
+    let mut load = command(client_program.clone(), target, target_dialect)?;
     load.arg("--init-command=SET SESSION sql_log_bin = 0")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

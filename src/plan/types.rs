@@ -119,16 +119,47 @@ pub struct PgEndpoint {
     /// A libpq password file (`.pgpass` format) to look the password up in.
     #[serde(default)]
     pub passfile: Option<PathBuf>,
-    /// libpq `sslmode`.
+    /// libpq `sslmode`; unset: `prefer` on a loopback host, `verify-full` anywhere else.
     #[serde(default)]
-    pub sslmode: SslMode,
+    pub sslmode: Option<SslMode>,
+    /// libpq `sslrootcert`: a PEM file of the CA certificates to trust, or `system` for the
+    /// operating system's store (the default for `verify-ca` / `verify-full`).
+    #[serde(default)]
+    pub sslrootcert: Option<String>,
+    /// libpq `sslcert`: the client certificate (PEM), for servers that ask for one.
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    /// libpq `sslkey`: the client certificate's private key (PEM, mode 0600 or stricter).
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
 }
 
 impl PgEndpoint {
+    /// The `sslmode` in force: the plan's, or `prefer` on a loopback host and `verify-full`
+    /// anywhere else (a network between cutover and the server is not trusted by default).
+    pub fn effective_sslmode(&self) -> SslMode {
+        self.sslmode.unwrap_or(if is_loopback(&self.host) {
+            SslMode::Prefer
+        } else {
+            SslMode::VerifyFull
+        })
+    }
+
     /// Where the password comes from, if anywhere.
     pub fn password(&self) -> Option<SecretRef> {
         SecretRef::from_pair(&self.password_env, &self.password_file)
     }
+}
+
+/// `localhost`, a loopback address, or a Unix socket directory.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.starts_with('/')
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// libpq `sslmode` values cutover understands.
@@ -214,9 +245,49 @@ pub struct MysqlEndpoint {
     /// A MySQL option file (`[client]` section) with the password, as for `--defaults-extra-file`.
     #[serde(default)]
     pub option_file: Option<PathBuf>,
+    /// The mysql client's `--ssl-mode`; unset: `preferred` on a loopback host, `verify_identity`
+    /// anywhere else.
+    #[serde(default)]
+    pub ssl_mode: Option<MysqlSslMode>,
+    /// `--ssl-ca`: a PEM file of the CA certificates to trust, or `system` for the operating
+    /// system's store (the default for `verify_ca` / `verify_identity`).
+    #[serde(default)]
+    pub ssl_ca: Option<String>,
+    /// `--ssl-cert`: the client certificate (PEM).
+    #[serde(default)]
+    pub ssl_cert: Option<PathBuf>,
+    /// `--ssl-key`: the client certificate's private key (PEM, mode 0600 or stricter).
+    #[serde(default)]
+    pub ssl_key: Option<PathBuf>,
+}
+
+/// The mysql client's `--ssl-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MysqlSslMode {
+    /// Plain TCP.
+    Disabled,
+    /// TLS when the server offers it, certificate not checked.
+    Preferred,
+    /// TLS required, certificate not checked.
+    Required,
+    /// TLS with the certificate checked against `ssl_ca`.
+    VerifyCa,
+    /// As `verify_ca`, and the host name must match.
+    VerifyIdentity,
 }
 
 impl MysqlEndpoint {
+    /// The `ssl_mode` in force: the plan's, or `preferred` on a loopback host and
+    /// `verify_identity` anywhere else.
+    pub fn effective_ssl_mode(&self) -> MysqlSslMode {
+        self.ssl_mode.unwrap_or(if is_loopback(&self.host) {
+            MysqlSslMode::Preferred
+        } else {
+            MysqlSslMode::VerifyIdentity
+        })
+    }
+
     /// Where the password comes from, if anywhere.
     pub fn password(&self) -> Option<SecretRef> {
         SecretRef::from_pair(&self.password_env, &self.password_file)

@@ -493,6 +493,37 @@ fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
     if let Some(p) = &e.password_file {
         c.absolute(&at.k("password_file"), p, "/etc/cutover/pg.password");
     }
+    match (&e.sslcert, &e.sslkey) {
+        (Some(_), None) => c.fail(
+            &at.k("sslkey"),
+            "`sslcert` is set without `sslkey`: a client certificate needs its private key",
+            "set `sslkey` to the certificate's private key file",
+        ),
+        (None, Some(_)) => c.fail(
+            &at.k("sslcert"),
+            "`sslkey` is set without `sslcert`: a private key alone is not a client certificate",
+            "set `sslcert` to the client certificate file, or remove `sslkey`",
+        ),
+        _ => {}
+    }
+    let mode = e.effective_sslmode();
+    if mode == super::SslMode::Disable {
+        for (key, set) in [
+            ("sslrootcert", e.sslrootcert.is_some()),
+            ("sslcert", e.sslcert.is_some()),
+        ] {
+            if set {
+                c.fail(
+                    &at.k(key),
+                    format!("`{key}` is set but `sslmode = \"disable\"` never uses TLS"),
+                    "remove it, or choose an sslmode that uses TLS (`verify-full`)",
+                );
+            }
+        }
+    }
+    if let Some(key) = &e.sslkey {
+        key_file_private(c, &at.k("sslkey"), key);
+    }
 }
 
 fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
@@ -511,6 +542,54 @@ fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
     );
     if let Some(p) = &e.password_file {
         c.absolute(&at.k("password_file"), p, "/etc/cutover/mysql.password");
+    }
+    match (&e.ssl_cert, &e.ssl_key) {
+        (Some(_), None) => c.fail(
+            &at.k("ssl_key"),
+            "`ssl_cert` is set without `ssl_key`: a client certificate needs its private key",
+            "set `ssl_key` to the certificate's private key file",
+        ),
+        (None, Some(_)) => c.fail(
+            &at.k("ssl_cert"),
+            "`ssl_key` is set without `ssl_cert`: a private key alone is not a client certificate",
+            "set `ssl_cert` to the client certificate file, or remove `ssl_key`",
+        ),
+        _ => {}
+    }
+    if e.effective_ssl_mode() == super::MysqlSslMode::Disabled {
+        for (key, set) in [
+            ("ssl_ca", e.ssl_ca.is_some()),
+            ("ssl_cert", e.ssl_cert.is_some()),
+        ] {
+            if set {
+                c.fail(
+                    &at.k(key),
+                    format!("`{key}` is set but `ssl_mode = \"disabled\"` never uses TLS"),
+                    "remove it, or choose an ssl_mode that uses TLS (`verify_identity`)",
+                );
+            }
+        }
+    }
+    if let Some(key) = &e.ssl_key {
+        key_file_private(c, &at.k("ssl_key"), key);
+    }
+}
+
+/// A private key file must not be readable by group or world (libpq and the mysql client
+/// refuse such a key).
+fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(key)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        c.fail(
+            at,
+            format!(
+                "private key file {} has group or world access; permissions should be u=rw (0600) or less",
+                key.display()
+            ),
+            format!("chmod 600 {}", key.display()),
+        );
     }
 }
 

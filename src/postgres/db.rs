@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
 use super::Side;
 use crate::plan::{PgEndpoint, SslMode};
@@ -97,29 +97,22 @@ impl Server {
         if let Some(password) = self.password()? {
             config.password(password.expose());
         }
-        config.ssl_mode(match e.sslmode {
-            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                return Err(PgError::Connect {
-                    server: self.label.clone(),
-                    message: format!(
-                        "sslmode `{}` needs TLS, which this build of cutover does not have yet; \
-                         use `prefer` or `disable` over a trusted network or an ssh tunnel",
-                        sslmode_name(e.sslmode)
-                    ),
-                });
-            }
-        });
+        config.ssl_mode(super::tls::transport(e));
         Ok(config)
     }
 
-    /// Opens a connection; the connection task runs in the background.
+    /// Opens a connection (TLS as the endpoint's `sslmode` says); the connection task runs in
+    /// the background. A `prefer` connection that fell back to plaintext says so at `info`.
     pub async fn connect(&self) -> Result<Db, PgError> {
         let config = self.config()?;
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| PgError::Connect {
+        let tls = super::tls::connector(&self.endpoint).map_err(|message| PgError::Connect {
             server: self.label.clone(),
-            message: error_message(&e),
+            message,
+        })?;
+        let (client, connection) = config.connect(tls).await.map_err(|e| PgError::Connect {
+            server: self.label.clone(),
+            message: super::tls::describe_failure(&e, &self.endpoint)
+                .unwrap_or_else(|| error_message(&e)),
         })?;
         let label = self.label.clone();
         tokio::spawn(async move {
@@ -127,10 +120,14 @@ impl Server {
                 tracing::debug!(server = %label, error = %e, "connection closed");
             }
         });
-        Ok(Db {
+        let db = Db {
             client,
             server: self.label.clone(),
-        })
+        };
+        if self.endpoint.effective_sslmode() == SslMode::Prefer && !db.encrypted().await? {
+            tracing::info!(server = %self.label, "connected in plaintext: sslmode prefer and the server does not offer TLS");
+        }
+        Ok(db)
     }
 
     /// libpq connection string another server uses to reach this one (for a subscription).
@@ -143,8 +140,21 @@ impl Server {
             format!("port={port}"),
             format!("dbname={}", conninfo_value(&e.dbname)),
             format!("user={}", conninfo_value(&e.user)),
-            format!("sslmode={}", sslmode_name(e.sslmode)),
         ];
+        // The subscribing server's libpq opens these paths, on its own machine (the same
+        // paths by default). PostgreSQL 15's libpq has no `sslrootcert=system`: without a CA
+        // file, a verifying mode is carried as `require` (encrypted, not verified).
+        let root_file = e.sslrootcert.as_deref().filter(|r| *r != "system");
+        let mode = match (e.effective_sslmode(), root_file) {
+            (SslMode::VerifyCa | SslMode::VerifyFull, None) => SslMode::Require,
+            (mode, _) => mode,
+        };
+        parts.push(format!("sslmode={}", sslmode_name(mode)));
+        if let (Some(file), SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull) =
+            (root_file, mode)
+        {
+            parts.push(format!("sslrootcert={}", conninfo_value(file)));
+        }
         if let Some(password) = self.password()? {
             parts.push(format!("password={}", conninfo_value(password.expose())));
         }
@@ -322,6 +332,18 @@ impl Db {
             .map_err(|e| self.error(context, &e))
     }
 
+    /// Whether this session is encrypted (`pg_stat_ssl`).
+    pub async fn encrypted(&self) -> Result<bool, PgError> {
+        Ok(self
+            .query_opt(
+                "read whether the session is encrypted",
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?
+            .is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
     /// True when the connection is closed.
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
@@ -357,7 +379,10 @@ mod tests {
             password_env: None,
             password_file: None,
             passfile: None,
-            sslmode: SslMode::Prefer,
+            sslmode: Some(SslMode::Prefer),
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
         }
     }
 
@@ -367,6 +392,35 @@ mod tests {
         let found = passfile_lookup(text, &endpoint()).expect("a match");
         assert_eq!(found.expose(), "s:e\\cret");
         assert!(passfile_lookup("db.example.com:5432:app:cutover:x\n", &endpoint()).is_none());
+    }
+
+    #[test]
+    fn the_subscription_carries_the_tls_mode_and_the_ca_file_its_server_opens() {
+        let mut e = endpoint();
+        e.sslmode = None;
+        let info = |e: &PgEndpoint| {
+            Server::new(Side::Source, e.clone())
+                .subscription_conninfo("db.example.com", 5433)
+                .unwrap()
+                .expose()
+                .to_owned()
+        };
+        // Off loopback the default is verify-full; without a CA file PostgreSQL 15's libpq
+        // cannot verify (no `system`), so the link is encrypted, not verified.
+        assert!(info(&e).contains("sslmode=require"), "{}", info(&e));
+        e.sslrootcert = Some("/etc/cutover/ca.crt".into());
+        let with_ca = info(&e);
+        assert!(
+            with_ca.contains("sslmode=verify-full")
+                && with_ca.contains("sslrootcert='/etc/cutover/ca.crt'"),
+            "{with_ca}"
+        );
+        e.sslmode = Some(SslMode::Disable);
+        e.sslrootcert = None;
+        assert!(info(&e).contains("sslmode=disable"));
+        e.host = "127.0.0.1".into();
+        e.sslmode = None;
+        assert!(info(&e).contains("sslmode=prefer"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! One module per job, in the order a migration uses them:
 //! - [`names`]: the deterministic names of everything cutover creates (publication, slot, ...).
 //! - [`db`]: connecting with the plan's credentials; every SQL error carries the server's message.
+//! - [`tls`]: libpq's `sslmode` / `sslrootcert` / `sslcert` / `sslkey` for cutover's connections.
 //! - [`catalog`]: what is in scope (tables, keys, sequences, extensions) on a server.
 //! - [`inventory`]: everything else a database holds, what replication does not carry, drift.
 //! - [`preflight`]: checks on both servers, each failure with its fix and the server it applies to.
@@ -35,6 +36,7 @@ pub mod schema;
 pub mod sequences;
 pub mod start;
 pub mod status;
+pub mod tls;
 pub mod verify;
 pub mod writers;
 

@@ -114,6 +114,46 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         ),
         _ => {}
     }
+    // Transport: what each connection is, and what the replication link will be.
+    for (side, db, endpoint) in [
+        (Side::Source, source, &pair.plan.source),
+        (Side::Target, target, &pair.plan.target),
+    ] {
+        let mode = endpoint.effective_sslmode();
+        let encrypted = db.encrypted().await?;
+        if !encrypted && mode == crate::plan::SslMode::Prefer {
+            f.warning(
+                side,
+                "cutover's connection is not encrypted: sslmode `prefer`, and the server does not offer TLS",
+                "enable `ssl` on the server and set sslmode = \"verify-full\" with `sslrootcert`, or accept plaintext on a network you trust (sslmode = \"disable\" says so)",
+            );
+        } else if encrypted {
+            f.info(
+                side,
+                format!(
+                    "cutover's connection is encrypted ({})",
+                    match super::tls::check_of(endpoint) {
+                        super::tls::Check::Full => "certificate and host name verified",
+                        super::tls::Check::Chain => "certificate chain verified, name not checked",
+                        super::tls::Check::Nothing => "certificate not verified",
+                    }
+                ),
+                "nothing to do",
+            );
+        }
+    }
+    let link = &pair.plan.source;
+    if matches!(
+        link.effective_sslmode(),
+        crate::plan::SslMode::VerifyCa | crate::plan::SslMode::VerifyFull
+    ) && link.sslrootcert.as_deref().is_none_or(|r| r == "system")
+    {
+        f.warning(
+            Side::Target,
+            "the subscription's link to the source will be encrypted but not verified (sslmode `require`): PostgreSQL 15's libpq has no `sslrootcert=system`",
+            "set the source's `sslrootcert` to a CA file that exists at the same path on the target server",
+        );
+    }
     // The old primary of a completed cutover: a new run would copy its stale rows over the
     // live side (another operator's plan, a state directory lost).
     let kept = super::fence::kept_after_promotion(source, &pair.names.pair).await?;

@@ -58,6 +58,30 @@ fn libpq_env(command: &mut Command, server: &Server) -> Result<(), PgError> {
     if let Some(passfile) = &e.passfile {
         command.env("PGPASSFILE", passfile);
     }
+    // The same TLS as cutover's own connections. libpq 15 has no `sslrootcert=system`: the
+    // system bundle's file stands for it.
+    let mode = serde_json::to_value(e.effective_sslmode())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "prefer".to_owned());
+    command.env("PGSSLMODE", mode);
+    for var in ["PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"] {
+        command.env_remove(var);
+    }
+    match e.sslrootcert.as_deref() {
+        Some("system") | None => {
+            let bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+            if bundle.is_file() {
+                command.env("PGSSLROOTCERT", bundle);
+            }
+        }
+        Some(file) => {
+            command.env("PGSSLROOTCERT", file);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&e.sslcert, &e.sslkey) {
+        command.env("PGSSLCERT", cert).env("PGSSLKEY", key);
+    }
     Ok(())
 }
 

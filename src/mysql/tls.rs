@@ -1,0 +1,124 @@
+//! TLS for cutover's own MySQL/MariaDB connections, with the mysql client's names and meanings.
+//!
+//! - `disabled`: plain TCP. `preferred`: TLS when the server offers it, certificate not
+//!   checked; a plaintext fallback is said at `info`. `required`: TLS, certificate not checked.
+//! - `verify_ca`: the chain must lead to `ssl_ca` (a PEM file, or `system`, the operating
+//!   system's store and the default). `verify_identity`: and the certificate must name the host.
+//! - `ssl_cert` + `ssl_key`: a client certificate; the key is refused when group or world can
+//!   read it.
+//!
+//! mysql_async's rustls backend carries the check (its `SslOpts`); the roots are given to it
+//! explicitly, never its built-in bundle, so `system` means this machine's store.
+
+use mysql_async::{ClientIdentity, SslOpts};
+
+use crate::plan::{MysqlEndpoint, MysqlSslMode};
+
+/// The TLS options for an endpoint; `None`: plain TCP.
+pub fn ssl_opts(e: &MysqlEndpoint) -> Result<Option<SslOpts>, String> {
+    let mode = e.effective_ssl_mode();
+    if mode == MysqlSslMode::Disabled {
+        return Ok(None);
+    }
+    let mut opts = SslOpts::default().with_disable_built_in_roots(true);
+    match mode {
+        MysqlSslMode::Preferred | MysqlSslMode::Required => {
+            opts = opts
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true);
+        }
+        _ => {
+            opts = opts.with_root_certs(match roots(e)? {
+                Roots::File(path) => vec![path.into()],
+                Roots::Der(certs) => certs.into_iter().map(Into::into).collect(),
+            });
+            if mode == MysqlSslMode::VerifyCa {
+                opts = opts.with_danger_skip_domain_validation(true);
+            }
+        }
+    }
+    if let (Some(cert), Some(key)) = (&e.ssl_cert, &e.ssl_key) {
+        crate::postgres::tls::check_key_file(key)?;
+        opts = opts.with_client_identity(Some(ClientIdentity::new(
+            cert.clone().into(),
+            key.clone().into(),
+        )));
+    }
+    Ok(Some(opts))
+}
+
+/// Where the trusted CAs come from.
+enum Roots {
+    /// A PEM file.
+    File(std::path::PathBuf),
+    /// Certificates (DER) from the system store.
+    Der(Vec<Vec<u8>>),
+}
+
+fn roots(e: &MysqlEndpoint) -> Result<Roots, String> {
+    match e.ssl_ca.as_deref() {
+        Some(file) if file != "system" => {
+            if !std::path::Path::new(file).is_file() {
+                return Err(format!("ssl_ca {file}: no such file"));
+            }
+            Ok(Roots::File(std::path::PathBuf::from(file)))
+        }
+        _ => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                return Err(
+                    "ssl_ca: the operating system's certificate store is empty (install ca-certificates, or name a CA file)".to_owned(),
+                );
+            }
+            Ok(Roots::Der(
+                found
+                    .certs
+                    .into_iter()
+                    .map(|c| c.as_ref().to_vec())
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// A failed connection's TLS cause, in words with the fix; `None` when TLS was not the cause.
+pub fn describe_failure(e: &mysql_async::Error, endpoint: &MysqlEndpoint) -> Option<String> {
+    let ca = match endpoint.ssl_ca.as_deref() {
+        Some(f) if f != "system" => format!("the CA file {f}"),
+        _ => "the operating system's store".to_owned(),
+    };
+    let text = {
+        let mut t = e.to_string();
+        let mut next = std::error::Error::source(e);
+        while let Some(s) = next {
+            t.push_str(&format!(": {s}"));
+            next = s.source();
+        }
+        t
+    };
+    if matches!(
+        e,
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)
+    ) {
+        return Some(
+            "the server does not offer TLS, and the ssl_mode requires it (fix: set `ssl_cert`/`ssl_key`/`require_secure_transport` on the server, or, on a network you trust, ssl_mode = \"preferred\")".to_owned(),
+        );
+    }
+    if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
+        return Some(format!(
+            "the server's certificate is signed by a CA not in {ca} (fix: set `ssl_ca` to the CA that signed it)"
+        ));
+    }
+    if text.contains("NotValidForName") || text.contains("not valid for name") {
+        return Some(format!(
+            "the server's certificate does not name host {} (fix: connect by a name the certificate covers, or reissue it with this name): {text}",
+            endpoint.host
+        ));
+    }
+    if text.contains("Expired") || text.contains("expired") {
+        return Some(
+            "the server's certificate has expired (fix: renew it on the server)".to_owned(),
+        );
+    }
+    None
+}
