@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cutover::lab::tls::{LabCa, PgTls};
+use cutover::lab::tls::{LabCa, ServerTls};
 use cutover::lab::{LabDir, Postgres, Supervision};
 use cutover::plan::{PgEndpoint, SslMode};
 use cutover::postgres::{Server, Side};
@@ -37,7 +37,7 @@ async fn sslmodes_verify_as_libpq_does_and_say_why_a_handshake_failed() {
     let dir = LabDir::temporary().unwrap();
     let ca = LabCa::create(&dir.path().join("ca"), "lab").unwrap();
     let other_ca = LabCa::create(&dir.path().join("ca"), "other").unwrap();
-    let tls = |names: &[&str], client_cert| PgTls {
+    let tls = |names: &[&str], client_cert| ServerTls {
         ca: &ca,
         names: names.iter().map(|n| n.to_string()).collect(),
         client_cert,
@@ -180,7 +180,7 @@ async fn a_whole_run_against_tls_only_servers_verifies_them_and_encrypts_both_li
     use cutover::lab::writer::{Writer, WriterConfig};
     let dir = LabDir::temporary().unwrap();
     let ca = LabCa::create(&dir.path().join("ca"), "lab").unwrap();
-    let tls = PgTls {
+    let tls = ServerTls {
         ca: &ca,
         names: vec!["127.0.0.1".into()],
         client_cert: false,

@@ -497,3 +497,27 @@ fn tls_keys_that_cannot_work_are_refused_together() {
         cutover::plan::SslMode::Prefer
     );
 }
+
+#[test]
+fn mysql_tls_keys_that_cannot_work_are_refused_together() {
+    let text = format!(
+        "{VALID}\n[[mysql]]\nname = \"shop-my\"\nsource = {{ host = \"old.example.com\", user = \"cutover\", password_env = \"MY_PW\", ssl_mode = \"disabled\", ssl_ca = \"/etc/ca.crt\", ssl_cert = \"/etc/c.crt\" }}\ntarget = {{ host = \"new.example.com\", user = \"cutover\", password_env = \"MY_PW\" }}\ndatabases = [\"shop\"]\napp_users = [\"shop\"]\n"
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    for want in [
+        "mysql[0].source.ssl_key",
+        "mysql[0].source.ssl_ca",
+        "mysql[0].source.ssl_cert",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
+    }
+    let plan = parse(&text.replace(
+        "ssl_mode = \"disabled\", ssl_ca = \"/etc/ca.crt\", ssl_cert = \"/etc/c.crt\"",
+        "ssl_mode = \"verify_identity\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        plan.mysql[0].target.effective_ssl_mode(),
+        cutover::plan::MysqlSslMode::VerifyIdentity
+    );
+}

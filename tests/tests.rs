@@ -8,6 +8,7 @@ mod cli;
 mod dns;
 mod files;
 mod lab_servers;
+mod my_tls;
 mod mysql_replication;
 mod pg_replication;
 mod pg_tls;

@@ -38,6 +38,17 @@ pub struct MariaDb {
     pub password_file: PathBuf,
     password: Secret,
     process: ServerProcess,
+    /// TCP connections must use TLS (the lab's own ones encrypt without checking).
+    tls: bool,
+}
+
+/// TLS for the lab's own TCP connections to a server it started: encrypted, not checked.
+fn lab_ssl(on: bool) -> Option<mysql_async::SslOpts> {
+    on.then(|| {
+        mysql_async::SslOpts::default()
+            .with_danger_accept_invalid_certs(true)
+            .with_danger_skip_domain_validation(true)
+    })
 }
 
 impl MariaDb {
@@ -47,6 +58,18 @@ impl MariaDb {
         name: &str,
         server_id: u32,
         supervision: Supervision,
+    ) -> Result<MariaDb, LabError> {
+        MariaDb::start_with(root, name, server_id, supervision, None).await
+    }
+
+    /// [`MariaDb::start`], requiring secure transport over TCP when `tls` is given (a
+    /// certificate from the lab's CA; the Unix socket stays as it is).
+    pub async fn start_with(
+        root: &Path,
+        name: &str,
+        server_id: u32,
+        supervision: Supervision,
+        tls: Option<&super::tls::ServerTls<'_>>,
     ) -> Result<MariaDb, LabError> {
         let server = find_program("mariadbd", "package mariadb-server")?;
         let install = find_program("mariadb-install-db", "package mariadb-server")?;
@@ -75,6 +98,19 @@ impl MariaDb {
         let password = Secret::new(random_token(24));
         let password_file = root.join("secrets").join(format!("{name}.password"));
         write_secret(&password_file, password.expose(), None)?;
+
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(tls) = tls {
+            let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+            let names: Vec<&str> = tls.names.iter().map(String::as_str).collect();
+            tls.ca.issue(&names, &cert, &key, owner)?;
+            tls_args.extend([
+                format!("--ssl-cert={}", cert.display()),
+                format!("--ssl-key={}", key.display()),
+                format!("--ssl-ca={}", tls.ca.ca_file.display()),
+                "--require-secure-transport=ON".to_owned(),
+            ]);
+        }
 
         let mut retry = PortRetry::default();
         loop {
@@ -107,6 +143,7 @@ impl MariaDb {
             if !run_user.is_empty() {
                 args.push(format!("--user={run_user}"));
             }
+            args.extend(tls_args.iter().cloned());
             let spawn = Spawn {
                 name: format!("mariadb {name}"),
                 program: &server,
@@ -132,6 +169,7 @@ impl MariaDb {
                         password_file: password_file.clone(),
                         password: password.clone(),
                         process,
+                        tls: tls.is_some(),
                     };
                     server.create_admin_user().await?;
                     return Ok(server);
@@ -202,6 +240,7 @@ impl MariaDb {
             .pass(Some(self.password.expose()))
             .db_name(database)
             .prefer_socket(false)
+            .ssl_opts(lab_ssl(self.tls))
             .into()
     }
 
@@ -214,6 +253,7 @@ impl MariaDb {
             .pass(Some(password))
             .db_name(Some(database))
             .prefer_socket(false)
+            .ssl_opts(lab_ssl(self.tls))
             .into()
     }
 

@@ -158,7 +158,7 @@ impl Lab {
     pub async fn start(dir: LabDir, supervision: Supervision) -> Result<Lab, LabError> {
         let root = dir.path().to_owned();
         let ca = tls::LabCa::create(&root.join("tls"), "lab")?;
-        let pg_tls = tls::PgTls {
+        let pg_tls = tls::ServerTls {
             ca: &ca,
             names: vec!["127.0.0.1".into(), "localhost".into()],
             client_cert: false,

@@ -58,7 +58,7 @@ impl Postgres {
         root: &Path,
         name: &str,
         supervision: Supervision,
-        tls: Option<&super::tls::PgTls<'_>>,
+        tls: Option<&super::tls::ServerTls<'_>>,
     ) -> Result<Postgres, LabError> {
         let bin = bin_dir()?;
         let owner = service_user("postgres")?;

@@ -73,8 +73,8 @@ impl LabCa {
     }
 }
 
-/// How a lab PostgreSQL cluster takes TLS.
-pub struct PgTls<'a> {
+/// How a lab server (PostgreSQL or MariaDB) takes TLS.
+pub struct ServerTls<'a> {
     /// The CA that signs the server's certificate (and, when asked, checks clients').
     pub ca: &'a LabCa,
     /// The names the server's certificate covers.

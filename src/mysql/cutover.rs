@@ -603,7 +603,13 @@ impl MyWindow {
         };
         let user = pair.replication_user();
         let password = random_password();
-        create_replication_user(target, &user, &password).await?;
+        create_replication_user(
+            target,
+            &user,
+            &password,
+            super::tls::replica_tls(&pair.target.endpoint).is_some(),
+        )
+        .await?;
         let spec = SourceSpec {
             host: &pair.target.endpoint.host,
             port: pair.target.endpoint.port,
@@ -616,6 +622,7 @@ impl MyWindow {
                 },
                 _ => StartAt::Gtid,
             },
+            tls: super::tls::replica_tls(&pair.target.endpoint),
         };
         configure_replica(source, &spec, Some(&start_at), &pair.replicated_databases()).await?;
         wait_running(source, Duration::from_secs(30)).await

@@ -109,6 +109,19 @@ pub struct SourceSpec<'a> {
     pub password: &'a str,
     /// Where to start.
     pub start: StartAt,
+    /// TLS for the replica's link; `None` leaves the server's default.
+    pub tls: Option<ReplicaTls>,
+}
+
+/// TLS for a replica's connection to its source, as the *replica server* opens its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaTls {
+    /// CA file (on the replica's machine).
+    pub ca: Option<String>,
+    /// Check the source's certificate (chain and name).
+    pub verify: bool,
+    /// Client certificate and key files (on the replica's machine).
+    pub identity: Option<(String, String)>,
 }
 
 /// `db.%` with the pattern's wildcards in the name escaped (`my\_app.%`), for
@@ -162,6 +175,20 @@ impl Dialect {
             format!("{prefix}_PASSWORD = {}", literal(spec.password)),
             format!("{prefix}_CONNECT_RETRY = 1"),
         ];
+        if let Some(tls) = &spec.tls {
+            parts.push(format!("{prefix}_SSL = 1"));
+            if let Some(ca) = &tls.ca {
+                parts.push(format!("{prefix}_SSL_CA = {}", literal(ca)));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                parts.push(format!("{prefix}_SSL_CERT = {}", literal(cert)));
+                parts.push(format!("{prefix}_SSL_KEY = {}", literal(key)));
+            }
+            parts.push(format!(
+                "{prefix}_SSL_VERIFY_SERVER_CERT = {}",
+                u8::from(tls.verify)
+            ));
+        }
         match (&spec.start, self) {
             (StartAt::Gtid, Dialect::Mariadb) => parts.push("MASTER_USE_GTID = slave_pos".into()),
             (StartAt::Gtid, _) => parts.push(format!("{prefix}_AUTO_POSITION = 1")),
@@ -368,7 +395,34 @@ mod tests {
             user: "repl",
             password: "pa'ss",
             start,
+            tls: None,
         }
+    }
+
+    #[test]
+    fn a_replica_link_carries_its_tls_settings() {
+        let mut s = spec(StartAt::Gtid);
+        s.tls = Some(ReplicaTls {
+            ca: Some("/etc/ca.crt".into()),
+            verify: true,
+            identity: None,
+        });
+        let maria = Dialect::Mariadb.change_source(&s);
+        assert!(
+            maria.contains("MASTER_SSL = 1, MASTER_SSL_CA = '/etc/ca.crt'")
+                && maria.contains("MASTER_SSL_VERIFY_SERVER_CERT = 1"),
+            "{maria}"
+        );
+        let mysql = Dialect::Mysql80.change_source(&s);
+        assert!(
+            mysql.contains("SOURCE_SSL = 1") && mysql.contains("SOURCE_SSL_VERIFY_SERVER_CERT = 1"),
+            "{mysql}"
+        );
+        assert!(
+            !Dialect::Mariadb
+                .change_source(&spec(StartAt::Gtid))
+                .contains("SSL")
+        );
     }
 
     #[test]

@@ -46,15 +46,22 @@ pub async fn create_replication_user(
     db: &mut Db,
     user: &str,
     password: &str,
+    require_ssl: bool,
 ) -> Result<(), MyError> {
     let account = format!("{}@'%'", literal(user));
+    // An encrypted link's account refuses plaintext logins: its password never crosses the
+    // network in the clear, whoever uses it.
+    let require = if require_ssl { "SSL" } else { "NONE" };
     for sql in [
         "SET SESSION sql_log_bin = 0".to_owned(),
         format!(
             "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {}",
             literal(password)
         ),
-        format!("ALTER USER {account} IDENTIFIED BY {}", literal(password)),
+        format!(
+            "ALTER USER {account} IDENTIFIED BY {} REQUIRE {require}",
+            literal(password)
+        ),
         format!("GRANT REPLICATION SLAVE ON *.* TO {account}"),
         "SET SESSION sql_log_bin = 1".to_owned(),
     ] {
@@ -146,7 +153,13 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
         )));
     }
     let password = random_password();
-    create_replication_user(&mut source, &user, &password).await?;
+    create_replication_user(
+        &mut source,
+        &user,
+        &password,
+        super::tls::replica_tls(&pair.plan.source).is_some(),
+    )
+    .await?;
     heartbeat::ensure(&mut source).await?;
     heartbeat::beat(&mut source).await?;
     // The app cannot write to the target until promotion: its accounts are locked (a user
@@ -180,6 +193,7 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
         user: &user,
         password: &password,
         start,
+        tls: super::tls::replica_tls(&pair.plan.source),
     };
     // The replica's threads are stopped here (none runs yet for this pair): the only time
     // the applier settings may change.

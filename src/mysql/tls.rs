@@ -4,6 +4,7 @@
 //!   checked; a plaintext fallback is said at `info`. `required`: TLS, certificate not checked.
 //! - `verify_ca`: the chain must lead to `ssl_ca` (a PEM file, or `system`, the operating
 //!   system's store and the default). `verify_identity`: and the certificate must name the host.
+//!   Here `verify_ca` names the host too (see [`ssl_opts`]): stricter, never weaker.
 //! - `ssl_cert` + `ssl_key`: a client certificate; the key is refused when group or world can
 //!   read it.
 //!
@@ -20,21 +21,25 @@ pub fn ssl_opts(e: &MysqlEndpoint) -> Result<Option<SslOpts>, String> {
     if mode == MysqlSslMode::Disabled {
         return Ok(None);
     }
-    let mut opts = SslOpts::default().with_disable_built_in_roots(true);
+    let mut opts = SslOpts::default();
     match mode {
+        // Nothing is checked (mysql_async still wants roots to build its verifier: its
+        // built-in ones, never consulted).
         MysqlSslMode::Preferred | MysqlSslMode::Required => {
             opts = opts
                 .with_danger_accept_invalid_certs(true)
                 .with_danger_skip_domain_validation(true);
         }
+        // verify_ca checks the name too (stricter than the mysql client): mysql_async 0.37
+        // skips the name check by matching the rustls error's text against `NotValidForName`,
+        // which rustls 0.23 no longer prints, so a chain-only check cannot be built on it.
         _ => {
-            opts = opts.with_root_certs(match roots(e)? {
-                Roots::File(path) => vec![path.into()],
-                Roots::Der(certs) => certs.into_iter().map(Into::into).collect(),
-            });
-            if mode == MysqlSslMode::VerifyCa {
-                opts = opts.with_danger_skip_domain_validation(true);
-            }
+            opts = opts
+                .with_disable_built_in_roots(true)
+                .with_root_certs(match roots(e)? {
+                    Roots::File(path) => vec![path.into()],
+                    Roots::Der(certs) => certs.into_iter().map(Into::into).collect(),
+                });
         }
     }
     if let (Some(cert), Some(key)) = (&e.ssl_cert, &e.ssl_key) {
@@ -81,6 +86,31 @@ fn roots(e: &MysqlEndpoint) -> Result<Roots, String> {
     }
 }
 
+/// TLS for a replica's link to the server `e` describes (the paths are opened by the replica
+/// server, on its machine: the same paths by default). `preferred` leaves the replica's own
+/// default; `required` encrypts; `verify_ca` adds the CA (MariaDB checks the chain only with the
+/// name); `verify_identity` checks the certificate.
+pub fn replica_tls(e: &MysqlEndpoint) -> Option<super::dialect::ReplicaTls> {
+    let mode = e.effective_ssl_mode();
+    if matches!(mode, MysqlSslMode::Disabled | MysqlSslMode::Preferred) {
+        return None;
+    }
+    let verifying = matches!(mode, MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity);
+    let ca = match e.ssl_ca.as_deref() {
+        Some(file) if file != "system" => Some(file.to_owned()),
+        _ if verifying => Some("/etc/ssl/certs/ca-certificates.crt".to_owned()),
+        _ => None,
+    };
+    Some(super::dialect::ReplicaTls {
+        ca,
+        verify: mode == MysqlSslMode::VerifyIdentity,
+        identity: match (&e.ssl_cert, &e.ssl_key) {
+            (Some(c), Some(k)) => Some((c.display().to_string(), k.display().to_string())),
+            _ => None,
+        },
+    })
+}
+
 /// A failed connection's TLS cause, in words with the fix; `None` when TLS was not the cause.
 pub fn describe_failure(e: &mysql_async::Error, endpoint: &MysqlEndpoint) -> Option<String> {
     let ca = match endpoint.ssl_ca.as_deref() {
@@ -109,9 +139,20 @@ pub fn describe_failure(e: &mysql_async::Error, endpoint: &MysqlEndpoint) -> Opt
             "the server's certificate is signed by a CA not in {ca} (fix: set `ssl_ca` to the CA that signed it)"
         ));
     }
+    if let Some(at) = text.find("certificate is only valid for ") {
+        let covers = text[at + "certificate is only valid for ".len()..]
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return Some(format!(
+            "the server's certificate does not name host {}: it covers {covers} (fix: connect by one of those names, or reissue it with this name)",
+            endpoint.host
+        ));
+    }
     if text.contains("NotValidForName") || text.contains("not valid for name") {
         return Some(format!(
-            "the server's certificate does not name host {} (fix: connect by a name the certificate covers, or reissue it with this name): {text}",
+            "the server's certificate does not name host {} (fix: connect by a name the certificate covers, or reissue it with this name)",
             endpoint.host
         ));
     }
