@@ -1661,3 +1661,83 @@ async fn a_second_operator_with_its_own_state_directory_is_refused_by_the_server
         .get(0);
     assert_eq!(held, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_edited_after_a_crash_is_resumed_and_reported_with_the_plan_the_run_began_with() {
+    use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig};
+    let pg = PgPair::start().await;
+    pg.database("ed").await;
+    let maria = MariaPair::seeded(500).await;
+    let path = write_plan(
+        pg.dir.path(),
+        "edited",
+        &(pg.pair_toml("ed", "") + &maria.pair_toml()),
+    );
+    let plan = cutover::plan::load(&path).unwrap();
+    let steps = run::steps(&plan);
+    let last_fence = steps
+        .iter()
+        .rposition(|s| s.phase == run::Phase::Fence)
+        .unwrap();
+    let pg_writer = pg.writer("ed", 200);
+    let my_writer = MyWriter::start(MyWriterConfig {
+        source: maria.opts(&maria.source),
+        target: maria.opts(&maria.target),
+        rate: 200,
+        tasks: 2,
+    });
+    assert!(pg_writer.wait_acked(20, Duration::from_secs(30)).await);
+    let plan_arg = path.to_str().unwrap().to_owned();
+    // Killed right after both fences: neither source takes writes, no target is promoted.
+    let mut child = std::process::Command::new(support::binary())
+        .args(["run", &plan_arg])
+        .env(run::test_stop::STEP_VAR, format!("{last_fence}:done"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_stopped(&mut child, Duration::from_secs(120)),
+        "stopped after the fences"
+    );
+    kill9(&mut child);
+    assert!(
+        !maria.writable(&maria.source).await,
+        "the MariaDB source is fenced"
+    );
+
+    // The operator edits the plan file in place and drops the MariaDB pair.
+    write_plan(pg.dir.path(), "edited", &pg.pair_toml("ed", ""));
+    let (code, out, err) = support::run(&["status", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("mysql app-db:") && out.contains("mysql app-db is no longer in the plan file"),
+        "status still reports the pair the run began, and says the file differs:\n{out}"
+    );
+    // The resume undoes both fences: MariaDB serves again although the file lost it.
+    let (code, out, err) = support::run(&["run", "--resume", &plan_arg]);
+    assert_eq!(code, 1, "rolled back:\n{out}\n{err}");
+    assert!(out.contains("note: the plan file differs"), "{out}");
+    assert!(
+        maria.writable(&maria.source).await,
+        "the MariaDB source serves again"
+    );
+    assert!(
+        maria.app_writes(&maria.source).await,
+        "its app account is unlocked"
+    );
+    assert!(
+        pg.app_writes(&pg.source, "ed").await,
+        "the PostgreSQL source serves again"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (pg_ledger, my_ledger) = (pg_writer.stop().await, my_writer.stop().await);
+    let check = pg_ledger
+        .check(&pg.source.connect("ed").await.unwrap())
+        .await
+        .unwrap();
+    assert!(check.clean() && check.acked_on_target == 0, "{check:?}");
+    let mut c = maria.source.connect(Some("app")).await.unwrap();
+    let check = my_ledger.check(&mut c).await.unwrap();
+    assert!(check.clean() && check.acked_on_target == 0, "{check:?}");
+}

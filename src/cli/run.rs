@@ -35,6 +35,17 @@ pub fn run(args: RunArgs) -> u8 {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         let began = Instant::now();
+        if opts.resume
+            && human
+            && let Ok((_, differs)) = run::kept_plan::for_resume(&plan)
+            && !differs.is_empty()
+        {
+            outln!(
+                "note: the plan file differs from the plan the interrupted run began with ({}); resuming with the one it began with, kept in {}",
+                differs.join("; "),
+                run::kept_plan::path(&plan).display()
+            );
+        }
         // Every record renders on its own: the step list is the one the run journals.
         let mut observer = |r: &Record| {
             if human {
@@ -271,6 +282,13 @@ pub fn status(path: &Path, output: Output) -> u8 {
                     }
                     if let Some(h) = &s.holder {
                         outln!("  held by {h}");
+                    }
+                    if !s.plan_differs.is_empty() {
+                        outln!(
+                            "  the plan file differs from the plan the interrupted run began with ({}); status and --resume use the one it began with, kept in {}",
+                            s.plan_differs.join("; "),
+                            crate::run::kept_plan::path(&plan).display()
+                        );
                     }
                     for (component, state) in &s.pairs {
                         outln!("  {component}: {state}");

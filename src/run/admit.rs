@@ -97,6 +97,15 @@ pub async fn run(
     cancel: CancellationToken,
     observer: &mut (dyn FnMut(&Record) + Send),
 ) -> Result<(Outcome, RunReport), RunError> {
+    // A resume goes on with the plan the interrupted run began with, whatever the file says
+    // now: a pair dropped from the file is still undone or finished.
+    let kept;
+    let plan = if opts.resume {
+        kept = super::kept_plan::for_resume(plan)?.0;
+        &kept
+    } else {
+        plan
+    };
     // A runner from another state directory (another operator, another machine) is refused
     // here, naming the holder, before anything changes.
     let pairs: Vec<Box<dyn crate::engine::Pair>> = databases(plan)
@@ -316,6 +325,7 @@ async fn run_under(
             humantime::format_rfc3339_seconds(SystemTime::now()),
             std::process::id()
         );
+        super::kept_plan::keep(plan)?;
         runner.record(Entry::RunStarted {
             migration: plan.migration.name.clone(),
             reverse,

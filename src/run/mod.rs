@@ -13,6 +13,7 @@ mod actions;
 mod admit;
 pub mod hooks;
 mod journal;
+pub mod kept_plan;
 pub mod pairs;
 mod report;
 mod runner;

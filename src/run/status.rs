@@ -40,14 +40,25 @@ pub struct Status {
     pub resume_would: String,
     /// The last report saved.
     pub report: Option<serde_json::Value>,
+    /// How the plan file differs from the plan the unfinished run began with (which status
+    /// and `--resume` use); empty when it does not.
+    pub plan_differs: Vec<String>,
 }
 
-/// Reads the journal, the lease and the servers; writes nothing.
-pub async fn status(plan: &Plan) -> Result<Status, RunError> {
-    let store = FileStore::new(&StateDir::new(&plan.migration.state_dir));
+/// Reads the journal, the lease and the servers; writes nothing. An unfinished run is read
+/// with the plan it began with (kept in the state directory), whatever the file says now.
+pub async fn status(file_plan: &Plan) -> Result<Status, RunError> {
+    let store = FileStore::new(&StateDir::new(&file_plan.migration.state_dir));
     let holder = store.holder()?.map(|h| h.to_string());
     let records = last_run(&store.journal()?);
     let progress = Progress::of(&records);
+    let unfinished = !records.is_empty() && (progress.finished.is_none() || progress.resumable);
+    let (kept, plan_differs) = if unfinished {
+        super::kept_plan::for_resume(file_plan)?
+    } else {
+        (file_plan.clone(), Vec::new())
+    };
+    let plan = &kept;
     let steps = match records.first().map(|r| &r.entry) {
         Some(Entry::RunStarted { reverse: true, .. }) => reverse_steps(plan),
         _ => steps(plan),
@@ -123,5 +134,6 @@ pub async fn status(plan: &Plan) -> Result<Status, RunError> {
         pair_states: states,
         resume_would,
         report: store.report()?,
+        plan_differs,
     })
 }
