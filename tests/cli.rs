@@ -128,14 +128,31 @@ fn commands_check_their_input_first() {
                 .and(predicate::str::contains("not implemented").not()),
         );
     }
+    // A plan that cannot be read is the plan's fault too: exit 2, what is wrong and the fix.
     cutover()
         .args(["status", "/nonexistent/plan.toml"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(
             predicate::str::contains("cannot read plan file `/nonexistent/plan.toml`")
+                .and(predicate::str::contains("fix: check the path"))
                 .and(predicate::str::contains("not implemented").not()),
         );
+    let latin1 = dir.path().join("latin1.toml");
+    std::fs::write(&latin1, b"[migration]\nname = \"caf\xe9\"\n").unwrap();
+    for (path, words) in [
+        (latin1.as_path(), "not UTF-8"),
+        (dir.path(), "it is a directory"),
+    ] {
+        for args in [vec!["plan", "check"], vec!["run"], vec!["status"]] {
+            cutover()
+                .args(&args)
+                .arg(path)
+                .assert()
+                .code(2)
+                .stderr(predicate::str::contains(words).and(predicate::str::contains("fix:")));
+        }
+    }
 }
 
 #[test]

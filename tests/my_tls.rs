@@ -116,6 +116,24 @@ async fn ssl_modes_verify_as_the_mysql_client_does_and_say_why_a_handshake_faile
         connect(endpoint(&plain, Some(Preferred), None)).await,
         Ok(false)
     );
+    // cutover's sessions escape with backslashes whatever the server's sql_mode says.
+    let mut root = plain.connect(None).await.unwrap();
+    root.query_drop(
+        "SET GLOBAL sql_mode = 'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES,NO_ENGINE_SUBSTITUTION'",
+    )
+    .await
+    .unwrap();
+    let mut db = Server::new("source", &endpoint(&plain, Some(Preferred), None))
+        .connect()
+        .await
+        .unwrap();
+    let mode: String = db
+        .conn
+        .query_first("SELECT @@SESSION.sql_mode")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mode, "STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION");
     // A server requiring secure transport refuses plaintext.
     let e = connect(endpoint(&good, Some(Disabled), None))
         .await

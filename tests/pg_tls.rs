@@ -104,6 +104,24 @@ async fn sslmodes_verify_as_libpq_does_and_say_why_a_handshake_failed() {
         connect(endpoint(&plain, Some(SslMode::Prefer), None)).await,
         Ok(false)
     );
+    // cutover's sessions have conforming strings whatever the role's default says.
+    plain
+        .connect("postgres")
+        .await
+        .unwrap()
+        .batch_execute("ALTER ROLE postgres SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let db = Server::new(Side::Source, endpoint(&plain, Some(SslMode::Prefer), None))
+        .connect()
+        .await
+        .unwrap();
+    let scs: String = db
+        .query_one("read", "SHOW standard_conforming_strings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scs, "on");
     // require encrypts without checking (any CA, any name); prefer against a TLS-only server
     // encrypts; require with a CA file checks the chain as libpq does.
     assert_eq!(

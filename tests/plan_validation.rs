@@ -521,3 +521,15 @@ fn mysql_tls_keys_that_cannot_work_are_refused_together() {
         cutover::plan::MysqlSslMode::VerifyIdentity
     );
 }
+
+#[test]
+fn the_same_dns_record_listed_twice_is_refused() {
+    let record = "\n[[dns]]\nname = \"git.example.com\"\ntype = \"A\"\nvalues = [\"192.0.2.1\"]\nprovider = { kind = \"hetzner\", api_token_env = \"T\" }\n";
+    let text = format!(
+        "{VALID}{record}{}",
+        record.replace("git.example.com", "GIT.example.com.")
+    );
+    let p = only_problem(&text);
+    assert_eq!(p.key, "dns[1].name");
+    assert!(p.message.contains("already listed as dns[0]"), "{p:?}");
+}

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairKind};
+use super::{EXIT_INVALID, EXIT_OK, Output, PairKind};
 use crate::plan::{self, Plan, PlanError};
 use crate::run::{self, Step};
 
@@ -13,9 +13,9 @@ pub fn load_or_report(path: &Path, output: Output) -> Result<Plan, u8> {
     match plan::load(path) {
         Ok(plan) => Ok(plan),
         Err(err) => {
+            // Both are the plan's fault, not a failed migration: scripts tell them apart by 2.
             let code = match err {
-                PlanError::Read { .. } => EXIT_FAILED,
-                PlanError::Invalid { .. } => EXIT_INVALID,
+                PlanError::Read { .. } | PlanError::Invalid { .. } => EXIT_INVALID,
             };
             match output {
                 Output::Human => errln!("{err}"),

@@ -93,7 +93,12 @@ impl Server {
             .tcp_port(self.endpoint.port)
             .user(Some(self.endpoint.user.clone()))
             .pass(password.map(|p| p.expose().to_owned()))
-            .prefer_socket(false))
+            .prefer_socket(false)
+            // literal() escapes backslashes: only right while backslashes escape, whatever the
+            // server's sql_mode says.
+            .init(vec![
+                "SET SESSION sql_mode = TRIM(BOTH ',' FROM REPLACE(CONCAT(',', @@SESSION.sql_mode, ','), ',NO_BACKSLASH_ESCAPES,', ','))",
+            ]))
     }
 
     /// Connects (TLS as the endpoint's `ssl_mode` says) and detects the dialect. A

@@ -24,7 +24,7 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The file could not be read.
-    #[error("cannot read plan file `{}`: {source}", path.display())]
+    #[error("cannot read plan file `{}`: {}", path.display(), read_words(source))]
     Read {
         /// The plan file.
         path: PathBuf,
@@ -74,4 +74,18 @@ fn render(file: &std::path::Path, problems: &[Problem]) -> String {
         out.push_str(&format!(": {}\n    fix: {}", p.message, p.fix));
     }
     out
+}
+
+/// Why a plan file could not be read, and the fix.
+fn read_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => format!("{e} (fix: check the path)"),
+        ErrorKind::IsADirectory => "it is a directory (fix: give the plan file inside it)".into(),
+        ErrorKind::InvalidData => {
+            "it is not UTF-8 text (fix: save it as UTF-8, e.g. `iconv -t UTF-8`)".into()
+        }
+        ErrorKind::PermissionDenied => format!("{e} (fix: make it readable by this user)"),
+        _ => e.to_string(),
+    }
 }

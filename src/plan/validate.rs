@@ -233,6 +233,28 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
     check_unique(&mut c, "mysql", plan.mysql.iter().map(|p| p.name.as_str()));
     check_unique(&mut c, "files", plan.files.iter().map(|f| f.name.as_str()));
     check_unique(&mut c, "checks", plan.checks.iter().map(Check::name));
+    // One entry per DNS record: two would switch, wait on and restore the same record twice,
+    // the second undoing the first's saved TTL.
+    let mut records: HashMap<(String, String), usize> = HashMap::new();
+    for (i, r) in plan.dns.iter().enumerate() {
+        let key = (
+            r.name.trim_end_matches('.').to_ascii_lowercase(),
+            format!("{:?}", r.record_type),
+        );
+        match records.get(&key) {
+            Some(first) => c.fail(
+                &KeyPath::root().k("dns").i(i).k("name"),
+                format!(
+                    "record `{}` ({}) is already listed as dns[{first}]",
+                    r.name, key.1
+                ),
+                "list each record once, with all its values in `values`",
+            ),
+            None => {
+                records.insert(key, i);
+            }
+        }
+    }
 
     for (i, pair) in plan.postgres.iter().enumerate() {
         let at = top.k("postgres").i(i);

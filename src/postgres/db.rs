@@ -93,6 +93,9 @@ impl Server {
             .user(&e.user)
             .dbname(&e.dbname)
             .application_name("cutover")
+            // literal() doubles quotes and leaves backslashes alone: only right when strings
+            // conform, whatever the server's or the role's default says.
+            .options("-c standard_conforming_strings=on")
             .connect_timeout(Duration::from_secs(10));
         if let Some(password) = self.password()? {
             config.password(password.expose());

@@ -71,14 +71,34 @@ pub async fn command(
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // Its own process group: a timeout ends everything it started, not just itself.
+        .process_group(0)
+        .kill_on_drop(true)
+        // An explicit environment: the runner's own may hold database passwords and provider
+        // tokens (the plan's `*_env` keys); a hook gets what a command needs and the run's
+        // variables, nothing else.
+        .env_clear()
+        .envs(passed_through());
     if on == RunOn::Local {
         cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
-    let out = match tokio::time::timeout(timeout, cmd.output()).await {
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("`{program}` could not be started: {e}"))?;
+    let group = child.id();
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(format!("`{program}` could not be started: {e}")),
+        Ok(Err(e)) => return Err(format!("`{program}` failed: {e}")),
         Err(_) => {
+            if let Some(pgid) = group {
+                // SAFETY: kill() with a negative pid signals the process group this command
+                // leads (it was started with its own group).
+                unsafe {
+                    libc::kill(-(pgid as i32), libc::SIGKILL);
+                }
+            }
             return Ok(CommandOutcome {
                 code: None,
                 output: format!(
@@ -96,6 +116,27 @@ pub async fn command(
         output: crate::files::tail(text.trim(), 5),
         ms: started.elapsed().as_secs_f64() * 1000.0,
     })
+}
+
+/// The runner's variables a hook or check command inherits: what finding programs, a locale,
+/// a home and the ssh agent need. Everything else (passwords, tokens) stays with the runner.
+pub const PASSED_THROUGH: [&str; 9] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "SSH_AUTH_SOCK",
+];
+
+fn passed_through() -> Vec<(String, String)> {
+    PASSED_THROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect()
 }
 
 /// The variables every hook sees.
@@ -292,5 +333,78 @@ pub async fn run_check(plan: &Plan, check: &Check) -> CheckOutcome {
             return outcome(false);
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(dir: &std::path::Path) -> Plan {
+        crate::plan::parse_str(
+            &format!(
+                "[migration]\nname = \"m\"\nstate_dir = \"{}\"\n\n[[postgres]]\nname = \"p\"\nsource = {{ host = \"127.0.0.1\", dbname = \"a\", user = \"u\" }}\ntarget = {{ host = \"127.0.0.2\", dbname = \"a\", user = \"u\" }}\napp_roles = [\"app\"]\n",
+                dir.display()
+            ),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hook_sees_the_run_variables_and_none_of_the_runners_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan(dir.path());
+        // SAFETY: set before any thread reads the environment in this test.
+        unsafe {
+            std::env::set_var("CUTOVER_TEST_PG_PASSWORD", "hunter2-secret");
+        }
+        let out = command(
+            &plan,
+            RunOn::Local,
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo \"$CUTOVER_PHASE ${CUTOVER_TEST_PG_PASSWORD:-unset} ${PATH:+path}\"".into(),
+            ],
+            &hook_env(&plan, "window", false),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.output, "window unset path");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_ends_everything_the_hook_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan(dir.path());
+        let pid_file = dir.path().join("child.pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let out = command(
+            &plan,
+            RunOn::Local,
+            &["sh".into(), "-c".into(), script],
+            &[],
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.code, None, "{}", out.output);
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild is gone too (reaped by init once killed): signal 0 finds nothing.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // SAFETY: kill() with signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the hook's child {pid} outlived it"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
