@@ -61,6 +61,9 @@ struct Shared {
     discovery: Discovery,
     /// One TTL job at a time (the schedule and the API share it).
     ttl_job: Mutex<()>,
+    /// The listener is on loopback: `/status` is served without the token. Off loopback it
+    /// names the runs' state and servers, so it takes the token as the API does.
+    loopback: bool,
 }
 
 /// What one TTL job run did for one record.
@@ -97,6 +100,7 @@ pub async fn serve(
         token: config.token,
         discovery: Discovery::system(),
         ttl_job: Mutex::new(()),
+        loopback: config.listen.ip().is_loopback(),
     });
     let tasks = tokio_util::task::TaskTracker::new();
     for i in 0..shared.plans.len() {
@@ -159,7 +163,12 @@ async fn scrape(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Response {
+async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !shared.loopback
+        && let Some(refused) = refusal(&shared, &headers)
+    {
+        return refused;
+    }
     let readings = shared.readings.read().await;
     let migrations: Vec<serde_json::Value> = shared
         .plans
@@ -172,9 +181,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(serde_json::json!({ "migrations": migrations })).into_response()
 }
 
-/// Equal in constant time (for the token).
+/// Equal in constant time (for the token; `subtle` keeps the compiler from shortening it).
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 /// The refusal to send back when the request does not carry the token, if it does not.
