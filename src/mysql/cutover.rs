@@ -24,7 +24,7 @@ use super::dialect::{SourceSpec, StartAt};
 use super::start::{configure_replica, create_replication_user, random_password, wait_running};
 use super::{Db, MyError, Pair, heartbeat, inventory, writers};
 use crate::engine::{self, EngineError};
-use crate::plan::Neighbours;
+use crate::plan::{Neighbours, VerifyInWindow};
 
 /// Seconds the fence waits for a lock (a running commit) before failing.
 const FENCE_LOCK_WAIT_SECONDS: u32 = 5;
@@ -56,6 +56,8 @@ pub struct Detail {
     pub old_primary_clean: Option<bool>,
     /// The new primary's applier settings put back after promotion (`name = value`).
     pub restored_settings: Vec<String>,
+    /// Tables compared row by row (equal) inside the window before the promotion.
+    pub verified_in_window: Vec<String>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -221,6 +223,8 @@ pub struct MyWindow {
     /// Under a fence by account: the source's binlog position once the fence held, where the
     /// audit after promotion starts reading.
     fence_binlog: Option<(String, u64)>,
+    /// Tables compared row by row inside the window.
+    verified_in_window: Vec<String>,
 }
 
 impl MyWindow {
@@ -250,6 +254,7 @@ impl MyWindow {
             fenced: Duration::ZERO,
             caught_up: Duration::ZERO,
             fence_binlog: None,
+            verified_in_window: Vec::new(),
             position: None,
             promoted_at: None,
             write_unavailable_ms: None,
@@ -437,7 +442,10 @@ impl MyWindow {
         Ok(killed)
     }
 
-    /// Reads the fenced source's position and waits until the target has applied it.
+    /// Reads the fenced source's position and waits until the target has applied it; then
+    /// compares row by row the tables `verify_in_window` names (by default those whose
+    /// definition changed since `start`: their rows may have been applied under two
+    /// definitions), and refuses on a difference, so the window rolls back.
     pub async fn catch_up(&mut self) -> Result<String, MyError> {
         let position = source_position(&mut self.source, self.gtid).await?;
         wait_for(
@@ -447,6 +455,52 @@ impl MyWindow {
             self.pair.plan.catchup_timeout,
         )
         .await?;
+        let databases = self.pair.plan.databases.clone();
+        let tables = match self.pair.plan.verify_in_window {
+            VerifyInWindow::Off => Vec::new(),
+            VerifyInWindow::All => super::inventory::columns(&mut self.source, &databases)
+                .await?
+                .into_keys()
+                .collect(),
+            VerifyInWindow::Changed => {
+                super::inventory::changed_since_start(
+                    &mut self.source,
+                    &mut self.target,
+                    &self.pair.plan.name,
+                    &databases,
+                )
+                .await?
+            }
+        };
+        for table in &tables {
+            let Some((database, name)) = table.split_once('.') else {
+                continue;
+            };
+            let check = super::verify::table(
+                &mut self.source,
+                &mut self.target,
+                database,
+                name,
+                super::verify::CHUNK_ROWS,
+            )
+            .await?;
+            if !check.differing.is_empty() {
+                return Err(MyError::Refused(format!(
+                    "{}: table {table} differs between the fenced source and the caught-up target ({}); its definition changed while it replicated, so rows were applied under two definitions. Nothing was promoted. fix: copy the pair again (clean it up, drop its databases on the target, start it)",
+                    self.pair.plan.name,
+                    check
+                        .differing
+                        .iter()
+                        .map(|d| format!(
+                            "keys {}: {} rows on the source, {} on the target",
+                            d.keys, d.source_rows, d.target_rows
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )));
+            }
+        }
+        self.verified_in_window = tables;
         self.caught_up = self.started.map(|t| t.elapsed()).unwrap_or_default();
         self.position = Some(position.clone());
         Ok(position)
@@ -492,6 +546,7 @@ impl MyWindow {
             old_primary_position: None,
             old_primary_clean: None,
             restored_settings: Vec::new(),
+            verified_in_window: self.verified_in_window.clone(),
         }
     }
 

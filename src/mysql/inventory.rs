@@ -93,3 +93,94 @@ mod tests {
         assert!(drift(&source, &source).is_empty());
     }
 }
+
+/// The table remembering each table's definition when replication started (on the target,
+/// outside the binlog).
+fn shape_table() -> String {
+    format!("`{}`.`started_shape`", super::writers::LOCK_DB)
+}
+
+/// Remembers `shapes` (from [`columns`] on the source at the snapshot) as the definitions
+/// replication started with; a table already remembered keeps its first definition.
+pub async fn remember(
+    target: &mut Db,
+    pair: &str,
+    shapes: &BTreeMap<String, Vec<String>>,
+) -> Result<(), MyError> {
+    target
+        .run(
+            "keep cutover's bookkeeping out of the binlog",
+            "SET SESSION sql_log_bin = 0",
+        )
+        .await?;
+    target
+        .run(
+            "create cutover's local database",
+            &format!(
+                "CREATE DATABASE IF NOT EXISTS `{}`",
+                super::writers::LOCK_DB
+            ),
+        )
+        .await?;
+    target
+        .run(
+            "create the started-shape record",
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {} (pair VARCHAR(64) NOT NULL, tbl VARCHAR(192) NOT NULL,
+                   shape MEDIUMTEXT NOT NULL, PRIMARY KEY (pair, tbl)) ENGINE=InnoDB",
+                shape_table()
+            ),
+        )
+        .await?;
+    for (table, cols) in shapes {
+        target
+            .exec(
+                "remember a table's definition",
+                &format!(
+                    "INSERT IGNORE INTO {} (pair, tbl, shape) VALUES (?, ?, ?)",
+                    shape_table()
+                ),
+                (pair, table, cols.join("\n")),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Tables whose definition on `source` now differs from the one remembered at `start`, or
+/// that appeared since (none when nothing was remembered).
+pub async fn changed_since_start(
+    source: &mut Db,
+    target: &mut Db,
+    pair: &str,
+    databases: &[String],
+) -> Result<Vec<String>, MyError> {
+    let exists: Option<(String,)> = target
+        .exec_opt(
+            "look for the started-shape record",
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'started_shape'",
+            (super::writers::LOCK_DB,),
+        )
+        .await?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    let then: BTreeMap<String, String> = target
+        .exec_all(
+            "read the started shapes",
+            &format!("SELECT tbl, shape FROM {} WHERE pair = ?", shape_table()),
+            (pair,),
+        )
+        .await?
+        .into_iter()
+        .collect();
+    if then.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(columns(source, databases)
+        .await?
+        .into_iter()
+        .filter(|(table, cols)| then.get(table) != Some(&cols.join("\n")))
+        .map(|(table, _)| table)
+        .collect())
+}

@@ -178,6 +178,10 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
         &databases,
     )
     .await?;
+    // The definitions replication starts with: a table whose definition changes during the
+    // sync is compared row by row inside the window.
+    let shapes = super::inventory::columns(&mut source, &pair.plan.databases).await?;
+    super::inventory::remember(&mut target, &pair.plan.name, &shapes).await?;
     let c = &snapshot.coordinates;
     let start = match (&c.gtid, report.gtid) {
         (Some(_), true) => StartAt::Gtid,

@@ -68,74 +68,7 @@ pub async fn verify(pair: &Pair, chunk_rows: u64) -> Result<VerifyReport, MyErro
             )
             .await?;
         for name in names {
-            let s = shape(&mut source, database, &name).await?;
-            let qualified = format!("{}.{}", ident(database), ident(&name));
-            let mut check = TableCheck {
-                table: format!("{database}.{name}"),
-                source_rows: 0,
-                target_rows: 0,
-                chunks: 0,
-                differing: Vec::new(),
-                whole_table: s.key.len() != 1,
-            };
-            let ranges: Vec<(String, Vec<mysql_async::Value>, String)> = if s.key.len() == 1 {
-                let key = ident(&s.key[0]);
-                // Chunk boundaries from the source: every chunk_rows-th key.
-                let bounds: Vec<mysql_async::Value> = source
-                    .exec_all(
-                        "find chunk boundaries",
-                        &format!("SELECT {key} FROM (SELECT {key}, ROW_NUMBER() OVER (ORDER BY {key}) AS n FROM {qualified}) b WHERE MOD(n - 1, ?) = 0 ORDER BY {key}"),
-                        (chunk_rows,),
-                    )
-                    .await?;
-                let mut ranges = Vec::new();
-                if bounds.is_empty() {
-                    ranges.push((String::new(), Vec::new(), "all rows".to_owned()));
-                }
-                for (i, low) in bounds.iter().enumerate() {
-                    let label = format!("{} >= {}", s.key[0], low.as_sql(true));
-                    match bounds.get(i + 1) {
-                        Some(high) => ranges.push((
-                            format!("WHERE {key} >= ? AND {key} < ?"),
-                            vec![low.clone(), high.clone()],
-                            format!("{label} and < {}", high.as_sql(true)),
-                        )),
-                        None => {
-                            ranges.push((format!("WHERE {key} >= ?"), vec![low.clone()], label))
-                        }
-                    }
-                }
-                // Rows below the first boundary exist only if the target has extra ones.
-                if let Some(first) = bounds.first() {
-                    ranges.push((
-                        format!("WHERE {key} < ?"),
-                        vec![first.clone()],
-                        format!("{} < {}", s.key[0], first.as_sql(true)),
-                    ));
-                }
-                ranges
-            } else {
-                vec![(String::new(), Vec::new(), "all rows".to_owned())]
-            };
-            for (range, bounds, label) in ranges {
-                let (sc, ss) = digest(&mut source, &qualified, &s, &range, bounds.clone()).await?;
-                let (tc, ts) = match digest(&mut target, &qualified, &s, &range, bounds).await {
-                    Ok(d) => d,
-                    Err(MyError::Sql { message, .. }) if message.contains("error 1146") => (0, 0),
-                    Err(e) => return Err(e),
-                };
-                check.source_rows += sc;
-                check.target_rows += tc;
-                check.chunks += 1;
-                if (sc, ss) != (tc, ts) {
-                    check.differing.push(Differing {
-                        keys: label,
-                        source_rows: sc,
-                        target_rows: tc,
-                    });
-                }
-            }
-            tables.push(check);
+            tables.push(table(&mut source, &mut target, database, &name, chunk_rows).await?);
         }
     }
     source.close().await;
@@ -146,4 +79,81 @@ pub async fn verify(pair: &Pair, chunk_rows: u64) -> Result<VerifyReport, MyErro
         // The dump carried the schema; drift is what status and the gate report.
         differences: Vec::new(),
     })
+}
+
+/// Compares one table, chunk by chunk, on `source` and `target` (open connections: inside the
+/// window, the fenced source and the caught-up target).
+pub async fn table(
+    source: &mut Db,
+    target: &mut Db,
+    database: &str,
+    name: &str,
+    chunk_rows: u64,
+) -> Result<TableCheck, MyError> {
+    let s = shape(source, database, name).await?;
+    let qualified = format!("{}.{}", ident(database), ident(name));
+    let mut check = TableCheck {
+        table: format!("{database}.{name}"),
+        source_rows: 0,
+        target_rows: 0,
+        chunks: 0,
+        differing: Vec::new(),
+        whole_table: s.key.len() != 1,
+    };
+    let ranges: Vec<(String, Vec<mysql_async::Value>, String)> = if s.key.len() == 1 {
+        let key = ident(&s.key[0]);
+        // Chunk boundaries from the source: every chunk_rows-th key.
+        let bounds: Vec<mysql_async::Value> = source
+            .exec_all(
+                "find chunk boundaries",
+                &format!("SELECT {key} FROM (SELECT {key}, ROW_NUMBER() OVER (ORDER BY {key}) AS n FROM {qualified}) b WHERE MOD(n - 1, ?) = 0 ORDER BY {key}"),
+                (chunk_rows,),
+            )
+            .await?;
+        let mut ranges = Vec::new();
+        if bounds.is_empty() {
+            ranges.push((String::new(), Vec::new(), "all rows".to_owned()));
+        }
+        for (i, low) in bounds.iter().enumerate() {
+            let label = format!("{} >= {}", s.key[0], low.as_sql(true));
+            match bounds.get(i + 1) {
+                Some(high) => ranges.push((
+                    format!("WHERE {key} >= ? AND {key} < ?"),
+                    vec![low.clone(), high.clone()],
+                    format!("{label} and < {}", high.as_sql(true)),
+                )),
+                None => ranges.push((format!("WHERE {key} >= ?"), vec![low.clone()], label)),
+            }
+        }
+        // Rows below the first boundary exist only if the target has extra ones.
+        if let Some(first) = bounds.first() {
+            ranges.push((
+                format!("WHERE {key} < ?"),
+                vec![first.clone()],
+                format!("{} < {}", s.key[0], first.as_sql(true)),
+            ));
+        }
+        ranges
+    } else {
+        vec![(String::new(), Vec::new(), "all rows".to_owned())]
+    };
+    for (range, bounds, label) in ranges {
+        let (sc, ss) = digest(source, &qualified, &s, &range, bounds.clone()).await?;
+        let (tc, ts) = match digest(target, &qualified, &s, &range, bounds).await {
+            Ok(d) => d,
+            Err(MyError::Sql { message, .. }) if message.contains("error 1146") => (0, 0),
+            Err(e) => return Err(e),
+        };
+        check.source_rows += sc;
+        check.target_rows += tc;
+        check.chunks += 1;
+        if (sc, ss) != (tc, ts) {
+            check.differing.push(Differing {
+                keys: label,
+                source_rows: sc,
+                target_rows: tc,
+            });
+        }
+    }
+    Ok(check)
 }

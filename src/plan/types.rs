@@ -378,6 +378,25 @@ pub struct MysqlPair {
     /// `read-only`, `fence-accounts`.
     #[serde(default)]
     pub neighbours: Neighbours,
+    /// Which tables are compared row by row inside the window, after the exact catch-up and
+    /// before the promotion: `changed` (default: those whose definition changed since `start`),
+    /// `all`, or `off`.
+    #[serde(default)]
+    pub verify_in_window: VerifyInWindow,
+}
+
+/// Which tables a MySQL/MariaDB window compares row by row before promoting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyInWindow {
+    /// Tables whose definition changed since replication started (their rows may have been
+    /// applied under two definitions).
+    #[default]
+    Changed,
+    /// Every table of the pair (its cost is in the README).
+    All,
+    /// None.
+    Off,
 }
 
 /// `[[files]]`: a directory tree copied from the source host to the target host with rsync.
