@@ -73,27 +73,6 @@ pub async fn drift_between(
     Ok(drift(&s, &t))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drift_names_missing_tables_and_changed_columns() {
-        let source = BTreeMap::from([
-            (
-                "app.a".to_owned(),
-                vec!["id int(11)".to_owned(), "x text".to_owned()],
-            ),
-            ("app.b".to_owned(), vec!["id int(11)".to_owned()]),
-        ]);
-        let target = BTreeMap::from([("app.a".to_owned(), vec!["id int(11)".to_owned()])]);
-        let d = drift(&source, &target);
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d[0].contains("app.a.x text") && d[1].contains("table app.b"));
-        assert!(drift(&source, &source).is_empty());
-    }
-}
-
 /// The table remembering each table's definition when replication started (on the target,
 /// outside the binlog).
 fn shape_table() -> String {
@@ -183,4 +162,25 @@ pub async fn changed_since_start(
         .filter(|(table, cols)| then.get(table) != Some(&cols.join("\n")))
         .map(|(table, _)| table)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_names_missing_tables_and_changed_columns() {
+        let source = BTreeMap::from([
+            (
+                "app.a".to_owned(),
+                vec!["id int(11)".to_owned(), "x text".to_owned()],
+            ),
+            ("app.b".to_owned(), vec!["id int(11)".to_owned()]),
+        ]);
+        let target = BTreeMap::from([("app.a".to_owned(), vec!["id int(11)".to_owned()])]);
+        let d = drift(&source, &target);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("app.a.x text") && d[1].contains("table app.b"));
+        assert!(drift(&source, &source).is_empty());
+    }
 }
