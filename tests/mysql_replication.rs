@@ -750,42 +750,6 @@ async fn ddl_the_replication_filter_skips_stops_the_gate_before_the_fence() {
     assert!(missing.server.starts_with("target"), "{missing:?}");
 }
 
-/// A neighbour's writer: a new connection for every insert into `posts` (as a restarted app
-/// or a recycling pool would make), so a fence that reaches it shows at once.
-struct NeighbourWriter {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<(Vec<Instant>, Vec<String>)>,
-}
-
-impl NeighbourWriter {
-    fn start(opts: mysql_async::Opts) -> NeighbourWriter {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let task = tokio::spawn(async move {
-            let (mut acked, mut failed) = (Vec::new(), Vec::new());
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let done = async {
-                    let mut c = mysql_async::Conn::new(opts.clone()).await?;
-                    c.query_drop("INSERT INTO posts () VALUES ()").await?;
-                    c.disconnect().await
-                };
-                match done.await {
-                    Ok(()) => acked.push(Instant::now()),
-                    Err(e) => failed.push(e.to_string()),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (acked, failed)
-        });
-        NeighbourWriter { stop, task }
-    }
-
-    async fn stop(self) -> (Vec<Instant>, Vec<String>) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
 /// On the source: database `blog` with its own writer account `blogger`, which has no grant
 /// on the moved database.
 async fn blog_on_source(f: &Fixture) -> mysql_async::Opts {
@@ -860,7 +824,18 @@ async fn a_neighbour_database_is_refused_by_default_and_keeps_serving_under_a_fe
     let report = preflight::run(&pair, &mut s, &mut t).await.unwrap();
     assert!(report.passed(), "{:#?}", report.findings);
     let writer = replicate_then_write(&f, &pair, 300, Duration::from_millis(800)).await;
-    let neighbour = NeighbourWriter::start(blogger);
+    let neighbour = crate::support::NeighbourWriter::start(move || {
+        let opts = blogger.clone();
+        async move {
+            let mut c = mysql_async::Conn::new(opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            c.query_drop("INSERT INTO posts () VALUES ()")
+                .await
+                .map_err(|e| e.to_string())?;
+            c.disconnect().await.map_err(|e| e.to_string())
+        }
+    });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = engine::cutover(&pair, &mut |_| {})
         .await

@@ -7,7 +7,7 @@ use cutover::engine::{self, Event, Phase, Rollback};
 use cutover::lab::Postgres;
 use cutover::lab::writer::{Writer, WriterConfig};
 
-use crate::support::PgPair;
+use crate::support::{NeighbourWriter, PgPair, connect_grants};
 use cutover::plan::{self, Plan};
 use cutover::postgres::preflight::{self, Severity};
 use cutover::postgres::{Pair, cleanup, start, status, verify};
@@ -989,41 +989,6 @@ async fn connect_as(
     connect_with(&config_as(pg, db, user)).await
 }
 
-/// A neighbour's writer: a new connection for every insert (as a restarted app or a recycling
-/// pool would make), so a fence that takes the role's login away shows at once.
-struct NeighbourWriter {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<(Vec<Instant>, Vec<String>)>,
-}
-
-impl NeighbourWriter {
-    fn start(pg: &Postgres, db: &str, user: &str) -> NeighbourWriter {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (config, flag) = (config_as(pg, db, user), stop.clone());
-        let task = tokio::spawn(async move {
-            let (mut acked, mut failed) = (Vec::new(), Vec::new());
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let done = async {
-                    let c = connect_with(&config).await?;
-                    c.execute("INSERT INTO posts DEFAULT VALUES", &[]).await
-                };
-                match done.await {
-                    Ok(_) => acked.push(Instant::now()),
-                    Err(e) => failed.push(format!("{e:?}")),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (acked, failed)
-        });
-        NeighbourWriter { stop, task }
-    }
-
-    async fn stop(self) -> (Vec<Instant>, Vec<String>) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
 /// On the source: database `blog` written by the plan's own role `app`, database `wiki` with a
 /// role of its own that shares nothing, and a login role `reader` that connects to `app`
 /// through PUBLIC's grant.
@@ -1088,8 +1053,21 @@ async fn a_neighbour_sharing_the_app_role_keeps_serving_through_and_after_the_cu
     let app = fx
         .replicate_then_write(&pair, 300, Duration::from_millis(800))
         .await;
-    let blog_writer = NeighbourWriter::start(&fx.source, "blog", "app");
-    let wiki_writer = NeighbourWriter::start(&fx.source, "wiki", "wikiuser");
+    let neighbour = |db: &str, user: &str| {
+        let config = config_as(&fx.source, db, user);
+        NeighbourWriter::start(move || {
+            let config = config.clone();
+            async move {
+                let c = connect_with(&config).await.map_err(|e| format!("{e:?}"))?;
+                c.execute("INSERT INTO posts DEFAULT VALUES", &[])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}"))
+            }
+        })
+    };
+    let blog_writer = neighbour("blog", "app");
+    let wiki_writer = neighbour("wiki", "wikiuser");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = engine::cutover(&pair, &mut |_| {})
         .await
@@ -1140,22 +1118,6 @@ async fn a_neighbour_sharing_the_app_role_keeps_serving_through_and_after_the_cu
         .expect("reader keeps its CONNECT on the old primary's database");
 }
 
-/// The database's CONNECT grants, one line per grantee and privilege, sorted.
-async fn connect_grants(c: &tokio_postgres::Client, db: &str) -> Vec<String> {
-    c.query(
-        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
-                || ' ' || a.privilege_type || ' ' || a.is_grantable
-         FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-         WHERE d.datname = $1 ORDER BY 1",
-        &[&db],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_database_scoped_fence_gives_back_exactly_the_grants_it_took() {
     use cutover::postgres::fence::{self, Scope};
@@ -1166,7 +1128,7 @@ async fn the_database_scoped_fence_gives_back_exactly_the_grants_it_took() {
     su.batch_execute("GRANT CONNECT ON DATABASE app TO app WITH GRANT OPTION")
         .await
         .unwrap();
-    let before = connect_grants(&su, "app").await;
+    let before = connect_grants(&fx.source, "app").await;
     let pair = pair_of(&fx.plan(""));
     let (s, _) = pair.connect().await.unwrap();
     start::own_tables(&s).await.unwrap();
@@ -1184,7 +1146,7 @@ async fn the_database_scoped_fence_gives_back_exactly_the_grants_it_took() {
     fence::block(&s, &["app".to_owned()], "p").await.unwrap();
     let unblocked = fence::unblock(&s, "p").await.unwrap();
     assert_eq!(unblocked, vec!["app (CONNECT on database app)".to_owned()]);
-    assert_eq!(connect_grants(&su, "app").await, before);
+    assert_eq!(connect_grants(&fx.source, "app").await, before);
     fx.app_can_write(&fx.source).await.unwrap();
 
     // CONNECT held through a group the plan does not fence: the scope cannot hold, so the
@@ -1194,7 +1156,7 @@ async fn the_database_scoped_fence_gives_back_exactly_the_grants_it_took() {
     )
     .await
     .unwrap();
-    let before = connect_grants(&su, "app").await;
+    let before = connect_grants(&fx.source, "app").await;
     let planned = fence::block(&s, &["app".to_owned()], "p").await.unwrap();
     assert_eq!(planned.scopes[0].scope, Scope::Login);
     assert!(
@@ -1217,6 +1179,6 @@ async fn the_database_scoped_fence_gives_back_exactly_the_grants_it_took() {
     assert_eq!(blog.severity, Severity::Warning, "{blog:?}");
     assert!(blog.problem.contains("unable to log in"), "{blog:?}");
     fence::unblock(&s, "p").await.unwrap();
-    assert_eq!(connect_grants(&su, "app").await, before);
+    assert_eq!(connect_grants(&fx.source, "app").await, before);
     fx.app_can_write(&fx.source).await.unwrap();
 }

@@ -403,25 +403,6 @@ async fn pg_case(pg: &PgPair, at: u64, reverse: bool) -> (bool, String) {
     (forward, last)
 }
 
-/// The CONNECT grants on database `db` of `pg`, one line per grantee, sorted.
-async fn connect_grants(pg: &cutover::lab::Postgres, db: &str) -> Vec<String> {
-    pg.connect(db)
-        .await
-        .unwrap()
-        .query(
-            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
-                    || ' ' || a.is_grantable
-             FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-             WHERE d.datname = $1 AND a.privilege_type = 'CONNECT' ORDER BY 1",
-            &[&db],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 /// After a sweep case's resume: when the run went forward, the writer reached the side it moved
 /// to (`reached`); otherwise it goes on writing where it was for a moment.
 async fn settle(at: u64, forward: bool, reached: impl std::future::Future<Output = bool>) {

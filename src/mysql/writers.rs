@@ -327,6 +327,16 @@ pub fn lock_sql(accounts: &[Account]) -> Option<String> {
 /// The accounts cutover locked for `pair` on this server (not those kept after promotion),
 /// as `'u'@'h'`.
 pub async fn locked(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
+    recorded(db, pair, false).await
+}
+
+/// The accounts cutover keeps locked for good for `pair` after a promotion, as `'u'@'h'`.
+pub async fn kept_locked(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
+    recorded(db, pair, true).await
+}
+
+/// The accounts recorded for `pair`, those kept after a promotion or the others.
+async fn recorded(db: &mut Db, pair: &str, kept: bool) -> Result<Vec<String>, MyError> {
     let exists: Option<(String,)> = db
         .exec_opt(
             "look for the locked-account record",
@@ -341,38 +351,10 @@ pub async fn locked(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
         .exec_all(
             "read the locked accounts",
             &format!(
-                "SELECT user, host FROM {} WHERE pair = ? AND NOT after_promotion",
+                "SELECT user, host FROM {} WHERE pair = ? AND after_promotion = ?",
                 lock_table()
             ),
-            (pair,),
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|(u, h)| format!("{}@{}", literal(u), literal(h)))
-        .collect())
-}
-
-/// The accounts cutover keeps locked for good for `pair` after a promotion, as `'u'@'h'`.
-pub async fn kept_locked(db: &mut Db, pair: &str) -> Result<Vec<String>, MyError> {
-    let exists: Option<(String,)> = db
-        .exec_opt(
-            "look for the locked-account record",
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (LOCK_DB, LOCK_TABLE),
-        )
-        .await?;
-    if exists.is_none() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<(String, String)> = db
-        .exec_all(
-            "read the accounts kept locked",
-            &format!(
-                "SELECT user, host FROM {} WHERE pair = ? AND after_promotion",
-                lock_table()
-            ),
-            (pair,),
+            (pair, kept),
         )
         .await?;
     Ok(rows

@@ -363,3 +363,58 @@ provider = {{ kind = "powerdns", api_url = "{url}", api_key_file = "{key}" }}
     std::fs::write(&path, plan).unwrap();
     path
 }
+
+/// A neighbour's writer: calls `write` (which opens a new connection for every insert, as a
+/// restarted app or a recycling pool would) every 20 ms until stopped, so a fence that reaches
+/// the neighbour shows at once. Returns when each write was acknowledged, and every failure.
+pub struct NeighbourWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<Instant>, Vec<String>)>,
+}
+
+impl NeighbourWriter {
+    pub fn start<F, Fut>(write: F) -> NeighbourWriter
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send,
+    {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match write().await {
+                    Ok(()) => acked.push(Instant::now()),
+                    Err(e) => failed.push(e),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, failed)
+        });
+        NeighbourWriter { stop, task }
+    }
+
+    pub async fn stop(self) -> (Vec<Instant>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// The CONNECT grants on database `db` of `pg`, one line per grantee, sorted.
+pub async fn connect_grants(pg: &Postgres, db: &str) -> Vec<String> {
+    pg.connect(db)
+        .await
+        .unwrap()
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
+                    || ' ' || a.is_grantable
+             FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+             WHERE d.datname = $1 AND a.privilege_type = 'CONNECT' ORDER BY 1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
