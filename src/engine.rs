@@ -94,6 +94,8 @@ pub struct Finished {
     pub lost: Option<String>,
     /// What could not be done; each says what to do instead.
     pub warnings: Vec<String>,
+    /// How the replication links were protected, in words (`forward link over TLS`).
+    pub links: Vec<String>,
     /// Engine-specific detail for the report.
     pub detail: serde_json::Value,
 }

@@ -262,8 +262,10 @@ async fn a_whole_run_against_tls_only_servers_verifies_them_and_encrypts_both_li
             .wait_acked(20, std::time::Duration::from_secs(30))
             .await
     );
-    let (code, out, err) = support::run(&["run", plan_arg]);
+    let (code, out, err) = support::run(&["run", "--output", "json", plan_arg]);
     assert_eq!(code, 0, "{out}\n{err}");
+    // The report says the forward link was encrypted, as read from the publisher.
+    assert!(out.contains("forward link over TLS (pg_stat_ssl)"), "{out}");
     assert!(
         writer
             .wait_on_target(20, std::time::Duration::from_secs(30))

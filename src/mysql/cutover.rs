@@ -838,6 +838,18 @@ impl engine::Window for MyWindow {
                 _ => None,
             },
             warnings: report.warnings.clone(),
+            links: [
+                ("forward", &self.pair.plan.source),
+                ("reverse", &self.pair.plan.target),
+            ]
+            .into_iter()
+            .filter(|(way, _)| *way == "forward" || self.pair.plan.reverse_replication)
+            .map(|(way, e)| match super::tls::replica_tls(e) {
+                Some(t) if t.verify => format!("{way} link over TLS, certificate verified"),
+                Some(_) => format!("{way} link over TLS, certificate not verified"),
+                None => format!("{way} link: TLS as the servers default"),
+            })
+            .collect(),
             detail: serde_json::to_value(&report).unwrap_or_default(),
         }
     }

@@ -466,6 +466,66 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         }
     }
 
+    // Transport: how each of cutover's connections is protected, and the replica's link.
+    for (db, endpoint) in [
+        (&mut *source, &pair.plan.source),
+        (&mut *target, &pair.plan.target),
+    ] {
+        let cipher: Option<(String, String)> = db
+            .exec_opt(
+                "read the session's cipher",
+                "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
+                (),
+            )
+            .await?;
+        let encrypted = cipher.is_some_and(|(_, c)| !c.is_empty());
+        let mode = endpoint.effective_ssl_mode();
+        if !encrypted && mode == crate::plan::MysqlSslMode::Preferred {
+            c.add(
+                db,
+                Severity::Warning,
+                "cutover's connection is not encrypted: ssl_mode `preferred`, and the server does not offer TLS",
+                "give the server a certificate (`ssl_cert`, `ssl_key`) and set ssl_mode = \"verify_identity\" with `ssl_ca`, or accept plaintext on a network you trust (ssl_mode = \"disabled\" says so)",
+            );
+        } else if encrypted {
+            c.add(
+                db,
+                Severity::Info,
+                format!(
+                    "cutover's connection is encrypted ({})",
+                    match mode {
+                        crate::plan::MysqlSslMode::VerifyIdentity
+                        | crate::plan::MysqlSslMode::VerifyCa =>
+                            "certificate and host name verified",
+                        _ => "certificate not verified",
+                    }
+                ),
+                "nothing to do",
+            );
+        }
+    }
+    match super::tls::replica_tls(&pair.plan.source) {
+        Some(link) => c.add(
+            target,
+            Severity::Info,
+            format!(
+                "the replica's link to the source will be encrypted ({}), its account REQUIRE SSL",
+                if link.verify {
+                    "the source's certificate verified"
+                } else {
+                    "the source's certificate not verified"
+                }
+            ),
+            "nothing to do",
+        ),
+        None => c.add(
+            target,
+            Severity::Warning,
+            "the replica's link to the source is not required to be encrypted (ssl_mode `preferred` or `disabled`): every row crosses the network as the server's defaults decide",
+            "set the source's ssl_mode to `verify_identity` (with `ssl_ca`) to encrypt and verify the binlog stream",
+        ),
+    }
+
     // Time zone and character set.
     for name in [
         "time_zone",

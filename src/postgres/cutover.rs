@@ -74,6 +74,9 @@ pub struct Detail {
     /// What the fence held on the source, role by role (`app (no CONNECT on database shop)`,
     /// `app (NOLOGIN)`): the database scope leaves the role's other databases serving.
     pub fence_scope: Vec<String>,
+    /// The subscription's link at the gate, as the publisher's `pg_stat_ssl` said: `true`
+    /// over TLS, `false` in plaintext, `None` when it was not read (a resumed window).
+    pub forward_link_tls: Option<bool>,
     /// Sequences copied.
     pub sequences: usize,
     /// Reverse replication was set up.
@@ -225,6 +228,8 @@ pub struct PgWindow {
     sessions_ended: usize,
     /// What the fence held on the source, role by role.
     fence_scope: Vec<String>,
+    /// Whether the subscription's link ran over TLS at the gate (`None`: not read).
+    forward_link_tls: Option<bool>,
     fence_lsn: String,
     sequences: usize,
     write_unavailable_ms: Option<f64>,
@@ -247,6 +252,7 @@ impl PgWindow {
             promote_attempted: false,
             sessions_ended: 0,
             fence_scope: Vec::new(),
+            forward_link_tls: None,
             fence_lsn: String::new(),
             sequences: 0,
             write_unavailable_ms: None,
@@ -273,6 +279,17 @@ impl PgWindow {
         self.last = Instant::now();
         let (lag, target_roles) = gate(&self.pair, &self.source, &self.target).await?;
         self.target_roles = Some(target_roles);
+        // What the report says of the forward link: read from the publisher's walsender.
+        self.forward_link_tls = self
+            .source
+            .query_opt(
+                "read whether the subscription's link is encrypted",
+                "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s ON s.pid = r.pid
+                 WHERE r.application_name = $1",
+                &[&self.pair.names.subscription],
+            )
+            .await?
+            .map(|r| r.get(0));
         self.done(Stage::Gate);
         Ok(lag)
     }
@@ -497,6 +514,7 @@ impl PgWindow {
             fence_lsn: self.fence_lsn.clone(),
             sessions_ended: self.sessions_ended,
             fence_scope: self.fence_scope.clone(),
+            forward_link_tls: self.forward_link_tls,
             sequences: self.sequences,
             reverse_replication: self.pair.plan.reverse_replication,
             stages_ms: self.stages.clone(),
@@ -755,6 +773,11 @@ impl engine::Window for PgWindow {
                 .filter(|a| a.rows() > 0)
                 .map(|a| a.describe()),
             warnings: report.warnings.clone(),
+            links: match report.forward_link_tls {
+                Some(true) => vec!["forward link over TLS (pg_stat_ssl)".to_owned()],
+                Some(false) => vec!["forward link in PLAINTEXT (pg_stat_ssl)".to_owned()],
+                None => Vec::new(),
+            },
             detail: serde_json::to_value(&report).unwrap_or_default(),
         }
     }

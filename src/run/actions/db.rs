@@ -119,7 +119,12 @@ pub(in crate::run) async fn finish(w: &mut dyn Window, reverse: bool) -> Result<
     };
     Ok((
         format!(
-            "{clean}{}",
+            "{clean}{}{}",
+            if f.links.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", f.links.join(", "))
+            },
             if f.warnings.is_empty() {
                 String::new()
             } else {
