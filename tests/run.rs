@@ -1722,3 +1722,82 @@ async fn a_plan_edited_after_a_crash_is_resumed_and_reported_with_the_plan_the_r
     let check = my_ledger.check(&mut c).await.unwrap();
     assert!(check.clean() && check.acked_on_target == 0, "{check:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_operator_is_refused_at_every_phase_of_the_first_run_which_completes() {
+    let pg = PgPair::start().await;
+    // Before the warm sync, at the gate, inside the window, past the point of no return.
+    for at in [3u64, 7, 10, 13] {
+        let db = format!("ph{at}");
+        pg.database(&db).await;
+        let path = write_plan(pg.dir.path(), &db, &pg.pair_toml(&db, ""));
+        let other = second_operator(&path);
+        let (first_arg, other_arg) = (path.to_str().unwrap(), other.to_str().unwrap());
+        let writer = pg.writer(&db, 200);
+        assert!(writer.wait_acked(20, Duration::from_secs(30)).await);
+        let mut first = spawn_stopping(&["run", first_arg], Some(at), None);
+        assert!(
+            wait_stopped(&mut first, Duration::from_secs(60)),
+            "record {at}"
+        );
+        let (code, out, err) = support::run(&["run", other_arg]);
+        assert_eq!(code, 1, "record {at}:\n{out}\n{err}");
+        assert!(
+            err.contains("lease on this database is held by `run` as pid"),
+            "record {at}: {err}"
+        );
+        // The first goes on, untouched by the refused second, and completes.
+        // SAFETY: kill() signals one child process by pid.
+        unsafe {
+            libc::kill(first.id() as i32, libc::SIGCONT);
+        }
+        let out = first.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "record {at}: the first run completed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            writer.wait_on_target(20, Duration::from_secs(30)).await,
+            "record {at}"
+        );
+        let ledger = writer.stop().await;
+        let check = ledger
+            .check(&pg.target.connect(&db).await.unwrap())
+            .await
+            .unwrap();
+        assert!(
+            check.clean() && check.acked_on_target > 0,
+            "record {at}: {check:?}"
+        );
+        assert_eq!(ledger.both_accepted, 0, "record {at}");
+        // After it: the lease is free, and the second operator's run stops at preflight (its
+        // source is the old primary of a completed cutover) with nothing changed.
+        let (code, out, err) = support::run(&["run", other_arg]);
+        assert_ne!(code, 0, "record {at}:\n{out}\n{err}");
+        assert!(
+            format!("{out}{err}").contains("moved away by a completed cutover"),
+            "record {at}:\n{out}\n{err}"
+        );
+        // Refused at its preflight, it ended: it left no holder record on the servers.
+        let held: i64 = pg
+            .source
+            .connect(&db)
+            .await
+            .unwrap()
+            .query_one("SELECT count(*) FROM cutover.lease", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(held, 0, "record {at}: no lease record left");
+        assert!(
+            !pg.app_writes(&pg.source, &db).await,
+            "record {at}: the old primary stays fenced"
+        );
+        assert!(
+            pg.app_writes(&pg.target, &db).await,
+            "record {at}: the new primary serves"
+        );
+    }
+}
