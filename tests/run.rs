@@ -1585,7 +1585,20 @@ async fn a_second_operator_with_its_own_state_directory_is_refused_by_the_server
     };
     // The second operator's run and cleanup are refused, naming the holder and its state
     // directory, with nothing changed.
-    for args in [vec!["run", other_arg], vec!["pg", "cleanup", other_arg]] {
+    // Its plan also switches a DNS record: `dns update` is refused by the same lease.
+    let with_dns = other.with_extension("dns.toml");
+    std::fs::write(
+        &with_dns,
+        std::fs::read_to_string(&other).unwrap()
+            + "\n[[dns]]\nname = \"shop.example.com\"\ntype = \"A\"\nvalues = [\"192.0.2.7\"]\nprovider = { kind = \"hetzner\", api_token_env = \"CUTOVER_TEST_NO_TOKEN\" }\n",
+    )
+    .unwrap();
+    let dns_arg = with_dns.to_str().unwrap();
+    for args in [
+        vec!["run", other_arg],
+        vec!["pg", "cleanup", other_arg],
+        vec!["dns", "update", "--force", dns_arg],
+    ] {
         let (code, out, err) = support::run(&args);
         assert_ne!(code, 0, "{args:?}:\n{out}\n{err}");
         assert!(

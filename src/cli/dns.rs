@@ -56,10 +56,39 @@ pub fn run(cmd: DnsCommand) -> u8 {
     };
     let output = args.output;
     let plan = &plan;
+    let plan_file = args.plan.clone();
     rt.block_on(async move {
+        // And the servers' lease of the plan's database pairs: a run from another state
+        // directory holds them while it runs.
+        let servers = match purpose {
+            Some(p) => match crate::run::single::ServerLeases::of_plan(plan, p).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    errln!("{}: {e}", plan_file.display());
+                    return EXIT_FAILED;
+                }
+            },
+            None => None,
+        };
+        let code = dns_step(plan, &cmd, selected, &discovery, output).await;
+        if let Some(servers) = servers {
+            servers.release().await;
+        }
+        code
+    })
+}
+
+async fn dns_step(
+    plan: &crate::plan::Plan,
+    cmd: &DnsCommand,
+    selected: Vec<(usize, &crate::plan::DnsRecord)>,
+    discovery: &crate::dns::Discovery,
+    output: Output,
+) -> u8 {
+    {
         let mut targets = Vec::new();
         for (index, record) in selected {
-            match Target::resolve(index, record, &discovery).await {
+            match Target::resolve(index, record, discovery).await {
                 Ok(target) => targets.push(target),
                 Err(e) => return fail(output, &e),
             }
@@ -78,7 +107,7 @@ pub fn run(cmd: DnsCommand) -> u8 {
             },
             DnsCommand::Wait(a) => wait(plan, &targets, a.timeout, a.poll, output).await,
         }
-    })
+    }
 }
 
 fn discovery(args: &DnsArgs) -> Result<Discovery, String> {

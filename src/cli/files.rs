@@ -64,6 +64,20 @@ pub fn run(cmd: FilesCommand) -> u8 {
         _ => None,
     };
     rt.block_on(async {
+        // And the servers' lease of the plan's database pairs: a run from another state
+        // directory holds them while it runs.
+        let servers = if matches!(step, "sync" | "final") {
+            match crate::run::single::ServerLeases::of_plan(&plan, &format!("files {step}")).await
+            {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    errln!("{}: {e}", args.plan.display());
+                    return EXIT_FAILED;
+                }
+            }
+        } else {
+            None
+        };
         let mut code = EXIT_OK;
         let mut results = Vec::new();
         for entry in &entries {
@@ -87,6 +101,9 @@ pub fn run(cmd: FilesCommand) -> u8 {
         }
         if !human {
             outln!("{}", json!({ "entries": results }));
+        }
+        if let Some(servers) = servers {
+            servers.release().await;
         }
         code
     })

@@ -38,6 +38,17 @@ impl ServerLeases {
         Ok(held)
     }
 
+    /// The lease on the servers of every database pair of `plan` (none: nothing held), for a
+    /// command that changes something else the migration owns (a DNS record, a file tree):
+    /// another state directory's run holds them, so the command is refused while it runs.
+    pub async fn of_plan(plan: &Plan, purpose: &str) -> Result<ServerLeases, String> {
+        let pairs: Vec<Box<dyn Pair>> = super::steps::databases(plan)
+            .into_iter()
+            .map(|(db, _)| super::pairs::pair(plan, db))
+            .collect();
+        ServerLeases::take(plan, purpose, pairs.iter().map(|p| p.as_ref())).await
+    }
+
     /// Lets go of every lease and clears the holder records: the command ended on its own,
     /// with nothing left for a resume.
     pub async fn release(self) {
