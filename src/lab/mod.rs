@@ -148,8 +148,9 @@ pub struct Lab {
     pub bind: Bind,
     /// sshd for rsync over ssh, reachable as `lab-source` and `lab-target`.
     pub sshd: Sshd,
-    /// The CA that signed both PostgreSQL clusters' certificates: they take TCP connections
-    /// over TLS only, and the lab's plan verifies them with it (`verify-full`).
+    /// The CA that signed every database server's certificate: the PostgreSQL clusters take
+    /// TCP connections over TLS only (`hostssl`), the MariaDB servers require secure
+    /// transport, and the lab's plan verifies them with it (`verify-full`, `verify_identity`).
     pub pg_ca_file: PathBuf,
 }
 
@@ -163,11 +164,16 @@ impl Lab {
             names: vec!["127.0.0.1".into(), "localhost".into()],
             client_cert: false,
         };
+        let my_tls = tls::ServerTls {
+            ca: &ca,
+            names: vec!["127.0.0.1".into(), "localhost".into()],
+            client_cert: false,
+        };
         let (pg_source, pg_target, maria_source, maria_target, powerdns, bind, sshd) = tokio::try_join!(
             Postgres::start_with(&root, "pg-source", supervision, Some(&pg_tls)),
             Postgres::start_with(&root, "pg-target", supervision, Some(&pg_tls)),
-            MariaDb::start(&root, "maria-source", 1, supervision),
-            MariaDb::start(&root, "maria-target", 2, supervision),
+            MariaDb::start_with(&root, "maria-source", 1, supervision, Some(&my_tls)),
+            MariaDb::start_with(&root, "maria-target", 2, supervision, Some(&my_tls)),
             PowerDns::start(&root, "powerdns", supervision),
             Bind::start(&root, "bind", supervision),
             Sshd::start(&root, "sshd", supervision),

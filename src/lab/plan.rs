@@ -38,9 +38,10 @@ pub fn lab_plan_toml(lab: &Lab) -> String {
     };
     let my = |server: &super::MariaDb| {
         format!(
-            "{{ host = \"127.0.0.1\", port = {}, user = \"{ADMIN_USER}\", password_file = {} }}",
+            "{{ host = \"127.0.0.1\", port = {}, user = \"{ADMIN_USER}\", password_file = {}, ssl_mode = \"verify_identity\", ssl_ca = {} }}",
             server.port,
-            q(server.password_file.display().to_string())
+            q(server.password_file.display().to_string()),
+            q(lab.pg_ca_file.display().to_string())
         )
     };
     format!(
