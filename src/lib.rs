@@ -8,8 +8,10 @@
 //!   status and the TTL job; reads what `run` journals, never runs a cutover.
 //! - [`run`]: the hot-migration sequencer: typed steps, journal, rollback, resume, reverse
 //!   cutover, hooks, checks, report, status; the one factory from a plan to its database pairs.
-//! - [`postgres`]: PostgreSQL logical replication, preflight to cleanup.
-//! - [`mysql`]: MySQL / MariaDB binlog replication, one dialect table per flavour and version.
+//! - [`postgres`]: PostgreSQL logical replication, preflight to cleanup; its TLS, its fence
+//!   scoped to the moved database, its lease on the servers.
+//! - [`mysql`]: MySQL / MariaDB binlog replication, one dialect table per flavour and version;
+//!   its TLS, the source server's other databases, its lease on the servers.
 //!   The two engines never import each other; both implement [`engine`]'s contract.
 //! - [`files`]: directory trees moved with rsync between the hosts, server to server.
 //! - [`dns`]: TTL jobs, record switches, propagation on every authoritative server.
@@ -21,7 +23,8 @@
 //! - [`finding`]: the shared words for what a check found (server, severity, problem, fix).
 //! - [`state`]: the state directory's one owner (layout, atomic and durable writes, the lease
 //!   and journal store).
-//! - [`secret`]: secrets from the environment or files, never printed.
+//! - [`secret`]: secrets from the environment or files, never printed; the private-key file
+//!   rule both engines' TLS keys follow.
 
 pub mod cli;
 pub mod dberror;

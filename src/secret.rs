@@ -144,3 +144,19 @@ mod log_tests {
         assert!(!may_log_secrets("cutover::postgres", Level::TRACE));
     }
 }
+
+/// libpq's and the mysql client's rule for a private key file (a TLS client key): it must not
+/// be readable by group or world. The refusal says so in their words, with the fix.
+pub fn check_private_file(key: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(key)
+        .map_err(|err| format!("{}: cannot read it ({err})", key.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "private key file {} has group or world access; permissions should be u=rw (0600) or less (fix: chmod 600 {})",
+            key.display(),
+            key.display()
+        ));
+    }
+    Ok(())
+}

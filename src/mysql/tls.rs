@@ -43,7 +43,7 @@ pub fn ssl_opts(e: &MysqlEndpoint) -> Result<Option<SslOpts>, String> {
         }
     }
     if let (Some(cert), Some(key)) = (&e.ssl_cert, &e.ssl_key) {
-        crate::postgres::tls::check_key_file(key)?;
+        crate::secret::check_private_file(key)?;
         opts = opts.with_client_identity(Some(ClientIdentity::new(
             cert.clone().into(),
             key.clone().into(),

@@ -598,20 +598,12 @@ fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
 }
 
 /// A private key file must not be readable by group or world (libpq and the mysql client
-/// refuse such a key).
+/// refuse such a key); a file that is not there yet is for the connection to report.
 fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(key)
-        && meta.permissions().mode() & 0o077 != 0
+    if key.exists()
+        && let Err(why) = crate::secret::check_private_file(key)
     {
-        c.fail(
-            at,
-            format!(
-                "private key file {} has group or world access; permissions should be u=rw (0600) or less",
-                key.display()
-            ),
-            format!("chmod 600 {}", key.display()),
-        );
+        c.fail(at, why, format!("chmod 600 {}", key.display()));
     }
 }
 

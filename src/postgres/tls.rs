@@ -13,7 +13,6 @@
 //! configuration built here; the crypto provider is aws-lc-rs, the workspace's one backend.
 //! A failed handshake is said in words an operator acts on ([`describe_failure`]).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -102,7 +101,7 @@ fn client_identity(
     let (Some(cert), Some(key)) = (&e.sslcert, &e.sslkey) else {
         return Ok(None);
     };
-    check_key_file(key)?;
+    crate::secret::check_private_file(key)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|err| format!("sslcert {}: cannot read it ({err})", cert.display()))?
         .collect::<Result<_, _>>()
@@ -110,21 +109,6 @@ fn client_identity(
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|err| format!("sslkey {}: not a PEM private key ({err})", key.display()))?;
     Ok(Some((certs, key)))
-}
-
-/// libpq's rule: a private key file must not be readable by group or world.
-pub fn check_key_file(key: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(key)
-        .map_err(|err| format!("sslkey {}: cannot read it ({err})", key.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "private key file {} has group or world access; permissions should be u=rw (0600) or less (fix: chmod 600 {})",
-            key.display(),
-            key.display()
-        ));
-    }
-    Ok(())
 }
 
 /// The connector for an endpoint (its rustls configuration carries the check).
