@@ -29,6 +29,7 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
 }
 
 /// One cutover run of a write-unavailability benchmark.
+#[derive(Clone)]
 pub struct Run {
     /// Cutover's own fence -> target writable time.
     pub unavailable_ms: f64,
