@@ -15,7 +15,12 @@
 //! and the target's apply rate over 3 s before the cutover, and a refused gate is counted,
 //! not fatal.
 //!
-//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W]`
+//! TLS mode (`--tls 1`): runs alternate plaintext (`ssl_mode = "disabled"`, the baseline) and
+//! verified TLS (servers with `require_secure_transport` and a CA the lab makes,
+//! `ssl_mode = "verify_identity"` for cutover and the replica's link), each half summarised,
+//! with the TLS/plaintext ratio of the p50 window.
+//!
+//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1]`
 
 mod common;
 
@@ -25,6 +30,7 @@ use std::time::Duration;
 
 use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig, TABLE_SQL};
+use cutover::lab::tls::{LabCa, ServerTls};
 use cutover::lab::{LabDir, MariaDb, Supervision};
 use cutover::mysql::{Pair, start};
 use cutover::plan;
@@ -123,13 +129,28 @@ async fn load_task(
     done
 }
 
-async fn one_run(i: u32, rate: u32, saturate: u32, workers: u32) -> Option<Run> {
+async fn one_run(i: u32, rate: u32, saturate: u32, workers: u32, tls: bool) -> Option<Run> {
     let dir = LabDir::temporary().expect("lab dir");
+    let ca = LabCa::create(&dir.path().join("ca"), "bench").expect("CA");
+    let server_tls = ServerTls {
+        ca: &ca,
+        names: vec!["127.0.0.1".into()],
+        client_cert: false,
+    };
+    let with = tls.then_some(&server_tls);
     let (source, target) = tokio::try_join!(
-        MariaDb::start(dir.path(), "maria-source", 1, Supervision::Owned),
-        MariaDb::start(dir.path(), "maria-target", 2, Supervision::Owned),
+        MariaDb::start_with(dir.path(), "maria-source", 1, Supervision::Owned, with),
+        MariaDb::start_with(dir.path(), "maria-target", 2, Supervision::Owned, with),
     )
     .expect("servers start");
+    let transport = if tls {
+        format!(
+            ", ssl_mode = \"verify_identity\", ssl_ca = \"{}\"",
+            ca.ca_file.display()
+        )
+    } else {
+        ", ssl_mode = \"disabled\"".to_owned()
+    };
     for m in [&source, &target] {
         let mut c = m.connect(None).await.expect("connect");
         c.query_drop(format!(
@@ -155,7 +176,7 @@ async fn one_run(i: u32, rate: u32, saturate: u32, workers: u32) -> Option<Run> 
     .expect("app table");
     let endpoint = |m: &MariaDb| {
         format!(
-            "{{ host = \"127.0.0.1\", port = {}, user = \"cutover\", password_file = \"{}\" }}",
+            "{{ host = \"127.0.0.1\", port = {}, user = \"cutover\", password_file = \"{}\"{transport} }}",
             m.port,
             m.password_file.display()
         )
@@ -232,6 +253,7 @@ fn main() {
     let rate = arg("--rate", 1000);
     let saturate = arg("--saturate", 0);
     let workers = arg("--workers", 4);
+    let tls = arg("--tls", 0) == 1;
     runtime().block_on(async move {
         println!(
             "MariaDB cutover benchmark: {runs} runs, writer at {rate} inserts/s (2 connections), {saturate} saturating connections, fresh servers per run"
@@ -240,10 +262,11 @@ fn main() {
         let (mut results, mut baseline) = (Vec::new(), Vec::new());
         let (mut refused, mut baseline_refused) = (0, 0);
         for i in 0..runs {
-            // Saturating: odd runs are the one-applier baseline.
-            let base = saturate > 0 && i % 2 == 1;
-            let w = if base { 0 } else { workers };
-            match one_run(i, rate, saturate, w).await {
+            // Saturating: odd runs are the one-applier baseline. TLS mode: odd runs over
+            // verified TLS, even runs the plaintext baseline.
+            let base = (saturate > 0 || tls) && i % 2 == 1;
+            let w = if saturate > 0 && base { 0 } else { workers };
+            match one_run(i, rate, saturate, w, tls && base).await {
                 Some(r) => {
                     print_run(i, &r);
                     if base { baseline.push(r) } else { results.push(r) }
@@ -262,6 +285,20 @@ fn main() {
             println!("apply_workers = 0 (baseline): {} cut over, {baseline_refused} refused", baseline.len());
             if !baseline.is_empty() {
                 print_summary(&baseline);
+            }
+        }
+        if tls && saturate == 0 {
+            println!("(above: plaintext) verified TLS runs: {} cut over, {baseline_refused} refused", baseline.len());
+            if !baseline.is_empty() {
+                print_summary(&baseline);
+                let p50 = |rs: &[Run]| {
+                    let mut v: Vec<f64> = rs.iter().map(|r| r.unavailable_ms).collect();
+                    common::percentile(&mut v, 0.5)
+                };
+                println!(
+                    "TLS / plaintext, p50 fence -> writable: {:.2}",
+                    p50(&baseline) / p50(&results).max(0.001)
+                );
             }
         }
     });
