@@ -98,9 +98,11 @@ pub async fn read(pair: &Pair, source: &mut Db) -> Result<Vec<Neighbour>, MyErro
     if others.is_empty() {
         return Ok(Vec::new());
     }
-    // Administrators: accounts whose global privileges write every database.
-    let global: Vec<(String, String)> = writers::accounts(source, &[])
-        .await?
+    // Read once; each database's writers are computed from it. Administrators: accounts
+    // whose global privileges write every database.
+    let privileges = writers::Privileges::read(source).await?;
+    let global: Vec<(String, String)> = privileges
+        .accounts(&[])
         .into_iter()
         .filter(|a| a.writes)
         .map(|a| (a.user, a.host))
@@ -116,8 +118,8 @@ pub async fn read(pair: &Pair, source: &mut Db) -> Result<Vec<Neighbour>, MyErro
         .await?;
     let mut found = Vec::new();
     for database in others {
-        let writers: Vec<String> = writers::accounts(source, std::slice::from_ref(&database))
-            .await?
+        let writers: Vec<String> = privileges
+            .accounts(std::slice::from_ref(&database))
             .into_iter()
             .filter(|a| {
                 a.writes

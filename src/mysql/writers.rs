@@ -129,95 +129,127 @@ pub fn bypass_privileges(flavour: Flavour, version: Version) -> &'static [&'stat
     }
 }
 
+/// The server's accounts and grants, read once: what each account can do to any set of
+/// databases is computed from it without asking the server again.
+pub struct Privileges {
+    global: Vec<(String, String)>,
+    schema: Vec<(String, String, String)>,
+    role_grants: Vec<(String, String, String)>,
+    all: Vec<(String, String, bool)>,
+    bypass: &'static [&'static str],
+}
+
+impl Privileges {
+    /// Reads every account, its global, database and table privileges and its roles.
+    pub async fn read(db: &mut Db) -> Result<Privileges, MyError> {
+        let global: Vec<(String, String)> = db
+            .exec_all(
+                "read global privileges",
+                "SELECT GRANTEE, PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES",
+                (),
+            )
+            .await?;
+        let schema: Vec<(String, String, String)> = db
+            .exec_all(
+                "read database privileges",
+                "SELECT GRANTEE, TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES
+                 UNION ALL
+                 SELECT GRANTEE, TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES",
+                (),
+            )
+            .await?;
+        let roles_sql = match db.flavour {
+            Flavour::Mariadb => "SELECT User, Host, Role FROM mysql.roles_mapping",
+            Flavour::Mysql => "SELECT TO_USER, TO_HOST, FROM_USER FROM mysql.role_edges",
+        };
+        let role_grants: Vec<(String, String, String)> =
+            db.exec_all("read role grants", roles_sql, ()).await?;
+        let accounts_sql = match db.flavour {
+            Flavour::Mariadb => {
+                "SELECT User, Host, IFNULL(JSON_VALUE(Priv, '$.account_locked'), 'false') IN ('true', '1')
+                 FROM mysql.global_priv WHERE User <> ''"
+            }
+            Flavour::Mysql => {
+                "SELECT User, Host, account_locked = 'Y' FROM mysql.user WHERE User <> ''"
+            }
+        };
+        let all: Vec<(String, String, bool)> =
+            db.exec_all("read accounts", accounts_sql, ()).await?;
+        Ok(Privileges {
+            global,
+            schema,
+            role_grants,
+            all,
+            bypass: bypass_privileges(db.flavour, db.version),
+        })
+    }
+
+    /// Every account with what it can do to `databases`.
+    pub fn accounts(&self, databases: &[String]) -> Vec<Account> {
+        let (global, schema, role_grants, bypass) =
+            (&self.global, &self.schema, &self.role_grants, self.bypass);
+        // Privileges per grantee (user@host, or a role by name with an empty host).
+        let mut writes: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut bypasses: BTreeSet<(String, String)> = BTreeSet::new();
+        for (g, privilege) in global {
+            let key = grantee(g);
+            if WRITE_PRIVILEGES.contains(&privilege.as_str()) {
+                writes.insert(key.clone());
+            }
+            if bypass.contains(&privilege.as_str()) {
+                bypasses.insert(key);
+            }
+        }
+        for (g, pattern, privilege) in schema {
+            if WRITE_PRIVILEGES.contains(&privilege.as_str())
+                && databases.iter().any(|d| db_pattern_matches(pattern, d))
+            {
+                writes.insert(grantee(g));
+            }
+        }
+        // Roles granted to each account (transitively: a role can hold roles).
+        let mut granted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for (user, host, role) in role_grants {
+            granted
+                .entry((user.clone(), host.clone()))
+                .or_default()
+                .push(role.clone());
+        }
+        let has = |set: &BTreeSet<(String, String)>, user: &str, host: &str| {
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![(user.to_owned(), host.to_owned())];
+            while let Some(key) = todo.pop() {
+                if !seen.insert(key.clone()) {
+                    continue;
+                }
+                if set.contains(&key) {
+                    return true;
+                }
+                for role in granted.get(&key).into_iter().flatten() {
+                    // MariaDB keys a role's own grants by an empty host; MySQL roles have one.
+                    todo.push((role.clone(), String::new()));
+                    todo.push((role.clone(), "%".to_owned()));
+                }
+            }
+            false
+        };
+        self.all
+            .iter()
+            .cloned()
+            .map(|(user, host, locked)| Account {
+                writes: has(&writes, &user, &host),
+                bypasses_read_only: has(&bypasses, &user, &host),
+                user,
+                host,
+                locked,
+            })
+            .collect()
+    }
+}
+
 /// Every account on the server with what it can do to `databases`.
 pub async fn accounts(db: &mut Db, databases: &[String]) -> Result<Vec<Account>, MyError> {
-    let global: Vec<(String, String)> = db
-        .exec_all(
-            "read global privileges",
-            "SELECT GRANTEE, PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES",
-            (),
-        )
-        .await?;
-    let schema: Vec<(String, String, String)> = db
-        .exec_all(
-            "read database privileges",
-            "SELECT GRANTEE, TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES
-             UNION ALL
-             SELECT GRANTEE, TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES",
-            (),
-        )
-        .await?;
-    let roles_sql = match db.flavour {
-        Flavour::Mariadb => "SELECT User, Host, Role FROM mysql.roles_mapping",
-        Flavour::Mysql => "SELECT TO_USER, TO_HOST, FROM_USER FROM mysql.role_edges",
-    };
-    let role_grants: Vec<(String, String, String)> =
-        db.exec_all("read role grants", roles_sql, ()).await?;
-    let accounts_sql = match db.flavour {
-        Flavour::Mariadb => {
-            "SELECT User, Host, IFNULL(JSON_VALUE(Priv, '$.account_locked'), 'false') IN ('true', '1')
-             FROM mysql.global_priv WHERE User <> ''"
-        }
-        Flavour::Mysql => "SELECT User, Host, account_locked = 'Y' FROM mysql.user WHERE User <> ''",
-    };
-    let all: Vec<(String, String, bool)> = db.exec_all("read accounts", accounts_sql, ()).await?;
-    let bypass = bypass_privileges(db.flavour, db.version);
-
-    // Privileges per grantee (user@host, or a role by name with an empty host).
-    let mut writes: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut bypasses: BTreeSet<(String, String)> = BTreeSet::new();
-    for (g, privilege) in &global {
-        let key = grantee(g);
-        if WRITE_PRIVILEGES.contains(&privilege.as_str()) {
-            writes.insert(key.clone());
-        }
-        if bypass.contains(&privilege.as_str()) {
-            bypasses.insert(key);
-        }
-    }
-    for (g, pattern, privilege) in &schema {
-        if WRITE_PRIVILEGES.contains(&privilege.as_str())
-            && databases.iter().any(|d| db_pattern_matches(pattern, d))
-        {
-            writes.insert(grantee(g));
-        }
-    }
-    // Roles granted to each account (transitively: a role can hold roles).
-    let mut granted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for (user, host, role) in &role_grants {
-        granted
-            .entry((user.clone(), host.clone()))
-            .or_default()
-            .push(role.clone());
-    }
-    let has = |set: &BTreeSet<(String, String)>, user: &str, host: &str| {
-        let mut seen = BTreeSet::new();
-        let mut todo = vec![(user.to_owned(), host.to_owned())];
-        while let Some(key) = todo.pop() {
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            if set.contains(&key) {
-                return true;
-            }
-            for role in granted.get(&key).into_iter().flatten() {
-                // MariaDB keys a role's own grants by an empty host; MySQL roles have one.
-                todo.push((role.clone(), String::new()));
-                todo.push((role.clone(), "%".to_owned()));
-            }
-        }
-        false
-    };
-    Ok(all
-        .into_iter()
-        .map(|(user, host, locked)| Account {
-            writes: has(&writes, &user, &host),
-            bypasses_read_only: has(&bypasses, &user, &host),
-            user,
-            host,
-            locked,
-        })
-        .collect())
+    Ok(Privileges::read(db).await?.accounts(databases))
 }
 
 /// What the fence scope looks like on the source, for preflight and the gate.
