@@ -7,7 +7,7 @@ use cutover::lab::MariaDb;
 use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyLedger, MyWriter, MyWriterConfig};
 use cutover::mysql::preflight::{self, Severity};
-use cutover::mysql::{Pair, cleanup, start, status, verify};
+use cutover::mysql::{Pair, cleanup, resync, start, status, verify};
 use cutover::plan::{self, Plan};
 use mysql_async::prelude::Queryable;
 
@@ -715,6 +715,7 @@ async fn ddl_the_replication_filter_skips_stops_the_gate_before_the_fence() {
     let s = status::status(&pair, &mut source, &mut target, Duration::from_secs(5))
         .await
         .unwrap();
+    drop((source, target));
     assert!(
         s.drift.iter().any(|d| d.contains("app.late")),
         "status shows the drift: {s:?}"
@@ -730,8 +731,22 @@ async fn ddl_the_replication_filter_skips_stops_the_gate_before_the_fence() {
         why.contains("copy the pair again") && !why.contains("apply the same DDL"),
         "{why}"
     );
+    assert!(
+        why.contains("--table app.late") && !why.contains("--table app.writes"),
+        "the repair names the drifted table only: {why}"
+    );
     assert_eq!(count(&f.source, "SELECT @@GLOBAL.read_only").await, 0);
     app_can_write(&f.source).await.unwrap();
+    // The repair it names creates the table on the target; the drift is gone.
+    let spool = tempfile::tempdir().unwrap();
+    resync::resync(&pair, &["app.late".into()], spool.path())
+        .await
+        .unwrap_or_else(|e| panic!("resync: {e}"));
+    let (mut source, mut target) = pair.connect().await.unwrap();
+    let s = status::status(&pair, &mut source, &mut target, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(s.running() && s.drift.is_empty(), "{s:?}");
 
     // An app account missing on the target is named by preflight.
     let mut t = f.target.connect(None).await.unwrap();
@@ -942,7 +957,8 @@ async fn the_servers_lease_refuses_another_state_directory_and_survives_its_hold
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rows_applied_under_two_definitions_are_found_inside_the_window_and_nothing_is_promoted() {
+async fn rows_applied_under_two_definitions_are_refused_in_the_window_then_copied_again_under_writes()
+ {
     let f = Fixture::new().await;
     let pair = f.pair("");
     start::start(&pair).await.unwrap();
@@ -991,6 +1007,11 @@ async fn rows_applied_under_two_definitions_are_found_inside_the_window_and_noth
         why.contains("table app.writes differs") && why.contains("two definitions"),
         "{why}"
     );
+    // The fix offered copies the table again; it never says to align the target by hand.
+    assert!(
+        why.contains("cutover mysql resync <plan> --pair app-db --table app.writes"),
+        "{why}"
+    );
     assert!(
         matches!(failed.rollback, Rollback::SourceReopened { .. }),
         "{:?}",
@@ -998,11 +1019,139 @@ async fn rows_applied_under_two_definitions_are_found_inside_the_window_and_noth
     );
     assert_eq!(count(&f.source, "SELECT @@GLOBAL.read_only").await, 0);
     app_can_write(&f.source).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let ledger = writer.stop().await;
-    let check = check_on(&f.source, &ledger).await;
+    let lost = "SELECT COUNT(*) FROM app.writes WHERE k IN (-900001, -900002) AND note IS NULL";
+    assert_eq!(
+        count(&f.target, lost).await,
+        2,
+        "the values were lost on the target"
+    );
+
+    // The repair, with the writer still writing: the table is copied again and the replica
+    // runs on from the copy's position.
+    let spool = tempfile::tempdir().unwrap();
+    let bad = resync::resync(
+        &pair,
+        &["app.nothere".into(), "shop.t".into(), "nodot".into()],
+        spool.path(),
+    )
+    .await
+    .expect_err("refused");
+    let bad = bad.to_string();
     assert!(
-        check.clean() && check.acked > 0 && check.acked_on_target == 0,
+        bad.contains("\"shop.t\"")
+            && bad.contains("\"nodot\"")
+            && bad.contains("nothing was changed"),
+        "every problem at once: {bad}"
+    );
+    let since = server_now(&f.source).await;
+    let resynced = resync::resync(&pair, &["app.writes".into()], spool.path())
+        .await
+        .unwrap_or_else(|e| panic!("resync: {e}"));
+    println!("{resynced:?}");
+    assert_eq!(resynced.copied.len(), 1, "{resynced:?}");
+    assert_eq!(resynced.copied[0].tables, ["app.writes"]);
+    assert!(resynced.copied[0].bytes > 0, "{resynced:?}");
+    assert_eq!(
+        std::fs::read_dir(spool.path()).unwrap().count(),
+        0,
+        "the spooled copy is removed"
+    );
+    assert_eq!(count(&f.target, lost).await, 0, "the values are back");
+    wait_for_writes_after(&f.source, &since).await;
+    let (mut s, mut t) = pair.connect().await.unwrap();
+    let st = status::status(&pair, &mut s, &mut t, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(st.running() && st.drift.is_empty(), "{st:?}");
+
+    // The cutover now proves the table equal inside the window and promotes.
+    let report = engine::cutover(&pair, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cutover after the resync: {e}"));
+    assert!(
+        report.finished.detail["verified_in_window"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t == "app.writes")),
+        "{report:?}"
+    );
+    let promoted = server_now(&f.target).await;
+    wait_for_writes_after(&f.target, &promoted).await;
+    let ledger = writer.stop().await;
+    assert_eq!(ledger.both_accepted, 0);
+    let check = check_on(&f.target, &ledger).await;
+    assert!(
+        check.clean() && check.acked > 0 && check.acked_on_target > 0,
         "{check:?}"
+    );
+    let notes = "SELECT GROUP_CONCAT(COALESCE(note, '-') ORDER BY k) FROM app.writes WHERE k IN (-900001, -900002)";
+    assert_eq!(text(&f.target, notes).await, "after-ddl,after-ddl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ddl_during_the_sync_is_carried_with_every_value_and_proven_inside_the_window() {
+    let f = Fixture::new().await;
+    let pair = f.pair("");
+    let writer = replicate_then_write(&f, &pair, 200, Duration::from_millis(500)).await;
+    // The app's schema tool, with no default database, under the writer: a column added with
+    // a default, one dropped, one renamed, rows written between each; the writer's own
+    // table gains a column while it inserts.
+    let mut c = f.source.connect(None).await.unwrap();
+    c.query_drop(
+        "CREATE TABLE app.items (id INT PRIMARY KEY, a VARCHAR(10), b VARCHAR(10));
+         INSERT INTO app.items VALUES (1, 'a1', 'b1'), (2, 'a2', 'b2');
+         ALTER TABLE app.items ADD COLUMN c VARCHAR(10) NOT NULL DEFAULT 'dflt';
+         INSERT INTO app.items (id, a, b) VALUES (3, 'a3', 'b3');
+         INSERT INTO app.items (id, a, b, c) VALUES (4, 'a4', 'b4', 'c4');
+         ALTER TABLE app.items DROP COLUMN b;
+         INSERT INTO app.items (id, a, c) VALUES (5, 'a5', 'c5');
+         ALTER TABLE app.items RENAME COLUMN a TO a_new;
+         INSERT INTO app.items (id, a_new, c) VALUES (6, 'a6', 'c6');
+         UPDATE app.items SET a_new = 'a1x', c = 'c1' WHERE id = 1;
+         ALTER TABLE app.writes ADD COLUMN extra INT NOT NULL DEFAULT 7",
+    )
+    .await
+    .unwrap();
+    let since = server_now(&f.source).await;
+    wait_for_writes_after(&f.source, &since).await;
+    let (mut s, mut t) = pair.connect().await.unwrap();
+    let st = status::status(&pair, &mut s, &mut t, Duration::from_secs(10))
+        .await
+        .unwrap();
+    drop((s, t));
+    assert!(st.running() && st.drift.is_empty(), "carried: {st:?}");
+    let report = engine::cutover(&pair, &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("cutover: {e}"));
+    let verified = &report.finished.detail["verified_in_window"];
+    for table in ["app.items", "app.writes"] {
+        assert!(
+            verified
+                .as_array()
+                .is_some_and(|a| a.iter().any(|t| t == table)),
+            "{table} proven equal inside the window: {report:?}"
+        );
+    }
+    let promoted = server_now(&f.target).await;
+    wait_for_writes_after(&f.target, &promoted).await;
+    let ledger = writer.stop().await;
+    assert_eq!(ledger.both_accepted, 0);
+    let check = check_on(&f.target, &ledger).await;
+    assert!(
+        check.clean() && check.acked_on_target > 0 && check.acked_on_target < check.acked,
+        "{check:?}"
+    );
+    let items = "SELECT GROUP_CONCAT(CONCAT_WS(':', id, a_new, c) ORDER BY id) FROM app.items";
+    assert_eq!(
+        text(&f.target, items).await,
+        "1:a1x:c1,2:a2:dflt,3:a3:dflt,4:a4:c4,5:a5:c5,6:a6:c6"
+    );
+    assert_eq!(text(&f.target, items).await, text(&f.source, items).await);
+    assert_eq!(
+        count(
+            &f.target,
+            "SELECT COUNT(*) FROM app.writes WHERE extra <> 7"
+        )
+        .await,
+        0
     );
 }

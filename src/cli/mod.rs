@@ -230,6 +230,21 @@ pub enum DbCommand {
     Verify(PairArgs),
     /// Remove everything cutover created for replication (idempotent).
     Cleanup(PairArgs),
+    /// Copy some tables of a running pair again (MySQL/MariaDB): a consistent copy of each,
+    /// the replica positioned right after it. The repair for rows applied under another
+    /// definition; run it again if it is interrupted.
+    Resync(ResyncArgs),
+}
+
+/// Arguments of `mysql resync`.
+#[derive(Debug, Args)]
+pub struct ResyncArgs {
+    /// The plan and pair.
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// A table to copy again, as `database.table` (repeat for several).
+    #[arg(long = "table", value_name = "DB.TABLE", required = true)]
+    pub tables: Vec<String>,
 }
 
 impl DbCommand {
@@ -241,6 +256,7 @@ impl DbCommand {
             | DbCommand::Verify(a)
             | DbCommand::Cleanup(a) => a,
             DbCommand::Cutover(a) => &a.pair,
+            DbCommand::Resync(a) => &a.pair,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::pairs::{OwnStep, run_pairs};
 use super::{DbCommand, Output, PairKind, report};
-use crate::mysql::{Pair, start, status};
+use crate::mysql::{Pair, resync, start, status};
 
 /// How long `status` waits for the heartbeat to reach the target.
 const STATUS_LAG_LIMIT: Duration = Duration::from_secs(10);
@@ -20,9 +20,28 @@ pub fn run(cmd: DbCommand) -> u8 {
             match ctx.step {
                 OwnStep::Start => report(output, start::start(pair).await, print_start),
                 OwnStep::Status => run_status(pair, output).await,
+                OwnStep::Resync => report(
+                    output,
+                    resync::resync(pair, &ctx.tables, &ctx.state_dir).await,
+                    print_resync,
+                ),
             }
         },
     )
+}
+
+fn print_resync(r: &resync::Resynced) {
+    for c in &r.copied {
+        outln!(
+            "pair {}: copied again: {} ({:.1} MB, consistent with the source at {}); the replica runs on from there ({:.1} s stopped)",
+            r.pair,
+            c.tables.join(", "),
+            c.bytes as f64 / 1e6,
+            c.position,
+            c.seconds
+        );
+    }
+    outln!("  `cutover mysql status` shows whether the schema still differs");
 }
 
 fn print_start(r: &start::Started) {

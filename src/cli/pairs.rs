@@ -24,6 +24,7 @@ impl DbCommand {
             DbCommand::Cutover(_) => DbStep::Cutover,
             DbCommand::Verify(_) => DbStep::Verify,
             DbCommand::Cleanup(_) => DbStep::Cleanup,
+            DbCommand::Resync(_) => DbStep::Resync,
         }
     }
 }
@@ -35,6 +36,8 @@ pub enum OwnStep {
     Start,
     /// `status`
     Status,
+    /// `resync --table ...`
+    Resync,
 }
 
 /// What an engine's own step needs besides its pair.
@@ -46,6 +49,8 @@ pub struct StepContext {
     pub output: Output,
     /// The migration's state directory.
     pub state_dir: PathBuf,
+    /// `resync`'s tables.
+    pub tables: Vec<String>,
 }
 
 /// Runs `cmd` on the plan's pairs of `kind` (selected by `select`): the steps every engine
@@ -96,6 +101,10 @@ where
     };
     let state_dir = plan.migration.state_dir.clone();
     let output = args.output;
+    let tables = match cmd {
+        DbCommand::Resync(a) => a.tables.clone(),
+        _ => Vec::new(),
+    };
     rt.block_on(async move {
         // The servers' lease too: another state directory's run or command is refused.
         let leases = if step.changes_servers() {
@@ -121,6 +130,7 @@ where
                 step,
                 output,
                 state_dir: state_dir.clone(),
+                tables: tables.clone(),
             };
             let own = &own;
             async move {
@@ -135,6 +145,7 @@ where
                     DbStep::Cleanup => cleanup_pair(&pair, output).await,
                     DbStep::Start => own(pair, context(OwnStep::Start)).await,
                     DbStep::Status => own(pair, context(OwnStep::Status)).await,
+                    DbStep::Resync => own(pair, context(OwnStep::Resync)).await,
                 }
             }
         })

@@ -15,6 +15,14 @@ pub fn run(cmd: DbCommand) -> u8 {
             match ctx.step {
                 OwnStep::Start => report(output, start::start(pair).await, print_start),
                 OwnStep::Status => run_status(pair, output, &ctx.state_dir).await,
+                OwnStep::Resync => report(
+                    output,
+                    Err::<(), _>(format!(
+                        "pair {}: nothing was changed: PostgreSQL needs no table re-copy here; its apply worker stops on a column the target lacks (and goes on once it exists) instead of dropping the values, and a table whose definition changed during the sync is compared row by row inside the cutover window",
+                        pair.plan.name
+                    )),
+                    |_| {},
+                ),
             }
         },
     )

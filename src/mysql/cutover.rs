@@ -294,8 +294,9 @@ impl MyWindow {
             let drift = inventory::drift_between(source, target, &pair.plan.databases).await?;
             if !drift.is_empty() {
                 why.push(format!(
-                    "the schema differs (the likely cause): {}",
-                    drift.join("; ")
+                    "the schema differs (the likely cause): {}; fix: copy those tables again: `{}` (it stops the replica, copies each table consistently and starts the replica right after the copy)",
+                    drift.lines.join("; "),
+                    drift.resync_command(&pair.plan.name)
                 ));
             }
             return Err(MyError::Refused(format!(
@@ -342,9 +343,10 @@ impl MyWindow {
         let drift = inventory::drift_between(source, target, &pair.plan.databases).await?;
         if !drift.is_empty() {
             return Err(MyError::Refused(format!(
-                "{}: the target's schema differs from the source's; nothing was changed:\n  {}\nrows written to these tables since the change may have been applied without it (a replica drops the values of columns it lacks), so aligning the target's schema by hand would lose them. fix: copy the pair again (clean it up, drop its databases on the target, start it: a fresh consistent snapshot); the replica filter follows the table a statement names, so such drift comes from a statement that names no table of the plan",
+                "{}: the target's schema differs from the source's; nothing was changed:\n  {}\nrows written to these tables since the change may have been applied without it (a replica drops the values of columns it lacks), so aligning the target's schema by hand would lose them. fix: copy those tables again: `{}` (a consistent copy of each, the replica positioned right after it; the rows written meanwhile arrive with every value), or copy the pair again (clean it up, drop its databases on the target, start it); the replica filter follows the table a statement names, so such drift comes from a statement that names no table of the plan",
                 pair.plan.name,
-                drift.join("\n  ")
+                drift.lines.join("\n  "),
+                drift.resync_command(&pair.plan.name)
             )));
         }
         // read_only is server-wide: the other databases' writers are named, never surprised.
@@ -486,7 +488,7 @@ impl MyWindow {
             .await?;
             if !check.differing.is_empty() {
                 return Err(MyError::Refused(format!(
-                    "{}: table {table} differs between the fenced source and the caught-up target ({}); its definition changed while it replicated, so rows were applied under two definitions. Nothing was promoted. fix: copy the pair again (clean it up, drop its databases on the target, start it)",
+                    "{}: table {table} differs between the fenced source and the caught-up target ({}); its definition changed while it replicated, so rows were applied under two definitions. Nothing was promoted. fix: copy it again: `{}` (a consistent copy, the replica positioned right after it), or copy the pair again (clean it up, drop its databases on the target, start it)",
                     self.pair.plan.name,
                     check
                         .differing
@@ -496,7 +498,11 @@ impl MyWindow {
                             d.keys, d.source_rows, d.target_rows
                         ))
                         .collect::<Vec<_>>()
-                        .join("; ")
+                        .join("; "),
+                    super::inventory::resync_command(
+                        &self.pair.plan.name,
+                        std::slice::from_ref(table)
+                    )
                 )));
             }
         }

@@ -138,6 +138,20 @@ pub fn table_pattern(database: &str) -> String {
     p
 }
 
+/// `db.table` with the pattern's wildcards escaped in both names, matching that table only
+/// (for `replicate_wild_ignore_table`).
+pub fn one_table_pattern(database: &str, table: &str) -> String {
+    let mut p = table_pattern(database);
+    p.pop();
+    for c in table.chars() {
+        if matches!(c, '_' | '%' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p
+}
+
 /// Quotes a string literal (backslashes and quotes escaped).
 pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -216,6 +230,59 @@ impl Dialect {
         match self {
             Dialect::Mysql57 => "STOP SLAVE",
             _ => "STOP REPLICA",
+        }
+    }
+
+    /// Start the replica until the applier reaches the source's binlog position `file:position`
+    /// (the IO thread keeps receiving; the applier stops there).
+    pub fn start_replica_until(self, file: &str, position: u64) -> String {
+        match self {
+            Dialect::Mysql80 | Dialect::Mysql84 => format!(
+                "START REPLICA UNTIL SOURCE_LOG_FILE = {}, SOURCE_LOG_POS = {position}",
+                literal(file)
+            ),
+            _ => format!(
+                "{} UNTIL MASTER_LOG_FILE = {}, MASTER_LOG_POS = {position}",
+                self.start_replica(),
+                literal(file)
+            ),
+        }
+    }
+
+    /// The query that reads the replica's table-ignore filter (one row, one comma-separated
+    /// text column; no row when none is set).
+    pub fn read_ignore_filter(self) -> &'static str {
+        match self {
+            Dialect::Mariadb => "SELECT @@GLOBAL.replicate_wild_ignore_table",
+            _ => {
+                "SELECT FILTER_RULE FROM performance_schema.replication_applier_global_filters WHERE FILTER_NAME = 'REPLICATE_WILD_IGNORE_TABLE'"
+            }
+        }
+    }
+
+    /// Sets the replica's table-ignore filter to exactly `patterns` (the replica stopped).
+    pub fn set_ignore_filter(self, patterns: &[String]) -> String {
+        match self {
+            Dialect::Mariadb => format!(
+                "SET GLOBAL replicate_wild_ignore_table = {}",
+                literal(&patterns.join(","))
+            ),
+            _ => format!(
+                "CHANGE REPLICATION FILTER REPLICATE_WILD_IGNORE_TABLE = ({})",
+                patterns
+                    .iter()
+                    .map(|p| literal(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Stop the replica's applier only (the receiver keeps running).
+    pub fn stop_applier(self) -> &'static str {
+        match self {
+            Dialect::Mysql57 => "STOP SLAVE SQL_THREAD",
+            _ => "STOP REPLICA SQL_THREAD",
         }
     }
 
@@ -353,6 +420,24 @@ impl Dialect {
             _ => (
                 "mysqldump",
                 [&common[..], &["--master-data=2", "--set-gtid-purged=AUTO"]].concat(),
+            ),
+        }
+    }
+
+    /// The dump program and its options for a consistent copy of some tables of one database:
+    /// the binlog position in a comment, no GTID statement (the target's GTID state is the
+    /// replica's own), no database statement.
+    pub fn table_dump_command(self, version: Version) -> (&'static str, Vec<&'static str>) {
+        let common = ["--single-transaction", "--triggers", "--hex-blob"];
+        match self {
+            Dialect::Mariadb => ("mariadb-dump", [&common[..], &["--master-data=2"]].concat()),
+            Dialect::Mysql80 | Dialect::Mysql84 if version >= Version::new(8, 0, 26) => (
+                "mysqldump",
+                [&common[..], &["--source-data=2", "--set-gtid-purged=OFF"]].concat(),
+            ),
+            _ => (
+                "mysqldump",
+                [&common[..], &["--master-data=2", "--set-gtid-purged=OFF"]].concat(),
             ),
         }
     }
@@ -647,6 +732,25 @@ mod tests {
             "CHANGE REPLICATION FILTER REPLICATE_DO_DB = (), REPLICATE_WILD_DO_TABLE = ()"
         );
         assert_eq!(table_pattern("a_b%c"), r"a\_b\%c.%");
+        assert_eq!(one_table_pattern("my_app", "t%1"), r"my\_app.t\%1");
+        assert_eq!(
+            Dialect::Mariadb.start_replica_until("binlog.000002", 4711),
+            "START REPLICA UNTIL MASTER_LOG_FILE = 'binlog.000002', MASTER_LOG_POS = 4711"
+        );
+        assert_eq!(
+            Dialect::Mysql84.start_replica_until("b.1", 7),
+            "START REPLICA UNTIL SOURCE_LOG_FILE = 'b.1', SOURCE_LOG_POS = 7"
+        );
+        assert_eq!(
+            Dialect::Mariadb.set_ignore_filter(&["a.t".into(), r"a.x\_y".into()]),
+            r"SET GLOBAL replicate_wild_ignore_table = 'a.t,a.x\\_y'"
+        );
+        assert_eq!(
+            Dialect::Mysql80.set_ignore_filter(&[]),
+            "CHANGE REPLICATION FILTER REPLICATE_WILD_IGNORE_TABLE = ()"
+        );
+        let (_, args) = Dialect::Mysql80.table_dump_command(Version::new(8, 0, 36));
+        assert!(args.contains(&"--set-gtid-purged=OFF") && args.contains(&"--source-data=2"));
         assert_eq!(
             Dialect::Mariadb.set_start_gtid("0-1-42").as_deref(),
             Some("SET GLOBAL gtid_slave_pos = '0-1-42'")

@@ -62,15 +62,53 @@ pub fn drift(
     out
 }
 
+/// The drift between both servers: what differs, and the tables it concerns.
+#[derive(Debug, Clone, Default)]
+pub struct Drift {
+    /// One line per difference.
+    pub lines: Vec<String>,
+    /// `db.table` of every table that differs, in order.
+    pub tables: Vec<String>,
+}
+
+impl Drift {
+    /// Nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The command that copies the drifted tables again (the repair that loses nothing).
+    pub fn resync_command(&self, pair: &str) -> String {
+        resync_command(pair, &self.tables)
+    }
+}
+
+/// `cutover mysql resync <plan> --pair P --table a.t ...`
+pub fn resync_command(pair: &str, tables: &[String]) -> String {
+    let tables: String = tables.iter().map(|t| format!(" --table {t}")).collect();
+    format!("cutover mysql resync <plan> --pair {pair}{tables}")
+}
+
 /// Reads both servers and returns the drift.
 pub async fn drift_between(
     source: &mut Db,
     target: &mut Db,
     databases: &[String],
-) -> Result<Vec<String>, MyError> {
+) -> Result<Drift, MyError> {
     let s = columns(source, databases).await?;
     let t = columns(target, databases).await?;
-    Ok(drift(&s, &t))
+    let tables = s
+        .iter()
+        .filter(|(table, cols)| {
+            t.get(*table)
+                .is_none_or(|tc| cols.iter().any(|c| !tc.contains(c)))
+        })
+        .map(|(table, _)| table.clone())
+        .collect();
+    Ok(Drift {
+        lines: drift(&s, &t),
+        tables,
+    })
 }
 
 /// The table remembering each table's definition when replication started (on the target,

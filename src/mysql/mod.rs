@@ -29,6 +29,7 @@ pub mod lease;
 pub mod neighbours;
 pub mod parallel;
 pub mod preflight;
+pub mod resync;
 pub mod snapshot;
 pub mod start;
 pub mod status;

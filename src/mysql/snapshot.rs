@@ -283,6 +283,131 @@ pub async fn stream(
     })
 }
 
+/// A consistent copy of some tables of one database, spooled to a file.
+#[derive(Debug)]
+pub struct TableCopy {
+    /// Where in the source's binlog the copy was taken.
+    pub coordinates: Coordinates,
+    /// Bytes of the dump.
+    pub bytes: u64,
+    /// The spool file (removed when dropped).
+    pub file: tempfile::NamedTempFile,
+}
+
+/// Dumps `tables` of `database` from `source` into a private file in `spool_dir`, with the
+/// binlog position the copy is consistent with.
+pub async fn dump_tables(
+    source: &Server,
+    source_db: &Db,
+    database: &str,
+    tables: &[String],
+    spool_dir: &std::path::Path,
+) -> Result<TableCopy, MyError> {
+    let (dump_name, dump_args) = source_db.dialect.table_dump_command(source_db.version);
+    let dump_program = program(dump_name)?;
+    let tool = |message: String| MyError::Tool {
+        program: dump_name.into(),
+        message,
+    };
+    // Mode 0600 (tempfile's default): the rows are the app's data.
+    let spool = tempfile::Builder::new()
+        .prefix(".resync-")
+        .suffix(".sql")
+        .tempfile_in(spool_dir)
+        .map_err(|e| tool(format!("a spool file in {}: {e}", spool_dir.display())))?;
+    let mut dump = command(dump_program, source, source_db.dialect)?;
+    // `--` ends the options: a table named like an option is still a table.
+    dump.args(dump_args).arg("--").arg(database).args(tables);
+    dump.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = dump
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| tool(e.to_string()))?;
+    let mut reader = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut writer = tokio::fs::File::from_std(
+        spool
+            .reopen()
+            .map_err(|e| tool(format!("the spool file: {e}")))?,
+    );
+    let mut coordinates = Coordinates::default();
+    let mut bytes = 0u64;
+    let copied = async {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).await?;
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            if line.starts_with(b"-- ") {
+                coordinates.read_line(&String::from_utf8_lossy(&line));
+            }
+            writer.write_all(&line).await?;
+        }
+        writer.flush().await?;
+        writer.sync_all().await?;
+        Ok::<_, std::io::Error>(())
+    }
+    .await;
+    let status = child.wait().await.map_err(|e| tool(e.to_string()))?;
+    let stderr = stderr_of(&mut child).await;
+    if !status.success() {
+        return Err(tool(format!("{status}: {stderr}")));
+    }
+    copied.map_err(|e| tool(format!("spooling the copy: {e}")))?;
+    if !coordinates.complete() {
+        return Err(tool(
+            "the dump did not say where in the binlog it was taken (no CHANGE MASTER/SOURCE line); the source's binary log may be off".into(),
+        ));
+    }
+    Ok(TableCopy {
+        coordinates,
+        bytes,
+        file: spool,
+    })
+}
+
+/// Loads a [`TableCopy`] into `database` on `target`, outside its binlog.
+pub async fn load_tables(
+    target: &Server,
+    target_dialect: Dialect,
+    database: &str,
+    copy: &TableCopy,
+) -> Result<(), MyError> {
+    let client = target_dialect.client_program();
+    let client_program = program(client)?;
+    let tool = |message: String| MyError::Tool {
+        program: client.into(),
+        message,
+    };
+    let input = copy
+        .file
+        .reopen()
+        .map_err(|e| tool(format!("the spool file: {e}")))?;
+    let mut load = command(client_program, target, target_dialect)?;
+    load.arg("--init-command=SET SESSION sql_log_bin = 0")
+        .arg(format!("--database={database}"))
+        .stdin(Stdio::from(input))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = load
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| tool(e.to_string()))?;
+    let status = child.wait().await.map_err(|e| tool(e.to_string()))?;
+    if !status.success() {
+        let stderr = stderr_of(&mut child).await;
+        return Err(tool(format!(
+            "{status} loading the copy into {}: {stderr}",
+            target.label
+        )));
+    }
+    Ok(())
+}
+
 /// Parses a whole dump header (tests and diagnostics).
 pub fn coordinates_of(header: &str) -> Coordinates {
     let mut c = Coordinates::default();

@@ -76,7 +76,9 @@ pub async fn status(
         }
     };
     let drift = if configured {
-        super::inventory::drift_between(source, target, &pair.plan.databases).await?
+        super::inventory::drift_between(source, target, &pair.plan.databases)
+            .await?
+            .lines
     } else {
         Vec::new()
     };

@@ -84,6 +84,8 @@ pub enum PairStep {
     Verify,
     /// Remove replication's objects.
     Cleanup,
+    /// Copy some tables again.
+    Resync,
 }
 
 impl PairStep {
@@ -110,6 +112,7 @@ impl PairStep {
             PairStep::Resume { .. } => "cutover resume",
             PairStep::Verify => "verify",
             PairStep::Cleanup => "cleanup",
+            PairStep::Resync => "resync",
         }
     }
 
@@ -175,6 +178,7 @@ mod tests {
             PairStep::Cutover,
             PairStep::Resume { go_on: false },
             PairStep::Cleanup,
+            PairStep::Resync,
         ] {
             assert!(step.changes_servers());
         }
