@@ -131,6 +131,13 @@ fn print_status(s: &status::Status) {
     for d in &s.drift {
         outln!("  DRIFT (a cutover refuses until the target matches): {d}");
     }
+    if !s.ignored.is_empty() {
+        outln!(
+            "  NOT REPLICATED (the replica's ignore filter skips them; an interrupted resync?): {}; a cutover refuses; fix: `{}`",
+            s.ignored.join(", "),
+            crate::mysql::inventory::resync_command(&s.pair, &s.ignored)
+        );
+    }
     for xid in &s.xa_prepared {
         outln!(
             "  PREPARED XA transaction on the source (a cutover refuses while it is pending): {xid}"

@@ -338,6 +338,16 @@ impl MyWindow {
                 pair.plan.name, pair.plan.max_lag
             )));
         };
+        // Tables the replica skips (an interrupted resync): their rows would stay behind.
+        let ignored = super::resync::ignored_plan_tables(target, &pair.plan.databases).await?;
+        if !ignored.is_empty() {
+            return Err(MyError::Refused(format!(
+                "{}: the replica's ignore filter skips {} (an interrupted `resync`, or a filter set by hand), so their rows are not replicated; nothing was changed; fix: copy them again: `{}`",
+                pair.plan.name,
+                ignored.join(", "),
+                inventory::resync_command(&pair.plan.name, &ignored)
+            )));
+        }
         // Drift is checked before the fence: DDL the replication filter skipped would leave a
         // table or column behind.
         let drift = inventory::drift_between(source, target, &pair.plan.databases).await?;

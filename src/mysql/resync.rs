@@ -314,3 +314,84 @@ pub async fn resync(pair: &Pair, tables: &[String], spool_dir: &Path) -> Result<
         copied,
     })
 }
+
+/// Whether `text` matches the `LIKE`-style `pattern` (`%`, `_`, `\` escapes), as the
+/// replica's wild filters match names.
+fn like(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('%') => (0..=t.len()).any(|i| go(&p[1..], &t[i..])),
+            Some('_') => !t.is_empty() && go(&p[1..], &t[1..]),
+            Some('\\') if p.len() > 1 => t.first() == Some(&p[1]) && go(&p[2..], &t[1..]),
+            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+        }
+    }
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    go(&p, &t)
+}
+
+/// The database part of a `db.table` wild pattern (up to the first unescaped dot) and the rest.
+fn split_pattern(pattern: &str) -> Option<(&str, &str)> {
+    let mut escaped = false;
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '.' if !escaped => return Some((&pattern[..i], &pattern[i + 1..])),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+/// A pattern's name with its escapes removed (`my\_app` -> `my_app`).
+fn unescape(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if c == '\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out.push(c);
+    }
+    out
+}
+
+/// Entries of the replica's ignore filter that can match a table of `databases` (an
+/// interrupted `resync`, or a filter set by hand): the rows of those tables are not
+/// replicated. Returned as the `db.table` names `resync` takes.
+pub async fn ignored_plan_tables(
+    target: &mut Db,
+    databases: &[String],
+) -> Result<Vec<String>, MyError> {
+    Ok(ignore_filter(target)
+        .await?
+        .into_iter()
+        .filter_map(|entry| {
+            let (db, table) = split_pattern(&entry)?;
+            databases
+                .iter()
+                .find(|d| like(db, d))
+                .map(|d| format!("{d}.{}", unescape(table)))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mysql::dialect::one_table_pattern;
+
+    #[test]
+    fn ignore_patterns_are_matched_as_the_replica_matches_them() {
+        let p = one_table_pattern("my_app", "t_1");
+        assert_eq!(split_pattern(&p), Some((r"my\_app", r"t\_1")));
+        assert!(like(r"my\_app", "my_app") && !like(r"my\_app", "myXapp"));
+        assert!(like("%", "anything") && like("a%", "app") && !like("b%", "app"));
+        assert_eq!(unescape(r"t\_1"), "t_1");
+        assert_eq!(split_pattern("nodot"), None);
+        assert_eq!(split_pattern(r"a\.b.c"), Some((r"a\.b", "c")));
+    }
+}

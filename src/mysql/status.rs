@@ -36,6 +36,9 @@ pub struct Status {
     /// Tables and columns of the plan's databases the target lacks (a cutover refuses while
     /// this is not empty).
     pub drift: Vec<String>,
+    /// Tables of the plan's databases the replica's ignore filter skips (an interrupted
+    /// `resync`, or a filter set by hand): a cutover refuses while this is not empty.
+    pub ignored: Vec<String>,
     /// Prepared XA transactions on the source, as `XA COMMIT` names them (a cutover refuses
     /// while any is pending).
     pub xa_prepared: Vec<String>,
@@ -82,9 +85,15 @@ pub async fn status(
     } else {
         Vec::new()
     };
+    let ignored = if configured {
+        super::resync::ignored_plan_tables(target, &pair.plan.databases).await?
+    } else {
+        Vec::new()
+    };
     let xa_prepared = super::writers::xa_prepared(source).await?;
     Ok(Status {
         drift,
+        ignored,
         xa_prepared,
         pair: pair.plan.name.clone(),
         configured,
