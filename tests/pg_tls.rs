@@ -21,6 +21,9 @@ fn endpoint(pg: &Postgres, mode: Option<SslMode>, root: Option<&Path>) -> PgEndp
         sslrootcert: root.map(|r| r.display().to_string()),
         sslcert: None,
         sslkey: None,
+        link_sslrootcert: None,
+        link_sslcert: None,
+        link_sslkey: None,
     }
 }
 
@@ -283,4 +286,134 @@ async fn a_whole_run_against_tls_only_servers_verifies_them_and_encrypts_both_li
         wait_walsender(&pg.target, "cutover_tls_shop_rev").await,
         "reverse link encrypted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preflight_proves_each_link_from_the_subscribing_server_with_its_own_certificate_paths() {
+    use crate::support::{self, PgPair};
+    use std::os::unix::fs::MetadataExt;
+    let dir = LabDir::temporary().unwrap();
+    let ca = LabCa::create(&dir.path().join("ca"), "lab").unwrap();
+    // Both servers take TLS only; replication connections only with a client certificate.
+    let tls = ServerTls {
+        ca: &ca,
+        names: vec!["127.0.0.1".into()],
+        client_cert: false,
+    };
+    let (source, target) = tokio::try_join!(
+        Postgres::start_with(dir.path(), "pg-source", Supervision::Owned, Some(&tls)),
+        Postgres::start_with(dir.path(), "pg-target", Supervision::Owned, Some(&tls)),
+    )
+    .unwrap();
+    // cutover's own certificate, and the one the servers present on the links (owned by the
+    // servers' user, as a subscribing server needs its key).
+    let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    ca.issue(&["cutover"], &cert, &key, None).unwrap();
+    let meta = std::fs::metadata(&source.dir).unwrap();
+    let side = dir.path().join("server-side");
+    let (link_cert, link_key) = (side.join("link.crt"), side.join("link.key"));
+    ca.issue(
+        &["cutover"],
+        &link_cert,
+        &link_key,
+        Some((meta.uid(), meta.gid())),
+    )
+    .unwrap();
+    // cutover logs in as its own superuser, which these servers take only with a client
+    // certificate (the lab's own connections, as `postgres`, need none).
+    let secret = dir.path().join("cutover.password");
+    std::fs::write(&secret, "cutover-secret-pw\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for pg in [&source, &target] {
+        let hba = pg.dir.join("data").join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl all cutover 127.0.0.1/32 scram-sha-256 clientcert=verify-full\n{text}"
+            ),
+        )
+        .unwrap();
+        pg.connect("postgres")
+            .await
+            .unwrap()
+            .batch_execute(&format!(
+                "CREATE ROLE app LOGIN PASSWORD '{}'; CREATE ROLE cutover SUPERUSER LOGIN PASSWORD 'cutover-secret-pw'; SELECT pg_reload_conf()",
+                support::APP_PASSWORD
+            ))
+            .await
+            .unwrap();
+    }
+    let pg = PgPair {
+        dir,
+        source,
+        target,
+    };
+    pg.seeded("shop", 100, 0).await;
+    let endpoint = |p: &Postgres, link: (&Path, &Path)| {
+        format!(
+            "{{ host = \"127.0.0.1\", port = {}, dbname = \"shop\", user = \"cutover\", password_file = \"{}\", sslmode = \"verify-full\", sslrootcert = \"{}\", sslcert = \"{}\", sslkey = \"{}\", link_sslcert = \"{}\", link_sslkey = \"{}\" }}",
+            p.port,
+            secret.display(),
+            ca.ca_file.display(),
+            cert.display(),
+            key.display(),
+            link.0.display(),
+            link.1.display()
+        )
+    };
+    let plan = |source_link: (&Path, &Path)| {
+        support::write_plan(
+            pg.dir.path(),
+            "links",
+            &format!(
+                "[[postgres]]\nname = \"shop\"\nsource = {}\ntarget = {}\napp_roles = [\"app\"]\nexempt_roles = {{ postgres = \"the lab's own superuser\" }}\ncopy_schema = true\nreverse_replication = true\n",
+                endpoint(&pg.source, source_link),
+                endpoint(&pg.target, (&link_cert, &link_key))
+            ),
+        )
+    };
+    // The forward link names a certificate the target server does not have: preflight says
+    // so, from the target's own libpq, before anything is created.
+    let missing = Path::new("/nonexistent/link.crt");
+    let path = plan((missing, &link_key));
+    let (code, out, err) = support::run(&["pg", "preflight", path.to_str().unwrap()]);
+    let all = format!("{out}\n{err}");
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        all.contains("the forward replication link cannot reach the source")
+            && all.contains("/nonexistent/link.crt")
+            && all.contains("link_sslcert"),
+        "{all}"
+    );
+    assert!(
+        all.contains("the reverse link reaches the target"),
+        "the reverse link is proven too: {all}"
+    );
+    let c = pg.target.connect("shop").await.unwrap();
+    let subs: i64 = c
+        .query_one("SELECT count(*) FROM pg_subscription", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(subs, 0, "nothing was created");
+    // The paths as the servers have them: both links proven, and replication runs over TLS
+    // with the link's certificate (the source accepts no connection without one).
+    let path = plan((&link_cert, &link_key));
+    let (code, out, err) = support::run(&["pg", "preflight", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("the forward link reaches the source")
+            && out.contains(&format!("client certificate {}", link_cert.display())),
+        "{out}"
+    );
+    let (code, out, err) = support::run(&["pg", "start", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        wait_walsender(&pg.source, "cutover_links_shop").await,
+        "forward link encrypted"
+    );
+    // No secret in any output.
+    assert!(!all.contains("cutover-secret-pw") && !out.contains("cutover-secret-pw"));
 }

@@ -484,6 +484,19 @@ fn tls_keys_that_cannot_work_are_refused_together() {
     ] {
         assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
     }
+    // The link's certificate paths, as the subscribing server sees them: a certificate
+    // without a key and a relative path are refused together.
+    let text = VALID.replace(
+        "password_env = \"PG_SOURCE_PW\" }",
+        "password_env = \"PG_SOURCE_PW\", link_sslcert = \"/srv/pg/link.crt\", link_sslrootcert = \"ca.crt\" }",
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    for want in [
+        "postgres[0].source.link_sslkey",
+        "postgres[0].source.link_sslrootcert",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
+    }
     // Off loopback the default is verify-full; on loopback, prefer.
     let plan = parse(VALID).unwrap();
     assert_eq!(

@@ -132,6 +132,18 @@ pub struct PgEndpoint {
     /// libpq `sslkey`: the client certificate's private key (PEM, mode 0600 or stricter).
     #[serde(default)]
     pub sslkey: Option<PathBuf>,
+    /// The CA file as the *subscribing server* opens it, for a replication link to this
+    /// server (its libpq, on its machine, reads it); default: `sslrootcert`.
+    #[serde(default)]
+    pub link_sslrootcert: Option<String>,
+    /// The client certificate the subscribing server presents on that link, as it sees the
+    /// path; default: `sslcert`.
+    #[serde(default)]
+    pub link_sslcert: Option<String>,
+    /// Its private key, as the subscribing server sees the path (readable by that server's
+    /// user only); default: `sslkey`.
+    #[serde(default)]
+    pub link_sslkey: Option<String>,
 }
 
 impl PgEndpoint {

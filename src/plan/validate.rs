@@ -528,11 +528,47 @@ fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
         ),
         _ => {}
     }
+    // The link's certificate, after its defaults: both or neither.
+    let link_cert = e.link_sslcert.is_some() || e.sslcert.is_some();
+    let link_key = e.link_sslkey.is_some() || e.sslkey.is_some();
+    if link_cert != link_key {
+        let (key, problem, fix) = if link_cert {
+            (
+                "link_sslkey",
+                "the replication link has a client certificate (`link_sslcert`) but no key",
+                "set `link_sslkey` to the key's path as the subscribing server sees it",
+            )
+        } else {
+            (
+                "link_sslcert",
+                "the replication link has a key (`link_sslkey`) but no client certificate",
+                "set `link_sslcert` to the certificate's path as the subscribing server sees it",
+            )
+        };
+        c.fail(&at.k(key), problem, fix);
+    }
+    for (key, value) in [
+        ("link_sslrootcert", &e.link_sslrootcert),
+        ("link_sslcert", &e.link_sslcert),
+        ("link_sslkey", &e.link_sslkey),
+    ] {
+        if let Some(v) = value
+            && !v.starts_with('/')
+        {
+            c.fail(
+                &at.k(key),
+                format!("`{key}` is {v:?}: the subscribing server resolves a relative path against its own data directory"),
+                "give the absolute path as the subscribing server sees it",
+            );
+        }
+    }
     let mode = e.effective_sslmode();
     if mode == super::SslMode::Disable {
         for (key, set) in [
             ("sslrootcert", e.sslrootcert.is_some()),
             ("sslcert", e.sslcert.is_some()),
+            ("link_sslrootcert", e.link_sslrootcert.is_some()),
+            ("link_sslcert", e.link_sslcert.is_some()),
         ] {
             if set {
                 c.fail(

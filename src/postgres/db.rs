@@ -147,7 +147,11 @@ impl Server {
         // The subscribing server's libpq opens these paths, on its own machine (the same
         // paths by default). PostgreSQL 15's libpq has no `sslrootcert=system`: without a CA
         // file, a verifying mode is carried as `require` (encrypted, not verified).
-        let root_file = e.sslrootcert.as_deref().filter(|r| *r != "system");
+        let root_file = e
+            .link_sslrootcert
+            .as_deref()
+            .or(e.sslrootcert.as_deref())
+            .filter(|r| *r != "system");
         let mode = match (e.effective_sslmode(), root_file) {
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => SslMode::Require,
             (mode, _) => mode,
@@ -157,6 +161,19 @@ impl Server {
             (root_file, mode)
         {
             parts.push(format!("sslrootcert={}", conninfo_value(file)));
+        }
+        // The link's client certificate, as the subscribing server sees the paths.
+        let cert = e
+            .link_sslcert
+            .clone()
+            .or_else(|| e.sslcert.as_ref().map(|p| p.display().to_string()));
+        let key = e
+            .link_sslkey
+            .clone()
+            .or_else(|| e.sslkey.as_ref().map(|p| p.display().to_string()));
+        if let (Some(cert), Some(key), false) = (cert, key, mode == SslMode::Disable) {
+            parts.push(format!("sslcert={}", conninfo_value(&cert)));
+            parts.push(format!("sslkey={}", conninfo_value(&key)));
         }
         if let Some(password) = self.password()? {
             parts.push(format!("password={}", conninfo_value(password.expose())));
@@ -386,6 +403,9 @@ mod tests {
             sslrootcert: None,
             sslcert: None,
             sslkey: None,
+            link_sslrootcert: None,
+            link_sslcert: None,
+            link_sslkey: None,
         }
     }
 
@@ -418,9 +438,23 @@ mod tests {
                 && with_ca.contains("sslrootcert='/etc/cutover/ca.crt'"),
             "{with_ca}"
         );
+        // The link's own paths, as the subscribing server sees them, win over cutover's.
+        e.sslcert = Some("/home/op/client.crt".into());
+        e.sslkey = Some("/home/op/client.key".into());
+        assert!(info(&e).contains("sslcert='/home/op/client.crt' sslkey='/home/op/client.key'"));
+        e.link_sslrootcert = Some("/srv/pg/ca.crt".into());
+        e.link_sslcert = Some("/srv/pg/link.crt".into());
+        e.link_sslkey = Some("/srv/pg/link.key".into());
+        let link = info(&e);
+        assert!(
+            link.contains("sslrootcert='/srv/pg/ca.crt'")
+                && link.contains("sslcert='/srv/pg/link.crt' sslkey='/srv/pg/link.key'")
+                && !link.contains("/home/op"),
+            "{link}"
+        );
         e.sslmode = Some(SslMode::Disable);
         e.sslrootcert = None;
-        assert!(info(&e).contains("sslmode=disable"));
+        assert!(info(&e).contains("sslmode=disable") && !info(&e).contains("sslcert"));
         e.host = "127.0.0.1".into();
         e.sslmode = None;
         assert!(info(&e).contains("sslmode=prefer"));

@@ -220,6 +220,67 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         }
     }
 
+    // The replication links as the subscribing servers will open them: their libpq reads the
+    // certificate paths on their own machine, so only they can prove the paths work.
+    let mut links = Vec::new();
+    if !already_started {
+        let host = pair
+            .plan
+            .publisher_host
+            .clone()
+            .unwrap_or_else(|| pair.plan.source.host.clone());
+        let port = pair.plan.publisher_port.unwrap_or(pair.plan.source.port);
+        links.push((
+            Side::Target,
+            target,
+            "source",
+            &pair.plan.source,
+            pair.source.subscription_conninfo(&host, port)?,
+        ));
+    }
+    if pair.plan.reverse_replication {
+        links.push((
+            Side::Source,
+            source,
+            "target",
+            &pair.plan.target,
+            pair.target
+                .subscription_conninfo(&pair.plan.target.host, pair.plan.target.port)?,
+        ));
+    }
+    for (side, subscriber, publisher, endpoint, conninfo) in links {
+        let link = if side == Side::Target {
+            "forward"
+        } else {
+            "reverse"
+        };
+        match probe_link(subscriber, &conninfo).await {
+            Ok(()) => f.info(
+                side,
+                format!(
+                    "the {link} link reaches the {publisher} with the plan's settings ({})",
+                    link_words(endpoint)
+                ),
+                "nothing to do",
+            ),
+            Err(why) if why.contains("permission denied") || why.contains("must be superuser") => f.warning(
+                side,
+                format!("could not test the {link} replication link: this role may not create a subscription here ({why})"),
+                "run cutover as a role that may create subscriptions on this server (a superuser on PostgreSQL 15); `start` needs it too",
+            ),
+            Err(why) => f.error(
+                side,
+                format!(
+                    "the {link} replication link cannot reach the {publisher} from this server ({}): {why}",
+                    link_words(endpoint)
+                ),
+                format!(
+                    "the paths are opened by this server's own PostgreSQL, on its machine, as its user: put the files there (key mode 0600, owned by that user), or name them as this server sees them with the {publisher}'s `link_sslrootcert`, `link_sslcert` and `link_sslkey`; check the {publisher}'s pg_hba.conf allows this server's replication connection"
+                ),
+            ),
+        }
+    }
+
     // Publisher side: WAL, slots, senders.
     publisher_capacity(
         &mut f,
@@ -912,4 +973,55 @@ async fn schema_on_target(
         }
     }
     Ok((copy_schema, new_tables))
+}
+
+/// The TLS settings a link to `e` carries, in words.
+fn link_words(e: &crate::plan::PgEndpoint) -> String {
+    let root = e
+        .link_sslrootcert
+        .as_deref()
+        .or(e.sslrootcert.as_deref())
+        .filter(|r| *r != "system");
+    let mut words = match (e.effective_sslmode(), root) {
+        (crate::plan::SslMode::Disable, _) => "no TLS".to_owned(),
+        (crate::plan::SslMode::Prefer, _) => "TLS if offered".to_owned(),
+        (crate::plan::SslMode::Require, None) => "TLS, certificate not verified".to_owned(),
+        (crate::plan::SslMode::VerifyCa | crate::plan::SslMode::Require, Some(r)) => {
+            format!("TLS, chain verified against {r}")
+        }
+        (crate::plan::SslMode::VerifyFull, Some(r)) => {
+            format!("TLS, certificate and name verified against {r}")
+        }
+        (_, None) => "TLS, certificate not verified (no CA file for the server's libpq)".to_owned(),
+    };
+    let cert = e
+        .link_sslcert
+        .clone()
+        .or_else(|| e.sslcert.as_ref().map(|p| p.display().to_string()));
+    if let Some(cert) = cert {
+        words.push_str(&format!(", client certificate {cert}"));
+    }
+    words
+}
+
+/// Makes `subscriber` open a replication connection with `conninfo`, inside a transaction
+/// that is rolled back: a subscription that creates no slot connects and reads the
+/// publication's tables, and nothing is left behind. Returns the server's reason on failure
+/// (libpq's own words: the file it could not open, the certificate it refused).
+async fn probe_link(subscriber: &Db, conninfo: &crate::secret::Secret) -> Result<(), String> {
+    let name = format!("cutover_link_probe_{}", std::process::id());
+    let sql = format!(
+        "BEGIN; CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (connect = true, enabled = false, create_slot = false, slot_name = NONE, copy_data = false); ROLLBACK",
+        super::db::ident(&name),
+        super::db::literal(conninfo.expose()),
+        super::db::ident(&name)
+    );
+    let result = subscriber.client().batch_execute(&sql).await;
+    // A failed statement leaves the transaction open and aborted.
+    let _ = subscriber.client().batch_execute("ROLLBACK").await;
+    result.map_err(|e| {
+        let message = super::db::error_message(&e);
+        // Never the conninfo: it may carry the password.
+        message.replace(conninfo.expose(), "<conninfo>")
+    })
 }
