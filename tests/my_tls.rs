@@ -27,6 +27,9 @@ fn endpoint(m: &MariaDb, mode: Option<MysqlSslMode>, ca: Option<&Path>) -> Mysql
         ssl_ca: ca.map(|c| c.display().to_string()),
         ssl_cert: None,
         ssl_key: None,
+        link_ssl_ca: None,
+        link_ssl_cert: None,
+        link_ssl_key: None,
     }
 }
 
@@ -205,7 +208,7 @@ async fn a_cutover_between_servers_that_require_secure_transport_verifies_both_l
         )
     };
     let text = format!(
-        "[migration]\nname = \"tls\"\nstate_dir = \"{}\"\n\n[[mysql]]\nname = \"app-db\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{PLAN_EXEMPT_USERS}\nreverse_replication = true\n",
+        "[migration]\nname = \"tls\"\nstate_dir = \"{}\"\n\n[[mysql]]\nname = \"app-db\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\n{PLAN_EXEMPT_USERS}\nreverse_replication = true\nreplication_user_host = \"127.0.0.1\"\n",
         dir.path().join("state").display(),
         side(&source),
         side(&target)
@@ -226,6 +229,57 @@ async fn a_cutover_between_servers_that_require_secure_transport_verifies_both_l
             .as_deref(),
         Some("Yes")
     );
+    // The replication account takes TLS logins only, from the plan's host only.
+    let mut c = source.connect(None).await.unwrap();
+    let account: Vec<(String, String)> = c
+        .query("SELECT Host, ssl_type FROM mysql.user WHERE User LIKE 'cutover\\_repl\\_%'")
+        .await
+        .unwrap();
+    assert_eq!(account, [("127.0.0.1".to_owned(), "ANY".to_owned())]);
+    // A link whose TLS handshake fails (the replica's CA file is not the one that signed the
+    // source's certificate): the gate refuses with the server's own error and the fix, and
+    // the source keeps serving.
+    let other = LabCa::create(&dir.path().join("ca"), "other").unwrap();
+    let mut t = target.connect(None).await.unwrap();
+    t.query_drop(format!(
+        "STOP SLAVE; CHANGE MASTER TO MASTER_SSL_CA = '{}'; START SLAVE",
+        other.ca_file.display()
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replica_column(&target, "Last_IO_Errno").await.as_deref() == Some("0") {
+        assert!(Instant::now() < deadline, "the link fails its handshake");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = engine::cutover(&pair, &mut |_| {})
+        .await
+        .expect_err("the gate refuses a failing link");
+    assert_eq!(failed.rollback, engine::Rollback::NotNeeded);
+    let why = failed.error.to_string();
+    assert!(
+        why.contains("Last_IO_Error")
+            && why.contains("TLS handshake")
+            && why.contains("link_ssl_ca"),
+        "{why}"
+    );
+    let read_only: i64 = c
+        .query_first("SELECT @@GLOBAL.read_only")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read_only, 0, "the source still serves");
+    t.query_drop(format!(
+        "STOP SLAVE; CHANGE MASTER TO MASTER_SSL_CA = '{}'; START SLAVE",
+        ca.ca_file.display()
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replica_column(&target, "Slave_IO_Running").await.as_deref() != Some("Yes") {
+        assert!(Instant::now() < deadline, "the link is back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let opts = |m: &MariaDb| m.user_opts("app", APP_PASSWORD, "app");
     let writer = MyWriter::start(MyWriterConfig {
         source: opts(&source),

@@ -524,6 +524,18 @@ fn mysql_tls_keys_that_cannot_work_are_refused_together() {
     ] {
         assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
     }
+    // The replica's link paths: a key without a certificate, a relative CA path.
+    let link = text.replace(
+        "ssl_mode = \"disabled\", ssl_ca = \"/etc/ca.crt\", ssl_cert = \"/etc/c.crt\"",
+        "link_ssl_key = \"/srv/mysql/link.key\", link_ssl_ca = \"ca.pem\"",
+    );
+    let keys: Vec<String> = problems(&link).into_iter().map(|p| p.key).collect();
+    for want in [
+        "mysql[0].source.link_ssl_cert",
+        "mysql[0].source.link_ssl_ca",
+    ] {
+        assert!(keys.iter().any(|k| k == want), "{want} in {keys:?}");
+    }
     let plan = parse(&text.replace(
         "ssl_mode = \"disabled\", ssl_ca = \"/etc/ca.crt\", ssl_cert = \"/etc/c.crt\"",
         "ssl_mode = \"verify_identity\"",

@@ -124,6 +124,9 @@ fn print_status(s: &status::Status) {
     );
     if let Some(e) = &s.last_io_error {
         outln!("  IO thread error: {e}");
+        if let Some(fix) = crate::mysql::tls::link_error_fix(e) {
+            outln!("  fix: {fix}");
+        }
     }
     if let Some(e) = &s.last_sql_error {
         outln!("  SQL thread error: {e}");

@@ -289,6 +289,11 @@ impl MyWindow {
             for column in ["Last_SQL_Error", "Last_IO_Error"] {
                 if let Some(e) = row.text(column).filter(|e| !e.is_empty()) {
                     why.push(format!("{column}: {e}"));
+                    if column == "Last_IO_Error"
+                        && let Some(fix) = super::tls::link_error_fix(&e)
+                    {
+                        why.push(fix.to_owned());
+                    }
                 }
             }
             let drift = inventory::drift_between(source, target, &pair.plan.databases).await?;
@@ -300,7 +305,7 @@ impl MyWindow {
                 ));
             }
             return Err(MyError::Refused(format!(
-                "{}: replication is not running, so nothing was fenced: {}; fix: correct the error on the target (align its schema with `sql_log_bin = 0` where it differs), then `START SLAVE`/`START REPLICA` there, or start replication again",
+                "{}: replication is not running, so nothing was fenced: {}; fix: correct the error named above on the target, then `START SLAVE`/`START REPLICA` there, or start replication again",
                 pair.plan.name,
                 why.join("; ")
             )));
@@ -677,8 +682,9 @@ impl MyWindow {
         create_replication_user(
             target,
             &user,
+            pair.replication_user_host(),
             &password,
-            super::tls::replica_tls(&pair.target.endpoint).is_some(),
+            super::tls::replica_tls(&pair.target.endpoint).as_ref(),
         )
         .await?;
         let spec = SourceSpec {

@@ -102,6 +102,11 @@ impl Pair {
         name
     }
 
+    /// The host part of the replication accounts (`%` unless the plan names one).
+    pub fn replication_user_host(&self) -> &str {
+        self.plan.replication_user_host.as_deref().unwrap_or("%")
+    }
+
     /// The databases the snapshot and replication cover: the plan's and the heartbeat's.
     pub fn replicated_databases(&self) -> Vec<String> {
         let mut dbs = self.plan.databases.clone();

@@ -509,12 +509,15 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             target,
             Severity::Info,
             format!(
-                "the replica's link to the source will be encrypted ({}), its account REQUIRE SSL",
+                "the replica's link to the source will be encrypted ({}), its account {}@{} REQUIRE {}",
                 if link.verify {
                     "the source's certificate verified"
                 } else {
                     "the source's certificate not verified"
-                }
+                },
+                pair.replication_user(),
+                pair.replication_user_host(),
+                if link.identity.is_some() { "X509 (the link's client certificate)" } else { "SSL" }
             ),
             "nothing to do",
         ),

@@ -45,13 +45,19 @@ pub fn random_password() -> String {
 pub async fn create_replication_user(
     db: &mut Db,
     user: &str,
+    host: &str,
     password: &str,
-    require_ssl: bool,
+    link: Option<&super::dialect::ReplicaTls>,
 ) -> Result<(), MyError> {
-    let account = format!("{}@'%'", literal(user));
+    let account = format!("{}@{}", literal(user), literal(host));
     // An encrypted link's account refuses plaintext logins: its password never crosses the
-    // network in the clear, whoever uses it.
-    let require = if require_ssl { "SSL" } else { "NONE" };
+    // network in the clear, whoever uses it; with a client certificate, one the server's CA
+    // signed is required too.
+    let require = match link {
+        Some(l) if l.identity.is_some() => "X509",
+        Some(_) => "SSL",
+        None => "NONE",
+    };
     for sql in [
         "SET SESSION sql_log_bin = 0".to_owned(),
         format!(
@@ -156,8 +162,9 @@ pub async fn start(pair: &Pair) -> Result<Started, MyError> {
     create_replication_user(
         &mut source,
         &user,
+        pair.replication_user_host(),
         &password,
-        super::tls::replica_tls(&pair.plan.source).is_some(),
+        super::tls::replica_tls(&pair.plan.source).as_ref(),
     )
     .await?;
     heartbeat::ensure(&mut source).await?;

@@ -96,18 +96,24 @@ pub fn replica_tls(e: &MysqlEndpoint) -> Option<super::dialect::ReplicaTls> {
         return None;
     }
     let verifying = matches!(mode, MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity);
-    let ca = match e.ssl_ca.as_deref() {
+    // The replica server opens these paths, on its machine: the link's own, else cutover's.
+    let ca = match e.link_ssl_ca.as_deref().or(e.ssl_ca.as_deref()) {
         Some(file) if file != "system" => Some(file.to_owned()),
         _ if verifying => Some("/etc/ssl/certs/ca-certificates.crt".to_owned()),
         _ => None,
     };
+    let cert = e
+        .link_ssl_cert
+        .clone()
+        .or_else(|| e.ssl_cert.as_ref().map(|p| p.display().to_string()));
+    let key = e
+        .link_ssl_key
+        .clone()
+        .or_else(|| e.ssl_key.as_ref().map(|p| p.display().to_string()));
     Some(super::dialect::ReplicaTls {
         ca,
         verify: mode == MysqlSslMode::VerifyIdentity,
-        identity: match (&e.ssl_cert, &e.ssl_key) {
-            (Some(c), Some(k)) => Some((c.display().to_string(), k.display().to_string())),
-            _ => None,
-        },
+        identity: cert.zip(key),
     })
 }
 
@@ -162,4 +168,50 @@ pub fn describe_failure(e: &mysql_async::Error, endpoint: &MysqlEndpoint) -> Opt
         );
     }
     None
+}
+
+/// The fix for a replica I/O thread error that is a failed TLS handshake (client error 2026
+/// and its kin: `SSL connection error`, a certificate the replica's CA file does not vouch
+/// for); `None` for any other error.
+pub fn link_error_fix(io_error: &str) -> Option<&'static str> {
+    let e = io_error.to_ascii_lowercase();
+    (e.contains("ssl") || e.contains("tls") || e.contains("certificate") || e.contains("2026"))
+        .then_some(
+            "the replica's TLS handshake with its source failed: the CA file the link names (`link_ssl_ca`, else `ssl_ca`) must exist on the replica's own server and have signed the source's certificate, which must name the host the replica connects to (`replication_host`); a client certificate (`link_ssl_cert`/`link_ssl_key`) must be readable by that server. Put the right file there (the I/O thread retries by itself, or `START REPLICA` there), or, when the plan names the wrong path, clean the pair up and start it again",
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> MysqlEndpoint {
+        toml::from_str(
+            "host = \"db.example.com\"\nuser = \"cutover\"\nssl_ca = \"/home/op/ca.pem\"\nssl_cert = \"/home/op/c.pem\"\nssl_key = \"/home/op/c.key\"\n",
+        )
+        .expect("endpoint")
+    }
+
+    #[test]
+    fn the_replica_link_uses_the_paths_its_server_sees_and_cutovers_by_default() {
+        let mut e = endpoint();
+        let link = replica_tls(&e).expect("verify_identity off loopback");
+        assert!(link.verify);
+        assert_eq!(link.ca.as_deref(), Some("/home/op/ca.pem"));
+        assert_eq!(
+            link.identity,
+            Some(("/home/op/c.pem".into(), "/home/op/c.key".into()))
+        );
+        e.link_ssl_ca = Some("/etc/mysql/ca.pem".into());
+        e.link_ssl_cert = Some("/etc/mysql/link.pem".into());
+        e.link_ssl_key = Some("/etc/mysql/link.key".into());
+        let link = replica_tls(&e).unwrap();
+        assert_eq!(link.ca.as_deref(), Some("/etc/mysql/ca.pem"));
+        assert_eq!(
+            link.identity,
+            Some(("/etc/mysql/link.pem".into(), "/etc/mysql/link.key".into()))
+        );
+        assert!(link_error_fix("error connecting to master 'r@h:1' - retry-time: 60 message: SSL connection error: certificate verify failed").is_some());
+        assert!(link_error_fix("Access denied for user 'r'@'h'").is_none());
+    }
 }

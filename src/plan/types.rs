@@ -271,6 +271,17 @@ pub struct MysqlEndpoint {
     /// `--ssl-key`: the client certificate's private key (PEM, mode 0600 or stricter).
     #[serde(default)]
     pub ssl_key: Option<PathBuf>,
+    /// The CA file as the *replica server* opens it, for a replica link to this server
+    /// (`MASTER_SSL_CA`); default: `ssl_ca`.
+    #[serde(default)]
+    pub link_ssl_ca: Option<String>,
+    /// The client certificate the replica server presents on that link, as it sees the
+    /// path (`MASTER_SSL_CERT`; its account then `REQUIRE X509`); default: `ssl_cert`.
+    #[serde(default)]
+    pub link_ssl_cert: Option<String>,
+    /// Its private key, as the replica server sees the path; default: `ssl_key`.
+    #[serde(default)]
+    pub link_ssl_key: Option<String>,
 }
 
 /// The mysql client's `--ssl-mode` values.
@@ -355,6 +366,10 @@ pub struct MysqlPair {
     /// Port the target server uses to reach the source (defaults to `source.port`).
     #[serde(default)]
     pub replication_port: Option<u16>,
+    /// The host part of the replication accounts cutover creates (`'user'@'<this>'`): the
+    /// address or pattern the replica connects from; default `%`.
+    #[serde(default)]
+    pub replication_user_host: Option<String>,
     /// Users the application connects as; their accounts are locked and their sessions
     /// killed at the fence.
     #[serde(default)]

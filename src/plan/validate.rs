@@ -528,40 +528,13 @@ fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
         ),
         _ => {}
     }
-    // The link's certificate, after its defaults: both or neither.
-    let link_cert = e.link_sslcert.is_some() || e.sslcert.is_some();
-    let link_key = e.link_sslkey.is_some() || e.sslkey.is_some();
-    if link_cert != link_key {
-        let (key, problem, fix) = if link_cert {
-            (
-                "link_sslkey",
-                "the replication link has a client certificate (`link_sslcert`) but no key",
-                "set `link_sslkey` to the key's path as the subscribing server sees it",
-            )
-        } else {
-            (
-                "link_sslcert",
-                "the replication link has a key (`link_sslkey`) but no client certificate",
-                "set `link_sslcert` to the certificate's path as the subscribing server sees it",
-            )
-        };
-        c.fail(&at.k(key), problem, fix);
-    }
-    for (key, value) in [
-        ("link_sslrootcert", &e.link_sslrootcert),
-        ("link_sslcert", &e.link_sslcert),
-        ("link_sslkey", &e.link_sslkey),
-    ] {
-        if let Some(v) = value
-            && !v.starts_with('/')
-        {
-            c.fail(
-                &at.k(key),
-                format!("`{key}` is {v:?}: the subscribing server resolves a relative path against its own data directory"),
-                "give the absolute path as the subscribing server sees it",
-            );
-        }
-    }
+    link_paths(
+        c,
+        at,
+        ["link_sslrootcert", "link_sslcert", "link_sslkey"],
+        [&e.link_sslrootcert, &e.link_sslcert, &e.link_sslkey],
+        (e.sslcert.is_some(), e.sslkey.is_some()),
+    );
     let mode = e.effective_sslmode();
     if mode == super::SslMode::Disable {
         for (key, set) in [
@@ -581,6 +554,44 @@ fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
     }
     if let Some(key) = &e.sslkey {
         key_file_private(c, &at.k("sslkey"), key);
+    }
+}
+
+/// A replication link's certificate paths (`names`: CA, certificate, key), as the server at
+/// the other end of the link sees them: absolute, and a certificate with its key once the
+/// defaults (cutover's own certificate and key: `defaults`) are applied.
+fn link_paths(
+    c: &mut Checker<'_>,
+    at: &KeyPath,
+    names: [&str; 3],
+    values: [&Option<String>; 3],
+    defaults: (bool, bool),
+) {
+    let cert = values[1].is_some() || defaults.0;
+    let key = values[2].is_some() || defaults.1;
+    if cert != key {
+        let (missing, has) = if cert {
+            (names[2], names[1])
+        } else {
+            (names[1], names[2])
+        };
+        c.fail(
+            &at.k(missing),
+            format!("the replication link has `{has}` (or its default) but no `{missing}`: a client certificate needs its key"),
+            format!("set `{missing}` to the path as the server at the other end of the link sees it"),
+        );
+    }
+    for (name, value) in names.iter().zip(values) {
+        if let Some(v) = value
+            && !v.starts_with('/')
+            && !(*name == names[0] && v == "system")
+        {
+            c.fail(
+                &at.k(name),
+                format!("`{name}` is {v:?}: the server that opens it resolves a relative path against its own data directory"),
+                "give the absolute path as that server sees it",
+            );
+        }
     }
 }
 
@@ -614,10 +625,19 @@ fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
         ),
         _ => {}
     }
+    link_paths(
+        c,
+        at,
+        ["link_ssl_ca", "link_ssl_cert", "link_ssl_key"],
+        [&e.link_ssl_ca, &e.link_ssl_cert, &e.link_ssl_key],
+        (e.ssl_cert.is_some(), e.ssl_key.is_some()),
+    );
     if e.effective_ssl_mode() == super::MysqlSslMode::Disabled {
         for (key, set) in [
             ("ssl_ca", e.ssl_ca.is_some()),
             ("ssl_cert", e.ssl_cert.is_some()),
+            ("link_ssl_ca", e.link_ssl_ca.is_some()),
+            ("link_ssl_cert", e.link_ssl_cert.is_some()),
         ] {
             if set {
                 c.fail(
