@@ -75,7 +75,7 @@ pub struct CaughtUp {
 }
 
 /// The target is the writable primary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Promoted {
     /// Fence start to target writable in this process (`None` after a resume: the outage began
     /// in a process that is gone, and the run's journal has its start).
@@ -84,8 +84,10 @@ pub struct Promoted {
     pub position: Option<String>,
 }
 
-/// After the window: what was checked and tidied, and what needs a hand.
-#[derive(Debug, Clone, Default, Serialize)]
+/// After the window: what was checked and tidied, and what needs a hand. Read back from the
+/// journal too (fields a journal lacks take their defaults).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Finished {
     /// `Some(true)`: the old primary provably took no write after the fence; `Some(false)`: it
     /// did (those writes are not on the new primary); `None`: it could not be checked.

@@ -37,6 +37,9 @@ pub enum StateError {
         /// Why.
         detail: String,
     },
+    /// A record could not be turned into JSON (never written as a silent `null`).
+    #[error("a record of the run could not be written as JSON: {0}")]
+    Encode(String),
     /// Another runner holds the migration.
     #[error(
         "another runner holds this migration ({holder}); wait for it to finish, or stop it first"

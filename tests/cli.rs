@@ -65,6 +65,7 @@ fn help_shows_the_command_tree() {
         "cutover",
         "verify",
         "cleanup",
+        "resync",
     ];
     expect(&["pg"], &db);
     expect(&["mysql"], &db);
@@ -92,6 +93,23 @@ fn commands_check_their_input_first() {
             predicate::str::contains("no [[postgres]] pair named `nope`")
                 .and(predicate::str::contains("forgejo-db")),
         );
+    // `resync` is MySQL's repair; PostgreSQL's answer says why it needs none, touching nothing.
+    cutover()
+        .args([
+            "pg",
+            "resync",
+            &example("forgejo-postgres.toml"),
+            "--table",
+            "public.t",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("apply worker stops on a column"));
+    cutover()
+        .args(["mysql", "resync", &example("forgejo-postgres.toml")])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--table"));
     // The daemon's configuration, checked like a plan: every problem, each with its fix.
     cutover()
         .args(["serve", "--config", "/nonexistent.toml"])

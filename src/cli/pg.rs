@@ -6,6 +6,11 @@ use crate::postgres::{Pair, start, status};
 
 /// Runs one `pg` subcommand for the selected pairs.
 pub fn run(cmd: DbCommand) -> u8 {
+    if let DbCommand::Resync(_) = cmd {
+        // Refused before anything is read or leased: there is nothing to repair this way.
+        errln!("{PG_RESYNC}");
+        return super::EXIT_INVALID;
+    }
     run_pairs(
         &cmd,
         PairKind::Postgres,
@@ -15,17 +20,17 @@ pub fn run(cmd: DbCommand) -> u8 {
             match ctx.step {
                 OwnStep::Start => report(output, start::start(pair).await, print_start),
                 OwnStep::Status => run_status(pair, output, &ctx.state_dir).await,
-                OwnStep::Resync => report(
-                    output,
-                    Err::<(), _>(format!(
-                        "pair {}: nothing was changed: PostgreSQL needs no table re-copy here; its apply worker stops on a column the target lacks (and goes on once it exists) instead of dropping the values, and a table whose definition changed during the sync is compared row by row inside the cutover window",
-                        pair.plan.name
-                    )),
-                    |_| {},
-                ),
+                OwnStep::Resync => unreachable_resync(output),
             }
         },
     )
+}
+
+/// Why `pg resync` does not exist as a repair.
+const PG_RESYNC: &str = "cutover pg resync: nothing to do for PostgreSQL: its apply worker stops on a column the target lacks (and goes on once it exists) instead of dropping the values, and a table whose definition changed during the sync is compared row by row inside the cutover window (`verify_in_window`); to copy a table again, clean the pair up and start it";
+
+fn unreachable_resync(output: Output) -> (bool, serde_json::Value) {
+    report(output, Err::<(), _>(PG_RESYNC), |_| {})
 }
 
 fn print_start(r: &start::StartReport) {

@@ -228,7 +228,8 @@ async fn run_under(
         // the report's write): rebuilt from the journal, the spine it is made of.
         let current = store
             .report()?
-            .and_then(|r| r.get("run").and_then(|v| v.as_str()).map(str::to_owned));
+            .and_then(|r| super::report::from_json(&r))
+            .map(|r| r.run);
         if current.as_deref() != Some(previous[0].run.as_str()) {
             let steps_of_run = if previous_reverse {
                 reverse_steps(plan)
@@ -236,7 +237,7 @@ async fn run_under(
                 super::steps::steps(plan)
             };
             let report = report_of(plan, &steps_of_run, &previous);
-            store.save_report(&lease, &serde_json::to_value(&report).unwrap_or_default())?;
+            store.save_report(&lease, &super::report::to_json(&report)?)?;
             return Ok((progress.finished.unwrap_or(Outcome::Failed), report));
         }
     }
@@ -409,10 +410,9 @@ async fn run_under(
     };
     let report = runner.report();
     crate::run::test_stop::maybe_stop_at_event("before-report");
-    runner.store.save_report(
-        &runner.lease,
-        &serde_json::to_value(&report).unwrap_or_default(),
-    )?;
+    runner
+        .store
+        .save_report(&runner.lease, &super::report::to_json(&report)?)?;
     if runner.check_failed
         && plan.migration.auto_rollback
         && !runner.reverse

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::actions::Detail;
 use super::journal::{Entry, Outcome, Record, step_line};
 use super::steps::{Kind, Phase, Step};
 use crate::engine::Rollback;
@@ -41,8 +42,21 @@ impl StepTiming {
     }
 }
 
-/// What a run measured.
+/// The report as the state directory keeps it.
+pub fn to_json(report: &RunReport) -> Result<serde_json::Value, crate::state::StateError> {
+    serde_json::to_value(report).map_err(|e| crate::state::StateError::Encode(e.to_string()))
+}
+
+/// A kept report read back (`None`, logged, when it does not parse: an older or damaged file).
+pub fn from_json(value: &serde_json::Value) -> Option<RunReport> {
+    serde_json::from_value(value.clone())
+        .map_err(|e| tracing::warn!(error = %e, "the kept report does not parse"))
+        .ok()
+}
+
+/// What a run measured (fields an older report lacks read as their defaults).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunReport {
     /// The migration.
     pub migration: String,
@@ -122,59 +136,47 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
             } => {
                 let Some(s) = steps.get(*step) else { continue };
                 r.steps.push(StepTiming::of(*step, s, *ms, "done", summary));
-                match s.kind {
-                    Kind::WarmFiles(_) | Kind::FinalFiles(_) => r.files.push(detail.clone()),
-                    Kind::Report => {
-                        if let Some(after) = detail.get("files_after_final")
-                            && let Ok(after) = serde_json::from_value(after.clone())
-                        {
-                            r.files_after_final = after;
-                        }
+                // Every figure below is a typed field (journals on disk read back through the
+                // same types).
+                match (s.kind, Detail::read(s.kind, summary, detail)) {
+                    (Kind::WarmFiles(_) | Kind::FinalFiles(_), _) => r.files.push(detail.clone()),
+                    (Kind::Report, Detail::Report(w)) => {
+                        r.files_after_final = w.files_after_final;
                     }
-                    Kind::Check(_) => r.checks.push(detail.clone()),
-                    Kind::Promote(_) => {
+                    (Kind::Check(_), _) => r.checks.push(detail.clone()),
+                    (Kind::Promote(_), promoted) => {
                         last_promote = Some(rec.at_ms);
                         // The engine's own clock when this process fenced; the journal's
                         // clock across a crash.
-                        let ms = detail
-                            .get("write_unavailable_ms")
-                            .and_then(|v| v.as_f64())
-                            .or_else(|| {
-                                fence_began
-                                    .get(&s.component)
-                                    .map(|b| rec.at_ms.saturating_sub(*b) as f64)
-                            });
+                        let ms = match promoted {
+                            Detail::Promoted(p) => p.write_unavailable_ms,
+                            _ => None,
+                        }
+                        .or_else(|| {
+                            fence_began
+                                .get(&s.component)
+                                .map(|b| rec.at_ms.saturating_sub(*b) as f64)
+                        });
                         if let Some(ms) = ms {
                             r.write_unavailable_ms.insert(s.component.clone(), ms);
                         }
                     }
-                    Kind::Finish(_) => {
-                        r.old_primary_clean.insert(
-                            s.component.clone(),
-                            detail.get("old_primary_clean").and_then(|v| v.as_bool()),
-                        );
-                        if let Some(w) = detail.get("warnings").and_then(|w| w.as_array()) {
-                            r.warnings.extend(
-                                w.iter()
-                                    .filter_map(|w| w.as_str())
-                                    .map(|w| format!("{}: {w}", s.component)),
-                            );
-                        }
+                    (Kind::Finish(_), Detail::Finished(f)) => {
+                        r.old_primary_clean
+                            .insert(s.component.clone(), f.old_primary_clean);
+                        r.warnings
+                            .extend(f.warnings.iter().map(|w| format!("{}: {w}", s.component)));
                     }
-                    Kind::DnsWait(_) => {
-                        if let (Some(rec_name), Some(ms)) = (
-                            detail.get("record").and_then(|v| v.as_str()),
-                            detail.get("ms").and_then(|v| v.as_f64()),
-                        ) {
-                            r.dns_propagation_ms.insert(rec_name.to_owned(), ms);
-                        }
+                    (Kind::Finish(_), _) => {
+                        r.old_primary_clean.insert(s.component.clone(), None);
+                    }
+                    (Kind::DnsWait(_), Detail::DnsWaited(d)) => {
+                        r.dns_propagation_ms.insert(d.record, d.ms);
+                    }
+                    (Kind::Hook(_), Detail::Hook(h)) if h.allowed_failure.is_some() => {
+                        r.warnings.push(summary.clone());
                     }
                     _ => {}
-                }
-                if let Kind::Hook(_) = s.kind
-                    && summary.starts_with("FAILED")
-                {
-                    r.warnings.push(summary.clone());
                 }
             }
             Entry::StepFailed { step, ms, error } => {

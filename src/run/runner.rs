@@ -69,10 +69,11 @@ impl<'a> Runner<'a> {
                 entry,
             })
             .collect();
-        let values: Vec<_> = records
+        let values = records
             .iter()
-            .map(|r| serde_json::to_value(r).unwrap_or_default())
-            .collect();
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StateError::Encode(e.to_string()))?;
         self.store.append_all(&self.lease, &values)?;
         for record in records {
             self.seq = record.seq;
@@ -148,9 +149,12 @@ impl<'a> Runner<'a> {
             Kind::Check(i) => actions::hooks::check(plan, i).await,
             Kind::DnsWait(i) => actions::dns::wait(plan, i).await,
             Kind::Report => {
-                let (detail, not_carried) = actions::files::wrap_up(plan, self.reverse).await?;
+                let (wrap_up, not_carried) = actions::files::wrap_up(plan, self.reverse).await?;
                 self.files_not_carried = not_carried;
-                Ok(("report saved in the state directory".to_owned(), detail))
+                Ok((
+                    "report saved in the state directory".to_owned(),
+                    actions::Detail::Report(wrap_up),
+                ))
             }
             Kind::PrepareReverse(db) => actions::db::prepare_reverse(plan, db).await,
             Kind::DnsRestore(i) => actions::dns::restore(plan, i, &self.dns_previous).await,
@@ -261,11 +265,17 @@ impl<'a> Runner<'a> {
             for (i, ms, result) in results {
                 match result {
                     Ok((summary, detail)) => {
-                        if let Kind::Finish(_) = self.steps[i].kind
-                            && detail.get("old_primary_clean") == Some(&serde_json::json!(false))
+                        if let actions::Detail::Finished(f) = &detail
+                            && f.old_primary_clean == Some(false)
                         {
                             self.lost_writes = true;
                         }
+                        // The step is done whatever its record: one that cannot be written
+                        // says so in the journal instead of passing for empty.
+                        let detail = detail.to_journal().unwrap_or_else(|e| {
+                            tracing::error!(step = i, error = %e, "a step's result was not journalled");
+                            serde_json::json!({ "unrecorded": e })
+                        });
                         ends.push(Entry::StepDone {
                             step: i,
                             ms,

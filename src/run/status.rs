@@ -39,7 +39,7 @@ pub struct Status {
     /// What `run --resume` would do.
     pub resume_would: String,
     /// The last report saved.
-    pub report: Option<serde_json::Value>,
+    pub report: Option<super::report::RunReport>,
     /// How the plan file differs from the plan the unfinished run began with (which status
     /// and `--resume` use); empty when it does not.
     pub plan_differs: Vec<String>,
@@ -133,7 +133,7 @@ pub async fn status(file_plan: &Plan) -> Result<Status, RunError> {
         pairs,
         pair_states: states,
         resume_would,
-        report: store.report()?,
+        report: store.report()?.and_then(|r| super::report::from_json(&r)),
         plan_differs,
     })
 }

@@ -302,18 +302,11 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
                     .with_label_values(&[name, word])
                     .set(if is { 1.0 } else { 0.0 });
             }
-            if let Some(ms) = s
-                .report
-                .as_ref()
-                .and_then(|r| r.get("write_unavailable_ms"))
-                .and_then(|v| v.as_object())
-            {
-                for (component, v) in ms {
-                    if let Some(ms) = v.as_f64() {
-                        m.write_unavailable
-                            .with_label_values(&[name, component])
-                            .set(ms / 1000.0);
-                    }
+            if let Some(report) = &s.report {
+                for (component, ms) in &report.write_unavailable_ms {
+                    m.write_unavailable
+                        .with_label_values(&[name, component])
+                        .set(ms / 1000.0);
                 }
             }
             for (component, state) in &s.pair_states {

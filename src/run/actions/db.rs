@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Done;
+use super::{Detail, Done};
 use crate::engine::{EngineError, Window};
 use crate::plan::Plan;
 use crate::run::pairs::pair;
@@ -32,7 +32,7 @@ pub(in crate::run) async fn preflight(plan: &Plan, db: Db) -> Result<Done, Strin
     }
     Ok((
         format!("passed, {} tables in scope", r.tables),
-        serde_json::Value::Null,
+        Detail::None,
     ))
 }
 
@@ -51,7 +51,7 @@ pub(in crate::run) async fn start(
     loop {
         let reading = probe.read().await.map_err(words)?;
         if reading.ready {
-            return Ok((reading.words, serde_json::Value::Null));
+            return Ok((reading.words, Detail::None));
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -71,7 +71,7 @@ pub(in crate::run) async fn start(
 /// The gate of an opened window.
 pub(in crate::run) async fn gate(w: &mut dyn Window) -> Result<Done, String> {
     let g = w.gate().await.map_err(words)?;
-    Ok((format!("passed, lag {}", g.lag), serde_json::Value::Null))
+    Ok((format!("passed, lag {}", g.lag), Detail::None))
 }
 
 /// One window phase (fence, catch-up or promotion) of `w`.
@@ -84,19 +84,19 @@ pub(in crate::run) async fn phase(w: &mut dyn Window, kind: Kind) -> Result<Done
                     f.scope.join(", "),
                     f.sessions_ended
                 ),
-                serde_json::Value::Null,
+                Detail::None,
             )
         }),
         Kind::CatchUp(_) => w.catch_up().await.map_err(words).map(|c| {
             (
                 format!("target has everything up to {}", c.position),
-                serde_json::Value::Null,
+                Detail::None,
             )
         }),
         Kind::Promote(_) => w.promote().await.map_err(words).map(|p| {
             (
                 "the target is the writable primary".to_owned(),
-                serde_json::to_value(&p).unwrap_or_default(),
+                Detail::Promoted(p),
             )
         }),
         other => Err(format!("{other:?} is not a window phase")),
@@ -131,14 +131,14 @@ pub(in crate::run) async fn finish(w: &mut dyn Window, reverse: bool) -> Result<
                 format!("; warnings: {}", f.warnings.join("; "))
             }
         ),
-        serde_json::to_value(&f).unwrap_or_default(),
+        Detail::Finished(Box::new(f)),
     ))
 }
 
 /// A reverse cutover's first database step: the old primary's fence made liftable.
 pub(in crate::run) async fn prepare_reverse(plan: &Plan, db: Db) -> Result<Done, String> {
     let words = pair(plan, db).prepare_reverse().await.map_err(words)?;
-    Ok((words, serde_json::Value::Null))
+    Ok((words, Detail::None))
 }
 
 /// A rolled-back reverse cutover: the old primary's fence is for good again.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use super::Done;
+use super::{Detail, DnsWaited, Done};
 use crate::dns;
 use crate::plan::Plan;
 
@@ -17,7 +17,7 @@ pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, Str
             target.zone,
             target.servers.len()
         ),
-        serde_json::Value::Null,
+        Detail::None,
     ))
 }
 
@@ -38,13 +38,13 @@ pub(in crate::run) fn ready(plan: &Plan, i: usize, force: bool) -> Result<Done, 
     match dns::update::check_safe(&dns::label(record), state.as_ref(), SystemTime::now()) {
         Ok(()) => Ok((
             "the lowered TTL has been served long enough".into(),
-            serde_json::Value::Null,
+            Detail::None,
         )),
         Err(e) if force => {
             tracing::warn!(record = %dns::label(record), reason = %e, "DNS readiness overridden (--force)");
             Ok((
                 format!("NOT READY, overridden by --force: {e}"),
-                serde_json::Value::Null,
+                Detail::None,
             ))
         }
         Err(e) => Err(e.to_string()),
@@ -68,7 +68,7 @@ pub(in crate::run) async fn switch(plan: &Plan, i: usize, force: bool) -> Result
                 .unwrap_or_else(|| "(none)".into()),
             r.current.values.join(",")
         ),
-        serde_json::to_value(r).unwrap_or_default(),
+        Detail::record(r)?,
     ))
 }
 
@@ -106,7 +106,10 @@ pub(in crate::run) async fn wait(plan: &Plan, i: usize) -> Result<Done, String> 
             record.values.join(","),
             outcome.elapsed.as_secs_f64() * 1000.0
         ),
-        serde_json::json!({ "record": dns::label(record), "ms": outcome.elapsed.as_secs_f64() * 1000.0 }),
+        Detail::DnsWaited(DnsWaited {
+            record: dns::label(record),
+            ms: outcome.elapsed.as_secs_f64() * 1000.0,
+        }),
     ))
 }
 
@@ -119,7 +122,7 @@ pub(in crate::run) async fn restore(
     let Some(values) = previous.get(&i).cloned() else {
         return Ok((
             "nothing to restore: the run did not switch this record".to_owned(),
-            serde_json::Value::Null,
+            Detail::None,
         ));
     };
     let mut record = plan.dns[i].clone();
@@ -133,6 +136,6 @@ pub(in crate::run) async fn restore(
     let r = reports.first().ok_or("no update report")?;
     Ok((
         format!("back to {}", r.current.values.join(",")),
-        serde_json::to_value(r).unwrap_or_default(),
+        Detail::record(r)?,
     ))
 }

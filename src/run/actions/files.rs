@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Done;
+use super::{Detail, Done, WrapUp};
 use crate::files;
 use crate::plan::Plan;
 
@@ -46,7 +46,7 @@ pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, Str
                 .map(|w| format!("; WARNING: {w}"))
                 .collect::<String>()
         ),
-        serde_json::Value::Null,
+        Detail::None,
     ))
 }
 
@@ -61,7 +61,7 @@ pub(in crate::run) async fn warm(plan: &Plan, i: usize) -> Result<Done, String> 
             "{} files, {} bytes sent in {:.1} s",
             r.figures.files_transferred, r.figures.wire_bytes, r.seconds
         ),
-        serde_json::to_value(&r).unwrap_or_default(),
+        Detail::record(&r)?,
     ))
 }
 
@@ -96,7 +96,7 @@ pub(in crate::run) async fn final_pass(plan: &Plan, i: usize) -> Result<Done, St
                 .as_ref()
                 .map_or(String::new(), |f| format!("; FULL PASS because {f}"))
         ),
-        serde_json::to_value(&r).unwrap_or_default(),
+        Detail::record(&r)?,
     ))
 }
 
@@ -106,7 +106,7 @@ pub(in crate::run) async fn final_pass(plan: &Plan, i: usize) -> Result<Done, St
 pub(in crate::run) async fn wrap_up(
     plan: &Plan,
     reverse: bool,
-) -> Result<(serde_json::Value, Vec<String>), String> {
+) -> Result<(WrapUp, Vec<String>), String> {
     let state_dir = &plan.migration.state_dir;
     let mut after = BTreeMap::new();
     let mut not_carried = Vec::new();
@@ -148,12 +148,12 @@ pub(in crate::run) async fn wrap_up(
             tracing::warn!(entry = %entry.plan.name, error = %e, "a shared ssh connection was not closed");
         }
     }
-    let detail = if after.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::json!({ "files_after_final": after })
-    };
-    Ok((detail, not_carried))
+    Ok((
+        WrapUp {
+            files_after_final: after,
+        },
+        not_carried,
+    ))
 }
 
 /// After a rollback, what the run started on the hosts goes: the change-log watchers and the

@@ -1,6 +1,6 @@
 //! Hooks and health checks as steps: what ran, how long, and whether a failure is allowed.
 
-use super::Done;
+use super::{Detail, Done, HookRan};
 use crate::plan::Plan;
 use crate::run::hooks;
 
@@ -13,18 +13,23 @@ pub(in crate::run) async fn hook(
 ) -> Result<Done, String> {
     let (outcome, warning) = hooks::run_hook(plan, &plan.hooks[i], phase, reverse).await?;
     Ok((
-        match warning {
+        match &warning {
             Some(w) => format!("FAILED, allowed: {w}"),
             None => format!("exited 0 in {:.0} ms", outcome.ms),
         },
-        serde_json::to_value(&outcome).unwrap_or_default(),
+        Detail::Hook(HookRan {
+            code: outcome.code,
+            output: outcome.output,
+            ms: outcome.ms,
+            allowed_failure: warning,
+        }),
     ))
 }
 
 /// Runs health check `i` of `plan` with its retries.
 pub(in crate::run) async fn check(plan: &Plan, i: usize) -> Result<Done, String> {
     let outcome = hooks::run_check(plan, &plan.checks[i]).await;
-    let detail = serde_json::to_value(&outcome).unwrap_or_default();
+    let detail = Detail::record(&outcome)?;
     if outcome.passed {
         Ok((
             format!(

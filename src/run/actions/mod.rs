@@ -7,5 +7,188 @@ pub(super) mod dns;
 pub(super) mod files;
 pub(super) mod hooks;
 
-/// A step's summary (for the journal and the progress lines) and its figures (for the report).
-pub(super) type Done = (String, serde_json::Value);
+/// A step's summary (for the journal and the progress lines) and its typed result.
+pub(super) type Done = (String, Detail);
+
+/// What a step did, typed: the runner's decisions (writes lost, a hook's allowed failure,
+/// files not carried) and the report's figures read these fields, which the compiler checks.
+/// The journal keeps each as its JSON record (the same shape journals on disk already have),
+/// and [`Detail::read`] gives it back typed.
+#[derive(Debug, Clone)]
+pub(in crate::run) enum Detail {
+    /// Nothing beyond the summary.
+    None,
+    /// A pair's promotion.
+    Promoted(crate::engine::Promoted),
+    /// What followed a pair's promotion (the old primary's audit among it).
+    Finished(Box<crate::engine::Finished>),
+    /// Every authoritative server serves a record.
+    DnsWaited(DnsWaited),
+    /// A hook ran.
+    Hook(HookRan),
+    /// The run's wrap-up.
+    Report(WrapUp),
+    /// A component's own record, kept for the report as it is (files passes, DNS switches,
+    /// health checks).
+    Record(serde_json::Value),
+}
+
+/// A DNS record served everywhere, and how long that took.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(in crate::run) struct DnsWaited {
+    /// The record's label.
+    pub record: String,
+    /// Milliseconds from the switch until every authoritative server served it.
+    pub ms: f64,
+}
+
+/// A hook's run, and the failure its plan allows (`None`: it exited 0).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(in crate::run) struct HookRan {
+    /// Exit code (`None`: killed or timed out).
+    pub code: Option<i32>,
+    /// The end of its output.
+    #[serde(default)]
+    pub output: String,
+    /// How long it ran.
+    #[serde(default)]
+    pub ms: f64,
+    /// The failure the plan allows, in words; journals before this field say it only in the
+    /// step's summary (see [`Detail::read`]).
+    #[serde(default)]
+    pub allowed_failure: Option<String>,
+}
+
+/// The run's wrap-up: file trees whose changes after the final pass were not carried.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(in crate::run) struct WrapUp {
+    /// Per tree, the paths changed after its final pass.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub files_after_final: std::collections::BTreeMap<String, crate::files::changelog::AfterFinal>,
+}
+
+impl Detail {
+    /// A component's own record, as JSON (an error, never a silent `null`, when it cannot be).
+    pub fn record(value: &impl serde::Serialize) -> Result<Detail, String> {
+        serde_json::to_value(value)
+            .map(Detail::Record)
+            .map_err(|e| format!("the step's result could not be recorded: {e}"))
+    }
+
+    /// The JSON record the journal keeps; a value that cannot be written is an error, never
+    /// a silent `null`.
+    pub fn to_journal(&self) -> Result<serde_json::Value, String> {
+        let value = match self {
+            Detail::None => Ok(serde_json::Value::Null),
+            Detail::Promoted(p) => serde_json::to_value(p),
+            Detail::Finished(f) => serde_json::to_value(f),
+            Detail::DnsWaited(d) => serde_json::to_value(d),
+            Detail::Hook(h) => serde_json::to_value(h),
+            Detail::Report(w) if w.files_after_final.is_empty() => Ok(serde_json::Value::Null),
+            Detail::Report(w) => serde_json::to_value(w),
+            Detail::Record(v) => Ok(v.clone()),
+        };
+        value.map_err(|e| format!("the step's result could not be journalled: {e}"))
+    }
+
+    /// A journalled record of a step of `kind`, typed again (`summary`: the step's words, for
+    /// journals written before a field existed). A record that does not parse is kept as is.
+    pub fn read(kind: crate::run::steps::Kind, summary: &str, value: &serde_json::Value) -> Detail {
+        use crate::run::steps::Kind;
+        fn typed<T: serde::de::DeserializeOwned>(
+            value: &serde_json::Value,
+            wrap: impl FnOnce(T) -> Detail,
+        ) -> Detail {
+            match serde_json::from_value::<T>(value.clone()) {
+                Ok(t) => wrap(t),
+                Err(_) => Detail::Record(value.clone()),
+            }
+        }
+        if value.is_null() && !matches!(kind, Kind::Report) {
+            return Detail::None;
+        }
+        match kind {
+            Kind::Promote(_) => typed(value, Detail::Promoted),
+            Kind::Finish(_) => typed(value, |f| Detail::Finished(Box::new(f))),
+            Kind::DnsWait(_) => typed(value, Detail::DnsWaited),
+            Kind::Report if value.is_null() => Detail::Report(WrapUp::default()),
+            Kind::Report => typed(value, Detail::Report),
+            Kind::Hook(_) => typed(value, |mut h: HookRan| {
+                if h.allowed_failure.is_none() && summary.starts_with("FAILED") {
+                    h.allowed_failure = Some(summary.to_owned());
+                }
+                Detail::Hook(h)
+            }),
+            _ => Detail::Record(value.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod detail_tests {
+    use super::*;
+    use crate::run::steps::{Db, Kind};
+    use serde_json::json;
+
+    #[test]
+    fn journals_on_disk_read_back_typed_and_new_records_round_trip() {
+        // A finish record as journals before `links` wrote it.
+        let old = json!({ "old_primary_clean": false, "lost": "3 rows", "warnings": ["w"], "detail": {} });
+        match Detail::read(Kind::Finish(Db::Postgres(0)), "WRITES LOST", &old) {
+            Detail::Finished(f) => {
+                assert_eq!(f.old_primary_clean, Some(false));
+                assert_eq!(f.warnings, ["w"]);
+                assert!(f.links.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        // A hook record before `allowed_failure`: its summary said it.
+        let hook = json!({ "code": 3, "output": "boom", "ms": 12.0 });
+        match Detail::read(Kind::Hook(0), "FAILED, allowed: exit 3", &hook) {
+            Detail::Hook(h) => assert_eq!(
+                h.allowed_failure.as_deref(),
+                Some("FAILED, allowed: exit 3")
+            ),
+            other => panic!("{other:?}"),
+        }
+        match Detail::read(Kind::Hook(0), "exited 0 in 12 ms", &json!({ "code": 0 })) {
+            Detail::Hook(h) => assert!(h.allowed_failure.is_none()),
+            other => panic!("{other:?}"),
+        }
+        // What the runner writes now reads back the same.
+        let waited = Detail::DnsWaited(DnsWaited {
+            record: "app.example.com A".into(),
+            ms: 812.5,
+        });
+        match Detail::read(Kind::DnsWait(0), "", &waited.to_journal().unwrap()) {
+            Detail::DnsWaited(d) => {
+                assert_eq!((d.record.as_str(), d.ms), ("app.example.com A", 812.5))
+            }
+            other => panic!("{other:?}"),
+        }
+        let promoted = Detail::Promoted(crate::engine::Promoted {
+            write_unavailable_ms: Some(41.0),
+            position: None,
+        });
+        match Detail::read(
+            Kind::Promote(Db::Mysql(0)),
+            "",
+            &promoted.to_journal().unwrap(),
+        ) {
+            Detail::Promoted(p) => assert_eq!(p.write_unavailable_ms, Some(41.0)),
+            other => panic!("{other:?}"),
+        }
+        // An empty wrap-up is journalled as null and read as an empty one.
+        let empty = Detail::Report(WrapUp::default()).to_journal().unwrap();
+        assert!(empty.is_null());
+        assert!(
+            matches!(Detail::read(Kind::Report, "", &empty), Detail::Report(w) if w.files_after_final.is_empty())
+        );
+        // A record that does not parse is kept as it is, never taken for a clean one.
+        let odd = json!({ "old_primary_clean": "maybe" });
+        assert!(matches!(
+            Detail::read(Kind::Finish(Db::Postgres(0)), "", &odd),
+            Detail::Record(_)
+        ));
+    }
+}
