@@ -542,3 +542,123 @@ fn a_closed_pipe_never_panics() {
         );
     }
 }
+
+/// The code in a Markdown text: inline spans and fenced blocks.
+fn code_in(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            out.push(line.to_owned());
+        } else {
+            out.extend(line.split('`').skip(1).step_by(2).map(str::to_owned));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_command_and_example_the_docs_name_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = vec![root.join("README.md")];
+    texts.extend(
+        std::fs::read_dir(root.join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
+    assert!(texts.len() >= 8, "the guides are there: {texts:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.lines().count() <= 200, "the README stays short");
+    let groups = [
+        "plan", "run", "status", "pg", "mysql", "files", "dns", "serve", "lab",
+    ];
+    let with_subcommands = ["plan", "pg", "mysql", "files", "dns", "lab"];
+    let mut named = std::collections::BTreeSet::new();
+    let mut examples = std::collections::BTreeSet::new();
+    for path in &texts {
+        let text = std::fs::read_to_string(path).unwrap();
+        // Every guide a page links to exists.
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap_or_default();
+            if target.starts_with("http") || target.starts_with('#') {
+                continue;
+            }
+            let file = path
+                .parent()
+                .unwrap()
+                .join(target.split('#').next().unwrap());
+            assert!(
+                file.exists(),
+                "{}: link to {target} leads nowhere",
+                path.display()
+            );
+        }
+        for code in code_in(&text) {
+            let words: Vec<&str> = code.split_whitespace().collect();
+            for (i, w) in words.iter().enumerate() {
+                if let Some(e) = w.strip_prefix("examples/")
+                    && e.ends_with(".toml")
+                {
+                    examples.insert(e.trim_end_matches([',', ';', ':', ')']).to_owned());
+                }
+                if *w != "cutover" {
+                    continue;
+                }
+                let Some(group) = words.get(i + 1).filter(|g| groups.contains(g)) else {
+                    continue;
+                };
+                let next = words.get(i + 2).copied().unwrap_or_default();
+                if with_subcommands.contains(group)
+                    && !next.is_empty()
+                    && next.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                {
+                    named.insert(vec![group.to_string(), next.to_owned()]);
+                } else if next.starts_with("--") {
+                    let flag = next.split('=').next().unwrap().to_owned();
+                    named.insert(vec![group.to_string(), flag]);
+                } else {
+                    named.insert(vec![group.to_string()]);
+                }
+            }
+        }
+    }
+    assert!(named.len() > 20, "the guides name the commands: {named:?}");
+    for command in &named {
+        match command.as_slice() {
+            [group, flag] if flag.starts_with("--") => {
+                let help = cutover().args([group.as_str(), "--help"]).output().unwrap();
+                let text = String::from_utf8_lossy(&help.stdout);
+                assert!(
+                    text.contains(flag.as_str()),
+                    "`cutover {group} {flag}` is named but `{group}` has no {flag}"
+                );
+            }
+            _ => {
+                let mut args: Vec<&str> = command.iter().map(String::as_str).collect();
+                args.push("--help");
+                cutover()
+                    .args(&args)
+                    .assert()
+                    .success()
+                    .stdout(predicate::str::contains("Usage"));
+            }
+        }
+    }
+    // Every example a guide names ships, and checks clean.
+    assert!(!examples.is_empty());
+    for e in &examples {
+        let text = std::fs::read_to_string(example(e))
+            .unwrap_or_else(|err| panic!("examples/{e} is named but cannot be read: {err}"));
+        if text.contains("[migration]") {
+            cutover()
+                .args(["plan", "check", &example(e)])
+                .assert()
+                .success();
+        }
+    }
+}
