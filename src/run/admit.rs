@@ -3,6 +3,10 @@
 //! reverse replication), what a resume does (forward past the point of no return or when a
 //! target was promoted, otherwise roll back, or go on with `--continue`), and the reverse
 //! cutover that follows a failed health check. The runner then executes the steps.
+//!
+//! Deciding is apart from doing: [`decide`] reads the plan, the last run's records and the
+//! options and returns an [`Admission`] (no I/O); [`ResumeWay::of`] turns the journal and the
+//! servers' state into the direction of a resume. `run_under` only carries them out.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::SystemTime;
@@ -15,7 +19,7 @@ use super::journal::{
 use super::report::{RunReport, report_of};
 use super::runner::Runner;
 use super::single::ServerLeases;
-use super::steps::{databases, reverse_steps, steps};
+use super::steps::{databases, steps_for};
 use crate::plan::Plan;
 use crate::state::{FileStore, Lease, StateDir, StateError, Store};
 
@@ -169,6 +173,187 @@ async fn reverse_after_failed_check(
     Ok((outcome, report))
 }
 
+/// What admission decided, from the plan, the last run's journal records, the run id of the
+/// report on disk and the options: no I/O (unit-tested over every case the sweeps found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// A health check failed after the promotion and the process stopped before the reverse
+    /// cutover it was to start: start it now.
+    ReverseAfterFailedCheck,
+    /// The last run ended and only its report is missing: rebuild it from the journal.
+    RebuildReport {
+        /// The run was a reverse cutover.
+        reverse: bool,
+        /// Its outcome.
+        outcome: Outcome,
+    },
+    /// A new run.
+    Start {
+        /// A reverse cutover.
+        reverse: bool,
+    },
+    /// The interrupted run is taken over (the servers' state then decides which way).
+    Resume {
+        /// It is a reverse cutover.
+        reverse: bool,
+    },
+}
+
+/// Decides whether and how a run may go: `previous` is the last run's records (empty: none),
+/// `report_run` the run id of the report on disk.
+pub fn decide(
+    plan: &Plan,
+    previous: &[Record],
+    report_run: Option<&str>,
+    opts: &Options,
+) -> Result<Admission, RunError> {
+    let progress = Progress::of(previous);
+    let previous_reverse = matches!(
+        previous.first().map(|r| &r.entry),
+        Some(Entry::RunStarted { reverse: true, .. })
+    );
+    let previous_run = previous.first().map(|r| r.run.as_str()).unwrap_or_default();
+    if opts.resume && progress.reverse_next && !previous_reverse {
+        return Ok(Admission::ReverseAfterFailedCheck);
+    }
+    if opts.resume
+        && !previous.is_empty()
+        && progress.finished.is_some()
+        && !progress.resumable
+        && report_run != Some(previous_run)
+    {
+        return Ok(Admission::RebuildReport {
+            reverse: previous_reverse,
+            outcome: progress.finished.unwrap_or(Outcome::Failed),
+        });
+    }
+    let unfinished = !previous.is_empty() && (progress.finished.is_none() || progress.resumable);
+    if opts.resume {
+        if !unfinished {
+            return Err(RunError::Refused(match progress.finished {
+                Some(o) => format!(
+                    "nothing to resume: the last run ({previous_run}) ended {}",
+                    o.word()
+                ),
+                None => "nothing to resume: this migration has no run in its journal".to_owned(),
+            }));
+        }
+        let lines: Vec<String> = steps_for(plan, previous_reverse)
+            .iter()
+            .map(step_line)
+            .collect();
+        if let Some(Entry::RunStarted { steps: old, .. }) = previous.first().map(|r| &r.entry)
+            && *old != lines
+        {
+            return Err(RunError::Refused(
+                "the plan's steps changed since the interrupted run began; resume with the plan it was started with".to_owned(),
+            ));
+        }
+        return Ok(Admission::Resume {
+            reverse: previous_reverse,
+        });
+    }
+    if unfinished {
+        let lines: Vec<String> = steps_for(plan, previous_reverse)
+            .iter()
+            .map(step_line)
+            .collect();
+        return Err(RunError::Interrupted(format!(
+            "an earlier run of this migration ({previous_run}) was interrupted {}; resume it (it finishes or rolls back) before starting another",
+            match progress.last_begun.and_then(|i| lines.get(i)) {
+                Some(step) => format!("at `{step}`"),
+                None => "before its first step".to_owned(),
+            }
+        )));
+    }
+    if opts.rollback {
+        let forward_done = !previous_reverse
+            && (progress.finished == Some(Outcome::Completed)
+                || (progress.finished == Some(Outcome::Failed)
+                    && progress.past_point_of_no_return));
+        if !forward_done {
+            return Err(RunError::Refused(
+                "nothing to roll back: a reverse cutover follows a run that promoted its targets (the last run did not, or was itself a rollback)".to_owned(),
+            ));
+        }
+        if !plan.files.is_empty() && !opts.leave_files {
+            return Err(RunError::FilesNotCarried(format!(
+                "the plan moves file trees ({}), and a reverse cutover does not carry them back: the old host lacks every file (and SQLite write) made on the new host since the move, so serving from it again would lose them. Copy them back first (a plan with source and target swapped, files only), or say they may be left behind (leave files)",
+                plan.files
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if let Some(pair) = plan.postgres.iter().find(|p| !p.reverse_replication) {
+            return Err(RunError::Refused(format!(
+                "postgres {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
+                pair.name
+            )));
+        }
+        if let Some(pair) = plan.mysql.iter().find(|m| !m.reverse_replication) {
+            return Err(RunError::Refused(format!(
+                "mysql {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
+                pair.name
+            )));
+        }
+        return Ok(Admission::Start { reverse: true });
+    }
+    let forward_done = !previous_reverse
+        && (progress.finished == Some(Outcome::Completed) || progress.past_point_of_no_return);
+    if forward_done {
+        return Err(RunError::Moved(format!(
+            "this migration already moved: its last run ({previous_run}) {}, so its targets are the live side now, and running it again would copy the old sources over them. Nothing was changed. To move back, reverse the cutover; to move again, write a plan with a new migration name (and source and target as they are now)",
+            match progress.finished {
+                Some(Outcome::Completed) => "completed".to_owned(),
+                _ => "passed its point of no return".to_owned(),
+            }
+        )));
+    }
+    one_way_check(plan)?;
+    Ok(Admission::Start { reverse: false })
+}
+
+/// Which way a resumed run goes, from the journal and the servers' state: forward once the
+/// point of no return was passed or a target was promoted over a fenced source; otherwise
+/// roll back, or go on when asked (`--continue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeWay {
+    /// Finish every remaining step.
+    Forward,
+    /// Go on from the first step not done (before the point of no return, as asked).
+    Continue,
+    /// Undo every window.
+    RollBack,
+}
+
+impl ResumeWay {
+    /// Decides.
+    pub fn of(past_point_of_no_return: bool, any_promoted: bool, go_on: bool) -> ResumeWay {
+        if past_point_of_no_return || any_promoted {
+            ResumeWay::Forward
+        } else if go_on {
+            ResumeWay::Continue
+        } else {
+            ResumeWay::RollBack
+        }
+    }
+
+    /// The journal's words for it.
+    pub fn words(self) -> &'static str {
+        match self {
+            ResumeWay::Forward => {
+                "forward: the point of no return was passed; finishing every remaining step"
+            }
+            ResumeWay::Continue => {
+                "continue (as asked): before the point of no return; going on from the first step not done"
+            }
+            ResumeWay::RollBack => "roll back: the run stopped before the point of no return",
+        }
+    }
+}
+
 /// [`run`], under `lease` when given (the automatic reverse cutover keeps the lease of the run it
 /// undoes: no other runner can step in between).
 async fn run_under(
@@ -185,22 +370,26 @@ async fn run_under(
     };
     let journal = store.journal()?;
     let previous = last_run(&journal);
-    let progress = Progress::of(&previous);
-    let previous_reverse = matches!(
-        previous.first().map(|r| &r.entry),
-        Some(Entry::RunStarted { reverse: true, .. })
-    );
-    // A reverse cutover runs its own steps: when starting one, and when resuming one.
-    let reverse = if opts.resume {
-        previous_reverse
-    } else {
-        opts.rollback
+    let report_run = store
+        .report()?
+        .and_then(|r| super::report::from_json(&r))
+        .map(|r| r.run);
+    let admission = decide(plan, &previous, report_run.as_deref(), opts)?;
+    let reverse = match admission {
+        Admission::ReverseAfterFailedCheck => {
+            // Under this lease: no other runner steps in between.
+            return reverse_after_failed_check(plan, opts.force, cancel, observer, lease).await;
+        }
+        Admission::RebuildReport { reverse, outcome } => {
+            // A crash between the run's last record and the report's write: the report is
+            // rebuilt from the journal, the spine it is made of.
+            let report = report_of(plan, &steps_for(plan, reverse), &previous);
+            store.save_report(&lease, &super::report::to_json(&report)?)?;
+            return Ok((outcome, report));
+        }
+        Admission::Start { reverse } | Admission::Resume { reverse } => reverse,
     };
-    let steps = if reverse {
-        reverse_steps(plan)
-    } else {
-        steps(plan)
-    };
+    let steps = steps_for(plan, reverse);
     let lines: Vec<String> = steps.iter().map(step_line).collect();
     // What the DNS records served before the forward run this one reverses.
     let forward_run = if opts.resume && reverse {
@@ -209,7 +398,7 @@ async fn run_under(
         previous.clone()
     };
     let dns_previous = if reverse {
-        dns_before(&forward_run, &super::steps::steps(plan))
+        dns_before(&forward_run, &steps_for(plan, false))
     } else {
         HashMap::new()
     };
@@ -218,29 +407,7 @@ async fn run_under(
         .filter_map(|v| v.get("seq").and_then(|s| s.as_u64()))
         .max()
         .unwrap_or_default();
-    if opts.resume && progress.reverse_next && !previous_reverse {
-        // A health check failed after the promotion, and the process stopped before the
-        // reverse cutover it was to start: start it now, under this lease.
-        return reverse_after_failed_check(plan, opts.force, cancel, observer, lease).await;
-    }
-    if opts.resume && !previous.is_empty() && progress.finished.is_some() && !progress.resumable {
-        // The run ended; only its report may be missing (a crash between its last record and
-        // the report's write): rebuilt from the journal, the spine it is made of.
-        let current = store
-            .report()?
-            .and_then(|r| super::report::from_json(&r))
-            .map(|r| r.run);
-        if current.as_deref() != Some(previous[0].run.as_str()) {
-            let steps_of_run = if previous_reverse {
-                reverse_steps(plan)
-            } else {
-                super::steps::steps(plan)
-            };
-            let report = report_of(plan, &steps_of_run, &previous);
-            store.save_report(&lease, &super::report::to_json(&report)?)?;
-            return Ok((progress.finished.unwrap_or(Outcome::Failed), report));
-        }
-    }
+    let progress = Progress::of(&previous);
     let mut runner = Runner {
         plan,
         store,
@@ -261,66 +428,7 @@ async fn run_under(
         check_failed: false,
         files_not_carried: Vec::new(),
     };
-    let unfinished = !previous.is_empty() && (progress.finished.is_none() || progress.resumable);
-    let outcome = if !opts.resume {
-        if unfinished {
-            return Err(RunError::Interrupted(format!(
-                "an earlier run of this migration ({}) was interrupted {}; resume it (it finishes or rolls back) before starting another",
-                previous[0].run,
-                match progress.last_begun.and_then(|i| lines.get(i)) {
-                    Some(step) => format!("at `{step}`"),
-                    None => "before its first step".to_owned(),
-                }
-            )));
-        }
-        if opts.rollback {
-            let forward_done = !previous_reverse
-                && (progress.finished == Some(Outcome::Completed)
-                    || (progress.finished == Some(Outcome::Failed)
-                        && progress.past_point_of_no_return));
-            if !forward_done {
-                return Err(RunError::Refused(
-                    "nothing to roll back: a reverse cutover follows a run that promoted its targets (the last run did not, or was itself a rollback)".to_owned(),
-                ));
-            }
-            if !plan.files.is_empty() && !opts.leave_files {
-                return Err(RunError::FilesNotCarried(format!(
-                    "the plan moves file trees ({}), and a reverse cutover does not carry them back: the old host lacks every file (and SQLite write) made on the new host since the move, so serving from it again would lose them. Copy them back first (a plan with source and target swapped, files only), or say they may be left behind (leave files)",
-                    plan.files
-                        .iter()
-                        .map(|f| f.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            if let Some(pair) = plan.postgres.iter().find(|p| !p.reverse_replication) {
-                return Err(RunError::Refused(format!(
-                    "postgres {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
-                    pair.name
-                )));
-            }
-            if let Some(pair) = plan.mysql.iter().find(|m| !m.reverse_replication) {
-                return Err(RunError::Refused(format!(
-                    "mysql {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
-                    pair.name
-                )));
-            }
-        } else {
-            let forward_done = !previous_reverse
-                && (progress.finished == Some(Outcome::Completed)
-                    || progress.past_point_of_no_return);
-            if forward_done {
-                return Err(RunError::Moved(format!(
-                    "this migration already moved: its last run ({}) {}, so its targets are the live side now, and running it again would copy the old sources over them. Nothing was changed. To move back, reverse the cutover; to move again, write a plan with a new migration name (and source and target as they are now)",
-                    previous[0].run,
-                    match progress.finished {
-                        Some(Outcome::Completed) => "completed".to_owned(),
-                        _ => "passed its point of no return".to_owned(),
-                    }
-                )));
-            }
-            one_way_check(plan)?;
-        }
+    let outcome = if let Admission::Start { .. } = admission {
         runner.run = format!(
             "{}-{}",
             humantime::format_rfc3339_seconds(SystemTime::now()),
@@ -346,24 +454,6 @@ async fn run_under(
         }
         runner.go(&BTreeSet::new()).await?
     } else {
-        if !unfinished {
-            return Err(RunError::Refused(match progress.finished {
-                Some(o) => format!(
-                    "nothing to resume: the last run ({}) ended {}",
-                    previous[0].run,
-                    o.word()
-                ),
-                None => "nothing to resume: this migration has no run in its journal".to_owned(),
-            }));
-        }
-        if let Some(r) = previous.first()
-            && let Entry::RunStarted { steps: old, .. } = &r.entry
-            && *old != lines
-        {
-            return Err(RunError::Refused(
-                "the plan's steps changed since the interrupted run began; resume with the plan it was started with".to_owned(),
-            ));
-        }
         runner.run = previous[0].run.clone();
         runner.records = previous;
         runner.past_ponr = progress.past_point_of_no_return;
@@ -390,22 +480,21 @@ async fn run_under(
                 Err(e) => states.push(format!("{component}: unreachable: {e}")),
             }
         }
-        let forward = runner.past_ponr || any_promoted;
-        let decision = if forward {
-            "forward: the point of no return was passed; finishing every remaining step".to_owned()
-        } else if opts.go_on {
-            "continue (as asked): before the point of no return; going on from the first step not done".to_owned()
-        } else {
-            "roll back: the run stopped before the point of no return".to_owned()
-        };
-        runner.record(Entry::Resumed { decision, states })?;
-        if forward || opts.go_on {
-            runner.past_ponr = forward;
-            runner.go(&fenced).await?
-        } else {
-            runner
-                .roll_back_all("resumed after an interruption before the point of no return")
-                .await?
+        let way = ResumeWay::of(runner.past_ponr, any_promoted, opts.go_on);
+        runner.record(Entry::Resumed {
+            decision: way.words().to_owned(),
+            states,
+        })?;
+        match way {
+            ResumeWay::Forward | ResumeWay::Continue => {
+                runner.past_ponr = way == ResumeWay::Forward;
+                runner.go(&fenced).await?
+            }
+            ResumeWay::RollBack => {
+                runner
+                    .roll_back_all("resumed after an interruption before the point of no return")
+                    .await?
+            }
         }
     };
     let report = runner.report();
@@ -436,4 +525,217 @@ async fn run_under(
         return reverse_after_failed_check(plan, opts.force, cancel, observer, lease).await;
     }
     Ok((outcome, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/forgejo-postgres.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        crate::plan::parse_str(&text, &path).unwrap()
+    }
+
+    fn run_of(plan: &Plan, reverse: bool, entries: Vec<Entry>) -> Vec<Record> {
+        let steps: Vec<String> = steps_for(plan, reverse).iter().map(step_line).collect();
+        std::iter::once(Entry::RunStarted {
+            migration: plan.migration.name.clone(),
+            reverse,
+            steps,
+        })
+        .chain(entries)
+        .enumerate()
+        .map(|(i, entry)| Record {
+            seq: i as u64 + 1,
+            epoch: 1,
+            run: "r1".into(),
+            at_ms: i as u64,
+            entry,
+        })
+        .collect()
+    }
+
+    fn begin(step: usize) -> Entry {
+        Entry::StepBegin {
+            step,
+            phase: super::super::steps::Phase::Preflight,
+            component: "c".into(),
+            action: String::new(),
+        }
+    }
+
+    fn finished(outcome: Outcome, resumable: bool, reverse_next: bool) -> Entry {
+        Entry::RunFinished {
+            outcome,
+            summary: String::new(),
+            resumable,
+            reverse_next,
+        }
+    }
+
+    fn opts(resume: bool, rollback: bool, leave_files: bool) -> Options {
+        Options {
+            resume,
+            rollback,
+            leave_files,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn admission_over_the_cases_the_sweeps_found() {
+        let plan = plan();
+        let fresh = opts(false, false, false);
+        let resume = opts(true, false, false);
+        let rollback = opts(false, true, false);
+        // No run yet: a run starts; there is nothing to resume or roll back.
+        assert_eq!(
+            decide(&plan, &[], None, &fresh).unwrap(),
+            Admission::Start { reverse: false }
+        );
+        assert!(
+            matches!(decide(&plan, &[], None, &resume), Err(RunError::Refused(m)) if m.contains("no run in its journal"))
+        );
+        assert!(
+            matches!(decide(&plan, &[], None, &rollback), Err(RunError::Refused(m)) if m.contains("nothing to roll back"))
+        );
+
+        // Interrupted before the point of no return: a new run is refused naming the step;
+        // a resume takes it over, and rolls back unless told to go on.
+        let cut = run_of(&plan, false, vec![begin(0)]);
+        let step0 = step_line(&steps_for(&plan, false)[0]);
+        assert!(
+            matches!(decide(&plan, &cut, None, &fresh), Err(RunError::Interrupted(m)) if m.contains(&step0))
+        );
+        assert_eq!(
+            decide(&plan, &cut, None, &resume).unwrap(),
+            Admission::Resume { reverse: false }
+        );
+        assert_eq!(ResumeWay::of(false, false, false), ResumeWay::RollBack);
+        assert_eq!(ResumeWay::of(false, false, true), ResumeWay::Continue);
+        // A target promoted over a fenced source, or the point of no return: forward.
+        assert_eq!(ResumeWay::of(false, true, false), ResumeWay::Forward);
+        assert_eq!(ResumeWay::of(true, false, true), ResumeWay::Forward);
+
+        // Past the point of no return and interrupted: a new run is refused too.
+        let past = run_of(
+            &plan,
+            false,
+            vec![begin(0), Entry::PointOfNoReturn, begin(1)],
+        );
+        assert!(matches!(
+            decide(&plan, &past, None, &fresh),
+            Err(RunError::Interrupted(_))
+        ));
+        assert_eq!(
+            decide(&plan, &past, None, &resume).unwrap(),
+            Admission::Resume { reverse: false }
+        );
+
+        // Completed: moving again is refused, the report rebuilt if it is missing, and a
+        // reverse cutover needs the files' say (this plan moves a tree).
+        let done = run_of(
+            &plan,
+            false,
+            vec![
+                begin(0),
+                Entry::PointOfNoReturn,
+                finished(Outcome::Completed, false, false),
+            ],
+        );
+        assert!(
+            matches!(decide(&plan, &done, None, &fresh), Err(RunError::Moved(m)) if m.contains("completed"))
+        );
+        assert_eq!(
+            decide(&plan, &done, None, &resume).unwrap(),
+            Admission::RebuildReport {
+                reverse: false,
+                outcome: Outcome::Completed
+            }
+        );
+        assert!(
+            matches!(decide(&plan, &done, Some("r1"), &resume), Err(RunError::Refused(m)) if m.contains("ended completed"))
+        );
+        assert!(matches!(
+            decide(&plan, &done, Some("r1"), &rollback),
+            Err(RunError::FilesNotCarried(_))
+        ));
+        assert_eq!(
+            decide(&plan, &done, Some("r1"), &opts(false, true, true)).unwrap(),
+            Admission::Start { reverse: true }
+        );
+
+        // Failed past the point of no return: moved; a reverse cutover may follow.
+        let failed_past = run_of(
+            &plan,
+            false,
+            vec![
+                Entry::PointOfNoReturn,
+                finished(Outcome::Failed, false, false),
+            ],
+        );
+        assert!(
+            matches!(decide(&plan, &failed_past, Some("r1"), &fresh), Err(RunError::Moved(m)) if m.contains("point of no return"))
+        );
+        // Rolled back before it: a new run may start.
+        let rolled = run_of(
+            &plan,
+            false,
+            vec![begin(0), finished(Outcome::RolledBack, false, false)],
+        );
+        assert_eq!(
+            decide(&plan, &rolled, Some("r1"), &fresh).unwrap(),
+            Admission::Start { reverse: false }
+        );
+
+        // A health check failed after the promotion and the reverse cutover never began.
+        let check_failed = run_of(
+            &plan,
+            false,
+            vec![
+                Entry::PointOfNoReturn,
+                finished(Outcome::Failed, true, true),
+            ],
+        );
+        assert_eq!(
+            decide(&plan, &check_failed, None, &resume).unwrap(),
+            Admission::ReverseAfterFailedCheck
+        );
+
+        // A completed reverse cutover: nothing to roll back again; the migration may move again.
+        let back = run_of(
+            &plan,
+            true,
+            vec![
+                Entry::PointOfNoReturn,
+                finished(Outcome::Completed, false, false),
+            ],
+        );
+        assert!(
+            matches!(decide(&plan, &back, Some("r1"), &opts(false, true, true)), Err(RunError::Refused(m)) if m.contains("nothing to roll back"))
+        );
+        assert_eq!(
+            decide(&plan, &back, Some("r1"), &fresh).unwrap(),
+            Admission::Start { reverse: false }
+        );
+        // An interrupted reverse cutover resumes as one.
+        let back_cut = run_of(&plan, true, vec![begin(0)]);
+        assert_eq!(
+            decide(&plan, &back_cut, None, &resume).unwrap(),
+            Admission::Resume { reverse: true }
+        );
+
+        // The plan's steps changed since the interrupted run began: refused.
+        let mut other = cut.clone();
+        other[0].entry = Entry::RunStarted {
+            migration: plan.migration.name.clone(),
+            reverse: false,
+            steps: vec!["another plan's step".into()],
+        };
+        assert!(
+            matches!(decide(&plan, &other, None, &resume), Err(RunError::Refused(m)) if m.contains("steps changed"))
+        );
+    }
 }

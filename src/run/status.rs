@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::admit::RunError;
 use super::journal::{Entry, Outcome, Progress, last_run, step_line};
 use super::pairs::{open_window, pair_states};
-use super::steps::{Phase, databases, reverse_steps, steps};
+use super::steps::{Phase, databases, steps_for};
 use crate::engine::PairState;
 use crate::plan::Plan;
 use crate::state::{FileStore, StateDir, Store};
@@ -60,8 +60,8 @@ pub async fn status(file_plan: &Plan) -> Result<Status, RunError> {
     };
     let plan = &kept;
     let steps = match records.first().map(|r| &r.entry) {
-        Some(Entry::RunStarted { reverse: true, .. }) => reverse_steps(plan),
-        _ => steps(plan),
+        Some(Entry::RunStarted { reverse: true, .. }) => steps_for(plan, true),
+        _ => steps_for(plan, false),
     };
     let reverse = matches!(
         records.first().map(|r| &r.entry),

@@ -481,3 +481,13 @@ pub fn rollback_summary(plan: &Plan) -> String {
         parts.join(", ")
     }
 }
+
+/// The steps of a run going `reverse` (a reverse cutover) or forward: the one place that
+/// chooses between them.
+pub fn steps_for(plan: &Plan, reverse: bool) -> Vec<Step> {
+    if reverse {
+        reverse_steps(plan)
+    } else {
+        steps(plan)
+    }
+}
