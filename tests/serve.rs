@@ -49,6 +49,8 @@ fn start(config: &std::path::Path) -> Daemon {
 fn config(dir: &std::path::Path, plan: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let token = dir.join("serve.token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,
@@ -431,4 +433,74 @@ async fn a_dead_replica_is_not_running_with_no_lag_seconds_never_zero() {
         .await
         .unwrap();
     assert!(check.clean() && check.acked > 0, "{check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_a_proxy_every_endpoint_but_healthz_takes_the_token_and_slow_clients_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    // A plan whose servers do not answer: the endpoints answer all the same.
+    let plan = write_plan(
+        dir.path(),
+        "m",
+        "[[postgres]]\nname = \"shop\"\nsource = { host = \"127.0.0.1\", port = 1, dbname = \"shop\", user = \"u\", password_env = \"CUTOVER_TEST_NOPE\" }\ntarget = { host = \"127.0.0.1\", port = 2, dbname = \"shop\", user = \"u\", password_env = \"CUTOVER_TEST_NOPE\" }\napp_roles = [\"app\"]\n",
+    );
+    // A token file others can read is refused with the fix.
+    let config_path = config(dir.path(), &plan, "require_token = true\n");
+    use std::os::unix::fs::PermissionsExt;
+    let token = dir.path().join("serve.token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token_file") && err.contains("chmod"), "{err}");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let daemon = start(&config_path);
+    let http = reqwest::Client::new();
+    let base = daemon.base.clone();
+    for path in ["/metrics", "/status"] {
+        let bare = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(bare.status(), 401, "{path} without the token");
+        let wrong = http
+            .get(format!("{base}{path}"))
+            .header("Authorization", "Bearer nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path} with a wrong token");
+        let ok = http
+            .get(format!("{base}{path}"))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200, "{path} with the token");
+        assert!(!ok.text().await.unwrap().contains(TOKEN));
+    }
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "/healthz stays open for probes");
+
+    // A client that never finishes its headers is cut off (a slow-loris holds nothing).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let began = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server closed the half-sent request");
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(12),
+        "closed after the header timeout: {waited:?}"
+    );
+    // Meanwhile and after, others are served.
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
 }

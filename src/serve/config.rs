@@ -27,6 +27,10 @@ struct Raw {
     token_file: Option<PathBuf>,
     #[serde(default, with = "opt_duration")]
     ttl_every: Option<Duration>,
+    /// Every endpoint but `/healthz` needs the token even on loopback (behind a reverse
+    /// proxy, loopback is the network).
+    #[serde(default)]
+    require_token: bool,
 }
 
 mod opt_duration {
@@ -57,6 +61,9 @@ pub struct Config {
     pub token: Option<Secret>,
     /// Run the TTL job (`dns lower-ttl` of every plan) this often.
     pub ttl_every: Option<Duration>,
+    /// Every endpoint but `/healthz` needs the token (always off loopback; on loopback when
+    /// `require_token = true`).
+    pub require_token: bool,
 }
 
 /// What was wrong with the configuration, all of it.
@@ -89,6 +96,17 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
             None
         }
     };
+    if let Some(path) = &raw.token_file
+        && let Err(e) = crate::secret::check_private_file(path)
+    {
+        problems.push(format!("key `token_file`: {e}"));
+    }
+    if raw.require_token && raw.token_env.is_none() && raw.token_file.is_none() {
+        problems.push(
+            "key `require_token`: true, but no token is set; fix: set `token_file` (or `token_env`)"
+                .to_owned(),
+        );
+    }
     let token = match (&raw.token_env, &raw.token_file) {
         (Some(_), Some(_)) => {
             problems.push("keys `token_env` and `token_file`: both set; fix: keep one".to_owned());
@@ -141,8 +159,10 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     if !problems.is_empty() {
         return Err(fail(problems));
     }
+    let listen = listen.expect("checked");
     Ok(Config {
-        listen: listen.expect("checked"),
+        require_token: raw.require_token || !listen.ip().is_loopback(),
+        listen,
         poll,
         plans,
         token,

@@ -61,10 +61,18 @@ struct Shared {
     discovery: Discovery,
     /// One TTL job at a time (the schedule and the API share it).
     ttl_job: Mutex<()>,
-    /// The listener is on loopback: `/status` is served without the token. Off loopback it
-    /// names the runs' state and servers, so it takes the token as the API does.
-    loopback: bool,
+    /// Every endpoint but `/healthz` takes the token: always off loopback (the scrape and
+    /// `/status` name the runs' state and servers), and on loopback when the configuration
+    /// says so (behind a reverse proxy).
+    require_token: bool,
 }
+
+/// Connections served at once; one more is closed at once (and logged).
+const MAX_CONNECTIONS: usize = 256;
+/// A client has this long to send a request's headers (a slow-loris holds nothing longer).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A read (`/metrics`, `/status`) answers within this or is cut off (503).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one TTL job run did for one record.
 #[derive(Debug, Clone, Serialize)]
@@ -100,7 +108,7 @@ pub async fn serve(
         token: config.token,
         discovery: Discovery::system(),
         ttl_job: Mutex::new(()),
-        loopback: config.listen.ip().is_loopback(),
+        require_token: config.require_token,
     });
     let tasks = tokio_util::task::TaskTracker::new();
     for i in 0..shared.plans.len() {
@@ -140,16 +148,95 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
         .route("/ttl-job", post(run_ttl_job))
+        .layer(axum::middleware::from_fn(bounded))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared);
     tracing::info!(%addr, "serving /metrics, /healthz, /status and POST /ttl-job");
     ready(addr);
-    let stop = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
+    accept(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     tasks.wait().await;
-    served.map_err(ServeError::Server)
+    Ok(())
+}
+
+/// Serves connections until `shutdown`: at most [`MAX_CONNECTIONS`] at once, each with
+/// [`HEADER_READ_TIMEOUT`] to send its headers; on shutdown, open connections finish their
+/// request (5 s at most).
+async fn accept(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection closed: {MAX_CONNECTIONS} are open already");
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = shutdown.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// Every endpoint but `/healthz` needs the token where the configuration says so.
+async fn guard(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if shared.require_token
+        && request.uri().path() != "/healthz"
+        && let Some(refused) = refusal(&shared, request.headers())
+    {
+        return refused;
+    }
+    next.run(request).await
+}
+
+/// Reads answer within [`READ_TIMEOUT`] (the TTL job has its own bound per record).
+async fn bounded(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.method() == axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(READ_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request took too long\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn scrape(State(shared): State<Arc<Shared>>) -> Response {
@@ -163,12 +250,7 @@ async fn scrape(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !shared.loopback
-        && let Some(refused) = refusal(&shared, &headers)
-    {
-        return refused;
-    }
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let readings = shared.readings.read().await;
     let migrations: Vec<serde_json::Value> = shared
         .plans
