@@ -1192,3 +1192,71 @@ async fn ddl_during_the_sync_is_carried_with_every_value_and_proven_inside_the_w
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_whose_binlog_was_purged_is_refused_with_a_fresh_copy_never_a_retry() {
+    let f = Fixture::new().await;
+    let pair = f.pair("");
+    start::start(&pair).await.unwrap();
+    // The replica stops; the source writes, rotates and purges what the replica has not read
+    // (a short binlog_expire_logs_seconds does the same on its own).
+    let mut t = f.target.connect(None).await.unwrap();
+    t.query_drop("STOP SLAVE").await.unwrap();
+    let mut c = f.source.connect(None).await.unwrap();
+    c.query_drop(
+        "INSERT INTO app.writes (k, payload) VALUES (-800001, 'x');
+         FLUSH BINARY LOGS;
+         INSERT INTO app.writes (k, payload) VALUES (-800002, 'y');
+         FLUSH BINARY LOGS",
+    )
+    .await
+    .unwrap();
+    let row: mysql_async::Row = c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+    let current: String = row.get(0).unwrap();
+    // The stopped replica's dump thread may linger; a log it reads is not purged.
+    let dumps: Vec<u64> = c
+        .query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+        .await
+        .unwrap();
+    for id in dumps {
+        let _ = c.query_drop(format!("KILL {id}")).await;
+    }
+    // A log stays until InnoDB's binlog checkpoint has passed it: purge until it goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        c.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+            .await
+            .unwrap();
+        let logs: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
+        if logs.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "every older binlog purged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    t.query_drop("START SLAVE").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let row: mysql_async::Row = t.query_first("SHOW SLAVE STATUS").await.unwrap().unwrap();
+        let errno: u32 = row.get("Last_IO_Errno").unwrap_or(0);
+        if errno != 0 {
+            assert_eq!(errno, 1236, "{row:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica hits the purge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = engine::cutover(&pair, &mut |_| {})
+        .await
+        .expect_err("the gate refuses");
+    assert_eq!(failed.rollback, Rollback::NotNeeded);
+    let why = failed.error.to_string();
+    assert!(
+        why.contains("cannot resume")
+            && why.contains("cutover mysql cleanup")
+            && !why.contains("then `START SLAVE`"),
+        "{why}"
+    );
+    assert_eq!(count(&f.source, "SELECT @@GLOBAL.read_only").await, 0);
+    app_can_write(&f.source).await.unwrap();
+}

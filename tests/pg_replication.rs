@@ -1182,3 +1182,81 @@ async fn the_database_scoped_fence_gives_back_exactly_the_grants_it_took() {
     assert_eq!(connect_grants(&fx.source, "app").await, before);
     fx.app_can_write(&fx.source).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_that_lost_its_wal_is_refused_with_a_restart_never_a_retry() {
+    let fx = Fixture::new(true).await;
+    let pair = pair_of(&fx.plan(""));
+    start::start(&pair).await.unwrap();
+    wait_ready(&pair).await;
+    // The target stops applying while the source writes past max_slot_wal_keep_size (a
+    // careless setting on a busy source): the slot's WAL is removed at a checkpoint.
+    let t = fx.target.connect("app").await.unwrap();
+    let sub: String = t
+        .query_one("SELECT subname::text FROM pg_subscription", &[])
+        .await
+        .unwrap()
+        .get(0);
+    t.batch_execute(&format!("ALTER SUBSCRIPTION \"{sub}\" DISABLE"))
+        .await
+        .unwrap();
+    let s = fx.source.connect("app").await.unwrap();
+    for sql in [
+        "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'",
+        "SELECT pg_reload_conf()",
+        "CREATE TABLE ballast (id int, pad text)",
+    ] {
+        s.batch_execute(sql).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for sql in [
+            "INSERT INTO ballast SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g",
+            "SELECT pg_switch_wal()",
+            "CHECKPOINT",
+        ] {
+            s.batch_execute(sql).await.unwrap();
+        }
+        let wal: Option<String> = s
+            .query_one(
+                "SELECT max(wal_status) FROM pg_replication_slots WHERE slot_type = 'logical'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if wal.as_deref() == Some("lost") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot lost its WAL ({wal:?})");
+    }
+    // The operator lets the target apply again: nothing can resume.
+    t.batch_execute(&format!("ALTER SUBSCRIPTION \"{sub}\" ENABLE"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (sc, tc) = pair.connect().await.unwrap();
+    let st = status::status(&pair, &sc, &tc, None).await.unwrap();
+    let said = st.warnings.join("\n");
+    assert!(
+        said.contains("start the sync again") && !said.contains("retries by itself"),
+        "{said}"
+    );
+    assert_eq!(
+        said.matches("lost WAL").count(),
+        1,
+        "said once, with its fix: {said}"
+    );
+    let failed = engine::cutover(&pair, &mut |_| {})
+        .await
+        .expect_err("the gate refuses");
+    assert_eq!(failed.rollback, Rollback::NotNeeded);
+    let why = failed.error.to_string();
+    assert!(
+        why.contains("cannot resume")
+            && why.contains("cutover pg cleanup")
+            && !why.contains("retries by itself"),
+        "{why}"
+    );
+    fx.app_can_write(&fx.source).await.unwrap();
+}

@@ -279,6 +279,16 @@ impl MyWindow {
         if row.text("Replica_SQL_Running").as_deref() != Some("Yes")
             || row.text("Replica_IO_Running").as_deref() != Some("Yes")
         {
+            if let Some(refusal) = row
+                .text("Last_IO_Error")
+                .and_then(|e| super::tls::purged_binlog_refusal(&e, &pair.plan.name))
+            {
+                return Err(MyError::Refused(format!(
+                    "{}: replication is not running, so nothing was fenced: {}: {refusal}",
+                    pair.plan.name,
+                    row.text("Last_IO_Error").unwrap_or_default()
+                )));
+            }
             let mut why = vec![format!(
                 "IO thread {}, SQL thread {}",
                 row.text("Replica_IO_Running")

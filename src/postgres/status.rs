@@ -244,8 +244,9 @@ pub async fn status(
             .warnings
             .push(super::writers::prepared_refusal(&status.prepared));
     }
+    // (`lost` with replication stopped is the cause above, said once.)
     if let Some(wal) = status.slot_wal_status.as_deref()
-        && matches!(wal, "unreserved" | "lost")
+        && (wal == "unreserved" || (wal == "lost" && status.replication_running))
     {
         status.warnings.push(format!(
             "the slot's WAL is `{wal}`: the source may already have removed WAL the target needs (max_slot_wal_keep_size)"
@@ -276,6 +277,13 @@ impl Status {
     /// Why changes do not flow, with everything this reading knows (drift, worker errors) and
     /// the fix. Engine-neutral words: a refusal and `status` say the same.
     pub fn not_running_cause(&self) -> String {
+        // A slot that lost its WAL cannot recover: no retry, no schema fix brings it back.
+        if self.slot_wal_status.as_deref() == Some("lost") {
+            return format!(
+                "the source's replication slot lost WAL the target still needed (wal_status `lost`: max_slot_wal_keep_size was reached while the target fell behind), so replication cannot resume, by retrying or otherwise; fix: start the sync again: `cutover pg cleanup <plan> --pair {0}` removes the subscription and the slot, then empty the pair's tables on the target (or drop them when `copy_schema` recreates them) and `cutover pg start <plan> --pair {0}` copies them afresh; raise max_slot_wal_keep_size on the source first, or keep the target applying",
+                self.pair
+            );
+        }
         let mut why = Vec::new();
         if !self.enabled {
             why.push("the target's subscription is disabled".to_owned());
