@@ -803,3 +803,43 @@ async fn files_written_after_the_final_pass_are_named_as_not_carried() {
     }
     assert!(!watcher_running(&f.src()), "the run stopped its watcher");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paths_with_spaces_quotes_and_shell_characters_arrive_as_they_are() {
+    let f = Fixture::new().await;
+    // The ssh config under a directory with a space and a quote in its name, and trees whose
+    // names a remote shell would split and expand.
+    let odd_dir = f.dir.path().join("op's ssh dir");
+    std::fs::create_dir_all(&odd_dir).unwrap();
+    let config = odd_dir.join("ssh config");
+    std::fs::copy(&f.sshd.ssh_config, &config).unwrap();
+    let src = f.dir.path().join("src tree $HOME *");
+    let dst = f.dir.path().join("dst tree `id` ~");
+    std::fs::create_dir_all(src.join("a dir")).unwrap();
+    std::fs::write(src.join("a dir").join("file with spaces.txt"), "one\n").unwrap();
+    std::fs::write(src.join("$(touch pwned)"), "two\n").unwrap();
+    let text = format!(
+        "[migration]\nname = \"files\"\nstate_dir = \"{state}\"\n\n\
+         [hosts.source]\nssh = \"lab-source\"\nssh_config = \"{config}\"\n\n\
+         [hosts.target]\nssh = \"lab-target\"\nssh_config = \"{config}\"\n\n\
+         [[files]]\nname = \"tree\"\nsource_path = \"{src}/\"\ntarget_path = \"{dst}/\"\n",
+        state = f.dir.path().join("state").display(),
+        config = config.display().to_string().replace('\\', "\\\\"),
+        src = src.display(),
+        dst = dst.display(),
+    );
+    let plan = plan::parse_str(&text, Path::new("files.toml")).expect("valid plan");
+    let entry = Entry::select(&plan, None).unwrap().remove(0);
+    let state = f.dir.path().join("state");
+    let pass = sync::warm(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("a pass over odd paths: {e}"));
+    assert!(pass.figures.files_transferred >= 2, "{pass:?}");
+    assert_eq!(snapshot(&src), snapshot(&dst));
+    assert!(
+        !std::path::Path::new("pwned").exists() && !f.dir.path().join("pwned").exists(),
+        "nothing was run by a shell"
+    );
+    let verified = sync::verify(&entry).await.unwrap();
+    assert!(verified.matches(), "{:?}", verified.differences);
+}

@@ -175,6 +175,24 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
     ] {
         if out.ok() {
             *version = out.stdout.lines().next().map(|l| l.trim().to_owned());
+            let min = super::rsync::MIN_RSYNC;
+            if let Some(v) = version.as_deref().and_then(super::rsync::rsync_version)
+                && v < min
+            {
+                add(
+                    side,
+                    host,
+                    Severity::Error,
+                    format!(
+                        "rsync {}.{}.{} on the {side} is older than {}.{}.{}: it has no `--protect-args`, so paths would go through the remote shell, split on spaces and expanded",
+                        v.0, v.1, v.2, min.0, min.1, min.2
+                    ),
+                    format!(
+                        "install rsync {}.{}.{} or later on the {side}",
+                        min.0, min.1, min.2
+                    ),
+                );
+            }
         } else {
             *up = out.code != Some(255);
             let (problem, fix) = ssh_failure(&out, side, host, "rsync");

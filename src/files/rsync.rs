@@ -109,9 +109,50 @@ pub fn peer_ssh(peer: &Host, hop: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-/// [`peer_ssh`] as rsync's `-e` value (rsync splits it on spaces itself).
+/// [`peer_ssh`] as rsync's `-e` value. rsync splits that value itself, on whitespace outside
+/// quotes: each word is quoted where it needs to be ([`rsync_word`]), so an ssh config or key
+/// path with a space or a quote stays one argument.
 pub fn peer_shell(peer: &Host, hop: Option<&str>) -> String {
-    peer_ssh(peer, hop).join(" ")
+    peer_ssh(peer, hop)
+        .iter()
+        .map(|w| rsync_word(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One word of rsync's `-e` value: as it is when it holds only safe characters, else in single
+/// quotes (rsync's own splitter: no escapes inside them, so a quote is closed, given in double
+/// quotes, and reopened).
+pub fn rsync_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', "'\"'\"'"))
+}
+
+/// Passed to every rsync with a remote path: the path goes to the remote rsync as it is, never
+/// through the remote shell (which would split it on spaces and expand `*`, `$`, `~`). rsync
+/// 3.0.0 and later take it; preflight refuses an older one.
+pub const PROTECT_ARGS: &str = "--protect-args";
+
+/// The oldest rsync cutover runs (the first with `--protect-args`).
+pub const MIN_RSYNC: (u32, u32, u32) = (3, 0, 0);
+
+/// The version in `rsync --version`'s first line (`rsync  version 3.2.7  protocol version 31`).
+pub fn rsync_version(line: &str) -> Option<(u32, u32, u32)> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "version")?;
+    let v = words.next()?;
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
 }
 
 /// Which host runs rsync for `entry`, and which one it talks to.
@@ -161,6 +202,7 @@ pub fn argv(
     let (_, peer) = hosts(entry, source, target);
     let mut args = vec!["rsync".to_owned()];
     args.extend(flags.iter().cloned());
+    args.push(PROTECT_ARGS.into());
     args.push("-e".into());
     args.push(peer_shell(peer, hop));
     let (from, to) = match entry.runs_on {
@@ -268,6 +310,24 @@ mod tests {
     }
 
     #[test]
+    fn the_remote_shell_words_survive_rsyncs_own_splitting_and_versions_parse() {
+        assert_eq!(rsync_word("-oBatchMode=yes"), "-oBatchMode=yes");
+        assert_eq!(rsync_word("/home/op/my keys/id"), "'/home/op/my keys/id'");
+        assert_eq!(rsync_word("it's"), "'it'\"'\"'s'");
+        assert_eq!(rsync_word(""), "''");
+        assert_eq!(
+            rsync_version("rsync  version 3.2.7  protocol version 31"),
+            Some((3, 2, 7))
+        );
+        assert_eq!(
+            rsync_version("rsync  version v3.4.1  protocol version 32"),
+            Some((3, 4, 1))
+        );
+        assert!(rsync_version("rsync  version 2.6.9  protocol version 29").unwrap() < MIN_RSYNC);
+        assert_eq!(rsync_version("nonsense"), None);
+    }
+
+    #[test]
     fn pulls_on_the_target_server_to_server_with_faithful_flags() {
         let (s, t) = (host("root@old"), host("root@new"));
         let e = entry(FilesRunsOn::Target);
@@ -281,6 +341,7 @@ mod tests {
                 "--delete",
                 "--bwlimit=20M",
                 "--exclude=*.tmp",
+                "--protect-args",
                 "-e",
                 "ssh -o BatchMode=yes -o ConnectTimeout=10 -p 2222 -i /root/.ssh/id_migrate",
                 "root@old:/srv/app/data/",

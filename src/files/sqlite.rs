@@ -130,6 +130,7 @@ pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesE
             "-a".to_owned(),
             "--ignore-times".to_owned(),
             "--numeric-ids".to_owned(),
+            super::rsync::PROTECT_ARGS.to_owned(),
             "-e".to_owned(),
             peer_shell(peer, entry.hop.as_deref()),
             from,
