@@ -1260,3 +1260,61 @@ async fn a_slot_that_lost_its_wal_is_refused_with_a_restart_never_a_retry() {
     );
     fx.app_can_write(&fx.source).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_copy_that_keeps_failing_is_shown_failing_not_copying() {
+    let fx = Fixture::new(true).await;
+    let pair = pair_of(&fx.plan(""));
+    start::start(&pair).await.unwrap();
+    wait_ready(&pair).await;
+    // A table added during the sync, whose rows the target's copy of it refuses (a check the
+    // operator added there by hand): every copy attempt fails and starts over.
+    as_superuser(
+        &fx.source,
+        "CREATE TABLE refused (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO refused SELECT g, g FROM generate_series(1, 100) g;",
+    )
+    .await;
+    as_superuser(
+        &fx.target,
+        "CREATE TABLE refused (id int PRIMARY KEY, v int NOT NULL CHECK (v < 0));",
+    )
+    .await;
+    start::start(&pair).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        let (s, t) = pair.connect().await.unwrap();
+        let st = status::status(&pair, &s, &t, None).await.unwrap();
+        if st.sync_errors >= 2 {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy failed twice: {:?}",
+            st.tables
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let refused = st
+        .tables
+        .iter()
+        .find(|t| t.table == "public.refused")
+        .unwrap_or_else(|| panic!("{:?}", st.tables));
+    assert_eq!(refused.state, "failing", "{:?}", st.tables);
+    let said = st.warnings.join("\n");
+    assert!(
+        said.contains("initial copy is FAILING") && said.contains("public.refused"),
+        "{said}"
+    );
+    // The gate refuses while it fails.
+    let failed = engine::cutover(&pair, &mut |_| {})
+        .await
+        .expect_err("the gate refuses");
+    assert_eq!(failed.rollback, Rollback::NotNeeded);
+    let why = failed.error.to_string();
+    assert!(
+        why.contains("public.refused (failing)") && why.contains("server log"),
+        "{why}"
+    );
+    fx.app_can_write(&fx.source).await.unwrap();
+}

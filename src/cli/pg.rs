@@ -119,6 +119,11 @@ fn print_status(s: &status::Status) {
             bytes(s.wal_retained_bytes.unwrap_or(0)),
             s.slot_wal_status.as_deref().unwrap_or("?")
         );
+        if !s.all_ready && !s.tables.is_empty() {
+            outln!(
+                "  (the initial copy is not finished: that lag covers the streamed changes only)"
+            );
+        }
     }
     if !s.tables.is_empty() {
         outln!("  initial copy: {ready}/{} tables ready", s.tables.len());

@@ -126,8 +126,15 @@ async fn gate(pair: &Pair, source: &Db, target: &Db) -> Result<(i64, fence::Fenc
             .filter(|t| t.state != "ready")
             .map(|t| format!("{} ({})", t.table, t.state))
             .collect();
+        // A failing copy says why and what to do (status's words), not "wait".
+        let failing = s
+            .warnings
+            .iter()
+            .find(|w| w.contains("initial copy is FAILING"))
+            .map(|w| format!("; {w}"))
+            .unwrap_or_default();
         return refuse(format!(
-            "the initial copy is not finished: {}",
+            "the initial copy is not finished: {}{failing}",
             copying.join(", ")
         ));
     }

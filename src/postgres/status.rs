@@ -54,6 +54,9 @@ pub struct Status {
     /// Times the target's apply and table-sync workers failed
     /// (`pg_stat_subscription_stats`: the error itself is in the target's server log).
     pub apply_errors: i64,
+    /// Of those, the initial copy's (`sync_error_count`): each failure starts a table's copy
+    /// over.
+    pub sync_errors: i64,
     /// Prepared (two-phase) transactions waiting on the source: a cutover refuses while any
     /// exists (logical decoding sends one only at its `COMMIT PREPARED`).
     pub prepared: Vec<super::writers::PreparedXact>,
@@ -168,6 +171,7 @@ pub async fn status(
         lag_seconds: None,
         replication_running: false,
         apply_errors: 0,
+        sync_errors: 0,
         prepared: super::writers::prepared(source).await?,
         wal_retained_bytes: slot.as_ref().and_then(|r| r.get(2)),
         slot_wal_status: slot.as_ref().and_then(|r| r.get(3)),
@@ -209,17 +213,39 @@ pub async fn status(
     }
     status.replication_running =
         status.subscribed && status.enabled && status.apply_running && status.slot_active;
-    if status.subscribed {
-        status.apply_errors = target
+    if status.subscribed
+        && let Some(row) = target
             .query_opt(
                 "read the subscription's error counts",
-                "SELECT (st.apply_error_count + st.sync_error_count)::int8
+                "SELECT (st.apply_error_count + st.sync_error_count)::int8, st.sync_error_count::int8
                  FROM pg_stat_subscription_stats st WHERE st.subname = $1",
                 &[&name],
             )
             .await?
-            .map(|r| r.get(0))
-            .unwrap_or_default();
+    {
+        status.apply_errors = row.get(0);
+        status.sync_errors = row.get(1);
+    }
+    // A copy that fails starts over for ever: those tables are failing, not copying.
+    if status.sync_errors > 0 && !status.all_ready {
+        let mut failing = Vec::new();
+        for t in status.tables.iter_mut() {
+            if matches!(t.state, "init" | "copying") {
+                t.state = "failing";
+                failing.push(t.table.clone());
+            }
+        }
+        if !failing.is_empty() {
+            status.warnings.push(format!(
+                "the initial copy is FAILING: {} table-copy error(s) on the target (pg_stat_subscription_stats.sync_error_count), and each retry starts over: {}; the reason is in the target's server log (a full disk says `No space left on device`, a constraint the rows break names it); meanwhile the source keeps {} of WAL for the slot; fix: correct the cause on the target (the copy retries by itself), or `cutover pg cleanup` so that the source releases the WAL",
+                status.sync_errors,
+                failing.join(", "),
+                status
+                    .wal_retained_bytes
+                    .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
+                    .unwrap_or_else(|| "an unknown amount".to_owned())
+            ));
+        }
     }
     status.lag_seconds = lag_seconds(
         status.lag_bytes,
