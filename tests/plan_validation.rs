@@ -265,6 +265,39 @@ fn problems_in_one_entry_do_not_hide_those_in_the_next() {
 }
 
 #[test]
+fn an_entry_missing_keys_reports_every_problem_of_it_at_once() {
+    // The careless entry: a bad name, a source without a database, no target, no app roles,
+    // and a second pair with the same name. One attempt lists them all.
+    let text = format!(
+        "{VALID}\n[[postgres]]\nname = \"A B\"\nsource = {{ host = \"h\", user = \"u\", password_env = \"P\" }}\n\n\
+         [[postgres]]\nname = \"A B\"\nsource = {{ host = \"h1\", dbname = \"d\", user = \"u\", password_env = \"P\" }}\n\
+         target = {{ host = \"h2\", dbname = \"d\", user = \"u\", password_env = \"P\" }}\napp_roles = [\"r\"]\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    for want in [
+        "postgres[1].source.dbname",
+        "postgres[1].target",
+        "postgres[1].name",
+        "postgres[1].app_roles",
+        "postgres[2].name",
+    ] {
+        assert!(keys.contains(&want), "{want} in {keys:?}");
+    }
+    // The stand-in given for the missing target is never reported as the operator's.
+    assert!(
+        !keys.iter().any(|k| k.starts_with("postgres[1].target.")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.key == "postgres[2].name" && p.message.contains("already used")),
+        "{found:#?}"
+    );
+}
+
+#[test]
 fn syntax_errors_have_a_position() {
     let p = only_problem("[migration\nname = 1\n");
     assert!(p.message.starts_with("TOML syntax error"), "{p:?}");

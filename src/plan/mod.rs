@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! text --DeTable::parse--> span tree --inline secrets removed--> serde (retried per error)
+//!      (a missing required key gets a stand-in, so the rest of its entry is still checked)
 //!      --> Plan --validate--> Plan or PlanError::Invalid { problems }
 //! ```
 
@@ -68,11 +69,12 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Plan, PlanError> {
             let semantic = validate::validate(&plan, &src, original);
             (Some(plan), semantic)
         }
-        Collected::Partial(partial) => {
+        Collected::Partial(partial, stand_ins) => {
             // Check what did parse; a plan-wide "nothing to migrate" would be wrong here, as the
-            // sections that failed are missing from `partial`.
+            // entries that failed are missing from `partial`, and what a stand-in holds is not
+            // the operator's (its key is reported missing already).
             let mut semantic = validate::validate(&partial, &src, original);
-            semantic.retain(|p| !p.key.is_empty());
+            semantic.retain(|p| !p.key.is_empty() && !stand_ins.iter().any(|s| under(&p.key, s)));
             (None, semantic)
         }
         Collected::Nothing => (None, Vec::new()),
@@ -92,15 +94,15 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Plan, PlanError> {
 enum Collected {
     /// All of it (semantic problems may remain).
     Complete(Plan),
-    /// The top level; sections that failed are empty.
-    Partial(Plan),
+    /// The top level; entries that failed are missing, entries with stand-ins for missing
+    /// keys are present for checking their other keys (the stand-ins' paths listed).
+    Partial(Plan, Vec<String>),
     /// Not even the top level.
     Nothing,
 }
 
 /// Deserializes the plan section by section, so each `[[...]]` entry is checked on its own.
-/// On failure, returns what parsed if the top level did: the sections that parsed completely,
-/// and the others empty.
+/// On failure, returns what parsed if the top level did.
 fn collect_plan(
     src: &SourceText<'_>,
     original: &DeTable<'_>,
@@ -108,42 +110,53 @@ fn collect_plan(
     problems: &mut Vec<Problem>,
 ) -> Collected {
     let table = root.get_mut();
-    let postgres = parse::collect_section(src, original, table, "postgres", problems);
-    let mysql = parse::collect_section(src, original, table, "mysql", problems);
-    let files = parse::collect_section(src, original, table, "files", problems);
-    let dns = parse::collect_section(src, original, table, "dns", problems);
-    let hooks = parse::collect_section(src, original, table, "hooks", problems);
-    let checks = parse::collect_section(src, original, table, "checks", problems);
-    let top: Option<Plan> = parse::deserialize_collecting(src, original, &[], root, problems);
-    match (top, postgres, mysql, files, dns, hooks, checks) {
-        (
-            Some(top),
-            Some(postgres),
-            Some(mysql),
-            Some(files),
-            Some(dns),
-            Some(hooks),
-            Some(checks),
-        ) => Collected::Complete(Plan {
-            postgres,
-            mysql,
-            files,
-            dns,
-            hooks,
-            checks,
-            ..top
-        }),
-        (None, ..) => Collected::Nothing,
-        (Some(top), postgres, mysql, files, dns, hooks, checks) => Collected::Partial(Plan {
-            postgres: postgres.unwrap_or_default(),
-            mysql: mysql.unwrap_or_default(),
-            files: files.unwrap_or_default(),
-            dns: dns.unwrap_or_default(),
-            hooks: hooks.unwrap_or_default(),
-            checks: checks.unwrap_or_default(),
-            ..top
-        }),
+    let mut stand_ins = Vec::new();
+    let postgres =
+        parse::collect_section(src, original, table, "postgres", problems, &mut stand_ins);
+    let mysql = parse::collect_section(src, original, table, "mysql", problems, &mut stand_ins);
+    let files = parse::collect_section(src, original, table, "files", problems, &mut stand_ins);
+    let dns = parse::collect_section(src, original, table, "dns", problems, &mut stand_ins);
+    let hooks = parse::collect_section(src, original, table, "hooks", problems, &mut stand_ins);
+    let checks = parse::collect_section(src, original, table, "checks", problems, &mut stand_ins);
+    let Some((top, top_stand_ins)) =
+        parse::deserialize_collecting::<Plan>(src, original, &[], root, problems)
+    else {
+        return Collected::Nothing;
+    };
+    stand_ins.extend(top_stand_ins);
+    let complete = [
+        postgres.complete,
+        mysql.complete,
+        files.complete,
+        dns.complete,
+        hooks.complete,
+        checks.complete,
+    ]
+    .iter()
+    .all(|c| *c)
+        && stand_ins.is_empty();
+    let plan = Plan {
+        postgres: postgres.items,
+        mysql: mysql.items,
+        files: files.items,
+        dns: dns.items,
+        hooks: hooks.items,
+        checks: checks.items,
+        ..top
+    };
+    if complete {
+        Collected::Complete(plan)
+    } else {
+        Collected::Partial(plan, stand_ins)
     }
+}
+
+/// Whether problem key `key` is at or under `path`.
+fn under(key: &str, path: &str) -> bool {
+    key == path
+        || key
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Key paths that unknown-key problems suggest instead ("did you mean `X`?").

@@ -147,6 +147,51 @@ fn remove_key(root: &mut DeTable<'_>, segs: &[Seg]) -> Option<Vec<Seg>> {
     Some(segs[..=last_key].to_vec())
 }
 
+/// Sets the table key a path ends in to `value` (creating it); `None` when the path does not
+/// lead through tables and arrays that exist.
+fn set_key<'a>(root: &mut DeTable<'a>, segs: &[Seg], value: DeValue<'a>) -> Option<()> {
+    let last_key = segs.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
+    if last_key + 1 != segs.len() {
+        return None;
+    }
+    let (parent, key) = (&segs[..last_key], &segs[last_key]);
+    let Seg::Key(key) = key else { return None };
+    let mut table = root;
+    let mut i = 0;
+    while i < parent.len() {
+        let Seg::Key(k) = &parent[i] else { return None };
+        let mut v = table.get_mut(k.as_str())?.get_mut();
+        while let Some(Seg::Index(idx)) = parent.get(i + 1) {
+            let DeValue::Array(items) = v else {
+                return None;
+            };
+            v = items.get_mut(*idx)?.get_mut();
+            i += 1;
+        }
+        let DeValue::Table(t) = v else { return None };
+        table = t;
+        i += 1;
+    }
+    table.insert(
+        Spanned::new(0..0, std::borrow::Cow::Owned(key.clone())),
+        Spanned::new(0..0, value),
+    );
+    Some(())
+}
+
+/// The stand-in values tried, in turn, for a required key that is missing, so that the rest of
+/// its entry is still read (each one's own problems reported); a stand-in never reaches a plan
+/// that is used.
+fn stand_in<'a>(n: usize) -> Option<DeValue<'a>> {
+    match n {
+        0 => Some(DeValue::Table(DeTable::default())),
+        1 => Some(DeValue::Array(toml::de::DeArray::new())),
+        2 => Some(DeValue::String(std::borrow::Cow::Borrowed(""))),
+        3 => Some(DeValue::Boolean(false)),
+        _ => None,
+    }
+}
+
 /// What a serde message says, in a form we can act on.
 enum SerdeMessage {
     UnknownField {
@@ -284,21 +329,31 @@ fn join(prefix: &[Seg], segs: &[Seg]) -> Vec<Seg> {
 /// problem serde finds into `problems`.
 ///
 /// Returns the value when deserialization eventually succeeded, possibly after removing the keys
-/// it reported (so later semantic checks still see the rest of the table).
+/// it reported (so later semantic checks still see the rest of the table), with the paths of
+/// the stand-ins given for missing required keys (non-empty: the value is only for checking the
+/// rest of the entry; problems under those paths are the stand-ins', never reported).
 pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
     src: &SourceText<'_>,
     original: &DeTable<'_>,
     prefix: &[Seg],
     mut root: Spanned<DeTable<'_>>,
     problems: &mut Vec<Problem>,
-) -> Option<T> {
+) -> Option<(T, Vec<String>)> {
     let mut removed: HashSet<Vec<Seg>> = HashSet::new();
+    // Stand-ins given for missing required keys: path -> which stand-in (see `stand_in`).
+    let mut filled: std::collections::HashMap<Vec<Seg>, usize> = Default::default();
+    let filled_paths = |filled: &std::collections::HashMap<Vec<Seg>, usize>| {
+        filled
+            .keys()
+            .map(|p| display_path(&join(prefix, p)))
+            .collect::<Vec<_>>()
+    };
     // Each round removes one key, so this bound is never reached by a real plan.
     for _ in 0..256 {
         let span = root.span();
         let value = Spanned::new(span, DeValue::Table(root.get_ref().clone()));
         let err = match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)) {
-            Ok(v) => return Some(v),
+            Ok(v) => return Some((v, filled_paths(&filled))),
             Err(err) => err,
         };
         let mut segs: Vec<Seg> = err
@@ -313,6 +368,38 @@ pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
         let inner = err.into_inner();
         let message = inner.message().to_owned();
         let err_span = inner.span();
+        // Inside a stand-in: fill what it lacks, or try the next kind of value; silently.
+        let under = filled
+            .keys()
+            .filter(|p| segs.starts_with(p))
+            .max_by_key(|p| p.len())
+            .cloned();
+        if let Some(placeholder) = under {
+            match classify(&message) {
+                SerdeMessage::MissingField { field } => {
+                    let mut missing = segs.clone();
+                    missing.push(Seg::Key(field));
+                    if let Some(v) = stand_in(0)
+                        && set_key(root.get_mut(), &missing, v).is_some()
+                    {
+                        filled.insert(missing, 0);
+                        continue;
+                    }
+                    return None;
+                }
+                _ if segs == placeholder => {
+                    let next = filled[&placeholder] + 1;
+                    if let Some(v) = stand_in(next)
+                        && set_key(root.get_mut(), &placeholder, v).is_some()
+                    {
+                        filled.insert(placeholder, next);
+                        continue;
+                    }
+                    return None;
+                }
+                _ => return None,
+            }
+        }
         let to_remove: Vec<Seg> = match classify(&message) {
             SerdeMessage::UnknownField { field, allowed } => {
                 if segs.last() != Some(&Seg::Key(field.clone())) {
@@ -346,8 +433,16 @@ pub(crate) fn deserialize_collecting<T: DeserializeOwned>(
                         missing_field_fix(&full, &field),
                     ));
                 }
-                // Step over it by dropping the table that lacks the key; at the top there is
-                // nothing left to drop.
+                // Step over it with a stand-in, so the rest of the entry is still read; where
+                // none can be put, by dropping the table that lacks the key (at the top there
+                // is nothing left to drop).
+                if !removed.contains(&missing)
+                    && let Some(v) = stand_in(0)
+                    && set_key(root.get_mut(), &missing, v).is_some()
+                {
+                    filled.insert(missing, 0);
+                    continue;
+                }
                 if segs.is_empty() {
                     return None;
                 }
@@ -394,9 +489,13 @@ pub(crate) fn collect_section<T: DeserializeOwned>(
     root: &mut DeTable<'_>,
     key: &str,
     problems: &mut Vec<Problem>,
-) -> Option<Vec<T>> {
+    stand_ins: &mut Vec<String>,
+) -> Section<T> {
     let Some(value) = root.remove(key) else {
-        return Some(Vec::new());
+        return Section {
+            items: Vec::new(),
+            complete: true,
+        };
     };
     let at = vec![Seg::Key(key.to_owned())];
     let span = value.span();
@@ -407,7 +506,10 @@ pub(crate) fn collect_section<T: DeserializeOwned>(
             format!("`{key}` must be an array of tables"),
             format!("write each entry as its own `[[{key}]]` table"),
         ));
-        return None;
+        return Section {
+            items: Vec::new(),
+            complete: false,
+        };
     };
     let mut out = Vec::new();
     let mut ok = true;
@@ -418,7 +520,13 @@ pub(crate) fn collect_section<T: DeserializeOwned>(
             DeValue::Table(table) => {
                 let table = Spanned::new(item_span, table);
                 match deserialize_collecting::<T>(src, original, &prefix, table, problems) {
-                    Some(v) => out.push(v),
+                    Some((v, filled)) if filled.is_empty() => out.push(v),
+                    Some((v, filled)) => {
+                        // Kept for the semantic checks of its other keys.
+                        out.push(v);
+                        stand_ins.extend(filled);
+                        ok = false;
+                    }
                     None => ok = false,
                 }
             }
@@ -433,7 +541,18 @@ pub(crate) fn collect_section<T: DeserializeOwned>(
             }
         }
     }
-    ok.then_some(out)
+    Section {
+        items: out,
+        complete: ok,
+    }
+}
+
+/// A section's entries that parsed (with stand-ins, for checking only), and whether all did.
+pub(crate) struct Section<T> {
+    /// The entries.
+    pub items: Vec<T>,
+    /// Every entry parsed, without a stand-in.
+    pub complete: bool,
 }
 
 /// Keys whose names say they hold a secret, and the key prefix the plan uses for them instead.
