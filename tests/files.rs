@@ -514,6 +514,17 @@ async fn a_live_sqlite_database_arrives_consistent_and_complete() {
         })
     };
     let state = f.dir.path().join("state");
+    // What a pass that crashed 20 minutes ago left in /tmp: the next pass removes it.
+    let leftover =
+        Path::new("/tmp").join(format!("cutover-tree-sqlite.crashed{}", std::process::id()));
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("backup.sqlite3"), "half a backup").unwrap();
+    let old = std::process::Command::new("touch")
+        .args(["-d", "20 minutes ago"])
+        .arg(&leftover)
+        .status()
+        .unwrap();
+    assert!(old.success());
     let entry = f.entry("sqlite = [\"data/db.sqlite3\"]", None, &f.dst());
     for _ in 0..2 {
         let warm = sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
@@ -523,6 +534,17 @@ async fn a_live_sqlite_database_arrives_consistent_and_complete() {
         db.with_file_name("db.sqlite3-wal").exists(),
         "the source runs in WAL mode"
     );
+    assert!(
+        !leftover.exists(),
+        "a crashed pass's backup directory is removed"
+    );
+    // Each pass's own private directory is gone too (no backup lingers in /tmp).
+    let lingering: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cutover-tree-sqlite."))
+        .collect();
+    assert!(lingering.is_empty(), "{lingering:?}");
     // The final pass refuses while the service still writes.
     let err = sync::final_pass(&entry, &state, &mut |_, _| {})
         .await

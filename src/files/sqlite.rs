@@ -67,15 +67,73 @@ pub async fn fingerprint(entry: &Entry, db: &str) -> Result<String, FilesError> 
     Ok(out.stdout)
 }
 
+/// Where `entry`'s backups are spooled on the source host (a `mktemp -d` template without its
+/// `X`s; entry names are plain, checked by the plan).
+fn spool_prefix(entry: &Entry) -> String {
+    format!("/tmp/cutover-{}-sqlite.", entry.plan.name)
+}
+
+/// Removes spool directories a crashed pass of `entry` left on the source host (older than ten
+/// minutes: a pass of the same entry cannot run beside this one, the lease sees to that, and
+/// the age keeps a slow one's directory safe all the same).
+async fn clear_leftovers(entry: &Entry) {
+    let prefix = spool_prefix(entry);
+    let name = format!("{}*", prefix.trim_start_matches("/tmp/"));
+    let cleared = on_host(
+        &entry.source,
+        &[
+            "find",
+            "/tmp",
+            "-maxdepth",
+            "1",
+            "-type",
+            "d",
+            "-name",
+            &name,
+            "-mmin",
+            "+10",
+            "-exec",
+            "rm",
+            "-rf",
+            "--",
+            "{}",
+            "+",
+        ],
+        TIMEOUT,
+    )
+    .await;
+    if let Err(e) = cleared {
+        tracing::warn!(entry = %entry.plan.name, error = %e, "leftover backup directories were not cleared");
+    }
+}
+
 /// Copies each database of `entry` as an online backup. `final_pass`: the service must have
 /// stopped (refused otherwise), and the copy is integrity-checked on the target.
 pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesError> {
     let mut copied = Vec::new();
+    if !entry.plan.sqlite.is_empty() {
+        clear_leftovers(entry).await;
+    }
     for db in &entry.plan.sqlite {
         let file = source_file(entry, db);
         let target = target_file(entry, db);
-        let token = super::token();
-        let backup = format!("/tmp/cutover-{}-{token}.sqlite3", entry.plan.name);
+        // A private directory (mktemp: 0700) on the source, removed on every path below; one
+        // a crashed pass left is removed by the next pass (`clear_leftovers`).
+        let made = on_host(
+            &entry.source,
+            &["mktemp", "-d", &format!("{}XXXXXXXX", spool_prefix(entry))],
+            TIMEOUT,
+        )
+        .await?;
+        let spool = made.stdout.trim().to_owned();
+        if !made.ok() || !spool.starts_with(&spool_prefix(entry)) {
+            return Err(FilesError::Sqlite(format!(
+                "{}: no private directory for the backup of {file} on the source host (mktemp -d in /tmp): {}",
+                entry.plan.name,
+                tail(&made.stderr, 2)
+            )));
+        }
+        let backup = format!("{spool}/backup.sqlite3");
         let before = fingerprint(entry, db).await?;
         let out = on_host(
             &entry.source,
@@ -93,7 +151,7 @@ pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesE
         )
         .await?;
         if !out.ok() {
-            let _ = on_host(&entry.source, &["rm", "-f", &backup], TIMEOUT).await;
+            let _ = on_host(&entry.source, &["rm", "-rf", "--", &spool], TIMEOUT).await;
             return Err(FilesError::Sqlite(format!(
                 "{}: the online backup of {file} failed on the source host: {}{}",
                 entry.plan.name,
@@ -106,7 +164,7 @@ pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesE
             )));
         }
         if final_pass && fingerprint(entry, db).await? != before {
-            let _ = on_host(&entry.source, &["rm", "-f", &backup], TIMEOUT).await;
+            let _ = on_host(&entry.source, &["rm", "-rf", "--", &spool], TIMEOUT).await;
             return Err(FilesError::Sqlite(format!(
                 "{}: {file} (or its -wal) changed during the final pass: the service still writes it, and there is no consistent copy of a live database in the window. Stop the service on the source host, then run the final pass again",
                 entry.plan.name
@@ -137,7 +195,7 @@ pub async fn copy(entry: &Entry, final_pass: bool) -> Result<Vec<String>, FilesE
             to,
         ];
         let sent = super::remote::run(&ssh_argv(runner, &argv), TIMEOUT).await?;
-        let _ = on_host(&entry.source, &["rm", "-f", &backup], TIMEOUT).await;
+        let _ = on_host(&entry.source, &["rm", "-rf", "--", &spool], TIMEOUT).await;
         if !sent.ok() {
             return Err(FilesError::Sqlite(format!(
                 "{}: copying the backup of {file} failed: {}",
