@@ -121,58 +121,45 @@ pub(crate) fn locate(root: &DeTable<'_>, segs: &[Seg]) -> Option<Range<usize>> {
     best
 }
 
+/// The table `parent` leads to (keys, each maybe followed by array indices).
+fn table_at<'t, 'a>(root: &'t mut DeTable<'a>, parent: &[Seg]) -> Option<&'t mut DeTable<'a>> {
+    let mut table = root;
+    let mut i = 0;
+    while i < parent.len() {
+        let Seg::Key(k) = &parent[i] else { return None };
+        let mut v = table.get_mut(k.as_str())?.get_mut();
+        while let Some(Seg::Index(idx)) = parent.get(i + 1) {
+            let DeValue::Array(items) = v else {
+                return None;
+            };
+            v = items.get_mut(*idx)?.get_mut();
+            i += 1;
+        }
+        let DeValue::Table(t) = v else { return None };
+        table = t;
+        i += 1;
+    }
+    Some(table)
+}
+
 /// Removes the table key a path ends in (array indices at the end are stepped back over).
 /// Returns the path of the removed key.
 fn remove_key(root: &mut DeTable<'_>, segs: &[Seg]) -> Option<Vec<Seg>> {
     let last_key = segs.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
-    let (parent, key) = (&segs[..last_key], &segs[last_key]);
-    let Seg::Key(key) = key else { return None };
-    let mut table = root;
-    let mut i = 0;
-    while i < parent.len() {
-        let Seg::Key(k) = &parent[i] else { return None };
-        let mut v = table.get_mut(k.as_str())?.get_mut();
-        while let Some(Seg::Index(idx)) = parent.get(i + 1) {
-            let DeValue::Array(items) = v else {
-                return None;
-            };
-            v = items.get_mut(*idx)?.get_mut();
-            i += 1;
-        }
-        let DeValue::Table(t) = v else { return None };
-        table = t;
-        i += 1;
-    }
-    table.remove(key.as_str())?;
+    let Seg::Key(key) = &segs[last_key] else {
+        return None;
+    };
+    table_at(root, &segs[..last_key])?.remove(key.as_str())?;
     Some(segs[..=last_key].to_vec())
 }
 
 /// Sets the table key a path ends in to `value` (creating it); `None` when the path does not
-/// lead through tables and arrays that exist.
+/// end in a key or does not lead through tables and arrays that exist.
 fn set_key<'a>(root: &mut DeTable<'a>, segs: &[Seg], value: DeValue<'a>) -> Option<()> {
-    let last_key = segs.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
-    if last_key + 1 != segs.len() {
+    let (Seg::Key(key), parent) = segs.split_last()? else {
         return None;
-    }
-    let (parent, key) = (&segs[..last_key], &segs[last_key]);
-    let Seg::Key(key) = key else { return None };
-    let mut table = root;
-    let mut i = 0;
-    while i < parent.len() {
-        let Seg::Key(k) = &parent[i] else { return None };
-        let mut v = table.get_mut(k.as_str())?.get_mut();
-        while let Some(Seg::Index(idx)) = parent.get(i + 1) {
-            let DeValue::Array(items) = v else {
-                return None;
-            };
-            v = items.get_mut(*idx)?.get_mut();
-            i += 1;
-        }
-        let DeValue::Table(t) = v else { return None };
-        table = t;
-        i += 1;
-    }
-    table.insert(
+    };
+    table_at(root, parent)?.insert(
         Spanned::new(0..0, std::borrow::Cow::Owned(key.clone())),
         Spanned::new(0..0, value),
     );

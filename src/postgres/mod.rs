@@ -92,6 +92,18 @@ impl Pair {
         }
     }
 
+    /// The forward subscription's conninfo: the source as the target server reaches it
+    /// (`publisher_host`/`publisher_port`, else the source's own address).
+    pub fn forward_conninfo(&self) -> Result<crate::secret::Secret, PgError> {
+        let host = self
+            .plan
+            .publisher_host
+            .clone()
+            .unwrap_or_else(|| self.plan.source.host.clone());
+        let port = self.plan.publisher_port.unwrap_or(self.plan.source.port);
+        self.source.subscription_conninfo(&host, port)
+    }
+
     /// Every pair of the plan, or only the one called `only`.
     pub fn select(plan: &Plan, only: Option<&str>) -> Vec<Pair> {
         plan.postgres

@@ -224,18 +224,12 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
     // certificate paths on their own machine, so only they can prove the paths work.
     let mut links = Vec::new();
     if !already_started {
-        let host = pair
-            .plan
-            .publisher_host
-            .clone()
-            .unwrap_or_else(|| pair.plan.source.host.clone());
-        let port = pair.plan.publisher_port.unwrap_or(pair.plan.source.port);
         links.push((
             Side::Target,
             target,
             "source",
             &pair.plan.source,
-            pair.source.subscription_conninfo(&host, port)?,
+            pair.forward_conninfo()?,
         ));
     }
     if pair.plan.reverse_replication {

@@ -168,16 +168,10 @@ async fn subscribe(pair: &Pair, target: &Db) -> Result<bool, PgError> {
             Ok(false)
         }
         None => {
-            let host = pair
-                .plan
-                .publisher_host
-                .clone()
-                .unwrap_or_else(|| pair.plan.source.host.clone());
-            let port = pair.plan.publisher_port.unwrap_or(pair.plan.source.port);
             create_subscription(
                 target,
                 name,
-                &pair.source.subscription_conninfo(&host, port)?,
+                &pair.forward_conninfo()?,
                 &pair.names.publication,
                 true,
             )
