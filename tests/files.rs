@@ -865,3 +865,68 @@ async fn paths_with_spaces_quotes_and_shell_characters_arrive_as_they_are() {
     let verified = sync::verify(&entry).await.unwrap();
     assert!(verified.matches(), "{:?}", verified.differences);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_change_log_carries_any_byte_in_a_name_or_says_it_cannot() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new().await;
+    let (src, state) = (f.src(), f.dir.path().join("state"));
+    std::fs::write(src.join("seed"), "seed\n").unwrap();
+    // Names a line-based log misreads (a newline, a tab, a backslash), copied by the warm
+    // pass, then written in place: only their own records say they changed.
+    let names = ["new\nline.txt", "tab\there.txt", "back\\slash.txt"];
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for name in names {
+        std::fs::write(src.join("sub").join(name), "before\n").unwrap();
+    }
+    let entry = f.entry("change_log = true", None, &f.dst());
+    sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
+    for name in names {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(src.join("sub").join(name))
+            .unwrap();
+        writeln!(file, "after: {name}").unwrap();
+    }
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (last.method, last.fallback.as_deref()),
+        ("change-log", None),
+        "{last:?}"
+    );
+    assert_eq!(
+        snapshot(&src),
+        snapshot(&f.dst()),
+        "every name arrived exactly"
+    );
+
+    // A name that is not UTF-8: the log cannot carry it exactly, so the final pass walks the
+    // whole tree and says why; the file arrives all the same.
+    let f = Fixture::new().await;
+    let (src, state) = (f.src(), f.dir.path().join("state"));
+    std::fs::write(src.join("seed"), "seed\n").unwrap();
+    let odd = std::path::Path::new("sub").join(std::ffi::OsStr::from_bytes(b"latin1-caf\xe9.txt"));
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join(&odd), "before\n").unwrap();
+    let entry = f.entry("change_log = true", None, &f.dst());
+    sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
+    std::fs::write(src.join(&odd), "bytes\n").unwrap();
+    let last = sync::final_pass(&entry, &state, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(last.method, "full", "{last:?}");
+    assert!(
+        last.fallback
+            .as_deref()
+            .is_some_and(|w| w.contains("UTF-8")),
+        "{last:?}"
+    );
+    assert_eq!(
+        std::fs::read(f.dst().join(&odd)).unwrap(),
+        b"bytes\n",
+        "the file arrived under its own name"
+    );
+}

@@ -187,8 +187,11 @@ pub async fn start(entry: &Entry, state_dir: &Path) -> Result<Watch, FilesError>
             "-o",
             &log,
             "-r",
+            // One record per event, ended by NUL: a name may hold any byte but NUL, a newline
+            // included.
+            "--no-newline",
             "--format",
-            "%e\t%w%f",
+            "%e\t%w%f%0",
             "-e",
             EVENTS,
             &root,
@@ -292,12 +295,11 @@ pub async fn after_final(entry: &Entry, state_dir: &Path) -> Result<AfterFinal, 
             reason: "the final pass did not read the change log (it walked the whole tree), so there is no point to compare with".into(),
         },
         (Ok((log, _)), Some(first)) => {
-            let after = log
-                .lines()
+            let after = records(&log)
                 .skip_while(|line| line.split_once('\t').is_none_or(|(_, p)| p != first))
                 .skip(1)
-                .collect::<Vec<_>>()
-                .join("\n");
+                .map(|r| format!("{r}\0"))
+                .collect::<String>();
             match parse(&after, &watch.root) {
                 Changes::Trusted { paths, root, .. } => {
                     let sqlite: BTreeSet<String> = entry
@@ -371,10 +373,7 @@ async fn read_to_marker(
             TIMEOUT,
         )
         .await?;
-        let (cmdline, log) = match out.stdout.rfind('\0') {
-            Some(at) => (&out.stdout[..at], &out.stdout[at + 1..]),
-            None => ("", out.stdout.as_str()),
-        };
+        let (cmdline, log) = split_cmdline(&out.stdout, watch);
         if !cmdline.contains(&watch.log) {
             return Ok(Err(format!(
                 "the watcher (pid {} on the source host) is no longer running, so changes may be missing from the log",
@@ -389,8 +388,7 @@ async fn read_to_marker(
             )));
         }
         let caught_up = marker.as_ref().is_none_or(|m| {
-            log.lines()
-                .any(|line| line.split_once('\t').is_some_and(|(_, path)| path == m))
+            records(log).any(|line| line.split_once('\t').is_some_and(|(_, path)| path == m))
         });
         if caught_up {
             return Ok(Ok((log.to_owned(), marker)));
@@ -406,7 +404,37 @@ async fn read_to_marker(
     }
 }
 
-/// Reads inotifywait's `EVENTS\tPATH` lines into the paths to send.
+/// The log's records: NUL-ended (`EVENTS\tPATH\0`), or lines in a log a watcher of an earlier
+/// cutover wrote (no NUL in it).
+pub fn records(text: &str) -> impl Iterator<Item = &str> {
+    let sep = if text.contains('\0') { '\0' } else { '\n' };
+    text.split(sep).filter(|r| !r.is_empty())
+}
+
+/// `/proc/PID/cmdline` followed by the log, as one `cat` gives them, split where the
+/// watcher's argv ends: at its last argument (the marker directory, or the root for a watcher
+/// started without one). Records never hold an argv (each starts with an event name and a tab).
+fn split_cmdline<'a>(out: &'a str, watch: &Watch) -> (&'a str, &'a str) {
+    let last = watch
+        .sidecar
+        .as_ref()
+        .map(|dir| format!("{dir}/b"))
+        .unwrap_or_else(|| watch.root.clone());
+    let mut at = 0;
+    for field in out.split('\0') {
+        at += field.len() + 1;
+        if field == last {
+            return (&out[..at.min(out.len())], &out[at.min(out.len())..]);
+        }
+        if at >= out.len() {
+            break;
+        }
+    }
+    // Not the watcher's argv (another process, or none): nothing of it is trusted.
+    ("", out)
+}
+
+/// Reads inotifywait's `EVENTS\tPATH` records into the paths to send.
 pub fn parse(text: &str, root: &str) -> Changes {
     let root_bare = root.trim_end_matches('/');
     let mut paths: BTreeMap<String, bool> = BTreeMap::new();
@@ -415,7 +443,14 @@ pub fn parse(text: &str, root: &str) -> Changes {
     let mut written: std::collections::HashSet<String> = Default::default();
     // Directories removed or moved away (if one came back under its name, it is sent whole).
     let mut gone: std::collections::HashSet<String> = Default::default();
-    for line in text.lines() {
+    for line in records(text) {
+        // The log is read as text: a name that is not UTF-8 arrives altered, and sending the
+        // altered name would miss the change. The whole tree is walked instead.
+        if line.contains('\u{FFFD}') {
+            return Changes::Untrusted {
+                reason: "a changed name is not valid UTF-8 (or holds U+FFFD), which the change log cannot carry exactly".into(),
+            };
+        }
         if line.starts_with("Q_OVERFLOW") {
             return Changes::Untrusted {
                 reason: "the kernel's event queue overflowed (fs.inotify.max_queued_events): changes were dropped".into(),
