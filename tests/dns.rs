@@ -443,3 +443,99 @@ async fn discovery_finds_the_zone_and_every_nameserver_address() {
     assert_eq!(servers.len(), 1);
     assert_eq!(servers[0].addr, ([127, 0, 0, 1], pdns.dns_port).into());
 }
+
+#[tokio::test]
+async fn a_record_that_no_longer_holds_the_expected_value_is_never_switched_over() {
+    let dir = lab_dir();
+    // Two authoritative servers; both serve 192.0.2.1 (the source) at first.
+    let (a, b, plan) = two_servers(dir.path()).await;
+    let with_expect = |current: &str| {
+        let mut p = plan.clone();
+        p.dns[0].expect_current = vec![current.to_owned()];
+        p
+    };
+    let discovery = Discovery::system();
+    let states = Records::new(&plan.migration.state_dir);
+    // Someone moved the record on the second server by hand.
+    api(&b)
+        .replace(
+            "p.example.com",
+            &RecordSet::new(
+                "app.p.example.com",
+                RecordType::A,
+                300,
+                &values(&["198.51.100.7"]),
+            ),
+        )
+        .await
+        .unwrap();
+    let p = with_expect("192.0.2.1");
+    let target = Target::resolve(0, &p.dns[0], &discovery).await.unwrap();
+    let refused = update::update_all(std::slice::from_ref(&target), &states, true)
+        .await
+        .expect_err("refused before anything changes");
+    let why = refused.to_string();
+    assert!(
+        why.contains("198.51.100.7")
+            && why.contains(&format!("127.0.0.1:{}", b.dns_port))
+            && !why.contains(&format!("127.0.0.1:{} answers", a.dns_port))
+            && why.contains("expect_current"),
+        "names the server that differs, and only it: {why}"
+    );
+    assert_eq!(
+        served(a.dns_port, "app.p.example.com", RecordType::A).await,
+        Served::Answer {
+            ttl: 300,
+            values: values(&["192.0.2.1"]),
+            authoritative: true
+        },
+        "nothing was switched"
+    );
+    // Put back: the switch goes ahead; run again after it (a resume), the new value passes too.
+    api(&b)
+        .replace(
+            "p.example.com",
+            &RecordSet::new(
+                "app.p.example.com",
+                RecordType::A,
+                300,
+                &values(&["192.0.2.1"]),
+            ),
+        )
+        .await
+        .unwrap();
+    update::update_all(std::slice::from_ref(&target), &states, true)
+        .await
+        .unwrap_or_else(|e| panic!("the expected value: {e}"));
+    api(&b)
+        .replace("p.example.com", &target.wanted(5))
+        .await
+        .unwrap();
+    update::update_all(std::slice::from_ref(&target), &states, true)
+        .await
+        .unwrap_or_else(|e| panic!("already switched: {e}"));
+    // A wrong expectation in the plan (both servers back on the source's value) is refused
+    // with every server's answer.
+    let source_value = RecordSet::new(
+        "app.p.example.com",
+        RecordType::A,
+        300,
+        &values(&["192.0.2.1"]),
+    );
+    for pdns in [&a, &b] {
+        api(pdns)
+            .replace("p.example.com", &source_value)
+            .await
+            .unwrap();
+    }
+    let p = with_expect("203.0.113.99");
+    let target = Target::resolve(0, &p.dns[0], &discovery).await.unwrap();
+    let why = update::update_all(std::slice::from_ref(&target), &states, true)
+        .await
+        .expect_err("neither the expected nor the new value")
+        .to_string();
+    assert!(
+        why.contains("203.0.113.99") && why.matches("answers 192.0.2.1").count() == 2,
+        "{why}"
+    );
+}

@@ -2,6 +2,7 @@
 //! pre-lowering with a recorded earliest safe cutover time, record updates through the
 //! provider, and waiting until every address of every authoritative server serves the new value.
 
+pub mod expect;
 pub mod probe;
 pub mod propagation;
 pub mod provider;
@@ -76,6 +77,14 @@ pub enum DnsError {
         /// File.
         path: PathBuf,
         /// What failed, with the fix.
+        detail: String,
+    },
+    /// The record does not hold what the plan expects it to hold before the switch.
+    #[error("{record}: {detail}")]
+    Unexpected {
+        /// Record.
+        record: String,
+        /// What each server answers, with the fix.
         detail: String,
     },
     /// Switching now could leave caches serving the old address.

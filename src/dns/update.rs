@@ -68,6 +68,10 @@ pub async fn update_all(
     force: bool,
 ) -> Result<Vec<UpdateReport>, DnsError> {
     let now = SystemTime::now();
+    // Right before the switch: each record still holds what the plan expects it to hold.
+    for target in targets {
+        super::expect::check_current(target).await?;
+    }
     let mut plans = Vec::new();
     for target in targets {
         let state = states.load(&target.plan.name, target.plan.record_type)?;

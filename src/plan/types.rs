@@ -495,6 +495,10 @@ pub struct DnsRecord {
     pub zone: Option<String>,
     /// Values the record must have after cutover.
     pub values: Vec<String>,
+    /// Values the record must have *before* the switch (the source's address): checked on
+    /// every authoritative server by preflight and right before the switch; empty: unchecked.
+    #[serde(default)]
+    pub expect_current: Vec<String>,
     /// TTL (seconds) to lower the record to ahead of the cutover.
     #[serde(default = "default_cutover_ttl")]
     pub cutover_ttl: u32,

@@ -713,7 +713,15 @@ fn dns_record(c: &mut Checker<'_>, at: &KeyPath, r: &DnsRecord) {
             "list what the record must point to after cutover, e.g. `values = [\"203.0.113.10\"]`",
         );
     }
-    for (j, v) in r.values.iter().enumerate() {
+    let values = r.values.iter().map(|v| ("values", v));
+    let current = r.expect_current.iter().map(|v| ("expect_current", v));
+    let mut index: std::collections::HashMap<&str, usize> = Default::default();
+    for (key, v) in values.chain(current) {
+        let j = {
+            let n = index.entry(key).or_default();
+            *n += 1;
+            *n - 1
+        };
         let ok = match r.record_type {
             RecordType::A => v.parse::<Ipv4Addr>().is_ok(),
             RecordType::Aaaa => v.parse::<Ipv6Addr>().is_ok(),
@@ -726,7 +734,7 @@ fn dns_record(c: &mut Checker<'_>, at: &KeyPath, r: &DnsRecord) {
                 RecordType::Cname => "a host name such as `new.example.com`",
             };
             c.fail(
-                &at.k("values").i(j),
+                &at.k(key).i(j),
                 format!("`{v}` is not a valid {} value", r.record_type.as_str()),
                 format!("use {expect}"),
             );

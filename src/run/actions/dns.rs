@@ -11,6 +11,9 @@ use crate::plan::Plan;
 /// Record `i`'s zone and authoritative servers resolve.
 pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, String> {
     let target = resolve(i, &plan.dns[i]).await?;
+    dns::expect::check_current(&target)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((
         format!(
             "zone {}, {} authoritative address(es)",
@@ -127,6 +130,10 @@ pub(in crate::run) async fn restore(
     };
     let mut record = plan.dns[i].clone();
     record.values = values;
+    // Going back, the record is expected to hold what the forward run switched it to.
+    if !record.expect_current.is_empty() {
+        record.expect_current = plan.dns[i].values.clone();
+    }
     let target = resolve(i, &record).await?;
     let states = dns::state::Records::new(&plan.migration.state_dir);
     // Going back is never held to the safe time: the old address served until now.
