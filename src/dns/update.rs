@@ -46,8 +46,8 @@ pub fn check_safe(record: &str, state: Option<&TtlState>, now: SystemTime) -> Re
     Ok(())
 }
 
-/// The outcome of `update` for one record.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome of `update` for one record (kept in a run's journal, read back typed).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct UpdateReport {
     /// `name TYPE`.
     pub record: String,

@@ -249,20 +249,18 @@ pub(super) fn run_before(journal: &[serde_json::Value], run: &str) -> Vec<Record
 pub(super) fn dns_before(records: &[Record], steps: &[Step]) -> HashMap<usize, Vec<String>> {
     let mut out = HashMap::new();
     for r in records {
-        if let Entry::StepDone { step, detail, .. } = &r.entry
-            && let Some(Kind::DnsSwitch(i)) = steps.get(*step).map(|s| s.kind)
-            && let Some(values) = detail
-                .get("previous")
-                .and_then(|p| p.get("values"))
-                .and_then(|v| v.as_array())
+        if let Entry::StepDone {
+            step,
+            summary,
+            detail,
+            ..
+        } = &r.entry
+            && let Some(kind @ Kind::DnsSwitch(i)) = steps.get(*step).map(|s| s.kind)
+            && let super::actions::Detail::DnsSwitched(report) =
+                super::actions::Detail::read(kind, summary, detail)
+            && let Some(previous) = report.previous
         {
-            out.insert(
-                i,
-                values
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-            );
+            out.insert(i, previous.values);
         }
     }
     out

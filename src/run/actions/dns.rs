@@ -71,7 +71,7 @@ pub(in crate::run) async fn switch(plan: &Plan, i: usize, force: bool) -> Result
                 .unwrap_or_else(|| "(none)".into()),
             r.current.values.join(",")
         ),
-        Detail::record(r)?,
+        Detail::DnsSwitched(r.clone()),
     ))
 }
 
@@ -143,6 +143,6 @@ pub(in crate::run) async fn restore(
     let r = reports.first().ok_or("no update report")?;
     Ok((
         format!("back to {}", r.current.values.join(",")),
-        Detail::record(r)?,
+        Detail::DnsSwitched(r.clone()),
     ))
 }

@@ -22,6 +22,8 @@ pub(in crate::run) enum Detail {
     Promoted(crate::engine::Promoted),
     /// What followed a pair's promotion (the old primary's audit among it).
     Finished(Box<crate::engine::Finished>),
+    /// A DNS record switched (or set back): what it held before, what it holds now.
+    DnsSwitched(crate::dns::update::UpdateReport),
     /// Every authoritative server serves a record.
     DnsWaited(DnsWaited),
     /// A hook ran.
@@ -82,6 +84,7 @@ impl Detail {
             Detail::None => Ok(serde_json::Value::Null),
             Detail::Promoted(p) => serde_json::to_value(p),
             Detail::Finished(f) => serde_json::to_value(f),
+            Detail::DnsSwitched(r) => serde_json::to_value(r),
             Detail::DnsWaited(d) => serde_json::to_value(d),
             Detail::Hook(h) => serde_json::to_value(h),
             Detail::Report(w) if w.files_after_final.is_empty() => Ok(serde_json::Value::Null),
@@ -111,6 +114,7 @@ impl Detail {
             Kind::Promote(_) => typed(value, Detail::Promoted),
             Kind::Finish(_) => typed(value, |f| Detail::Finished(Box::new(f))),
             Kind::DnsWait(_) => typed(value, Detail::DnsWaited),
+            Kind::DnsSwitch(_) | Kind::DnsRestore(_) => typed(value, Detail::DnsSwitched),
             Kind::Report if value.is_null() => Detail::Report(WrapUp::default()),
             Kind::Report => typed(value, Detail::Report),
             Kind::Hook(_) => typed(value, |mut h: HookRan| {
@@ -176,6 +180,23 @@ mod detail_tests {
             &promoted.to_journal().unwrap(),
         ) {
             Detail::Promoted(p) => assert_eq!(p.write_unavailable_ms, Some(41.0)),
+            other => panic!("{other:?}"),
+        }
+        // A DNS switch as the journal keeps it: what the record held before comes back typed
+        // (a reverse cutover sets it back from this).
+        let switched = json!({
+            "record": "app.example.com A",
+            "previous": { "name": "app.example.com", "record_type": "A", "ttl": 60, "values": ["192.0.2.1"] },
+            "current": { "name": "app.example.com", "record_type": "A", "ttl": 60, "values": ["192.0.2.2"] },
+            "forced": null
+        });
+        match Detail::read(Kind::DnsSwitch(0), "192.0.2.1 -> 192.0.2.2", &switched) {
+            Detail::DnsSwitched(r) => {
+                assert_eq!(
+                    r.previous.map(|p| p.values),
+                    Some(vec!["192.0.2.1".to_owned()])
+                );
+            }
             other => panic!("{other:?}"),
         }
         // An empty wrap-up is journalled as null and read as an empty one.
