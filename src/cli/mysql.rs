@@ -124,7 +124,7 @@ fn print_status(s: &status::Status) {
     );
     if let Some(e) = &s.last_io_error {
         outln!("  IO thread error: {e}");
-        if let Some(refusal) = crate::mysql::tls::purged_binlog_refusal(e, &s.pair) {
+        if let Some(refusal) = crate::mysql::status::purged_binlog_refusal(e, &s.pair) {
             outln!("  {refusal}");
         } else if let Some(fix) = crate::mysql::tls::link_error_fix(e) {
             outln!("  fix: {fix}");

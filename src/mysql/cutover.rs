@@ -281,7 +281,7 @@ impl MyWindow {
         {
             if let Some(refusal) = row
                 .text("Last_IO_Error")
-                .and_then(|e| super::tls::purged_binlog_refusal(&e, &pair.plan.name))
+                .and_then(|e| super::status::purged_binlog_refusal(&e, &pair.plan.name))
             {
                 return Err(MyError::Refused(format!(
                     "{}: replication is not running, so nothing was fenced: {}: {refusal}",

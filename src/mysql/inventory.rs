@@ -43,20 +43,24 @@ pub async fn columns(
 pub fn drift(
     source: &BTreeMap<String, Vec<String>>,
     target: &BTreeMap<String, Vec<String>>,
-) -> Vec<String> {
-    let mut out = Vec::new();
+) -> Drift {
+    let mut out = Drift::default();
     for (table, columns) in source {
+        let before = out.lines.len();
         match target.get(table) {
-            None => out.push(format!(
+            None => out.lines.push(format!(
                 "table {table} exists on the source but not on the target"
             )),
             Some(t) => {
                 for c in columns.iter().filter(|c| !t.contains(c)) {
-                    out.push(format!(
+                    out.lines.push(format!(
                         "column {table}.{c} is on the source but not on the target (or with another type)"
                     ));
                 }
             }
+        }
+        if out.lines.len() > before {
+            out.tables.push(table.clone());
         }
     }
     out
@@ -97,18 +101,7 @@ pub async fn drift_between(
 ) -> Result<Drift, MyError> {
     let s = columns(source, databases).await?;
     let t = columns(target, databases).await?;
-    let tables = s
-        .iter()
-        .filter(|(table, cols)| {
-            t.get(*table)
-                .is_none_or(|tc| cols.iter().any(|c| !tc.contains(c)))
-        })
-        .map(|(table, _)| table.clone())
-        .collect();
-    Ok(Drift {
-        lines: drift(&s, &t),
-        tables,
-    })
+    Ok(drift(&s, &t))
 }
 
 /// The table remembering each table's definition when replication started (on the target,
@@ -217,8 +210,9 @@ mod tests {
         ]);
         let target = BTreeMap::from([("app.a".to_owned(), vec!["id int(11)".to_owned()])]);
         let d = drift(&source, &target);
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d[0].contains("app.a.x text") && d[1].contains("table app.b"));
+        assert_eq!(d.lines.len(), 2, "{d:?}");
+        assert!(d.lines[0].contains("app.a.x text") && d.lines[1].contains("table app.b"));
+        assert_eq!(d.tables, ["app.a", "app.b"]);
         assert!(drift(&source, &source).is_empty());
     }
 }

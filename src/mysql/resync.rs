@@ -108,12 +108,6 @@ async fn ignore_filter(target: &mut Db) -> Result<Vec<String>, MyError> {
         .unwrap_or_default())
 }
 
-/// Stops the replica (both threads) and waits until it says so.
-async fn stop(target: &mut Db) -> Result<(), MyError> {
-    let d = target.dialect;
-    target.run("stop the replica", d.stop_replica()).await
-}
-
 /// Where the applier is, in the source's binlog: (file, position), and whether it runs.
 async fn applier(target: &mut Db) -> Result<(String, u64, bool, Option<String>), MyError> {
     let rows = target
@@ -247,7 +241,9 @@ pub async fn resync(pair: &Pair, tables: &[String], spool_dir: &Path) -> Result<
             .iter()
             .map(|t| one_table_pattern(database, t))
             .collect();
-        stop(&mut target).await?;
+        target
+            .run("stop the replica", target.dialect.stop_replica())
+            .await?;
         // What was there before, without patterns an interrupted resync of these tables left.
         let before: Vec<String> = ignore_filter(&mut target)
             .await?
@@ -273,7 +269,9 @@ pub async fn resync(pair: &Pair, tables: &[String], spool_dir: &Path) -> Result<
                 Until::Reached => break copy,
                 Until::Overshot(at) if attempt < ATTEMPTS => {
                     tracing::info!(pair = %pair.plan.name, %at, "the applier went past the copy's position; copying again");
-                    stop(&mut target).await?;
+                    target
+                        .run("stop the replica", target.dialect.stop_replica())
+                        .await?;
                 }
                 Until::Overshot(at) => {
                     return Err(MyError::Refused(format!(
@@ -313,22 +311,6 @@ pub async fn resync(pair: &Pair, tables: &[String], spool_dir: &Path) -> Result<
         pair: pair.plan.name.clone(),
         copied,
     })
-}
-
-/// Whether `text` matches the `LIKE`-style `pattern` (`%`, `_`, `\` escapes), as the
-/// replica's wild filters match names.
-fn like(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some('%') => (0..=t.len()).any(|i| go(&p[1..], &t[i..])),
-            Some('_') => !t.is_empty() && go(&p[1..], &t[1..]),
-            Some('\\') if p.len() > 1 => t.first() == Some(&p[1]) && go(&p[2..], &t[1..]),
-            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
-        }
-    }
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    go(&p, &t)
 }
 
 /// The database part of a `db.table` wild pattern (up to the first unescaped dot) and the rest.
@@ -373,7 +355,7 @@ pub async fn ignored_plan_tables(
             let (db, table) = split_pattern(&entry)?;
             databases
                 .iter()
-                .find(|d| like(db, d))
+                .find(|d| super::writers::db_pattern_matches(db, d))
                 .map(|d| format!("{d}.{}", unescape(table)))
         })
         .collect())
@@ -388,6 +370,7 @@ mod tests {
     fn ignore_patterns_are_matched_as_the_replica_matches_them() {
         let p = one_table_pattern("my_app", "t_1");
         assert_eq!(split_pattern(&p), Some((r"my\_app", r"t\_1")));
+        let like = crate::mysql::writers::db_pattern_matches;
         assert!(like(r"my\_app", "my_app") && !like(r"my\_app", "myXapp"));
         assert!(like("%", "anything") && like("a%", "app") && !like("b%", "app"));
         assert_eq!(unescape(r"t\_1"), "t_1");

@@ -181,6 +181,29 @@ async fn stderr_of(child: &mut tokio::process::Child) -> String {
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
+/// Copies a dump from `reader` to `writer` unchanged, reading the coordinates from its header
+/// lines on the way (MariaDB writes the GTID position at the very end, "deferred gtid
+/// setting", so every line passes the scanner). Returns them and the bytes copied.
+async fn pass_through(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> std::io::Result<(Coordinates, u64)> {
+    let (mut coordinates, mut bytes) = (Coordinates::default(), 0u64);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).await?;
+        if n == 0 {
+            return Ok((coordinates, bytes));
+        }
+        bytes += n as u64;
+        if line.starts_with(b"-- ") || line.starts_with(b"SET @@GLOBAL.GTID_PURGED") {
+            coordinates.read_line(&String::from_utf8_lossy(&line));
+        }
+        writer.write_all(&line).await?;
+    }
+}
+
 /// Dumps `databases` from `source` into `target`. The header lines are scanned for the
 /// coordinates; everything else is copied through unchanged.
 pub async fn stream(
@@ -218,29 +241,13 @@ pub async fn stream(
         .map_err(|e| tool(&client_program, e))?;
     let mut reader = BufReader::new(dump_child.stdout.take().expect("piped stdout"));
     let mut writer = load_child.stdin.take().expect("piped stdin");
-    let mut coordinates = Coordinates::default();
-    let mut bytes = 0u64;
-    let copy = async {
-        // Coordinates are in the header; MariaDB writes the GTID position at the very end
-        // ("deferred gtid setting"), so every line passes the scanner on its way through.
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line).await?;
-            if n == 0 {
-                break;
-            }
-            bytes += n as u64;
-            if line.starts_with(b"-- ") || line.starts_with(b"SET @@GLOBAL.GTID_PURGED") {
-                coordinates.read_line(&String::from_utf8_lossy(&line));
-            }
-            writer.write_all(&line).await?;
-        }
+    let copied = async {
+        let scanned = pass_through(&mut reader, &mut writer).await?;
         writer.shutdown().await?;
         drop(writer);
-        Ok::<_, std::io::Error>(())
-    };
-    let copied = copy.await;
+        Ok::<_, std::io::Error>(scanned)
+    }
+    .await;
     let dump_status = dump_child
         .wait()
         .await
@@ -266,7 +273,7 @@ pub async fn stream(
             ),
         });
     }
-    copied.map_err(|e| MyError::Tool {
+    let (coordinates, bytes) = copied.map_err(|e| MyError::Tool {
         program: dump_name.into(),
         message: format!("streaming into the target: {e}"),
     })?;
@@ -331,25 +338,11 @@ pub async fn dump_tables(
             .reopen()
             .map_err(|e| tool(format!("the spool file: {e}")))?,
     );
-    let mut coordinates = Coordinates::default();
-    let mut bytes = 0u64;
     let copied = async {
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line).await?;
-            if n == 0 {
-                break;
-            }
-            bytes += n as u64;
-            if line.starts_with(b"-- ") {
-                coordinates.read_line(&String::from_utf8_lossy(&line));
-            }
-            writer.write_all(&line).await?;
-        }
+        let scanned = pass_through(&mut reader, &mut writer).await?;
         writer.flush().await?;
         writer.sync_all().await?;
-        Ok::<_, std::io::Error>(())
+        Ok::<_, std::io::Error>(scanned)
     }
     .await;
     let status = child.wait().await.map_err(|e| tool(e.to_string()))?;
@@ -357,7 +350,7 @@ pub async fn dump_tables(
     if !status.success() {
         return Err(tool(format!("{status}: {stderr}")));
     }
-    copied.map_err(|e| tool(format!("spooling the copy: {e}")))?;
+    let (coordinates, bytes) = copied.map_err(|e| tool(format!("spooling the copy: {e}")))?;
     if !coordinates.complete() {
         return Err(tool(
             "the dump did not say where in the binlog it was taken (no CHANGE MASTER/SOURCE line); the source's binary log may be off".into(),

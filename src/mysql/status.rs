@@ -112,3 +112,14 @@ pub async fn status(
         lag,
     })
 }
+
+/// When a replica I/O error says the source no longer has the binlog the replica needs
+/// (error 1236: purged, or a GTID position no binlog holds), the refusal that fits: nothing
+/// resumes by retrying; the pair is copied again.
+pub fn purged_binlog_refusal(io_error: &str, pair: &str) -> Option<String> {
+    let e = io_error.to_ascii_lowercase();
+    (e.contains("1236") || e.contains("purged") || e.contains("could not find first log"))
+        .then(|| format!(
+            "the source no longer has the binary log the replica needs (purged: binlog_expire_logs_seconds, or PURGE BINARY LOGS, while the replica was behind), so replication cannot resume, by retrying or otherwise; fix: copy the pair again: `cutover mysql cleanup <plan> --pair {pair}`, drop its databases on the target, `cutover mysql start <plan> --pair {pair}`; keep binlogs longer on the source meanwhile"
+        ))
+}

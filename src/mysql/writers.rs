@@ -90,7 +90,8 @@ impl Account {
     }
 }
 
-/// Whether `name` matches a grant's database pattern (`%`, `_`, `\` escapes).
+/// Whether `name` matches a `LIKE`-style pattern (`%`, `_`, `\` escapes), as grants' database
+/// patterns and the replica's wild filters match names.
 pub fn db_pattern_matches(pattern: &str, name: &str) -> bool {
     fn go(p: &[char], n: &[char]) -> bool {
         match p.split_first() {

@@ -128,9 +128,7 @@ async fn gate(pair: &Pair, source: &Db, target: &Db) -> Result<(i64, fence::Fenc
             .collect();
         // A failing copy says why and what to do (status's words), not "wait".
         let failing = s
-            .warnings
-            .iter()
-            .find(|w| w.contains("initial copy is FAILING"))
+            .failing_copy()
             .map(|w| format!("; {w}"))
             .unwrap_or_default();
         return refuse(format!(

@@ -228,23 +228,13 @@ pub async fn status(
     }
     // A copy that fails starts over for ever: those tables are failing, not copying.
     if status.sync_errors > 0 && !status.all_ready {
-        let mut failing = Vec::new();
         for t in status.tables.iter_mut() {
             if matches!(t.state, "init" | "copying") {
                 t.state = "failing";
-                failing.push(t.table.clone());
             }
         }
-        if !failing.is_empty() {
-            status.warnings.push(format!(
-                "the initial copy is FAILING: {} table-copy error(s) on the target (pg_stat_subscription_stats.sync_error_count), and each retry starts over: {}; the reason is in the target's server log (a full disk says `No space left on device`, a constraint the rows break names it); meanwhile the source keeps {} of WAL for the slot; fix: correct the cause on the target (the copy retries by itself), or `cutover pg cleanup` so that the source releases the WAL",
-                status.sync_errors,
-                failing.join(", "),
-                status
-                    .wal_retained_bytes
-                    .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
-                    .unwrap_or_else(|| "an unknown amount".to_owned())
-            ));
+        if let Some(why) = status.failing_copy() {
+            status.warnings.push(why);
         }
     }
     status.lag_seconds = lag_seconds(
@@ -300,6 +290,25 @@ fn lag_seconds(lag_bytes: Option<i64>, replay_lag: Option<f64>, running: bool) -
 }
 
 impl Status {
+    /// When the initial copy keeps failing (tables marked `failing`): what fails, where the
+    /// reason is, what the source keeps meanwhile, and the fix. Status and the gate say it.
+    pub fn failing_copy(&self) -> Option<String> {
+        let failing: Vec<&str> = self
+            .tables
+            .iter()
+            .filter(|t| t.state == "failing")
+            .map(|t| t.table.as_str())
+            .collect();
+        (!failing.is_empty()).then(|| format!(
+            "the initial copy is FAILING: {} table-copy error(s) on the target (pg_stat_subscription_stats.sync_error_count), and each retry starts over: {}; the reason is in the target's server log (a full disk says `No space left on device`, a constraint the rows break names it); meanwhile the source keeps {} of WAL for the slot; fix: correct the cause on the target (the copy retries by itself), or `cutover pg cleanup` so that the source releases the WAL",
+            self.sync_errors,
+            failing.join(", "),
+            self.wal_retained_bytes
+                .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
+                .unwrap_or_else(|| "an unknown amount".to_owned())
+        ))
+    }
+
     /// Why changes do not flow, with everything this reading knows (drift, worker errors) and
     /// the fix. Engine-neutral words: a refusal and `status` say the same.
     pub fn not_running_cause(&self) -> String {
