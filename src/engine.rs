@@ -214,6 +214,17 @@ pub trait Probe: Send {
     async fn read(&mut self) -> Result<Reading, EngineError>;
 }
 
+/// A pair's connections kept open between readings (what the daemon polls): every reading
+/// reuses them, so a steady poll opens no server session. A reading that fails leaves the
+/// connections in doubt: the caller drops the watch and connects again later.
+#[async_trait::async_trait]
+pub trait Watch: Send {
+    /// Where replication stands, read-only.
+    async fn replication(&mut self) -> Result<Replication, EngineError>;
+    /// Both servers' state, read-only (what `status` says of the pair).
+    async fn state(&mut self) -> Result<PairState, EngineError>;
+}
+
 /// One way the target's schema or objects differ from the source's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
@@ -389,8 +400,12 @@ pub trait Pair: Send + Sync {
     async fn start(&self) -> Result<serde_json::Value, EngineError>;
     /// Connects a reader of replication progress.
     async fn probe(&self) -> Result<Box<dyn Probe>, EngineError>;
-    /// Where replication stands, read-only.
-    async fn replication(&self) -> Result<Replication, EngineError>;
+    /// Where replication stands, read-only, on connections opened for this reading.
+    async fn replication(&self) -> Result<Replication, EngineError> {
+        self.watch().await?.replication().await
+    }
+    /// Connects a watch: replication and state read again and again on the same sessions.
+    async fn watch(&self) -> Result<Box<dyn Watch>, EngineError>;
     /// Opens the pair's window; `resume`: a crashed process may have begun it.
     async fn window(&self, resume: bool) -> Result<Box<dyn Window>, EngineError>;
     /// Before a reverse cutover: the old primary's permanent fence made liftable by the

@@ -654,6 +654,23 @@ async fn mysql_cutover_killed_inside_its_window_is_resumed_by_one_command() {
         );
         assert_eq!(m.writable(&m.source).await, !forward, "{event}");
         assert_eq!(m.writable(&m.target).await, forward, "{event}");
+        // The promotion's second half (receiver stopped, replica forgotten) runs after the
+        // window, so a crash right after promotion leaves it to the resume; a rollback keeps
+        // the target replicating with its applier running.
+        {
+            use mysql_async::prelude::Queryable;
+            let mut target = m.target.connect(None).await.unwrap();
+            let rows: Vec<mysql_async::Row> = target.query("SHOW SLAVE STATUS").await.unwrap();
+            if forward {
+                assert!(
+                    rows.is_empty(),
+                    "{event}: the new primary still has a replica"
+                );
+            } else {
+                let sql: Option<String> = rows[0].get("Slave_SQL_Running");
+                assert_eq!(sql.as_deref(), Some("Yes"), "{event}");
+            }
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let ledger = writer.stop().await;
         let serving = if forward { &m.target } else { &m.source };

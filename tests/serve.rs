@@ -109,6 +109,19 @@ async fn until(
     }
 }
 
+/// The backends cutover's own connections hold on `pg` (its application name).
+async fn cutover_sessions(pg: &cutover::lab::Postgres) -> Vec<i32> {
+    let c = pg.connect("postgres").await.unwrap();
+    let rows = c
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'cutover' ORDER BY pid",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get::<_, i32>(0)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_dies() {
     let mut pg = PgPair::start().await;
@@ -173,6 +186,50 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
         Some(0.0)
     );
     assert!(text.contains("# TYPE cutover_replication_lag_bytes gauge"));
+
+    // The poller keeps its sessions: the same backends on both servers across three polls, and
+    // no connection opened meanwhile. Cut off, it connects again and the pair reads up.
+    let connects = |t: &str| sample(t, "cutover_poll_connects_total", &[("migration", "m")]);
+    let before = (
+        cutover_sessions(&pg.source).await,
+        cutover_sessions(&pg.target).await,
+        connects(&scrape(&http, &base).await),
+    );
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = (
+        cutover_sessions(&pg.source).await,
+        cutover_sessions(&pg.target).await,
+        connects(&scrape(&http, &base).await),
+    );
+    assert!(
+        !before.0.is_empty() && !before.1.is_empty(),
+        "the poller holds sessions on both servers: {before:?}"
+    );
+    assert_eq!(before, after, "no new session across three polls");
+    assert!(before.2.is_some_and(|n| n >= 1.0), "{before:?}");
+    let c = pg.source.connect("postgres").await.unwrap();
+    c.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'cutover'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let opened = before.2.unwrap();
+    until(&http, &base, "the pair read again on new sessions", |t| {
+        connects(t).is_some_and(|n| n > opened)
+            && sample(
+                t,
+                "cutover_up",
+                &[("migration", "m"), ("component", "postgres shop")],
+            ) == Some(1.0)
+    })
+    .await;
+    let again = cutover_sessions(&pg.source).await;
+    assert!(
+        !again.is_empty() && again.iter().all(|p| !before.0.contains(p)),
+        "{again:?} after {:?}",
+        before.0
+    );
     assert!(sample(&text, "process_resident_memory_bytes", &[]).is_some());
 
     let status: serde_json::Value = http
@@ -503,4 +560,56 @@ async fn behind_a_proxy_every_endpoint_but_healthz_takes_the_token_and_slow_clie
     // Meanwhile and after, others are served.
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+/// The sessions cutover's own account holds on a MariaDB server (the replica's threads and
+/// the test's session left out).
+async fn mariadb_sessions(db: &cutover::lab::MariaDb) -> Vec<u64> {
+    use mysql_async::prelude::Queryable;
+    let mut c = db.connect(None).await.unwrap();
+    let ids: Vec<u64> = c
+        .query(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'cutover' AND ID <> CONNECTION_ID() AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID') ORDER BY ID",
+        )
+        .await
+        .unwrap();
+    c.disconnect().await.unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_reads_a_mariadb_pair_on_the_same_sessions_poll_after_poll() {
+    let m = support::MariaPair::start().await;
+    let plan = write_plan(m.dir.path(), "my", &m.pair_toml());
+    let plan_text = plan.display().to_string();
+    let (code, _, err) = run(&["mysql", "start", &plan_text]);
+    assert_eq!(code, 0, "{err}");
+    let daemon = start(&config(m.dir.path(), &plan, ""));
+    let http = reqwest::Client::new();
+    let component = [("migration", "my"), ("component", "mysql app-db")];
+    until(&http, &daemon.base, "the pair up and replicating", |t| {
+        sample(t, "cutover_up", &component) == Some(1.0)
+            && sample(
+                t,
+                "cutover_replication_running",
+                &[("migration", "my"), ("stream", "app-db")],
+            ) == Some(1.0)
+    })
+    .await;
+    let before = (
+        mariadb_sessions(&m.source).await,
+        mariadb_sessions(&m.target).await,
+    );
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = (
+        mariadb_sessions(&m.source).await,
+        mariadb_sessions(&m.target).await,
+    );
+    assert!(
+        !before.0.is_empty() && !before.1.is_empty(),
+        "the poller holds sessions on both servers: {before:?}"
+    );
+    assert_eq!(before, after, "no new session across three polls");
+    let text = scrape(&http, &daemon.base).await;
+    assert_eq!(sample(&text, "cutover_up", &component), Some(1.0), "{text}");
 }

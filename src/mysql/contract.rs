@@ -4,7 +4,8 @@
 use super::cutover::MyWindow;
 use super::{Db, Pair, cleanup, heartbeat, preflight, start, verify, writers};
 use crate::engine::{
-    self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Window,
+    self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Watch,
+    Window,
 };
 
 #[async_trait::async_trait]
@@ -95,32 +96,13 @@ impl engine::Pair for Pair {
         }))
     }
 
-    async fn replication(&self) -> Result<Replication, EngineError> {
-        // The replica's own threads and Seconds_Behind: a reading writes no heartbeat to the
-        // source (it is connected to, so an unreachable source reads as down).
-        let (source, mut target) = self.connect().await?;
-        let rows = target
-            .rows_by_name("read replica status", target.dialect.replica_status())
-            .await?;
-        let row = rows.first();
-        let running = row.is_some_and(|r| {
-            r.text("Replica_IO_Running").as_deref() == Some("Yes")
-                && r.text("Replica_SQL_Running").as_deref() == Some("Yes")
-        });
-        let behind = row
-            .and_then(|r| r.number("Seconds_Behind_Source"))
-            .filter(|_| running);
-        source.close().await;
-        target.close().await;
-        Ok(Replication {
-            running,
-            lag_bytes: None,
-            lag_seconds: behind.map(|s| s as f64),
-            words: match behind {
-                Some(s) => format!("{s} s behind the source"),
-                None => "not replicating".to_owned(),
-            },
-        })
+    async fn watch(&self) -> Result<Box<dyn Watch>, EngineError> {
+        let (source, target) = self.connect().await?;
+        Ok(Box::new(MyWatch {
+            pair: self.clone(),
+            source,
+            target,
+        }))
     }
 
     async fn window(&self, _resume: bool) -> Result<Box<dyn Window>, EngineError> {
@@ -183,5 +165,47 @@ impl Probe for MyProbe {
                 ),
             },
         })
+    }
+}
+
+/// The daemon's kept connections to both servers of a pair (the source's is held so that an
+/// unreachable source reads as down).
+struct MyWatch {
+    pair: Pair,
+    source: Db,
+    target: Db,
+}
+
+#[async_trait::async_trait]
+impl Watch for MyWatch {
+    async fn replication(&mut self) -> Result<Replication, EngineError> {
+        // The replica's own threads and Seconds_Behind: a reading writes no heartbeat to the
+        // source; the source answers a ping, so an unreachable one reads as down.
+        self.source.ping().await?;
+        let target = &mut self.target;
+        let rows = target
+            .rows_by_name("read replica status", target.dialect.replica_status())
+            .await?;
+        let row = rows.first();
+        let running = row.is_some_and(|r| {
+            r.text("Replica_IO_Running").as_deref() == Some("Yes")
+                && r.text("Replica_SQL_Running").as_deref() == Some("Yes")
+        });
+        let behind = row
+            .and_then(|r| r.number("Seconds_Behind_Source"))
+            .filter(|_| running);
+        Ok(Replication {
+            running,
+            lag_bytes: None,
+            lag_seconds: behind.map(|s| s as f64),
+            words: match behind {
+                Some(s) => format!("{s} s behind the source"),
+                None => "not replicating".to_owned(),
+            },
+        })
+    }
+
+    async fn state(&mut self) -> Result<engine::PairState, EngineError> {
+        Ok(super::cutover::pair_state(&self.pair, &mut self.source, &mut self.target).await?)
     }
 }

@@ -182,19 +182,17 @@ async fn wait_for(
     }
 }
 
-/// Makes the target the primary: replica stopped and forgotten, filter cleared, the app's
+/// Makes the target the primary inside the window: the replica's applier stopped, the app's
 /// accounts unlocked, writable. Returns the target's own position at promotion (where reverse
-/// replication starts).
+/// replication starts). The receiver keeps running until [`forget_replica`], after the window:
+/// stopping it waits for its network session to close (with TLS, a shutdown exchange), and
+/// with the applier stopped nothing it receives reaches the tables.
 async fn promote(target: &mut Db, gtid: bool, unlock: Option<&str>) -> Result<String, MyError> {
     let d = target.dialect;
-    target.run("stop the replica", d.stop_replica()).await?;
+    target
+        .run("stop the replica's applier", d.stop_applier())
+        .await?;
     let position = source_position(target, gtid).await?;
-    target
-        .run("forget the replica configuration", d.reset_replica())
-        .await?;
-    target
-        .run("clear the replication filter", &d.replicate_only(&[]))
-        .await?;
     // Writable first: MySQL's super_read_only refuses account changes too.
     target.run("make the target writable", d.unfence()).await?;
     if let Some(sql) = unlock {
@@ -203,6 +201,85 @@ async fn promote(target: &mut Db, gtid: bool, unlock: Option<&str>) -> Result<St
             .await?;
     }
     Ok(position)
+}
+
+/// The rest of a promotion, after the window: the receiver stopped, the replication filter
+/// cleared, the replica configuration forgotten (in that order, so a replica status row left
+/// by a crash means this is not done). Does nothing when no replica is configured.
+async fn forget_replica(target: &mut Db) -> Result<bool, MyError> {
+    let d = target.dialect;
+    let rows = target
+        .rows_by_name("read replica status", d.replica_status())
+        .await?;
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    target.run("stop the replica", d.stop_replica()).await?;
+    target
+        .run("clear the replication filter", &d.replicate_only(&[]))
+        .await?;
+    target
+        .run("forget the replica configuration", d.reset_replica())
+        .await?;
+    Ok(true)
+}
+
+/// Both servers' state, read from them (a window's, or the daemon's kept connections').
+pub async fn pair_state(
+    pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<engine::PairState, MyError> {
+    let name = pair.plan.name.clone();
+    let on = |v: Option<String>| v.is_some_and(|v| v == "1" || v == "ON");
+    let source_ro = on(source.variable("read_only").await?);
+    let locked = writers::locked_now(source, &name).await?;
+    let target_ro = on(target.variable("read_only").await?);
+    let rows = target
+        .rows_by_name("read replica status", target.dialect.replica_status())
+        .await?;
+    let replicating = rows.first().is_some_and(|r| {
+        r.text("Source_User").as_deref() == Some(pair.replication_user().as_str())
+    });
+    // Fenced by account, read_only stays off: the locked accounts (kept locked for good
+    // after a promotion) are the fence.
+    let by_account = pair.plan.neighbours == Neighbours::FenceAccounts;
+    let kept = if by_account {
+        !writers::kept_locked(source, &name).await?.is_empty()
+    } else {
+        false
+    };
+    let fenced = source_ro || !locked.is_empty() || kept;
+    let held = source_ro || (by_account && fenced);
+    Ok(engine::PairState {
+        source_fenced: fenced,
+        target_promoted: !target_ro && held,
+        replicating,
+        // The lock record is moved to "after promotion" at the end of a MariaDB cutover.
+        completed: !target_ro && held && locked.is_empty() && !replicating,
+        lines: vec![
+            format!(
+                "source {}: {}{}",
+                source.label,
+                if source_ro { "read-only" } else { "writable" },
+                if locked.is_empty() {
+                    String::new()
+                } else {
+                    format!(", app accounts locked: {}", locked.join(", "))
+                }
+            ),
+            format!(
+                "target {}: {}{}",
+                target.label,
+                if target_ro { "read-only" } else { "writable" },
+                if replicating {
+                    ", replicating from the source"
+                } else {
+                    ""
+                }
+            ),
+        ],
+    })
 }
 
 /// One pair's window, phase by phase ([`crate::engine::Window`]). Each phase reads the
@@ -587,6 +664,17 @@ impl MyWindow {
     pub async fn after(&mut self, report: &mut Detail) -> Result<(), MyError> {
         let pair = self.pair.clone();
         let (source, target) = (&mut self.source, &mut self.target);
+        // The promotion's second half: the new primary's replica (applier already stopped in
+        // the window) is stopped and forgotten; its settings can only change after that.
+        if let Err(e) = forget_replica(target).await {
+            report.warnings.push(format!(
+                "the new primary {} still has the replica configuration from the migration ({e}); it takes writes and its applier is stopped; fix: run `{}; {}; {}` there",
+                target.label,
+                target.dialect.stop_replica(),
+                target.dialect.replicate_only(&[]),
+                target.dialect.reset_replica()
+            ));
+        }
         // The new primary no longer replicates: its own applier settings come back.
         match super::parallel::restore(target, &pair.plan.name).await {
             Ok(restored) => report.restored_settings = restored,
@@ -735,61 +823,44 @@ impl MyWindow {
         })
     }
 
+    /// Starts the target's replica again when a promotion that stopped its applier was rolled
+    /// back; says what it did (or the fix) as a clause of the rollback's detail.
+    async fn restart_applier(&mut self) -> String {
+        let d = self.target.dialect;
+        let running = match self
+            .target
+            .rows_by_name("read replica status", d.replica_status())
+            .await
+        {
+            Ok(rows) => rows
+                .first()
+                .is_none_or(|r| r.text("Replica_SQL_Running").as_deref() == Some("Yes")),
+            Err(e) => {
+                return format!(
+                    "; the target's replica status could not be read ({e}): if its applier is stopped, run `{}` there",
+                    d.start_replica()
+                );
+            }
+        };
+        if running {
+            return String::new();
+        }
+        match self
+            .target
+            .run("start the replica again", d.start_replica())
+            .await
+        {
+            Ok(()) => "; the target's replica applier started again".to_owned(),
+            Err(e) => format!(
+                "; the target's replica applier is stopped and could not be started ({e}): run `{}` there",
+                d.start_replica()
+            ),
+        }
+    }
+
     /// Both servers' state, read from them.
     pub async fn state(&mut self) -> Result<engine::PairState, MyError> {
-        let name = self.pair.plan.name.clone();
-        let on = |v: Option<String>| v.is_some_and(|v| v == "1" || v == "ON");
-        let source_ro = on(self.source.variable("read_only").await?);
-        let locked = writers::locked_now(&mut self.source, &name).await?;
-        let target_ro = on(self.target.variable("read_only").await?);
-        let rows = self
-            .target
-            .rows_by_name("read replica status", self.target.dialect.replica_status())
-            .await?;
-        let replicating = rows.first().is_some_and(|r| {
-            r.text("Source_User").as_deref() == Some(self.pair.replication_user().as_str())
-        });
-        // Fenced by account, read_only stays off: the locked accounts (kept locked for good
-        // after a promotion) are the fence.
-        let by_account = self.pair.plan.neighbours == Neighbours::FenceAccounts;
-        let kept = if by_account {
-            !writers::kept_locked(&mut self.source, &name)
-                .await?
-                .is_empty()
-        } else {
-            false
-        };
-        let fenced = source_ro || !locked.is_empty() || kept;
-        let held = source_ro || (by_account && fenced);
-        Ok(engine::PairState {
-            source_fenced: fenced,
-            target_promoted: !target_ro && held,
-            replicating,
-            // The lock record is moved to "after promotion" at the end of a MariaDB cutover.
-            completed: !target_ro && held && locked.is_empty() && !replicating,
-            lines: vec![
-                format!(
-                    "source {}: {}{}",
-                    self.source.label,
-                    if source_ro { "read-only" } else { "writable" },
-                    if locked.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", app accounts locked: {}", locked.join(", "))
-                    }
-                ),
-                format!(
-                    "target {}: {}{}",
-                    self.target.label,
-                    if target_ro { "read-only" } else { "writable" },
-                    if replicating {
-                        ", replicating from the source"
-                    } else {
-                        ""
-                    }
-                ),
-            ],
-        })
+        pair_state(&self.pair, &mut self.source, &mut self.target).await
     }
 
     /// Closes both connections.
@@ -906,9 +977,14 @@ impl engine::Window for MyWindow {
             };
         }
         match self.unfence().await {
-            Ok(()) => engine::Rollback::SourceReopened {
-                detail: "read_only off, app accounts unlocked".to_owned(),
-            },
+            Ok(()) => {
+                // A promotion stopped at its first statement left the applier stopped: the
+                // reopened source's writes must reach the target again.
+                let restarted = self.restart_applier().await;
+                engine::Rollback::SourceReopened {
+                    detail: format!("read_only off, app accounts unlocked{restarted}"),
+                }
+            }
             Err(e) => engine::Rollback::Failed {
                 error: e.to_string(),
             },

@@ -255,7 +255,13 @@ impl Db {
         }
     }
 
-    /// Closes the connection.
+    /// Checks that the server still answers on this session.
+    pub async fn ping(&mut self) -> Result<(), MyError> {
+        let r = self.conn.ping().await;
+        r.map_err(|e| self.error("ping", &e))
+    }
+
+    /// Closes the session.
     pub async fn close(self) {
         let _ = self.conn.disconnect().await;
     }

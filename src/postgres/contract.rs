@@ -4,7 +4,8 @@
 use super::cutover::PgWindow;
 use super::{Db, Pair, cleanup, fence, preflight, start, status, verify};
 use crate::engine::{
-    self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Window,
+    self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Watch,
+    Window,
 };
 
 #[async_trait::async_trait]
@@ -104,25 +105,13 @@ impl engine::Pair for Pair {
         }))
     }
 
-    async fn replication(&self) -> Result<Replication, EngineError> {
-        let (s, t) = self.connect().await?;
-        let st = status::status(self, &s, &t, None).await?;
-        Ok(Replication {
-            running: st.replication_running,
-            lag_bytes: st.lag_bytes,
-            lag_seconds: st.lag_seconds,
-            words: format!(
-                "{} tables, all ready: {}, lag {} bytes{}",
-                st.tables.len(),
-                st.all_ready,
-                st.lag_bytes.map_or("unknown".to_owned(), |b| b.to_string()),
-                if st.replication_running {
-                    String::new()
-                } else {
-                    format!("; replication NOT running: {}", st.not_running_cause())
-                }
-            ),
-        })
+    async fn watch(&self) -> Result<Box<dyn Watch>, EngineError> {
+        let (source, target) = self.connect().await?;
+        Ok(Box::new(PgWatch {
+            pair: self.clone(),
+            source,
+            target,
+        }))
     }
 
     async fn window(&self, resume: bool) -> Result<Box<dyn Window>, EngineError> {
@@ -208,5 +197,39 @@ impl Probe for PgProbe {
                 pair.plan.max_lag_bytes
             ),
         })
+    }
+}
+
+/// The daemon's kept connections to both servers of a pair.
+struct PgWatch {
+    pair: Pair,
+    source: Db,
+    target: Db,
+}
+
+#[async_trait::async_trait]
+impl Watch for PgWatch {
+    async fn replication(&mut self) -> Result<Replication, EngineError> {
+        let st = status::status(&self.pair, &self.source, &self.target, None).await?;
+        Ok(Replication {
+            running: st.replication_running,
+            lag_bytes: st.lag_bytes,
+            lag_seconds: st.lag_seconds,
+            words: format!(
+                "{} tables, all ready: {}, lag {} bytes{}",
+                st.tables.len(),
+                st.all_ready,
+                st.lag_bytes.map_or("unknown".to_owned(), |b| b.to_string()),
+                if st.replication_running {
+                    String::new()
+                } else {
+                    format!("; replication NOT running: {}", st.not_running_cause())
+                }
+            ),
+        })
+    }
+
+    async fn state(&mut self) -> Result<engine::PairState, EngineError> {
+        Ok(super::cutover::pair_state(&self.pair, &self.source, &self.target).await?)
     }
 }

@@ -682,50 +682,52 @@ impl PgWindow {
 
     /// Both servers' state, read from them.
     pub async fn state(&self) -> Result<engine::PairState, PgError> {
-        let names = &self.pair.names;
-        let fenced = fence::blocked_described(&self.source, &names.pair).await?;
-        let temporary = fence::blocked_state(&self.source, &names.pair).await?;
-        let target_blocked = fence::blocked_state(&self.target, &names.pair).await?;
-        let enabled = catalog::subscription(&self.target, &names.subscription).await?;
-        // Only a fenced source can have a promoted target: before any cutover the target is
-        // just as unblocked and unsubscribed.
-        let promoted = enabled != Some(true) && target_blocked.is_empty() && !fenced.is_empty();
-        let mut lines = vec![if fenced.is_empty() {
-            format!("source {}: app roles can log in", self.source.server())
-        } else {
-            format!(
-                "source {}: fenced ({})",
-                self.source.server(),
-                fenced.join(", ")
-            )
-        }];
-        lines.push(match (enabled, promoted) {
-            (Some(true), _) => format!(
-                "target {}: replicating from the source, app roles blocked",
-                self.target.server()
-            ),
-            (_, true) => format!(
-                "target {}: promoted, app roles can log in",
-                self.target.server()
-            ),
-            _ => format!(
-                "target {}: subscription {}, app roles blocked",
-                self.target.server(),
-                if enabled.is_some() {
-                    "disabled"
-                } else {
-                    "absent"
-                }
-            ),
-        });
-        Ok(engine::PairState {
-            source_fenced: !fenced.is_empty(),
-            target_promoted: promoted,
-            replicating: enabled == Some(true),
-            completed: promoted && !fenced.is_empty() && temporary.is_empty(),
-            lines,
-        })
+        pair_state(&self.pair, &self.source, &self.target).await
     }
+}
+
+/// Both servers' state, read from them (a window's, or the daemon's kept connections').
+pub async fn pair_state(
+    pair: &Pair,
+    source: &Db,
+    target: &Db,
+) -> Result<engine::PairState, PgError> {
+    let names = &pair.names;
+    let fenced = fence::blocked_described(source, &names.pair).await?;
+    let temporary = fence::blocked_state(source, &names.pair).await?;
+    let target_blocked = fence::blocked_state(target, &names.pair).await?;
+    let enabled = catalog::subscription(target, &names.subscription).await?;
+    // Only a fenced source can have a promoted target: before any cutover the target is
+    // just as unblocked and unsubscribed.
+    let promoted = enabled != Some(true) && target_blocked.is_empty() && !fenced.is_empty();
+    let mut lines = vec![if fenced.is_empty() {
+        format!("source {}: app roles can log in", source.server())
+    } else {
+        format!("source {}: fenced ({})", source.server(), fenced.join(", "))
+    }];
+    lines.push(match (enabled, promoted) {
+        (Some(true), _) => format!(
+            "target {}: replicating from the source, app roles blocked",
+            target.server()
+        ),
+        (_, true) => format!("target {}: promoted, app roles can log in", target.server()),
+        _ => format!(
+            "target {}: subscription {}, app roles blocked",
+            target.server(),
+            if enabled.is_some() {
+                "disabled"
+            } else {
+                "absent"
+            }
+        ),
+    });
+    Ok(engine::PairState {
+        source_fenced: !fenced.is_empty(),
+        target_promoted: promoted,
+        replicating: enabled == Some(true),
+        completed: promoted && !fenced.is_empty() && temporary.is_empty(),
+        lines,
+    })
 }
 
 #[async_trait::async_trait]

@@ -24,7 +24,7 @@ pub mod test_stop;
 
 pub use admit::{Options, RunError, run};
 pub use journal::{Entry, Outcome, Progress, Record, last_run};
-pub use pairs::{open_window, pair_states};
+pub use pairs::open_window;
 pub use report::{RunReport, StepTiming, report_of};
-pub use status::{Status, status};
+pub use status::{Connect, States, Status, status, status_with};
 pub use steps::{Db, Kind, Phase, Step, databases, reverse_steps, rollback_summary, steps};

@@ -2,8 +2,8 @@
 //! daemon and the single-pair commands get their pairs here and drive them through
 //! [`crate::engine::Pair`] and [`crate::engine::Window`], never through an engine's own calls.
 
-use super::steps::{Db, databases};
-use crate::engine::{self, EngineError, PairState, Window};
+use super::steps::Db;
+use crate::engine::{self, EngineError, Window};
 use crate::plan::Plan;
 use crate::{mysql, postgres};
 
@@ -28,17 +28,4 @@ pub async fn open_window(
         p = p.reversed();
     }
     p.window(resume).await
-}
-
-/// The servers' state of every pair (connecting read-only); a pair that cannot be read says so.
-pub async fn pair_states(plan: &Plan) -> Vec<(String, Result<PairState, EngineError>)> {
-    let mut out = Vec::new();
-    for (db, component) in databases(plan) {
-        let state = match open_window(plan, db, true, false).await {
-            Ok(mut w) => w.state().await,
-            Err(e) => Err(e),
-        };
-        out.push((component, state));
-    }
-    out
 }

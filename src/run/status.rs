@@ -6,9 +6,8 @@ use serde::Serialize;
 
 use super::admit::RunError;
 use super::journal::{Entry, Outcome, Progress, last_run, step_line};
-use super::pairs::{open_window, pair_states};
-use super::steps::{Phase, databases, steps_for};
-use crate::engine::PairState;
+use super::steps::{Db, Phase, databases, steps_for};
+use crate::engine::{EngineError, PairState};
 use crate::plan::Plan;
 use crate::state::{FileStore, StateDir, Store};
 
@@ -45,9 +44,42 @@ pub struct Status {
     pub plan_differs: Vec<String>,
 }
 
+/// Where `status` reads each pair's state.
+#[async_trait::async_trait]
+pub trait States: Send {
+    /// The servers' state of pair `db` of `plan`; `reverse`: seen backwards (a reverse
+    /// cutover's resume reads them so).
+    async fn state(&mut self, plan: &Plan, db: Db, reverse: bool)
+    -> Result<PairState, EngineError>;
+}
+
+/// Fresh connections for each reading, closed after it (the `status` command).
+pub struct Connect;
+
+#[async_trait::async_trait]
+impl States for Connect {
+    async fn state(
+        &mut self,
+        plan: &Plan,
+        db: Db,
+        reverse: bool,
+    ) -> Result<PairState, EngineError> {
+        let mut pair = super::pairs::pair(plan, db);
+        if reverse {
+            pair = pair.reversed();
+        }
+        pair.watch().await?.state().await
+    }
+}
+
 /// Reads the journal, the lease and the servers; writes nothing. An unfinished run is read
 /// with the plan it began with (kept in the state directory), whatever the file says now.
 pub async fn status(file_plan: &Plan) -> Result<Status, RunError> {
+    status_with(file_plan, &mut Connect).await
+}
+
+/// [`status`], each pair's state read through `states` (the daemon's kept connections).
+pub async fn status_with(file_plan: &Plan, reader: &mut dyn States) -> Result<Status, RunError> {
     let store = FileStore::new(&StateDir::new(&file_plan.migration.state_dir));
     let holder = store.holder()?.map(|h| h.to_string());
     let records = last_run(&store.journal()?);
@@ -74,15 +106,13 @@ pub async fn status(file_plan: &Plan) -> Result<Status, RunError> {
         // A reverse cutover's resume reads the pairs backwards (its target is the old
         // primary): what it would do is decided on the same reading.
         for (db, _) in databases(plan) {
-            if let Ok(mut w) = open_window(plan, db, true, true).await
-                && let Ok(s) = w.state().await
-            {
+            if let Ok(s) = reader.state(plan, db, true).await {
                 any_promoted |= s.target_promoted && s.source_fenced;
             }
         }
     }
-    for (component, state) in pair_states(plan).await {
-        match state {
+    for (db, component) in databases(plan) {
+        match reader.state(plan, db, false).await {
             Ok(s) => {
                 if !reverse {
                     any_promoted |= s.target_promoted && s.source_fenced;

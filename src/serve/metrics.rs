@@ -59,6 +59,8 @@ pub struct Metrics {
     dns_safe_at: GaugeVec,
     /// TTL job runs, by outcome.
     pub ttl_runs: IntCounterVec,
+    /// Pair connections opened by the poller (kept between polls).
+    watch_connects: IntCounterVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -86,6 +88,16 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(ttl_runs.clone()))
+            .expect("unique metric");
+        let watch_connects = IntCounterVec::new(
+            Opts::new(
+                "cutover_poll_connects_total",
+                "Connections the poller opened to a pair's servers (kept between polls: steady at zero growth unless a server fails)",
+            ),
+            &["migration"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(watch_connects.clone()))
             .expect("unique metric");
         let m = ["migration"];
         let mc = ["migration", "component"];
@@ -196,6 +208,7 @@ impl Metrics {
                 &mr,
             ),
             ttl_runs,
+            watch_connects,
             registry: r,
         }
     }
@@ -262,7 +275,12 @@ async fn bounded<T, E: std::fmt::Display>(
 }
 
 /// Reads every component of `plan` once and writes the gauges.
-pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -> PlanReading {
+pub async fn poll(
+    plan: &Plan,
+    m: &Metrics,
+    discovery: &crate::dns::Discovery,
+    watches: &mut super::watches::Watches,
+) -> PlanReading {
     let started = std::time::Instant::now();
     let name = plan.migration.name.as_str();
     let mut components = Vec::new();
@@ -277,7 +295,12 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
     };
 
     // The run: journal, lease, report, and each pair's state read from its servers.
-    let run = match bounded(crate::run::status(plan)).await {
+    let status = bounded(crate::run::status_with(plan, watches)).await;
+    if status.is_err() {
+        // Cut off in the middle of a reading: a kept session may be left mid-statement.
+        watches.reset();
+    }
+    let run = match status {
         Ok(s) => {
             for p in PHASES {
                 m.phase
@@ -378,7 +401,11 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
     for (db, component) in crate::run::databases(plan) {
         let pair = crate::run::pairs::pair(plan, db);
         let labels = [name, pair.name()];
-        match bounded(pair.replication()).await {
+        match watches
+            .replication(plan, db)
+            .await
+            .map_err(|e| e.to_string())
+        {
             Ok(r) => {
                 set_or_clear(&m.lag_bytes, &labels, r.lag_bytes.map(|b| b as f64));
                 set_or_clear(&m.lag_seconds, &labels, r.lag_seconds);
@@ -440,6 +467,8 @@ pub async fn poll(plan: &Plan, m: &Metrics, discovery: &crate::dns::Discovery) -
         }
     }
 
+    let connects = watches.end_poll();
+    m.watch_connects.with_label_values(&[name]).inc_by(connects);
     let seconds = started.elapsed().as_secs_f64();
     let at = now();
     m.last_poll.with_label_values(&[name]).set(at);

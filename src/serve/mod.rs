@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the daemon's file (listener, plans, poll interval, token, TTL schedule).
 //! - [`metrics`]: the poller and the Prometheus families a scrape answers from.
+//! - [`watches`]: the connections the poller keeps open between polls.
 //!
 //! The daemon never runs a cutover: runs stay in the hands of `cutover run` (a person, or a
 //! timer the operator owns), and the daemon only reads what they journal and what the servers
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod watches;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -114,9 +116,16 @@ pub async fn serve(
     for i in 0..shared.plans.len() {
         let (shared, stop, every) = (shared.clone(), shutdown.clone(), config.poll);
         tasks.spawn(async move {
+            // This plan's kept connections, read again at every poll.
+            let mut watches = watches::Watches::new();
             loop {
-                let reading =
-                    metrics::poll(&shared.plans[i], &shared.metrics, &shared.discovery).await;
+                let reading = metrics::poll(
+                    &shared.plans[i],
+                    &shared.metrics,
+                    &shared.discovery,
+                    &mut watches,
+                )
+                .await;
                 shared
                     .readings
                     .write()

@@ -1,0 +1,202 @@
+//! The daemon's kept connections: one [`Watch`] per pair and direction, connected once and
+//! read at every poll, so a steady poll opens no server session (a fresh connection per
+//! reading cost each server two sessions a second per pair). Every connect and read is bounded
+//! by [`READ_TIMEOUT`]. A reading that fails or times out drops its watch (the session may be
+//! hung or gone); the next connection attempt waits a backoff that doubles from 1 s to 60 s,
+//! and meanwhile the pair reads as down with the last error. Watches of pairs a plan no longer
+//! names (or names with other settings) are closed at the end of the poll.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::metrics::READ_TIMEOUT;
+use crate::engine::{EngineError, PairState, Replication, Watch};
+use crate::plan::Plan;
+use crate::run::Db;
+
+/// The first wait after a failed reading; it doubles per failure up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between connection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    component: String,
+    reverse: bool,
+    /// The pair's plan entry as written: other settings are another watch.
+    settings: String,
+}
+
+enum Slot {
+    Open(Box<dyn Watch>),
+    Down {
+        retry_at: Instant,
+        failures: u32,
+        error: String,
+    },
+}
+
+/// One plan's kept watches (the poll task owns it).
+#[derive(Default)]
+pub struct Watches {
+    kept: HashMap<Key, Slot>,
+    used: HashSet<Key>,
+    connects: u64,
+}
+
+/// The backoff after `failures` failed readings in a row.
+fn backoff(failures: u32) -> Duration {
+    BACKOFF_FIRST
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(6))
+        .min(BACKOFF_MAX)
+}
+
+async fn bounded<T>(
+    what: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    match tokio::time::timeout(READ_TIMEOUT, what).await {
+        Ok(r) => r,
+        Err(_) => Err(EngineError::Timeout {
+            what: "the server's answer".to_owned(),
+            after: READ_TIMEOUT,
+        }),
+    }
+}
+
+impl Watches {
+    /// No watch yet.
+    pub fn new() -> Watches {
+        Watches::default()
+    }
+
+    fn key(plan: &Plan, db: Db, reverse: bool) -> Key {
+        let (component, settings) = match db {
+            Db::Postgres(i) => (
+                format!("postgres {}", plan.postgres[i].name),
+                serde_json::to_string(&plan.postgres[i]),
+            ),
+            Db::Mysql(i) => (
+                format!("mysql {}", plan.mysql[i].name),
+                serde_json::to_string(&plan.mysql[i]),
+            ),
+        };
+        Key {
+            component,
+            reverse,
+            settings: settings.unwrap_or_default(),
+        }
+    }
+
+    /// The open watch of `key`, connected now if it is due.
+    async fn open(
+        &mut self,
+        plan: &Plan,
+        db: Db,
+        key: &Key,
+    ) -> Result<&mut Box<dyn Watch>, EngineError> {
+        self.used.insert(key.clone());
+        let failures = match self.kept.get(key) {
+            Some(Slot::Open(_)) => 0,
+            Some(Slot::Down {
+                retry_at,
+                failures,
+                error,
+            }) => {
+                let now = Instant::now();
+                if now < *retry_at {
+                    return Err(EngineError::Failed(format!(
+                        "{error} (connecting again in {} s)",
+                        retry_at.duration_since(now).as_secs() + 1
+                    )));
+                }
+                *failures
+            }
+            None => 0,
+        };
+        if !matches!(self.kept.get(key), Some(Slot::Open(_))) {
+            let mut pair = crate::run::pairs::pair(plan, db);
+            if key.reverse {
+                pair = pair.reversed();
+            }
+            self.connects += 1;
+            match bounded(pair.watch()).await {
+                Ok(w) => {
+                    self.kept.insert(key.clone(), Slot::Open(w));
+                }
+                Err(e) => {
+                    self.down(key, failures, &e);
+                    return Err(e);
+                }
+            }
+        }
+        match self.kept.get_mut(key) {
+            Some(Slot::Open(w)) => Ok(w),
+            _ => Err(EngineError::Failed("not connected".to_owned())),
+        }
+    }
+
+    fn down(&mut self, key: &Key, failures_before: u32, e: &EngineError) {
+        let failures = failures_before + 1;
+        self.kept.insert(
+            key.clone(),
+            Slot::Down {
+                retry_at: Instant::now() + backoff(failures),
+                failures,
+                error: e.to_string(),
+            },
+        );
+    }
+
+    /// Where pair `db`'s replication stands, on the kept connections.
+    pub async fn replication(&mut self, plan: &Plan, db: Db) -> Result<Replication, EngineError> {
+        let key = Watches::key(plan, db, false);
+        let w = self.open(plan, db, &key).await?;
+        let read = bounded(w.replication()).await;
+        if let Err(e) = &read {
+            self.down(&key, 0, e);
+        }
+        read
+    }
+
+    /// Closes every watch (the next reading connects again).
+    pub fn reset(&mut self) {
+        self.kept.clear();
+    }
+
+    /// Closes the watches this poll did not use (pairs gone from the plan, settings changed).
+    /// Returns the connections opened during the poll (each a pair's sessions to both servers).
+    pub fn end_poll(&mut self) -> u64 {
+        let used = std::mem::take(&mut self.used);
+        self.kept.retain(|k, _| used.contains(k));
+        std::mem::take(&mut self.connects)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::run::States for Watches {
+    async fn state(
+        &mut self,
+        plan: &Plan,
+        db: Db,
+        reverse: bool,
+    ) -> Result<PairState, EngineError> {
+        let key = Watches::key(plan, db, reverse);
+        let w = self.open(plan, db, &key).await?;
+        let read = bounded(w.state()).await;
+        if let Err(e) = &read {
+            self.down(&key, 0, e);
+        }
+        read
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_from_one_second_to_a_minute() {
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+}
