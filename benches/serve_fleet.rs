@@ -2,7 +2,9 @@
 //! plan each) polled every second, for `--seconds` seconds, at two fleet sizes in the same run
 //! (the smaller is the baseline). Reported per size: the daemon's CPU (share of one core, and
 //! per pair), its resident memory, and `/metrics` latency (p50, p99) from a scraper asking
-//! every 100 ms; then the ratios of the larger fleet to the smaller.
+//! every 100 ms; the connections the poller opened while measured (its own counter: zero when
+//! it keeps them) and the backends both clusters hold for cutover at the end; then the ratios
+//! of the larger fleet to the smaller.
 //!
 //! The pairs point at databases on two lab clusters; they need not replicate for the cost of
 //! reading them (the poller asks the same catalogs either way).
@@ -51,6 +53,18 @@ struct Figures {
     rss_mib: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Connections the poller opened while measured (its own counter).
+    connects: f64,
+    /// cutover's backends on both clusters at the end (what the servers hold for it).
+    backends: i64,
+}
+
+/// The sum of `cutover_poll_connects_total` over every migration in a scrape.
+fn connects_in(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("cutover_poll_connects_total{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }
 
 async fn measure(
@@ -119,6 +133,16 @@ async fn measure(
     let http = reqwest::Client::new();
     // Let every plan be polled once before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let scrape = |http: reqwest::Client, base: String| async move {
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .unwrap()
+    };
+    let connects0 = connects_in(&scrape(http.clone(), base.clone()).await);
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     let mut latencies = Vec::new();
@@ -140,6 +164,20 @@ async fn measure(
     }
     let cpu = cpu_seconds(pid) - cpu0;
     let wall = t0.elapsed().as_secs_f64();
+    let connects = connects_in(&scrape(http.clone(), base.clone()).await) - connects0;
+    let mut backends = 0;
+    for pg in [source, target] {
+        let c = pg.connect("postgres").await.unwrap();
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cutover'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        backends += n;
+    }
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = child.wait();
     Figures {
@@ -148,6 +186,8 @@ async fn measure(
         rss_mib: rss,
         p50_ms: percentile(&mut latencies.clone(), 0.5),
         p99_ms: percentile(&mut latencies, 0.99),
+        connects,
+        backends,
     }
 }
 
@@ -171,18 +211,20 @@ fn main() {
             rows.push(measure(dir.path(), &source, &target, pairs, seconds).await);
         }
         println!(
-            "{:>6} {:>10} {:>14} {:>9} {:>9} {:>9}",
-            "pairs", "cpu %", "cpu %/pair", "rss MiB", "p50 ms", "p99 ms"
+            "{:>6} {:>10} {:>14} {:>9} {:>9} {:>9} {:>10} {:>9}",
+            "pairs", "cpu %", "cpu %/pair", "rss MiB", "p50 ms", "p99 ms", "connects", "backends"
         );
         for f in &rows {
             println!(
-                "{:>6} {:>10.1} {:>14.2} {:>9.1} {:>9.2} {:>9.2}",
+                "{:>6} {:>10.1} {:>14.2} {:>9.1} {:>9.2} {:>9.2} {:>10} {:>9}",
                 f.pairs,
                 f.cpu_share * 100.0,
                 f.cpu_share * 100.0 / f.pairs as f64,
                 f.rss_mib,
                 f.p50_ms,
-                f.p99_ms
+                f.p99_ms,
+                f.connects,
+                f.backends
             );
         }
         let (a, b) = (&rows[0], &rows[1]);

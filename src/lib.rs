@@ -15,6 +15,7 @@
 //!   The two engines never import each other; both implement [`engine`]'s contract.
 //! - [`files`]: directory trees moved with rsync between the hosts, server to server.
 //! - [`dns`]: TTL jobs, record switches, propagation on every authoritative server.
+//! - [`proxy`]: reverse-proxy routes read, switched and read back, one adapter per file.
 //! - [`engine`]: the contract every database engine implements for a pair's whole life
 //!   (preflight, start, readiness, the window's phases, reverse preparation, state), its shared
 //!   result types, and the single-pair driver and resume built on it.
@@ -36,6 +37,7 @@ pub mod lab;
 pub mod mysql;
 pub mod plan;
 pub mod postgres;
+pub mod proxy;
 pub mod run;
 pub mod secret;
 pub mod serve;

@@ -13,5 +13,6 @@ mod mysql_replication;
 mod pg_replication;
 mod pg_tls;
 mod plan_validation;
+mod proxy;
 mod run;
 mod serve;

@@ -203,6 +203,18 @@ pub(super) fn print_report(r: &RunReport) {
             );
         }
     }
+    for (route, p) in &r.proxies {
+        if p.already {
+            outln!("  {route}: already pointed at {}", p.current);
+        } else {
+            outln!(
+                "  {route}: {} -> {} in {:.1} ms (read back from the proxy)",
+                p.previous,
+                p.current,
+                p.ms
+            );
+        }
+    }
     for (record, ms) in &r.dns_propagation_ms {
         outln!("  dns {record}: served everywhere {ms:.0} ms after the switch");
     }
@@ -292,6 +304,12 @@ pub fn status(path: &Path, output: Output) -> u8 {
                     }
                     for (component, state) in &s.pairs {
                         outln!("  {component}: {state}");
+                    }
+                    for (route, pointing) in &s.proxies {
+                        match pointing {
+                            Ok(p) => outln!("  {route}: {}", p.words()),
+                            Err(e) => outln!("  {route}: unreadable: {e}"),
+                        }
                     }
                     outln!(
                         "  `cutover run --resume {}` would: {}",

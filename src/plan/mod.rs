@@ -116,6 +116,7 @@ fn collect_plan(
     let mysql = parse::collect_section(src, original, table, "mysql", problems, &mut stand_ins);
     let files = parse::collect_section(src, original, table, "files", problems, &mut stand_ins);
     let dns = parse::collect_section(src, original, table, "dns", problems, &mut stand_ins);
+    let proxy = parse::collect_section(src, original, table, "proxy", problems, &mut stand_ins);
     let hooks = parse::collect_section(src, original, table, "hooks", problems, &mut stand_ins);
     let checks = parse::collect_section(src, original, table, "checks", problems, &mut stand_ins);
     let Some((top, top_stand_ins)) =
@@ -129,6 +130,7 @@ fn collect_plan(
         mysql.complete,
         files.complete,
         dns.complete,
+        proxy.complete,
         hooks.complete,
         checks.complete,
     ]
@@ -140,6 +142,7 @@ fn collect_plan(
         mysql: mysql.items,
         files: files.items,
         dns: dns.items,
+        proxy: proxy.items,
         hooks: hooks.items,
         checks: checks.items,
         ..top

@@ -34,6 +34,9 @@ pub struct Plan {
     /// DNS records switched at cutover.
     #[serde(default)]
     pub dns: Vec<DnsRecord>,
+    /// Reverse-proxy routes switched from the source to the target after promotion.
+    #[serde(default)]
+    pub proxy: Vec<ProxyRoute>,
     /// Commands run at named points of a run.
     #[serde(default)]
     pub hooks: Vec<Hook>,
@@ -479,6 +482,45 @@ pub enum FilesRunsOn {
     Target,
     /// The source pushes (it needs ssh access to the target).
     Source,
+}
+
+/// `[[proxy]]`: one route of a reverse proxy, pointed at the target right after promotion
+/// (before DNS), and back at the source by a reverse cutover.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyRoute {
+    /// The route's name in the plan (`proxy NAME` in the steps).
+    pub name: String,
+    /// The address (`ip:port`) the route serves today: preflight refuses a route that points
+    /// anywhere else.
+    pub source: String,
+    /// The address (`ip:port`) it serves after the cutover.
+    pub target: String,
+    /// How long one request to the proxy may take.
+    #[serde(default = "default_proxy_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// The proxy and how cutover reaches it; `kind` selects the adapter.
+    pub adapter: ProxyAdapter,
+}
+
+/// A `[[proxy]]` route's adapter settings; `kind` selects the adapter.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProxyAdapter {
+    /// HAProxy's runtime API (a stats socket at `level admin`): the backend's server entry
+    /// gets the target's address (`set server B/S addr IP port P`).
+    Haproxy {
+        /// The stats socket: a Unix socket path, or `ip:port` for a TCP one.
+        socket: String,
+        /// The backend's name.
+        backend: String,
+        /// The server entry's name in that backend.
+        server: String,
+    },
+}
+
+fn default_proxy_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[[dns]]`: one record set switched from the old host to the new one.

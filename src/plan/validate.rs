@@ -11,7 +11,7 @@ use super::error::Problem;
 use super::parse::{Seg, SourceText, display_path, locate};
 use super::types::{
     Check, DnsRecord, Hook, Migration, MysqlEndpoint, PgEndpoint, Plan, Provider, ProviderKind,
-    RecordType, RunOn,
+    ProxyAdapter, ProxyRoute, RecordType, RunOn,
 };
 
 /// Longest migration or pair name; keeps derived PostgreSQL identifiers under 63 bytes.
@@ -197,11 +197,12 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
         && plan.mysql.is_empty()
         && plan.files.is_empty()
         && plan.dns.is_empty()
+        && plan.proxy.is_empty()
     {
         c.fail(
             &top,
             "the plan has nothing to migrate",
-            "add at least one `[[postgres]]`, `[[mysql]]`, `[[files]]` or `[[dns]]` section",
+            "add at least one `[[postgres]]`, `[[mysql]]`, `[[files]]`, `[[dns]]` or `[[proxy]]` section",
         );
     }
 
@@ -233,6 +234,28 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
     check_unique(&mut c, "mysql", plan.mysql.iter().map(|p| p.name.as_str()));
     check_unique(&mut c, "files", plan.files.iter().map(|f| f.name.as_str()));
     check_unique(&mut c, "checks", plan.checks.iter().map(Check::name));
+    check_unique(&mut c, "proxy", plan.proxy.iter().map(|p| p.name.as_str()));
+    // One entry per proxy route: two would switch and restore the same server entry twice.
+    let mut routes: HashMap<String, usize> = HashMap::new();
+    for (i, r) in plan.proxy.iter().enumerate() {
+        let key = match &r.adapter {
+            ProxyAdapter::Haproxy {
+                socket,
+                backend,
+                server,
+            } => format!("{socket} {backend}/{server}"),
+        };
+        match routes.get(&key) {
+            Some(first) => c.fail(
+                &KeyPath::root().k("proxy").i(i).k("adapter"),
+                format!("the route `{key}` is already listed as proxy[{first}]"),
+                "list each route once",
+            ),
+            None => {
+                routes.insert(key, i);
+            }
+        }
+    }
     // One entry per DNS record: two would switch, wait on and restore the same record twice,
     // the second undoing the first's saved TTL.
     let mut records: HashMap<(String, String), usize> = HashMap::new();
@@ -441,6 +464,10 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
 
     for (i, record) in plan.dns.iter().enumerate() {
         dns_record(&mut c, &top.k("dns").i(i), record);
+    }
+
+    for (i, route) in plan.proxy.iter().enumerate() {
+        proxy_route(&mut c, &top.k("proxy").i(i), route);
     }
 
     for (i, hook) in plan.hooks.iter().enumerate() {
@@ -684,6 +711,68 @@ fn is_server_address(s: &str) -> bool {
     match s.rsplit_once(':') {
         Some((host, port)) => is_hostname(host) && port.parse::<u16>().is_ok(),
         None => is_hostname(s),
+    }
+}
+
+/// A name HAProxy's runtime API carries as one word: its commands are lines of words, with
+/// `;` between commands, so anything else could change the command.
+fn is_proxy_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.' | ':'))
+}
+
+fn proxy_route(c: &mut Checker<'_>, at: &KeyPath, r: &ProxyRoute) {
+    let mut addresses = Vec::new();
+    for (key, value) in [("source", &r.source), ("target", &r.target)] {
+        match value.parse::<std::net::SocketAddr>() {
+            Ok(a) => addresses.push(a),
+            Err(_) => c.fail(
+                &at.k(key),
+                format!("`{value}` is not an `ip:port` address"),
+                "write the backend's address as the proxy reaches it, e.g. `10.0.0.12:8080` or `[2001:db8::12]:8080`",
+            ),
+        }
+    }
+    if let [a, b] = addresses[..]
+        && a == b
+    {
+        c.fail(
+            &at.k("target"),
+            "the target is the source's address",
+            "set `target` to the new host's address",
+        );
+    }
+    if r.timeout.is_zero() {
+        c.fail(
+            &at.k("timeout"),
+            "a zero timeout fails every request",
+            "remove it (default 5s) or set e.g. `timeout = \"5s\"`",
+        );
+    }
+    match &r.adapter {
+        ProxyAdapter::Haproxy {
+            socket,
+            backend,
+            server,
+        } => {
+            if socket.trim().is_empty() {
+                c.fail(
+                    &at.k("adapter").k("socket"),
+                    "socket is empty",
+                    "set the stats socket's path (`stats socket /run/haproxy/admin.sock level admin` in haproxy.cfg) or its `ip:port`",
+                );
+            }
+            for (key, value) in [("backend", backend), ("server", server)] {
+                if !is_proxy_word(value) {
+                    c.fail(
+                        &at.k("adapter").k(key),
+                        format!("`{value}` is not a HAProxy {key} name"),
+                        "use the name haproxy.cfg gives it (letters, digits, `_`, `-`, `.`, `:`)",
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -83,6 +83,9 @@ pub struct RunReport {
     pub files_after_final: BTreeMap<String, files::changelog::AfterFinal>,
     /// DNS: switch -> served by every authoritative server, per record.
     pub dns_propagation_ms: BTreeMap<String, f64>,
+    /// Proxy routes switched (or set back), each read back from its proxy, per route.
+    #[serde(default)]
+    pub proxies: BTreeMap<String, crate::proxy::Switched>,
     /// Health checks.
     pub checks: Vec<serde_json::Value>,
     /// Per database: whether the old primary provably took no write after its fence.
@@ -169,6 +172,9 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
                     }
                     (Kind::Finish(_), _) => {
                         r.old_primary_clean.insert(s.component.clone(), None);
+                    }
+                    (Kind::ProxySwitch(_) | Kind::ProxyRestore(_), Detail::ProxySwitched(p)) => {
+                        r.proxies.insert(s.component.clone(), p);
                     }
                     (Kind::DnsWait(_), Detail::DnsWaited(d)) => {
                         r.dns_propagation_ms.insert(d.record, d.ms);

@@ -128,6 +128,7 @@ impl<'a> Runner<'a> {
             Kind::PreflightDb(db) => actions::db::preflight(plan, db).await,
             Kind::PreflightFiles(i) => actions::files::preflight(plan, i).await,
             Kind::PreflightDns(i) => actions::dns::preflight(plan, i).await,
+            Kind::PreflightProxy(i) => actions::proxy::preflight(plan, i).await,
             Kind::DnsReady(i) => actions::dns::ready(plan, i, self.force),
             Kind::WarmFiles(i) => actions::files::warm(plan, i).await,
             Kind::StartDb(db) => {
@@ -145,6 +146,7 @@ impl<'a> Runner<'a> {
                 let reverse = self.reverse;
                 actions::db::finish(self.window(db).await?.as_mut(), reverse).await
             }
+            Kind::ProxySwitch(i) => actions::proxy::switch(plan, i, false).await,
             Kind::DnsSwitch(i) => actions::dns::switch(plan, i, self.force).await,
             Kind::Check(i) => actions::hooks::check(plan, i).await,
             Kind::DnsWait(i) => actions::dns::wait(plan, i).await,
@@ -158,6 +160,7 @@ impl<'a> Runner<'a> {
             }
             Kind::PrepareReverse(db) => actions::db::prepare_reverse(plan, db).await,
             Kind::DnsRestore(i) => actions::dns::restore(plan, i, &self.dns_previous).await,
+            Kind::ProxyRestore(i) => actions::proxy::switch(plan, i, true).await,
         }
     }
 

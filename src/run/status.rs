@@ -35,6 +35,8 @@ pub struct Status {
     /// The same readings as values (`None`: unreadable), for the daemon's gauges.
     #[serde(skip)]
     pub pair_states: Vec<(String, Option<PairState>)>,
+    /// Where each proxy route points, read from the proxy (`None`: unreadable, with why).
+    pub proxies: Vec<(String, Result<crate::proxy::Pointing, String>)>,
     /// What `run --resume` would do.
     pub resume_would: String,
     /// The last report saved.
@@ -129,6 +131,13 @@ pub async fn status_with(file_plan: &Plan, reader: &mut dyn States) -> Result<St
             }
         }
     }
+    let mut proxies = Vec::new();
+    for route in &plan.proxy {
+        let read = crate::proxy::pointing(route)
+            .await
+            .map_err(|e| e.to_string());
+        proxies.push((format!("proxy {}", route.name), read));
+    }
     let resume_would = if records.is_empty() {
         "nothing: no run yet".to_owned()
     } else if progress.reverse_next && holder.is_none() {
@@ -162,6 +171,7 @@ pub async fn status_with(file_plan: &Plan, reader: &mut dyn States) -> Result<St
         past_point_of_no_return: progress.past_point_of_no_return,
         pairs,
         pair_states: states,
+        proxies,
         resume_would,
         report: store.report()?.and_then(|r| super::report::from_json(&r)),
         plan_differs,

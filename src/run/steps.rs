@@ -72,6 +72,8 @@ pub enum Kind {
     PreflightFiles(usize),
     /// Preflight of a `[[dns]]` record (provider and servers resolved).
     PreflightDns(usize),
+    /// Preflight of a `[[proxy]]` route (it points at the source, cutover may change it).
+    PreflightProxy(usize),
     /// The record's lowered TTL has been served long enough.
     DnsReady(usize),
     /// A warm rsync pass.
@@ -92,6 +94,8 @@ pub enum Kind {
     Promote(Db),
     /// After the promotion: audit, reverse replication, tidying.
     Finish(Db),
+    /// A proxy route pointed at the target, read back.
+    ProxySwitch(usize),
     /// Record switched.
     DnsSwitch(usize),
     /// A `[[checks]]` entry.
@@ -102,6 +106,8 @@ pub enum Kind {
     PrepareReverse(Db),
     /// Reverse cutover: the record set back to what it served before the forward run.
     DnsRestore(usize),
+    /// Reverse cutover: the proxy route pointed at the source again, read back.
+    ProxyRestore(usize),
     /// The report.
     Report,
 }
@@ -218,6 +224,19 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
             ),
         ));
     }
+    for (i, p) in plan.proxy.iter().enumerate() {
+        out.push(step(
+            Kind::PreflightProxy(i),
+            Phase::Preflight,
+            format!("proxy {}", p.name),
+            format!(
+                "read {} and check that it points at the source {}; ask the target {} directly",
+                crate::proxy::adapter(p).describe(),
+                p.source,
+                p.target
+            ),
+        ));
+    }
     for (i, d) in plan.dns.iter().enumerate() {
         out.push(step(
             Kind::DnsReady(i),
@@ -316,6 +335,21 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
     }
     hooks_at(plan, HookPoint::AfterPromote, Phase::Promote, &mut out);
 
+    // The proxy first: its switch takes effect for every client at once, DNS only as caches
+    // expire.
+    for (i, p) in plan.proxy.iter().enumerate() {
+        out.push(step(
+            Kind::ProxySwitch(i),
+            Phase::Switch,
+            format!("proxy {}", p.name),
+            format!(
+                "point {} at the target {} (from {}) and read it back",
+                crate::proxy::adapter(p).describe(),
+                p.target,
+                p.source
+            ),
+        ));
+    }
     for (i, d) in plan.dns.iter().enumerate() {
         out.push(step(
             Kind::DnsSwitch(i),
@@ -440,6 +474,18 @@ pub fn reverse_steps(plan: &Plan) -> Vec<Step> {
             Phase::Promote,
             component.clone(),
             "prove the new primary took no write after its fence, drop reverse replication, keep it fenced",
+        ));
+    }
+    for (i, p) in plan.proxy.iter().enumerate() {
+        out.push(step(
+            Kind::ProxyRestore(i),
+            Phase::Switch,
+            format!("proxy {}", p.name),
+            format!(
+                "point {} back at the source {} and read it back",
+                crate::proxy::adapter(p).describe(),
+                p.source
+            ),
         ));
     }
     for (i, d) in plan.dns.iter().enumerate() {

@@ -57,6 +57,7 @@ pub struct Metrics {
     dns_servers: GaugeVec,
     dns_serving: GaugeVec,
     dns_safe_at: GaugeVec,
+    proxy_at_target: GaugeVec,
     /// TTL job runs, by outcome.
     pub ttl_runs: IntCounterVec,
     /// Pair connections opened by the poller (kept between polls).
@@ -206,6 +207,12 @@ impl Metrics {
                 "cutover_dns_safe_timestamp_seconds",
                 "Earliest safe cutover time from the TTL job's state (absent: TTL not lowered yet)",
                 &mr,
+            ),
+            proxy_at_target: gauge(
+                &r,
+                "cutover_proxy_points_at_target",
+                "1 when the proxy route points at the plan's target, 0 at the source or elsewhere (absent: unreadable)",
+                &["migration", "route"],
             ),
             ttl_runs,
             watch_connects,
@@ -358,6 +365,21 @@ pub async fn poll(
                     .unwrap_or_default()
             );
             up("run", true, text);
+            for (route, pointing) in &s.proxies {
+                let label = route.strip_prefix("proxy ").unwrap_or(route);
+                match pointing {
+                    Ok(p) => {
+                        m.proxy_at_target
+                            .with_label_values(&[name, label])
+                            .set(if p.side == Some("target") { 1.0 } else { 0.0 });
+                        up(route, true, p.words());
+                    }
+                    Err(e) => {
+                        let _ = m.proxy_at_target.remove_label_values(&[name, label]);
+                        up(route, false, e.clone());
+                    }
+                }
+            }
             Some(serde_json::json!({
                 "run": s.run,
                 "outcome": s.outcome.map(|o| o.word()),

@@ -6,6 +6,7 @@ pub(super) mod db;
 pub(super) mod dns;
 pub(super) mod files;
 pub(super) mod hooks;
+pub(super) mod proxy;
 
 /// A step's summary (for the journal and the progress lines) and its typed result.
 pub(super) type Done = (String, Detail);
@@ -26,6 +27,8 @@ pub(in crate::run) enum Detail {
     DnsSwitched(crate::dns::update::UpdateReport),
     /// Every authoritative server serves a record.
     DnsWaited(DnsWaited),
+    /// A proxy route switched (or set back), read back from the proxy.
+    ProxySwitched(crate::proxy::Switched),
     /// A hook ran.
     Hook(HookRan),
     /// The run's wrap-up.
@@ -86,6 +89,7 @@ impl Detail {
             Detail::Finished(f) => serde_json::to_value(f),
             Detail::DnsSwitched(r) => serde_json::to_value(r),
             Detail::DnsWaited(d) => serde_json::to_value(d),
+            Detail::ProxySwitched(p) => serde_json::to_value(p),
             Detail::Hook(h) => serde_json::to_value(h),
             Detail::Report(w) if w.files_after_final.is_empty() => Ok(serde_json::Value::Null),
             Detail::Report(w) => serde_json::to_value(w),
@@ -115,6 +119,7 @@ impl Detail {
             Kind::Finish(_) => typed(value, |f| Detail::Finished(Box::new(f))),
             Kind::DnsWait(_) => typed(value, Detail::DnsWaited),
             Kind::DnsSwitch(_) | Kind::DnsRestore(_) => typed(value, Detail::DnsSwitched),
+            Kind::ProxySwitch(_) | Kind::ProxyRestore(_) => typed(value, Detail::ProxySwitched),
             Kind::Report if value.is_null() => Detail::Report(WrapUp::default()),
             Kind::Report => typed(value, Detail::Report),
             Kind::Hook(_) => typed(value, |mut h: HookRan| {

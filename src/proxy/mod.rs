@@ -1,0 +1,255 @@
+//! Reverse proxies: a route the plan names (`[[proxy]]`) is read before the run, pointed at
+//! the target right after the promotion, read back, and pointed at the source again by a
+//! reverse cutover. One adapter per file behind [`Adapter`]: what the proxy calls a route, how
+//! it is read and how it is pointed elsewhere are the adapter's; the rules (it must point at
+//! the source or already at the target, the switch is proven by reading it back, a route that
+//! points anywhere else is never overwritten) are this module's, the same for every adapter.
+//!
+//! - [`haproxy`]: HAProxy's runtime API (the stats socket).
+
+pub mod haproxy;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{ProxyAdapter, ProxyRoute};
+
+/// What went wrong with a proxy; each says the proxy, the route and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The proxy could not be reached or did not answer in time.
+    #[error("{proxy}: cannot reach the proxy: {error}; fix: {fix}")]
+    Unreachable {
+        /// The proxy and route, in words.
+        proxy: String,
+        /// What happened.
+        error: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The proxy answered, but not with what was asked.
+    #[error("{proxy}: {message}; fix: {fix}")]
+    Refused {
+        /// The proxy and route, in words.
+        proxy: String,
+        /// The proxy's answer, or what is wrong with it.
+        message: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The route points at an address that is neither the plan's source nor its target.
+    #[error(
+        "{proxy}: the route points at {current}, not at the source {source_addr} (nor already at the target {target}); nothing was changed; fix: point it back at the source, or correct `source` in the plan if the service moved"
+    )]
+    Elsewhere {
+        /// The proxy and route, in words.
+        proxy: String,
+        /// What it points at, as read.
+        current: String,
+        /// The plan's source.
+        source_addr: String,
+        /// The plan's target.
+        target: String,
+    },
+}
+
+/// A route as read from its proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The address the route sends requests to.
+    pub address: SocketAddr,
+    /// The proxy's own word for the route's state (`running`, `maintenance`, ...).
+    pub state: String,
+}
+
+/// A route pointed somewhere (or found already there): what the journal keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Switched {
+    /// The route, in words.
+    pub route: String,
+    /// The address it pointed at before.
+    pub previous: String,
+    /// The address it points at now, read back from the proxy.
+    pub current: String,
+    /// Milliseconds from the first request to the proxy to the read-back.
+    pub ms: f64,
+    /// It already pointed there (a resumed run): nothing was changed.
+    #[serde(default)]
+    pub already: bool,
+}
+
+/// One kind of proxy. New adapters (an admin API such as Caddy's, a watched file such as
+/// Traefik's, nginx's include file and reload) implement the same three calls.
+#[async_trait::async_trait]
+pub trait Adapter: Send + Sync {
+    /// The proxy and route, in words (`haproxy /run/haproxy/admin.sock app/web`).
+    fn describe(&self) -> String;
+    /// Checks that cutover may change the route (reachable, allowed); changes nothing.
+    async fn check_access(&self) -> Result<(), ProxyError>;
+    /// Where the route sends requests now.
+    async fn read(&self) -> Result<Route, ProxyError>;
+    /// Points the route at `to` (the caller reads it back).
+    async fn point(&self, to: SocketAddr) -> Result<(), ProxyError>;
+}
+
+/// The adapter for `route`.
+pub fn adapter(route: &ProxyRoute) -> Box<dyn Adapter> {
+    match &route.adapter {
+        ProxyAdapter::Haproxy {
+            socket,
+            backend,
+            server,
+        } => Box::new(haproxy::Haproxy::new(
+            socket,
+            backend,
+            server,
+            route.timeout,
+        )),
+    }
+}
+
+fn address(route: &ProxyRoute, value: &str, key: &str) -> Result<SocketAddr, ProxyError> {
+    value.parse().map_err(|_| ProxyError::Refused {
+        proxy: format!("proxy {}", route.name),
+        message: format!("`{key} = \"{value}\"` is not an `ip:port` address"),
+        fix: "correct the plan (`cutover plan check` names every problem)".to_owned(),
+    })
+}
+
+/// Before the run: the proxy answers, cutover may change the route, and the route points at
+/// the source (or already at the target: said, not refused). Changes nothing. Returns what
+/// it found, in words.
+pub async fn preflight(route: &ProxyRoute) -> Result<String, ProxyError> {
+    let source = address(route, &route.source, "source")?;
+    let target = address(route, &route.target, "target")?;
+    let a = adapter(route);
+    a.check_access().await?;
+    let now = a.read().await?;
+    let points = if now.address == source {
+        format!(
+            "{} points at the source {source} ({})",
+            a.describe(),
+            now.state
+        )
+    } else if now.address == target {
+        format!(
+            "{} already points at the target {target} ({}): the switch will leave it",
+            a.describe(),
+            now.state
+        )
+    } else {
+        return Err(ProxyError::Elsewhere {
+            proxy: a.describe(),
+            current: now.address.to_string(),
+            source_addr: source.to_string(),
+            target: target.to_string(),
+        });
+    };
+    // The target is asked directly: a proxy switched to an address nothing listens on would
+    // fail every request. Said, not refused: the plan may start the app after the promotion.
+    let answers = match tokio::time::timeout(route.timeout, tokio::net::TcpStream::connect(target))
+        .await
+    {
+        Ok(Ok(_)) => format!("the target {target} accepts connections"),
+        Ok(Err(e)) => format!(
+            "WARNING: the target {target} does not accept connections now ({e}); it must by the switch"
+        ),
+        Err(_) => format!(
+            "WARNING: the target {target} did not answer within {} ms; it must by the switch",
+            route.timeout.as_millis()
+        ),
+    };
+    Ok(format!("{points}; {answers}"))
+}
+
+/// Points `route` at `to` when it points at `from` (a forward switch: source to target; a
+/// reverse cutover: target to source), and proves it by reading the route back. A route that
+/// already points at `to` is left as it is (a resumed run); one that points anywhere else is
+/// refused, nothing changed.
+pub async fn switch(route: &ProxyRoute, from: &str, to: &str) -> Result<Switched, ProxyError> {
+    let from_addr = address(route, from, "source")?;
+    let to_addr = address(route, to, "target")?;
+    let a = adapter(route);
+    let started = Instant::now();
+    let before = a.read().await?;
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+    if before.address == to_addr {
+        return Ok(Switched {
+            route: a.describe(),
+            previous: before.address.to_string(),
+            current: before.address.to_string(),
+            ms: ms(started),
+            already: true,
+        });
+    }
+    if before.address != from_addr {
+        return Err(ProxyError::Elsewhere {
+            proxy: a.describe(),
+            current: before.address.to_string(),
+            source_addr: from_addr.to_string(),
+            target: to_addr.to_string(),
+        });
+    }
+    a.point(to_addr).await?;
+    let after = a.read().await?;
+    if after.address != to_addr {
+        return Err(ProxyError::Refused {
+            proxy: a.describe(),
+            message: format!(
+                "after the switch the route points at {}, not at {to_addr}",
+                after.address
+            ),
+            fix: "read the proxy's log; point the route by hand, then resume the run".to_owned(),
+        });
+    }
+    Ok(Switched {
+        route: a.describe(),
+        previous: before.address.to_string(),
+        current: after.address.to_string(),
+        ms: ms(started),
+        already: false,
+    })
+}
+
+/// Where a route points now, read-only, for `status` and the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pointing {
+    /// The address, as read.
+    pub address: String,
+    /// The plan's side it is (`source`, `target`), or `None`: neither.
+    pub side: Option<&'static str>,
+    /// The proxy's word for the route's state.
+    pub state: String,
+}
+
+impl Pointing {
+    /// In words.
+    pub fn words(&self) -> String {
+        match self.side {
+            Some(side) => format!("points at the {side} {} ({})", self.address, self.state),
+            None => format!(
+                "points at {}, NEITHER the source nor the target ({})",
+                self.address, self.state
+            ),
+        }
+    }
+}
+
+/// Reads where `route` points now; changes nothing.
+pub async fn pointing(route: &ProxyRoute) -> Result<Pointing, ProxyError> {
+    let now = adapter(route).read().await?;
+    let side = if route.source.parse::<SocketAddr>().ok() == Some(now.address) {
+        Some("source")
+    } else if route.target.parse::<SocketAddr>().ok() == Some(now.address) {
+        Some("target")
+    } else {
+        None
+    };
+    Ok(Pointing {
+        address: now.address.to_string(),
+        side,
+        state: now.state,
+    })
+}

@@ -1,0 +1,36 @@
+//! Reverse-proxy routes as steps: read before the run, switched to the target right after
+//! the promotion (read back), and switched back to the source by a reverse cutover.
+
+use super::{Detail, Done};
+use crate::plan::Plan;
+use crate::proxy;
+
+/// Route `i` answers, may be changed, and points at the source (or already at the target).
+pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, String> {
+    let words = proxy::preflight(&plan.proxy[i])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((words, Detail::None))
+}
+
+/// Points route `i` at the target (`reverse`: back at the source), read back.
+pub(in crate::run) async fn switch(plan: &Plan, i: usize, reverse: bool) -> Result<Done, String> {
+    let route = &plan.proxy[i];
+    let (from, to) = if reverse {
+        (&route.target, &route.source)
+    } else {
+        (&route.source, &route.target)
+    };
+    let switched = proxy::switch(route, from, to)
+        .await
+        .map_err(|e| e.to_string())?;
+    let words = if switched.already {
+        format!("already points at {} (nothing changed)", switched.current)
+    } else {
+        format!(
+            "{} -> {} (read back, {:.1} ms)",
+            switched.previous, switched.current, switched.ms
+        )
+    };
+    Ok((words, Detail::ProxySwitched(switched)))
+}
