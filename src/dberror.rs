@@ -52,6 +52,10 @@ pub enum DbError {
     /// must be resumed (finished or rolled back) first.
     #[error("{0}")]
     Interrupted(String),
+    /// Refused: replication is behind a fixed ceiling (`max_lag`, `max_lag_bytes`); waiting
+    /// may cure it (the adaptive gate waits on it).
+    #[error("{0}")]
+    Behind(String),
     /// Something took longer than allowed.
     #[error("timed out after {after:?}: {what}")]
     Timeout {

@@ -29,6 +29,9 @@ pub enum EngineError {
     /// (it finishes or rolls back) comes first.
     #[error("{0}")]
     Interrupted(String),
+    /// Refused: replication is behind a fixed ceiling; waiting may cure it.
+    #[error("{0}")]
+    Behind(String),
     /// A bounded wait ran out.
     #[error("timed out after {after:?} waiting for {what}")]
     Timeout {
@@ -40,6 +43,43 @@ pub enum EngineError {
     /// A statement or connection failed.
     #[error("{0}")]
     Failed(String),
+}
+
+pub mod gate;
+
+/// What a pair's counters count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Bytes of WAL or binlog.
+    Bytes,
+    /// Transactions (GTID sequence numbers).
+    Transactions,
+}
+
+impl Unit {
+    /// The unit's word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Transactions => "transactions",
+        }
+    }
+}
+
+/// What the source has committed and the target applied, read at one moment, as counters
+/// that only grow (the adaptive gate samples them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The source's counter.
+    pub committed: u64,
+    /// The target's counter, in the same unit.
+    pub applied: u64,
+    /// What the counters count.
+    pub unit: Unit,
+    /// A backlog this small with nothing moving is settled, not behind (a subscriber that
+    /// confirms lazily when idle).
+    pub settled: u64,
 }
 
 impl EngineError {
@@ -435,6 +475,11 @@ pub trait Window: Send {
     /// Refuses unless replication is running, complete, close enough, and the fence would
     /// cover every writer. Changes nothing.
     async fn gate(&mut self) -> Result<Gated, EngineError>;
+    /// What the source has committed and the target applied, read now (the adaptive gate's
+    /// samples); `None` when this engine or configuration cannot tell.
+    async fn progress(&mut self) -> Result<Option<Progress>, EngineError> {
+        Ok(None)
+    }
     /// Makes the source refuse the application and ends its sessions.
     async fn fence(&mut self) -> Result<Fenced, EngineError>;
     /// Waits, bounded, until the target has exactly what the fenced source committed.
@@ -456,6 +501,7 @@ impl From<crate::dberror::DbError> for EngineError {
             DbError::Refused(why) => EngineError::Refused(why),
             DbError::NotStarted(why) => EngineError::NotStarted(why),
             DbError::Interrupted(why) => EngineError::Interrupted(why),
+            DbError::Behind(why) => EngineError::Behind(why),
             DbError::Timeout { what, after } => EngineError::Timeout { what, after },
             other => EngineError::Failed(other.to_string()),
         }

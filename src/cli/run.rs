@@ -203,6 +203,18 @@ pub(super) fn print_report(r: &RunReport) {
             );
         }
     }
+    for (pair, g) in &r.gates {
+        outln!(
+            "  {pair}: the gate waited {:.1} s; predicted catch-up {}, actual {}",
+            g.waited_ms / 1000.0,
+            g.prediction
+                .catch_up_ms
+                .map_or("unbounded".to_owned(), |ms| format!("{ms:.0} ms")),
+            r.catch_up_ms
+                .get(pair)
+                .map_or("not reached".to_owned(), |ms| format!("{ms:.0} ms"))
+        );
+    }
     for (route, p) in &r.proxies {
         if p.already {
             outln!("  {route}: already pointed at {}", p.current);

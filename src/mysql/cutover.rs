@@ -282,6 +282,19 @@ pub async fn pair_state(
     })
 }
 
+/// A MariaDB GTID list (`0-1-100,1-2-5`) as sequence number per domain.
+fn gtid_sequences(list: &str) -> std::collections::BTreeMap<u32, u64> {
+    list.split(',')
+        .filter_map(|g| {
+            let mut parts = g.trim().split('-');
+            let domain = parts.next()?.parse().ok()?;
+            let _server = parts.next()?;
+            let seq = parts.next()?.parse().ok()?;
+            Some((domain, seq))
+        })
+        .collect()
+}
+
 /// One pair's window, phase by phase ([`crate::engine::Window`]). Each phase reads the
 /// servers' state, so a fresh window can finish or undo what a crashed process left.
 pub struct MyWindow {
@@ -425,7 +438,7 @@ impl MyWindow {
         }
         let lag = heartbeat::measure(source, target, pair.plan.max_lag).await?;
         let Some(lag) = lag.replicated_after else {
-            return Err(MyError::Refused(format!(
+            return Err(MyError::Behind(format!(
                 "{}: a heartbeat did not reach the target within max_lag ({:?}); fix: wait for replication to catch up",
                 pair.plan.name, pair.plan.max_lag
             )));
@@ -863,6 +876,69 @@ impl MyWindow {
         pair_state(&self.pair, &mut self.source, &mut self.target).await
     }
 
+    /// The source's and the target's counters for the adaptive gate: MariaDB GTID sequence
+    /// numbers summed over the source's domains (`@@gtid_binlog_pos` against the replica's
+    /// `@@gtid_slave_pos`, which advances for filtered transactions too), or binlog bytes of
+    /// the file the applier is in. `None`: MySQL GTID sets (not measured yet), or the applier
+    /// in another file than the source's current one.
+    pub async fn progress(&mut self) -> Result<Option<engine::Progress>, MyError> {
+        if self.gtid {
+            if self.source.flavour != super::dialect::Flavour::Mariadb {
+                return Ok(None);
+            }
+            let committed = self.source.variable("gtid_binlog_pos").await?;
+            let applied = self.target.variable("gtid_slave_pos").await?;
+            let (Some(committed), Some(applied)) = (committed, applied) else {
+                return Ok(None);
+            };
+            let source = gtid_sequences(&committed);
+            let target = gtid_sequences(&applied);
+            let sum = |of: &std::collections::BTreeMap<u32, u64>| {
+                source
+                    .keys()
+                    .map(|d| of.get(d).copied().unwrap_or(0))
+                    .sum::<u64>()
+            };
+            return Ok(Some(engine::Progress {
+                committed: sum(&source),
+                applied: sum(&target),
+                unit: engine::Unit::Transactions,
+                settled: 0,
+            }));
+        }
+        let rows = self
+            .source
+            .rows_by_name(
+                "read the source's binlog position",
+                self.source.dialect.source_status(),
+            )
+            .await?;
+        let replica = self
+            .target
+            .rows_by_name("read replica status", self.target.dialect.replica_status())
+            .await?;
+        let (Some(s), Some(t)) = (rows.first(), replica.first()) else {
+            return Ok(None);
+        };
+        let same_file =
+            s.text("File").is_some() && s.text("File") == t.text("Relay_Source_Log_File");
+        Ok(
+            match (
+                same_file,
+                s.number("Position"),
+                t.number("Exec_Source_Log_Pos"),
+            ) {
+                (true, Some(committed), Some(applied)) => Some(engine::Progress {
+                    committed,
+                    applied,
+                    unit: engine::Unit::Bytes,
+                    settled: 0,
+                }),
+                _ => None,
+            },
+        )
+    }
+
     /// Closes both connections.
     pub async fn close(self) {
         self.source.close().await;
@@ -881,6 +957,10 @@ impl engine::Window for MyWindow {
         Ok(engine::Gated {
             lag: format!("{:.1} ms", ms(lag)),
         })
+    }
+
+    async fn progress(&mut self) -> Result<Option<engine::Progress>, EngineError> {
+        Ok(MyWindow::progress(self).await?)
     }
 
     async fn fence(&mut self) -> Result<engine::Fenced, EngineError> {

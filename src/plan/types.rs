@@ -71,6 +71,23 @@ pub struct Migration {
     /// (a pair without `reverse_replication`); without it such a run is refused.
     #[serde(default)]
     pub accept_one_way: bool,
+    /// The adaptive gate: each pair's gate samples the replication backlog and both rates,
+    /// and fences only once the predicted catch-up fits this budget (unset: the gate passes
+    /// on the fixed ceilings alone, as before).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub window_budget: Option<Duration>,
+    /// How long the adaptive gate waits for the prediction to fit before it refuses (nothing
+    /// fenced).
+    #[serde(default = "default_gate_timeout", with = "duration")]
+    pub gate_timeout: Duration,
+}
+
+fn default_gate_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[hosts]`: the machines the service moves between.

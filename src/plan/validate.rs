@@ -181,6 +181,20 @@ fn validate_migration(
         &migration.state_dir,
         "/var/lib/cutover/NAME",
     );
+    if migration.window_budget.is_some_and(|b| b.is_zero()) {
+        c.fail(
+            &m.k("window_budget"),
+            "a zero budget never fits: every gate would wait until gate_timeout and refuse",
+            "set the longest window your users accept, e.g. `window_budget = \"100ms\"`, or remove the key",
+        );
+    }
+    if migration.gate_timeout.is_zero() {
+        c.fail(
+            &m.k("gate_timeout"),
+            "a zero timeout refuses before the first sample",
+            "remove it (default 60s) or set e.g. `gate_timeout = \"60s\"`",
+        );
+    }
     c.problems
 }
 

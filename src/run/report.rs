@@ -68,6 +68,12 @@ pub struct RunReport {
     pub resumed: bool,
     /// Every step that ran, in order.
     pub steps: Vec<StepTiming>,
+    /// Per database: what the adaptive gate waited and predicted (with a `window_budget`).
+    #[serde(default)]
+    pub gates: BTreeMap<String, crate::engine::gate::Waited>,
+    /// Per database: the catch-up step's actual duration (beside the gate's prediction).
+    #[serde(default)]
+    pub catch_up_ms: BTreeMap<String, f64>,
     /// Per database: fence began -> target writable, from the journal's clock.
     pub write_unavailable_ms: BTreeMap<String, f64>,
     /// Window opened (first window-open step) -> last promotion done.
@@ -147,6 +153,12 @@ pub fn report_of(plan: &Plan, steps: &[Step], records: &[Record]) -> RunReport {
                         r.files_after_final = w.files_after_final;
                     }
                     (Kind::Check(_), _) => r.checks.push(detail.clone()),
+                    (Kind::Gate(_), Detail::Gated(g)) => {
+                        r.gates.insert(s.component.clone(), g);
+                    }
+                    (Kind::CatchUp(_), _) => {
+                        r.catch_up_ms.insert(s.component.clone(), *ms);
+                    }
                     (Kind::Promote(_), promoted) => {
                         last_promote = Some(rec.at_ms);
                         // The engine's own clock when this process fenced; the journal's

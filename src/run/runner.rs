@@ -137,7 +137,31 @@ impl<'a> Runner<'a> {
             }
             Kind::Hook(i) => actions::hooks::hook(plan, i, step.phase.as_str(), self.reverse).await,
             Kind::FinalFiles(i) => actions::files::final_pass(plan, i).await,
-            Kind::Gate(db) => actions::db::gate(self.window(db).await?.as_mut()).await,
+            Kind::Gate(db) => {
+                self.window(db).await?;
+                let mut w = self.windows.remove(&db).expect("opened above");
+                let budget =
+                    plan.migration
+                        .window_budget
+                        .map(|window| crate::engine::gate::Budget {
+                            window,
+                            timeout: plan.migration.gate_timeout,
+                        });
+                let mut unjournalled = None;
+                let gated = {
+                    let mut note = |text: String| {
+                        if let Err(e) = self.note(text) {
+                            unjournalled.get_or_insert(e.to_string());
+                        }
+                    };
+                    actions::db::gate(w.as_mut(), budget, &mut note).await
+                };
+                self.windows.insert(db, w);
+                match unjournalled {
+                    Some(e) => Err(e),
+                    None => gated,
+                }
+            }
             Kind::Fence(db) | Kind::CatchUp(db) => {
                 actions::db::phase(self.window(db).await?.as_mut(), step.kind).await
             }

@@ -19,6 +19,8 @@ pub(super) type Done = (String, Detail);
 pub(in crate::run) enum Detail {
     /// Nothing beyond the summary.
     None,
+    /// A pair's gate that waited for its predicted window to fit the budget.
+    Gated(crate::engine::gate::Waited),
     /// A pair's promotion.
     Promoted(crate::engine::Promoted),
     /// What followed a pair's promotion (the old primary's audit among it).
@@ -85,6 +87,7 @@ impl Detail {
     pub fn to_journal(&self) -> Result<serde_json::Value, String> {
         let value = match self {
             Detail::None => Ok(serde_json::Value::Null),
+            Detail::Gated(g) => serde_json::to_value(g),
             Detail::Promoted(p) => serde_json::to_value(p),
             Detail::Finished(f) => serde_json::to_value(f),
             Detail::DnsSwitched(r) => serde_json::to_value(r),
@@ -115,6 +118,7 @@ impl Detail {
             return Detail::None;
         }
         match kind {
+            Kind::Gate(_) => typed(value, Detail::Gated),
             Kind::Promote(_) => typed(value, Detail::Promoted),
             Kind::Finish(_) => typed(value, |f| Detail::Finished(Box::new(f))),
             Kind::DnsWait(_) => typed(value, Detail::DnsWaited),

@@ -1,0 +1,295 @@
+//! The adaptive gate: one loop for every engine, driven through [`Window::progress`]. After
+//! the engine's own gate passed (running, no drift, no prepared transaction, every writer
+//! covered), it samples what the source has committed and what the target has applied every
+//! [`SAMPLE_EVERY`], measures both rates over the last [`RATE_SPAN`], and lets the fence come
+//! at the first sample where the predicted catch-up (backlog / apply rate, plus the fixed cost
+//! of the fence and the promotion) fits the plan's `window_budget`. While it waits it says what
+//! it waits for every [`SAY_EVERY`]; at `gate_timeout` it refuses with the figures and what
+//! would help, nothing fenced.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{EngineError, Progress, Unit, Window};
+
+/// How often the backlog is sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// The span the rates are measured over.
+pub const RATE_SPAN: Duration = Duration::from_secs(1);
+/// How often a wait says what it waits for.
+pub const SAY_EVERY: Duration = Duration::from_secs(5);
+/// Statements of the fence and the promotion, in round trips of a progress reading: the fixed
+/// cost added to every prediction (estimated from this run's own reading time).
+const FIXED_ROUND_TRIPS: u32 = 12;
+
+/// The budget a window must fit.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// The longest predicted window (catch-up plus the fixed cost) the gate lets through.
+    pub window: Duration,
+    /// How long it waits for that before refusing.
+    pub timeout: Duration,
+}
+
+/// One prediction from the samples so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Committed on the source, not applied on the target (in `unit`).
+    pub backlog: u64,
+    /// What the counters count.
+    pub unit: Unit,
+    /// The source's commit rate over the span, per second (`None`: not enough samples yet).
+    pub source_rate: Option<f64>,
+    /// The target's apply rate over the span, per second.
+    pub apply_rate: Option<f64>,
+    /// The predicted catch-up after the fence (`None`: it would not end: nothing applies).
+    pub catch_up_ms: Option<f64>,
+    /// The fixed cost added (fence and promotion statements).
+    pub fixed_ms: f64,
+}
+
+impl Prediction {
+    /// The predicted window (catch-up plus fixed cost), if it ends.
+    pub fn window_ms(&self) -> Option<f64> {
+        self.catch_up_ms.map(|c| c + self.fixed_ms)
+    }
+
+    /// The figures in words.
+    pub fn words(&self) -> String {
+        let rate = |r: Option<f64>| match r {
+            Some(r) => format!("{r:.0} {}/s", self.unit.word()),
+            None => "not measured yet".to_owned(),
+        };
+        format!(
+            "backlog {} {}, source commits {}, target applies {}, predicted window {}",
+            self.backlog,
+            self.unit.word(),
+            rate(self.source_rate),
+            rate(self.apply_rate),
+            match self.window_ms() {
+                Some(ms) => format!("{ms:.0} ms"),
+                None => "unbounded (nothing applies)".to_owned(),
+            }
+        )
+    }
+}
+
+/// What the gate waited, and what it predicted when it let the fence come.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Waited {
+    /// From the first sample to the decision.
+    pub waited_ms: f64,
+    /// The prediction that fitted.
+    pub prediction: Prediction,
+}
+
+/// The samples of the last [`RATE_SPAN`], and the prediction they give.
+#[derive(Debug, Default)]
+pub struct Sampler {
+    samples: VecDeque<(Instant, Progress)>,
+}
+
+impl Sampler {
+    /// Adds a reading taken at `at`, forgetting what fell out of the span.
+    pub fn push(&mut self, at: Instant, p: Progress) {
+        self.samples.push_back((at, p));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| at.duration_since(*t) > RATE_SPAN)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The prediction, with `fixed` added for the fence and the promotion.
+    pub fn predict(&self, fixed: Duration) -> Option<Prediction> {
+        let (last_at, last) = self.samples.back()?;
+        let backlog = last.committed.saturating_sub(last.applied);
+        let (first_at, first) = self.samples.front()?;
+        let span = last_at.duration_since(*first_at).as_secs_f64();
+        // Rates need a span long enough to mean something.
+        let rates = (span >= RATE_SPAN.as_secs_f64() / 2.0).then(|| {
+            (
+                last.committed.saturating_sub(first.committed) as f64 / span,
+                last.applied.saturating_sub(first.applied) as f64 / span,
+            )
+        });
+        let catch_up_ms = if backlog == 0 {
+            Some(0.0)
+        } else {
+            match rates {
+                Some((_, apply)) if apply > 0.0 => Some(backlog as f64 / apply * 1000.0),
+                // Nothing committed and nothing applied over the span, a residue within what
+                // the engine calls settled (a subscriber confirms lazily when idle).
+                Some((source, _)) if source == 0.0 && backlog <= last.settled => Some(0.0),
+                Some(_) => None,
+                // Too early for rates: a settled residue fits at once, anything else waits.
+                None if backlog <= last.settled => Some(0.0),
+                None => None,
+            }
+        };
+        Some(Prediction {
+            backlog,
+            unit: last.unit,
+            source_rate: rates.map(|r| r.0),
+            apply_rate: rates.map(|r| r.1),
+            catch_up_ms,
+            fixed_ms: fixed.as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+/// Waits until `w`'s predicted window fits `budget`; `say` hears every [`SAY_EVERY`] what it
+/// waits for. `Ok(None)`: the engine cannot measure its backlog (the fixed ceilings decided).
+/// Refused at the timeout with the figures, nothing fenced.
+pub async fn wait_until_fits(
+    w: &mut dyn Window,
+    budget: Budget,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<Option<Waited>, EngineError> {
+    let started = Instant::now();
+    let mut sampler = Sampler::default();
+    let mut read_times: Vec<Duration> = Vec::new();
+    let mut last_said = Instant::now();
+    loop {
+        let t = Instant::now();
+        let Some(p) = w.progress().await? else {
+            return Ok(None);
+        };
+        read_times.push(t.elapsed());
+        sampler.push(Instant::now(), p);
+        read_times.sort();
+        // Fixed cost: the fence's and the promotion's statements, each a round trip like the
+        // two reads of a sample.
+        let fixed = read_times[read_times.len() / 2] / 2 * FIXED_ROUND_TRIPS;
+        let Some(prediction) = sampler.predict(fixed) else {
+            continue;
+        };
+        if prediction
+            .window_ms()
+            .is_some_and(|ms| ms <= budget.window.as_secs_f64() * 1000.0)
+        {
+            return Ok(Some(Waited {
+                waited_ms: started.elapsed().as_secs_f64() * 1000.0,
+                prediction,
+            }));
+        }
+        let left = budget.timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(EngineError::Refused(format!(
+                "{}: the predicted window did not fit window_budget ({}) within gate_timeout ({}); nothing was fenced, the source serves: {}; what would help: {}",
+                w.component(),
+                humantime::format_duration(budget.window),
+                humantime::format_duration(budget.timeout),
+                prediction.words(),
+                help(&prediction)
+            )));
+        }
+        if last_said.elapsed() >= SAY_EVERY {
+            last_said = Instant::now();
+            say(format!(
+                "{}: waiting for the window to fit {} ({} left): {}",
+                w.component(),
+                humantime::format_duration(budget.window),
+                humantime::format_duration(Duration::from_secs(left.as_secs())),
+                prediction.words()
+            ));
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
+/// What would let a refused gate pass, from its last figures.
+fn help(p: &Prediction) -> &'static str {
+    match (p.source_rate, p.apply_rate) {
+        (_, Some(0.0)) => {
+            "the target applies nothing: look for what holds its applier (a lock, a long query, FLUSH TABLES WITH READ LOCK, a stopped worker)"
+        }
+        (Some(source), Some(apply)) if source > apply => {
+            "the source commits faster than the target applies: more `apply_workers` (MySQL/MariaDB), a quieter moment, or a larger `window_budget`"
+        }
+        _ => "a quieter moment, or a larger `window_budget`",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(committed: u64, applied: u64) -> Progress {
+        Progress {
+            committed,
+            applied,
+            unit: Unit::Transactions,
+            settled: 0,
+        }
+    }
+
+    #[test]
+    fn the_prediction_is_the_backlog_over_the_apply_rate_once_the_span_is_long_enough() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        s.push(t0, p(1000, 900));
+        // Too early for rates: a backlog waits.
+        let early = s.predict(Duration::from_millis(10)).unwrap();
+        assert_eq!((early.backlog, early.catch_up_ms), (100, None));
+        // One second later the source committed 1,000 and the target applied 1,000.
+        s.push(t0 + Duration::from_secs(1), p(2000, 1900));
+        let later = s.predict(Duration::from_millis(10)).unwrap();
+        assert_eq!(later.backlog, 100);
+        assert_eq!(later.source_rate, Some(1000.0));
+        assert_eq!(later.apply_rate, Some(1000.0));
+        assert_eq!(later.catch_up_ms, Some(100.0));
+        assert_eq!(later.window_ms(), Some(110.0));
+    }
+
+    #[test]
+    fn a_held_applier_never_fits_and_a_caught_up_one_fits_at_once() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        s.push(t0, p(1000, 500));
+        s.push(t0 + Duration::from_millis(800), p(1400, 500));
+        let held = s.predict(Duration::ZERO).unwrap();
+        assert_eq!(held.catch_up_ms, None, "{held:?}");
+        assert!(help(&held).contains("applies nothing"));
+        let mut s = Sampler::default();
+        s.push(t0, p(7, 7));
+        assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));
+    }
+
+    #[test]
+    fn an_idle_residue_within_what_the_engine_calls_settled_fits() {
+        let t0 = Instant::now();
+        let settled = |c, a| Progress {
+            committed: c,
+            applied: a,
+            unit: Unit::Bytes,
+            settled: 4096,
+        };
+        let mut s = Sampler::default();
+        s.push(t0, settled(10_000, 9_800));
+        assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));
+        s.push(t0 + Duration::from_secs(1), settled(10_000, 9_800));
+        assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));
+        // The same residue while the source commits and nothing applies: not settled.
+        let mut s = Sampler::default();
+        s.push(t0, settled(10_000, 9_800));
+        s.push(t0 + Duration::from_secs(1), settled(12_000, 9_800));
+        assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, None);
+    }
+
+    #[test]
+    fn old_samples_leave_the_span() {
+        let t0 = Instant::now();
+        let mut s = Sampler::default();
+        for i in 0..30u64 {
+            s.push(t0 + Duration::from_millis(100 * i), p(i * 10, i * 10));
+        }
+        assert!(s.samples.len() <= 11, "{}", s.samples.len());
+        let r = s.predict(Duration::ZERO).unwrap();
+        assert_eq!(r.source_rate, Some(100.0));
+    }
+}

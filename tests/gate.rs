@@ -1,0 +1,216 @@
+//! The adaptive gate against real servers: the target's applier held while a writer runs, the
+//! gate waits and says why; released, it fences and the ledger is clean row by row; never
+//! released, the run is refused at `gate_timeout` with the figures, nothing fenced, the source
+//! serving and the writer never moved.
+
+use crate::support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cutover::run;
+use support::{MariaPair, PgPair, write_plan};
+
+/// The progress notes the run journalled so far.
+fn notes(plan: &std::path::Path) -> Vec<String> {
+    let plan = cutover::plan::load(plan).unwrap();
+    let store =
+        cutover::state::FileStore::new(&cutover::state::StateDir::new(&plan.migration.state_dir));
+    use cutover::state::Store;
+    run::last_run(&store.journal().unwrap_or_default())
+        .into_iter()
+        .filter_map(|r| match r.entry {
+            run::Entry::Progress { text } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Starts `cutover run`, stopped (SIGSTOP) right after it journalled the beginning of its gate:
+/// everything before (the lease, preflight, replication ready) is done. The caller holds the
+/// applier, then continues it with [`resume`].
+fn spawn_run_to_the_gate(plan: &std::path::Path) -> Child {
+    let steps = run::steps(&cutover::plan::load(plan).unwrap());
+    let gate = steps
+        .iter()
+        .position(|s| matches!(s.kind, run::Kind::Gate(_)))
+        .unwrap();
+    let mut child = Command::new(support::binary())
+        .arg("run")
+        .arg(plan)
+        .env(run::test_stop::STEP_VAR, format!("{gate}:begin"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        support::wait_stopped(&mut child, Duration::from_secs(120)),
+        "the run reached its gate"
+    );
+    child
+}
+
+fn resume(child: &Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+}
+
+/// Waits until the run journalled a note containing `what` (the child still running).
+fn wait_note(child: &mut Child, plan: &std::path::Path, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(n) = notes(plan).into_iter().find(|n| n.contains(what)) {
+            return n;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            use std::io::Read;
+            let mut out = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                let _ = o.read_to_string(&mut out);
+            }
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut out);
+            }
+            panic!("the run ended ({status}) before saying `{what}`:\n{out}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no note `{what}`: {:?}",
+            notes(plan)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn finish(child: Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const BUDGET: &str = "window_budget = \"100ms\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_the_gate_waits_for_a_held_apply_worker_then_fences_or_refuses_at_its_timeout() {
+    for released in [true, false] {
+        let pg = PgPair::start().await;
+        pg.database("ag").await;
+        let timeout = if released { "60s" } else { "6s" };
+        let path = write_plan(
+            pg.dir.path(),
+            "ag",
+            &(format!("{BUDGET}gate_timeout = \"{timeout}\"\n") + &pg.pair_toml("ag", "")),
+        );
+        let plan_arg = path.display().to_string();
+        let (code, out, err) = support::run(&["pg", "start", &plan_arg]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let writer = pg.writer("ag", 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut child = spawn_run_to_the_gate(&path);
+        // The apply worker needs this lock for the writer's next insert.
+        let hold = pg.target.connect("ag").await.unwrap();
+        hold.batch_execute("BEGIN; LOCK TABLE writes IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        resume(&child);
+        let note = wait_note(&mut child, &path, "waiting for the window to fit");
+        assert!(
+            note.contains("target applies 0 bytes/s") && note.contains("unbounded"),
+            "the wait says why: {note}"
+        );
+        assert!(
+            pg.app_writes(&pg.source, "ag").await,
+            "nothing is fenced while the gate waits"
+        );
+        if released {
+            hold.batch_execute("COMMIT").await.unwrap();
+            let (code, out) = finish(child);
+            assert_eq!(code, Some(0), "{out}");
+            assert!(out.contains("the gate waited"), "{out}");
+            assert!(pg.app_writes(&pg.target, "ag").await);
+        } else {
+            let (code, out) = finish(child);
+            assert_ne!(code, Some(0), "{out}");
+            assert!(
+                out.contains("did not fit window_budget")
+                    && out.contains("target applies 0 bytes/s")
+                    && out.contains("look for what holds its applier"),
+                "refused with the figures and the help:\n{out}"
+            );
+            assert!(
+                pg.app_writes(&pg.source, "ag").await,
+                "the source still serves"
+            );
+            hold.batch_execute("ROLLBACK").await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ledger = writer.stop().await;
+        let serving = if released { &pg.target } else { &pg.source };
+        let check = ledger
+            .check(&serving.connect("ag").await.unwrap())
+            .await
+            .unwrap();
+        assert!(
+            check.clean() && check.acked > 0,
+            "released {released}: {check:?}"
+        );
+        if !released {
+            assert_eq!(
+                check.acked_on_target, 0,
+                "the writer never moved: {check:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_the_gate_waits_behind_a_read_lock_on_the_target_then_fences_when_it_is_lifted() {
+    use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig};
+    use mysql_async::prelude::Queryable;
+    let m = MariaPair::start().await;
+    let path = write_plan(
+        m.dir.path(),
+        "my",
+        &(format!("{BUDGET}gate_timeout = \"60s\"\n") + &m.pair_toml()),
+    );
+    let plan_arg = path.display().to_string();
+    let (code, out, err) = support::run(&["mysql", "start", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let writer = MyWriter::start(MyWriterConfig {
+        source: m.opts(&m.source),
+        target: m.opts(&m.target),
+        rate: 200,
+        tasks: 2,
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut child = spawn_run_to_the_gate(&path);
+    // The replica's applier cannot commit while a global read lock is held.
+    let mut hold = m.target.connect(None).await.unwrap();
+    hold.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    resume(&child);
+    let note = wait_note(&mut child, &path, "waiting for the window to fit");
+    assert!(
+        note.contains("target applies 0 transactions/s"),
+        "the wait says why: {note}"
+    );
+    assert!(m.writable(&m.source).await, "nothing fenced while it waits");
+    hold.query_drop("UNLOCK TABLES").await.unwrap();
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("the gate waited"), "{out}");
+    assert!(m.writable(&m.target).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = writer.stop().await;
+    let mut conn = m.target.connect(Some("app")).await.unwrap();
+    let check = ledger.check(&mut conn).await.unwrap();
+    assert!(check.clean() && check.acked > 0, "{check:?}");
+}
