@@ -20,7 +20,10 @@
 //! `ssl_mode = "verify_identity"` for cutover and the replica's link), each half summarised,
 //! with the TLS/plaintext ratio of the p50 window.
 //!
-//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1]`
+//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1] [--budget-ms MS]`
+//!
+//! `--budget-ms MS` sets `window_budget`: each run reports the adaptive gate's wait and its
+//! predicted catch-up beside the catch-up stage it measured.
 
 mod common;
 
@@ -129,7 +132,14 @@ async fn load_task(
     done
 }
 
-async fn one_run(i: u32, rate: u32, saturate: u32, workers: u32, tls: bool) -> Option<Run> {
+async fn one_run(
+    i: u32,
+    rate: u32,
+    saturate: u32,
+    workers: u32,
+    tls: bool,
+    budget_ms: u32,
+) -> Option<Run> {
     let dir = LabDir::temporary().expect("lab dir");
     let ca = LabCa::create(&dir.path().join("ca"), "bench").expect("CA");
     let server_tls = ServerTls {
@@ -182,8 +192,13 @@ async fn one_run(i: u32, rate: u32, saturate: u32, workers: u32, tls: bool) -> O
         )
     };
     let text = format!(
-        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[mysql]]\nname = \"app\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\napply_workers = {workers}\n{PLAN_EXEMPT_USERS}\n",
+        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n{}[[mysql]]\nname = \"app\"\nsource = {}\ntarget = {}\ndatabases = [\"app\"]\napp_users = [\"app\"]\napply_workers = {workers}\n{PLAN_EXEMPT_USERS}\n",
         dir.path().join("state").display(),
+        if budget_ms > 0 {
+            format!("window_budget = \"{budget_ms}ms\"\ngate_timeout = \"60s\"\n")
+        } else {
+            String::new()
+        },
         endpoint(&source),
         endpoint(&target),
     );
@@ -240,6 +255,16 @@ async fn one_run(i: u32, rate: u32, saturate: u32, workers: u32, tls: bool) -> O
         ms("catchup_ms"),
         ms("promote_ms")
     );
+    let stages = match &timed.waited {
+        Some(w) => format!(
+            "{stages}; gate waited {:.1} s, predicted catch-up {}",
+            w.waited_ms / 1000.0,
+            w.prediction
+                .catch_up_ms
+                .map_or("unbounded".to_owned(), |ms| format!("{ms:.1}"))
+        ),
+        None => stages,
+    };
     let mut run = timed.run(&ledger, &check, stages);
     run.stages = format!(
         "{}; workers {workers}, source {committed:.0} tx/s, target applied {applied:.0} tx/s",
@@ -253,6 +278,7 @@ fn main() {
     let rate = arg("--rate", 1000);
     let saturate = arg("--saturate", 0);
     let workers = arg("--workers", 4);
+    let budget_ms = arg("--budget-ms", 0);
     let tls = arg("--tls", 0) == 1;
     runtime().block_on(async move {
         println!(
@@ -266,7 +292,7 @@ fn main() {
             // verified TLS, even runs the plaintext baseline.
             let base = (saturate > 0 || tls) && i % 2 == 1;
             let w = if saturate > 0 && base { 0 } else { workers };
-            match one_run(i, rate, saturate, w, tls && base).await {
+            match one_run(i, rate, saturate, w, tls && base, budget_ms).await {
                 Some(r) => {
                     print_run(i, &r);
                     if base { baseline.push(r) } else { results.push(r) }

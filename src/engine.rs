@@ -431,6 +431,8 @@ pub trait Pair: Send + Sync {
     }
     /// The same pair seen backwards (a reverse cutover: the new primary is the source).
     fn reversed(&self) -> Box<dyn Pair>;
+    /// The adaptive gate's budget from the plan (`None`: off).
+    fn budget(&self) -> Option<gate::Budget>;
     /// What `act` does on this pair's servers, as the step list says it (from the plan alone).
     fn says(&self, act: Act) -> String;
     /// Checks both servers for everything replication and a cutover need; changes nothing.
@@ -512,6 +514,16 @@ impl From<crate::dberror::DbError> for EngineError {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
+    /// The adaptive gate waits: what for, in words.
+    GateWaiting {
+        /// Backlog, both rates, the prediction, the time left.
+        text: String,
+    },
+    /// The adaptive gate let the fence come: how long it waited and what it predicted.
+    GateWaited {
+        /// The wait and the prediction.
+        waited: gate::Waited,
+    },
     /// The gate passed; the fence comes next.
     GatePassed {
         /// How far behind the target was, in the engine's unit.
@@ -609,7 +621,15 @@ pub async fn cutover(
         }
     };
     let mut w = pair.window(false).await.map_err(early(Phase::Connect))?;
-    let gated = w.gate().await.map_err(early(Phase::Gate))?;
+    let (gated, waited) = {
+        let mut say = |text: String| on(&Event::GateWaiting { text });
+        gate::gate(w.as_mut(), pair.budget(), &mut say)
+            .await
+            .map_err(early(Phase::Gate))?
+    };
+    if let Some(waited) = waited {
+        on(&Event::GateWaited { waited });
+    }
     on(&Event::GatePassed {
         lag: gated.lag.clone(),
     });

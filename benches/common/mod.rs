@@ -101,6 +101,8 @@ pub struct Timed {
     pub from: std::time::Instant,
     /// When the target was promoted.
     pub to: std::time::Instant,
+    /// What the adaptive gate waited and predicted (a plan with `window_budget`).
+    pub waited: Option<cutover::engine::gate::Waited>,
 }
 
 /// Cuts `pair` over (one single-pair driver for both engines), timing gate and promotion.
@@ -116,8 +118,9 @@ pub async fn try_cut_over(
 ) -> Result<Timed, cutover::engine::CutoverFailed> {
     use cutover::engine::Event;
     use std::time::Instant;
-    let (mut from, mut to) = (None, None);
+    let (mut from, mut to, mut waited) = (None, None, None);
     let report = cutover::engine::cutover(pair, &mut |e: &Event| match e {
+        Event::GateWaited { waited: w } => waited = Some(*w),
         Event::GatePassed { .. } => from = Some(Instant::now()),
         Event::Promoted { .. } => to = Some(Instant::now()),
         _ => {}
@@ -127,6 +130,7 @@ pub async fn try_cut_over(
         report,
         from: from.expect("the gate passed"),
         to: to.expect("promoted"),
+        waited,
     })
 }
 

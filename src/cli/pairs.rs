@@ -382,6 +382,12 @@ pub async fn cutover_pair(
 fn describe_event(event: &crate::engine::Event) -> String {
     use crate::engine::Event;
     match event {
+        Event::GateWaiting { text } => text.clone(),
+        Event::GateWaited { waited } => format!(
+            "the window fits after {:.1} s: {}",
+            waited.waited_ms / 1000.0,
+            waited.prediction.words()
+        ),
         Event::GatePassed { lag } => format!("gate passed (lag {lag})"),
         Event::Fenced {
             sessions_ended,

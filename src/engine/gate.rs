@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{EngineError, Progress, Unit, Window};
+use super::{EngineError, Gated, Progress, Unit, Window};
 
 /// How often the backlog is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -31,6 +31,16 @@ pub struct Budget {
     pub window: Duration,
     /// How long it waits for that before refusing.
     pub timeout: Duration,
+}
+
+impl Budget {
+    /// The plan's budget (`None`: no `window_budget`, the adaptive gate is off).
+    pub fn of(plan: &crate::plan::Plan) -> Option<Budget> {
+        plan.migration.window_budget.map(|window| Budget {
+            window,
+            timeout: plan.migration.gate_timeout,
+        })
+    }
 }
 
 /// One prediction from the samples so far.
@@ -200,6 +210,44 @@ pub async fn wait_until_fits(
         }
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
+}
+
+/// A gate that waited longer than this runs the pair's own checks again before the fence.
+const REGATE_AFTER: Duration = Duration::from_secs(1);
+
+/// A pair's whole gate: its own checks, then (with a budget) the wait until its predicted
+/// window fits. A pair only behind a fixed ceiling ([`EngineError::Behind`]) is waited on,
+/// every other refusal stands; after a wait the pair's own checks run again, the ceilings as
+/// hard limits. Returns the gate and, when it waited, what it predicted.
+pub async fn gate(
+    w: &mut dyn Window,
+    budget: Option<Budget>,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<(Gated, Option<Waited>), EngineError> {
+    let Some(budget) = budget else {
+        return Ok((w.gate().await?, None));
+    };
+    let first = match w.gate().await {
+        Ok(g) => Some(g),
+        Err(EngineError::Behind(why)) => {
+            say(format!(
+                "{}: {why}; waiting for the backlog to clear",
+                w.component()
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let waited = wait_until_fits(w, budget, say).await?;
+    let regate = match waited {
+        None => first.is_none(),
+        Some(waited) => first.is_none() || waited.waited_ms > REGATE_AFTER.as_secs_f64() * 1000.0,
+    };
+    let gated = match first {
+        Some(g) if !regate => g,
+        _ => w.gate().await?,
+    };
+    Ok((gated, waited))
 }
 
 /// What would let a refused gate pass, from its last figures.

@@ -55,6 +55,8 @@ pub struct Pair {
     pub source: Server,
     /// The server it moves to.
     pub target: Server,
+    /// The adaptive gate's budget (the plan's `window_budget` and `gate_timeout`).
+    pub budget: Option<crate::engine::gate::Budget>,
 }
 
 impl Pair {
@@ -71,6 +73,7 @@ impl Pair {
             source: self.target.clone(),
             target: self.source.clone(),
             migration: self.migration.clone(),
+            budget: self.budget,
             plan,
         }
     }
@@ -82,6 +85,7 @@ impl Pair {
             migration: plan.migration.name.clone(),
             source: Server::new("source", &pair.source),
             target: Server::new("target", &pair.target),
+            budget: crate::engine::gate::Budget::of(plan),
         }
     }
 

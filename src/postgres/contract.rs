@@ -18,6 +18,10 @@ impl engine::Pair for Pair {
         &self.plan.name
     }
 
+    fn budget(&self) -> Option<engine::gate::Budget> {
+        self.budget
+    }
+
     fn reversed(&self) -> Box<dyn engine::Pair> {
         Box::new(Pair::reversed(self))
     }

@@ -79,6 +79,8 @@ pub struct Pair {
     pub source: Server,
     /// The target server.
     pub target: Server,
+    /// The adaptive gate's budget (the plan's `window_budget` and `gate_timeout`).
+    pub budget: Option<crate::engine::gate::Budget>,
 }
 
 impl Pair {
@@ -89,6 +91,7 @@ impl Pair {
             names: Names::new(&plan.migration.name, &pair.name),
             source: Server::new(Side::Source, pair.source.clone()),
             target: Server::new(Side::Target, pair.target.clone()),
+            budget: crate::engine::gate::Budget::of(plan),
         }
     }
 
@@ -135,6 +138,7 @@ impl Pair {
             target: self.source.clone(),
             plan,
             names,
+            budget: self.budget,
         }
     }
 

@@ -15,8 +15,6 @@ use crate::run::steps::{Db, Kind};
 const WARM_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How often a long wait says where it stands.
 const PROGRESS_EVERY: Duration = Duration::from_secs(15);
-/// A gate that waited longer than this checks the engine's conditions again before the fence.
-const REGATE_AFTER: Duration = Duration::from_secs(1);
 /// Pause between readings while replication gets ready.
 const READY_POLL: Duration = Duration::from_millis(200);
 
@@ -78,55 +76,27 @@ pub(in crate::run) async fn gate(
     budget: Option<Budget>,
     note: &mut (dyn FnMut(String) + Send),
 ) -> Result<Done, String> {
-    let Some(budget) = budget else {
-        let g = w.gate().await.map_err(words)?;
-        return Ok((format!("passed, lag {}", g.lag), Detail::None));
-    };
-    // Behind a fixed ceiling is what the adaptive wait is for; every other refusal stands.
-    let first = match w.gate().await {
-        Ok(g) => Some(g),
-        Err(EngineError::Behind(why)) => {
-            note(format!(
-                "{}: {why}; waiting for the backlog to clear",
-                w.component()
-            ));
-            None
-        }
-        Err(e) => return Err(words(e)),
-    };
-    let Some(waited) = gate::wait_until_fits(w, budget, note)
-        .await
-        .map_err(words)?
-    else {
-        // Not measurable: the fixed ceilings decide, as without a budget.
-        let g = match first {
-            Some(g) => g,
-            None => w.gate().await.map_err(words)?,
-        };
-        return Ok((
+    let (g, waited) = gate::gate(w, budget, note).await.map_err(words)?;
+    Ok(match (budget, waited) {
+        (Some(budget), Some(waited)) => (
+            format!(
+                "passed, lag {}; waited {:.1} s for the window to fit {}: {}",
+                g.lag,
+                waited.waited_ms / 1000.0,
+                humantime::format_duration(budget.window),
+                waited.prediction.words()
+            ),
+            Detail::Gated(waited),
+        ),
+        (Some(_), None) => (
             format!(
                 "passed, lag {}; this pair's backlog cannot be sampled (MySQL GTID sets, or the applier in an older binlog file): the fixed ceilings decided",
                 g.lag
             ),
             Detail::None,
-        ));
-    };
-    // After a wait (or a first gate behind its ceiling): the engine's own checks again, right
-    // before the fence; the ceilings are hard limits there.
-    let g = match first {
-        Some(g) if waited.waited_ms <= REGATE_AFTER.as_secs_f64() * 1000.0 => g,
-        _ => w.gate().await.map_err(words)?,
-    };
-    Ok((
-        format!(
-            "passed, lag {}; waited {:.1} s for the window to fit {}: {}",
-            g.lag,
-            waited.waited_ms / 1000.0,
-            humantime::format_duration(budget.window),
-            waited.prediction.words()
         ),
-        Detail::Gated(waited),
-    ))
+        (None, _) => (format!("passed, lag {}", g.lag), Detail::None),
+    })
 }
 
 /// One window phase (fence, catch-up or promotion) of `w`.
