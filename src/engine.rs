@@ -243,6 +243,23 @@ pub struct Replication {
     pub lag_seconds: Option<f64>,
     /// In words, with the figures and, when not running, why.
     pub words: String,
+    /// The same reading under the names the community exporters give it (postgres_exporter,
+    /// mysqld_exporter), for dashboards and alerts already written against them.
+    #[serde(skip)]
+    pub exporter: Vec<ExporterSample>,
+}
+
+/// One sample named and labelled as a community exporter names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExporterSample {
+    /// The series name (`pg_up`, `mysql_slave_status_seconds_behind_master`, ...).
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// Its labels, in a fixed order per name.
+    pub labels: Vec<(&'static str, String)>,
+    /// The value.
+    pub value: f64,
 }
 
 /// A connected reader of a pair's replication progress (one set of connections, read again

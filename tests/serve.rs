@@ -186,6 +186,32 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
         Some(0.0)
     );
     assert!(text.contains("# TYPE cutover_replication_lag_bytes gauge"));
+    // The series postgres_exporter's dashboards and alerts query.
+    assert!(
+        sample(
+            &text,
+            "pg_replication_slots_pg_wal_lsn_diff",
+            &[("migration", "m"), ("database", "shop")]
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_up",
+            &[("server", &format!("127.0.0.1:{}", pg.target.port))]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_replication_slots_active",
+            &[("database", "shop")]
+        ),
+        Some(1.0)
+    );
 
     // The poller keeps its sessions: the same backends on both servers across three polls, and
     // no connection opened meanwhile. Cut off, it connects again and the pair reads up.
@@ -342,6 +368,23 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
         )
         .is_none(),
         "no stale lag for a pair that cannot be read"
+    );
+    assert!(
+        sample(
+            &text,
+            "pg_replication_slots_pg_wal_lsn_diff",
+            &[("database", "shop")]
+        )
+        .is_none(),
+        "no stale exporter lag either"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_up",
+            &[("server", &format!("127.0.0.1:{}", pg.target.port))]
+        ),
+        Some(0.0)
     );
     assert!(!text.contains(TOKEN), "the token never appears");
 
@@ -612,4 +655,28 @@ async fn the_daemon_reads_a_mariadb_pair_on_the_same_sessions_poll_after_poll() 
     assert_eq!(before, after, "no new session across three polls");
     let text = scrape(&http, &daemon.base).await;
     assert_eq!(sample(&text, "cutover_up", &component), Some(1.0), "{text}");
+    // The series mysqld_exporter's dashboards and alerts query.
+    let replica = [("migration", "my"), ("master_host", "127.0.0.1")];
+    assert_eq!(
+        sample(&text, "mysql_slave_status_slave_sql_running", &replica),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "mysql_slave_status_slave_io_running", &replica),
+        Some(1.0)
+    );
+    assert!(
+        sample(&text, "mysql_slave_status_seconds_behind_master", &replica)
+            .is_some_and(|s| s >= 0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "mysql_up",
+            &[("server", &format!("127.0.0.1:{}", m.source.port))]
+        ),
+        Some(1.0)
+    );
 }

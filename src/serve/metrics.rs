@@ -62,6 +62,79 @@ pub struct Metrics {
     pub ttl_runs: IntCounterVec,
     /// Pair connections opened by the poller (kept between polls).
     watch_connects: IntCounterVec,
+    /// The exporter-named families, registered at their first sample.
+    exporter: std::sync::Mutex<Exported>,
+}
+
+/// One exporter sample set: its family's name and its label values.
+type SampleKey = (&'static str, Vec<String>);
+
+/// The community exporters' families and, per component, the samples it last set.
+#[derive(Default)]
+struct Exported {
+    families: std::collections::HashMap<&'static str, GaugeVec>,
+    last: std::collections::HashMap<(String, String), Vec<SampleKey>>,
+}
+
+impl Exported {
+    /// Sets `component`'s samples (labels `migration` first), removing the ones it no longer has.
+    fn set(
+        &mut self,
+        registry: &Registry,
+        migration: &str,
+        component: &str,
+        samples: &[crate::engine::ExporterSample],
+    ) {
+        let mut now = Vec::new();
+        for s in samples {
+            let family = self.families.entry(s.name).or_insert_with(|| {
+                let mut names = vec!["migration"];
+                names.extend(s.labels.iter().map(|(k, _)| *k));
+                gauge(registry, s.name, s.help, &names)
+            });
+            let mut values = vec![migration.to_owned()];
+            values.extend(s.labels.iter().map(|(_, v)| v.clone()));
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            // A sample whose labels do not match its family's is dropped, never a panic.
+            match family.get_metric_with_label_values(&refs) {
+                Ok(g) => g.set(s.value),
+                Err(e) => {
+                    tracing::warn!(series = s.name, error = %e, "exporter sample dropped");
+                    continue;
+                }
+            }
+            now.push((s.name, values));
+        }
+        let key = (migration.to_owned(), component.to_owned());
+        for (name, values) in self.last.remove(&key).unwrap_or_default() {
+            if !now.iter().any(|(n, v)| *n == name && *v == values)
+                && let Some(f) = self.families.get(name)
+            {
+                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                let _ = f.remove_label_values(&refs);
+            }
+        }
+        self.last.insert(key, now);
+    }
+
+    /// `component` could not be read: its `*_up` samples read 0, the others are removed.
+    fn down(&mut self, migration: &str, component: &str) {
+        let key = (migration.to_owned(), component.to_owned());
+        let mut kept = Vec::new();
+        for (name, values) in self.last.remove(&key).unwrap_or_default() {
+            let Some(f) = self.families.get(name) else {
+                continue;
+            };
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            if name.ends_with("_up") {
+                f.with_label_values(&refs).set(0.0);
+                kept.push((name, values));
+            } else {
+                let _ = f.remove_label_values(&refs);
+            }
+        }
+        self.last.insert(key, kept);
+    }
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -216,6 +289,7 @@ impl Metrics {
             ),
             ttl_runs,
             watch_connects,
+            exporter: std::sync::Mutex::new(Exported::default()),
             registry: r,
         }
     }
@@ -434,12 +508,18 @@ pub async fn poll(
                 m.replication_running
                     .with_label_values(&labels)
                     .set(if r.running { 1.0 } else { 0.0 });
+                if let Ok(mut e) = m.exporter.lock() {
+                    e.set(&m.registry, name, &component, &r.exporter);
+                }
                 up(&component, true, r.words);
             }
             Err(e) => {
                 let _ = m.lag_bytes.remove_label_values(&labels);
                 let _ = m.lag_seconds.remove_label_values(&labels);
                 let _ = m.replication_running.remove_label_values(&labels);
+                if let Ok(mut e) = m.exporter.lock() {
+                    e.down(name, &component);
+                }
                 up(&component, false, e);
             }
         }
