@@ -160,3 +160,26 @@ pub fn check_private_file(key: &std::path::Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The runner's variables a command cutover starts (a hook, a check, a proxy adapter's
+/// command) inherits: what finding programs, a locale, a home and the ssh agent need.
+/// Everything else (passwords and tokens the plan's `*_env` keys name) stays with the runner.
+pub const PASSED_THROUGH: [&str; 9] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "SSH_AUTH_SOCK",
+];
+
+/// [`PASSED_THROUGH`]'s variables that are set, with their values.
+pub fn passed_through() -> Vec<(String, String)> {
+    PASSED_THROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect()
+}

@@ -407,3 +407,112 @@ async fn inside_a_database_run_the_route_follows_the_promotion_through_a_crash_a
         }
     }
 }
+
+/// A command adapter over a "declarative configuration" (a file the commands rewrite, as
+/// `nixos-rebuild switch` would): the run switches it and the reverse cutover rolls it back;
+/// the commands get the plan's `env` and none of cutover's secrets; a failing switch fails the
+/// step with the command's own words; a switch past its timeout is killed with everything it
+/// started.
+#[test]
+fn a_command_adapter_switches_and_rolls_back_with_an_explicit_environment_and_a_bounded_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("route");
+    let seen = dir.path().join("env-seen");
+    let (source, target) = ("127.0.0.1:8101", "127.0.0.1:8102");
+    std::fs::write(&state, format!("{source}\n")).unwrap();
+    let write = |what: &str, script: &str, extra: &str| {
+        let path = dir.path().join(format!("{what}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"[migration]
+name = "cmd-{what}"
+state_dir = "{state_dir}"
+
+[[proxy]]
+name = "web"
+source = "{source}"
+target = "{target}"
+
+[proxy.adapter]
+kind = "command"
+read = ["cat", "{route}"]
+switch = ["sh", "-c", '{script}']
+rollback = ["sh", "-c", 'printf "%s\n" "$SOURCE" > "$ROUTE"']
+env = {{ ROUTE = "{route}", TARGET = "{target}", SOURCE = "{source}", SEEN = "{seen}" }}
+{extra}
+"#,
+                state_dir = dir.path().join(format!("state-{what}")).display(),
+                route = state.display(),
+                seen = seen.display(),
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let secret = "do-not-leak-5cc1a7";
+    let run_with_secret = |args: &[&str]| {
+        let out = std::process::Command::new(support::binary())
+            .args(args)
+            .env("CUTOVER_PG_SOURCE_PASSWORD", secret)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+
+    let plan = write(
+        "ok",
+        r#"env > "$SEEN"; printf "%s\n" "$TARGET" > "$ROUTE""#,
+        "",
+    );
+    let (code, out) = run_with_secret(&["run", &plan]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("{source} -> {target}")), "{out}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap().trim(), target);
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(env.contains(&format!("TARGET={target}")), "{env}");
+    assert!(
+        !env.contains(secret) && !env.contains("CUTOVER_PG_SOURCE_PASSWORD"),
+        "cutover's secrets never reach the commands:\n{env}"
+    );
+    let (code, out) = run_with_secret(&["run", "--rollback", &plan]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap().trim(), source);
+
+    // A switch that fails: the step fails with what the command said.
+    let plan = write(
+        "fails",
+        r#"echo "rebuild failed: no space" >&2; exit 3"#,
+        "",
+    );
+    let (code, out) = run_with_secret(&["run", &plan]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("exited 3") && out.contains("rebuild failed: no space"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&state).unwrap().trim(), source);
+
+    // A switch past its timeout: killed, with the command it left in the background.
+    let marker = dir.path().join("late");
+    let plan = write(
+        "slow",
+        &format!(r#"(sleep 3; touch {}) & sleep 30"#, marker.display()),
+        "command_timeout = \"1s\"",
+    );
+    let (code, out) = run_with_secret(&["run", &plan]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("killed after its timeout"), "{out}");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(
+        !marker.exists(),
+        "the command's whole process group was killed at the timeout"
+    );
+}

@@ -534,6 +534,28 @@ pub enum ProxyAdapter {
         /// The server entry's name in that backend.
         server: String,
     },
+    /// The operator's own commands, for declarative setups (`nixos-rebuild switch` and
+    /// `--rollback`, a configuration-management run): argv arrays run on this machine with
+    /// an explicit environment.
+    Command {
+        /// Prints the address (`ip:port`) the route serves now as its first line.
+        read: Vec<String>,
+        /// Points the route at the target.
+        switch: Vec<String>,
+        /// Points it back at the source.
+        rollback: Vec<String>,
+        /// Variables for the three commands, besides PATH, HOME, the locale and the ssh agent
+        /// (nothing else of cutover's environment reaches them).
+        #[serde(default)]
+        env: std::collections::BTreeMap<String, String>,
+        /// How long `switch` or `rollback` may run (`read` has the route's `timeout`).
+        #[serde(default = "default_proxy_command_timeout", with = "duration")]
+        command_timeout: Duration,
+    },
+}
+
+fn default_proxy_command_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_proxy_timeout() -> Duration {

@@ -258,6 +258,7 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
                 backend,
                 server,
             } => format!("{socket} {backend}/{server}"),
+            ProxyAdapter::Command { switch, .. } => format!("command {}", switch.join(" ")),
         };
         match routes.get(&key) {
             Some(first) => c.fail(
@@ -785,6 +786,46 @@ fn proxy_route(c: &mut Checker<'_>, at: &KeyPath, r: &ProxyRoute) {
                         "use the name haproxy.cfg gives it (letters, digits, `_`, `-`, `.`, `:`)",
                     );
                 }
+            }
+        }
+        ProxyAdapter::Command {
+            read,
+            switch,
+            rollback,
+            env,
+            command_timeout,
+        } => {
+            for (key, argv) in [("read", read), ("switch", switch), ("rollback", rollback)] {
+                if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                    c.fail(
+                        &at.k("adapter").k(key),
+                        "no program given",
+                        format!(
+                            "give the command as an argv array, e.g. `{key} = [\"/usr/local/bin/route\", \"{key}\"]`"
+                        ),
+                    );
+                }
+            }
+            for name in env.keys() {
+                if name.is_empty()
+                    || name.contains('=')
+                    || !name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                {
+                    c.fail(
+                        &at.k("adapter").k("env"),
+                        format!("`{name}` is not an environment variable name"),
+                        "use letters, digits and `_`",
+                    );
+                }
+            }
+            if command_timeout.is_zero() {
+                c.fail(
+                    &at.k("adapter").k("command_timeout"),
+                    "a zero timeout kills every switch",
+                    "remove it (default 10m) or set the longest a switch may take",
+                );
             }
         }
     }

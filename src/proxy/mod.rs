@@ -6,7 +6,9 @@
 //! points anywhere else is never overwritten) are this module's, the same for every adapter.
 //!
 //! - [`haproxy`]: HAProxy's runtime API (the stats socket).
+//! - [`command`]: the operator's own read / switch / rollback commands (declarative setups).
 
+pub mod command;
 pub mod haproxy;
 
 use std::net::SocketAddr;
@@ -106,6 +108,22 @@ pub fn adapter(route: &ProxyRoute) -> Box<dyn Adapter> {
             backend,
             server,
             route.timeout,
+        )),
+        ProxyAdapter::Command {
+            read,
+            switch,
+            rollback,
+            env,
+            command_timeout,
+        } => Box::new(command::Command::new(
+            read,
+            switch,
+            rollback,
+            env,
+            route.timeout,
+            *command_timeout,
+            &route.source,
+            &route.target,
         )),
     }
 }

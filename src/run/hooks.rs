@@ -118,26 +118,8 @@ pub async fn command(
     })
 }
 
-/// The runner's variables a hook or check command inherits: what finding programs, a locale,
-/// a home and the ssh agent need. Everything else (passwords, tokens) stays with the runner.
-pub const PASSED_THROUGH: [&str; 9] = [
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "SSH_AUTH_SOCK",
-];
-
-fn passed_through() -> Vec<(String, String)> {
-    PASSED_THROUGH
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-        .collect()
-}
+pub use crate::secret::PASSED_THROUGH;
+use crate::secret::passed_through;
 
 /// The variables every hook sees.
 pub fn hook_env(plan: &Plan, phase: &str, rollback: bool) -> Vec<(String, String)> {
