@@ -128,6 +128,12 @@ async fn postgres_the_gate_waits_for_a_held_apply_worker_then_fences_or_refuses_
             pg.app_writes(&pg.source, "ag").await,
             "nothing is fenced while the gate waits"
         );
+        let (code, out, err) = support::run(&["status", &plan_arg]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(
+            out.contains("it said last: postgres ag: waiting for the window to fit"),
+            "status shows what the gate waits for:\n{out}"
+        );
         if released {
             hold.batch_execute("COMMIT").await.unwrap();
             let (code, out) = finish(child);

@@ -302,6 +302,9 @@ pub fn status(path: &Path, output: Output) -> u8 {
                             if let Some(step) = &s.last_step {
                                 outln!("  last step begun: {step}");
                             }
+                            if let Some(waiting) = &s.waiting {
+                                outln!("  it said last: {waiting}");
+                            }
                         }
                     }
                     if let Some(h) = &s.holder {

@@ -197,6 +197,9 @@ pub struct Progress {
     pub resumable: bool,
     /// The reverse cutover was to follow (a failed health check).
     pub reverse_next: bool,
+    /// The last progress line of the step begun last, while it has not ended (what a long
+    /// wait, such as the adaptive gate's, says it waits for).
+    pub waiting: Option<String>,
 }
 
 impl Progress {
@@ -208,10 +211,14 @@ impl Progress {
                 Entry::StepBegin { step, .. } => {
                     p.begun.insert(*step);
                     p.last_begun = Some(*step);
+                    p.waiting = None;
                 }
                 Entry::StepDone { step, .. } => {
                     p.done.insert(*step);
+                    p.waiting = None;
                 }
+                Entry::Progress { text } => p.waiting = Some(text.clone()),
+                Entry::StepFailed { .. } => p.waiting = None,
                 Entry::PointOfNoReturn => p.past_point_of_no_return = true,
                 Entry::RunFinished {
                     outcome,

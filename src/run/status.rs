@@ -28,6 +28,9 @@ pub struct Status {
     pub last_step: Option<String>,
     /// Its phase.
     pub phase: Option<Phase>,
+    /// What the step begun last says it waits for (its last progress line), while the run
+    /// has not ended.
+    pub waiting: Option<String>,
     /// Past the point of no return.
     pub past_point_of_no_return: bool,
     /// Each pair's state, read from the servers.
@@ -169,6 +172,10 @@ pub async fn status_with(file_plan: &Plan, reader: &mut dyn States) -> Result<St
             .and_then(|i| steps.get(i))
             .map(|s| s.phase),
         past_point_of_no_return: progress.past_point_of_no_return,
+        waiting: progress
+            .waiting
+            .clone()
+            .filter(|_| progress.finished.is_none()),
         pairs,
         pair_states: states,
         proxies,
