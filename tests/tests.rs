@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod dns;
 mod files;
+mod fuzz_smoke;
 mod gate;
 mod lab_servers;
 mod my_tls;

@@ -283,7 +283,7 @@ pub async fn pair_state(
 }
 
 /// A MariaDB GTID list (`0-1-100,1-2-5`) as sequence number per domain.
-fn gtid_sequences(list: &str) -> std::collections::BTreeMap<u32, u64> {
+pub fn gtid_sequences(list: &str) -> std::collections::BTreeMap<u32, u64> {
     list.split(',')
         .filter_map(|g| {
             let mut parts = g.trim().split('-');

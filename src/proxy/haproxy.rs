@@ -73,7 +73,7 @@ impl Haproxy {
 
 /// The server entry `server` in the answer to `show servers state` (format version 1: a
 /// version line, a `#` line naming the columns, one line per server).
-fn parse_servers_state(answer: &str, server: &str) -> Result<Option<Route>, String> {
+pub fn parse_servers_state(answer: &str, server: &str) -> Result<Option<Route>, String> {
     let mut lines = answer.lines().filter(|l| !l.trim().is_empty());
     match lines.next() {
         Some("1") => {}

@@ -1,0 +1,189 @@
+//! The fuzz targets' entry points (`fuzz/`, cargo-fuzz on nightly) run in the ordinary suite on
+//! a fixed set of mutations of real inputs, so a parser that panics on hostile input fails CI
+//! even where no fuzzer runs: every example plan, HAProxy's answer, a change log, rsync's
+//! statistics, version strings, GTID lists and a journal, each mutated thousands of ways
+//! (bytes flipped, cut, repeated, spliced with the characters parsers trip on).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// A small deterministic generator (xorshift64*): the same mutations on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const TRICKY: &[&[u8]] = &[
+    b"\0",
+    b"\n",
+    b"\r\n",
+    b"\t",
+    b"\"",
+    b"'",
+    b"\\",
+    b"=",
+    b"[",
+    b"]]",
+    b"{",
+    b"}",
+    b",",
+    b"-",
+    b":",
+    b";",
+    b"#",
+    b"%",
+    b"..",
+    b"/",
+    b"\xff",
+    b"\xc3",
+    b"\xe2\x80\xae",
+    b"99999999999999999999",
+    b"-1",
+    b"0",
+    b"1e400",
+    b"NaN",
+    b"[[postgres]]",
+    b"[[proxy]]",
+    b"kind = \"haproxy\"",
+];
+
+/// `seed` mutated once by `rng`.
+fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut out = seed.to_vec();
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(out.len() + 1);
+        match rng.below(6) {
+            0 if !out.is_empty() => {
+                let i = rng.below(out.len());
+                out[i] ^= 1 << rng.below(8);
+            }
+            1 => out.truncate(at),
+            2 => {
+                let t = TRICKY[rng.below(TRICKY.len())];
+                out.splice(at..at, t.iter().copied());
+            }
+            3 if !out.is_empty() => {
+                let from = rng.below(out.len());
+                let len = rng.below(64).min(out.len() - from);
+                let piece: Vec<u8> = out[from..from + len].to_vec();
+                out.splice(at..at, piece);
+            }
+            4 if at < out.len() => {
+                let end = (at + rng.below(32)).min(out.len());
+                out.drain(at..end);
+            }
+            _ => out.insert(at, rng.next() as u8),
+        }
+    }
+    out
+}
+
+/// Feeds `cases` mutations of every seed to `target`; fails naming the input that panicked.
+fn fuzz(name: &str, seeds: &[Vec<u8>], cases: usize, target: impl Fn(&[u8])) {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ name.len() as u64);
+    for seed in seeds {
+        for _ in 0..cases {
+            let input = mutate(seed, &mut rng);
+            if catch_unwind(AssertUnwindSafe(|| target(&input))).is_err() {
+                panic!(
+                    "{name}: a panic on input {:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+    }
+}
+
+fn examples() -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension().is_some_and(|x| x == "toml")).then(|| std::fs::read(p).unwrap())
+        })
+        .collect();
+    assert!(seeds.len() >= 4, "the example plans are the seeds");
+    seeds.push(b"[migration]\nname = \"x\"\nstate_dir = \"/tmp/x\"\n".to_vec());
+    seeds
+}
+
+#[test]
+fn the_plan_parser_never_panics_on_mutated_plans() {
+    let (valid, refused) = (
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    );
+    fuzz("plan", &examples(), 400, |input| {
+        if let Ok(text) = std::str::from_utf8(input) {
+            match cutover::plan::parse_str(text, std::path::Path::new("fuzz.toml")) {
+                Ok(_) => valid.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                Err(_) => refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            };
+        }
+    });
+    let (valid, refused) = (valid.into_inner(), refused.into_inner());
+    // The mutations reach both ends of the parser: some plans stay valid, most are refused.
+    assert!(
+        valid > 10 && refused > 1000,
+        "valid {valid}, refused {refused}"
+    );
+}
+
+#[test]
+fn the_parsers_of_server_and_tool_answers_never_panic() {
+    let state = b"1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 app 1 web 127.0.0.1 2 0 1 1 12 1 0 0 14 0 0 0 - 8001 - 0 0 - - 0\n".to_vec();
+    fuzz("haproxy_state", &[state], 3000, |input| {
+        let text = String::from_utf8_lossy(input);
+        let _ = cutover::proxy::haproxy::parse_servers_state(&text, "web");
+    });
+    let log = b"MODIFY\tsrv/data/a.txt\0CREATE,ISDIR\tsrv/data/new dir\0MOVED_FROM\tsrv/data/old\0MOVED_TO\tsrv/data/line\nbreak\0DELETE\tsrv/data/x\0".to_vec();
+    fuzz("change_log", &[log], 3000, |input| {
+        let text = String::from_utf8_lossy(input);
+        let _ = cutover::files::changelog::records(&text).count();
+        let _ = cutover::files::changelog::parse(&text, "/srv/data/");
+    });
+    let answers = vec![
+        b"Number of files: 1,234 (reg: 1,000, dir: 234)\nNumber of regular files transferred: 12\nTotal file size: 9,876,543 bytes\nTotal transferred file size: 12,345 bytes\nTotal bytes sent: 45,678\nTotal bytes received: 910\n".to_vec(),
+        b"    1,234,567  42%   12.34MB/s    0:00:05 (xfr#3, to-chk=10/20)".to_vec(),
+        b"10.11.6-MariaDB-0+deb12u1-log".to_vec(),
+        b"8.0.36-0ubuntu0.22.04.1".to_vec(),
+        b"0-1-1234,1-2-55,3-7-18446744073709551615".to_vec(),
+    ];
+    fuzz("server_answers", &answers, 1500, |input| {
+        let text = String::from_utf8_lossy(input);
+        let _ = cutover::files::rsync::parse_stats(&text);
+        for line in text.lines() {
+            let _ = cutover::files::rsync::parse_progress(line);
+        }
+        let _ = cutover::mysql::dialect::parse_version(&text);
+        let _ = cutover::mysql::cutover::gtid_sequences(&text);
+    });
+}
+
+#[test]
+fn a_mutated_journal_is_read_without_a_panic() {
+    let journal = br#"{"seq":1,"epoch":1,"run":"r1","at_ms":1,"entry":{"kind":"run-started","reverse":false}}
+{"seq":2,"epoch":1,"run":"r1","at_ms":2,"entry":{"kind":"step-begin","step":0,"phase":"preflight","component":"postgres a"}}
+{"seq":3,"epoch":1,"run":"r1","at_ms":3,"entry":{"kind":"step-done","step":0,"ms":1.5,"summary":"passed","detail":null}}
+{"seq":4,"epoch":1,"run":"r1","at_ms":4,"entry":{"kind":"progress","text":"waiting"}}
+"#
+    .to_vec();
+    fuzz("journal", &[journal], 3000, |input| {
+        let text = String::from_utf8_lossy(input);
+        let values: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let _ = cutover::run::last_run(&values);
+    });
+}
