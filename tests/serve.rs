@@ -680,3 +680,107 @@ async fn the_daemon_reads_a_mariadb_pair_on_the_same_sessions_poll_after_poll() 
         Some(1.0)
     );
 }
+
+/// Replication no migration plan names: a `[[watch]]` of a PostgreSQL primary (its logical
+/// slot and walsender) and of a MariaDB replica (its channel), exported under the community
+/// exporters' names; a configuration naming neither a plan nor a watch, or a watch with no
+/// server, is refused with every problem at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_watches_replication_without_a_plan_under_the_exporters_names() {
+    let pg = PgPair::start().await;
+    pg.database("shop").await;
+    let plan = write_plan(pg.dir.path(), "m", &pg.pair_toml("shop", ""));
+    let (code, _, err) = run(&["pg", "start", &plan.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    wait_pg_ready(&plan).await;
+    let m = support::MariaPair::start().await;
+    let my_plan = write_plan(m.dir.path(), "my", &m.pair_toml());
+    let (code, _, err) = run(&["mysql", "start", &my_plan.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+
+    let config = pg.dir.path().join("watch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\n\n[[watch]]\nname = \"billing-primary\"\npostgres = {{ host = \"127.0.0.1\", port = {}, dbname = \"shop\", user = \"postgres\", password_file = \"{}\" }}\n\n[[watch]]\nname = \"app-replica\"\nmysql = {{ host = \"127.0.0.1\", port = {}, user = \"cutover\", password_file = \"{}\" }}\n",
+            pg.source.port,
+            pg.source.password_file.display(),
+            m.target.port,
+            m.target.password_file.display()
+        ),
+    )
+    .unwrap();
+    let daemon = start(&config);
+    let http = reqwest::Client::new();
+    let text = until(&http, &daemon.base, "both watches read", |t| {
+        sample(t, "pg_up", &[("migration", "billing-primary")]) == Some(1.0)
+            && sample(t, "mysql_up", &[("migration", "app-replica")]) == Some(1.0)
+    })
+    .await;
+    assert!(
+        sample(
+            &text,
+            "pg_replication_slots_pg_wal_lsn_diff",
+            &[("migration", "billing-primary"), ("database", "shop")]
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_replication_slots_active",
+            &[("migration", "billing-primary"), ("database", "shop")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &text,
+            "pg_stat_replication_pg_wal_lsn_diff",
+            &[("migration", "billing-primary"), ("state", "streaming")]
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "mysql_slave_status_slave_sql_running",
+            &[("migration", "app-replica"), ("master_host", "127.0.0.1")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cutover_up",
+            &[
+                ("migration", "app-replica"),
+                ("component", "watch app-replica")
+            ]
+        ),
+        Some(1.0)
+    );
+    drop(daemon);
+
+    // The shipped example loads as it is.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve/watch.toml");
+    let loaded = cutover::serve::config::load(&example).expect("the example loads");
+    assert_eq!(loaded.watches.len(), 2);
+
+    let bad = pg.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"127.0.0.1:0\"\n\n[[watch]]\nname = \"a b\"\n\n[[watch]]\nname = \"ok\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["serve", "--config", &bad.display().to_string()]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("watch[0].name") && err.contains("watch[1]`: no server"),
+        "every problem at once:\n{err}"
+    );
+}

@@ -208,49 +208,7 @@ impl Watch for MyWatch {
             });
         }
         if let Some(r) = row {
-            let labels = vec![
-                ("channel_name", r.text("Channel_Name").unwrap_or_default()),
-                (
-                    "connection_name",
-                    r.text("Connection_name").unwrap_or_default(),
-                ),
-                ("master_host", r.text("Source_Host").unwrap_or_default()),
-                ("master_uuid", r.text("Source_UUID").unwrap_or_default()),
-            ];
-            let yes = |column: &str| {
-                if r.text(column).as_deref() == Some("Yes") {
-                    1.0
-                } else {
-                    0.0
-                }
-            };
-            for (name, column, help) in [
-                (
-                    "mysql_slave_status_slave_io_running",
-                    "Replica_IO_Running",
-                    "Generic metric from SHOW SLAVE STATUS: the IO thread runs (as mysqld_exporter)",
-                ),
-                (
-                    "mysql_slave_status_slave_sql_running",
-                    "Replica_SQL_Running",
-                    "Generic metric from SHOW SLAVE STATUS: the SQL thread runs (as mysqld_exporter)",
-                ),
-            ] {
-                exporter.push(engine::ExporterSample {
-                    name,
-                    help,
-                    labels: labels.clone(),
-                    value: yes(column),
-                });
-            }
-            if let Some(s) = behind {
-                exporter.push(engine::ExporterSample {
-                    name: "mysql_slave_status_seconds_behind_master",
-                    help: "Generic metric from SHOW SLAVE STATUS: Seconds_Behind_Master (as mysqld_exporter)",
-                    labels,
-                    value: s as f64,
-                });
-            }
+            exporter.extend(super::monitor::channel_samples(r));
         }
         Ok(Replication {
             exporter,

@@ -26,6 +26,7 @@ pub mod dialect;
 pub mod heartbeat;
 pub mod inventory;
 pub mod lease;
+pub mod monitor;
 pub mod neighbours;
 pub mod parallel;
 pub mod preflight;

@@ -29,6 +29,7 @@ pub mod db;
 pub mod fence;
 pub mod inventory;
 pub mod lease;
+pub mod monitor;
 pub mod names;
 pub mod neighbours;
 pub mod preflight;

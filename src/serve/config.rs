@@ -22,7 +22,11 @@ struct Raw {
     listen: Option<String>,
     #[serde(default, with = "opt_duration")]
     poll: Option<Duration>,
+    #[serde(default)]
     plans: Vec<PathBuf>,
+    /// Replication to watch that no migration plan names.
+    #[serde(default)]
+    watch: Vec<RawWatch>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
     #[serde(default, with = "opt_duration")]
@@ -31,6 +35,45 @@ struct Raw {
     /// proxy, loopback is the network).
     #[serde(default)]
     require_token: bool,
+}
+
+/// `[[watch]]`: one server whose replication the daemon exports, no migration needed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    name: String,
+    postgres: Option<crate::plan::PgEndpoint>,
+    mysql: Option<crate::plan::MysqlEndpoint>,
+}
+
+/// A server whose replication the daemon watches without a migration: a PostgreSQL server's
+/// slots and walsenders (a primary with standbys or subscribers, logical or physical), or a
+/// MySQL/MariaDB replica's channels.
+#[derive(Debug, Clone)]
+pub enum Watched {
+    /// A PostgreSQL server.
+    Postgres {
+        /// The entry's name (the `migration` label of its series).
+        name: String,
+        /// How to reach it.
+        endpoint: crate::plan::PgEndpoint,
+    },
+    /// A MySQL or MariaDB replica.
+    Mysql {
+        /// The entry's name.
+        name: String,
+        /// How to reach it.
+        endpoint: crate::plan::MysqlEndpoint,
+    },
+}
+
+impl Watched {
+    /// The entry's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Watched::Postgres { name, .. } | Watched::Mysql { name, .. } => name,
+        }
+    }
 }
 
 mod opt_duration {
@@ -57,6 +100,8 @@ pub struct Config {
     pub poll: Duration,
     /// The plans watched, loaded.
     pub plans: Vec<Plan>,
+    /// Replication watched without a plan.
+    pub watches: Vec<Watched>,
     /// Bearer token the mutating endpoints require (none: they are refused).
     pub token: Option<Secret>,
     /// Run the TTL job (`dns lower-ttl` of every plan) this often.
@@ -134,8 +179,48 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
     if poll < Duration::from_secs(1) {
         problems.push("key `poll`: below 1 s; fix: poll every second or less often".to_owned());
     }
-    if raw.plans.is_empty() {
-        problems.push("key `plans`: empty; fix: list the plan files to watch".to_owned());
+    if raw.plans.is_empty() && raw.watch.is_empty() {
+        problems.push(
+            "nothing to watch; fix: list plan files in `plans`, or servers in `[[watch]]` entries"
+                .to_owned(),
+        );
+    }
+    let mut watches = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, w) in raw.watch.into_iter().enumerate() {
+        let at = format!("watch[{i}]");
+        if w.name.trim().is_empty()
+            || !w
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        {
+            problems.push(format!(
+                "key `{at}.name`: `{}` is not a name; fix: letters, digits, `-`, `_`, `.` (it labels the series)",
+                w.name
+            ));
+        } else if !seen.insert(w.name.clone()) {
+            problems.push(format!(
+                "key `{at}.name`: `{}` is already used; fix: give each `[[watch]]` its own name",
+                w.name
+            ));
+        }
+        match (w.postgres, w.mysql) {
+            (Some(endpoint), None) => watches.push(Watched::Postgres {
+                name: w.name,
+                endpoint,
+            }),
+            (None, Some(endpoint)) => watches.push(Watched::Mysql {
+                name: w.name,
+                endpoint,
+            }),
+            (Some(_), Some(_)) => problems.push(format!(
+                "key `{at}`: both `postgres` and `mysql`; fix: one server per entry"
+            )),
+            (None, None) => problems.push(format!(
+                "key `{at}`: no server; fix: set `postgres = {{ host = ..., dbname = ..., user = ..., password_file = ... }}` or `mysql = {{ ... }}`"
+            )),
+        }
     }
     let base = file.parent().unwrap_or(Path::new("."));
     let mut plans = Vec::new();
@@ -165,6 +250,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
         listen,
         poll,
         plans,
+        watches,
         token,
         ttl_every: raw.ttl_every,
     })

@@ -294,6 +294,40 @@ impl Metrics {
         }
     }
 
+    /// A `[[watch]]` entry's reading: its exporter samples, or why its server could not be
+    /// read (`up_series` 0 for its server, the rest removed).
+    pub fn watched(
+        &self,
+        name: &str,
+        up_series: &'static str,
+        server: &str,
+        reading: Result<Vec<crate::engine::ExporterSample>, String>,
+    ) {
+        let component = format!("watch {name}");
+        let ok = reading.is_ok();
+        self.up
+            .with_label_values(&[name, &component])
+            .set(if ok { 1.0 } else { 0.0 });
+        let Ok(mut e) = self.exporter.lock() else {
+            return;
+        };
+        match reading {
+            Ok(mut samples) => {
+                samples.insert(
+                    0,
+                    crate::engine::ExporterSample {
+                        name: up_series,
+                        help: "Whether the server could be read at the last poll (as the exporters)",
+                        labels: vec![("server", server.to_owned())],
+                        value: 1.0,
+                    },
+                );
+                e.set(&self.registry, name, &component, &samples);
+            }
+            Err(_) => e.down(name, &component),
+        }
+    }
+
     /// The text exposition of every family.
     pub fn encode(&self) -> String {
         use prometheus::Encoder;

@@ -55,8 +55,9 @@ pub enum ServeError {
     Server(std::io::Error),
 }
 
-struct Shared {
-    metrics: Metrics,
+/// What the daemon's tasks share.
+pub(crate) struct Shared {
+    pub(crate) metrics: Metrics,
     plans: Vec<Plan>,
     readings: RwLock<BTreeMap<String, PlanReading>>,
     token: Option<Secret>,
@@ -137,6 +138,14 @@ pub async fn serve(
                 }
             }
         });
+    }
+    for watched in config.watches {
+        tasks.spawn(watches::watch_loop(
+            watched,
+            shared.clone(),
+            shutdown.clone(),
+            config.poll,
+        ));
     }
     if let Some(every) = config.ttl_every {
         let (shared, stop) = (shared.clone(), shutdown.clone());

@@ -4,7 +4,9 @@
 //! by [`READ_TIMEOUT`]. A reading that fails or times out drops its watch (the session may be
 //! hung or gone); the next connection attempt waits a backoff that doubles from 1 s to 60 s,
 //! and meanwhile the pair reads as down with the last error. Watches of pairs a plan no longer
-//! names (or names with other settings) are closed at the end of the poll.
+//! names (or names with other settings) are closed at the end of the poll. A `[[watch]]` entry
+//! (replication no plan names) gets the same: one kept connection, its own task
+//! ([`watch_loop`]), the same bounds and backoff.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -187,6 +189,106 @@ impl crate::run::States for Watches {
             self.down(&key, 0, e);
         }
         read
+    }
+}
+
+/// A `[[watch]]` entry's kept connection.
+enum Conn {
+    Pg(crate::postgres::Db),
+    My(crate::mysql::Db),
+}
+
+/// Polls one `[[watch]]` entry every `every` until `stop`: one connection kept between polls,
+/// every connect and read bounded by [`READ_TIMEOUT`], dropped after a failure and opened
+/// again after the same backoff as the pairs' (1 s doubling to 60 s).
+pub(crate) async fn watch_loop(
+    watched: super::config::Watched,
+    metrics: std::sync::Arc<super::Shared>,
+    stop: tokio_util::sync::CancellationToken,
+    every: Duration,
+) {
+    use super::config::Watched;
+    let (up_series, server) = match &watched {
+        Watched::Postgres { endpoint, .. } => {
+            ("pg_up", format!("{}:{}", endpoint.host, endpoint.port))
+        }
+        Watched::Mysql { endpoint, .. } => {
+            ("mysql_up", format!("{}:{}", endpoint.host, endpoint.port))
+        }
+    };
+    let mut conn: Option<Conn> = None;
+    let mut failures = 0u32;
+    let mut retry_at = Instant::now();
+    loop {
+        let reading = if conn.is_none() && Instant::now() < retry_at {
+            Err("waiting to connect again".to_owned())
+        } else {
+            if conn.is_none() {
+                let opened = match &watched {
+                    Watched::Postgres { endpoint, .. } => tokio::time::timeout(
+                        READ_TIMEOUT,
+                        crate::postgres::db::Server::new(
+                            crate::postgres::Side::Source,
+                            endpoint.clone(),
+                        )
+                        .connect(),
+                    )
+                    .await
+                    .map(|r| r.map(Conn::Pg).map_err(|e| e.to_string())),
+                    Watched::Mysql { endpoint, .. } => tokio::time::timeout(
+                        READ_TIMEOUT,
+                        crate::mysql::db::Server::new("watched", endpoint).connect(),
+                    )
+                    .await
+                    .map(|r| r.map(Conn::My).map_err(|e| e.to_string())),
+                };
+                match opened {
+                    Ok(Ok(c)) => conn = Some(c),
+                    Ok(Err(e)) => {
+                        tracing::warn!(watch = watched.name(), error = %e, "cannot connect")
+                    }
+                    Err(_) => tracing::warn!(watch = watched.name(), "connect timed out"),
+                }
+            }
+            match conn.as_mut() {
+                None => Err("not connected".to_owned()),
+                Some(c) => {
+                    let read = match c {
+                        Conn::Pg(db) => tokio::time::timeout(
+                            READ_TIMEOUT,
+                            crate::postgres::monitor::samples(db),
+                        )
+                        .await
+                        .map(|r| r.map_err(|e| e.to_string())),
+                        Conn::My(db) => {
+                            tokio::time::timeout(READ_TIMEOUT, crate::mysql::monitor::samples(db))
+                                .await
+                                .map(|r| r.map_err(|e| e.to_string()))
+                        }
+                    };
+                    read.unwrap_or_else(|_| Err("no answer in time".to_owned()))
+                }
+            }
+        };
+        match &reading {
+            Ok(_) => failures = 0,
+            Err(e) => {
+                if conn.take().is_some() || failures == 0 {
+                    tracing::warn!(watch = watched.name(), error = %e, "reading failed");
+                }
+                if Instant::now() >= retry_at {
+                    failures += 1;
+                    retry_at = Instant::now() + backoff(failures);
+                }
+            }
+        }
+        metrics
+            .metrics
+            .watched(watched.name(), up_series, &server, reading);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 
