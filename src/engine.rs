@@ -77,8 +77,9 @@ pub struct Progress {
     pub applied: u64,
     /// What the counters count.
     pub unit: Unit,
-    /// A backlog this small with nothing moving is settled, not behind (a subscriber that
-    /// confirms lazily when idle).
+    /// The engine's reporting residue: a backlog this small is how its applied position is
+    /// reported (in steps), not work left. Subtracted from every prediction, and with nothing
+    /// moving it is settled, not behind.
     pub settled: u64,
 }
 

@@ -30,11 +30,19 @@ fn notes(plan: &std::path::Path) -> Vec<String> {
 /// everything before (the lease, preflight, replication ready) is done. The caller holds the
 /// applier, then continues it with [`resume`].
 fn spawn_run_to_the_gate(plan: &std::path::Path) -> Child {
+    spawn_run_to_gate(plan, 0)
+}
+
+/// [`spawn_run_to_the_gate`], stopped at the `nth` pair's gate.
+fn spawn_run_to_gate(plan: &std::path::Path, nth: usize) -> Child {
     let steps = run::steps(&cutover::plan::load(plan).unwrap());
     let gate = steps
         .iter()
-        .position(|s| matches!(s.kind, run::Kind::Gate(_)))
-        .unwrap();
+        .enumerate()
+        .filter(|(_, s)| matches!(s.kind, run::Kind::Gate(_)))
+        .nth(nth)
+        .unwrap()
+        .0;
     let mut child = Command::new(support::binary())
         .arg("run")
         .arg(plan)
@@ -72,11 +80,15 @@ fn wait_note(child: &mut Child, plan: &std::path::Path, what: &str) -> String {
             }
             panic!("the run ended ({status}) before saying `{what}`:\n{out}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "no note `{what}`: {:?}",
-            notes(plan)
-        );
+        if Instant::now() >= deadline {
+            support::kill9(child);
+            use std::io::Read;
+            let mut out = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                let _ = o.read_to_string(&mut out);
+            }
+            panic!("no note `{what}`: {:?}\n{out}", notes(plan));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -219,4 +231,52 @@ async fn mariadb_the_gate_waits_behind_a_read_lock_on_the_target_then_fences_whe
     let mut conn = m.target.connect(Some("app")).await.unwrap();
     let check = ledger.check(&mut conn).await.unwrap();
     assert!(check.clean() && check.acked > 0, "{check:?}");
+}
+
+/// Two pairs fenced together: the first pair's gate fitted, then its applier is held while
+/// the second pair is gated. The second fits alone, but the gate waits until both fit at the
+/// same moment, naming the one that does not; released, both are fenced and cut over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pairs_fenced_together_wait_until_every_pair_fits_at_once() {
+    let pg = PgPair::start().await;
+    pg.database("one").await;
+    pg.database("two").await;
+    let path = write_plan(
+        pg.dir.path(),
+        "two-pairs",
+        &(format!("{BUDGET}gate_timeout = \"60s\"\n")
+            + &pg.pair_toml("one", "")
+            + &pg.pair_toml("two", "")),
+    );
+    let plan_arg = path.display().to_string();
+    let (code, out, err) = support::run(&["pg", "start", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (one, two) = (pg.writer("one", 100), pg.writer("two", 100));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut child = spawn_run_to_gate(&path, 1);
+    let hold = pg.target.connect("one").await.unwrap();
+    hold.batch_execute("BEGIN; LOCK TABLE writes IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    resume(&child);
+    let note = wait_note(&mut child, &path, "waiting for every pair to fit");
+    assert!(
+        note.contains("not yet: postgres one") && !note.contains("postgres two:"),
+        "the pair that does not fit is named: {note}"
+    );
+    assert!(pg.app_writes(&pg.source, "one").await && pg.app_writes(&pg.source, "two").await);
+    hold.batch_execute("COMMIT").await.unwrap();
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("every pair fits together"), "{out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (db, writer) in [("one", one), ("two", two)] {
+        let ledger = writer.stop().await;
+        let check = ledger
+            .check(&pg.target.connect(db).await.unwrap())
+            .await
+            .unwrap();
+        assert!(check.clean() && check.acked > 0, "{db}: {check:?}");
+    }
 }

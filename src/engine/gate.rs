@@ -131,13 +131,17 @@ impl Sampler {
             Some(0.0)
         } else {
             match rates {
-                Some((_, apply)) if apply > 0.0 => Some(backlog as f64 / apply * 1000.0),
+                // The engine's reporting residue (a subscriber reports what it applied in
+                // steps) is not work left: only what exceeds it is divided by the rate.
+                Some((_, apply)) if apply > 0.0 => {
+                    Some(backlog.saturating_sub(last.settled) as f64 / apply * 1000.0)
+                }
                 // Nothing committed and nothing applied over the span, a residue within what
                 // the engine calls settled (a subscriber confirms lazily when idle).
                 Some((source, _)) if source == 0.0 && backlog <= last.settled => Some(0.0),
                 Some(_) => None,
-                // Too early for rates: a settled residue fits at once, anything else waits.
-                None if backlog <= last.settled => Some(0.0),
+                // Too early for rates: even a small residue waits for them (a held applier
+                // looks settled until the source is seen moving and the target not).
                 None => None,
             }
         };
@@ -206,6 +210,99 @@ pub async fn wait_until_fits(
                 humantime::format_duration(budget.window),
                 humantime::format_duration(Duration::from_secs(left.as_secs())),
                 prediction.words()
+            ));
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
+/// Waits until every pair of `windows` predicts a window within `budget` at the same sample
+/// (pairs fenced together are only as quick as the slowest); `say` hears every [`SAY_EVERY`]
+/// which pairs do not fit yet. Pairs that cannot sample their backlog are left to their fixed
+/// ceilings. Refused at the timeout naming the pairs that did not fit, nothing fenced.
+pub async fn wait_until_all_fit(
+    windows: &mut [&mut Box<dyn Window>],
+    budget: Budget,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Result<Vec<(String, Waited)>, EngineError> {
+    let started = Instant::now();
+    let mut samplers: Vec<Option<Sampler>> =
+        windows.iter().map(|_| Some(Sampler::default())).collect();
+    let mut last_said = Instant::now();
+    loop {
+        let mut fits = Vec::new();
+        let mut behind = Vec::new();
+        for (w, sampler) in windows.iter_mut().zip(samplers.iter_mut()) {
+            let Some(s) = sampler else { continue };
+            let t = Instant::now();
+            let Some(p) = w.progress().await? else {
+                *sampler = None;
+                continue;
+            };
+            let read = t.elapsed();
+            s.push(Instant::now(), p);
+            let fixed = read / 2 * FIXED_ROUND_TRIPS;
+            match s.predict(fixed) {
+                Some(pred)
+                    if pred
+                        .window_ms()
+                        .is_some_and(|ms| ms <= budget.window.as_secs_f64() * 1000.0) =>
+                {
+                    fits.push((w.component(), pred))
+                }
+                Some(pred) => behind.push((w.component(), pred)),
+                None => behind.push((
+                    w.component(),
+                    Prediction {
+                        backlog: 0,
+                        unit: p.unit,
+                        source_rate: None,
+                        apply_rate: None,
+                        catch_up_ms: None,
+                        fixed_ms: 0.0,
+                    },
+                )),
+            }
+        }
+        let waited_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if behind.is_empty() {
+            return Ok(fits
+                .into_iter()
+                .map(|(c, prediction)| {
+                    (
+                        c,
+                        Waited {
+                            waited_ms,
+                            prediction,
+                        },
+                    )
+                })
+                .collect());
+        }
+        let list = |pairs: &[(String, Prediction)]| {
+            pairs
+                .iter()
+                .map(|(c, p)| format!("{c}: {}", p.words()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let left = budget.timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(EngineError::Refused(format!(
+                "the pairs fenced together did not all fit window_budget ({}) at once within gate_timeout ({}); nothing was fenced, every source serves; not fitting: {}; what would help: {}",
+                humantime::format_duration(budget.window),
+                humantime::format_duration(budget.timeout),
+                list(&behind),
+                help(&behind[0].1)
+            )));
+        }
+        if last_said.elapsed() >= SAY_EVERY {
+            last_said = Instant::now();
+            say(format!(
+                "waiting for every pair to fit {} together ({} left); not yet: {}",
+                humantime::format_duration(budget.window),
+                humantime::format_duration(Duration::from_secs(left.as_secs())),
+                list(&behind)
             ));
         }
         tokio::time::sleep(SAMPLE_EVERY).await;
@@ -319,7 +416,11 @@ mod tests {
         };
         let mut s = Sampler::default();
         s.push(t0, settled(10_000, 9_800));
-        assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));
+        assert_eq!(
+            s.predict(Duration::ZERO).unwrap().catch_up_ms,
+            None,
+            "one sample cannot tell settled from held"
+        );
         s.push(t0 + Duration::from_secs(1), settled(10_000, 9_800));
         assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));
         // The same residue while the source commits and nothing applies: not settled.
@@ -327,6 +428,31 @@ mod tests {
         s.push(t0, settled(10_000, 9_800));
         s.push(t0 + Duration::from_secs(1), settled(12_000, 9_800));
         assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, None);
+    }
+
+    #[test]
+    fn the_reporting_residue_is_not_work_left() {
+        let t0 = Instant::now();
+        let with_residue = |c, a| Progress {
+            committed: c,
+            applied: a,
+            unit: Unit::Bytes,
+            settled: 16 * 1024,
+        };
+        let mut s = Sampler::default();
+        s.push(t0, with_residue(100_000, 91_800));
+        s.push(t0 + Duration::from_secs(1), with_residue(160_000, 151_800));
+        // 8,200 bytes behind while keeping pace at 60,000 bytes/s: the residue, nothing left.
+        assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));
+        let mut s = Sampler::default();
+        s.push(t0, with_residue(100_000, 0));
+        s.push(t0 + Duration::from_secs(1), with_residue(160_000, 60_000));
+        let behind = s.predict(Duration::ZERO).unwrap();
+        let expected = (100_000 - 16 * 1024) as f64 / 60_000.0 * 1000.0;
+        assert!(
+            (behind.catch_up_ms.unwrap() - expected).abs() < 0.01,
+            "{behind:?}"
+        );
     }
 
     #[test]

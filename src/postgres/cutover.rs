@@ -769,8 +769,6 @@ impl engine::Window for PgWindow {
                 committed: u64::try_from(current?).ok()?,
                 applied: u64::try_from(confirmed?).ok()?,
                 unit: engine::Unit::Bytes,
-                // An idle subscriber confirms the last records (checkpoints, other databases'
-                // WAL) only with its next status report.
                 settled: SETTLED_WAL_BYTES,
             })
         }))
@@ -831,9 +829,10 @@ impl engine::Window for PgWindow {
     }
 }
 
-/// A WAL backlog this small, with nothing written or confirmed over a second, is an idle
-/// subscriber's unconfirmed tail, not a backlog (the adaptive gate's `settled`).
-const SETTLED_WAL_BYTES: u64 = 64 * 1024;
+/// The WAL a subscriber's reported replay position trails by while it keeps pace (it reports
+/// in steps: one or two WAL pages measured under a steady writer), not work left; with nothing
+/// written it is an idle subscriber's unreported tail (the adaptive gate's `settled`).
+const SETTLED_WAL_BYTES: u64 = 16 * 1024;
 
 fn unfence_help(pair: &Pair) -> String {
     format!(

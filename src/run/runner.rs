@@ -157,9 +157,25 @@ impl<'a> Runner<'a> {
                     actions::db::gate(w.as_mut(), budget, &mut note).await
                 };
                 self.windows.insert(db, w);
-                match unjournalled {
-                    Some(e) => Err(e),
-                    None => gated,
+                if let Some(e) = unjournalled {
+                    return Err(e);
+                }
+                let gated = gated?;
+                // The last gate of several pairs fenced together: every pair must fit at once.
+                let gates: Vec<Db> = self
+                    .steps
+                    .iter()
+                    .filter_map(|s| match s.kind {
+                        Kind::Gate(d) => Some(d),
+                        _ => None,
+                    })
+                    .collect();
+                match budget {
+                    Some(budget) if gates.len() > 1 && gates.last() == Some(&db) => self
+                        .joint_gate(&gates, budget)
+                        .await
+                        .map(|words| (format!("{}; {words}", gated.0), gated.1)),
+                    _ => Ok(gated),
                 }
             }
             Kind::Fence(db) | Kind::CatchUp(db) => {
@@ -186,6 +202,52 @@ impl<'a> Runner<'a> {
             Kind::DnsRestore(i) => actions::dns::restore(plan, i, &self.dns_previous).await,
             Kind::ProxyRestore(i) => actions::proxy::switch(plan, i, true).await,
         }
+    }
+
+    /// After the last gate of several pairs: waits until every pair predicts a window within
+    /// the budget at the same sample (each pair's own gate waited alone). Returns its words.
+    async fn joint_gate(
+        &mut self,
+        gates: &[Db],
+        budget: crate::engine::gate::Budget,
+    ) -> Result<String, String> {
+        for db in gates {
+            self.window(*db).await?;
+        }
+        let mut taken: Vec<(Db, Box<dyn Window>)> = gates
+            .iter()
+            .filter_map(|db| self.windows.remove(db).map(|w| (*db, w)))
+            .collect();
+        let mut unjournalled = None;
+        let result = {
+            let mut refs: Vec<&mut Box<dyn Window>> = taken.iter_mut().map(|(_, w)| w).collect();
+            let mut note = |text: String| {
+                if let Err(e) = self.note(text) {
+                    unjournalled.get_or_insert(e.to_string());
+                }
+            };
+            crate::engine::gate::wait_until_all_fit(&mut refs, budget, &mut note).await
+        };
+        for (db, w) in taken {
+            self.windows.insert(db, w);
+        }
+        if let Some(e) = unjournalled {
+            return Err(e);
+        }
+        let fits = result.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "every pair fits together after {:.1} s: {}",
+            fits.first().map_or(0.0, |(_, w)| w.waited_ms) / 1000.0,
+            fits.iter()
+                .map(|(c, w)| format!(
+                    "{c} predicts {}",
+                    w.prediction
+                        .window_ms()
+                        .map_or("?".to_owned(), |ms| format!("{ms:.0} ms"))
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     }
 
     /// A promotion, tried again on a fresh connection: past the point of no return, giving up
