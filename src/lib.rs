@@ -24,9 +24,12 @@
 //! - [`finding`]: the shared words for what a check found (server, severity, problem, fix).
 //! - [`state`]: the state directory's one owner (layout, atomic and durable writes, the lease
 //!   and journal store).
+//! - [`child`]: commands started for the operator (hooks, checks, proxy commands): argv, an
+//!   explicit environment, their own process group, bounded.
 //! - [`secret`]: secrets from the environment or files, never printed; the private-key file
-//!   rule both engines' TLS keys follow.
+//!   rule both engines' TLS keys follow; the variables a started command may inherit.
 
+pub mod child;
 pub mod cli;
 pub mod dberror;
 pub mod dns;

@@ -58,51 +58,20 @@ impl Command {
     }
 
     async fn run(&self, argv: &[String], timeout: Duration) -> Result<Ran, ProxyError> {
-        let Some((program, args)) = argv.split_first() else {
-            return Err(self.refused("an empty command", "give the command as an argv array"));
-        };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .env_clear()
-            .envs(crate::secret::passed_through())
-            .envs(self.env.iter());
-        let child = cmd.spawn().map_err(|e| ProxyError::Unreachable {
-            proxy: self.describe(),
-            error: format!("`{program}` could not be started: {e}"),
-            fix: "check the path of the program in the plan's `adapter` (it runs on this machine)"
-                .to_owned(),
-        })?;
-        let group = child.id();
-        match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(Ok(out)) => Ok(Ran {
-                code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }),
-            Ok(Err(e)) => Err(self.refused(&format!("`{program}` failed: {e}"), "run it by hand")),
-            Err(_) => {
-                if let Some(pgid) = group {
-                    // SAFETY: kill() with a negative pid signals the process group this
-                    // command leads (it was started with its own group).
-                    unsafe {
-                        libc::kill(-(pgid as i32), libc::SIGKILL);
-                    }
-                }
-                Ok(Ran {
-                    code: None,
-                    stdout: String::new(),
-                    stderr: format!(
-                        "killed after its timeout of {}",
-                        humantime::format_duration(timeout)
-                    ),
-                })
-            }
-        }
+        let env = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let ended = crate::child::run(argv, env, timeout)
+            .await
+            .map_err(|error| ProxyError::Unreachable {
+                proxy: self.describe(),
+                error,
+                fix: "check the path of the program in the plan's `adapter` (it runs on this machine)"
+                    .to_owned(),
+            })?;
+        Ok(Ran {
+            code: ended.code,
+            stdout: ended.stdout,
+            stderr: ended.stderr,
+        })
     }
 
     fn refused(&self, message: &str, fix: &str) -> ProxyError {

@@ -64,62 +64,30 @@ pub async fn command(
     timeout: Duration,
 ) -> Result<CommandOutcome, String> {
     let argv = argv(plan, on, command, env)?;
-    let Some((program, args)) = argv.split_first() else {
-        return Err("empty command".to_owned());
+    // Over ssh the run's variables travel in the remote command (`env K=V ...`).
+    let local: Vec<(&str, &str)> = if on == RunOn::Local {
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    } else {
+        Vec::new()
     };
-    let started = Instant::now();
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        // Its own process group: a timeout ends everything it started, not just itself.
-        .process_group(0)
-        .kill_on_drop(true)
-        // An explicit environment: the runner's own may hold database passwords and provider
-        // tokens (the plan's `*_env` keys); a hook gets what a command needs and the run's
-        // variables, nothing else.
-        .env_clear()
-        .envs(passed_through());
-    if on == RunOn::Local {
-        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("`{program}` could not be started: {e}"))?;
-    let group = child.id();
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(format!("`{program}` failed: {e}")),
-        Err(_) => {
-            if let Some(pgid) = group {
-                // SAFETY: kill() with a negative pid signals the process group this command
-                // leads (it was started with its own group).
-                unsafe {
-                    libc::kill(-(pgid as i32), libc::SIGKILL);
-                }
-            }
-            return Ok(CommandOutcome {
-                code: None,
-                output: format!(
-                    "killed after the timeout of {}",
-                    humantime::format_duration(timeout)
-                ),
-                ms: started.elapsed().as_secs_f64() * 1000.0,
-            });
-        }
-    };
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let ended = crate::child::run(&argv, local, timeout).await?;
+    let mut text = ended.stdout;
+    text.push_str(&ended.stderr);
     Ok(CommandOutcome {
-        code: out.status.code(),
-        output: crate::files::tail(text.trim(), 5),
-        ms: started.elapsed().as_secs_f64() * 1000.0,
+        code: ended.code,
+        output: if ended.timed_out {
+            format!(
+                "killed after the timeout of {}",
+                humantime::format_duration(timeout)
+            )
+        } else {
+            crate::files::tail(text.trim(), 5)
+        },
+        ms: ended.elapsed.as_secs_f64() * 1000.0,
     })
 }
 
 pub use crate::secret::PASSED_THROUGH;
-use crate::secret::passed_through;
 
 /// The variables every hook sees.
 pub fn hook_env(plan: &Plan, phase: &str, rollback: bool) -> Vec<(String, String)> {
