@@ -763,6 +763,54 @@ async fn the_daemon_watches_replication_without_a_plan_under_the_exporters_names
         ),
         Some(1.0)
     );
+
+    // One watched server stops: it reads down within two polls, the other's series keep
+    // updating (its slot's lag figure moves with a writer), and scrapes stay fast.
+    let mut m = m;
+    let writer = pg.writer("shop", 100);
+    let before = sample(
+        &scrape(&http, &daemon.base).await,
+        "pg_replication_slots_pg_wal_lsn_diff",
+        &[("migration", "billing-primary"), ("database", "shop")],
+    );
+    m.target.process().kill();
+    let stopped = Instant::now();
+    let text = until(&http, &daemon.base, "the replica down", |t| {
+        sample(t, "mysql_up", &[("migration", "app-replica")]) == Some(0.0)
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "down within two polls of a second: {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        sample(
+            &text,
+            "mysql_slave_status_slave_sql_running",
+            &[("migration", "app-replica")]
+        )
+        .is_none(),
+        "no stale channel figures"
+    );
+    until(&http, &daemon.base, "the primary's figures move", |t| {
+        let now = sample(
+            t,
+            "pg_replication_slots_pg_wal_lsn_diff",
+            &[("migration", "billing-primary"), ("database", "shop")],
+        );
+        now.is_some()
+            && now != before
+            && sample(t, "pg_up", &[("migration", "billing-primary")]) == Some(1.0)
+    })
+    .await;
+    let t = Instant::now();
+    let _ = scrape(&http, &daemon.base).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "a scrape answers from the last poll"
+    );
+    let _ = writer.stop().await;
     drop(daemon);
 
     // The shipped example loads as it is.
