@@ -516,3 +516,116 @@ env = {{ ROUTE = "{route}", TARGET = "{target}", SOURCE = "{source}", SEEN = "{s
         "the command's whole process group was killed at the timeout"
     );
 }
+
+fn nginx_plan(
+    dir: &Path,
+    nginx: &cutover::lab::Nginx,
+    source: SocketAddr,
+    target: SocketAddr,
+) -> PathBuf {
+    let text = format!(
+        r#"[migration]
+name = "nginx-test"
+state_dir = "{state}"
+
+[[proxy]]
+name = "web"
+source = "{source}"
+target = "{target}"
+adapter = {{ kind = "nginx", include = "{include}", upstream = "app", nginx = "{program}", config = "{config}", prefix = "{prefix}" }}
+"#,
+        state = dir.join("state").display(),
+        include = nginx.include.display(),
+        program = nginx.program.display(),
+        config = nginx.config.display(),
+        prefix = nginx.dir.display(),
+    );
+    let path = dir.join("nginx-plan.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// nginx (Debian's package): a run rewrites the upstream's include file, tests and reloads,
+/// with no failed request through it; the reverse cutover points it back; a configuration
+/// `nginx -t` refuses at the switch puts the previous file back and reloads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_nginx_upstream_is_switched_with_a_tested_reload_and_a_refused_test_changes_nothing() {
+    use cutover::run;
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _s) = backend("source").await;
+    let (target, _t) = backend("target").await;
+    let nginx = cutover::lab::Nginx::start(dir.path(), "nginx", source, Supervision::Owned)
+        .await
+        .unwrap();
+    let path = nginx_plan(dir.path(), &nginx, source, target);
+    let plan_arg = path.display().to_string();
+
+    let client = Client::start(nginx.port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("{source} -> {target}")), "{out}");
+    let include = std::fs::read_to_string(&nginx.include).unwrap();
+    assert!(include.contains(&format!("server {target};")), "{include}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (answers, failed) = client.stop().await;
+    assert_eq!(failed, 0, "requests failed through the reload");
+    assert_eq!(
+        answers.last().map(String::as_str),
+        Some("target"),
+        "the reload took"
+    );
+    let (code, out, err) = support::run(&["run", "--rollback", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        std::fs::read_to_string(&nginx.include)
+            .unwrap()
+            .contains(&format!("server {source};"))
+    );
+
+    // The next run stops right before its switch; meanwhile another part of the configuration
+    // breaks. `nginx -t` refuses, the previous file is back, nothing reloaded.
+    let dir2 = tempfile::tempdir().unwrap();
+    let path = nginx_plan(dir2.path(), &nginx, source, target);
+    let steps = run::steps(&cutover::plan::load(&path).unwrap());
+    let switch = steps
+        .iter()
+        .position(|s| matches!(s.kind, run::Kind::ProxySwitch(_)))
+        .unwrap();
+    let mut child = std::process::Command::new(support::binary())
+        .args(["run", &path.display().to_string()])
+        .env(run::test_stop::STEP_VAR, format!("{switch}:begin"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(support::wait_stopped(&mut child, Duration::from_secs(60)));
+    std::fs::write(&nginx.extra, "this_is_not_a_directive on;\n").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let out = child.wait_with_output().unwrap();
+    let all = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("`nginx -t` refused the new configuration")
+            && all.contains("this_is_not_a_directive"),
+        "{all}"
+    );
+    assert!(
+        std::fs::read_to_string(&nginx.include)
+            .unwrap()
+            .contains(&format!("server {source};")),
+        "the previous file is back"
+    );
+    let client = Client::start(nginx.port);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (answers, failed) = client.stop().await;
+    assert_eq!(failed, 0);
+    assert!(
+        answers.iter().all(|a| a == "source"),
+        "nothing was reloaded"
+    );
+}

@@ -534,6 +534,24 @@ pub enum ProxyAdapter {
         /// The server entry's name in that backend.
         server: String,
     },
+    /// nginx: the upstream block lives in its own include file, which cutover rewrites
+    /// atomically (the previous one kept beside it), tests with `nginx -t` (a failing test
+    /// restores the file and reloads nothing), then reloads nginx.
+    Nginx {
+        /// The include file holding `upstream NAME { server ADDRESS; }`.
+        include: PathBuf,
+        /// The upstream's name.
+        upstream: String,
+        /// The nginx program.
+        #[serde(default = "default_nginx")]
+        nginx: PathBuf,
+        /// nginx's main configuration file (`-c`), when not the default.
+        #[serde(default)]
+        config: Option<PathBuf>,
+        /// nginx's prefix (`-p`), when not the default.
+        #[serde(default)]
+        prefix: Option<PathBuf>,
+    },
     /// The operator's own commands, for declarative setups (`nixos-rebuild switch` and
     /// `--rollback`, a configuration-management run): argv arrays run on this machine with
     /// an explicit environment.
@@ -552,6 +570,10 @@ pub enum ProxyAdapter {
         #[serde(default = "default_proxy_command_timeout", with = "duration")]
         command_timeout: Duration,
     },
+}
+
+fn default_nginx() -> PathBuf {
+    PathBuf::from("nginx")
 }
 
 fn default_proxy_command_timeout() -> Duration {

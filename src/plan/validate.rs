@@ -259,6 +259,9 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
                 server,
             } => format!("{socket} {backend}/{server}"),
             ProxyAdapter::Command { switch, .. } => format!("command {}", switch.join(" ")),
+            ProxyAdapter::Nginx {
+                include, upstream, ..
+            } => format!("nginx {} {upstream}", include.display()),
         };
         match routes.get(&key) {
             Some(first) => c.fail(
@@ -786,6 +789,24 @@ fn proxy_route(c: &mut Checker<'_>, at: &KeyPath, r: &ProxyRoute) {
                         "use the name haproxy.cfg gives it (letters, digits, `_`, `-`, `.`, `:`)",
                     );
                 }
+            }
+        }
+        ProxyAdapter::Nginx {
+            include, upstream, ..
+        } => {
+            if !include.is_absolute() {
+                c.fail(
+                    &at.k("adapter").k("include"),
+                    format!("`{}` is not an absolute path", include.display()),
+                    "give the include file's full path, e.g. `/etc/nginx/cutover/app-upstream.conf`",
+                );
+            }
+            if !is_proxy_word(upstream) {
+                c.fail(
+                    &at.k("adapter").k("upstream"),
+                    format!("`{upstream}` is not an nginx upstream name"),
+                    "use the name of the `upstream` block (letters, digits, `_`, `-`, `.`)",
+                );
             }
         }
         ProxyAdapter::Command {

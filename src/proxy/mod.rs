@@ -6,10 +6,12 @@
 //! points anywhere else is never overwritten) are this module's, the same for every adapter.
 //!
 //! - [`haproxy`]: HAProxy's runtime API (the stats socket).
+//! - [`nginx`]: an upstream in its own include file, tested with `nginx -t`, then reloaded.
 //! - [`command`]: the operator's own read / switch / rollback commands (declarative setups).
 
 pub mod command;
 pub mod haproxy;
+pub mod nginx;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -107,6 +109,20 @@ pub fn adapter(route: &ProxyRoute) -> Box<dyn Adapter> {
             socket,
             backend,
             server,
+            route.timeout,
+        )),
+        ProxyAdapter::Nginx {
+            include,
+            upstream,
+            nginx,
+            config,
+            prefix,
+        } => Box::new(nginx::Nginx::new(
+            include,
+            upstream,
+            nginx,
+            config.as_deref(),
+            prefix.as_deref(),
             route.timeout,
         )),
         ProxyAdapter::Command {

@@ -1,0 +1,253 @@
+//! nginx: the route is an `upstream NAME { server ADDRESS; }` block kept in its own include
+//! file. A switch rewrites that file atomically (a temporary file renamed over it; the
+//! previous content kept beside it as `FILE.cutover-previous`), asks `nginx -t` whether the
+//! whole configuration still loads (if not, the previous file is put back and nothing is
+//! reloaded), then `nginx -s reload`: new connections go to the new address, established ones
+//! finish on the old. Reading parses the include file (open-source nginx cannot say what its
+//! running configuration holds; the plan's checks prove what answers through it).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Adapter, ProxyError, Route};
+
+/// One upstream block in one include file.
+pub struct Nginx {
+    include: PathBuf,
+    upstream: String,
+    program: PathBuf,
+    config: Option<PathBuf>,
+    prefix: Option<PathBuf>,
+    timeout: Duration,
+}
+
+/// The address of the one `server` line of upstream `name` in `text`, with the byte range of
+/// the address (for a rewrite that keeps the line's other parameters).
+pub fn find_server(text: &str, name: &str) -> Result<(SocketAddr, std::ops::Range<usize>), String> {
+    let mut rest = text;
+    let mut offset = 0;
+    let block = loop {
+        let Some(at) = rest.find("upstream") else {
+            return Err(format!("no `upstream {name}` block"));
+        };
+        let after = &rest[at + "upstream".len()..];
+        let trimmed = after.trim_start();
+        let word_end = trimmed
+            .find(|c: char| c.is_whitespace() || c == '{')
+            .unwrap_or(trimmed.len());
+        if &trimmed[..word_end] == name {
+            let open = after
+                .find('{')
+                .ok_or(format!("`upstream {name}` has no `{{`"))?;
+            let start = offset + at + "upstream".len() + open + 1;
+            let close = text[start..]
+                .find('}')
+                .ok_or(format!("`upstream {name}` has no `}}`"))?;
+            break start..start + close;
+        }
+        offset += at + "upstream".len();
+        rest = &text[offset..];
+    };
+    let body = &text[block.clone()];
+    let mut servers = Vec::new();
+    let mut pos = 0;
+    for statement in body.split(';') {
+        let lead = statement.len() - statement.trim_start().len();
+        let trimmed = statement.trim_start();
+        if let Some(args) = trimmed.strip_prefix("server")
+            && args.starts_with(char::is_whitespace)
+        {
+            let addr_lead = args.len() - args.trim_start().len();
+            let addr = args.split_whitespace().next().unwrap_or("");
+            let at = block.start + pos + lead + "server".len() + addr_lead;
+            servers.push((addr.to_owned(), at..at + addr.len()));
+        }
+        pos += statement.len() + 1;
+    }
+    match servers.as_slice() {
+        [(addr, range)] => addr
+            .parse::<SocketAddr>()
+            .map(|a| (a, range.clone()))
+            .map_err(|_| {
+                format!("`server {addr}` in `upstream {name}` is not an `ip:port` address")
+            }),
+        [] => Err(format!("`upstream {name}` has no `server` line")),
+        more => Err(format!(
+            "`upstream {name}` has {} `server` lines; cutover switches an upstream of exactly one",
+            more.len()
+        )),
+    }
+}
+
+impl Nginx {
+    /// The upstream `upstream` in `include`, reloaded with `program` (`-c config`, `-p prefix`).
+    pub fn new(
+        include: &Path,
+        upstream: &str,
+        program: &Path,
+        config: Option<&Path>,
+        prefix: Option<&Path>,
+        timeout: Duration,
+    ) -> Nginx {
+        Nginx {
+            include: include.to_owned(),
+            upstream: upstream.to_owned(),
+            program: program.to_owned(),
+            config: config.map(Path::to_owned),
+            prefix: prefix.map(Path::to_owned),
+            timeout,
+        }
+    }
+
+    fn refused(&self, message: impl Into<String>, fix: impl Into<String>) -> ProxyError {
+        ProxyError::Refused {
+            proxy: self.describe(),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// `nginx [-p prefix] [-c config] ARGS`, bounded; Ok(()) when it exits 0, else its stderr.
+    async fn nginx(&self, args: &[&str]) -> Result<(), String> {
+        let mut argv = vec![self.program.display().to_string()];
+        if let Some(p) = &self.prefix {
+            argv.extend(["-p".to_owned(), p.display().to_string()]);
+        }
+        if let Some(c) = &self.config {
+            argv.extend(["-c".to_owned(), c.display().to_string()]);
+        }
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let ended = crate::child::run(&argv, [], self.timeout.max(Duration::from_secs(30))).await?;
+        if ended.code == Some(0) {
+            Ok(())
+        } else {
+            Err(crate::files::tail(ended.stderr.trim(), 5))
+        }
+    }
+
+    fn text(&self) -> Result<String, ProxyError> {
+        std::fs::read_to_string(&self.include).map_err(|e| {
+            self.refused(
+                format!("cannot read {}: {e}", self.include.display()),
+                format!(
+                    "keep `upstream {} {{ server ADDRESS; }}` in its own file and `include` it from nginx.conf",
+                    self.upstream
+                ),
+            )
+        })
+    }
+
+    fn write_atomically(&self, text: &str) -> Result<(), ProxyError> {
+        let tmp = self.include.with_extension("cutover-new");
+        let write = std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &self.include));
+        write.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            self.refused(
+                format!("cannot write {}: {e}", self.include.display()),
+                "check the directory's permissions and free space",
+            )
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Adapter for Nginx {
+    fn describe(&self) -> String {
+        format!(
+            "nginx {} upstream {}",
+            self.include.display(),
+            self.upstream
+        )
+    }
+
+    async fn check_access(&self) -> Result<(), ProxyError> {
+        self.nginx(&["-t", "-q"]).await.map_err(|e| {
+            self.refused(
+                format!("`nginx -t` fails on the current configuration: {e}"),
+                "fix nginx's configuration first: cutover tests it before every reload",
+            )
+        })
+    }
+
+    async fn read(&self) -> Result<Route, ProxyError> {
+        let text = self.text()?;
+        let (address, _) = find_server(&text, &self.upstream).map_err(|e| {
+            self.refused(
+                format!("{}: {e}", self.include.display()),
+                format!(
+                    "keep exactly `upstream {} {{ server ADDRESS; }}` (other parameters may follow the address) in that file",
+                    self.upstream
+                ),
+            )
+        })?;
+        Ok(Route {
+            address,
+            state: "as the include file says".to_owned(),
+        })
+    }
+
+    async fn point(&self, to: SocketAddr) -> Result<(), ProxyError> {
+        let previous = self.text()?;
+        let (_, range) = find_server(&previous, &self.upstream)
+            .map_err(|e| self.refused(e, "correct the include file"))?;
+        let mut next = previous.clone();
+        next.replace_range(range, &to.to_string());
+        let kept = self.include.with_extension("cutover-previous");
+        std::fs::write(&kept, &previous).map_err(|e| {
+            self.refused(
+                format!("cannot keep the previous file as {}: {e}", kept.display()),
+                "check the directory's permissions and free space",
+            )
+        })?;
+        self.write_atomically(&next)?;
+        if let Err(e) = self.nginx(&["-t", "-q"]).await {
+            self.write_atomically(&previous)?;
+            return Err(self.refused(
+                format!("`nginx -t` refused the new configuration, so nothing was reloaded and the previous file is back: {e}"),
+                "fix what nginx names, then resume the run",
+            ));
+        }
+        self.nginx(&["-s", "reload"]).await.map_err(|e| {
+            self.refused(
+                format!("`nginx -s reload` failed (the file points at {to}): {e}"),
+                "reload nginx by hand, then resume the run",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_server_of_the_named_upstream_is_found_and_its_address_replaced_alone() {
+        let text = "upstream other { server 10.0.0.9:80; }\n# the app\nupstream app {\n    server 127.0.0.1:8001 max_fails=3 fail_timeout=5s;\n    keepalive 8;\n}\n";
+        let (addr, range) = find_server(text, "app").unwrap();
+        assert_eq!(addr, "127.0.0.1:8001".parse().unwrap());
+        let mut next = text.to_owned();
+        next.replace_range(range, "127.0.0.1:8002");
+        assert!(next.contains("server 127.0.0.1:8002 max_fails=3 fail_timeout=5s;"));
+        assert!(next.contains("upstream other { server 10.0.0.9:80; }"));
+        assert!(
+            find_server(text, "nope")
+                .unwrap_err()
+                .contains("no `upstream nope`")
+        );
+        let two = "upstream app { server 127.0.0.1:1; server 127.0.0.1:2; }";
+        assert!(
+            find_server(two, "app")
+                .unwrap_err()
+                .contains("2 `server` lines")
+        );
+        let host = "upstream app { server app.internal:80; }";
+        assert!(
+            find_server(host, "app")
+                .unwrap_err()
+                .contains("not an `ip:port`")
+        );
+    }
+}
