@@ -629,3 +629,45 @@ async fn an_nginx_upstream_is_switched_with_a_tested_reload_and_a_refused_test_c
         "nothing was reloaded"
     );
 }
+
+#[test]
+fn a_route_switches_before_the_dns_records_unless_it_says_after() {
+    use cutover::run::{self, Kind};
+    let text = r#"[migration]
+name = "order"
+state_dir = "/var/lib/cutover/order"
+
+[[dns]]
+name = "app.example.com"
+type = "A"
+values = ["192.0.2.2"]
+provider = { kind = "powerdns", api_url = "http://127.0.0.1:8081", api_key_env = "PDNS_KEY" }
+
+[[proxy]]
+name = "first"
+source = "127.0.0.1:8001"
+target = "127.0.0.1:8002"
+adapter = { kind = "haproxy", socket = "/run/haproxy/admin.sock", backend = "app", server = "one" }
+
+[[proxy]]
+name = "last"
+source = "127.0.0.1:8001"
+target = "127.0.0.1:8002"
+order = "after-dns"
+adapter = { kind = "haproxy", socket = "/run/haproxy/admin.sock", backend = "app", server = "two" }
+"#;
+    let plan = cutover::plan::parse_str(text, std::path::Path::new("order.toml")).unwrap();
+    let switches: Vec<Kind> = run::steps(&plan)
+        .into_iter()
+        .map(|s| s.kind)
+        .filter(|k| matches!(k, Kind::ProxySwitch(_) | Kind::DnsSwitch(_)))
+        .collect();
+    assert_eq!(
+        switches,
+        [
+            Kind::ProxySwitch(0),
+            Kind::DnsSwitch(0),
+            Kind::ProxySwitch(1)
+        ]
+    );
+}

@@ -516,8 +516,23 @@ pub struct ProxyRoute {
     /// How long one request to the proxy may take.
     #[serde(default = "default_proxy_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Whether the route switches before the DNS records (default: the proxy takes effect for
+    /// every client at once, DNS only as caches expire) or after them.
+    #[serde(default)]
+    pub order: ProxyOrder,
     /// The proxy and how cutover reaches it; `kind` selects the adapter.
     pub adapter: ProxyAdapter,
+}
+
+/// When a `[[proxy]]` route switches relative to the DNS records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyOrder {
+    /// Right after the promotion, before any DNS record.
+    #[default]
+    BeforeDns,
+    /// After every DNS record was switched.
+    AfterDns,
 }
 
 /// A `[[proxy]]` route's adapter settings; `kind` selects the adapter.

@@ -335,21 +335,29 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
     }
     hooks_at(plan, HookPoint::AfterPromote, Phase::Promote, &mut out);
 
-    // The proxy first: its switch takes effect for every client at once, DNS only as caches
-    // expire.
-    for (i, p) in plan.proxy.iter().enumerate() {
-        out.push(step(
-            Kind::ProxySwitch(i),
-            Phase::Switch,
-            format!("proxy {}", p.name),
-            format!(
-                "point {} at the target {} (from {}) and read it back",
-                crate::proxy::adapter(p).describe(),
-                p.target,
-                p.source
-            ),
-        ));
-    }
+    // The proxy first unless a route says otherwise: its switch takes effect for every
+    // client at once, DNS only as caches expire.
+    let proxy_switches = |order: crate::plan::ProxyOrder, out: &mut Vec<Step>| {
+        for (i, p) in plan
+            .proxy
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.order == order)
+        {
+            out.push(step(
+                Kind::ProxySwitch(i),
+                Phase::Switch,
+                format!("proxy {}", p.name),
+                format!(
+                    "point {} at the target {} (from {}) and read it back",
+                    crate::proxy::adapter(p).describe(),
+                    p.target,
+                    p.source
+                ),
+            ));
+        }
+    };
+    proxy_switches(crate::plan::ProxyOrder::BeforeDns, &mut out);
     for (i, d) in plan.dns.iter().enumerate() {
         out.push(step(
             Kind::DnsSwitch(i),
@@ -364,6 +372,7 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
             ),
         ));
     }
+    proxy_switches(crate::plan::ProxyOrder::AfterDns, &mut out);
     hooks_at(plan, HookPoint::AfterSwitch, Phase::Switch, &mut out);
 
     for (i, c) in plan.checks.iter().enumerate() {
