@@ -229,6 +229,21 @@ async fn a_cutover_between_servers_that_require_secure_transport_verifies_both_l
             .as_deref(),
         Some("Yes")
     );
+    // Read from the source's side: the replica's session (its binlog dump) is encrypted.
+    let mut c = source.connect(None).await.unwrap();
+    let ciphers: Vec<String> = c
+        .query(
+            "SELECT s.VARIABLE_VALUE FROM performance_schema.status_by_thread s
+               JOIN performance_schema.threads t ON t.THREAD_ID = s.THREAD_ID
+              WHERE t.PROCESSLIST_COMMAND LIKE 'Binlog Dump%' AND s.VARIABLE_NAME = 'Ssl_cipher'",
+        )
+        .await
+        .unwrap();
+    assert!(
+        !ciphers.is_empty() && ciphers.iter().all(|c| !c.is_empty()),
+        "the source serves the replica's binlog over TLS: {ciphers:?}"
+    );
+    drop(c);
     // The replication account takes TLS logins only, from the plan's host only.
     let mut c = source.connect(None).await.unwrap();
     let account: Vec<(String, String)> = c

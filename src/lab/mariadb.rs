@@ -109,6 +109,9 @@ impl MariaDb {
                 format!("--ssl-key={}", key.display()),
                 format!("--ssl-ca={}", tls.ca.ca_file.display()),
                 "--require-secure-transport=ON".to_owned(),
+                // Each session's TLS status, read from the source's side by the tests (the
+                // replication session's cipher).
+                "--performance-schema=ON".to_owned(),
             ]);
         }
 
