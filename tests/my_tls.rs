@@ -230,20 +230,11 @@ async fn a_cutover_between_servers_that_require_secure_transport_verifies_both_l
         Some("Yes")
     );
     // Read from the source's side: the replica's session (its binlog dump) is encrypted.
-    let mut c = source.connect(None).await.unwrap();
-    let ciphers: Vec<String> = c
-        .query(
-            "SELECT s.VARIABLE_VALUE FROM performance_schema.status_by_thread s
-               JOIN performance_schema.threads t ON t.THREAD_ID = s.THREAD_ID
-              WHERE t.PROCESSLIST_COMMAND LIKE 'Binlog Dump%' AND s.VARIABLE_NAME = 'Ssl_cipher'",
-        )
-        .await
-        .unwrap();
+    let ciphers = dump_ciphers(&source).await;
     assert!(
         !ciphers.is_empty() && ciphers.iter().all(|c| !c.is_empty()),
         "the source serves the replica's binlog over TLS: {ciphers:?}"
     );
-    drop(c);
     // The replication account takes TLS logins only, from the plan's host only.
     let mut c = source.connect(None).await.unwrap();
     let account: Vec<(String, String)> = c
@@ -335,4 +326,22 @@ async fn a_cutover_between_servers_that_require_secure_transport_verifies_both_l
         replica_column(&source, "Slave_IO_Running").await.as_deref(),
         Some("Yes")
     );
+    // And from the new primary's side: the old primary's binlog dump there is encrypted.
+    let ciphers = dump_ciphers(&target).await;
+    assert!(
+        !ciphers.is_empty() && ciphers.iter().all(|c| !c.is_empty()),
+        "the new primary serves the reverse link over TLS: {ciphers:?}"
+    );
+}
+
+/// The TLS cipher of every binlog-dump session `m` serves, as `m` itself reports it.
+async fn dump_ciphers(m: &MariaDb) -> Vec<String> {
+    let mut c = m.connect(None).await.unwrap();
+    c.query(
+        "SELECT s.VARIABLE_VALUE FROM performance_schema.status_by_thread s
+           JOIN performance_schema.threads t ON t.THREAD_ID = s.THREAD_ID
+          WHERE t.PROCESSLIST_COMMAND LIKE 'Binlog Dump%' AND s.VARIABLE_NAME = 'Ssl_cipher'",
+    )
+    .await
+    .unwrap()
 }
