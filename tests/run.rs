@@ -642,6 +642,20 @@ async fn mysql_cutover_killed_inside_its_window_is_resumed_by_one_command() {
         let mut child = spawn_stopping(&["mysql", "cutover", &plan_arg], None, Some(event));
         assert!(wait_stopped(&mut child, Duration::from_secs(60)), "{event}");
         kill9(&mut child);
+        if event == "caught-up" {
+            // What a crash right after the promotion's first statement leaves (no journal
+            // record falls there): the applier stopped, the target still read-only. The
+            // resume rolls back and must start the applier again (checked below).
+            use mysql_async::prelude::Queryable;
+            let mut t = m.target.connect(None).await.unwrap();
+            t.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
+            let (_, out, err) = support::run(&["status", &plan_arg]);
+            assert!(
+                out.contains("its replica of the source configured, applier stopped")
+                    && !out.contains("replicating from the source"),
+                "status says the applier is stopped:\n{out}\n{err}"
+            );
+        }
         let (code, out, err) = support::run(&["mysql", "cutover", "--resume", &plan_arg]);
         assert_eq!(code, 0, "{event}:\n{out}\n{err}");
         assert!(

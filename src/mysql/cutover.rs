@@ -241,6 +241,12 @@ pub async fn pair_state(
     let replicating = rows.first().is_some_and(|r| {
         r.text("Source_User").as_deref() == Some(pair.replication_user().as_str())
     });
+    // A promotion stopped between its two halves leaves the replica configured with its
+    // applier stopped: said as it is, not as replicating.
+    let applier_stopped = replicating
+        && rows
+            .first()
+            .is_some_and(|r| r.text("Replica_SQL_Running").as_deref() != Some("Yes"));
     // Fenced by account, read_only stays off: the locked accounts (kept locked for good
     // after a promotion) are the fence.
     let by_account = pair.plan.neighbours == Neighbours::FenceAccounts;
@@ -272,10 +278,10 @@ pub async fn pair_state(
                 "target {}: {}{}",
                 target.label,
                 if target_ro { "read-only" } else { "writable" },
-                if replicating {
-                    ", replicating from the source"
-                } else {
-                    ""
+                match (replicating, applier_stopped) {
+                    (true, false) => ", replicating from the source",
+                    (true, true) => ", its replica of the source configured, applier stopped",
+                    _ => "",
                 }
             ),
         ],
