@@ -263,6 +263,18 @@ pub struct ExporterSample {
     pub value: f64,
 }
 
+impl ExporterSample {
+    /// `pg_up` / `mysql_up` for `server` (`host:port`): 1, it was read.
+    pub fn up(name: &'static str, server: String) -> ExporterSample {
+        ExporterSample {
+            name,
+            help: "Whether the server could be read at the last poll (as the exporters)",
+            labels: vec![("server", server)],
+            value: 1.0,
+        }
+    }
+}
+
 /// A connected reader of a pair's replication progress (one set of connections, read again
 /// and again, so a long wait opens no new sessions).
 #[async_trait::async_trait]

@@ -156,6 +156,36 @@ impl Sampler {
     }
 }
 
+/// One window's samples and reading times, from which its fixed cost is estimated.
+#[derive(Default)]
+struct Tracked {
+    sampler: Sampler,
+    reads: Vec<Duration>,
+}
+
+impl Tracked {
+    /// Samples `w` once and predicts; `None`: it cannot tell its backlog.
+    async fn sample(&mut self, w: &mut dyn Window) -> Result<Option<Prediction>, EngineError> {
+        let t = Instant::now();
+        let Some(p) = w.progress().await? else {
+            return Ok(None);
+        };
+        self.reads.push(t.elapsed());
+        self.sampler.push(Instant::now(), p);
+        self.reads.sort();
+        // Fixed cost: the fence's and the promotion's statements, each a round trip like the
+        // two reads of a sample (the median reading).
+        let fixed = self.reads[self.reads.len() / 2] / 2 * FIXED_ROUND_TRIPS;
+        // Never `None` here: a sample was just pushed.
+        Ok(self.sampler.predict(fixed))
+    }
+}
+
+fn fits(p: &Prediction, budget: Budget) -> bool {
+    p.window_ms()
+        .is_some_and(|ms| ms <= budget.window.as_secs_f64() * 1000.0)
+}
+
 /// Waits until `w`'s predicted window fits `budget`; `say` hears every [`SAY_EVERY`] what it
 /// waits for. `Ok(None)`: the engine cannot measure its backlog (the fixed ceilings decided).
 /// Refused at the timeout with the figures, nothing fenced.
@@ -165,27 +195,13 @@ pub async fn wait_until_fits(
     say: &mut (dyn FnMut(String) + Send),
 ) -> Result<Option<Waited>, EngineError> {
     let started = Instant::now();
-    let mut sampler = Sampler::default();
-    let mut read_times: Vec<Duration> = Vec::new();
+    let mut tracked = Tracked::default();
     let mut last_said = Instant::now();
     loop {
-        let t = Instant::now();
-        let Some(p) = w.progress().await? else {
+        let Some(prediction) = tracked.sample(w).await? else {
             return Ok(None);
         };
-        read_times.push(t.elapsed());
-        sampler.push(Instant::now(), p);
-        read_times.sort();
-        // Fixed cost: the fence's and the promotion's statements, each a round trip like the
-        // two reads of a sample.
-        let fixed = read_times[read_times.len() / 2] / 2 * FIXED_ROUND_TRIPS;
-        let Some(prediction) = sampler.predict(fixed) else {
-            continue;
-        };
-        if prediction
-            .window_ms()
-            .is_some_and(|ms| ms <= budget.window.as_secs_f64() * 1000.0)
-        {
+        if fits(&prediction, budget) {
             return Ok(Some(Waited {
                 waited_ms: started.elapsed().as_secs_f64() * 1000.0,
                 prediction,
@@ -226,47 +242,24 @@ pub async fn wait_until_all_fit(
     say: &mut (dyn FnMut(String) + Send),
 ) -> Result<Vec<(String, Waited)>, EngineError> {
     let started = Instant::now();
-    let mut samplers: Vec<Option<Sampler>> =
-        windows.iter().map(|_| Some(Sampler::default())).collect();
+    // `None`: a window that cannot tell its backlog, left to its fixed ceilings.
+    let mut tracked: Vec<Option<Tracked>> =
+        windows.iter().map(|_| Some(Tracked::default())).collect();
     let mut last_said = Instant::now();
     loop {
-        let mut fits = Vec::new();
+        let mut fitting = Vec::new();
         let mut behind = Vec::new();
-        for (w, sampler) in windows.iter_mut().zip(samplers.iter_mut()) {
-            let Some(s) = sampler else { continue };
-            let t = Instant::now();
-            let Some(p) = w.progress().await? else {
-                *sampler = None;
-                continue;
-            };
-            let read = t.elapsed();
-            s.push(Instant::now(), p);
-            let fixed = read / 2 * FIXED_ROUND_TRIPS;
-            match s.predict(fixed) {
-                Some(pred)
-                    if pred
-                        .window_ms()
-                        .is_some_and(|ms| ms <= budget.window.as_secs_f64() * 1000.0) =>
-                {
-                    fits.push((w.component(), pred))
-                }
-                Some(pred) => behind.push((w.component(), pred)),
-                None => behind.push((
-                    w.component(),
-                    Prediction {
-                        backlog: 0,
-                        unit: p.unit,
-                        source_rate: None,
-                        apply_rate: None,
-                        catch_up_ms: None,
-                        fixed_ms: 0.0,
-                    },
-                )),
+        for (w, t) in windows.iter_mut().zip(tracked.iter_mut()) {
+            let Some(tr) = t else { continue };
+            match tr.sample(w.as_mut()).await? {
+                None => *t = None,
+                Some(p) if fits(&p, budget) => fitting.push((w.component(), p)),
+                Some(p) => behind.push((w.component(), p)),
             }
         }
         let waited_ms = started.elapsed().as_secs_f64() * 1000.0;
         if behind.is_empty() {
-            return Ok(fits
+            return Ok(fitting
                 .into_iter()
                 .map(|(c, prediction)| {
                     (

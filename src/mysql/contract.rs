@@ -200,12 +200,10 @@ impl Watch for MyWatch {
             .filter(|_| running);
         let mut exporter = Vec::new();
         for e in [&self.pair.plan.source, &self.pair.plan.target] {
-            exporter.push(engine::ExporterSample {
-                name: "mysql_up",
-                help: "Whether the MySQL server is up (as mysqld_exporter)",
-                labels: vec![("server", format!("{}:{}", e.host, e.port))],
-                value: 1.0,
-            });
+            exporter.push(engine::ExporterSample::up(
+                "mysql_up",
+                format!("{}:{}", e.host, e.port),
+            ));
         }
         if let Some(r) = row {
             exporter.extend(super::monitor::channel_samples(r));

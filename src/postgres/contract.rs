@@ -215,35 +215,18 @@ struct PgWatch {
 impl Watch for PgWatch {
     async fn replication(&mut self) -> Result<Replication, EngineError> {
         let st = status::status(&self.pair, &self.source, &self.target, None).await?;
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let mut exporter = Vec::new();
-        for e in [&self.pair.plan.source, &self.pair.plan.target] {
-            exporter.push(engine::ExporterSample {
-                name: "pg_up",
-                help: "Whether the last scrape of the server was able to connect (as postgres_exporter)",
-                labels: vec![("server", format!("{}:{}", e.host, e.port))],
-                value: 1.0,
-            });
-        }
-        let slot = vec![
-            ("slot_name", self.pair.names.subscription.clone()),
-            ("database", self.pair.plan.source.dbname.clone()),
-        ];
-        if let Some(lag) = st.lag_bytes {
-            exporter.push(engine::ExporterSample {
-                name: "pg_replication_slots_pg_wal_lsn_diff",
-                help: "Replication lag in bytes: the source's WAL position minus the slot's confirmed position (as postgres_exporter)",
-                labels: slot.clone(),
-                value: lag as f64,
-            });
-        }
+        let mut exporter: Vec<engine::ExporterSample> =
+            [&self.pair.plan.source, &self.pair.plan.target]
+                .iter()
+                .map(|e| engine::ExporterSample::up("pg_up", format!("{}:{}", e.host, e.port)))
+                .collect();
         if st.slot_exists {
-            exporter.push(engine::ExporterSample {
-                name: "pg_replication_slots_active",
-                help: "Flag indicating if the slot is active (as postgres_exporter)",
-                labels: slot,
-                value: flag(st.slot_active),
-            });
+            exporter.extend(super::monitor::slot_samples(
+                &self.pair.names.subscription,
+                &self.pair.plan.source.dbname,
+                st.lag_bytes,
+                st.slot_active,
+            ));
         }
         Ok(Replication {
             exporter,

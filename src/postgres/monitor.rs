@@ -5,6 +5,35 @@
 use super::{Db, PgError};
 use crate::engine::ExporterSample;
 
+/// One slot's samples: its lag in bytes (when the server can tell) and whether it is active.
+pub fn slot_samples(
+    slot: &str,
+    database: &str,
+    lag_bytes: Option<i64>,
+    active: bool,
+) -> Vec<ExporterSample> {
+    let labels = vec![
+        ("slot_name", slot.to_owned()),
+        ("database", database.to_owned()),
+    ];
+    let mut out = Vec::new();
+    if let Some(lag) = lag_bytes {
+        out.push(ExporterSample {
+            name: "pg_replication_slots_pg_wal_lsn_diff",
+            help: "Replication lag in bytes: the server's WAL position minus the slot's confirmed (or restart) position (as postgres_exporter)",
+            labels: labels.clone(),
+            value: lag as f64,
+        });
+    }
+    out.push(ExporterSample {
+        name: "pg_replication_slots_active",
+        help: "Flag indicating if the slot is active (as postgres_exporter)",
+        labels,
+        value: if active { 1.0 } else { 0.0 },
+    });
+    out
+}
+
 /// The server's slots and walsenders as exporter samples (`pg_up` is the caller's).
 pub async fn samples(db: &Db) -> Result<Vec<ExporterSample>, PgError> {
     let mut out = Vec::new();
@@ -20,24 +49,12 @@ pub async fn samples(db: &Db) -> Result<Vec<ExporterSample>, PgError> {
         )
         .await?;
     for row in slots {
-        let labels = vec![
-            ("slot_name", row.get::<_, String>(0)),
-            ("database", row.get::<_, String>(1)),
-        ];
-        if let Some(lag) = row.get::<_, Option<i64>>(3) {
-            out.push(ExporterSample {
-                name: "pg_replication_slots_pg_wal_lsn_diff",
-                help: "Replication lag in bytes: the server's WAL position minus the slot's confirmed (or restart) position (as postgres_exporter)",
-                labels: labels.clone(),
-                value: lag as f64,
-            });
-        }
-        out.push(ExporterSample {
-            name: "pg_replication_slots_active",
-            help: "Flag indicating if the slot is active (as postgres_exporter)",
-            labels,
-            value: if row.get::<_, bool>(2) { 1.0 } else { 0.0 },
-        });
+        out.extend(slot_samples(
+            &row.get::<_, String>(0),
+            &row.get::<_, String>(1),
+            row.get::<_, Option<i64>>(3),
+            row.get::<_, bool>(2),
+        ));
     }
     let senders = db
         .query(

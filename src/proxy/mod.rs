@@ -144,20 +144,28 @@ pub fn adapter(route: &ProxyRoute) -> Box<dyn Adapter> {
     }
 }
 
-fn address(route: &ProxyRoute, value: &str, key: &str) -> Result<SocketAddr, ProxyError> {
-    value.parse().map_err(|_| ProxyError::Refused {
-        proxy: format!("proxy {}", route.name),
-        message: format!("`{key} = \"{value}\"` is not an `ip:port` address"),
-        fix: "correct the plan (`cutover plan check` names every problem)".to_owned(),
-    })
+/// The route's source and target (checked by `plan check`; an unchecked plan is refused).
+fn addresses(route: &ProxyRoute) -> Result<(SocketAddr, SocketAddr), ProxyError> {
+    let parse = |key: &str, value: &str| {
+        value
+            .parse::<SocketAddr>()
+            .map_err(|_| ProxyError::Refused {
+                proxy: format!("proxy {}", route.name),
+                message: format!("`{key} = \"{value}\"` is not an `ip:port` address"),
+                fix: "correct the plan (`cutover plan check` names every problem)".to_owned(),
+            })
+    };
+    Ok((
+        parse("source", &route.source)?,
+        parse("target", &route.target)?,
+    ))
 }
 
 /// Before the run: the proxy answers, cutover may change the route, and the route points at
 /// the source (or already at the target: said, not refused). Changes nothing. Returns what
 /// it found, in words.
 pub async fn preflight(route: &ProxyRoute) -> Result<String, ProxyError> {
-    let source = address(route, &route.source, "source")?;
-    let target = address(route, &route.target, "target")?;
+    let (source, target) = addresses(route)?;
     let a = adapter(route);
     a.check_access().await?;
     let now = a.read().await?;
@@ -198,13 +206,17 @@ pub async fn preflight(route: &ProxyRoute) -> Result<String, ProxyError> {
     Ok(format!("{points}; {answers}"))
 }
 
-/// Points `route` at `to` when it points at `from` (a forward switch: source to target; a
-/// reverse cutover: target to source), and proves it by reading the route back. A route that
-/// already points at `to` is left as it is (a resumed run); one that points anywhere else is
-/// refused, nothing changed.
-pub async fn switch(route: &ProxyRoute, from: &str, to: &str) -> Result<Switched, ProxyError> {
-    let from_addr = address(route, from, "source")?;
-    let to_addr = address(route, to, "target")?;
+/// Points `route` at its target when it points at its source (`reverse`, a reverse cutover:
+/// back at the source from the target), and proves it by reading the route back. A route
+/// that already points where it should is left as it is (a resumed run); one that points
+/// anywhere else is refused, nothing changed.
+pub async fn switch(route: &ProxyRoute, reverse: bool) -> Result<Switched, ProxyError> {
+    let (source, target) = addresses(route)?;
+    let (from_addr, to_addr) = if reverse {
+        (target, source)
+    } else {
+        (source, target)
+    };
     let a = adapter(route);
     let started = Instant::now();
     let before = a.read().await?;
@@ -273,10 +285,11 @@ impl Pointing {
 
 /// Reads where `route` points now; changes nothing.
 pub async fn pointing(route: &ProxyRoute) -> Result<Pointing, ProxyError> {
+    let (source, target) = addresses(route)?;
     let now = adapter(route).read().await?;
-    let side = if route.source.parse::<SocketAddr>().ok() == Some(now.address) {
+    let side = if now.address == source {
         Some("source")
-    } else if route.target.parse::<SocketAddr>().ok() == Some(now.address) {
+    } else if now.address == target {
         Some("target")
     } else {
         None

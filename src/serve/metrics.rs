@@ -315,12 +315,7 @@ impl Metrics {
             Ok(mut samples) => {
                 samples.insert(
                     0,
-                    crate::engine::ExporterSample {
-                        name: up_series,
-                        help: "Whether the server could be read at the last poll (as the exporters)",
-                        labels: vec![("server", server.to_owned())],
-                        value: 1.0,
-                    },
+                    crate::engine::ExporterSample::up(up_series, server.to_owned()),
                 );
                 e.set(&self.registry, name, &component, &samples);
             }

@@ -15,13 +15,7 @@ pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, Str
 
 /// Points route `i` at the target (`reverse`: back at the source), read back.
 pub(in crate::run) async fn switch(plan: &Plan, i: usize, reverse: bool) -> Result<Done, String> {
-    let route = &plan.proxy[i];
-    let (from, to) = if reverse {
-        (&route.target, &route.source)
-    } else {
-        (&route.source, &route.target)
-    };
-    let switched = proxy::switch(route, from, to)
+    let switched = proxy::switch(&plan.proxy[i], reverse)
         .await
         .map_err(|e| e.to_string())?;
     let words = if switched.already {
