@@ -582,6 +582,15 @@ async fn an_nginx_upstream_is_switched_with_a_tested_reload_and_a_refused_test_c
             .unwrap()
             .contains(&format!("server {source};"))
     );
+    // The switch returns once the reload took: the very next connection reaches the source
+    // (nginx's old workers keep accepting for about 100 ms after `nginx -s reload` returns).
+    let first = reqwest::get(format!("http://127.0.0.1:{}/", nginx.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(first, "source", "the first request after the rollback");
 
     // The next run stops right before its switch; meanwhile another part of the configuration
     // breaks. `nginx -t` refuses, the previous file is back, nothing reloaded.

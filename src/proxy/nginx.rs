@@ -110,6 +110,11 @@ impl Nginx {
 
     /// `nginx [-p prefix] [-c config] ARGS`, bounded; Ok(()) when it exits 0, else its stderr.
     async fn nginx(&self, args: &[&str]) -> Result<(), String> {
+        self.nginx_output(args).await.map(|_| ())
+    }
+
+    /// As [`Nginx::nginx`], with what it printed (stdout, stderr) when it exits 0.
+    async fn nginx_output(&self, args: &[&str]) -> Result<(String, String), String> {
         let mut argv = vec![self.program.display().to_string()];
         if let Some(p) = &self.prefix {
             argv.extend(["-p".to_owned(), p.display().to_string()]);
@@ -120,9 +125,63 @@ impl Nginx {
         argv.extend(args.iter().map(|a| (*a).to_owned()));
         let ended = crate::child::run(&argv, [], self.timeout.max(Duration::from_secs(30))).await?;
         if ended.code == Some(0) {
-            Ok(())
+            Ok((ended.stdout, ended.stderr))
         } else {
             Err(crate::files::tail(ended.stderr.trim(), 5))
+        }
+    }
+
+    /// The running master's pid: the configuration's `pid` directive (as `nginx -T` prints
+    /// it), else the compiled-in `--pid-path`; a relative path is under the prefix. `None`
+    /// when it cannot be found (the reload is then not confirmed, and the switch says so).
+    async fn master(&self) -> Option<i32> {
+        let (dump, _) = self.nginx_output(&["-T", "-q"]).await.ok()?;
+        let (_, version) = self.nginx_output(&["-V"]).await.unwrap_or_default();
+        let option = |name: &str| {
+            version
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(str::to_owned)
+        };
+        let path = pid_directive(&dump).or_else(|| option("--pid-path="))?;
+        let mut path = PathBuf::from(path);
+        if path.is_relative() {
+            let prefix = self
+                .prefix
+                .clone()
+                .or_else(|| option("--prefix=").map(PathBuf::from))?;
+            path = prefix.join(path);
+        }
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    /// Waits until every worker that accepts connections was started by the reload (the
+    /// previous ones are gone or shutting down: they accept nothing more). nginx's master
+    /// starts the new workers and tells the old ones to stop about 100 ms after the signal;
+    /// until then the old configuration still answers new connections.
+    async fn confirm_reload(
+        &self,
+        master: i32,
+        before: &[i32],
+        to: SocketAddr,
+    ) -> Result<(), ProxyError> {
+        let wait = self.timeout.max(Duration::from_secs(5));
+        let started = std::time::Instant::now();
+        loop {
+            let now = accepting_workers(master);
+            if !now.is_empty() && now.iter().all(|p| !before.contains(p)) {
+                return Ok(());
+            }
+            if started.elapsed() >= wait {
+                return Err(self.refused(
+                    format!(
+                        "nginx was told to reload, but after {} ms its workers still run the previous configuration (the file points at {to}): a reload can fail where `nginx -t` passed, e.g. an address already in use",
+                        wait.as_millis()
+                    ),
+                    "read nginx's error log, fix what it names and reload it by hand, then resume the run",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -210,13 +269,74 @@ impl Adapter for Nginx {
                 "fix what nginx names, then resume the run",
             ));
         }
+        let master = self.master().await;
+        let before = master.map(accepting_workers).unwrap_or_default();
         self.nginx(&["-s", "reload"]).await.map_err(|e| {
             self.refused(
                 format!("`nginx -s reload` failed (the file points at {to}): {e}"),
                 "reload nginx by hand, then resume the run",
             )
-        })
+        })?;
+        match master {
+            Some(master) if !before.is_empty() => self.confirm_reload(master, &before, to).await,
+            _ => {
+                tracing::warn!(
+                    proxy = %self.describe(),
+                    "nginx's master or its workers were not found, so the reload is not confirmed: the plan's checks must prove it"
+                );
+                Ok(())
+            }
+        }
     }
+}
+
+/// The value of the top-level `pid` directive in `nginx -T`'s dump, if any.
+fn pid_directive(dump: &str) -> Option<String> {
+    dump.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("pid")?;
+        if !rest.starts_with(char::is_whitespace) {
+            return None;
+        }
+        let value = rest.trim().strip_suffix(';')?.trim();
+        Some(value.trim_matches(|c| c == '"' || c == '\'').to_owned())
+    })
+}
+
+/// The children of `master` that are nginx workers accepting connections (titled
+/// `nginx: worker process`, not `... is shutting down`), read from `/proc`.
+fn accepting_workers(master: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if parent != Some(master) {
+            continue;
+        }
+        let Ok(title) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let title = String::from_utf8_lossy(&title);
+        if title.starts_with("nginx: worker process") && !title.contains("shutting down") {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -249,5 +369,16 @@ mod tests {
                 .unwrap_err()
                 .contains("not an `ip:port`")
         );
+    }
+
+    #[test]
+    fn the_pid_directive_is_read_from_the_dump_and_others_like_it_are_not() {
+        let dump = "# configuration file /etc/nginx/nginx.conf:\n# pid /nope.pid;\nuser www-data;\npidfile x;\n  pid   /run/nginx.pid ;\n";
+        assert_eq!(pid_directive(dump).as_deref(), Some("/run/nginx.pid"));
+        assert_eq!(
+            pid_directive("pid \"logs/n.pid\";").as_deref(),
+            Some("logs/n.pid")
+        );
+        assert_eq!(pid_directive("events {}\n"), None);
     }
 }
