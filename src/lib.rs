@@ -21,6 +21,8 @@
 //!   result types, and the single-pair driver and resume built on it.
 //! - [`plan`]: the TOML plan file, its types and validation.
 //! - [`dberror`]: the error both engines report (server, context, the server's message).
+//! - [`space`]: room on the target for an initial copy (free space read where the server runs
+//!   on this machine), one rule for every engine.
 //! - [`finding`]: the shared words for what a check found (server, severity, problem, fix).
 //! - [`state`]: the state directory's one owner (layout, atomic and durable writes, the lease
 //!   and journal store).
@@ -44,4 +46,5 @@ pub mod proxy;
 pub mod run;
 pub mod secret;
 pub mod serve;
+pub mod space;
 pub mod state;

@@ -180,6 +180,20 @@ async fn preflight_names_keyless_tables_and_target_leftovers_with_fixes() {
         .expect("target leftovers reported");
     assert!(leftover.server.starts_with("target") && leftover.fix.contains("drop"));
     assert_eq!(errors.len(), 2, "{errors:?}");
+    // The room the snapshot needs on the target, read from its @@datadir's filesystem.
+    let room = report
+        .findings
+        .iter()
+        .find(|f| {
+            f.problem
+                .contains("the snapshot of the replicated databases needs about")
+        })
+        .expect("the size needed is said");
+    assert_eq!(room.severity, Severity::Info, "{room:?}");
+    assert!(
+        room.server.starts_with("target") && room.problem.contains(" free"),
+        "{room:?}"
+    );
     // Server settings: statement-based binlog and a clashing server_id are errors with fixes.
     c.query_drop("SET GLOBAL binlog_format = 'STATEMENT'")
         .await

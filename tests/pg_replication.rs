@@ -7,7 +7,7 @@ use cutover::engine::{self, Event, Phase, Rollback};
 use cutover::lab::Postgres;
 use cutover::lab::writer::{Writer, WriterConfig};
 
-use crate::support::{NeighbourWriter, PgPair, connect_grants};
+use crate::support::{self, NeighbourWriter, PgPair, connect_grants};
 use cutover::plan::{self, Plan};
 use cutover::postgres::preflight::{self, Severity};
 use cutover::postgres::{Pair, cleanup, start, status, verify};
@@ -1317,4 +1317,64 @@ async fn a_table_copy_that_keeps_failing_is_shown_failing_not_copying() {
         "{why}"
     );
     fx.app_can_write(&fx.source).await.unwrap();
+}
+
+/// A target whose disk cannot hold the copy is refused by preflight and by `start`, with the
+/// size needed and the free space, before anything is created on either server; one that can
+/// is told the size needed and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_disk_too_small_for_the_copy_is_refused_before_anything_starts() {
+    let disk = support::SmallFs::mount(160);
+    let pair_servers = PgPair::start_in(true, Some(&disk.path)).await;
+    pair_servers.seeded("app", 2000, 0).await;
+    let fx = Fixture(pair_servers);
+    let pair = pair_of(&fx.plan(""));
+    let (s, t) = pair.connect().await.unwrap();
+
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    assert!(report.passed(), "{:#?}", report.findings);
+    let room = report
+        .findings
+        .iter()
+        .find(|f| f.problem.contains("the initial copy of"))
+        .expect("the size needed is said");
+    assert_eq!(room.severity, Severity::Info, "{room:?}");
+    assert!(room.server.starts_with("target"), "{room:?}");
+    assert!(room.problem.contains("free"), "{room:?}");
+
+    // About 85 MiB more on the source: with the margin, more than the whole 160 MiB disk.
+    s.batch(
+        "grow",
+        "CREATE TABLE big (id int PRIMARY KEY, pad text);
+         INSERT INTO big SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 150000) g;",
+    )
+    .await
+    .unwrap();
+    let report = preflight::run(&pair, &s, &t).await.unwrap();
+    assert!(!report.passed());
+    let short = report
+        .findings
+        .iter()
+        .find(|f| f.severity == Severity::Error && f.problem.contains("does not fit"))
+        .unwrap_or_else(|| panic!("refused for room: {:#?}", report.findings));
+    assert!(short.server.starts_with("target"), "{short:?}");
+    assert!(short.problem.contains("MiB free"), "{short:?}");
+    assert!(short.fix.contains("free at least"), "{short:?}");
+
+    let refused = start::start(&pair).await.expect_err("start refuses");
+    assert!(refused.to_string().contains("does not fit"), "{refused}");
+    let subscriptions = t
+        .query_one("count", "SELECT count(*) FROM pg_subscription", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(subscriptions, 0, "nothing was created on the target");
+    let slots = s
+        .query_one("count", "SELECT count(*) FROM pg_replication_slots", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(slots, 0, "no slot holds WAL on the source");
+    drop((s, t));
+    drop(fx);
 }

@@ -90,6 +90,45 @@ async fn tables(db: &mut Db, databases: &[String]) -> Result<(Vec<String>, Vec<S
     Ok((all, keyless))
 }
 
+/// Room on the target for the snapshot: the replicated databases' data and indexes on the
+/// source (`information_schema.TABLES`) against the free space of the target's `@@datadir`,
+/// read where the target runs on this machine.
+async fn target_room(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<(), MyError> {
+    let mut copy: u64 = 0;
+    for database in pair.replicated_databases() {
+        let bytes: Option<Option<u64>> = source
+            .exec_opt(
+                "read the size of the replicated tables",
+                "SELECT CAST(SUM(DATA_LENGTH + INDEX_LENGTH) AS UNSIGNED) FROM information_schema.TABLES
+                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'",
+                (database,),
+            )
+            .await?;
+        copy = copy.saturating_add(bytes.flatten().unwrap_or(0));
+    }
+    let dir = target.variable("datadir").await?;
+    let shown = dir
+        .clone()
+        .unwrap_or_else(|| "its data directory".to_owned());
+    let local = crate::plan::is_loopback(&pair.plan.target.host);
+    let dir = dir.ok_or_else(|| "the server does not say its @@datadir".to_owned());
+    let room = crate::space::room(
+        local,
+        dir.as_deref()
+            .map(std::path::Path::new)
+            .map_err(Clone::clone),
+        copy,
+    );
+    let (severity, problem, fix) = room.finding("the snapshot of the replicated databases", &shown);
+    c.add(target, severity, problem, fix);
+    Ok(())
+}
+
 /// Every account that can write the plan's databases must be an app user (locked and killed
 /// at the fence) or exempted with a reason; app users that bypass `read_only` must be accepted
 /// by name.
@@ -376,6 +415,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         if !on_target.is_empty() {
             c.add(target, Severity::Error, format!("the target already has tables in the replicated databases: {}", on_target.join(", ")), "drop those databases on the target (start copies them), or point the plan at an empty server");
         }
+        target_room(&mut c, pair, source, target).await?;
     }
 
     // Tables whose snapshot --single-transaction cannot make consistent while they are written.

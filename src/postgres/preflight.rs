@@ -372,6 +372,9 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
             "create the schema on the source, or check `dbname`",
         );
     }
+    if !already_started && !tables.is_empty() {
+        target_room(&mut f, pair, target, &tables).await;
+    }
     let no_identity: Vec<String> = tables
         .iter()
         .filter(|t| !t.has_usable_identity())
@@ -815,6 +818,44 @@ async fn publisher_capacity(
         );
     }
     Ok(())
+}
+
+/// Room on the target for the initial copy: the tables' size on the source (indexes and
+/// TOAST included) against the free space of the filesystem the target database writes to
+/// (its tablespace, else the data directory), read where the target runs on this machine.
+async fn target_room(f: &mut Findings<'_>, pair: &Pair, target: &Db, tables: &[Table]) {
+    let copy: u64 = tables.iter().map(|t| t.bytes.max(0) as u64).sum();
+    let dir = target
+        .query_one(
+            "read the target's data directory",
+            "SELECT coalesce(nullif(pg_tablespace_location(d.dattablespace), ''),
+                             current_setting('data_directory'))
+               FROM pg_database d WHERE d.datname = current_database()",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, String>(0))
+        .map_err(|e| {
+            format!(
+                "the data directory is not readable to this account ({e}; pg_read_all_settings allows it)"
+            )
+        });
+    let shown = dir
+        .clone()
+        .unwrap_or_else(|_| "its data directory".to_owned());
+    let local = crate::plan::is_loopback(&pair.plan.target.host);
+    let room = crate::space::room(
+        local,
+        dir.as_deref()
+            .map(std::path::Path::new)
+            .map_err(Clone::clone),
+        copy,
+    );
+    let (severity, problem, fix) = room.finding(
+        &format!("the initial copy of {} table(s)", tables.len()),
+        &shown,
+    );
+    f.add(Side::Target, severity, problem, fix);
 }
 
 async fn tables_not_owned(db: &Db, tables: &[Table]) -> Result<Vec<String>, PgError> {

@@ -34,10 +34,20 @@ impl PgPair {
 
     /// Two clusters with the `app` role on the source, and on the target if `on_target`.
     pub async fn start_roles(on_target: bool) -> PgPair {
+        PgPair::start_in(on_target, None).await
+    }
+
+    /// As [`PgPair::start_roles`], the target's cluster under `target_root` when given (a
+    /// small filesystem, say).
+    pub async fn start_in(on_target: bool, target_root: Option<&Path>) -> PgPair {
         let dir = LabDir::temporary().expect("lab dir");
         let (source, target) = tokio::try_join!(
             Postgres::start(dir.path(), "pg-source", Supervision::Owned),
-            Postgres::start(dir.path(), "pg-target", Supervision::Owned),
+            Postgres::start(
+                target_root.unwrap_or(dir.path()),
+                "pg-target",
+                Supervision::Owned
+            ),
         )
         .expect("clusters start");
         for (pg, with_role) in [(&source, true), (&target, on_target)] {
@@ -417,4 +427,38 @@ pub async fn connect_grants(pg: &Postgres, db: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// A tmpfs of `mib` MiB mounted on a fresh directory (a small disk for a server's data),
+/// unmounted when dropped. Needs root, as the lab's CI has it.
+pub struct SmallFs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    pub fn mount(mib: u64) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0755"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a {mib} MiB tmpfs needs root");
+        SmallFs { path, _dir: dir }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

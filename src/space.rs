@@ -1,0 +1,200 @@
+//! Room on the target for a database's initial copy, checked before anything is copied.
+//!
+//! A copy that cannot fit fails on the target table by table ("No space left on device"),
+//! retries for ever, and meanwhile the source keeps WAL or binary logs for it. The engines read
+//! what will be copied (their tables' size on the source, indexes included) and where the
+//! target server writes it (its data directory); this module reads that filesystem's free
+//! space where it can (a server on this machine) and decides with one rule for every engine.
+
+use std::path::Path;
+
+use crate::finding::Severity;
+
+/// Room kept beyond the copy itself: WAL or redo logs written while loading, temporary files
+/// of the index builds, and a server that must not be left with a full disk.
+pub const FIXED_MARGIN: u64 = 64 << 20;
+
+/// The free space a copy of `copy` bytes needs on the target: the copy, a fifth more (a
+/// table rebuilt by its load is rarely smaller, and indexes grow while built), and
+/// [`FIXED_MARGIN`].
+pub fn required(copy: u64) -> u64 {
+    copy.saturating_add(copy / 5).saturating_add(FIXED_MARGIN)
+}
+
+/// Bytes an unprivileged writer (the database server's own user) may still write on the
+/// filesystem that holds `path` (root's reserved blocks do not count).
+pub fn free(path: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// What the check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Room {
+    /// The copy fits with the margin.
+    Enough { copy: u64, free: u64, required: u64 },
+    /// It does not: refused.
+    Short { copy: u64, free: u64, required: u64 },
+    /// The free space could not be read (a server on another host, a data directory the
+    /// account may not see); the size needed is said.
+    Unknown {
+        copy: u64,
+        required: u64,
+        why: String,
+    },
+}
+
+/// Decides for a copy of `copy` bytes into `dir` (the target server's data directory as that
+/// server names it, when known) on a server at `host`: read only when `local` (the server
+/// runs on this machine, so its paths are this machine's).
+pub fn room(local: bool, dir: Result<&Path, String>, copy: u64) -> Room {
+    let required = required(copy);
+    let dir = match (local, dir) {
+        (false, _) => {
+            return Room::Unknown {
+                copy,
+                required,
+                why: "the target server runs on another host".to_owned(),
+            };
+        }
+        (true, Err(why)) => {
+            return Room::Unknown {
+                copy,
+                required,
+                why,
+            };
+        }
+        (true, Ok(dir)) => dir,
+    };
+    match free(dir) {
+        Ok(free) if free >= required => Room::Enough {
+            copy,
+            free,
+            required,
+        },
+        Ok(free) => Room::Short {
+            copy,
+            free,
+            required,
+        },
+        Err(e) => Room::Unknown {
+            copy,
+            required,
+            why: format!("cannot read the free space of {}: {e}", dir.display()),
+        },
+    }
+}
+
+impl Room {
+    /// The finding, in words: severity, problem, fix. `what` names the copy (`the initial
+    /// copy of 3 tables`), `dir` the directory as the server names it.
+    pub fn finding(&self, what: &str, dir: &str) -> (Severity, String, String) {
+        match self {
+            Room::Enough {
+                copy,
+                free,
+                required,
+            } => (
+                Severity::Info,
+                format!(
+                    "{what} needs about {} on the target ({} with the margin); {dir} has {} free",
+                    bytes(*copy),
+                    bytes(*required),
+                    bytes(*free)
+                ),
+                "nothing to do".to_owned(),
+            ),
+            Room::Short {
+                copy,
+                free,
+                required,
+            } => (
+                Severity::Error,
+                format!(
+                    "{what} does not fit on the target: it needs about {} ({} with the margin for WAL and index builds), and {dir} has {} free; the copy would fail on a full disk and retry for ever while the source keeps its logs",
+                    bytes(*copy),
+                    bytes(*required),
+                    bytes(*free)
+                ),
+                format!(
+                    "free at least {} on the target's filesystem (or grow it, or narrow `tables`), then run it again",
+                    bytes(required.saturating_sub(*free))
+                ),
+            ),
+            Room::Unknown {
+                copy,
+                required,
+                why,
+            } => (
+                Severity::Warning,
+                format!(
+                    "{what} needs about {} on the target ({} with the margin); its free space was not checked: {why}",
+                    bytes(*copy),
+                    bytes(*required)
+                ),
+                format!(
+                    "make sure the target's data directory has at least {} free before starting",
+                    bytes(*required)
+                ),
+            ),
+        }
+    }
+}
+
+/// `n` bytes in binary units, one decimal (`307.2 MiB`).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut value, mut unit) = (n as f64, 0);
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_margin_is_a_fifth_plus_a_fixed_part_and_never_overflows() {
+        assert_eq!(required(0), FIXED_MARGIN);
+        assert_eq!(required(100 << 20), (120 << 20) + FIXED_MARGIN);
+        assert_eq!(required(u64::MAX), u64::MAX);
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(307 * (1 << 20) + (1 << 19)), "307.5 MiB");
+    }
+
+    #[test]
+    fn a_remote_server_or_an_unreadable_directory_says_the_size_needed_and_refuses_nothing() {
+        let remote = room(false, Ok(Path::new("/")), 10 << 20);
+        assert!(matches!(remote, Room::Unknown { .. }));
+        let (severity, problem, fix) = remote.finding("the copy", "/var/lib/x");
+        assert_eq!(severity, Severity::Warning);
+        assert!(problem.contains("10.0 MiB") && problem.contains("another host"));
+        assert!(fix.contains("76.0 MiB"), "{fix}");
+        let hidden = room(true, Err("no privilege".into()), 1);
+        assert!(matches!(hidden, Room::Unknown { ref why, .. } if why == "no privilege"));
+    }
+
+    #[test]
+    fn this_machines_free_space_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free(dir.path()).unwrap();
+        assert!(free > 0);
+        assert!(matches!(
+            room(true, Ok(dir.path()), 0),
+            Room::Enough { .. } | Room::Short { .. }
+        ));
+        let (severity, problem, _) = room(true, Ok(dir.path()), u64::MAX / 2).finding("x", "d");
+        assert_eq!(severity, Severity::Error, "{problem}");
+        assert!(matches!(
+            room(true, Ok(Path::new("/nonexistent/cutover")), 0),
+            Room::Unknown { .. }
+        ));
+    }
+}
