@@ -257,6 +257,7 @@ source = "10.0.0.1"
 target = "10.0.0.1"
 timeout = "0s"
 adapter = {{ kind = "haproxy", socket = "", backend = "app;disable server x/y", server = "web 1" }}
+proof = {{ url = "ftp://127.0.0.1/", source = " ", target = "new", header = "Bad Header" }}
 "#,
         state = dir.path().join("state").display(),
     );
@@ -270,6 +271,9 @@ adapter = {{ kind = "haproxy", socket = "", backend = "app;disable server x/y", 
         "proxy[0].adapter.socket",
         "proxy[0].adapter.backend",
         "proxy[0].adapter.server",
+        "proxy[0].proof.url",
+        "proxy[0].proof.source",
+        "proxy[0].proof.header",
     ] {
         assert!(
             err.contains(key) || out.contains(key),
@@ -678,5 +682,105 @@ adapter = { kind = "haproxy", socket = "/run/haproxy/admin.sock", backend = "app
             Kind::DnsSwitch(0),
             Kind::ProxySwitch(1)
         ]
+    );
+}
+
+/// `plan` with a `proof` line added to its route.
+fn proof_plan(
+    dir: &Path,
+    proxy: &Haproxy,
+    source: SocketAddr,
+    target: SocketAddr,
+    proof: &str,
+) -> String {
+    let path = plan(dir, &proxy.socket, source, target, "app");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "proof = {{ url = \"http://127.0.0.1:{}/\", {proof} }}\n",
+        proxy.port
+    ));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// With a `proof`, a request through the proxy proves where clients land: preflight refuses
+/// a proof that does not name the source today (nothing changed); the switch times the first
+/// answer from the target; a target that never answers as itself fails the switch and the
+/// route is put back on the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proof_through_the_proxy_times_the_first_answer_and_a_wrong_backend_puts_the_route_back()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _s) = backend("source").await;
+    let (target, _t) = backend("target").await;
+    let (wrong, _w) = backend("maintenance page").await;
+    let proxy = Haproxy::start(dir.path(), "haproxy", source, Supervision::Owned)
+        .await
+        .unwrap();
+
+    // The texts do not name what answers today: refused before anything changes.
+    let d = tempfile::tempdir().unwrap();
+    let plan_arg = proof_plan(
+        d.path(),
+        &proxy,
+        source,
+        target,
+        "source = \"old-host\", target = \"new-host\"",
+    );
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    let all = format!("{out}\n{err}");
+    assert!(
+        all.contains("answered `source`") && all.contains("neither `old-host`"),
+        "{all}"
+    );
+    assert_eq!(points_at(&proxy.socket).await, source.to_string());
+
+    // Texts that tell the backends apart: the first answer from the target is timed.
+    let d = tempfile::tempdir().unwrap();
+    let plan_arg = proof_plan(
+        d.path(),
+        &proxy,
+        source,
+        target,
+        "source = \"source\", target = \"target\"",
+    );
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("answers from the source"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "first request through the proxy answered by {target}"
+        )),
+        "{out}"
+    );
+    assert_eq!(points_at(&proxy.socket).await, target.to_string());
+    let (code, out, err) = support::run(&["run", "--rollback", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(points_at(&proxy.socket).await, source.to_string());
+
+    // The target address serves something else: the switch is not proven within 500 ms, the
+    // run fails and the route points at the source again.
+    let d = tempfile::tempdir().unwrap();
+    let plan_arg = proof_plan(
+        d.path(),
+        &proxy,
+        source,
+        wrong,
+        "source = \"source\", target = \"target\", within = \"500ms\"",
+    );
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    assert_ne!(code, 0, "{out}\n{err}");
+    let all = format!("{out}\n{err}");
+    assert!(
+        all.contains("no answer through")
+            && all.contains("the last said `maintenance page`")
+            && all.contains(&format!("the route was put back on {source}")),
+        "{all}"
+    );
+    assert_eq!(
+        points_at(&proxy.socket).await,
+        source.to_string(),
+        "the route is back on the source"
     );
 }

@@ -226,6 +226,12 @@ pub(super) fn print_report(r: &RunReport) {
                 p.ms
             );
         }
+        if let Some(ms) = p.first_answer_ms {
+            outln!(
+                "  {route}: first request through the proxy answered by {} {ms:.1} ms after the read-back",
+                p.current
+            );
+        }
     }
     for (record, ms) in &r.dns_propagation_ms {
         outln!("  dns {record}: served everywhere {ms:.0} ms after the switch");

@@ -522,6 +522,33 @@ pub struct ProxyRoute {
     pub order: ProxyOrder,
     /// The proxy and how cutover reaches it; `kind` selects the adapter.
     pub adapter: ProxyAdapter,
+    /// Requests through the proxy that say which backend answered: preflight proves the
+    /// source answers, the switch waits until the new side does (and fails, to be rolled back,
+    /// when it does not within `timeout`), and the report gives the time to its first answer.
+    #[serde(default)]
+    pub proof: Option<ProxyProof>,
+}
+
+/// `[[proxy]] proof`: an HTTP request through the proxy whose answer names its backend.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProof {
+    /// The URL, through the proxy (`http://` or `https://`, certificate verified).
+    pub url: String,
+    /// Text only the source's answers hold (in the body, or in `header`).
+    pub source: String,
+    /// Text only the target's answers hold.
+    pub target: String,
+    /// A response header that names the backend (e.g. `X-Served-By`); unset: the body.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Time the new side has to answer after the switch (default: the route's `timeout`).
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub within: Option<Duration>,
 }
 
 /// When a `[[proxy]]` route switches relative to the DNS records.

@@ -768,6 +768,54 @@ fn proxy_route(c: &mut Checker<'_>, at: &KeyPath, r: &ProxyRoute) {
             "remove it (default 5s) or set e.g. `timeout = \"5s\"`",
         );
     }
+    if let Some(proof) = &r.proof {
+        let at = at.k("proof");
+        match reqwest::Url::parse(&proof.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => c.fail(
+                &at.k("url"),
+                format!("`{}` is not an http:// or https:// URL", proof.url),
+                "give the URL a client uses through the proxy, e.g. `http://127.0.0.1:8080/whoami`",
+            ),
+        }
+        for (key, text) in [("source", &proof.source), ("target", &proof.target)] {
+            if text.trim().is_empty() {
+                c.fail(
+                    &at.k(key),
+                    "empty: every answer would hold it",
+                    format!("give text only the {key}'s answers hold (its host name, say)"),
+                );
+            }
+        }
+        if !proof.source.trim().is_empty()
+            && (proof.source.contains(&proof.target) || proof.target.contains(&proof.source))
+        {
+            c.fail(
+                &at.k("target"),
+                format!(
+                    "`{}` and `{}`: one holds the other, so one answer could name both backends",
+                    proof.source, proof.target
+                ),
+                "give texts that tell the two backends apart",
+            );
+        }
+        if let Some(h) = &proof.header
+            && reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            c.fail(
+                &at.k("header"),
+                format!("`{h}` is not a header name"),
+                "give the header's name alone, e.g. `X-Served-By`",
+            );
+        }
+        if proof.within.is_some_and(|d| d.is_zero()) {
+            c.fail(
+                &at.k("within"),
+                "zero leaves the new side no time to answer",
+                "remove it (the route's `timeout`) or set e.g. `within = \"10s\"`",
+            );
+        }
+    }
     match &r.adapter {
         ProxyAdapter::Haproxy {
             socket,

@@ -8,10 +8,14 @@
 //! - [`haproxy`]: HAProxy's runtime API (the stats socket).
 //! - [`nginx`]: an upstream in its own include file, tested with `nginx -t`, then reloaded.
 //! - [`command`]: the operator's own read / switch / rollback commands (declarative setups).
+//!
+//! Reading back says what the proxy was told; [`proof`] says where clients land (a request
+//! through the proxy whose answer names its backend), for every adapter alike.
 
 pub mod command;
 pub mod haproxy;
 pub mod nginx;
+pub mod proof;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -82,6 +86,10 @@ pub struct Switched {
     /// It already pointed there (a resumed run): nothing was changed.
     #[serde(default)]
     pub already: bool,
+    /// With a `proof`: milliseconds from the read-back to the first request through the proxy
+    /// that the new side answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_answer_ms: Option<f64>,
 }
 
 /// One kind of proxy. New adapters (an admin API such as Caddy's, a watched file such as
@@ -203,7 +211,38 @@ pub async fn preflight(route: &ProxyRoute) -> Result<String, ProxyError> {
             route.timeout.as_millis()
         ),
     };
-    Ok(format!("{points}; {answers}"))
+    let proven = match &route.proof {
+        Some(p) => {
+            let side = if now.address == source {
+                proof::Side::Source
+            } else {
+                proof::Side::Target
+            };
+            format!(
+                "; {}",
+                proof::check(&a.describe(), p, side, route.timeout).await?
+            )
+        }
+        None => String::new(),
+    };
+    Ok(format!("{points}; {answers}{proven}"))
+}
+
+/// With a `proof`: waits until a request through the proxy is answered by the side the
+/// route now points at (`reverse`: the source). `None` without one.
+async fn prove(route: &ProxyRoute, proxy: &str, reverse: bool) -> Result<Option<f64>, ProxyError> {
+    let Some(p) = &route.proof else {
+        return Ok(None);
+    };
+    let to = if reverse {
+        proof::Side::Source
+    } else {
+        proof::Side::Target
+    };
+    let within = p.within.unwrap_or(route.timeout);
+    proof::wait_for(proxy, p, to, route.timeout, within)
+        .await
+        .map(Some)
 }
 
 /// Points `route` at its target when it points at its source (`reverse`, a reverse cutover:
@@ -222,12 +261,16 @@ pub async fn switch(route: &ProxyRoute, reverse: bool) -> Result<Switched, Proxy
     let before = a.read().await?;
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
     if before.address == to_addr {
+        // A resumed run: the route was switched before the crash; the proof still holds it
+        // to what clients see.
+        let first_answer_ms = prove(route, &a.describe(), reverse).await?;
         return Ok(Switched {
             route: a.describe(),
             previous: before.address.to_string(),
             current: before.address.to_string(),
             ms: ms(started),
             already: true,
+            first_answer_ms,
         });
     }
     if before.address != from_addr {
@@ -239,24 +282,70 @@ pub async fn switch(route: &ProxyRoute, reverse: bool) -> Result<Switched, Proxy
         });
     }
     a.point(to_addr).await?;
-    let after = a.read().await?;
-    if after.address != to_addr {
-        return Err(ProxyError::Refused {
-            proxy: a.describe(),
-            message: format!(
-                "after the switch the route points at {}, not at {to_addr}",
-                after.address
-            ),
-            fix: "read the proxy's log; point the route by hand, then resume the run".to_owned(),
-        });
+    // From here the route was changed: a switch that is not proven is undone before the
+    // step fails, so a failed step leaves the route as it found it.
+    let proven = async {
+        let after = a.read().await?;
+        if after.address != to_addr {
+            return Err(ProxyError::Refused {
+                proxy: a.describe(),
+                message: format!(
+                    "after the switch the route points at {}, not at {to_addr}",
+                    after.address
+                ),
+                fix: "read the proxy's log".to_owned(),
+            });
+        }
+        let switch_ms = ms(started);
+        let first = prove(route, &a.describe(), reverse).await?;
+        Ok((after, switch_ms, first))
     }
+    .await;
+    let (after, switch_ms, first_answer_ms) = match proven {
+        Ok(proven) => proven,
+        Err(e) => return Err(put_back(a.as_ref(), from_addr, e).await),
+    };
     Ok(Switched {
         route: a.describe(),
         previous: before.address.to_string(),
         current: after.address.to_string(),
-        ms: ms(started),
+        ms: switch_ms,
         already: false,
+        first_answer_ms,
     })
+}
+
+/// Points the route back at `from` after a switch that failed with `failed`, read back; the
+/// error says where the route points now.
+async fn put_back(a: &dyn Adapter, from: SocketAddr, failed: ProxyError) -> ProxyError {
+    let (message, fix) = match &failed {
+        ProxyError::Refused { message, fix, .. } => (message.clone(), fix.clone()),
+        ProxyError::Unreachable { error, fix, .. } => (error.clone(), fix.clone()),
+        other => (other.to_string(), String::new()),
+    };
+    let back = match a.point(from).await {
+        Ok(()) => a.read().await.map(|r| r.address),
+        Err(e) => Err(e),
+    };
+    let (now, fix) = match back {
+        Ok(address) if address == from => (
+            format!("the route was put back on {from} (read back)"),
+            format!("{fix}; then run it again"),
+        ),
+        Ok(address) => (
+            format!("putting the route back on {from} left it on {address}"),
+            format!("{fix}; point the route at {from} by hand"),
+        ),
+        Err(e) => (
+            format!("putting the route back on {from} failed too: {e}"),
+            format!("{fix}; point the route at {from} by hand"),
+        ),
+    };
+    ProxyError::Refused {
+        proxy: a.describe(),
+        message: format!("{message}; {now}"),
+        fix,
+    }
 }
 
 /// Where a route points now, read-only, for `status` and the daemon.

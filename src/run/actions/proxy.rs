@@ -18,7 +18,7 @@ pub(in crate::run) async fn switch(plan: &Plan, i: usize, reverse: bool) -> Resu
     let switched = proxy::switch(&plan.proxy[i], reverse)
         .await
         .map_err(|e| e.to_string())?;
-    let words = if switched.already {
+    let mut words = if switched.already {
         format!("already points at {} (nothing changed)", switched.current)
     } else {
         format!(
@@ -26,5 +26,11 @@ pub(in crate::run) async fn switch(plan: &Plan, i: usize, reverse: bool) -> Resu
             switched.previous, switched.current, switched.ms
         )
     };
+    if let Some(ms) = switched.first_answer_ms {
+        words.push_str(&format!(
+            "; first answer from {} through the proxy {ms:.1} ms later",
+            switched.current
+        ));
+    }
     Ok((words, Detail::ProxySwitched(switched)))
 }
