@@ -116,7 +116,8 @@ async fn postgres_the_gate_waits_for_a_held_apply_worker_then_fences_or_refuses_
         let path = write_plan(
             pg.dir.path(),
             "ag",
-            &(format!("{BUDGET}gate_timeout = \"{timeout}\"\n") + &pg.pair_toml("ag", "")),
+            // No `window_budget`: the default (100 ms) is what waits here.
+            &(format!("gate_timeout = \"{timeout}\"\n") + &pg.pair_toml("ag", "")),
         );
         let plan_arg = path.display().to_string();
         let (code, out, err) = support::run(&["pg", "start", &plan_arg]);

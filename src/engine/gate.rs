@@ -181,9 +181,12 @@ impl Tracked {
     }
 }
 
+/// The prediction fits the budget; or nothing is left to catch up and the fixed cost alone
+/// exceeds the budget (servers far apart): waiting could not make that window shorter.
 fn fits(p: &Prediction, budget: Budget) -> bool {
-    p.window_ms()
-        .is_some_and(|ms| ms <= budget.window.as_secs_f64() * 1000.0)
+    let budget_ms = budget.window.as_secs_f64() * 1000.0;
+    p.window_ms().is_some_and(|ms| ms <= budget_ms)
+        || (p.catch_up_ms == Some(0.0) && p.fixed_ms > budget_ms)
 }
 
 /// Waits until `w`'s predicted window fits `budget`; `say` hears every [`SAY_EVERY`] what it
@@ -215,7 +218,7 @@ pub async fn wait_until_fits(
                 humantime::format_duration(budget.window),
                 humantime::format_duration(budget.timeout),
                 prediction.words(),
-                help(&prediction)
+                help(&prediction, budget)
             )));
         }
         if last_said.elapsed() >= SAY_EVERY {
@@ -286,7 +289,7 @@ pub async fn wait_until_all_fit(
                 humantime::format_duration(budget.window),
                 humantime::format_duration(budget.timeout),
                 list(&behind),
-                help(&behind[0].1)
+                help(&behind[0].1, budget)
             )));
         }
         if last_said.elapsed() >= SAY_EVERY {
@@ -341,7 +344,14 @@ pub async fn gate(
 }
 
 /// What would let a refused gate pass, from its last figures.
-fn help(p: &Prediction) -> &'static str {
+fn help(p: &Prediction, budget: Budget) -> String {
+    if p.fixed_ms > budget.window.as_secs_f64() * 1000.0 {
+        return format!(
+            "the fence's and the promotion's statements alone take about {:.0} ms on these servers (round trips), more than window_budget: a larger `window_budget` (at least {:.0}ms), or `window_budget = \"off\"`",
+            p.fixed_ms,
+            (p.fixed_ms * 1.5).ceil()
+        );
+    }
     match (p.source_rate, p.apply_rate) {
         (_, Some(0.0)) => {
             "the target applies nothing: look for what holds its applier (a lock, a long query, FLUSH TABLES WITH READ LOCK, a stopped worker)"
@@ -351,6 +361,7 @@ fn help(p: &Prediction) -> &'static str {
         }
         _ => "a quieter moment, or a larger `window_budget`",
     }
+    .to_owned()
 }
 
 #[cfg(test)]
@@ -392,10 +403,45 @@ mod tests {
         s.push(t0 + Duration::from_millis(800), p(1400, 500));
         let held = s.predict(Duration::ZERO).unwrap();
         assert_eq!(held.catch_up_ms, None, "{held:?}");
-        assert!(help(&held).contains("applies nothing"));
+        let budget = Budget {
+            window: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(help(&held, budget).contains("applies nothing"));
         let mut s = Sampler::default();
         s.push(t0, p(7, 7));
         assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));
+    }
+
+    #[test]
+    fn servers_too_far_apart_for_the_budget_pass_once_nothing_is_left_and_the_help_says_why() {
+        let budget = Budget {
+            window: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+        };
+        let far = |catch_up_ms| Prediction {
+            backlog: 0,
+            unit: Unit::Bytes,
+            source_rate: Some(0.0),
+            apply_rate: Some(0.0),
+            catch_up_ms,
+            fixed_ms: 240.0,
+        };
+        assert!(fits(&far(Some(0.0)), budget), "waiting cannot shorten it");
+        assert!(!fits(&far(Some(5.0)), budget), "a backlog still waits");
+        assert!(help(&far(Some(5.0)), budget).contains("at least 360ms"));
+        let near = Prediction {
+            fixed_ms: 6.0,
+            ..far(Some(94.0))
+        };
+        assert!(fits(&near, budget));
+        assert!(!fits(
+            &Prediction {
+                catch_up_ms: Some(95.0),
+                ..near
+            },
+            budget
+        ));
     }
 
     #[test]

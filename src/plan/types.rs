@@ -72,18 +72,49 @@ pub struct Migration {
     #[serde(default)]
     pub accept_one_way: bool,
     /// The adaptive gate: each pair's gate samples the replication backlog and both rates,
-    /// and fences only once the predicted catch-up fits this budget (unset: the gate passes
-    /// on the fixed ceilings alone, as before).
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// and fences only once the predicted window (catch-up plus the fence's and promotion's
+    /// fixed cost) fits this budget. Default 100 ms; `"off"` (`None`) lets the gate pass on
+    /// the fixed ceilings alone.
+    #[serde(default = "default_window_budget", with = "budget")]
     pub window_budget: Option<Duration>,
     /// How long the adaptive gate waits for the prediction to fit before it refuses (nothing
     /// fenced).
     #[serde(default = "default_gate_timeout", with = "duration")]
     pub gate_timeout: Duration,
+}
+
+fn default_window_budget() -> Option<Duration> {
+    Some(Duration::from_millis(100))
+}
+
+/// `window_budget`: a duration, or `"off"`.
+pub(crate) mod budget {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d).map_err(|_| {
+            D::Error::custom(
+                "expected a duration string or \"off\"; fix: write e.g. \"100ms\", \"1s\", or \"off\" to let the gate pass on the fixed ceilings alone",
+            )
+        })?;
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        humantime::parse_duration(&text).map(Some).map_err(|e| {
+            D::Error::custom(format!(
+                "`{text}` is not a duration ({e}); fix: write e.g. \"100ms\" or \"1s\", or \"off\""
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
 }
 
 fn default_gate_timeout() -> Duration {

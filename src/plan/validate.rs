@@ -185,7 +185,7 @@ fn validate_migration(
         c.fail(
             &m.k("window_budget"),
             "a zero budget never fits: every gate would wait until gate_timeout and refuse",
-            "set the longest window your users accept, e.g. `window_budget = \"100ms\"`, or remove the key",
+            "set the longest window your users accept, e.g. `window_budget = \"100ms\"` (the default), or `\"off\"` to pass on the fixed ceilings alone",
         );
     }
     if migration.gate_timeout.is_zero() {
