@@ -2,6 +2,7 @@
 //! its figures, keeps answering when a server dies, and refuses changes without the token.
 
 use crate::support;
+use mysql_async::prelude::Queryable;
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -702,14 +703,26 @@ async fn the_daemon_watches_replication_without_a_plan_under_the_exporters_names
     let my_plan = write_plan(m.dir.path(), "my", &m.pair_toml());
     let (code, _, err) = run(&["mysql", "start", &my_plan.display().to_string()]);
     assert_eq!(code, 0, "{err}");
+    // pt-heartbeat's table, written on the source, replicated to the watched replica.
+    {
+        let mut c = m.source.connect(None).await.unwrap();
+        c.query_drop(
+            "CREATE TABLE app.heartbeat (ts VARCHAR(26) NOT NULL, server_id INT UNSIGNED NOT NULL PRIMARY KEY);
+             INSERT INTO app.heartbeat VALUES (DATE_FORMAT(NOW(6), '%Y-%m-%d %H:%i:%s.%f'), @@server_id)",
+        )
+        .await
+        .unwrap();
+    }
 
     let config = pg.dir.path().join("watch.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\n\n[[watch]]\nname = \"billing-primary\"\npostgres = {{ host = \"127.0.0.1\", port = {}, dbname = \"shop\", user = \"postgres\", password_file = \"{}\" }}\n\n[[watch]]\nname = \"app-replica\"\nmysql = {{ host = \"127.0.0.1\", port = {}, user = \"cutover\", password_file = \"{}\" }}\n",
+            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\n\n[[watch]]\nname = \"billing-primary\"\npostgres = {{ host = \"127.0.0.1\", port = {}, dbname = \"shop\", user = \"postgres\", password_file = \"{}\" }}\n\n[[watch]]\nname = \"billing-subscriber\"\npostgres = {{ host = \"127.0.0.1\", port = {}, dbname = \"shop\", user = \"postgres\", password_file = \"{}\" }}\n\n[[watch]]\nname = \"app-replica\"\nmysql = {{ host = \"127.0.0.1\", port = {}, user = \"cutover\", password_file = \"{}\" }}\nheartbeat = \"app.heartbeat\"\n",
             pg.source.port,
             pg.source.password_file.display(),
+            pg.target.port,
+            pg.target.password_file.display(),
             m.target.port,
             m.target.password_file.display()
         ),
@@ -717,11 +730,108 @@ async fn the_daemon_watches_replication_without_a_plan_under_the_exporters_names
     .unwrap();
     let daemon = start(&config);
     let http = reqwest::Client::new();
-    let text = until(&http, &daemon.base, "both watches read", |t| {
+    let text = until(&http, &daemon.base, "every watch read", |t| {
         sample(t, "pg_up", &[("migration", "billing-primary")]) == Some(1.0)
+            && sample(t, "pg_up", &[("migration", "billing-subscriber")]) == Some(1.0)
             && sample(t, "mysql_up", &[("migration", "app-replica")]) == Some(1.0)
+            && sample(
+                t,
+                "mysql_heartbeat_stored_timestamp_seconds",
+                &[("migration", "app-replica")],
+            )
+            .is_some()
     })
     .await;
+    // postgres_exporter's older slot names, the WAL position of each walsender, the standby
+    // series (a primary is no replica), and the subscriber side no exporter offers.
+    assert_eq!(
+        sample(
+            &text,
+            "pg_replication_slot_slot_is_active",
+            &[("migration", "billing-primary"), ("slot_type", "logical")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "pg_replication_slot_slot_current_wal_lsn",
+            &[("migration", "billing-primary"), ("slot_type", "logical")]
+        )
+        .is_some_and(|v| v > 0.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "pg_stat_replication_pg_current_wal_lsn_bytes",
+            &[("migration", "billing-primary"), ("state", "streaming")]
+        )
+        .is_some_and(|v| v > 0.0),
+        "{text}"
+    );
+    for watch in ["billing-primary", "billing-subscriber"] {
+        assert_eq!(
+            sample(&text, "pg_replication_is_replica", &[("migration", watch)]),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "pg_replication_lag_seconds", &[("migration", watch)]),
+            Some(0.0),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "pg_stat_subscription_worker_running",
+            &[("migration", "billing-subscriber")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_stat_subscription_tables_not_ready",
+            &[("migration", "billing-subscriber")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "pg_stat_subscription_received_unapplied_bytes",
+            &[("migration", "billing-subscriber")]
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_stat_subscription_apply_error_count",
+            &[("migration", "billing-subscriber")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    let stored = sample(
+        &text,
+        "mysql_heartbeat_stored_timestamp_seconds",
+        &[("migration", "app-replica"), ("server_id", "1")],
+    )
+    .unwrap_or_else(|| panic!("the heartbeat under the source's server_id:\n{text}"));
+    let now = sample(
+        &text,
+        "mysql_heartbeat_now_timestamp_seconds",
+        &[("migration", "app-replica"), ("server_id", "1")],
+    )
+    .unwrap();
+    assert!(stored > 1.7e9 && now >= stored, "{stored} {now}");
     assert!(
         sample(
             &text,
@@ -822,18 +932,20 @@ async fn the_daemon_watches_replication_without_a_plan_under_the_exporters_names
     let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/serve/watch.toml");
     let loaded = cutover::serve::config::load(&example).expect("the example loads");
-    assert_eq!(loaded.watches.len(), 2);
+    assert_eq!(loaded.watches.len(), 3);
 
     let bad = pg.dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "listen = \"127.0.0.1:0\"\n\n[[watch]]\nname = \"a b\"\n\n[[watch]]\nname = \"ok\"\n",
+        "listen = \"127.0.0.1:0\"\n\n[[watch]]\nname = \"a b\"\n\n[[watch]]\nname = \"ok\"\n\n[[watch]]\nname = \"hb\"\nmysql = { host = \"127.0.0.1\", user = \"m\" }\nheartbeat = \"no_table\"\n",
     )
     .unwrap();
     let (code, out, err) = run(&["serve", "--config", &bad.display().to_string()]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(
-        err.contains("watch[0].name") && err.contains("watch[1]`: no server"),
+        err.contains("watch[0].name")
+            && err.contains("watch[1]`: no server")
+            && err.contains("watch[2].heartbeat"),
         "every problem at once:\n{err}"
     );
 }

@@ -187,8 +187,11 @@ impl Watch for MyWatch {
         // source; the source answers a ping, so an unreachable one reads as down.
         self.source.ping().await?;
         let target = &mut self.target;
+        let status_sql = target.dialect.replica_status();
+        let source_words = target.flavour != super::dialect::Flavour::Mariadb
+            && status_sql.starts_with("SHOW REPLICA");
         let rows = target
-            .rows_by_name("read replica status", target.dialect.replica_status())
+            .rows_by_name("read replica status", status_sql)
             .await?;
         let row = rows.first();
         let running = row.is_some_and(|r| {
@@ -206,7 +209,7 @@ impl Watch for MyWatch {
             ));
         }
         if let Some(r) = row {
-            exporter.extend(super::monitor::channel_samples(r));
+            exporter.extend(super::monitor::channel_samples(r, source_words));
         }
         Ok(Replication {
             exporter,

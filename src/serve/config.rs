@@ -44,6 +44,9 @@ struct RawWatch {
     name: String,
     postgres: Option<crate::plan::PgEndpoint>,
     mysql: Option<crate::plan::MysqlEndpoint>,
+    /// A MySQL/MariaDB replica's pt-heartbeat table (`database.table`, with `ts` and
+    /// `server_id` columns), read as mysqld_exporter's heartbeat collector reads it.
+    heartbeat: Option<String>,
 }
 
 /// A server whose replication the daemon watches without a migration: a PostgreSQL server's
@@ -64,6 +67,8 @@ pub enum Watched {
         name: String,
         /// How to reach it.
         endpoint: crate::plan::MysqlEndpoint,
+        /// Its pt-heartbeat table (database, table), when it has one.
+        heartbeat: Option<(String, String)>,
     },
 }
 
@@ -205,14 +210,37 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
                 w.name
             ));
         }
+        let heartbeat = match w.heartbeat.as_deref().map(|h| h.split_once('.')) {
+            None => None,
+            Some(Some((db, table)))
+                if !db.is_empty() && !table.is_empty() && !table.contains('.') =>
+            {
+                Some((db.to_owned(), table.to_owned()))
+            }
+            Some(_) => {
+                problems.push(format!(
+                    "key `{at}.heartbeat`: `{}` is not `database.table`; fix: name pt-heartbeat's table, e.g. `heartbeat = \"heartbeat.heartbeat\"`",
+                    w.heartbeat.as_deref().unwrap_or_default()
+                ));
+                None
+            }
+        };
         match (w.postgres, w.mysql) {
-            (Some(endpoint), None) => watches.push(Watched::Postgres {
-                name: w.name,
-                endpoint,
-            }),
+            (Some(endpoint), None) => {
+                if w.heartbeat.is_some() {
+                    problems.push(format!(
+                        "key `{at}.heartbeat`: a heartbeat table is read from a MySQL/MariaDB replica; fix: remove it from this `postgres` entry"
+                    ));
+                }
+                watches.push(Watched::Postgres {
+                    name: w.name,
+                    endpoint,
+                })
+            }
             (None, Some(endpoint)) => watches.push(Watched::Mysql {
                 name: w.name,
                 endpoint,
+                heartbeat,
             }),
             (Some(_), Some(_)) => problems.push(format!(
                 "key `{at}`: both `postgres` and `mysql`; fix: one server per entry"

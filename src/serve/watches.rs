@@ -261,9 +261,16 @@ pub(crate) async fn watch_loop(
                         .await
                         .map(|r| r.map_err(|e| e.to_string())),
                         Conn::My(db) => {
-                            tokio::time::timeout(READ_TIMEOUT, crate::mysql::monitor::samples(db))
-                                .await
-                                .map(|r| r.map_err(|e| e.to_string()))
+                            let heartbeat = match &watched {
+                                Watched::Mysql { heartbeat, .. } => heartbeat.as_ref(),
+                                Watched::Postgres { .. } => None,
+                            };
+                            tokio::time::timeout(
+                                READ_TIMEOUT,
+                                crate::mysql::monitor::samples(db, heartbeat),
+                            )
+                            .await
+                            .map(|r| r.map_err(|e| e.to_string()))
                         }
                     };
                     read.unwrap_or_else(|_| Err("no answer in time".to_owned()))
