@@ -949,3 +949,148 @@ async fn the_daemon_watches_replication_without_a_plan_under_the_exporters_names
         "every problem at once:\n{err}"
     );
 }
+
+/// A streaming standby made by `pg_basebackup -R` through a physical slot, watched without a
+/// plan: the primary exports the walsender and the physical slot under both naming
+/// generations, the standby says it is a replica with its lag, and a write on the primary
+/// reaches the standby while the series are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streaming_standby_and_its_primary_are_watched_without_a_plan() {
+    use cutover::lab::{LabDir, Postgres, Supervision};
+    let dir = LabDir::temporary().unwrap();
+    let primary = Postgres::start(dir.path(), "primary", Supervision::Owned)
+        .await
+        .unwrap();
+    let standby = Postgres::start_standby(
+        dir.path(),
+        "standby",
+        &primary,
+        "standby_1",
+        Supervision::Owned,
+    )
+    .await
+    .unwrap();
+    let endpoint = |pg: &Postgres| {
+        format!(
+            "{{ host = \"127.0.0.1\", port = {}, dbname = \"postgres\", user = \"postgres\", password_file = \"{}\" }}",
+            pg.port,
+            pg.password_file.display()
+        )
+    };
+    let config = dir.path().join("watch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\npoll = \"1s\"\n\n[[watch]]\nname = \"primary\"\npostgres = {}\n\n[[watch]]\nname = \"standby\"\npostgres = {}\n",
+            endpoint(&primary),
+            endpoint(&standby)
+        ),
+    )
+    .unwrap();
+    let c = primary.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let daemon = start(&config);
+    let http = reqwest::Client::new();
+    let text = until(
+        &http,
+        &daemon.base,
+        "both servers read, the slot active",
+        |t| {
+            sample(t, "pg_up", &[("migration", "standby")]) == Some(1.0)
+                && sample(
+                    t,
+                    "pg_replication_slots_active",
+                    &[("migration", "primary"), ("slot_name", "standby_1")],
+                ) == Some(1.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            "pg_replication_is_replica",
+            &[("migration", "standby")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_replication_is_replica",
+            &[("migration", "primary")]
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "pg_replication_lag_seconds",
+            &[("migration", "standby")]
+        )
+        .is_some_and(|s| s >= 0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_replication_slot_slot_is_active",
+            &[
+                ("migration", "primary"),
+                ("slot_name", "standby_1"),
+                ("slot_type", "physical")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "pg_stat_replication_pg_wal_lsn_diff",
+            &[
+                ("migration", "primary"),
+                ("slot_name", "standby_1"),
+                ("state", "streaming")
+            ]
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pg_replication_slot_wal_status",
+            &[
+                ("migration", "primary"),
+                ("slot_name", "standby_1"),
+                ("wal_status", "reserved")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // The standby really replays what the primary writes.
+    c.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    let s = standby.connect("postgres").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = s
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby never replayed the row"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(daemon);
+}

@@ -126,6 +126,70 @@ impl Postgres {
             }
         }
 
+        Postgres::run(
+            &bin,
+            name,
+            dir,
+            &data,
+            owner,
+            &tls_args,
+            (password_file, password),
+            supervision,
+        )
+        .await
+    }
+
+    /// A streaming standby of `primary` in `root/name`: `pg_basebackup -R` over the primary's
+    /// socket into a fresh data directory, replicating through the physical slot `slot`
+    /// (created by the copy), started on a free port. Its superuser and password are the
+    /// primary's.
+    pub async fn start_standby(
+        root: &Path,
+        name: &str,
+        primary: &Postgres,
+        slot: &str,
+        supervision: Supervision,
+    ) -> Result<Postgres, LabError> {
+        let bin = bin_dir()?;
+        let owner = service_user("postgres")?;
+        let dir = root.join(name);
+        private_dir(&dir, owner)?;
+        let data = dir.join("data");
+        let mut copy = Command::new(bin.join("pg_basebackup"));
+        copy.arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "-C", "-S", slot, "--no-sync", "-h"])
+            .arg(&primary.dir)
+            .args(["-p", &primary.port.to_string(), "-U", SUPERUSER]);
+        if let Some((uid, gid)) = owner {
+            copy.uid(uid).gid(gid);
+        }
+        run_checked(copy)?;
+        Postgres::run(
+            &bin,
+            name,
+            dir,
+            &data,
+            owner,
+            &[],
+            (primary.password_file.clone(), primary.password.clone()),
+            supervision,
+        )
+        .await
+    }
+
+    /// Starts the cluster in `data` on a free port (another one when the port was taken).
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        bin: &Path,
+        name: &str,
+        dir: PathBuf,
+        data: &Path,
+        owner: Option<(u32, u32)>,
+        tls_args: &[String],
+        (password_file, password): (PathBuf, Secret),
+        supervision: Supervision,
+    ) -> Result<Postgres, LabError> {
         let mut retry = PortRetry::default();
         loop {
             let port = free_port()?;
@@ -184,8 +248,8 @@ impl Postgres {
                         name: name.to_owned(),
                         port,
                         dir,
-                        password_file,
-                        password,
+                        password_file: password_file.clone(),
+                        password: password.clone(),
                         process,
                     });
                 }
