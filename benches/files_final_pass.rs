@@ -164,7 +164,7 @@ fn main() {
                     let secs = t.elapsed().as_secs_f64();
                     assert_eq!(report.method, "change-log", "{report:?}");
                     rows.push((name, cold, secs));
-                    let verified = sync::verify(&entry).await.unwrap();
+                    let verified = cutover::files::verify::verify(&entry).await.unwrap();
                     assert!(verified.matches(), "{:?}", &verified.differences[..verified.differences.len().min(5)]);
                 }
             }

@@ -178,7 +178,7 @@ async fn mutated_tree_ends_identical(f: &Fixture, entry: &Entry) -> sync::PassRe
         .await
         .unwrap();
     assert_eq!(last.kind, PassKind::Final);
-    let verified = sync::verify(entry).await.unwrap();
+    let verified = cutover::files::verify::verify(entry).await.unwrap();
     assert!(verified.matches(), "{:?}", verified.differences);
     assert_eq!(
         snapshot(&src),
@@ -202,7 +202,7 @@ async fn a_tree_mutated_during_warm_passes_ends_identical_after_a_full_final_pas
     let src = f.src();
     std::fs::write(src.join("app.log"), "changed\n").unwrap();
     std::fs::write(src.join("late.txt"), "late\n").unwrap();
-    let verified = sync::verify(&entry).await.unwrap();
+    let verified = cutover::files::verify::verify(&entry).await.unwrap();
     let text = verified.differences.join("\n");
     assert!(
         text.contains("app.log") && text.contains("late.txt"),
@@ -263,7 +263,12 @@ async fn a_lost_connection_directory_costs_a_handshake_not_the_pass() {
         .await
         .unwrap();
     assert_eq!(last.method, "full");
-    assert!(sync::verify(&entry).await.unwrap().matches());
+    assert!(
+        cutover::files::verify::verify(&entry)
+            .await
+            .unwrap()
+            .matches()
+    );
     assert_eq!(snapshot(&f.src()), snapshot(&f.dst()));
 }
 
@@ -339,7 +344,12 @@ async fn files_the_quick_check_misses_and_links_the_source_broke_arrive_exactly(
     );
     assert_eq!(read("e/q.txt"), "q alone\n");
     assert_eq!(snapshot(&src), snapshot(&dst), "contents, modes and links");
-    assert!(sync::verify(&entry).await.unwrap().matches());
+    assert!(
+        cutover::files::verify::verify(&entry)
+            .await
+            .unwrap()
+            .matches()
+    );
 }
 
 /// Without a change log the final pass has only rsync's quick check: a rewrite at the same size
@@ -408,7 +418,12 @@ async fn a_dead_watcher_makes_the_final_pass_walk_the_whole_tree_and_say_so() {
         last.warnings.iter().any(|w| w.contains("whole tree")),
         "{last:?}"
     );
-    assert!(sync::verify(&entry).await.unwrap().matches());
+    assert!(
+        cutover::files::verify::verify(&entry)
+            .await
+            .unwrap()
+            .matches()
+    );
     assert_eq!(snapshot(&f.src()), snapshot(&f.dst()));
 }
 
@@ -466,7 +481,12 @@ async fn the_source_can_push_instead_and_rsync_failures_say_what_they_mean() {
     sync::pass(&push, PassKind::Warm, &mut |_, _| {})
         .await
         .unwrap();
-    assert!(sync::verify(&push).await.unwrap().matches());
+    assert!(
+        cutover::files::verify::verify(&push)
+            .await
+            .unwrap()
+            .matches()
+    );
     // A target under a path that cannot be created: an error, with rsync's words and ours.
     let blocked = f.dir.path().join("a-file");
     std::fs::write(&blocked, "not a directory").unwrap();
@@ -580,7 +600,7 @@ async fn a_live_sqlite_database_arrives_consistent_and_complete() {
         "every committed row"
     );
     assert_eq!(sql("SELECT max(id) FROM t"), written.to_string());
-    let verified = sync::verify(&entry).await.unwrap();
+    let verified = cutover::files::verify::verify(&entry).await.unwrap();
     assert!(verified.matches(), "{:?}", verified.differences);
     assert!(f.dst().join("data").join("attachment.bin").exists());
 }
@@ -609,7 +629,12 @@ async fn changed_and_deleted_files_alone_are_sent_in_one_pass_and_exactly() {
         last.figures.files_transferred, 2,
         "only the changed and the new file: {last:?}"
     );
-    assert!(sync::verify(&entry).await.unwrap().matches());
+    assert!(
+        cutover::files::verify::verify(&entry)
+            .await
+            .unwrap()
+            .matches()
+    );
     assert_eq!(snapshot(&src), snapshot(&f.dst()));
 }
 
@@ -758,7 +783,12 @@ async fn a_target_with_content_cutover_did_not_put_there_is_refused_until_the_pl
     assert!(preflight::run(&allowed).await.unwrap().passed());
     sync::warm(&allowed, &state, &mut |_, _| {}).await.unwrap();
     assert!(!f.dst().join("unrelated.txt").exists());
-    assert!(sync::verify(&allowed).await.unwrap().matches());
+    assert!(
+        cutover::files::verify::verify(&allowed)
+            .await
+            .unwrap()
+            .matches()
+    );
 }
 
 /// Nothing stops the tree's writer before the final pass (no window-open hook): `plan check`
@@ -862,7 +892,7 @@ async fn paths_with_spaces_quotes_and_shell_characters_arrive_as_they_are() {
         !std::path::Path::new("pwned").exists() && !f.dir.path().join("pwned").exists(),
         "nothing was run by a shell"
     );
-    let verified = sync::verify(&entry).await.unwrap();
+    let verified = cutover::files::verify::verify(&entry).await.unwrap();
     assert!(verified.matches(), "{:?}", verified.differences);
 }
 

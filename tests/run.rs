@@ -1473,7 +1473,7 @@ async fn lab_case(pick: impl Fn(&run::Step) -> bool, side: &str) -> (String, boo
             .pop()
             .unwrap();
         assert!(
-            cutover::files::sync::verify(&entry)
+            cutover::files::verify::verify(&entry)
                 .await
                 .unwrap()
                 .matches(),

@@ -204,7 +204,7 @@ async fn run_pass(
 }
 
 async fn run_verify(entry: &Entry, human: bool) -> (bool, serde_json::Value) {
-    match sync::verify(entry).await {
+    match crate::files::verify::verify(entry).await {
         Ok(r) => {
             if human {
                 outln!("files {}:", r.entry);

@@ -15,8 +15,11 @@
 //! - [`hop`]: the running host's ssh connection to the other host, shared from pass to pass.
 //! - [`sqlite`]: SQLite databases in a tree copied as online backups, checked on the target.
 //! - [`sync`]: a pass (warm while the service runs, final in the window: only the logged
-//!   changes when the log can be trusted, else the whole tree) and verify.
+//!   changes when the log can be trusted, else the whole tree).
+//! - [`changed`]: the final pass's copy of the logged paths, in runs side by side.
+//! - [`verify`]: whether both trees are the same, by checksum.
 
+pub mod changed;
 pub mod changelog;
 pub mod claim;
 pub mod hop;
@@ -25,6 +28,7 @@ pub mod remote;
 pub mod rsync;
 pub mod sqlite;
 pub mod sync;
+pub mod verify;
 
 use std::time::Duration;
 

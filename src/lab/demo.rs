@@ -196,7 +196,7 @@ pub async fn run(
         .map_err(fail)?
         .pop()
         .ok_or_else(|| DemoError::Proof("the lab plan has no files entry".into()))?;
-    let verified = crate::files::sync::verify(&entry).await.map_err(fail)?;
+    let verified = crate::files::verify::verify(&entry).await.map_err(fail)?;
     ensure(verified.matches(), || format!("files differ: {verified:?}"))?;
     let notes = |side: &str| -> Result<String, DemoError> {
         let db = lab.dir.path().join("files").join(side).join(lab::SQLITE_DB);
