@@ -361,8 +361,23 @@ impl Store for FileStore {
             line.push(b'\n');
             out.extend_from_slice(&line);
         }
-        file.write_all(&out).map_err(|e| io(&path, e))?;
-        file.sync_data().map_err(|e| io(&path, e))?;
+        // All or nothing: a batch that could not be written whole (a full disk) is cut back
+        // off, so no complete line of it (a point of no return, say) is read later as done.
+        let before = file.metadata().map_err(|e| io(&path, e))?.len();
+        let written = file
+            .write_all(&out)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| io(&path, e));
+        if let Err(e) = written {
+            let cut = file.set_len(before).and_then(|()| file.sync_data());
+            return Err(match cut {
+                Ok(()) => e,
+                Err(c) => io(
+                    &path,
+                    format!("{e}; and cutting the partial write back off failed too: {c}"),
+                ),
+            });
+        }
         if new {
             sync_dir(&self.dir)?;
         }

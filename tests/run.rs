@@ -1845,3 +1845,57 @@ async fn a_second_operator_is_refused_at_every_phase_of_the_first_run_which_comp
         );
     }
 }
+
+/// The state directory's disk fills while the run is inside its window (right after the fence
+/// began): the next record cannot be written. Nothing is promoted, the source is unfenced and
+/// serves, no write is lost, and the message says the journal could not be written and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_state_disk_inside_the_window_leaves_the_source_serving_and_says_why() {
+    let pg = PgPair::start().await;
+    pg.database("fd").await;
+    let disk = support::SmallFs::mount(2);
+    let path = write_plan(&disk.path, "fd", &pg.pair_toml("fd", ""));
+    let plan_arg = path.to_str().unwrap().to_owned();
+    let writer = pg.writer("fd", 200);
+    let mut child = spawn_stopping(&["run", &plan_arg], Some(8), None);
+    assert!(wait_stopped(&mut child, Duration::from_secs(120)));
+    // Fill the disk to the last byte.
+    {
+        use std::io::Write;
+        let mut fill = std::fs::File::create(disk.path.join("fill")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while fill.write_all(&block).is_ok() {}
+        while fill.write_all(&block[..1]).is_ok() {}
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("No space left on device"),
+        "the cause is named:\n{stdout}\n{stderr}"
+    );
+    assert!(pg.app_writes(&pg.source, "fd").await, "{stdout}\n{stderr}");
+    assert!(!pg.app_writes(&pg.target, "fd").await);
+    let ledger = writer.stop().await;
+    let check = ledger
+        .check(&pg.source.connect("fd").await.unwrap())
+        .await
+        .unwrap();
+    assert!(check.clean(), "{check:?}");
+    // Room again: the one documented command ends the interrupted run (the journal on disk
+    // stopped inside the window: it rolls back again, which changes nothing), and says so.
+    std::fs::remove_file(disk.path.join("fill")).unwrap();
+    let (code, out, err) = support::run(&["run", "--resume", &plan_arg]);
+    assert_eq!(code, 1, "rolled back, not completed:\n{out}\n{err}");
+    assert!(
+        out.contains("every source serves writes again"),
+        "{out}\n{err}"
+    );
+    assert!(pg.app_writes(&pg.source, "fd").await);
+    assert!(!pg.app_writes(&pg.target, "fd").await);
+    let (code, out, err) = support::run(&["status", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("rolled back"), "{out}");
+}

@@ -70,7 +70,9 @@ pub fn run(args: RunArgs) -> u8 {
                     | RunError::Interrupted(_)
                     | RunError::Moved(_)
                     | RunError::FilesNotCarried(_) => EXIT_INVALID,
-                    RunError::State(_) | RunError::Held(_) => EXIT_FAILED,
+                    RunError::State(_) | RunError::Held(_) | RunError::Unjournalled { .. } => {
+                        EXIT_FAILED
+                    }
                 };
                 let advice = advice(&e, &args.plan);
                 if human {
@@ -99,6 +101,9 @@ fn advice(e: &RunError, plan: &Path) -> String {
         }
         RunError::FilesNotCarried(_) => format!(
             "\n  to move the databases back and leave the trees on the new host: `cutover run --rollback --leave-files {plan}`"
+        ),
+        RunError::Unjournalled { .. } => format!(
+            "\n  fix: free space where the state directory is, then `cutover status {plan}` and `cutover run --resume {plan}`"
         ),
         RunError::Refused(_) | RunError::State(_) | RunError::Held(_) => String::new(),
     }

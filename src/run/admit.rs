@@ -64,6 +64,18 @@ pub enum RunError {
     /// and the operator has not said they may stay. Nothing was changed.
     #[error("{0}")]
     FilesNotCarried(String),
+    /// The journal could not be written part-way (a full or failing disk): the run undid
+    /// what it had done before the point of no return, or stopped after it; the journal on
+    /// disk ends before that.
+    #[error(
+        "the run's journal could not be written ({cause}), so the run went no further: {summary}. The journal on disk ends before this: once the state directory has room, `cutover status` reads each server, and `cutover run --resume` finishes what is left (a rollback done again changes nothing)"
+    )]
+    Unjournalled {
+        /// The write's error.
+        cause: String,
+        /// What the run did about it, with each server's state as read.
+        summary: String,
+    },
 }
 
 /// Refuses a plan whose rollback after promotion would lose writes, unless it says it accepts.
@@ -329,10 +341,21 @@ pub enum ResumeWay {
 }
 
 impl ResumeWay {
-    /// Decides.
-    pub fn of(past_point_of_no_return: bool, any_promoted: bool, go_on: bool) -> ResumeWay {
-        if past_point_of_no_return || any_promoted {
+    /// Decides. `any_serving`: some pair's source is not fenced and its target not promoted
+    /// (as read from the servers): a journal that says the point of no return was passed but
+    /// whose promotion never reached a server, with a source serving writes again, is not
+    /// finished forward (promoting the target then would lose the source's new writes): it is
+    /// rolled back.
+    pub fn of(
+        past_point_of_no_return: bool,
+        any_promoted: bool,
+        any_serving: bool,
+        go_on: bool,
+    ) -> ResumeWay {
+        if any_promoted || (past_point_of_no_return && !any_serving) {
             ResumeWay::Forward
+        } else if past_point_of_no_return {
+            ResumeWay::RollBack
         } else if go_on {
             ResumeWay::Continue
         } else {
@@ -349,7 +372,9 @@ impl ResumeWay {
             ResumeWay::Continue => {
                 "continue (as asked): before the point of no return; going on from the first step not done"
             }
-            ResumeWay::RollBack => "roll back: the run stopped before the point of no return",
+            ResumeWay::RollBack => {
+                "roll back: the run stopped before the point of no return, or no target was promoted and a source serves writes again"
+            }
         }
     }
 }
@@ -427,6 +452,7 @@ async fn run_under(
         dns_previous,
         check_failed: false,
         files_not_carried: Vec::new(),
+        journal_error: None,
     };
     let outcome = if let Admission::Start { .. } = admission {
         runner.run = format!(
@@ -460,12 +486,14 @@ async fn run_under(
         // The servers' own state decides with the journal: a promoted target means forward.
         let mut states = Vec::new();
         let mut any_promoted = false;
+        let mut any_serving = false;
         let mut fenced = BTreeSet::new();
         for (db, component) in databases(plan) {
             match runner.window(db).await {
                 Ok(w) => match w.state().await {
                     Ok(s) => {
                         any_promoted |= s.target_promoted && s.source_fenced;
+                        any_serving |= !s.source_fenced && !s.target_promoted;
                         if s.source_fenced {
                             fenced.insert(db);
                         }
@@ -480,7 +508,7 @@ async fn run_under(
                 Err(e) => states.push(format!("{component}: unreachable: {e}")),
             }
         }
-        let way = ResumeWay::of(runner.past_ponr, any_promoted, opts.go_on);
+        let way = ResumeWay::of(runner.past_ponr, any_promoted, any_serving, opts.go_on);
         runner.record(Entry::Resumed {
             decision: way.words().to_owned(),
             states,
@@ -497,6 +525,18 @@ async fn run_under(
             }
         }
     };
+    if let Some(cause) = runner.journal_error.take() {
+        let summary = runner
+            .records
+            .iter()
+            .rev()
+            .find_map(|r| match &r.entry {
+                Entry::RunFinished { summary, .. } => Some(summary.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        return Err(RunError::Unjournalled { cause, summary });
+    }
     let report = runner.report();
     crate::run::test_stop::maybe_stop_at_event("before-report");
     runner
@@ -613,11 +653,21 @@ mod tests {
             decide(&plan, &cut, None, &resume).unwrap(),
             Admission::Resume { reverse: false }
         );
-        assert_eq!(ResumeWay::of(false, false, false), ResumeWay::RollBack);
-        assert_eq!(ResumeWay::of(false, false, true), ResumeWay::Continue);
+        assert_eq!(
+            ResumeWay::of(false, false, false, false),
+            ResumeWay::RollBack
+        );
+        assert_eq!(
+            ResumeWay::of(false, false, false, true),
+            ResumeWay::Continue
+        );
         // A target promoted over a fenced source, or the point of no return: forward.
-        assert_eq!(ResumeWay::of(false, true, false), ResumeWay::Forward);
-        assert_eq!(ResumeWay::of(true, false, true), ResumeWay::Forward);
+        assert_eq!(ResumeWay::of(false, true, false, false), ResumeWay::Forward);
+        assert_eq!(ResumeWay::of(true, false, false, true), ResumeWay::Forward);
+        // The journal says the point of no return was passed, but nothing was promoted and a
+        // source serves writes again (its run was undone unjournalled): never forward.
+        assert_eq!(ResumeWay::of(true, false, true, false), ResumeWay::RollBack);
+        assert_eq!(ResumeWay::of(true, false, true, true), ResumeWay::RollBack);
 
         // Past the point of no return and interrupted: a new run is refused too.
         let past = run_of(

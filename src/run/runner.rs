@@ -46,6 +46,10 @@ pub(super) struct Runner<'a> {
     pub(super) check_failed: bool,
     /// Paths changed on an old host's tree after its final pass (`entry: paths`).
     pub(super) files_not_carried: Vec<String>,
+    /// The first journal write that failed (a full or failing disk): from then on records are
+    /// kept in memory only, the run goes no further forward, and what it did and the
+    /// servers' state are said in the error it ends with.
+    pub(super) journal_error: Option<String>,
 }
 
 impl<'a> Runner<'a> {
@@ -74,7 +78,24 @@ impl<'a> Runner<'a> {
             .map(serde_json::to_value)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StateError::Encode(e.to_string()))?;
-        self.store.append_all(&self.lease, &values)?;
+        let mut records = records;
+        if self.journal_error.is_none() {
+            match self.store.append_all(&self.lease, &values) {
+                Ok(()) => {}
+                // The disk, not another runner: what is left to do (undo before the point of
+                // no return, stop after it) is done without it, and said.
+                Err(e @ StateError::Io { .. }) => {
+                    tracing::error!(error = %e, "the journal could not be written");
+                    self.journal_error = Some(e.to_string());
+                    // Intentions that could not be journalled are not acted on: they never
+                    // happened. Results and notes did, and are kept for the last word.
+                    records.retain(|r| {
+                        !matches!(r.entry, Entry::StepBegin { .. } | Entry::PointOfNoReturn)
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
         for record in records {
             self.seq = record.seq;
             (self.observer)(&record);
@@ -326,6 +347,10 @@ impl<'a> Runner<'a> {
             }));
             let from = self.seq + 1;
             self.record_all(begins)?;
+            if self.journal_error.is_some() {
+                // Nothing of this batch was sent: a promotion never goes out unjournalled.
+                return self.journal_lost().await;
+            }
             self.past_ponr |= ponr;
             self.stops_after(from);
             let results = if self.past_ponr {
@@ -384,6 +409,9 @@ impl<'a> Runner<'a> {
             }
             let from = self.seq + 1;
             self.record_all(ends)?;
+            if self.journal_error.is_some() {
+                return self.journal_lost().await;
+            }
             self.stops_after(from);
             if let Some((i, error)) = first_failure {
                 let step = self.steps[i].clone();
@@ -469,6 +497,23 @@ impl<'a> Runner<'a> {
         }
         out.sort_by_key(|(i, _, _)| *i);
         out
+    }
+
+    /// The journal can no longer be written: before the point of no return the run is rolled
+    /// back (every source serving again, read from the servers), after it the run stops with
+    /// the promoted targets serving. The records are kept in memory for the error the run
+    /// ends with.
+    async fn journal_lost(&mut self) -> Result<Outcome, StateError> {
+        if self.past_ponr {
+            self.record(Entry::RunFinished {
+                outcome: Outcome::Failed,
+                summary: "stopped after the point of no return: the targets that were promoted serve, nothing was undone".to_owned(),
+                resumable: true,
+                reverse_next: false,
+            })?;
+            return Ok(Outcome::Failed);
+        }
+        self.roll_back_all("the journal could not be written").await
     }
 
     async fn failed(&mut self, step: &Step, error: String) -> Result<Outcome, StateError> {

@@ -1,25 +1,20 @@
 //! What a scrape answers: the figures of the last poll, never a live query.
 //!
 //! A scrape that waited on a hung server would hang Prometheus's scrape too and lose every
-//! other figure with it; so a poller reads the servers on its own clock (each read bounded),
-//! writes the gauges, and `/metrics` only encodes them. A server that cannot be read is
+//! other figure with it; so a poller ([`super::collect`]) reads the servers on its own clock
+//! (each read bounded) into a typed snapshot, this module writes the snapshot into the gauges
+//! ([`record`]), and `/metrics` only encodes them. A server that cannot be read is
 //! `cutover_up 0` with its last figures cleared, not a stale number.
 //!
 //! The figures come from the same places the CLI reads: the run's journal and report
 //! (`run::status`, the spine every run output is made of), each pair's replication status, and
-//! every authoritative server's answer for the plan's DNS records. Reading never writes: no
-//! heartbeat is written to a MySQL source, no state file is touched.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! every authoritative server's answer for the plan's DNS records.
 
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::Serialize;
 
-use crate::plan::Plan;
+use super::collect::Snapshot;
 use crate::run::Phase;
-
-/// Bound on reading one component in a poll.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every phase a run goes through, for `cutover_run_phase`.
 const PHASES: [Phase; 10] = [
@@ -367,32 +362,10 @@ pub struct PlanReading {
     pub components: Vec<Reading>,
 }
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
-async fn bounded<T, E: std::fmt::Display>(
-    what: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(READ_TIMEOUT, what).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", READ_TIMEOUT.as_secs())),
-    }
-}
-
-/// Reads every component of `plan` once and writes the gauges.
-pub async fn poll(
-    plan: &Plan,
-    m: &Metrics,
-    discovery: &crate::dns::Discovery,
-    watches: &mut super::watches::Watches,
-) -> PlanReading {
-    let started = std::time::Instant::now();
-    let name = plan.migration.name.as_str();
+/// Writes `snap`'s figures into the families (clearing what could not be read, never leaving
+/// a stale number) and returns it in words for `/status`.
+pub fn record(m: &Metrics, snap: &Snapshot) -> PlanReading {
+    let name = snap.migration.as_str();
     let mut components = Vec::new();
     let mut up = |component: &str, ok: bool, text: String| {
         m.up.with_label_values(&[name, component])
@@ -404,13 +377,7 @@ pub async fn poll(
         });
     };
 
-    // The run: journal, lease, report, and each pair's state read from its servers.
-    let status = bounded(crate::run::status_with(plan, watches)).await;
-    if status.is_err() {
-        // Cut off in the middle of a reading: a kept session may be left mid-statement.
-        watches.reset();
-    }
-    let run = match status {
+    let run = match &snap.run {
         Ok(s) => {
             for p in PHASES {
                 m.phase
@@ -507,30 +474,19 @@ pub async fn poll(
             for g in [&m.steps_done, &m.steps_total, &m.running, &m.past_ponr] {
                 let _ = g.remove_label_values(&[name]);
             }
-            let components = plan
-                .postgres
-                .iter()
-                .map(|p| format!("postgres {}", p.name))
-                .chain(plan.mysql.iter().map(|m| format!("mysql {}", m.name)));
-            for component in components {
+            for component in &snap.pair_components {
                 for g in [&m.source_fenced, &m.target_promoted, &m.write_unavailable] {
-                    let _ = g.remove_label_values(&[name, &component]);
+                    let _ = g.remove_label_values(&[name, component]);
                 }
             }
-            up("run", false, e);
+            up("run", false, e.clone());
             None
         }
     };
 
-    // Replication, pair by pair, through the engine contract's read-only reading.
-    for (db, component) in crate::run::databases(plan) {
-        let pair = crate::run::pairs::pair(plan, db);
-        let labels = [name, pair.name()];
-        match watches
-            .replication(plan, db)
-            .await
-            .map_err(|e| e.to_string())
-        {
+    for pair in &snap.pairs {
+        let labels = [name, pair.name.as_str()];
+        match &pair.replication {
             Ok(r) => {
                 set_or_clear(&m.lag_bytes, &labels, r.lag_bytes.map(|b| b as f64));
                 set_or_clear(&m.lag_seconds, &labels, r.lag_seconds);
@@ -538,76 +494,54 @@ pub async fn poll(
                     .with_label_values(&labels)
                     .set(if r.running { 1.0 } else { 0.0 });
                 if let Ok(mut e) = m.exporter.lock() {
-                    e.set(&m.registry, name, &component, &r.exporter);
+                    e.set(&m.registry, name, &pair.component, &r.exporter);
                 }
-                up(&component, true, r.words);
+                up(&pair.component, true, r.words.clone());
             }
             Err(e) => {
                 let _ = m.lag_bytes.remove_label_values(&labels);
                 let _ = m.lag_seconds.remove_label_values(&labels);
                 let _ = m.replication_running.remove_label_values(&labels);
                 if let Ok(mut e) = m.exporter.lock() {
-                    e.down(name, &component);
+                    e.down(name, &pair.component);
                 }
-                up(&component, false, e);
+                up(&pair.component, false, e.clone());
             }
         }
     }
 
-    // DNS: every authoritative server's answer, and the TTL job's safe time.
-    let states = crate::dns::state::Records::new(&plan.migration.state_dir);
-    for (i, record) in plan.dns.iter().enumerate() {
-        let component = format!("dns {}", record.name);
-        let label = crate::dns::label(record);
-        let read = async {
-            let target = crate::dns::Target::resolve(i, record, discovery).await?;
-            let servers = crate::dns::ttl::observe(&target).await;
-            let wanted = target.wanted(record.cutover_ttl).values;
-            let serving = servers
-                .iter()
-                .filter(|v| v.served.serves(&wanted, true))
-                .count();
-            let state = states.load(&record.name, record.record_type)?;
-            Ok::<_, crate::dns::DnsError>((servers.len(), serving, state))
-        };
-        match bounded(read).await {
-            Ok((all, serving, state)) => {
-                m.dns_servers
-                    .with_label_values(&[name, &label])
-                    .set(all as f64);
+    for record in &snap.dns {
+        let labels = [name, record.label.as_str()];
+        match &record.servers {
+            Ok((all, serving, safe)) => {
+                m.dns_servers.with_label_values(&labels).set(*all as f64);
                 m.dns_serving
-                    .with_label_values(&[name, &label])
-                    .set(serving as f64);
-                let safe = state
-                    .as_ref()
-                    .and_then(crate::dns::state::TtlState::safe_at)
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs_f64());
-                set_or_clear(&m.dns_safe_at, &[name, &label], safe);
+                    .with_label_values(&labels)
+                    .set(*serving as f64);
+                set_or_clear(&m.dns_safe_at, &labels, *safe);
                 up(
-                    &component,
+                    &record.component,
                     true,
                     format!("{serving} of {all} server addresses serve the new values"),
                 );
             }
             Err(e) => {
-                let _ = m.dns_servers.remove_label_values(&[name, &label]);
-                let _ = m.dns_serving.remove_label_values(&[name, &label]);
-                up(&component, false, e);
+                let _ = m.dns_servers.remove_label_values(&labels);
+                let _ = m.dns_serving.remove_label_values(&labels);
+                up(&record.component, false, e.clone());
             }
         }
     }
 
-    let connects = watches.end_poll();
-    m.watch_connects.with_label_values(&[name]).inc_by(connects);
-    let seconds = started.elapsed().as_secs_f64();
-    let at = now();
-    m.last_poll.with_label_values(&[name]).set(at);
-    m.poll_seconds.with_label_values(&[name]).set(seconds);
+    m.watch_connects
+        .with_label_values(&[name])
+        .inc_by(snap.connects);
+    m.last_poll.with_label_values(&[name]).set(snap.at);
+    m.poll_seconds.with_label_values(&[name]).set(snap.seconds);
     PlanReading {
         migration: name.to_owned(),
-        at,
-        seconds,
+        at: snap.at,
+        seconds: snap.seconds,
         run,
         components,
     }

@@ -1,8 +1,10 @@
 //! Service mode: one daemon watching a fleet of migrations.
 //!
 //! - [`config`]: the daemon's file (listener, plans, poll interval, token, TTL schedule).
-//! - [`metrics`]: the poller and the Prometheus families a scrape answers from.
-//! - [`watches`]: the connections the poller keeps open between polls.
+//! - [`collect`]: a poll: every component of a plan read once, bounded, into a typed snapshot.
+//! - [`metrics`]: the Prometheus families a scrape answers from, written from each snapshot.
+//! - [`watches`]: the connections the poller keeps open between polls, and the `[[watch]]`
+//!   entries' own loops.
 //!
 //! The daemon never runs a cutover: runs stay in the hands of `cutover run` (a person, or a
 //! timer the operator owns), and the daemon only reads what they journal and what the servers
@@ -15,6 +17,7 @@
 //! of every migration, as JSON), `POST /ttl-job` (runs the TTL job now; `Authorization: Bearer
 //! <token>`).
 
+pub mod collect;
 pub mod config;
 pub mod metrics;
 pub mod watches;
@@ -120,13 +123,9 @@ pub async fn serve(
             // This plan's kept connections, read again at every poll.
             let mut watches = watches::Watches::new();
             loop {
-                let reading = metrics::poll(
-                    &shared.plans[i],
-                    &shared.metrics,
-                    &shared.discovery,
-                    &mut watches,
-                )
-                .await;
+                let snapshot =
+                    collect::poll(&shared.plans[i], &shared.discovery, &mut watches).await;
+                let reading = metrics::record(&shared.metrics, &snapshot);
                 shared
                     .readings
                     .write()

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::metrics::READ_TIMEOUT;
+use super::collect::READ_TIMEOUT;
 use crate::engine::{EngineError, PairState, Replication, Watch};
 use crate::plan::Plan;
 use crate::run::Db;
