@@ -350,6 +350,19 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
         &[("component", "postgres shop")],
     );
     assert!(outage.is_some_and(|s| s > 0.0 && s < 60.0), "{outage:?}");
+    // The adaptive gate (on by default) as the report has it: its wait, its prediction and the
+    // catch-up measured beside it.
+    for series in [
+        "cutover_gate_wait_seconds",
+        "cutover_gate_predicted_catch_up_seconds",
+        "cutover_catch_up_seconds",
+    ] {
+        let v = sample(&text, series, &[("component", "postgres shop")]);
+        assert!(
+            v.is_some_and(|s| (0.0..60.0).contains(&s)),
+            "{series}: {v:?}\n{text}"
+        );
+    }
 
     // The target dies: the next polls say so, and scrapes keep being answered at once.
     pg.target.process().kill();

@@ -44,6 +44,9 @@ pub struct Metrics {
     past_ponr: GaugeVec,
     outcome: GaugeVec,
     write_unavailable: GaugeVec,
+    gate_wait: GaugeVec,
+    gate_predicted: GaugeVec,
+    catch_up: GaugeVec,
     lag_bytes: GaugeVec,
     lag_seconds: GaugeVec,
     replication_running: GaugeVec,
@@ -228,6 +231,24 @@ impl Metrics {
                 "Fence to writable on the new primary in the last run's report",
                 &mc,
             ),
+            gate_wait: gauge(
+                &r,
+                "cutover_gate_wait_seconds",
+                "How long the adaptive gate waited for the predicted window to fit window_budget, in the last run's report",
+                &mc,
+            ),
+            gate_predicted: gauge(
+                &r,
+                "cutover_gate_predicted_catch_up_seconds",
+                "The catch-up the adaptive gate predicted when it let the fence come, in the last run's report",
+                &mc,
+            ),
+            catch_up: gauge(
+                &r,
+                "cutover_catch_up_seconds",
+                "The catch-up the last run measured (its catch-up step), beside the prediction",
+                &mc,
+            ),
             lag_bytes: gauge(
                 &r,
                 "cutover_replication_lag_bytes",
@@ -408,6 +429,21 @@ pub fn record(m: &Metrics, snap: &Snapshot) -> PlanReading {
                         .with_label_values(&[name, component])
                         .set(ms / 1000.0);
                 }
+                for (component, g) in &report.gates {
+                    m.gate_wait
+                        .with_label_values(&[name, component])
+                        .set(g.waited_ms / 1000.0);
+                    set_or_clear(
+                        &m.gate_predicted,
+                        &[name, component],
+                        g.prediction.catch_up_ms.map(|ms| ms / 1000.0),
+                    );
+                }
+                for (component, ms) in &report.catch_up_ms {
+                    m.catch_up
+                        .with_label_values(&[name, component])
+                        .set(ms / 1000.0);
+                }
             }
             for (component, state) in &s.pair_states {
                 match state {
@@ -475,7 +511,14 @@ pub fn record(m: &Metrics, snap: &Snapshot) -> PlanReading {
                 let _ = g.remove_label_values(&[name]);
             }
             for component in &snap.pair_components {
-                for g in [&m.source_fenced, &m.target_promoted, &m.write_unavailable] {
+                for g in [
+                    &m.source_fenced,
+                    &m.target_promoted,
+                    &m.write_unavailable,
+                    &m.gate_wait,
+                    &m.gate_predicted,
+                    &m.catch_up,
+                ] {
                     let _ = g.remove_label_values(&[name, component]);
                 }
             }
