@@ -501,7 +501,14 @@ fn lab_demo_migrates_both_databases_under_writes_loses_nothing_and_switches_dns(
             .and(
                 predicate::str::contains("check app health")
                     .and(predicate::str::contains("passed after")),
-            ),
+            )
+            // Users behind the lab's HAProxy moved from the old host to the new, none failed.
+            .and(predicate::str::contains(
+                "requests through HAProxy, 0 failed",
+            ))
+            .and(predicate::str::contains(
+                "then the new host every one after (its first answer",
+            )),
     );
 }
 

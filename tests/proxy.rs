@@ -6,44 +6,17 @@ use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use cutover::lab::web::{LoopingClient, NamedServer};
 use cutover::lab::{Haproxy, Supervision};
 
 /// An HTTP backend that answers every request with its own name (and closes the connection).
-async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut read = 0;
-                while read < buf.len() {
-                    match s.read(&mut buf[read..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => read += n,
-                    }
-                    if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    (addr, task)
+async fn backend(name: &'static str) -> (SocketAddr, NamedServer) {
+    let server = NamedServer::start(name).await.unwrap();
+    (server.addr, server)
 }
 
 /// One command to HAProxy's runtime API.
@@ -92,38 +65,17 @@ adapter = {{ kind = "haproxy", socket = "{socket}", backend = "{backend}", serve
     path
 }
 
-/// Requests through the proxy every few milliseconds until stopped: (answers by backend name,
-/// failed requests).
-struct Client {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(Vec<String>, usize)>,
-}
+/// Requests through the proxy every few milliseconds, each on a new connection, until
+/// stopped: (answers by backend name, failed requests).
+struct Client(LoopingClient);
 
 impl Client {
     fn start(port: u16) -> Client {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let task = tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap();
-            let (mut answers, mut failed) = (Vec::new(), 0);
-            while !flag.load(Ordering::Relaxed) {
-                match http.get(format!("http://127.0.0.1:{port}/")).send().await {
-                    Ok(r) if r.status() == 200 => answers.push(r.text().await.unwrap_or_default()),
-                    _ => failed += 1,
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (answers, failed)
-        });
-        Client { stop, task }
+        Client(LoopingClient::start(format!("http://127.0.0.1:{port}/")))
     }
 
     async fn stop(self) -> (Vec<String>, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
+        self.0.stop().await
     }
 }
 

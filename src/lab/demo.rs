@@ -50,7 +50,7 @@ pub async fn run(
 ) -> Result<(), DemoError> {
     let began = Instant::now();
     say(
-        "== starting the lab (PostgreSQL x2, MariaDB x2, PowerDNS, BIND9, sshd on 127.0.0.1)"
+        "== starting the lab (PostgreSQL x2, MariaDB x2, PowerDNS, BIND9, sshd, HAProxy on 127.0.0.1)"
             .to_owned(),
     );
     let lab = Lab::start(LabDir::temporary().map_err(fail)?, Supervision::Owned)
@@ -66,10 +66,29 @@ pub async fn run(
     let app_pid = lab.dir.path().join("app.pid");
     let sqlite = lab.dir.path().join("files/source").join(lab::SQLITE_DB);
     let sqlite_app = start_sqlite_app(&app_pid, &sqlite).map_err(fail)?;
+    // The app's web side on each host, behind a lab HAProxy that sends users to the old one.
+    let old_web = lab::web::NamedServer::start("old-host app")
+        .await
+        .map_err(fail)?;
+    let new_web = lab::web::NamedServer::start("new-host app")
+        .await
+        .map_err(fail)?;
+    let proxy = lab::Haproxy::start(lab.dir.path(), "haproxy", old_web.addr, Supervision::Owned)
+        .await
+        .map_err(fail)?;
+    let proxy_url = format!("http://127.0.0.1:{}/", proxy.port);
+    let route = format!(
+        "\n[[proxy]]\nname = \"web\"\nsource = \"{}\"\ntarget = \"{}\"\nadapter = {{ kind = \"haproxy\", socket = \"{}\", backend = \"{}\", server = \"{}\" }}\nproof = {{ url = \"{proxy_url}\", source = \"old-host\", target = \"new-host\" }}\n",
+        old_web.addr,
+        new_web.addr,
+        proxy.socket.display(),
+        lab::haproxy::BACKEND,
+        lab::haproxy::SERVER,
+    );
     let plan_path = lab.dir.path().join("plan.toml");
     std::fs::write(
         &plan_path,
-        lab::lab_plan_toml(&lab) + &lab::run_plan_extras(&lab, &app_pid, &health.url()),
+        lab::lab_plan_toml(&lab) + &lab::run_plan_extras(&lab, &app_pid, &health.url()) + &route,
     )
     .map_err(fail)?;
     let plan = crate::plan::load(&plan_path).map_err(fail)?;
@@ -135,8 +154,9 @@ pub async fn run(
         rate: DEMO_RATE,
         tasks: 2,
     });
+    let users = lab::web::LoopingClient::start(proxy_url.clone());
     say(format!(
-        "\n== the app writes {DEMO_RATE} transactions/s to PostgreSQL and {DEMO_RATE} rows/s to MariaDB, and notes to its SQLite file"
+        "\n== the app writes {DEMO_RATE} transactions/s to PostgreSQL and {DEMO_RATE} rows/s to MariaDB, and notes to its SQLite file; users request {proxy_url} through HAProxy"
     ));
     if let Ok(wait) = safe_at.duration_since(std::time::SystemTime::now()) {
         say(format!(
@@ -158,6 +178,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pg_ledger = pg_writer.stop().await;
     let maria_ledger = maria_writer.stop().await;
+    let (answers, failed_requests) = users.stop().await;
     // The window-open hook stops the app; a run that failed before its window did not.
     let (app, app_done) = sqlite_app;
     if !app_done.is_finished() {
@@ -217,6 +238,27 @@ pub async fn run(
     ensure(src_notes == dst_notes, || {
         "the SQLite file differs".to_owned()
     })?;
+    let moved_at = answers.iter().position(|a| a.starts_with("new-host"));
+    let first_answer = report
+        .proxies
+        .get("proxy web")
+        .and_then(|p| p.first_answer_ms);
+    say(format!(
+        "   users: {} requests through HAProxy, {failed_requests} failed; the old host answered {} of them, then the new host every one after ({})",
+        answers.len() + failed_requests,
+        moved_at.unwrap_or(answers.len()),
+        first_answer.map_or("not proven".to_owned(), |ms| format!(
+            "its first answer {ms:.1} ms after the route was read back"
+        ))
+    ));
+    ensure(failed_requests == 0, || {
+        format!("{failed_requests} requests failed through the proxy")
+    })?;
+    ensure(
+        moved_at.is_some_and(|i| answers[i..].iter().all(|a| a.starts_with("new-host"))),
+        || "requests through the proxy did not all move to the new host".to_owned(),
+    )?;
+    drop(proxy);
     let hooks = std::fs::read_to_string(lab.dir.path().join("hooks.log")).unwrap_or_default();
     say(format!(
         "   hooks ran: {}",
@@ -224,7 +266,7 @@ pub async fn run(
     ));
 
     say(format!(
-        "\ndemo migration done in {:.1} s: one run moved PostgreSQL ({:.1} ms of write-unavailability) and MariaDB ({:.1} ms) together, files with a live SQLite database, and two DNS records; 0 lost writes.",
+        "\ndemo migration done in {:.1} s: one run moved PostgreSQL ({:.1} ms of write-unavailability) and MariaDB ({:.1} ms) together, files with a live SQLite database, the HAProxy route and two DNS records; 0 lost writes, 0 failed requests.",
         began.elapsed().as_secs_f64(),
         report
             .write_unavailable_ms

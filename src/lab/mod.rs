@@ -22,6 +22,7 @@ mod sshd;
 pub mod state;
 mod sys;
 pub mod tls;
+pub mod web;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
