@@ -583,6 +583,21 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Its name (the `event` tag of its JSON).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::GateWaiting { .. } => "gate-waiting",
+            Event::GateWaited { .. } => "gate-waited",
+            Event::GatePassed { .. } => "gate-passed",
+            Event::Fenced { .. } => "fenced",
+            Event::CaughtUp { .. } => "caught-up",
+            Event::Promoted { .. } => "promoted",
+            Event::RollingBack { .. } => "rolling-back",
+        }
+    }
+}
+
 /// The window's phases, for saying where a cutover failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -641,8 +656,13 @@ pub struct CutoverFailed {
 /// before the promotion rolls the pair back; `on` sees each phase as it completes.
 pub async fn cutover(
     pair: &dyn Pair,
-    on: &mut (dyn FnMut(&Event) + Send),
+    on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> Result<CutOver, CutoverFailed> {
+    // Each event is told, then (in a test that asks) the process stops right after it.
+    let mut on = |event: &Event| {
+        on_event(event);
+        crate::test_stop::maybe_stop_at_event(event.name());
+    };
     let early = |phase| {
         move |error| CutoverFailed {
             phase,

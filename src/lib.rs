@@ -28,6 +28,8 @@
 //!   and journal store).
 //! - [`child`]: commands started for the operator (hooks, checks, proxy commands): argv, an
 //!   explicit environment, their own process group, bounded.
+//! - [`test_stop`]: a test's way to stop the process at a journal record, a step or an event
+//!   (SIGSTOP, then `kill -9` or SIGCONT); inert without its environment variables.
 //! - [`secret`]: secrets from the environment or files, never printed; the private-key file
 //!   rule both engines' TLS keys follow; the variables a started command may inherit.
 
@@ -48,3 +50,4 @@ pub mod secret;
 pub mod serve;
 pub mod space;
 pub mod state;
+pub mod test_stop;

@@ -39,30 +39,21 @@ pub fn run(cmd: DnsCommand) -> u8 {
     let Some(rt) = runtime() else {
         return EXIT_FAILED;
     };
-    // Commands that change a record (and the saved DNS state) hold the migration's lease.
-    let purpose = match &cmd {
-        DnsCommand::LowerTtl(_) => Some("dns lower-ttl"),
-        DnsCommand::RestoreTtl(_) => Some("dns restore-ttl"),
-        DnsCommand::Update(_) => Some("dns update"),
-        DnsCommand::Status(_) | DnsCommand::Wait(_) => None,
-    };
-    let _lease = match purpose.map(|p| crate::state::take_lease(&plan.migration.state_dir, p)) {
-        Some(Err(e)) => {
-            errln!("{}: {e}", args.plan.display());
-            return EXIT_FAILED;
-        }
-        Some(Ok(lease)) => Some(lease),
-        None => None,
+    let action = match &cmd {
+        DnsCommand::LowerTtl(_) => dnsmod::Action::LowerTtl,
+        DnsCommand::RestoreTtl(_) => dnsmod::Action::RestoreTtl,
+        DnsCommand::Update(_) => dnsmod::Action::Update,
+        DnsCommand::Status(_) => dnsmod::Action::Status,
+        DnsCommand::Wait(_) => dnsmod::Action::Wait,
     };
     let output = args.output;
     let plan = &plan;
     let plan_file = args.plan.clone();
     rt.block_on(async move {
-        // And the servers' lease of the plan's database pairs: a run from another state
-        // directory holds them while it runs.
-        let servers = match purpose {
-            Some(p) => match crate::run::single::ServerLeases::of_plan(plan, p).await {
-                Ok(l) => Some(l),
+        // What may change a record holds the leases the library's rule names.
+        let guard = match action.changes() {
+            Some(purpose) => match crate::run::single::ChangeGuard::take(plan, purpose).await {
+                Ok(g) => Some(g),
                 Err(e) => {
                     errln!("{}: {e}", plan_file.display());
                     return EXIT_FAILED;
@@ -71,8 +62,8 @@ pub fn run(cmd: DnsCommand) -> u8 {
             None => None,
         };
         let code = dns_step(plan, &cmd, selected, &discovery, output).await;
-        if let Some(servers) = servers {
-            servers.release().await;
+        if let Some(guard) = guard {
+            guard.release().await;
         }
         code
     })

@@ -7,15 +7,15 @@ use serde_json::json;
 use super::plan::load_or_report;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, FilesCommand, Output, runtime};
 use crate::files::sync::{self, PassKind};
-use crate::files::{Entry, preflight};
+use crate::files::{Action, Entry, preflight};
 
 /// Runs a `files` command; returns the exit status.
 pub fn run(cmd: FilesCommand) -> u8 {
-    let (args, step) = match &cmd {
-        FilesCommand::Preflight(a) => (a, "preflight"),
-        FilesCommand::Sync(a) => (a, "sync"),
-        FilesCommand::Final(a) => (a, "final"),
-        FilesCommand::Verify(a) => (a, "verify"),
+    let (args, action) = match &cmd {
+        FilesCommand::Preflight(a) => (a, Action::Preflight),
+        FilesCommand::Sync(a) => (a, Action::Sync),
+        FilesCommand::Final(a) => (a, Action::Final),
+        FilesCommand::Verify(a) => (a, Action::Verify),
     };
     let plan = match load_or_report(&args.plan, args.output) {
         Ok(plan) => plan,
@@ -51,48 +51,26 @@ pub fn run(cmd: FilesCommand) -> u8 {
     };
     let human = args.output == Output::Human;
     let state_dir = plan.migration.state_dir.clone();
-    // A pass changes the target tree: it holds the migration's lease (a run's warm or final
-    // pass, or another command's, is never raced).
-    let _lease = match step {
-        "sync" | "final" => match crate::state::take_lease(&state_dir, &format!("files {step}")) {
-            Ok(lease) => Some(lease),
-            Err(e) => {
-                errln!("{}: {e}", args.plan.display());
-                return EXIT_FAILED;
-            }
-        },
-        _ => None,
-    };
     rt.block_on(async {
-        // And the servers' lease of the plan's database pairs: a run from another state
-        // directory holds them while it runs.
-        let servers = if matches!(step, "sync" | "final") {
-            match crate::run::single::ServerLeases::of_plan(&plan, &format!("files {step}")).await
-            {
-                Ok(l) => Some(l),
+        // What may change a tree holds the leases the library's rule names.
+        let guard = match action.changes() {
+            Some(purpose) => match crate::run::single::ChangeGuard::take(&plan, purpose).await {
+                Ok(g) => Some(g),
                 Err(e) => {
                     errln!("{}: {e}", args.plan.display());
                     return EXIT_FAILED;
                 }
-            }
-        } else {
-            None
+            },
+            None => None,
         };
         let mut code = EXIT_OK;
         let mut results = Vec::new();
         for entry in &entries {
-            let (ok, value) = match step {
-                "preflight" => run_preflight(entry, human).await,
-                "verify" => run_verify(entry, human).await,
-                "final" => {
-                    let r = run_pass(entry, PassKind::Final, &state_dir, human).await;
-                    // The running host's shared connection has done its work.
-                    if let Err(e) = crate::files::hop::close(entry, &state_dir).await {
-                        tracing::warn!(entry = %entry.plan.name, error = %e, "the running host's shared ssh connection was not closed");
-                    }
-                    r
-                }
-                _ => run_pass(entry, PassKind::Warm, &state_dir, human).await,
+            let (ok, value) = match action {
+                Action::Preflight => run_preflight(entry, human).await,
+                Action::Verify => run_verify(entry, human).await,
+                Action::Final => run_pass(entry, PassKind::Final, &state_dir, human).await,
+                Action::Sync => run_pass(entry, PassKind::Warm, &state_dir, human).await,
             };
             if !ok {
                 code = EXIT_FAILED;
@@ -102,8 +80,8 @@ pub fn run(cmd: FilesCommand) -> u8 {
         if !human {
             outln!("{}", json!({ "entries": results }));
         }
-        if let Some(servers) = servers {
-            servers.release().await;
+        if let Some(guard) = guard {
+            guard.release().await;
         }
         code
     })

@@ -279,11 +279,8 @@ impl EventLog {
         if self.human {
             outln!("  {ms:>9.1} ms  {}: {}", self.pair, describe(event));
         }
-        let detail = json!(event);
-        if let Some(name) = detail.get("event").and_then(|e| e.as_str()) {
-            crate::run::test_stop::maybe_stop_at_event(name);
-        }
-        self.events.push(json!({ "at_ms": ms, "detail": detail }));
+        self.events
+            .push(json!({ "at_ms": ms, "detail": json!(event) }));
     }
 
     /// The events as a JSON array.

@@ -120,3 +120,31 @@ pub fn select<'p>(plan: &'p Plan, only: Option<&str>) -> Vec<(usize, &'p DnsReco
         })
         .collect()
 }
+
+/// The `dns` commands, for the one rule of which of them change a record (and so hold the
+/// migration's lease and its servers').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Lower the TTLs (changes records).
+    LowerTtl,
+    /// Put the saved TTLs back (changes records).
+    RestoreTtl,
+    /// Read every server (changes nothing).
+    Status,
+    /// Switch the values (changes records).
+    Update,
+    /// Wait for propagation (changes nothing).
+    Wait,
+}
+
+impl Action {
+    /// The lease purpose when the command changes a record; `None` when it only reads.
+    pub fn changes(self) -> Option<&'static str> {
+        match self {
+            Action::LowerTtl => Some("dns lower-ttl"),
+            Action::RestoreTtl => Some("dns restore-ttl"),
+            Action::Update => Some("dns update"),
+            Action::Status | Action::Wait => None,
+        }
+    }
+}

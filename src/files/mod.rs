@@ -161,3 +161,28 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// The `files` commands, for the one rule of which of them change a tree (and so hold the
+/// migration's lease and its servers').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Check both hosts (changes nothing).
+    Preflight,
+    /// A warm pass (changes the target tree).
+    Sync,
+    /// The final pass (changes the target tree).
+    Final,
+    /// Compare both trees (changes nothing).
+    Verify,
+}
+
+impl Action {
+    /// The lease purpose when the command changes a tree; `None` when it only reads.
+    pub fn changes(self) -> Option<&'static str> {
+        match self {
+            Action::Sync => Some("files sync"),
+            Action::Final => Some("files final"),
+            Action::Preflight | Action::Verify => None,
+        }
+    }
+}

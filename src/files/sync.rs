@@ -313,7 +313,12 @@ pub async fn final_pass(
     progress: &mut (dyn FnMut(u64, u8) + Send),
 ) -> Result<PassReport, FilesError> {
     super::claim::check(entry).await?;
-    final_pass_then(entry, state_dir, false, progress).await
+    let pass = final_pass_then(entry, state_dir, false, progress).await;
+    // The running host's shared connection has done its work: nothing follows a final pass.
+    if let Err(e) = super::hop::close(entry, state_dir).await {
+        tracing::warn!(entry = %entry.plan.name, error = %e, "the running host's shared ssh connection was not closed");
+    }
+    pass
 }
 
 /// The final pass of a run: as [`final_pass`] (without its claim check: the run's warm pass

@@ -538,7 +538,7 @@ async fn run_under(
         return Err(RunError::Unjournalled { cause, summary });
     }
     let report = runner.report();
-    crate::run::test_stop::maybe_stop_at_event("before-report");
+    crate::test_stop::maybe_stop_at_event("before-report");
     runner
         .store
         .save_report(&runner.lease, &super::report::to_json(&report)?)?;
@@ -553,7 +553,7 @@ async fn run_under(
             text: "a health check failed, but the plan moves file trees, which a reverse cutover does not carry back: nothing was reversed automatically, the new host serves. A reverse cutover that leaves the files behind moves the databases back without them".to_owned(),
         })?;
     } else if runner.check_failed && plan.migration.auto_rollback && !runner.reverse {
-        crate::run::test_stop::maybe_stop_at_event("before-reverse");
+        crate::test_stop::maybe_stop_at_event("before-reverse");
         // A failed health check after the promotion: the reverse cutover, as its own journalled
         // run (resumable like any other), under this run's lease.
         let Runner {

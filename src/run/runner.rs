@@ -109,14 +109,12 @@ impl<'a> Runner<'a> {
     fn stops_after(&self, from: u64) {
         let batch = (self.seq + 1).saturating_sub(from) as usize;
         for record in &self.records[self.records.len().saturating_sub(batch)..] {
-            crate::run::test_stop::maybe_stop(record.seq);
+            crate::test_stop::maybe_stop(record.seq);
             match &record.entry {
                 Entry::StepBegin { step, .. } => {
-                    crate::run::test_stop::maybe_stop_at_step(*step, "begin")
+                    crate::test_stop::maybe_stop_at_step(*step, "begin")
                 }
-                Entry::StepDone { step, .. } => {
-                    crate::run::test_stop::maybe_stop_at_step(*step, "done")
-                }
+                Entry::StepDone { step, .. } => crate::test_stop::maybe_stop_at_step(*step, "done"),
                 _ => {}
             }
         }

@@ -64,6 +64,34 @@ impl ServerLeases {
     }
 }
 
+/// What a command that changes a migration's DNS records or file trees holds while it runs:
+/// the migration's lease (its state directory: a run's pass or switch, or another command's,
+/// is never raced), then the lease on the servers of every database pair of the plan (a run
+/// from another state directory holds them while it runs).
+pub struct ChangeGuard {
+    _lease: crate::state::Lease,
+    servers: ServerLeases,
+}
+
+impl ChangeGuard {
+    /// Takes both for `purpose` (`dns update`, `files final`...); refused, naming the holder,
+    /// with nothing held.
+    pub async fn take(plan: &Plan, purpose: &str) -> Result<ChangeGuard, String> {
+        let lease = crate::state::take_lease(&plan.migration.state_dir, purpose)
+            .map_err(|e| e.to_string())?;
+        let servers = ServerLeases::of_plan(plan, purpose).await?;
+        Ok(ChangeGuard {
+            _lease: lease,
+            servers,
+        })
+    }
+
+    /// Lets go of both: the command ended.
+    pub async fn release(self) {
+        self.servers.release().await;
+    }
+}
+
 /// One step of the single-pair commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PairStep {
