@@ -5,9 +5,19 @@
 //!      (a missing required key gets a stand-in, so the rest of its entry is still checked)
 //!      --> Plan --validate--> Plan or PlanError::Invalid { problems }
 //! ```
+//!
+//! One file per section, each with its keys' types and their checks: `postgres` (pairs and
+//! endpoints, TLS as libpq names it), `mysql` (as the MySQL client names it), `proxy`
+//! (routes, adapters, proofs), `dns` (records, providers); `types` holds the plan itself,
+//! `[migration]`, hosts, files, hooks and checks; `validate` the rules across sections and the
+//! checker every section reports to.
 
+mod dns;
 mod error;
+mod mysql;
 mod parse;
+mod postgres;
+mod proxy;
 mod types;
 mod validate;
 
@@ -15,7 +25,11 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
+pub use dns::*;
 pub use error::{PlanError, Problem};
+pub use mysql::*;
+pub use postgres::*;
+pub use proxy::*;
 pub use types::*;
 pub use validate::MAX_NAME_LEN;
 

@@ -1,18 +1,19 @@
 //! Checks on a typed plan that serde cannot express: names, uniqueness, absolute paths,
 //! argv-not-shell-strings, credentials present, addresses that parse.
 
+use super::dns::dns_record;
+use super::mysql::mysql_endpoint;
+use super::postgres::pg_endpoint;
+use super::proxy::proxy_route;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
 use toml::de::DeTable;
 
 use super::error::Problem;
 use super::parse::{Seg, SourceText, display_path, locate};
-use super::types::{
-    Check, DnsRecord, Hook, Migration, MysqlEndpoint, PgEndpoint, Plan, Provider, ProviderKind,
-    ProxyAdapter, ProxyRoute, RecordType, RunOn,
-};
+use super::{Check, Hook, Migration, Plan, ProxyAdapter, RunOn};
 
 /// Longest migration or pair name; keeps derived PostgreSQL identifiers under 63 bytes.
 pub const MAX_NAME_LEN: usize = 24;
@@ -23,32 +24,37 @@ const MYSQL_SYSTEM_DATABASES: [&str; 4] =
 
 /// A key path under construction.
 #[derive(Clone)]
-struct KeyPath(Vec<Seg>);
+pub(super) struct KeyPath(Vec<Seg>);
 
 impl KeyPath {
-    fn root() -> KeyPath {
+    pub(super) fn root() -> KeyPath {
         KeyPath(Vec::new())
     }
-    fn k(&self, key: &str) -> KeyPath {
+    pub(super) fn k(&self, key: &str) -> KeyPath {
         let mut v = self.0.clone();
         v.push(Seg::Key(key.to_owned()));
         KeyPath(v)
     }
-    fn i(&self, index: usize) -> KeyPath {
+    pub(super) fn i(&self, index: usize) -> KeyPath {
         let mut v = self.0.clone();
         v.push(Seg::Index(index));
         KeyPath(v)
     }
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     src: &'a SourceText<'a>,
     root: &'a DeTable<'a>,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    fn fail(&mut self, at: &KeyPath, message: impl Into<String>, fix: impl Into<String>) {
+    pub(super) fn fail(
+        &mut self,
+        at: &KeyPath,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         let span = locate(self.root, &at.0);
         self.problems
             .push(self.src.problem(display_path(&at.0), span, message, fix));
@@ -56,7 +62,7 @@ impl Checker<'_> {
 
     /// `exempt_roles` / `exempt_users`: every entry needs a reason, and none may also be fenced
     /// or be cutover's own login.
-    fn exemptions(
+    pub(super) fn exemptions(
         &mut self,
         at: &KeyPath,
         exempt: &std::collections::BTreeMap<String, String>,
@@ -90,7 +96,7 @@ impl Checker<'_> {
         }
     }
 
-    fn name(&mut self, at: &KeyPath, value: &str, what: &str) {
+    pub(super) fn name(&mut self, at: &KeyPath, value: &str, what: &str) {
         let ok_chars = value
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -107,7 +113,7 @@ impl Checker<'_> {
         }
     }
 
-    fn absolute(&mut self, at: &KeyPath, path: &Path, example: &str) {
+    pub(super) fn absolute(&mut self, at: &KeyPath, path: &Path, example: &str) {
         if !path.is_absolute() {
             self.fail(
                 at,
@@ -117,7 +123,7 @@ impl Checker<'_> {
         }
     }
 
-    fn one_secret_source(&mut self, at: &KeyPath, prefix: &str, env: bool, file: bool) {
+    pub(super) fn one_secret_source(&mut self, at: &KeyPath, prefix: &str, env: bool, file: bool) {
         if env && file {
             self.fail(
                 &at.k(&format!("{prefix}_file")),
@@ -127,7 +133,7 @@ impl Checker<'_> {
         }
     }
 
-    fn argv(&mut self, at: &KeyPath, command: &[String]) {
+    pub(super) fn argv(&mut self, at: &KeyPath, command: &[String]) {
         match command {
             [] => self.fail(
                 at,
@@ -152,7 +158,7 @@ impl Checker<'_> {
         }
     }
 
-    fn needs_hosts(&mut self, plan: &Plan, at: &KeyPath, on: RunOn) {
+    pub(super) fn needs_hosts(&mut self, plan: &Plan, at: &KeyPath, on: RunOn) {
         if on != RunOn::Local && plan.hosts.is_none() {
             self.fail(
                 at,
@@ -536,171 +542,13 @@ fn check_unique<'a>(c: &mut Checker<'_>, section: &str, names: impl Iterator<Ite
     }
 }
 
-fn same_server(a_host: &str, a_port: u16, b_host: &str, b_port: u16) -> bool {
+pub(super) fn same_server(a_host: &str, a_port: u16, b_host: &str, b_port: u16) -> bool {
     a_host.eq_ignore_ascii_case(b_host) && a_port == b_port
-}
-
-fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
-    if e.host.trim().is_empty() {
-        c.fail(
-            &at.k("host"),
-            "host is empty",
-            "set the server's host name or address",
-        );
-    }
-    if e.dbname.trim().is_empty() {
-        c.fail(&at.k("dbname"), "dbname is empty", "set the database name");
-    }
-    c.one_secret_source(
-        at,
-        "password",
-        e.password_env.is_some(),
-        e.password_file.is_some(),
-    );
-    if let Some(p) = &e.password_file {
-        c.absolute(&at.k("password_file"), p, "/etc/cutover/pg.password");
-    }
-    match (&e.sslcert, &e.sslkey) {
-        (Some(_), None) => c.fail(
-            &at.k("sslkey"),
-            "`sslcert` is set without `sslkey`: a client certificate needs its private key",
-            "set `sslkey` to the certificate's private key file",
-        ),
-        (None, Some(_)) => c.fail(
-            &at.k("sslcert"),
-            "`sslkey` is set without `sslcert`: a private key alone is not a client certificate",
-            "set `sslcert` to the client certificate file, or remove `sslkey`",
-        ),
-        _ => {}
-    }
-    link_paths(
-        c,
-        at,
-        ["link_sslrootcert", "link_sslcert", "link_sslkey"],
-        [&e.link_sslrootcert, &e.link_sslcert, &e.link_sslkey],
-        (e.sslcert.is_some(), e.sslkey.is_some()),
-    );
-    let mode = e.effective_sslmode();
-    if mode == super::SslMode::Disable {
-        for (key, set) in [
-            ("sslrootcert", e.sslrootcert.is_some()),
-            ("sslcert", e.sslcert.is_some()),
-            ("link_sslrootcert", e.link_sslrootcert.is_some()),
-            ("link_sslcert", e.link_sslcert.is_some()),
-        ] {
-            if set {
-                c.fail(
-                    &at.k(key),
-                    format!("`{key}` is set but `sslmode = \"disable\"` never uses TLS"),
-                    "remove it, or choose an sslmode that uses TLS (`verify-full`)",
-                );
-            }
-        }
-    }
-    if let Some(key) = &e.sslkey {
-        key_file_private(c, &at.k("sslkey"), key);
-    }
-}
-
-/// A replication link's certificate paths (`names`: CA, certificate, key), as the server at
-/// the other end of the link sees them: absolute, and a certificate with its key once the
-/// defaults (cutover's own certificate and key: `defaults`) are applied.
-fn link_paths(
-    c: &mut Checker<'_>,
-    at: &KeyPath,
-    names: [&str; 3],
-    values: [&Option<String>; 3],
-    defaults: (bool, bool),
-) {
-    let cert = values[1].is_some() || defaults.0;
-    let key = values[2].is_some() || defaults.1;
-    if cert != key {
-        let (missing, has) = if cert {
-            (names[2], names[1])
-        } else {
-            (names[1], names[2])
-        };
-        c.fail(
-            &at.k(missing),
-            format!("the replication link has `{has}` (or its default) but no `{missing}`: a client certificate needs its key"),
-            format!("set `{missing}` to the path as the server at the other end of the link sees it"),
-        );
-    }
-    for (name, value) in names.iter().zip(values) {
-        if let Some(v) = value
-            && !v.starts_with('/')
-            && !(*name == names[0] && v == "system")
-        {
-            c.fail(
-                &at.k(name),
-                format!("`{name}` is {v:?}: the server that opens it resolves a relative path against its own data directory"),
-                "give the absolute path as that server sees it",
-            );
-        }
-    }
-}
-
-fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
-    if e.host.trim().is_empty() {
-        c.fail(
-            &at.k("host"),
-            "host is empty",
-            "set the server's host name or address",
-        );
-    }
-    c.one_secret_source(
-        at,
-        "password",
-        e.password_env.is_some(),
-        e.password_file.is_some(),
-    );
-    if let Some(p) = &e.password_file {
-        c.absolute(&at.k("password_file"), p, "/etc/cutover/mysql.password");
-    }
-    match (&e.ssl_cert, &e.ssl_key) {
-        (Some(_), None) => c.fail(
-            &at.k("ssl_key"),
-            "`ssl_cert` is set without `ssl_key`: a client certificate needs its private key",
-            "set `ssl_key` to the certificate's private key file",
-        ),
-        (None, Some(_)) => c.fail(
-            &at.k("ssl_cert"),
-            "`ssl_key` is set without `ssl_cert`: a private key alone is not a client certificate",
-            "set `ssl_cert` to the client certificate file, or remove `ssl_key`",
-        ),
-        _ => {}
-    }
-    link_paths(
-        c,
-        at,
-        ["link_ssl_ca", "link_ssl_cert", "link_ssl_key"],
-        [&e.link_ssl_ca, &e.link_ssl_cert, &e.link_ssl_key],
-        (e.ssl_cert.is_some(), e.ssl_key.is_some()),
-    );
-    if e.effective_ssl_mode() == super::MysqlSslMode::Disabled {
-        for (key, set) in [
-            ("ssl_ca", e.ssl_ca.is_some()),
-            ("ssl_cert", e.ssl_cert.is_some()),
-            ("link_ssl_ca", e.link_ssl_ca.is_some()),
-            ("link_ssl_cert", e.link_ssl_cert.is_some()),
-        ] {
-            if set {
-                c.fail(
-                    &at.k(key),
-                    format!("`{key}` is set but `ssl_mode = \"disabled\"` never uses TLS"),
-                    "remove it, or choose an ssl_mode that uses TLS (`verify_identity`)",
-                );
-            }
-        }
-    }
-    if let Some(key) = &e.ssl_key {
-        key_file_private(c, &at.k("ssl_key"), key);
-    }
 }
 
 /// A private key file must not be readable by group or world (libpq and the mysql client
 /// refuse such a key); a file that is not there yet is for the connection to report.
-fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
+pub(super) fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
     if key.exists()
         && let Err(why) = crate::secret::check_private_file(key)
     {
@@ -708,7 +556,7 @@ fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
     }
 }
 
-fn is_hostname(name: &str) -> bool {
+pub(super) fn is_hostname(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
         && name.len() <= 253
@@ -722,7 +570,7 @@ fn is_hostname(name: &str) -> bool {
 }
 
 /// `address`, `address:port` or `[v6]:port`.
-fn is_server_address(s: &str) -> bool {
+pub(super) fn is_server_address(s: &str) -> bool {
     if s.parse::<IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok() {
         return true;
     }
@@ -732,311 +580,7 @@ fn is_server_address(s: &str) -> bool {
     }
 }
 
-/// A name HAProxy's runtime API carries as one word: its commands are lines of words, with
-/// `;` between commands, so anything else could change the command.
-fn is_proxy_word(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.' | ':'))
-}
-
-fn proxy_route(c: &mut Checker<'_>, at: &KeyPath, r: &ProxyRoute) {
-    let mut addresses = Vec::new();
-    for (key, value) in [("source", &r.source), ("target", &r.target)] {
-        match value.parse::<std::net::SocketAddr>() {
-            Ok(a) => addresses.push(a),
-            Err(_) => c.fail(
-                &at.k(key),
-                format!("`{value}` is not an `ip:port` address"),
-                "write the backend's address as the proxy reaches it, e.g. `10.0.0.12:8080` or `[2001:db8::12]:8080`",
-            ),
-        }
-    }
-    if let [a, b] = addresses[..]
-        && a == b
-    {
-        c.fail(
-            &at.k("target"),
-            "the target is the source's address",
-            "set `target` to the new host's address",
-        );
-    }
-    if r.timeout.is_zero() {
-        c.fail(
-            &at.k("timeout"),
-            "a zero timeout fails every request",
-            "remove it (default 5s) or set e.g. `timeout = \"5s\"`",
-        );
-    }
-    if let Some(proof) = &r.proof {
-        let at = at.k("proof");
-        match reqwest::Url::parse(&proof.url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-            _ => c.fail(
-                &at.k("url"),
-                format!("`{}` is not an http:// or https:// URL", proof.url),
-                "give the URL a client uses through the proxy, e.g. `http://127.0.0.1:8080/whoami`",
-            ),
-        }
-        for (key, text) in [("source", &proof.source), ("target", &proof.target)] {
-            if text.trim().is_empty() {
-                c.fail(
-                    &at.k(key),
-                    "empty: every answer would hold it",
-                    format!("give text only the {key}'s answers hold (its host name, say)"),
-                );
-            }
-        }
-        if !proof.source.trim().is_empty()
-            && (proof.source.contains(&proof.target) || proof.target.contains(&proof.source))
-        {
-            c.fail(
-                &at.k("target"),
-                format!(
-                    "`{}` and `{}`: one holds the other, so one answer could name both backends",
-                    proof.source, proof.target
-                ),
-                "give texts that tell the two backends apart",
-            );
-        }
-        if let Some(h) = &proof.header
-            && reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
-        {
-            c.fail(
-                &at.k("header"),
-                format!("`{h}` is not a header name"),
-                "give the header's name alone, e.g. `X-Served-By`",
-            );
-        }
-        if proof.within.is_some_and(|d| d.is_zero()) {
-            c.fail(
-                &at.k("within"),
-                "zero leaves the new side no time to answer",
-                "remove it (the route's `timeout`) or set e.g. `within = \"10s\"`",
-            );
-        }
-    }
-    match &r.adapter {
-        ProxyAdapter::Haproxy {
-            socket,
-            backend,
-            server,
-        } => {
-            if socket.trim().is_empty() {
-                c.fail(
-                    &at.k("adapter").k("socket"),
-                    "socket is empty",
-                    "set the stats socket's path (`stats socket /run/haproxy/admin.sock level admin` in haproxy.cfg) or its `ip:port`",
-                );
-            }
-            for (key, value) in [("backend", backend), ("server", server)] {
-                if !is_proxy_word(value) {
-                    c.fail(
-                        &at.k("adapter").k(key),
-                        format!("`{value}` is not a HAProxy {key} name"),
-                        "use the name haproxy.cfg gives it (letters, digits, `_`, `-`, `.`, `:`)",
-                    );
-                }
-            }
-        }
-        ProxyAdapter::Nginx {
-            include, upstream, ..
-        } => {
-            if !include.is_absolute() {
-                c.fail(
-                    &at.k("adapter").k("include"),
-                    format!("`{}` is not an absolute path", include.display()),
-                    "give the include file's full path, e.g. `/etc/nginx/cutover/app-upstream.conf`",
-                );
-            }
-            if !is_proxy_word(upstream) {
-                c.fail(
-                    &at.k("adapter").k("upstream"),
-                    format!("`{upstream}` is not an nginx upstream name"),
-                    "use the name of the `upstream` block (letters, digits, `_`, `-`, `.`)",
-                );
-            }
-        }
-        ProxyAdapter::Command {
-            read,
-            switch,
-            rollback,
-            env,
-            command_timeout,
-        } => {
-            for (key, argv) in [("read", read), ("switch", switch), ("rollback", rollback)] {
-                if argv.first().is_none_or(|p| p.trim().is_empty()) {
-                    c.fail(
-                        &at.k("adapter").k(key),
-                        "no program given",
-                        format!(
-                            "give the command as an argv array, e.g. `{key} = [\"/usr/local/bin/route\", \"{key}\"]`"
-                        ),
-                    );
-                }
-            }
-            for name in env.keys() {
-                if name.is_empty()
-                    || name.contains('=')
-                    || !name
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-                {
-                    c.fail(
-                        &at.k("adapter").k("env"),
-                        format!("`{name}` is not an environment variable name"),
-                        "use letters, digits and `_`",
-                    );
-                }
-            }
-            if command_timeout.is_zero() {
-                c.fail(
-                    &at.k("adapter").k("command_timeout"),
-                    "a zero timeout kills every switch",
-                    "remove it (default 10m) or set the longest a switch may take",
-                );
-            }
-        }
-    }
-}
-
-fn dns_record(c: &mut Checker<'_>, at: &KeyPath, r: &DnsRecord) {
-    if !is_hostname(&r.name) || !r.name.contains('.') {
-        c.fail(
-            &at.k("name"),
-            format!("`{}` is not a fully qualified domain name", r.name),
-            "write the full name, e.g. `git.example.com`",
-        );
-    }
-    if let Some(zone) = &r.zone {
-        let name = r.name.trim_end_matches('.');
-        let zone_t = zone.trim_end_matches('.');
-        if !(name == zone_t || name.ends_with(&format!(".{zone_t}"))) {
-            c.fail(
-                &at.k("zone"),
-                format!("`{}` is not inside zone `{zone}`", r.name),
-                "set `zone` to the zone the record belongs to, or remove it to find it from the SOA",
-            );
-        }
-    }
-    if r.values.is_empty() {
-        c.fail(
-            &at.k("values"),
-            "no values given",
-            "list what the record must point to after cutover, e.g. `values = [\"203.0.113.10\"]`",
-        );
-    }
-    let values = r.values.iter().map(|v| ("values", v));
-    let current = r.expect_current.iter().map(|v| ("expect_current", v));
-    let mut index: std::collections::HashMap<&str, usize> = Default::default();
-    for (key, v) in values.chain(current) {
-        let j = {
-            let n = index.entry(key).or_default();
-            *n += 1;
-            *n - 1
-        };
-        let ok = match r.record_type {
-            RecordType::A => v.parse::<Ipv4Addr>().is_ok(),
-            RecordType::Aaaa => v.parse::<Ipv6Addr>().is_ok(),
-            RecordType::Cname => is_hostname(v),
-        };
-        if !ok {
-            let expect = match r.record_type {
-                RecordType::A => "an IPv4 address such as `203.0.113.10`",
-                RecordType::Aaaa => "an IPv6 address such as `2001:db8::10`",
-                RecordType::Cname => "a host name such as `new.example.com`",
-            };
-            c.fail(
-                &at.k(key).i(j),
-                format!("`{v}` is not a valid {} value", r.record_type.as_str()),
-                format!("use {expect}"),
-            );
-        }
-    }
-    if r.record_type == RecordType::Cname && r.values.len() > 1 {
-        c.fail(
-            &at.k("values"),
-            "a CNAME has exactly one value",
-            "keep one value",
-        );
-    }
-    let kind = r.provider.kind();
-    let minimum = kind.documented_min_ttl();
-    // deSEC's minimum is per domain (read at lower-ttl time), so only the others are checked here.
-    if kind != ProviderKind::Desec && r.cutover_ttl < minimum {
-        c.fail(
-            &at.k("cutover_ttl"),
-            format!("{kind} does not accept a TTL below {minimum} s"),
-            format!("set `cutover_ttl = {minimum}` or higher"),
-        );
-    }
-    if r.cutover_ttl == 0 {
-        c.fail(
-            &at.k("cutover_ttl"),
-            "a TTL of 0 is ignored by many resolvers",
-            "use 60 to 300 seconds",
-        );
-    }
-    for (j, ns) in r.nameservers.iter().enumerate() {
-        if !is_server_address(ns) {
-            c.fail(
-                &at.k("nameservers").i(j),
-                format!("`{ns}` is not an address or address:port"),
-                "write e.g. `192.0.2.53`, `ns1.example.com` or `127.0.0.1:5353`",
-            );
-        }
-    }
-    for (j, ns) in r.resolvers.iter().enumerate() {
-        if !is_server_address(ns) {
-            c.fail(
-                &at.k("resolvers").i(j),
-                format!("`{ns}` is not an address or address:port"),
-                "write e.g. `9.9.9.9`",
-            );
-        }
-    }
-    let p = at.k("provider");
-    let keys = r.provider.credential_keys();
-    let prefix = keys.prefix;
-    if keys.env.is_none() && keys.file.is_none() {
-        c.fail(
-            &p,
-            format!(
-                "the {} provider needs a credential",
-                r.provider.kind().as_str()
-            ),
-            format!("set `{prefix}_env = \"VARIABLE\"` or `{prefix}_file = \"/path/to/file\"`"),
-        );
-    }
-    c.one_secret_source(&p, prefix, keys.env.is_some(), keys.file.is_some());
-    if let Some(u) = r.provider.api_url() {
-        url(c, &p.k("api_url"), u);
-    }
-    if let Provider::Rfc2136 {
-        server,
-        key_algorithm,
-        ..
-    } = &r.provider
-    {
-        if !is_server_address(server) {
-            c.fail(
-                &p.k("server"),
-                format!("`{server}` is not an address or address:port"),
-                "write the primary server, e.g. `192.0.2.53` or `ns1.example.com:53`",
-            );
-        }
-        const ALGORITHMS: [&str; 4] = ["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha1"];
-        if !ALGORITHMS.contains(&key_algorithm.as_str()) {
-            c.fail(
-                &p.k("key_algorithm"),
-                format!("unsupported TSIG algorithm `{key_algorithm}`"),
-                format!("use one of {}", ALGORITHMS.join(", ")),
-            );
-        }
-    }
-}
-
-fn url(c: &mut Checker<'_>, at: &KeyPath, value: &str) {
+pub(super) fn url(c: &mut Checker<'_>, at: &KeyPath, value: &str) {
     if !(value.starts_with("http://") || value.starts_with("https://")) {
         c.fail(
             at,

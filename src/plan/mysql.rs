@@ -1,0 +1,262 @@
+//! `[[mysql]]`: a MySQL/MariaDB pair and how cutover reaches each server (TLS named as the
+//! MySQL client names it).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::postgres::{is_loopback, link_paths};
+use super::types::*;
+use super::validate::*;
+use crate::secret::SecretRef;
+
+/// How cutover connects to one MySQL or MariaDB server.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlEndpoint {
+    /// Host name or address cutover connects to.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_mysql_port")]
+    pub port: u16,
+    /// User cutover logs in as.
+    pub user: String,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A MySQL option file (`[client]` section) with the password, as for `--defaults-extra-file`.
+    #[serde(default)]
+    pub option_file: Option<PathBuf>,
+    /// The mysql client's `--ssl-mode`; unset: `preferred` on a loopback host, `verify_identity`
+    /// anywhere else.
+    #[serde(default)]
+    pub ssl_mode: Option<MysqlSslMode>,
+    /// `--ssl-ca`: a PEM file of the CA certificates to trust, or `system` for the operating
+    /// system's store (the default for `verify_ca` / `verify_identity`).
+    #[serde(default)]
+    pub ssl_ca: Option<String>,
+    /// `--ssl-cert`: the client certificate (PEM).
+    #[serde(default)]
+    pub ssl_cert: Option<PathBuf>,
+    /// `--ssl-key`: the client certificate's private key (PEM, mode 0600 or stricter).
+    #[serde(default)]
+    pub ssl_key: Option<PathBuf>,
+    /// The CA file as the *replica server* opens it, for a replica link to this server
+    /// (`MASTER_SSL_CA`); default: `ssl_ca`.
+    #[serde(default)]
+    pub link_ssl_ca: Option<String>,
+    /// The client certificate the replica server presents on that link, as it sees the
+    /// path (`MASTER_SSL_CERT`; its account then `REQUIRE X509`); default: `ssl_cert`.
+    #[serde(default)]
+    pub link_ssl_cert: Option<String>,
+    /// Its private key, as the replica server sees the path; default: `ssl_key`.
+    #[serde(default)]
+    pub link_ssl_key: Option<String>,
+}
+
+/// The mysql client's `--ssl-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MysqlSslMode {
+    /// Plain TCP.
+    Disabled,
+    /// TLS when the server offers it, certificate not checked.
+    Preferred,
+    /// TLS required, certificate not checked.
+    Required,
+    /// TLS with the certificate checked against `ssl_ca`.
+    VerifyCa,
+    /// As `verify_ca`, and the host name must match.
+    VerifyIdentity,
+}
+
+impl MysqlEndpoint {
+    /// The `ssl_mode` in force: the plan's, or `preferred` on a loopback host and
+    /// `verify_identity` anywhere else.
+    pub fn effective_ssl_mode(&self) -> MysqlSslMode {
+        self.ssl_mode.unwrap_or(if is_loopback(&self.host) {
+            MysqlSslMode::Preferred
+        } else {
+            MysqlSslMode::VerifyIdentity
+        })
+    }
+
+    /// Where the password comes from, if anywhere.
+    pub fn password(&self) -> Option<SecretRef> {
+        SecretRef::from_pair(&self.password_env, &self.password_file)
+    }
+}
+
+/// Whether the replica follows the source by GTID or by binlog file and position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GtidMode {
+    /// GTID when both sides support it, file/position otherwise (stated in preflight).
+    #[default]
+    Auto,
+    /// GTID required.
+    On,
+    /// File/position.
+    Off,
+}
+
+/// What the fence may do to the other databases of the source server (`read_only` is
+/// server-wide and cannot be scoped to the moved databases).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Neighbours {
+    /// Refuse (preflight and the gate) while another database of the source has writers,
+    /// naming each; nothing changes.
+    #[default]
+    Refuse,
+    /// Accept that every other database goes read-only from the fence on, and stays so on the
+    /// old primary (stated in preflight and the report).
+    ReadOnly,
+    /// Fence by account: the app accounts are locked and their sessions ended, `read_only`
+    /// stays off, so the other databases keep serving. The audit after promotion reads the
+    /// old primary's binlog for writes to the moved databases.
+    FenceAccounts,
+}
+
+/// `[[mysql]]`: one MySQL/MariaDB server pair replicated with the binlog.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlPair {
+    /// Pair name, unique in the plan; `--pair NAME` selects it.
+    pub name: String,
+    /// The server the data lives on today.
+    pub source: MysqlEndpoint,
+    /// The server the data moves to.
+    pub target: MysqlEndpoint,
+    /// Databases (schemas) to copy and replicate.
+    pub databases: Vec<String>,
+    /// Host the *target server* uses to reach the source as a replica (defaults to `source.host`).
+    #[serde(default)]
+    pub replication_host: Option<String>,
+    /// Port the target server uses to reach the source (defaults to `source.port`).
+    #[serde(default)]
+    pub replication_port: Option<u16>,
+    /// The host part of the replication accounts cutover creates (`'user'@'<this>'`): the
+    /// address or pattern the replica connects from; default `%`.
+    #[serde(default)]
+    pub replication_user_host: Option<String>,
+    /// Users the application connects as; their accounts are locked and their sessions
+    /// killed at the fence.
+    #[serde(default)]
+    pub app_users: Vec<String>,
+    /// Users that can write the replicated databases but are deliberately not fenced, each
+    /// with the reason their writes after the cutover do not matter.
+    #[serde(default)]
+    pub exempt_users: BTreeMap<String, String>,
+    /// App users that hold a privilege `read_only` does not bind (`READ_ONLY ADMIN`, `SUPER`
+    /// before MariaDB 10.11, `ALL PRIVILEGES ON *.*`), accepted because the fence locks their
+    /// accounts and kills their sessions.
+    #[serde(default)]
+    pub privileged_app_users: Vec<String>,
+    /// GTID or file/position replication.
+    #[serde(default)]
+    pub gtid: GtidMode,
+    /// Cutover only starts when the heartbeat lag is below this.
+    #[serde(default = "default_max_lag", with = "duration")]
+    pub max_lag: Duration,
+    /// How long to wait for the target to catch up once writes are fenced.
+    #[serde(default = "default_catchup_timeout", with = "duration")]
+    pub catchup_timeout: Duration,
+    /// Make the old source a replica of the new primary after promotion.
+    #[serde(default)]
+    pub reverse_replication: bool,
+    /// Applier threads on the target while it is a replica, keeping the source's commit
+    /// order (MariaDB `slave_parallel_threads` in optimistic mode, MySQL
+    /// `replica_parallel_workers`); the server's own values come back after promotion.
+    /// `0` leaves the target's settings alone.
+    #[serde(default = "default_apply_workers")]
+    pub apply_workers: u32,
+    /// Other databases on the source server and the server-wide fence: `refuse` (default),
+    /// `read-only`, `fence-accounts`.
+    #[serde(default)]
+    pub neighbours: Neighbours,
+    /// Which tables are compared row by row inside the window, after the exact catch-up and
+    /// before the promotion: `changed` (default: those whose definition changed since `start`),
+    /// `all`, or `off`.
+    #[serde(default)]
+    pub verify_in_window: VerifyInWindow,
+}
+
+/// Which tables a MySQL/MariaDB window compares row by row before promoting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyInWindow {
+    /// Tables whose definition changed since replication started (their rows may have been
+    /// applied under two definitions).
+    #[default]
+    Changed,
+    /// Every table of the pair (its cost is in the README).
+    All,
+    /// None.
+    Off,
+}
+
+// Validation of this section's keys (every problem reported, with its key and fix).
+
+pub(super) fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
+    if e.host.trim().is_empty() {
+        c.fail(
+            &at.k("host"),
+            "host is empty",
+            "set the server's host name or address",
+        );
+    }
+    c.one_secret_source(
+        at,
+        "password",
+        e.password_env.is_some(),
+        e.password_file.is_some(),
+    );
+    if let Some(p) = &e.password_file {
+        c.absolute(&at.k("password_file"), p, "/etc/cutover/mysql.password");
+    }
+    match (&e.ssl_cert, &e.ssl_key) {
+        (Some(_), None) => c.fail(
+            &at.k("ssl_key"),
+            "`ssl_cert` is set without `ssl_key`: a client certificate needs its private key",
+            "set `ssl_key` to the certificate's private key file",
+        ),
+        (None, Some(_)) => c.fail(
+            &at.k("ssl_cert"),
+            "`ssl_key` is set without `ssl_cert`: a private key alone is not a client certificate",
+            "set `ssl_cert` to the client certificate file, or remove `ssl_key`",
+        ),
+        _ => {}
+    }
+    link_paths(
+        c,
+        at,
+        ["link_ssl_ca", "link_ssl_cert", "link_ssl_key"],
+        [&e.link_ssl_ca, &e.link_ssl_cert, &e.link_ssl_key],
+        (e.ssl_cert.is_some(), e.ssl_key.is_some()),
+    );
+    if e.effective_ssl_mode() == super::MysqlSslMode::Disabled {
+        for (key, set) in [
+            ("ssl_ca", e.ssl_ca.is_some()),
+            ("ssl_cert", e.ssl_cert.is_some()),
+            ("link_ssl_ca", e.link_ssl_ca.is_some()),
+            ("link_ssl_cert", e.link_ssl_cert.is_some()),
+        ] {
+            if set {
+                c.fail(
+                    &at.k(key),
+                    format!("`{key}` is set but `ssl_mode = \"disabled\"` never uses TLS"),
+                    "remove it, or choose an ssl_mode that uses TLS (`verify_identity`)",
+                );
+            }
+        }
+    }
+    if let Some(key) = &e.ssl_key {
+        key_file_private(c, &at.k("ssl_key"), key);
+    }
+}
