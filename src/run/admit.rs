@@ -539,9 +539,17 @@ async fn run_under(
     }
     let report = runner.report();
     crate::test_stop::maybe_stop_at_event("before-report");
-    runner
+    // The run is over whatever its report's file: one that cannot be written (a full disk)
+    // is said, and rebuilt from the journal by the next `run --resume`.
+    if let Err(e) = runner
         .store
-        .save_report(&runner.lease, &super::report::to_json(&report)?)?;
+        .save_report(&runner.lease, &super::report::to_json(&report)?)
+    {
+        tracing::error!(
+            error = %e,
+            "the run's report could not be saved; once there is room, `cutover run --resume` writes it again from the journal"
+        );
+    }
     if runner.check_failed
         && plan.migration.auto_rollback
         && !runner.reverse
