@@ -13,11 +13,9 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{arg, percentile, runtime};
+use common::{arg, percentile, rss_mib, runtime, start_daemon};
 use cutover::lab::{LabDir, Postgres, Supervision};
 
 /// CPU seconds (user + system) the process has used so far.
@@ -34,17 +32,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / hz
-}
-
-/// Resident memory in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 struct Figures {
@@ -113,22 +100,7 @@ async fn measure(
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the daemon starts");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("the daemon did not start (its error is above): {line:?}"))
-        .to_owned();
+    let (mut child, base) = start_daemon(&config);
     let pid = child.id();
     let http = reqwest::Client::new();
     // Let every plan be polled once before measuring.

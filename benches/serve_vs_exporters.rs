@@ -12,23 +12,12 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{arg, percentile, runtime};
+use common::{arg, percentile, rss_mib, runtime, start_daemon};
 use cutover::lab::{LabDir, MariaDb, Postgres, Supervision, free_port};
 use mysql_async::prelude::Queryable;
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 /// Sessions opened on the four servers so far.
 async fn sessions(pg: &[tokio_postgres::Client], my: &mut [mysql_async::Conn]) -> f64 {
@@ -203,22 +192,7 @@ fn main() {
             ),
         )
         .unwrap();
-        let mut daemon = Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the daemon starts");
-        let mut line = String::new();
-        std::io::BufReader::new(daemon.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("the daemon did not start: {line:?}"))
-            .to_owned();
+        let (mut daemon, base) = start_daemon(&config);
         let ours = measure(
             "cutover serve",
             vec![("daemon".to_owned(), format!("{base}/metrics"))],

@@ -85,6 +85,26 @@ pub fn room(local: bool, dir: Result<&Path, String>, copy: u64) -> Room {
     }
 }
 
+/// The whole check for a copy of `copy` bytes (`what`, in words) to a server whose data
+/// directory is `dir` (or why it is not known), `local` when it runs on this machine: the
+/// finding's severity, problem and fix.
+pub fn check(
+    local: bool,
+    dir: Result<String, String>,
+    copy: u64,
+    what: &str,
+) -> (Severity, String, String) {
+    let shown = dir
+        .clone()
+        .unwrap_or_else(|_| "its data directory".to_owned());
+    room(
+        local,
+        dir.as_deref().map(Path::new).map_err(Clone::clone),
+        copy,
+    )
+    .finding(what, &shown)
+}
+
 impl Room {
     /// The finding, in words: severity, problem, fix. `what` names the copy (`the initial
     /// copy of 3 tables`), `dir` the directory as the server names it.

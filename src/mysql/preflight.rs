@@ -112,19 +112,13 @@ async fn target_room(
         copy = copy.saturating_add(bytes.flatten().unwrap_or(0));
     }
     let dir = target.variable("datadir").await?;
-    let shown = dir
-        .clone()
-        .unwrap_or_else(|| "its data directory".to_owned());
-    let local = crate::plan::is_loopback(&pair.plan.target.host);
     let dir = dir.ok_or_else(|| "the server does not say its @@datadir".to_owned());
-    let room = crate::space::room(
-        local,
-        dir.as_deref()
-            .map(std::path::Path::new)
-            .map_err(Clone::clone),
+    let (severity, problem, fix) = crate::space::check(
+        crate::plan::is_loopback(&pair.plan.target.host),
+        dir,
         copy,
+        "the snapshot of the replicated databases",
     );
-    let (severity, problem, fix) = room.finding("the snapshot of the replicated databases", &shown);
     c.add(target, severity, problem, fix);
     Ok(())
 }

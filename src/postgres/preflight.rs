@@ -840,20 +840,11 @@ async fn target_room(f: &mut Findings<'_>, pair: &Pair, target: &Db, tables: &[T
                 "the data directory is not readable to this account ({e}; pg_read_all_settings allows it)"
             )
         });
-    let shown = dir
-        .clone()
-        .unwrap_or_else(|_| "its data directory".to_owned());
-    let local = crate::plan::is_loopback(&pair.plan.target.host);
-    let room = crate::space::room(
-        local,
-        dir.as_deref()
-            .map(std::path::Path::new)
-            .map_err(Clone::clone),
+    let (severity, problem, fix) = crate::space::check(
+        crate::plan::is_loopback(&pair.plan.target.host),
+        dir,
         copy,
-    );
-    let (severity, problem, fix) = room.finding(
         &format!("the initial copy of {} table(s)", tables.len()),
-        &shown,
     );
     f.add(Side::Target, severity, problem, fix);
 }
