@@ -6,7 +6,13 @@
 //! between the writer's successful commits across the cutover, the longest gap anywhere else in
 //! the same run (this machine's own stalls: the baseline), and rows lost or duplicated.
 //!
-//! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S] [--tls 1]`
+//! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S] [--tls 1] [--saturate N]`
+//!
+//! Saturating mode (`--saturate N`): N more app connections commit multi-statement
+//! transactions (an update, a delete, two inserts on a 300,000-row table) as fast as they can
+//! beside the checked writer, with the plan's defaults (the adaptive gate's 100 ms budget);
+//! a refused run is counted, not failed, and the source's commit rate and the target's apply
+//! rate are printed before each cutover.
 //!
 //! With `--tls 1` a second pair of clusters takes TLS only (`hostssl`, a CA the lab makes) and
 //! runs alternate in the same job: even runs plaintext (`sslmode = "disable"`, the baseline),
@@ -29,6 +35,7 @@ fn main() {
     let runs = arg("--runs", 10);
     let rate = arg("--rate", 1000);
     let tls = arg("--tls", 0) == 1;
+    let saturate = arg("--saturate", 0);
     let rt = runtime();
     rt.block_on(async move {
         let dir = LabDir::temporary().expect("lab dir");
@@ -65,13 +72,14 @@ fn main() {
             None
         };
         println!(
-            "PostgreSQL cutover benchmark: {runs} runs, writer at {rate} tx/s (2 connections){}",
+            "PostgreSQL cutover benchmark: {runs} runs, writer at {rate} tx/s (2 connections), {saturate} saturating connections{}",
             if tls {
                 "; odd runs over verified TLS"
             } else {
                 ""
             }
         );
+        let mut refused = 0;
         print_header();
         let (mut plain, mut over_tls) = (Vec::new(), Vec::new());
         for i in 0..runs {
@@ -81,18 +89,37 @@ fn main() {
                         ", sslmode = \"verify-full\", sslrootcert = \"{}\"",
                         ca.ca_file.display()
                     );
-                    let r = one_run(&dir, s, t, i, rate, &sec).await;
+                    let Some(r) = one_run(&dir, s, t, i, rate, &sec, saturate).await else {
+                        refused += 1;
+                        continue;
+                    };
                     over_tls.push(r.clone());
                     r
                 }
                 _ => {
-                    let r =
-                        one_run(&dir, &source, &target, i, rate, ", sslmode = \"disable\"").await;
+                    let Some(r) = one_run(
+                        &dir,
+                        &source,
+                        &target,
+                        i,
+                        rate,
+                        ", sslmode = \"disable\"",
+                        saturate,
+                    )
+                    .await
+                    else {
+                        refused += 1;
+                        continue;
+                    };
                     plain.push(r.clone());
                     r
                 }
             };
             print_run(i, &r);
+        }
+        println!("refused: {refused} of {runs}");
+        if plain.is_empty() {
+            return;
         }
         if tls {
             println!("plaintext runs:");
@@ -113,6 +140,53 @@ fn main() {
     });
 }
 
+/// One saturating connection: multi-statement transactions as fast as the source takes them,
+/// reconnecting (to the source, then the target) when the fence ends its session, until
+/// `stop`. Returns the transactions it committed.
+async fn load_task(
+    servers: [tokio_postgres::Config; 2],
+    task: i64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    use rand::Rng;
+    let mut done = 0;
+    let mut on = 0;
+    let mut next_id = 1_000_000 + task * 10_000_000;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Ok((c, conn)) = servers[on].connect(tokio_postgres::NoTls).await else {
+            on = 1 - on;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        tokio::spawn(conn);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let (a, b) = {
+                let mut r = rand::rng();
+                (
+                    r.random_range(1..=300_000i64),
+                    r.random_range(1..=300_000i64),
+                )
+            };
+            next_id += 1;
+            let sql = format!(
+                "BEGIN; UPDATE load_rows SET v = v + 1, pad = md5(random()::text) WHERE id = {a};
+                 DELETE FROM load_rows WHERE id = {b};
+                 INSERT INTO load_rows (id, v, pad) VALUES ({b}, 0, repeat('x', 200)), ({next_id}, 0, repeat('y', 200));
+                 COMMIT;"
+            );
+            match c.batch_execute(&sql).await {
+                Ok(()) => done += 1,
+                Err(_) if c.is_closed() => break,
+                Err(_) => {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                }
+            }
+        }
+        on = 1 - on;
+    }
+    done
+}
+
 async fn one_run(
     dir: &LabDir,
     source: &Postgres,
@@ -120,7 +194,8 @@ async fn one_run(
     i: u32,
     rate: u32,
     transport: &str,
-) -> Run {
+    saturate: u32,
+) -> Option<Run> {
     let db = format!("bench{i}");
     let role = format!("app{i}");
     let password = "bench-password";
@@ -136,6 +211,15 @@ async fn one_run(
     let c = source.connect(&db).await.expect("connect");
     writer::create_tables(&c, &role).await.expect("tables");
     writer::seed_counters(&c, 2).await.expect("counters");
+    if saturate > 0 {
+        c.batch_execute(&format!(
+            "CREATE TABLE load_rows (id bigint PRIMARY KEY, v bigint NOT NULL, pad text NOT NULL);
+             INSERT INTO load_rows SELECT g, 0, repeat(md5(g::text), 6) FROM generate_series(1, 300000) g;
+             GRANT ALL ON load_rows TO {role};"
+        ))
+        .await
+        .expect("load table");
+    }
 
     let endpoint = |pg: &Postgres| {
         format!(
@@ -174,10 +258,60 @@ async fn one_run(
         tasks: 2,
         first_task: 0,
     });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..saturate)
+        .map(|task| {
+            tokio::spawn(load_task(
+                [app(source), app(target)],
+                task.into(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let timed = common::cut_over(&pair).await;
+    if saturate > 0 {
+        let lsn = |pg: &Postgres, sql: &'static str| {
+            let config = pg.config(&db);
+            async move {
+                let (c, conn) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(conn);
+                let v: i64 = c.query_one(sql, &[]).await.expect("lsn").get(0);
+                v
+            }
+        };
+        let committed = "SELECT (pg_current_wal_lsn() - '0/0')::int8";
+        let applied = "SELECT coalesce((SELECT (replay_lsn - '0/0')::int8 FROM pg_stat_replication WHERE application_name LIKE 'cutover%' LIMIT 1), 0)";
+        let (c0, a0) = (lsn(source, committed).await, lsn(source, applied).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (c1, a1) = (lsn(source, committed).await, lsn(source, applied).await);
+        println!(
+            "      source writes {:.1} MiB/s of WAL, the target applies {:.1} MiB/s",
+            (c1 - c0) as f64 / 2.0 / 1048576.0,
+            (a1 - a0) as f64 / 2.0 / 1048576.0
+        );
+    }
+    let timed = common::try_cut_over(&pair).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut load_tx = 0;
+    for t in load {
+        load_tx += t.await.expect("load task");
+    }
     let ledger = writer.stop().await;
+    let timed = match timed {
+        Ok(t) => t,
+        Err(e) => {
+            println!("      REFUSED ({load_tx} load transactions): {e}");
+            cleanup::cleanup(&pair).await.expect("cleanup");
+            return None;
+        }
+    };
+    if saturate > 0 {
+        println!("      {load_tx} load transactions committed");
+    }
     let t = target.connect(&db).await.expect("connect");
     let check = ledger.check(&t).await.expect("check");
     cleanup::cleanup(&pair).await.expect("cleanup");
@@ -194,5 +328,15 @@ async fn one_run(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    timed.run(&ledger, &check, stages)
+    let stages = match &timed.waited {
+        Some(w) => format!(
+            "{stages}; gate waited {:.1} s, predicted catch-up {}",
+            w.waited_ms / 1000.0,
+            w.prediction
+                .catch_up_ms
+                .map_or("unbounded".to_owned(), |ms| format!("{ms:.0} ms"))
+        ),
+        None => stages,
+    };
+    Some(timed.run(&ledger, &check, stages))
 }
