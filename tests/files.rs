@@ -225,8 +225,11 @@ async fn with_the_change_log_the_final_pass_sends_only_what_changed_and_is_exact
             .unwrap()
             .is_none()
     );
-    // The running host kept its connection to the other host in a private directory; once
-    // closed, the directory is gone and forgotten.
+    // The final pass closed the running host's shared connection itself.
+    assert!(cutover::files::hop::load(&state, &entry).is_none());
+    // A pass keeps that connection to the other host in a private directory; once closed,
+    // the directory is gone and forgotten.
+    sync::warm(&entry, &state, &mut |_, _| {}).await.unwrap();
     let dir = cutover::files::hop::load(&state, &entry).expect("a shared connection");
     let meta = std::fs::metadata(&dir).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{dir}");
