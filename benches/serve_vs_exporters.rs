@@ -2,8 +2,8 @@
 //! `prometheus-mysqld-exporter`, their default collectors) on the same servers, one after the
 //! other in the same run: two PostgreSQL 15 clusters with a logical subscription between them
 //! and two MariaDB servers with a GTID replica, watched by the daemon as four `[[watch]]`
-//! entries (polled every second) and by one postgres_exporter (both clusters) and one
-//! mysqld_exporter per MariaDB server (it takes one target). Each side is scraped every 250 ms
+//! entries (polled every second) and by one postgres_exporter and one mysqld_exporter per
+//! server (each takes one target). Each side is scraped every 250 ms
 //! for `--seconds`; reported: scrape p50/p99 per endpoint, the resident memory of the daemon
 //! against the exporters' together, and the new server sessions per second each side opened
 //! (`pg_stat_database.sessions`, MariaDB's `Connections`), then the ratios.
@@ -75,7 +75,11 @@ async fn measure(
             let t = Instant::now();
             let text = http.get(url).send().await.unwrap().text().await.unwrap();
             latencies[i].push(t.elapsed().as_secs_f64() * 1000.0);
-            assert!(text.contains("_up"), "a real scrape of {url}");
+            assert!(
+                text.contains("_up"),
+                "a real scrape of {url}: {}",
+                text.chars().take(1500).collect::<String>()
+            );
         }
         rss = rss.max(pids.iter().map(|&p| rss_mib(p)).sum());
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -140,9 +144,12 @@ fn main() {
         )
         .await
         .unwrap();
+        t.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+            .await
+            .unwrap();
+        // CREATE SUBSCRIPTION may not share a transaction with anything else.
         t.batch_execute(&format!(
-            "CREATE TABLE t (id int PRIMARY KEY);
-             CREATE SUBSCRIPTION s CONNECTION 'host=127.0.0.1 port={} user=postgres password={} dbname=postgres' PUBLICATION p",
+            "CREATE SUBSCRIPTION s CONNECTION 'host=127.0.0.1 port={} user=postgres password={} dbname=postgres' PUBLICATION p",
             pg_s.port,
             pg_s.password().expose()
         ))
@@ -212,20 +219,26 @@ fn main() {
                 pg.port
             )
         };
-        let pg_port = free_port().unwrap();
-        let mut children = vec![
-            Command::new("prometheus-postgres-exporter")
-                .arg(format!("--web.listen-address=127.0.0.1:{pg_port}"))
-                .env("DATA_SOURCE_NAME", format!("{},{}", dsn(&pg_s), dsn(&pg_t)))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("postgres_exporter starts"),
-        ];
-        let mut urls = vec![(
-            "postgres_exporter".to_owned(),
-            format!("http://127.0.0.1:{pg_port}/metrics"),
-        )];
+        // One postgres_exporter per cluster (0.11 with two DSNs in one process answers every
+        // scrape with "collected before with the same name" errors).
+        let mut children = Vec::new();
+        let mut urls = Vec::new();
+        for (name, pg) in [
+            ("postgres_exporter source", &pg_s),
+            ("postgres_exporter target", &pg_t),
+        ] {
+            let port = free_port().unwrap();
+            children.push(
+                Command::new("prometheus-postgres-exporter")
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .env("DATA_SOURCE_NAME", dsn(pg))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("postgres_exporter starts"),
+            );
+            urls.push((name.to_owned(), format!("http://127.0.0.1:{port}/metrics")));
+        }
         for (name, m) in [("mysqld_exporter source", &my_s), ("mysqld_exporter target", &my_t)] {
             let cnf = root.join(format!("{}.cnf", m.name));
             std::fs::write(
