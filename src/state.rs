@@ -369,6 +369,11 @@ impl Store for FileStore {
             .and_then(|()| file.sync_data())
             .map_err(|e| io(&path, e));
         if let Err(e) = written {
+            // Nothing to cut when nothing was written (a read-only filesystem refuses both).
+            let now = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+            if now == before {
+                return Err(e);
+            }
             let cut = file.set_len(before).and_then(|()| file.sync_data());
             return Err(match cut {
                 Ok(()) => e,

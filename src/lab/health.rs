@@ -50,12 +50,7 @@ impl HealthServer {
             pg,
             maria: lab.maria_target.user_opts(APP, password.expose(), APP),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| LabError::io(std::path::Path::new("127.0.0.1:0"), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| LabError::io(std::path::Path::new("127.0.0.1:0"), e))?;
+        let (listener, addr) = super::web::loopback_listener().await?;
         let app = Router::new()
             .route("/health", get(health))
             .with_state(targets);

@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::LabError;
 
-/// An HTTP server on a free loopback port answering `name` to every request (one request per
-/// connection); it stops when dropped.
+/// An HTTP server on a free loopback port answering `name` to every request and closing the
+/// connection after it (so a proxy never reuses it across a switch); it stops when dropped.
 pub struct NamedServer {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -22,37 +20,14 @@ pub struct NamedServer {
 impl NamedServer {
     /// Starts it.
     pub async fn start(name: &str) -> Result<NamedServer, LabError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| LabError::io(std::path::Path::new("127.0.0.1:0"), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| LabError::io(std::path::Path::new("127.0.0.1:0"), e))?;
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-            name.len()
-        );
+        let (listener, addr) = loopback_listener().await?;
+        let name = name.to_owned();
+        let app = axum::Router::new().fallback(move || {
+            let name = name.clone();
+            async move { ([(axum::http::header::CONNECTION, "close")], name) }
+        });
         let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                let reply = reply.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let mut read = 0;
-                    while read < buf.len() {
-                        match s.read(&mut buf[read..]).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => read += n,
-                        }
-                        if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                    let _ = s.write_all(reply.as_bytes()).await;
-                });
-            }
+            let _ = axum::serve(listener, app).await;
         });
         Ok(NamedServer { addr, task })
     }
@@ -62,6 +37,16 @@ impl Drop for NamedServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A listener on a free loopback port, and its address.
+pub(super) async fn loopback_listener() -> Result<(tokio::net::TcpListener, SocketAddr), LabError> {
+    let at = std::path::Path::new("127.0.0.1:0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| LabError::io(at, e))?;
+    let addr = listener.local_addr().map_err(|e| LabError::io(at, e))?;
+    Ok((listener, addr))
 }
 
 /// Requests to a URL every few milliseconds, each on a new connection, until stopped.

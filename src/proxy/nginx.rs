@@ -134,24 +134,32 @@ impl Nginx {
     /// The running master's pid: the configuration's `pid` directive (as `nginx -T` prints
     /// it), else the compiled-in `--pid-path`; a relative path is under the prefix. `None`
     /// when it cannot be found (the reload is then not confirmed, and the switch says so).
-    async fn master(&self) -> Option<i32> {
-        let (dump, _) = self.nginx_output(&["-T", "-q"]).await.ok()?;
-        let (_, version) = self.nginx_output(&["-V"]).await.unwrap_or_default();
+    async fn master(&self, dump: &str) -> Option<i32> {
+        let directive = pid_directive(dump).map(PathBuf::from);
+        // The compiled-in defaults (`nginx -V`) only when the configuration leaves them open.
+        let needs_defaults = directive
+            .as_ref()
+            .is_none_or(|p| p.is_relative() && self.prefix.is_none());
+        let version = if needs_defaults {
+            self.nginx_output(&["-V"]).await.ok()?.1
+        } else {
+            String::new()
+        };
         let option = |name: &str| {
             version
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
-                .map(str::to_owned)
+                .map(PathBuf::from)
         };
-        let path = pid_directive(&dump).or_else(|| option("--pid-path="))?;
-        let mut path = PathBuf::from(path);
-        if path.is_relative() {
-            let prefix = self
-                .prefix
+        let path = directive.or_else(|| option("--pid-path="))?;
+        let path = if path.is_relative() {
+            self.prefix
                 .clone()
-                .or_else(|| option("--prefix=").map(PathBuf::from))?;
-            path = prefix.join(path);
-        }
+                .or_else(|| option("--prefix="))?
+                .join(path)
+        } else {
+            path
+        };
         std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
@@ -262,14 +270,18 @@ impl Adapter for Nginx {
             )
         })?;
         self.write_atomically(&next)?;
-        if let Err(e) = self.nginx(&["-t", "-q"]).await {
-            self.write_atomically(&previous)?;
-            return Err(self.refused(
-                format!("`nginx -t` refused the new configuration, so nothing was reloaded and the previous file is back: {e}"),
-                "fix what nginx names, then resume the run",
-            ));
-        }
-        let master = self.master().await;
+        // `-T` tests like `-t` and prints the configuration it tested (where the pid is).
+        let dump = match self.nginx_output(&["-T", "-q"]).await {
+            Ok((dump, _)) => dump,
+            Err(e) => {
+                self.write_atomically(&previous)?;
+                return Err(self.refused(
+                    format!("`nginx -t` refused the new configuration, so nothing was reloaded and the previous file is back: {e}"),
+                    "fix what nginx names, then resume the run",
+                ));
+            }
+        };
+        let master = self.master(&dump).await;
         let before = master.map(accepting_workers).unwrap_or_default();
         self.nginx(&["-s", "reload"]).await.map_err(|e| {
             self.refused(

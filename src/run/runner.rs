@@ -497,15 +497,46 @@ impl<'a> Runner<'a> {
         out
     }
 
+    /// Every pair's state as read from its servers now: whether every source serves (none
+    /// fenced, no target promoted), and the states in words (` [read from the servers: ...]`,
+    /// empty without pairs).
+    async fn servers_now(&mut self) -> (bool, String) {
+        let mut every_source_serves = true;
+        let mut states = Vec::new();
+        for (db, component) in databases(self.plan) {
+            let read = match self.window(db).await {
+                Ok(w) => w.state().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(s) => {
+                    every_source_serves &= !s.source_fenced && !s.target_promoted;
+                    states.push(format!("{component}: {}", s.serving()));
+                }
+                Err(e) => {
+                    every_source_serves = false;
+                    states.push(format!("{component}: state unreadable ({e})"));
+                }
+            }
+        }
+        let states = if states.is_empty() {
+            String::new()
+        } else {
+            format!(" [read from the servers: {}]", states.join("; "))
+        };
+        (every_source_serves, states)
+    }
+
     /// The journal can no longer be written: before the point of no return the run is rolled
     /// back (every source serving again, read from the servers), after it the run stops with
     /// the promoted targets serving. The records are kept in memory for the error the run
     /// ends with.
     async fn journal_lost(&mut self) -> Result<Outcome, StateError> {
         if self.past_ponr {
+            let (_, states) = self.servers_now().await;
             self.record(Entry::RunFinished {
                 outcome: Outcome::Failed,
-                summary: "stopped after the point of no return: the targets that were promoted serve, nothing was undone".to_owned(),
+                summary: format!("stopped after the point of no return, nothing undone{states}"),
                 resumable: true,
                 reverse_next: false,
             })?;
@@ -635,30 +666,9 @@ impl<'a> Runner<'a> {
         }
         // Each pair's state as read from its servers now, never as assumed: a runner that
         // failed against servers another run had changed must not say they serve.
-        let mut states = Vec::new();
         let undone = all_serve;
-        for (db, component) in databases(self.plan) {
-            let read = match self.window(db).await {
-                Ok(w) => w.state().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            match read {
-                Ok(s) => {
-                    all_serve &= !s.source_fenced && !s.target_promoted;
-                    states.push(format!("{component}: {}", s.serving()));
-                }
-                Err(e) => {
-                    all_serve = false;
-                    states.push(format!("{component}: state unreadable ({e})"));
-                }
-            }
-        }
-        let every_source_serves = all_serve;
-        let states = if states.is_empty() {
-            String::new()
-        } else {
-            format!(" [read from the servers: {}]", states.join("; "))
-        };
+        let (every_source_serves, states) = self.servers_now().await;
+        let every_source_serves = undone && every_source_serves;
         let hooks_note = if hook_failures.is_empty() {
             String::new()
         } else {
