@@ -1009,14 +1009,22 @@ async fn a_streaming_standby_and_its_primary_are_watched_without_a_plan() {
     let text = until(
         &http,
         &daemon.base,
-        "both servers read, the slot active",
+        "both servers read, the slot active, the standby's first reply in",
         |t| {
+            // A walsender has no replay position until the standby's first status reply,
+            // and then no byte lag is exported (never a made-up 0): wait for that reply.
             sample(t, "pg_up", &[("migration", "standby")]) == Some(1.0)
                 && sample(
                     t,
                     "pg_replication_slots_active",
                     &[("migration", "primary"), ("slot_name", "standby_1")],
                 ) == Some(1.0)
+                && sample(
+                    t,
+                    "pg_stat_replication_pg_wal_lsn_diff",
+                    &[("migration", "primary"), ("slot_name", "standby_1")],
+                )
+                .is_some()
         },
     )
     .await;
