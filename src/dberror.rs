@@ -1,12 +1,17 @@
-//! The error every database module reports: which server, what cutover was doing, and the
-//! server's own message. PostgreSQL and MySQL/MariaDB share it (`PgError`, `MyError`).
+//! The one error every database module and the engine contract report: which server, what
+//! cutover was doing, and the server's own message, or which refusal it is. PostgreSQL and
+//! MySQL/MariaDB share it (`PgError`, `MyError`), and [`crate::engine`]'s phases return it as
+//! it is, so a caller matches the engine's own variant (a refusal, a timeout, a failed
+//! statement on a named server), never a copy flattened into words.
 
 use std::time::Duration;
 
 use crate::secret::SecretError;
 
-/// What can go wrong talking to a database server (or its client programs).
-#[derive(Debug, thiserror::Error)]
+/// What can go wrong talking to a database server (or its client programs), or in a phase of
+/// a pair's life. JSON: `{"kind": "refused", "message": "..."}` (the kind in kebab case, the
+/// message as displayed).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
     /// The server could not be reached or refused the login.
     #[error("{server}: cannot connect: {message}")]
@@ -64,4 +69,74 @@ pub enum DbError {
         /// The limit.
         after: Duration,
     },
+    /// Something else failed; the words say what and why.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl DbError {
+    /// A failure with `context` in front of the cause's own message.
+    pub fn failed(context: &str, e: impl std::fmt::Display) -> DbError {
+        DbError::Failed(format!("{context}: {e}"))
+    }
+
+    /// The variant's name, as the JSON output gives it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DbError::Connect { .. } => "connect",
+            DbError::Secret { .. } => "secret",
+            DbError::Sql { .. } => "sql",
+            DbError::Tool { .. } => "tool",
+            DbError::Refused(_) => "refused",
+            DbError::NotStarted(_) => "not-started",
+            DbError::Interrupted(_) => "interrupted",
+            DbError::Behind(_) => "behind",
+            DbError::Timeout { .. } => "timeout",
+            DbError::Failed(_) => "failed",
+        }
+    }
+}
+
+impl serde::Serialize for DbError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("DbError", 2)?;
+        st.serialize_field("kind", self.kind())?;
+        st.serialize_field("message", &self.to_string())?;
+        st.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DbError;
+
+    /// Every variant serialises (an internally tagged enum of strings does not: it once
+    /// turned a failed cutover's error into `null` in the JSON output).
+    #[test]
+    fn every_variant_serialises_with_its_kind_and_words() {
+        let all = [
+            DbError::Refused("no".into()),
+            DbError::NotStarted("not set up".into()),
+            DbError::Interrupted("mid-window".into()),
+            DbError::Behind("2 s".into()),
+            DbError::Timeout {
+                what: "catch-up".into(),
+                after: std::time::Duration::from_secs(3),
+            },
+            DbError::Failed("boom".into()),
+            DbError::Sql {
+                server: "a:1".into(),
+                context: "read".into(),
+                message: "denied".into(),
+            },
+        ];
+        for e in all {
+            let v = serde_json::to_value(&e).unwrap();
+            assert_eq!(v["kind"], e.kind());
+            assert_eq!(v["message"], e.to_string());
+        }
+        let v = serde_json::to_value(DbError::NotStarted("x".into())).unwrap();
+        assert_eq!(v["kind"], "not-started");
+    }
 }

@@ -11,39 +11,10 @@
 //!
 //! Errors here never name CLI commands: the caller words the advice for its own surface.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
-/// What went wrong in a phase, engine-neutral.
-#[derive(Debug, Clone, thiserror::Error, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum EngineError {
-    /// The servers are not in a state that allows the phase; nothing was changed by it.
-    #[error("{0}")]
-    Refused(String),
-    /// Refused: replication for the pair is not set up; starting it comes first.
-    #[error("{0}")]
-    NotStarted(String),
-    /// Refused: an earlier cutover of the pair was interrupted inside its window; resuming it
-    /// (it finishes or rolls back) comes first.
-    #[error("{0}")]
-    Interrupted(String),
-    /// Refused: replication is behind a fixed ceiling; waiting may cure it.
-    #[error("{0}")]
-    Behind(String),
-    /// A bounded wait ran out.
-    #[error("timed out after {after:?} waiting for {what}")]
-    Timeout {
-        /// What was awaited.
-        what: String,
-        /// The bound.
-        after: Duration,
-    },
-    /// A statement or connection failed.
-    #[error("{0}")]
-    Failed(String),
-}
+/// What went wrong in a phase: the one database error, kept as the engine reported it.
+pub use crate::dberror::DbError;
 
 pub mod gate;
 
@@ -81,13 +52,6 @@ pub struct Progress {
     /// reported (in steps), not work left. Subtracted from every prediction, and with nothing
     /// moving it is settled, not behind.
     pub settled: u64,
-}
-
-impl EngineError {
-    /// A failure with `context` in front of the engine's own message.
-    pub fn failed(context: &str, e: impl std::fmt::Display) -> EngineError {
-        EngineError::Failed(format!("{context}: {e}"))
-    }
 }
 
 /// The gate passed: replication is running, complete and close enough.
@@ -161,6 +125,28 @@ pub enum Rollback {
         /// Why, and the statements that reopen the source.
         error: String,
     },
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rollback::NotNeeded => write!(f, "nothing to undo: the source was never fenced"),
+            Rollback::SourceReopened { detail } => {
+                write!(f, "the source serves writes again ({detail})")
+            }
+            Rollback::AfterPromotion => write!(
+                f,
+                "the target was already promoted and is the primary; the source stays fenced"
+            ),
+            Rollback::Failed { error } => write!(f, "ROLLBACK FAILED: {error}"),
+        }
+    }
+}
+
+/// An engine's report as JSON for the commands that print it whole; a report that cannot be
+/// rendered is an error, never `null`.
+pub fn to_json<T: Serialize>(what: &str, report: &T) -> Result<serde_json::Value, DbError> {
+    serde_json::to_value(report).map_err(|e| DbError::failed(&format!("render {what} as JSON"), e))
 }
 
 impl Rollback {
@@ -281,7 +267,7 @@ impl ExporterSample {
 pub trait Probe: Send {
     /// Reads where replication stands. An error is a replication that will never get ready
     /// by waiting (it keeps failing to apply): the caller stops waiting.
-    async fn read(&mut self) -> Result<Reading, EngineError>;
+    async fn read(&mut self) -> Result<Reading, DbError>;
 }
 
 /// A pair's connections kept open between readings (what the daemon polls): every reading
@@ -290,9 +276,9 @@ pub trait Probe: Send {
 #[async_trait::async_trait]
 pub trait Watch: Send {
     /// Where replication stands, read-only.
-    async fn replication(&mut self) -> Result<Replication, EngineError>;
+    async fn replication(&mut self) -> Result<Replication, DbError>;
     /// Both servers' state, read-only (what `status` says of the pair).
-    async fn state(&mut self) -> Result<PairState, EngineError>;
+    async fn state(&mut self) -> Result<PairState, DbError>;
 }
 
 /// One way the target's schema or objects differ from the source's.
@@ -466,36 +452,36 @@ pub trait Pair: Send + Sync {
     /// What `act` does on this pair's servers, as the step list says it (from the plan alone).
     fn says(&self, act: Act) -> String;
     /// Checks both servers for everything replication and a cutover need; changes nothing.
-    async fn preflight(&self) -> Result<Preflighted, EngineError>;
+    async fn preflight(&self) -> Result<Preflighted, DbError>;
     /// Sets replication up (idempotent: a second start keeps what is there). Returns the
     /// engine's report of what it did.
-    async fn start(&self) -> Result<serde_json::Value, EngineError>;
+    async fn start(&self) -> Result<serde_json::Value, DbError>;
     /// Connects a reader of replication progress.
-    async fn probe(&self) -> Result<Box<dyn Probe>, EngineError>;
+    async fn probe(&self) -> Result<Box<dyn Probe>, DbError>;
     /// Where replication stands, read-only, on connections opened for this reading.
-    async fn replication(&self) -> Result<Replication, EngineError> {
+    async fn replication(&self) -> Result<Replication, DbError> {
         self.watch().await?.replication().await
     }
     /// Connects a watch: replication and state read again and again on the same sessions.
-    async fn watch(&self) -> Result<Box<dyn Watch>, EngineError>;
+    async fn watch(&self) -> Result<Box<dyn Watch>, DbError>;
     /// Opens the pair's window; `resume`: a crashed process may have begun it.
-    async fn window(&self, resume: bool) -> Result<Box<dyn Window>, EngineError>;
+    async fn window(&self, resume: bool) -> Result<Box<dyn Window>, DbError>;
     /// Before a reverse cutover: the old primary's permanent fence made liftable by the
     /// reverse promotion. Returns what it did, in words.
-    async fn prepare_reverse(&self) -> Result<String, EngineError>;
+    async fn prepare_reverse(&self) -> Result<String, DbError>;
     /// The old primary's fence made permanent again (a reverse cutover rolled back).
-    async fn keep_fenced(&self) -> Result<(), EngineError>;
+    async fn keep_fenced(&self) -> Result<(), DbError>;
     /// Compares source and target, table by table in key chunks (meaningful once writes are
     /// fenced, or after the promotion).
-    async fn verify(&self) -> Result<Verified, EngineError>;
+    async fn verify(&self) -> Result<Verified, DbError>;
     /// Removes every object cutover created on both servers; an old primary's permanent
     /// fence stays (said in `kept`).
-    async fn cleanup(&self) -> Result<Cleaned, EngineError>;
+    async fn cleanup(&self) -> Result<Cleaned, DbError>;
     /// Takes the migration's lease on both servers of the pair for `holder`, before anything
-    /// changes there. Refused ([`EngineError::Refused`]) while another process holds it, or
+    /// changes there. Refused ([`DbError::Refused`]) while another process holds it, or
     /// while a holder from another state directory stopped without releasing it (its run may
     /// be mid-window); both name the holder.
-    async fn lease(&self, holder: &Holder) -> Result<Box<dyn ServerLease>, EngineError>;
+    async fn lease(&self, holder: &Holder) -> Result<Box<dyn ServerLease>, DbError>;
 }
 
 /// One pair's cutover window, phase by phase. Every phase may be called again on a fresh
@@ -506,38 +492,24 @@ pub trait Window: Send {
     fn component(&self) -> String;
     /// Refuses unless replication is running, complete, close enough, and the fence would
     /// cover every writer. Changes nothing.
-    async fn gate(&mut self) -> Result<Gated, EngineError>;
+    async fn gate(&mut self) -> Result<Gated, DbError>;
     /// What the source has committed and the target applied, read now (the adaptive gate's
     /// samples); `None` when this engine or configuration cannot tell.
-    async fn progress(&mut self) -> Result<Option<Progress>, EngineError> {
+    async fn progress(&mut self) -> Result<Option<Progress>, DbError> {
         Ok(None)
     }
     /// Makes the source refuse the application and ends its sessions.
-    async fn fence(&mut self) -> Result<Fenced, EngineError>;
+    async fn fence(&mut self) -> Result<Fenced, DbError>;
     /// Waits, bounded, until the target has exactly what the fenced source committed.
-    async fn catch_up(&mut self) -> Result<CaughtUp, EngineError>;
+    async fn catch_up(&mut self) -> Result<CaughtUp, DbError>;
     /// Makes the target the writable primary. The point of no return for this pair.
-    async fn promote(&mut self) -> Result<Promoted, EngineError>;
+    async fn promote(&mut self) -> Result<Promoted, DbError>;
     /// After promotion: audits the old primary, sets up what replicates back, tidies up.
     async fn finish(&mut self) -> Finished;
     /// Undoes the window before promotion: the source serves again.
     async fn roll_back(&mut self) -> Rollback;
     /// The servers' true state.
-    async fn state(&mut self) -> Result<PairState, EngineError>;
-}
-
-impl From<crate::dberror::DbError> for EngineError {
-    fn from(e: crate::dberror::DbError) -> EngineError {
-        use crate::dberror::DbError;
-        match e {
-            DbError::Refused(why) => EngineError::Refused(why),
-            DbError::NotStarted(why) => EngineError::NotStarted(why),
-            DbError::Interrupted(why) => EngineError::Interrupted(why),
-            DbError::Behind(why) => EngineError::Behind(why),
-            DbError::Timeout { what, after } => EngineError::Timeout { what, after },
-            other => EngineError::Failed(other.to_string()),
-        }
-    }
+    async fn state(&mut self) -> Result<PairState, DbError>;
 }
 
 /// Progress of one pair's cutover, as it happens.
@@ -646,7 +618,7 @@ pub struct CutoverFailed {
     /// The phase that failed.
     pub phase: Phase,
     /// Why.
-    pub error: EngineError,
+    pub error: DbError,
     /// What happened to the source.
     pub rollback: Rollback,
 }
@@ -697,7 +669,7 @@ pub async fn cutover(
         on(&Event::Promoted {
             write_unavailable_ms: promoted.write_unavailable_ms,
         });
-        Ok::<_, (Phase, EngineError)>((fenced, caught_up, promoted))
+        Ok::<_, (Phase, DbError)>((fenced, caught_up, promoted))
     }
     .await;
     match inside {
@@ -756,7 +728,7 @@ impl Resumed {
 /// state: a promoted target goes forward (promotion completed, post-promotion work done); a
 /// fenced source with an unpromoted target is rolled back, or with `go_on` caught up and
 /// promoted; an unfenced source means there is nothing to resume.
-pub async fn resume(w: &mut dyn Window, go_on: bool) -> Result<Resumed, EngineError> {
+pub async fn resume(w: &mut dyn Window, go_on: bool) -> Result<Resumed, DbError> {
     let before = w.state().await?;
     let mut out = Resumed {
         component: w.component(),
@@ -767,7 +739,7 @@ pub async fn resume(w: &mut dyn Window, go_on: bool) -> Result<Resumed, EngineEr
         error: None,
         after: None,
     };
-    let forward = async |w: &mut dyn Window, catch_up: bool| -> Result<Finished, EngineError> {
+    let forward = async |w: &mut dyn Window, catch_up: bool| -> Result<Finished, DbError> {
         if catch_up {
             w.catch_up().await?;
         }

@@ -39,7 +39,7 @@ pub enum SecretRef {
 }
 
 /// Reading a secret failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretError {
     /// The environment variable is unset or not UTF-8.
     #[error("environment variable `{0}` is not set (export it before running cutover)")]
@@ -50,7 +50,7 @@ pub enum SecretError {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     /// The variable or file is empty.
     #[error("secret from {0} is empty")]
@@ -95,7 +95,7 @@ impl fmt::Display for SecretRef {
 fn read_first_line(path: &Path) -> Result<String, SecretError> {
     let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     })?;
     Ok(text.lines().next().unwrap_or("").trim_end().to_owned())
 }

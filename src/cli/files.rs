@@ -113,9 +113,7 @@ async fn run_preflight(entry: &Entry, human: bool) -> (bool, serde_json::Value) 
                     }
                 );
             }
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(r.passed());
-            (r.passed(), v)
+            super::with_ok(&r, r.passed())
         }
         Err(e) => failed(entry, human, &e),
     }
@@ -173,9 +171,7 @@ async fn run_pass(
                     outln!("  warning: {w}");
                 }
             }
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(true);
-            (true, v)
+            super::with_ok(&r, true)
         }
         Err(e) => failed(entry, human, &e),
     }
@@ -198,9 +194,7 @@ async fn run_verify(entry: &Entry, human: bool) -> (bool, serde_json::Value) {
                     }
                 );
             }
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(r.matches());
-            (r.matches(), v)
+            super::with_ok(&r, r.matches())
         }
         Err(e) => failed(entry, human, &e),
     }

@@ -454,6 +454,22 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
+/// A command's result as its JSON document with `ok` set; one that cannot be rendered is a
+/// failure that says so, never `null`.
+pub(crate) fn with_ok<T: serde::Serialize>(value: &T, ok: bool) -> (bool, serde_json::Value) {
+    match serde_json::to_value(value) {
+        Ok(mut v) => {
+            v["ok"] = json!(ok);
+            (ok, v)
+        }
+        Err(e) => {
+            let error = format!("cannot render the result as JSON: {e}");
+            errln!("error: {error}");
+            (false, json!({ "ok": false, "error": error }))
+        }
+    }
+}
+
 /// Prints a result (or its error) and returns (success, JSON).
 pub(crate) fn report<T: serde::Serialize, E: std::fmt::Display>(
     output: Output,
@@ -465,9 +481,7 @@ pub(crate) fn report<T: serde::Serialize, E: std::fmt::Display>(
             if output == Output::Human {
                 print(&value);
             }
-            let mut v = serde_json::to_value(&value).unwrap_or_default();
-            v["ok"] = json!(true);
-            (true, v)
+            with_ok(&value, true)
         }
         Err(e) => {
             if output == Output::Human {

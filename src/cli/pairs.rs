@@ -172,7 +172,7 @@ where
 /// `cutover --resume` of one pair: the library decides from the servers' state; this prints
 /// each server's state before and after, and what was done.
 pub async fn resume_pair(
-    window: Result<Box<dyn crate::engine::Window>, crate::engine::EngineError>,
+    window: Result<Box<dyn crate::engine::Window>, crate::engine::DbError>,
     name: &str,
     output: Output,
     go_on: bool,
@@ -203,10 +203,7 @@ pub async fn resume_pair(
                         crate::engine::Rollback::Failed { error } => {
                             errln!("  ROLLBACK FAILED: {error}")
                         }
-                        other => outln!(
-                            "  rolled back: {}",
-                            serde_json::to_string(other).unwrap_or_default()
-                        ),
+                        other => outln!("  rolled back: {other}"),
                     }
                 }
                 if let Some(f) = &r.finished {
@@ -235,9 +232,7 @@ pub async fn resume_pair(
                     }
                 }
             }
-            let ok = r.ok();
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(ok);
+            let (ok, mut v) = super::with_ok(&r, r.ok());
             v["pair"] = json!(name);
             (ok, v)
         }
@@ -297,7 +292,7 @@ pub async fn cutover_pair(
     kind: PairKind,
     output: Output,
 ) -> (bool, serde_json::Value) {
-    use crate::engine::{EngineError, Event, Rollback};
+    use crate::engine::{DbError, Event, Rollback};
     let human = output == Output::Human;
     let group = kind.command();
     let mut log = EventLog::new(name, output);
@@ -332,10 +327,8 @@ pub async fn cutover_pair(
                 }
                 outln!("  `cutover {group} cleanup` removes replication objects when you are done");
             }
-            let ok = r.ok();
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            let (ok, mut v) = super::with_ok(&r, r.ok());
             v["pair"] = json!(name);
-            v["ok"] = json!(ok);
             v["write_unavailable_ms"] = json!(r.promoted.write_unavailable_ms);
             v["events"] = events;
             (ok, v)
@@ -354,10 +347,10 @@ pub async fn cutover_pair(
                     Rollback::Failed { error } => errln!("  ROLLBACK FAILED: {error}"),
                 }
                 match &failed.error {
-                    EngineError::Interrupted(_) => errln!(
+                    DbError::Interrupted(_) => errln!(
                         "  fix: `cutover {group} status` shows each server's state; `cutover {group} cutover --resume --pair {name}` rolls the interrupted cutover back (add --continue to finish it)"
                     ),
-                    EngineError::NotStarted(_) => errln!(
+                    DbError::NotStarted(_) => errln!(
                         "  fix: run `cutover {group} start` first (and `cutover {group} status` to watch it)"
                     ),
                     _ => {}
@@ -368,6 +361,7 @@ pub async fn cutover_pair(
                 "ok": false,
                 "phase": failed.phase,
                 "error": failed.error.to_string(),
+                "error_kind": failed.error.kind(),
                 "rollback": failed.rollback,
                 "events": events,
             });
@@ -510,9 +504,7 @@ pub async fn verify_pair(
                     }
                 );
             }
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(r.matches());
-            (r.matches(), v)
+            super::with_ok(&r, r.matches())
         }
         Err(e) => {
             if output == Output::Human {
@@ -545,9 +537,7 @@ pub async fn cleanup_pair(
                     outln!("  kept: {line}");
                 }
             }
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["ok"] = json!(true);
-            (true, v)
+            super::with_ok(&r, true)
         }
         Err(e) => {
             if output == Output::Human {

@@ -57,7 +57,7 @@ pub fn run(args: RunArgs) -> u8 {
                 if human {
                     print_report(&report);
                 } else {
-                    outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    print_json(&report);
                 }
                 match outcome {
                     Outcome::Completed => EXIT_OK,
@@ -162,10 +162,7 @@ pub(super) fn render(r: &Record, began: Instant) {
             crate::engine::Rollback::Failed { error } => {
                 errln!("{t:>8.2}s      {component}: ROLLBACK FAILED: {error}")
             }
-            other => outln!(
-                "{t:>8.2}s      {component}: {}",
-                serde_json::to_string(other).unwrap_or_default()
-            ),
+            other => outln!("{t:>8.2}s      {component}: {other}"),
         },
         Entry::Note { text } => outln!("{t:>8.2}s  note: {text}"),
         Entry::Progress { text } => outln!("{t:>8.2}s      ... {text}"),
@@ -289,7 +286,7 @@ pub fn status(path: &Path, output: Output) -> u8 {
     match rt.block_on(run::status(&plan)) {
         Ok(s) => {
             match output {
-                Output::Json => outln!("{}", serde_json::to_string(&s).unwrap_or_default()),
+                Output::Json => print_json(&s),
                 Output::Human => {
                     outln!("migration `{}`", plan.migration.name);
                     match &s.run {
@@ -350,5 +347,13 @@ pub fn status(path: &Path, output: Output) -> u8 {
             errln!("cutover status: {e}");
             EXIT_FAILED
         }
+    }
+}
+
+/// One JSON document on stdout; one that cannot be rendered says so on stderr.
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => outln!("{text}"),
+        Err(e) => errln!("error: cannot render the result as JSON: {e}"),
     }
 }

@@ -22,7 +22,7 @@ impl Providers {
     /// The adapter for `record.provider`, built on first use.
     pub fn get(&self, record: &DnsRecord) -> Result<Arc<dyn DnsProvider>, DnsError> {
         // The settings name secrets by env/file only, so the key holds no secret.
-        let key = serde_json::to_string(&record.provider).unwrap_or_default();
+        let key = format!("{:?}", record.provider);
         let mut built = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(adapter) = built.get(&key) {
             return Ok(adapter.clone());

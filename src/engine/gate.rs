@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{EngineError, Gated, Progress, Unit, Window};
+use super::{DbError, Gated, Progress, Unit, Window};
 
 /// How often the backlog is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -165,7 +165,7 @@ struct Tracked {
 
 impl Tracked {
     /// Samples `w` once and predicts; `None`: it cannot tell its backlog.
-    async fn sample(&mut self, w: &mut dyn Window) -> Result<Option<Prediction>, EngineError> {
+    async fn sample(&mut self, w: &mut dyn Window) -> Result<Option<Prediction>, DbError> {
         let t = Instant::now();
         let Some(p) = w.progress().await? else {
             return Ok(None);
@@ -196,7 +196,7 @@ pub async fn wait_until_fits(
     w: &mut dyn Window,
     budget: Budget,
     say: &mut (dyn FnMut(String) + Send),
-) -> Result<Option<Waited>, EngineError> {
+) -> Result<Option<Waited>, DbError> {
     let started = Instant::now();
     let mut tracked = Tracked::default();
     let mut last_said = Instant::now();
@@ -212,7 +212,7 @@ pub async fn wait_until_fits(
         }
         let left = budget.timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Err(EngineError::Refused(format!(
+            return Err(DbError::Refused(format!(
                 "{}: the predicted window did not fit window_budget ({}) within gate_timeout ({}); nothing was fenced, the source serves: {}; what would help: {}",
                 w.component(),
                 humantime::format_duration(budget.window),
@@ -243,7 +243,7 @@ pub async fn wait_until_all_fit(
     windows: &mut [&mut Box<dyn Window>],
     budget: Budget,
     say: &mut (dyn FnMut(String) + Send),
-) -> Result<Vec<(String, Waited)>, EngineError> {
+) -> Result<Vec<(String, Waited)>, DbError> {
     let started = Instant::now();
     // `None`: a window that cannot tell its backlog, left to its fixed ceilings.
     let mut tracked: Vec<Option<Tracked>> =
@@ -284,7 +284,7 @@ pub async fn wait_until_all_fit(
         };
         let left = budget.timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Err(EngineError::Refused(format!(
+            return Err(DbError::Refused(format!(
                 "the pairs fenced together did not all fit window_budget ({}) at once within gate_timeout ({}); nothing was fenced, every source serves; not fitting: {}; what would help: {}",
                 humantime::format_duration(budget.window),
                 humantime::format_duration(budget.timeout),
@@ -309,20 +309,20 @@ pub async fn wait_until_all_fit(
 const REGATE_AFTER: Duration = Duration::from_secs(1);
 
 /// A pair's whole gate: its own checks, then (with a budget) the wait until its predicted
-/// window fits. A pair only behind a fixed ceiling ([`EngineError::Behind`]) is waited on,
+/// window fits. A pair only behind a fixed ceiling ([`DbError::Behind`]) is waited on,
 /// every other refusal stands; after a wait the pair's own checks run again, the ceilings as
 /// hard limits. Returns the gate and, when it waited, what it predicted.
 pub async fn gate(
     w: &mut dyn Window,
     budget: Option<Budget>,
     say: &mut (dyn FnMut(String) + Send),
-) -> Result<(Gated, Option<Waited>), EngineError> {
+) -> Result<(Gated, Option<Waited>), DbError> {
     let Some(budget) = budget else {
         return Ok((w.gate().await?, None));
     };
     let first = match w.gate().await {
         Ok(g) => Some(g),
-        Err(EngineError::Behind(why)) => {
+        Err(DbError::Behind(why)) => {
             say(format!(
                 "{}: {why}; waiting for the backlog to clear",
                 w.component()

@@ -4,8 +4,7 @@
 use super::cutover::MyWindow;
 use super::{Db, Pair, cleanup, heartbeat, preflight, start, verify, writers};
 use crate::engine::{
-    self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Watch,
-    Window,
+    self, Act, Cleaned, DbError, Preflighted, Probe, Reading, Replication, Verified, Watch, Window,
 };
 
 #[async_trait::async_trait]
@@ -64,7 +63,7 @@ impl engine::Pair for Pair {
         }
     }
 
-    async fn preflight(&self) -> Result<Preflighted, EngineError> {
+    async fn preflight(&self) -> Result<Preflighted, DbError> {
         let (mut s, mut t) = self.connect().await?;
         let r = preflight::run(self, &mut s, &mut t).await?;
         let by = if r.gtid {
@@ -82,16 +81,16 @@ impl engine::Pair for Pair {
             },
             findings: r.findings.clone(),
             tables: r.tables.len(),
-            detail: serde_json::to_value(&r).unwrap_or_default(),
+            detail: engine::to_json("the preflight report", &r)?,
         })
     }
 
-    async fn start(&self) -> Result<serde_json::Value, EngineError> {
+    async fn start(&self) -> Result<serde_json::Value, DbError> {
         let r = start::start(self).await?;
-        Ok(serde_json::to_value(&r).unwrap_or_default())
+        engine::to_json("the start report", &r)
     }
 
-    async fn probe(&self) -> Result<Box<dyn Probe>, EngineError> {
+    async fn probe(&self) -> Result<Box<dyn Probe>, DbError> {
         let (source, target) = self.connect().await?;
         Ok(Box::new(MyProbe {
             max_lag: self.plan.max_lag,
@@ -100,7 +99,7 @@ impl engine::Pair for Pair {
         }))
     }
 
-    async fn watch(&self) -> Result<Box<dyn Watch>, EngineError> {
+    async fn watch(&self) -> Result<Box<dyn Watch>, DbError> {
         let (source, target) = self.connect().await?;
         Ok(Box::new(MyWatch {
             pair: self.clone(),
@@ -109,34 +108,34 @@ impl engine::Pair for Pair {
         }))
     }
 
-    async fn window(&self, _resume: bool) -> Result<Box<dyn Window>, EngineError> {
+    async fn window(&self, _resume: bool) -> Result<Box<dyn Window>, DbError> {
         // A MySQL window always reads the servers for what a crashed process began.
         Ok(Box::new(MyWindow::open(self).await?))
     }
 
-    async fn prepare_reverse(&self) -> Result<String, EngineError> {
+    async fn prepare_reverse(&self) -> Result<String, DbError> {
         let mut old = self.source.connect().await?;
         writers::release_for_reverse(&mut old, &self.plan.name).await?;
         Ok("the old primary's account lock can be lifted by its promotion".to_owned())
     }
 
-    async fn keep_fenced(&self) -> Result<(), EngineError> {
+    async fn keep_fenced(&self) -> Result<(), DbError> {
         let mut old = self.source.connect().await?;
         Ok(writers::keep_locked(&mut old, &self.plan.name).await?)
     }
 
-    async fn verify(&self) -> Result<Verified, EngineError> {
+    async fn verify(&self) -> Result<Verified, DbError> {
         Ok(verify::verify(self, verify::CHUNK_ROWS).await?)
     }
 
-    async fn cleanup(&self) -> Result<Cleaned, EngineError> {
+    async fn cleanup(&self) -> Result<Cleaned, DbError> {
         Ok(cleanup::cleanup(self).await?)
     }
 
     async fn lease(
         &self,
         holder: &engine::Holder,
-    ) -> Result<Box<dyn engine::ServerLease>, EngineError> {
+    ) -> Result<Box<dyn engine::ServerLease>, DbError> {
         Ok(Box::new(super::lease::take(self, holder).await?))
     }
 }
@@ -151,7 +150,7 @@ struct MyProbe {
 
 #[async_trait::async_trait]
 impl Probe for MyProbe {
-    async fn read(&mut self) -> Result<Reading, EngineError> {
+    async fn read(&mut self) -> Result<Reading, DbError> {
         let lag = heartbeat::measure(&mut self.source, &mut self.target, self.max_lag).await?;
         Ok(match lag.replicated_after {
             Some(lag) => Reading {
@@ -182,7 +181,7 @@ struct MyWatch {
 
 #[async_trait::async_trait]
 impl Watch for MyWatch {
-    async fn replication(&mut self) -> Result<Replication, EngineError> {
+    async fn replication(&mut self) -> Result<Replication, DbError> {
         // The replica's own threads and Seconds_Behind: a reading writes no heartbeat to the
         // source; the source answers a ping, so an unreachable one reads as down.
         self.source.ping().await?;
@@ -223,7 +222,7 @@ impl Watch for MyWatch {
         })
     }
 
-    async fn state(&mut self) -> Result<engine::PairState, EngineError> {
+    async fn state(&mut self) -> Result<engine::PairState, DbError> {
         Ok(super::cutover::pair_state(&self.pair, &mut self.source, &mut self.target).await?)
     }
 }

@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::dialect::{SourceSpec, StartAt};
 use super::start::{configure_replica, create_replication_user, random_password, wait_running};
 use super::{Db, MyError, Pair, heartbeat, inventory, writers};
-use crate::engine::{self, EngineError};
+use crate::engine::{self, DbError};
 use crate::plan::{Neighbours, VerifyInWindow};
 
 /// Seconds the fence waits for a lock (a running commit) before failing.
@@ -958,18 +958,18 @@ impl engine::Window for MyWindow {
         format!("mysql {}", self.pair.plan.name)
     }
 
-    async fn gate(&mut self) -> Result<engine::Gated, EngineError> {
+    async fn gate(&mut self) -> Result<engine::Gated, DbError> {
         let lag = MyWindow::gate(self).await?;
         Ok(engine::Gated {
             lag: format!("{:.1} ms", ms(lag)),
         })
     }
 
-    async fn progress(&mut self) -> Result<Option<engine::Progress>, EngineError> {
+    async fn progress(&mut self) -> Result<Option<engine::Progress>, DbError> {
         Ok(MyWindow::progress(self).await?)
     }
 
-    async fn fence(&mut self) -> Result<engine::Fenced, EngineError> {
+    async fn fence(&mut self) -> Result<engine::Fenced, DbError> {
         let sessions_ended = MyWindow::fence(self).await?;
         let mut scope: Vec<String> = self
             .pair
@@ -993,7 +993,7 @@ impl engine::Window for MyWindow {
         })
     }
 
-    async fn catch_up(&mut self) -> Result<engine::CaughtUp, EngineError> {
+    async fn catch_up(&mut self) -> Result<engine::CaughtUp, DbError> {
         if self.started.is_none() {
             // A resumed window: the fence from the crashed run is re-applied (idempotent).
             MyWindow::fence(self).await?;
@@ -1002,7 +1002,7 @@ impl engine::Window for MyWindow {
         Ok(engine::CaughtUp { position })
     }
 
-    async fn promote(&mut self) -> Result<engine::Promoted, EngineError> {
+    async fn promote(&mut self) -> Result<engine::Promoted, DbError> {
         MyWindow::promote(self).await?;
         Ok(engine::Promoted {
             write_unavailable_ms: self.write_unavailable_ms,
@@ -1039,7 +1039,8 @@ impl engine::Window for MyWindow {
                 None => format!("{way} link: TLS as the servers default"),
             })
             .collect(),
-            detail: serde_json::to_value(&report).unwrap_or_default(),
+            detail: engine::to_json("the audit report", &report)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() })),
         }
     }
 
@@ -1077,7 +1078,7 @@ impl engine::Window for MyWindow {
         }
     }
 
-    async fn state(&mut self) -> Result<engine::PairState, EngineError> {
+    async fn state(&mut self) -> Result<engine::PairState, DbError> {
         Ok(MyWindow::state(self).await?)
     }
 }

@@ -78,7 +78,7 @@ impl Server {
                     server: self.label.clone(),
                     source: SecretError::File {
                         path: path.clone(),
-                        source: e,
+                        source: e.into(),
                     },
                 });
         }

@@ -147,7 +147,8 @@ async fn take_on(
         db.close().await;
         return Err(MyError::Refused(why));
     }
-    let text = serde_json::to_string(holder).unwrap_or_default();
+    let text = serde_json::to_string(holder)
+        .map_err(|e| MyError::failed("render the lease's holder", e))?;
     let recorded = async {
         db.run(
             "create cutover's local database",

@@ -4,8 +4,7 @@
 use super::cutover::PgWindow;
 use super::{Db, Pair, cleanup, fence, preflight, start, status, verify};
 use crate::engine::{
-    self, Act, Cleaned, EngineError, Preflighted, Probe, Reading, Replication, Verified, Watch,
-    Window,
+    self, Act, Cleaned, DbError, Preflighted, Probe, Reading, Replication, Verified, Watch, Window,
 };
 
 #[async_trait::async_trait]
@@ -79,7 +78,7 @@ impl engine::Pair for Pair {
         }
     }
 
-    async fn preflight(&self) -> Result<Preflighted, EngineError> {
+    async fn preflight(&self) -> Result<Preflighted, DbError> {
         let (s, t) = self.connect().await?;
         let r = preflight::run(self, &s, &t).await?;
         Ok(Preflighted {
@@ -91,16 +90,16 @@ impl engine::Pair for Pair {
             notes: Vec::new(),
             findings: r.findings.clone(),
             tables: r.tables.len(),
-            detail: serde_json::to_value(&r).unwrap_or_default(),
+            detail: engine::to_json("the preflight report", &r)?,
         })
     }
 
-    async fn start(&self) -> Result<serde_json::Value, EngineError> {
+    async fn start(&self) -> Result<serde_json::Value, DbError> {
         let r = start::start(self).await?;
-        Ok(serde_json::to_value(&r).unwrap_or_default())
+        engine::to_json("the start report", &r)
     }
 
-    async fn probe(&self) -> Result<Box<dyn Probe>, EngineError> {
+    async fn probe(&self) -> Result<Box<dyn Probe>, DbError> {
         let (source, target) = self.connect().await?;
         Ok(Box::new(PgProbe {
             pair: self.clone(),
@@ -109,7 +108,7 @@ impl engine::Pair for Pair {
         }))
     }
 
-    async fn watch(&self) -> Result<Box<dyn Watch>, EngineError> {
+    async fn watch(&self) -> Result<Box<dyn Watch>, DbError> {
         let (source, target) = self.connect().await?;
         Ok(Box::new(PgWatch {
             pair: self.clone(),
@@ -118,7 +117,7 @@ impl engine::Pair for Pair {
         }))
     }
 
-    async fn window(&self, resume: bool) -> Result<Box<dyn Window>, EngineError> {
+    async fn window(&self, resume: bool) -> Result<Box<dyn Window>, DbError> {
         Ok(if resume {
             Box::new(PgWindow::open_for_resume(self).await?)
         } else {
@@ -126,7 +125,7 @@ impl engine::Pair for Pair {
         })
     }
 
-    async fn prepare_reverse(&self) -> Result<String, EngineError> {
+    async fn prepare_reverse(&self) -> Result<String, DbError> {
         let old = self.source.connect().await?;
         let n = fence::reopen_for_reverse(&old, &self.names.pair).await?;
         Ok(format!(
@@ -134,23 +133,23 @@ impl engine::Pair for Pair {
         ))
     }
 
-    async fn keep_fenced(&self) -> Result<(), EngineError> {
+    async fn keep_fenced(&self) -> Result<(), DbError> {
         let old = self.source.connect().await?;
         Ok(fence::keep_after_promotion(&old, &self.names.pair).await?)
     }
 
-    async fn verify(&self) -> Result<Verified, EngineError> {
+    async fn verify(&self) -> Result<Verified, DbError> {
         Ok(verify::verify(self, verify::CHUNK_ROWS).await?)
     }
 
-    async fn cleanup(&self) -> Result<Cleaned, EngineError> {
+    async fn cleanup(&self) -> Result<Cleaned, DbError> {
         Ok(cleanup::cleanup(self).await?)
     }
 
     async fn lease(
         &self,
         holder: &engine::Holder,
-    ) -> Result<Box<dyn engine::ServerLease>, EngineError> {
+    ) -> Result<Box<dyn engine::ServerLease>, DbError> {
         Ok(Box::new(super::lease::take(self, holder).await?))
     }
 }
@@ -164,7 +163,7 @@ struct PgProbe {
 
 #[async_trait::async_trait]
 impl Probe for PgProbe {
-    async fn read(&mut self) -> Result<Reading, EngineError> {
+    async fn read(&mut self) -> Result<Reading, DbError> {
         let pair = &self.pair;
         let st = status::status(pair, &self.source, &self.target, None).await?;
         // A copy or apply that keeps failing (rows the target already has, a missing column)
@@ -179,7 +178,7 @@ impl Probe for PgProbe {
             .await?
             && row.get::<_, i64>(0) > 0
         {
-            return Err(EngineError::Refused(format!(
+            return Err(DbError::Refused(format!(
                 "the target fails to apply the initial copy or changes ({} error(s) so far): see the target's server log (often rows the target already had, e.g. the app writing there)",
                 row.get::<_, i64>(0)
             )));
@@ -213,7 +212,7 @@ struct PgWatch {
 
 #[async_trait::async_trait]
 impl Watch for PgWatch {
-    async fn replication(&mut self) -> Result<Replication, EngineError> {
+    async fn replication(&mut self) -> Result<Replication, DbError> {
         let st = status::status(&self.pair, &self.source, &self.target, None).await?;
         let mut exporter: Vec<engine::ExporterSample> =
             [&self.pair.plan.source, &self.pair.plan.target]
@@ -247,7 +246,7 @@ impl Watch for PgWatch {
         })
     }
 
-    async fn state(&mut self) -> Result<engine::PairState, EngineError> {
+    async fn state(&mut self) -> Result<engine::PairState, DbError> {
         Ok(super::cutover::pair_state(&self.pair, &self.source, &self.target).await?)
     }
 }

@@ -30,7 +30,7 @@ use super::db::{Db, PgError, ident, qualified};
 use super::names::{MARKER_TABLE, SCHEMA};
 use super::start::{create_subscription, own_tables, publish};
 use super::{Pair, catalog, fence, inventory, sequences, status, writers};
-use crate::engine::{self, EngineError};
+use crate::engine::{self, DbError};
 
 /// Longest wait for terminated app sessions to exit.
 const SESSION_EXIT_LIMIT: Duration = Duration::from_secs(10);
@@ -741,14 +741,14 @@ impl engine::Window for PgWindow {
         format!("postgres {}", self.pair.plan.name)
     }
 
-    async fn gate(&mut self) -> Result<engine::Gated, EngineError> {
+    async fn gate(&mut self) -> Result<engine::Gated, DbError> {
         let lag = PgWindow::gate(self).await?;
         Ok(engine::Gated {
             lag: format!("{lag} bytes"),
         })
     }
 
-    async fn progress(&mut self) -> Result<Option<engine::Progress>, EngineError> {
+    async fn progress(&mut self) -> Result<Option<engine::Progress>, DbError> {
         // WAL written on the source and WAL the subscriber reports applied (its walsender's
         // replay position: committed there, not waiting for its own WAL flush as the slot's
         // confirmed position does), both read on the source in one statement.
@@ -774,7 +774,7 @@ impl engine::Window for PgWindow {
         }))
     }
 
-    async fn fence(&mut self) -> Result<engine::Fenced, EngineError> {
+    async fn fence(&mut self) -> Result<engine::Fenced, DbError> {
         let sessions_ended = PgWindow::fence(self).await.map_err(|(_, e)| e)?;
         Ok(engine::Fenced {
             sessions_ended,
@@ -782,7 +782,7 @@ impl engine::Window for PgWindow {
         })
     }
 
-    async fn catch_up(&mut self) -> Result<engine::CaughtUp, EngineError> {
+    async fn catch_up(&mut self) -> Result<engine::CaughtUp, DbError> {
         if self.prepared.is_none() {
             // A resumed window: the fence is in place from the crashed run; re-apply it (it
             // keeps the first remembered state) so the marker can be committed.
@@ -792,7 +792,7 @@ impl engine::Window for PgWindow {
         Ok(engine::CaughtUp { position })
     }
 
-    async fn promote(&mut self) -> Result<engine::Promoted, EngineError> {
+    async fn promote(&mut self) -> Result<engine::Promoted, DbError> {
         let ms = PgWindow::promote(self).await.map_err(|(_, e)| e)?;
         Ok(engine::Promoted {
             write_unavailable_ms: ms,
@@ -816,7 +816,8 @@ impl engine::Window for PgWindow {
                 Some(false) => vec!["forward link in PLAINTEXT (pg_stat_ssl)".to_owned()],
                 None => Vec::new(),
             },
-            detail: serde_json::to_value(&report).unwrap_or_default(),
+            detail: engine::to_json("the audit report", &report)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() })),
         }
     }
 
@@ -824,7 +825,7 @@ impl engine::Window for PgWindow {
         PgWindow::roll_back(self).await
     }
 
-    async fn state(&mut self) -> Result<engine::PairState, EngineError> {
+    async fn state(&mut self) -> Result<engine::PairState, DbError> {
         Ok(PgWindow::state(self).await?)
     }
 }

@@ -75,7 +75,7 @@ impl Server {
             let text = std::fs::read_to_string(passfile).map_err(|source| {
                 secret_error(SecretError::File {
                     path: passfile.clone(),
-                    source,
+                    source: source.into(),
                 })
             })?;
             return Ok(passfile_lookup(&text, &self.endpoint));

@@ -135,7 +135,8 @@ async fn take_on(server: &Server, holder: &Holder) -> Result<Db, PgError> {
             qualified(SCHEMA, LEASE_TABLE)
         )));
     }
-    let text = serde_json::to_string(holder).unwrap_or_default();
+    let text = serde_json::to_string(holder)
+        .map_err(|e| PgError::failed("render the lease's holder", e))?;
     db.batch(
         "record the lease's holder",
         &format!(

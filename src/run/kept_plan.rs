@@ -45,8 +45,10 @@ pub fn read(plan: &Plan) -> Result<Option<Plan>, StateError> {
 
 /// What differs between the file's plan and the kept one, in words (empty: nothing).
 pub fn differences(file: &Plan, kept: &Plan) -> Vec<String> {
-    let as_json = |p: &Plan| serde_json::to_value(p).unwrap_or_default();
-    let (a, b) = (as_json(file), as_json(kept));
+    let (a, b) = match (serde_json::to_value(file), serde_json::to_value(kept)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return vec![format!("cannot compare the plans: {e}")],
+    };
     if a == b {
         return Vec::new();
     }

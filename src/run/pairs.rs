@@ -3,7 +3,7 @@
 //! [`crate::engine::Pair`] and [`crate::engine::Window`], never through an engine's own calls.
 
 use super::steps::Db;
-use crate::engine::{self, EngineError, Window};
+use crate::engine::{self, DbError, Window};
 use crate::plan::Plan;
 use crate::{mysql, postgres};
 
@@ -22,7 +22,7 @@ pub async fn open_window(
     db: Db,
     resume: bool,
     reverse: bool,
-) -> Result<Box<dyn Window>, EngineError> {
+) -> Result<Box<dyn Window>, DbError> {
     let mut p = pair(plan, db);
     if reverse {
         p = p.reversed();

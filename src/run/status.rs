@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::admit::RunError;
 use super::journal::{Entry, Outcome, Progress, last_run, step_line};
 use super::steps::{Db, Phase, databases, steps_for};
-use crate::engine::{EngineError, PairState};
+use crate::engine::{DbError, PairState};
 use crate::plan::Plan;
 use crate::state::{FileStore, StateDir, Store};
 
@@ -54,8 +54,7 @@ pub struct Status {
 pub trait States: Send {
     /// The servers' state of pair `db` of `plan`; `reverse`: seen backwards (a reverse
     /// cutover's resume reads them so).
-    async fn state(&mut self, plan: &Plan, db: Db, reverse: bool)
-    -> Result<PairState, EngineError>;
+    async fn state(&mut self, plan: &Plan, db: Db, reverse: bool) -> Result<PairState, DbError>;
 }
 
 /// Fresh connections for each reading, closed after it (the `status` command).
@@ -63,12 +62,7 @@ pub struct Connect;
 
 #[async_trait::async_trait]
 impl States for Connect {
-    async fn state(
-        &mut self,
-        plan: &Plan,
-        db: Db,
-        reverse: bool,
-    ) -> Result<PairState, EngineError> {
+    async fn state(&mut self, plan: &Plan, db: Db, reverse: bool) -> Result<PairState, DbError> {
         let mut pair = super::pairs::pair(plan, db);
         if reverse {
             pair = pair.reversed();

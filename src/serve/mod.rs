@@ -273,7 +273,9 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         .plans
         .iter()
         .map(|p| match readings.get(&p.migration.name) {
-            Some(r) => serde_json::to_value(r).unwrap_or_default(),
+            Some(r) => serde_json::to_value(r).unwrap_or_else(|e| {
+                serde_json::json!({ "migration": p.migration.name, "error": format!("cannot render the reading: {e}") })
+            }),
             None => serde_json::json!({ "migration": p.migration.name, "polled": false }),
         })
         .collect();

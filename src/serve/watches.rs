@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::collect::READ_TIMEOUT;
-use crate::engine::{EngineError, PairState, Replication, Watch};
+use crate::engine::{DbError, PairState, Replication, Watch};
 use crate::plan::Plan;
 use crate::run::Db;
 
@@ -54,11 +54,11 @@ fn backoff(failures: u32) -> Duration {
 }
 
 async fn bounded<T>(
-    what: impl std::future::Future<Output = Result<T, EngineError>>,
-) -> Result<T, EngineError> {
+    what: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
     match tokio::time::timeout(READ_TIMEOUT, what).await {
         Ok(r) => r,
-        Err(_) => Err(EngineError::Timeout {
+        Err(_) => Err(DbError::Timeout {
             what: "the server's answer".to_owned(),
             after: READ_TIMEOUT,
         }),
@@ -95,7 +95,7 @@ impl Watches {
         plan: &Plan,
         db: Db,
         key: &Key,
-    ) -> Result<&mut Box<dyn Watch>, EngineError> {
+    ) -> Result<&mut Box<dyn Watch>, DbError> {
         self.used.insert(key.clone());
         let failures = match self.kept.get(key) {
             Some(Slot::Open(_)) => 0,
@@ -106,7 +106,7 @@ impl Watches {
             }) => {
                 let now = Instant::now();
                 if now < *retry_at {
-                    return Err(EngineError::Failed(format!(
+                    return Err(DbError::Failed(format!(
                         "{error} (connecting again in {} s)",
                         retry_at.duration_since(now).as_secs() + 1
                     )));
@@ -133,11 +133,11 @@ impl Watches {
         }
         match self.kept.get_mut(key) {
             Some(Slot::Open(w)) => Ok(w),
-            _ => Err(EngineError::Failed("not connected".to_owned())),
+            _ => Err(DbError::Failed("not connected".to_owned())),
         }
     }
 
-    fn down(&mut self, key: &Key, failures_before: u32, e: &EngineError) {
+    fn down(&mut self, key: &Key, failures_before: u32, e: &DbError) {
         let failures = failures_before + 1;
         self.kept.insert(
             key.clone(),
@@ -150,7 +150,7 @@ impl Watches {
     }
 
     /// Where pair `db`'s replication stands, on the kept connections.
-    pub async fn replication(&mut self, plan: &Plan, db: Db) -> Result<Replication, EngineError> {
+    pub async fn replication(&mut self, plan: &Plan, db: Db) -> Result<Replication, DbError> {
         let key = Watches::key(plan, db, false);
         let w = self.open(plan, db, &key).await?;
         let read = bounded(w.replication()).await;
@@ -176,12 +176,7 @@ impl Watches {
 
 #[async_trait::async_trait]
 impl crate::run::States for Watches {
-    async fn state(
-        &mut self,
-        plan: &Plan,
-        db: Db,
-        reverse: bool,
-    ) -> Result<PairState, EngineError> {
+    async fn state(&mut self, plan: &Plan, db: Db, reverse: bool) -> Result<PairState, DbError> {
         let key = Watches::key(plan, db, reverse);
         let w = self.open(plan, db, &key).await?;
         let read = bounded(w.state()).await;

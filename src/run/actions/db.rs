@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Detail, Done};
 use crate::engine::gate::{self, Budget};
-use crate::engine::{EngineError, Window};
+use crate::engine::{DbError, Window};
 use crate::plan::Plan;
 use crate::run::pairs::pair;
 use crate::run::steps::{Db, Kind};
@@ -18,7 +18,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// Pause between readings while replication gets ready.
 const READY_POLL: Duration = Duration::from_millis(200);
 
-fn words(e: EngineError) -> String {
+fn words(e: DbError) -> String {
     e.to_string()
 }
 
