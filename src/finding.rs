@@ -23,6 +23,10 @@ pub enum Severity {
 /// One thing found on one server or host.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
+    /// The named check that found it (`privileges`, `fence-scope`); empty where a component
+    /// has no named checks.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub check: String,
     /// Which server or host (`source lab-source`, `target 127.0.0.1:5432`).
     pub server: String,
     /// How serious.
@@ -31,6 +35,17 @@ pub struct Finding {
     pub problem: String,
     /// What to change, there.
     pub fix: String,
+}
+
+impl Finding {
+    /// `[check] ` in front of a finding's server, or nothing.
+    pub fn label(&self) -> String {
+        if self.check.is_empty() {
+            String::new()
+        } else {
+            format!("[{}] ", self.check)
+        }
+    }
 }
 
 /// True when none of `findings` is an error.
@@ -43,7 +58,15 @@ pub fn errors_text(findings: &[Finding]) -> String {
     findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
-        .map(|f| format!("  {}: {}\n    fix: {}", f.server, f.problem, f.fix))
+        .map(|f| {
+            format!(
+                "  {}{}: {}\n    fix: {}",
+                f.label(),
+                f.server,
+                f.problem,
+                f.fix
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

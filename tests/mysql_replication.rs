@@ -180,6 +180,7 @@ async fn preflight_names_keyless_tables_and_target_leftovers_with_fixes() {
         .expect("target leftovers reported");
     assert!(leftover.server.starts_with("target") && leftover.fix.contains("drop"));
     assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(nokey.check, "databases-and-tables", "{nokey:?}");
     // The room the snapshot needs on the target, read from its @@datadir's filesystem.
     let room = report
         .findings
@@ -211,6 +212,10 @@ async fn preflight_names_keyless_tables_and_target_leftovers_with_fixes() {
     assert!(
         text.contains("server_id 1 is the same as the source's"),
         "{text}"
+    );
+    assert!(
+        text.contains("[binary-log] source") && text.contains("[server-ids] target"),
+        "each error names its check: {text}"
     );
     c.query_drop("SET GLOBAL binlog_format = 'ROW'")
         .await

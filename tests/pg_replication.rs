@@ -165,6 +165,15 @@ async fn preflight_names_tables_without_key_and_missing_roles_with_fixes() {
         .expect("the prepared transaction is named");
     assert_eq!(prepared.severity, Severity::Error);
     assert!(prepared.fix.contains("COMMIT PREPARED 'x'"), "{prepared:?}");
+    // Each finding names the check that found it, in the refusal text too.
+    assert_eq!(no_key.check, "replica-identity", "{no_key:?}");
+    assert_eq!(role.check, "app-roles", "{role:?}");
+    assert_eq!(prepared.check, "open-transactions", "{prepared:?}");
+    assert!(
+        report.errors_text().contains("[replica-identity] source"),
+        "{}",
+        report.errors_text()
+    );
     c.batch_execute("ROLLBACK PREPARED 'x'").await.unwrap();
     // The tables with keys are fine and the empty target gets its schema copied.
     assert!(report.copy_schema);

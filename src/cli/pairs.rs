@@ -451,8 +451,13 @@ pub fn print_findings(findings: &[Finding]) {
             Severity::Warning => "warning",
             Severity::Info => "note",
         };
+        let check = if f.check.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", f.check)
+        };
         outln!(
-            "  {mark}: [{}] {}\n      fix: {}",
+            "  {mark}{check}: [{}] {}\n      fix: {}",
             f.server,
             f.problem,
             f.fix

@@ -127,6 +127,7 @@ pub async fn run(entry: &Entry) -> Result<Report, FilesError> {
     let mut findings = Vec::new();
     let mut add = |side: &str, host: &Host, severity, problem: String, fix: String| {
         findings.push(Finding {
+            check: String::new(),
             server: label(side, host),
             severity,
             problem,

@@ -38,7 +38,11 @@ impl Report {
     }
 }
 
-struct Collector(Vec<Finding>);
+/// The findings so far, and the named check running now (every finding carries its name).
+struct Collector {
+    list: Vec<Finding>,
+    check: &'static str,
+}
 
 impl Collector {
     fn add(
@@ -48,7 +52,8 @@ impl Collector {
         problem: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        self.0.push(Finding {
+        self.list.push(Finding {
+            check: self.check.to_owned(),
             server: db.label.clone(),
             severity,
             problem: problem.into(),
@@ -197,7 +202,11 @@ pub async fn replicating(pair: &Pair, target: &mut Db) -> Result<bool, MyError> 
 
 /// Runs every check on both servers.
 pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report, MyError> {
-    let mut c = Collector(Vec::new());
+    let mut c = Collector {
+        list: Vec::new(),
+        check: "",
+    };
+    c.check = "distinct-servers";
     // Two distinct servers first: a replica of itself, or a fence on the only server the app
     // has, must never be attempted. A server's identity: its server_id plus where it keeps
     // its data (two servers may share an id by mistake; one server has one datadir).
@@ -222,13 +231,14 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         );
         return Ok(Report {
             pair: pair.plan.name.clone(),
-            findings: c.0,
+            findings: c.list,
             versions: (source.version.to_string(), target.version.to_string()),
             gtid: false,
             tables: Vec::new(),
             already_started: false,
         });
     }
+    c.check = "completed-cutover";
     // The old primary of a completed cutover: a new run would copy its stale rows over the
     // live side (another operator's plan, a state directory lost).
     let kept = writers::kept_locked(source, &pair.plan.name).await?;
@@ -245,6 +255,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
     }
     let already_started = replicating(pair, target).await?;
 
+    c.check = "xa-prepared";
     // Prepared XA transactions: their commit would come later, on whichever server their
     // transaction manager reaches, and a snapshot taken meanwhile holds no trace of them.
     for xid in super::writers::xa_prepared(source).await? {
@@ -256,6 +267,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         );
     }
 
+    c.check = "binary-log";
     // Binary log on the source (and on the target when it must feed reverse replication).
     let reverse = pair.plan.reverse_replication;
     for (db, needed) in [(&mut *source, true), (&mut *target, reverse)] {
@@ -288,6 +300,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         }
     }
 
+    c.check = "server-ids";
     // Distinct, non-zero server ids.
     let source_id = source.variable("server_id").await?.unwrap_or_default();
     let target_id = target.variable("server_id").await?.unwrap_or_default();
@@ -310,6 +323,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         );
     }
 
+    c.check = "flavour-and-version";
     // Flavours must match (MariaDB GTIDs and MySQL GTIDs do not mix).
     if source.flavour != target.flavour {
         c.add(
@@ -334,6 +348,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         );
     }
 
+    c.check = "gtid";
     // GTIDs.
     let gtid = match source.dialect {
         Dialect::Mariadb => true,
@@ -364,6 +379,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         c.add(target, Severity::Error, "log_slave_updates is off: after the cutover the old source could not follow the replicated history", "set `log_slave_updates = ON` in [mysqld] on the target");
     }
 
+    c.check = "privileges";
     // Privileges of the login users.
     for (db, needs) in [
         (
@@ -382,6 +398,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         }
     }
 
+    c.check = "databases-and-tables";
     // Databases and tables.
     let (all, keyless) = tables(source, &pair.plan.databases).await?;
     for database in &pair.plan.databases {
@@ -412,6 +429,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         target_room(&mut c, pair, source, target).await?;
     }
 
+    c.check = "snapshot-consistency";
     // Tables whose snapshot --single-transaction cannot make consistent while they are written.
     for database in &pair.plan.databases {
         let rows: Vec<(String, String)> = source
@@ -435,6 +453,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         }
     }
 
+    c.check = "fence-scope";
     // Fence scope: who else can write, and app users read_only does not bind.
     let accounts = writers::accounts(source, &pair.plan.databases).await?;
     fence_scope(&mut c, pair, source, &accounts);
@@ -473,6 +492,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         }
     }
 
+    c.check = "neighbours";
     // The other databases of the source server: read_only is server-wide.
     let neighbours = super::neighbours::read(pair, source).await?;
     let refused = super::neighbours::refusal(pair, &neighbours).is_some();
@@ -500,6 +520,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         }
     }
 
+    c.check = "transport";
     // Transport: how each of cutover's connections is protected, and the replica's link.
     for (db, endpoint) in [
         (&mut *source, &pair.plan.source),
@@ -563,6 +584,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         ),
     }
 
+    c.check = "time-zone-and-charset";
     // Time zone and character set.
     for name in [
         "time_zone",
@@ -578,7 +600,7 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
 
     Ok(Report {
         pair: pair.plan.name.clone(),
-        findings: c.0,
+        findings: c.list,
         versions: (
             format!("{} {:?}", source.version, source.flavour),
             format!("{} {:?}", target.version, target.flavour),

@@ -48,6 +48,8 @@ struct Findings<'a> {
     list: Vec<Finding>,
     source: &'a Db,
     target: &'a Db,
+    /// The check running now: every finding carries its name.
+    check: &'static str,
 }
 
 impl Findings<'_> {
@@ -57,6 +59,7 @@ impl Findings<'_> {
             Side::Target => self.target.server(),
         };
         self.list.push(Finding {
+            check: self.check.to_owned(),
             server: server.to_owned(),
             severity,
             problem,
@@ -74,15 +77,132 @@ impl Findings<'_> {
     }
 }
 
-/// Checks both servers of `pair`. Changes nothing.
+/// Checks both servers of `pair`, one named check after another (each finding carries its
+/// check's name). Changes nothing.
 pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgError> {
     let mut f = Findings {
         list: Vec::new(),
         source,
         target,
+        check: "distinct-servers",
     };
-    // Two distinct servers first: a subscription to its own cluster waits forever, and a fence
-    // on it would lock the app out of its only server.
+    if !distinct_servers(&mut f, source, target).await? {
+        return Ok(Report {
+            pair: pair.plan.name.clone(),
+            findings: f.list,
+            tables: Vec::new(),
+            identity_full: Vec::new(),
+            copy_schema: false,
+            already_started: false,
+            versions: (0, 0),
+            new_tables: Vec::new(),
+        });
+    }
+    let x = Facts::read(pair, source, target).await?;
+    f.check = "transport";
+    transport(&mut f, &x).await?;
+    f.check = "completed-cutover";
+    completed_cutover(&mut f, &x).await?;
+    f.check = "versions";
+    versions(&mut f, &x).await?;
+    f.check = "apply-workers";
+    apply_workers(&mut f, &x).await?;
+    f.check = "replication-links";
+    replication_links(&mut f, &x).await?;
+    f.check = "publisher-capacity";
+    publisher(&mut f, &x).await?;
+    f.check = "privileges";
+    privileges(&mut f, &x).await?;
+    f.check = "tables-in-scope";
+    tables_in_scope(&mut f, &x).await?;
+    f.check = "target-room";
+    if !x.already_started && !x.tables.is_empty() {
+        target_room(&mut f, pair, target, &x.tables).await;
+    }
+    f.check = "replica-identity";
+    let identity_full = replica_identity(&mut f, &x).await?;
+    f.check = "table-owners";
+    table_owners(&mut f, &x).await?;
+    f.check = "open-transactions";
+    open_transactions(&mut f, &x).await?;
+    f.check = "app-roles";
+    app_roles(&mut f, &x).await?;
+    f.check = "fence-scope";
+    fence_scope(&mut f, pair, source, &x.tables).await?;
+    f.check = "neighbours";
+    neighbours(&mut f, pair, source, target).await?;
+    f.check = "not-carried";
+    let source_inventory = inventory::Inventory::read(source).await?;
+    not_carried(&mut f, &source_inventory, &x.tables);
+    f.check = "target-schema";
+    let (copy_schema, new_tables) =
+        schema_on_target(&mut f, pair, source, target, &x.tables, x.already_started).await?;
+    if copy_schema || !new_tables.is_empty() {
+        roles_for_schema_copy(&mut f, source, target).await?;
+    }
+    Ok(Report {
+        pair: pair.plan.name.clone(),
+        findings: f.list,
+        tables: x.tables,
+        identity_full,
+        copy_schema,
+        already_started: x.already_started,
+        versions: x.versions,
+        new_tables,
+    })
+}
+
+/// What the checks read once and share.
+struct Facts<'a> {
+    pair: &'a Pair,
+    source: &'a Db,
+    target: &'a Db,
+    /// The pair's subscription exists (replication was started).
+    already_started: bool,
+    /// `max_sync_workers_per_subscription` on the target.
+    sync_workers: i64,
+    /// `server_version_num` of source and target.
+    versions: (i32, i32),
+    source_privs: catalog::Privileges,
+    target_privs: catalog::Privileges,
+    /// Tables in scope on the source, and names the plan gives that do not exist.
+    tables: Vec<Table>,
+    unknown: Vec<String>,
+}
+
+impl<'a> Facts<'a> {
+    async fn read(pair: &'a Pair, source: &'a Db, target: &'a Db) -> Result<Facts<'a>, PgError> {
+        let already_started = catalog::subscription(target, &pair.names.subscription)
+            .await?
+            .is_some();
+        let sync_workers: i64 = catalog::setting(target, "max_sync_workers_per_subscription")
+            .await?
+            .parse()
+            .unwrap_or(2);
+        let versions = (
+            catalog::version_num(source).await?,
+            catalog::version_num(target).await?,
+        );
+        let (tables, unknown) =
+            catalog::in_scope(catalog::tables(source).await?, &pair.plan.tables);
+        Ok(Facts {
+            pair,
+            source,
+            target,
+            already_started,
+            sync_workers,
+            versions,
+            source_privs: catalog::privileges(source).await?,
+            target_privs: catalog::privileges(target).await?,
+            tables,
+            unknown,
+        })
+    }
+}
+
+/// Two distinct servers first: a subscription to its own cluster waits forever, and a fence
+/// on it would lock the app out of its only server. `false`: the same cluster, stop here.
+async fn distinct_servers(f: &mut Findings<'_>, source: &Db, target: &Db) -> Result<bool, PgError> {
     match (
         inventory::identity(source).await,
         inventory::identity(target).await,
@@ -96,16 +216,7 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
                 ),
                 "point `target` at the new server (check host and port: 127.0.0.1 and localhost are the same machine)",
             );
-            return Ok(Report {
-                pair: pair.plan.name.clone(),
-                findings: f.list,
-                tables: Vec::new(),
-                identity_full: Vec::new(),
-                copy_schema: false,
-                already_started: false,
-                versions: (0, 0),
-                new_tables: Vec::new(),
-            });
+            return Ok(false);
         }
         (Err(e), _) | (_, Err(e)) => f.warning(
             Side::Source,
@@ -114,7 +225,12 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         ),
         _ => {}
     }
-    // Transport: what each connection is, and what the replication link will be.
+    Ok(true)
+}
+
+/// What each of cutover's connections is, and what the replication link will be.
+async fn transport(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let (pair, source, target) = (x.pair, x.source, x.target);
     for (side, db, endpoint) in [
         (Side::Source, source, &pair.plan.source),
         (Side::Target, target, &pair.plan.target),
@@ -154,8 +270,13 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
             "set the source's `sslrootcert` to a CA file that exists at the same path on the target server",
         );
     }
-    // The old primary of a completed cutover: a new run would copy its stale rows over the
-    // live side (another operator's plan, a state directory lost).
+    Ok(())
+}
+
+/// The old primary of a completed cutover: a new run would copy its stale rows over the live
+/// side (another operator's plan, a state directory lost).
+async fn completed_cutover(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let (pair, source) = (x.pair, x.source);
     let kept = super::fence::kept_after_promotion(source, &pair.names.pair).await?;
     if let Some((_, since)) = kept.first() {
         f.error(
@@ -167,33 +288,31 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
             "to move back, reverse that cutover from the state directory that ran it (`cutover run --rollback`); to move again, write a plan whose source is the current primary",
         );
     }
-    let already_started = catalog::subscription(target, &pair.names.subscription)
-        .await?
-        .is_some();
-    let sync_workers: i64 = catalog::setting(target, "max_sync_workers_per_subscription")
-        .await?
-        .parse()
-        .unwrap_or(2);
+    Ok(())
+}
 
-    let versions = (
-        catalog::version_num(source).await?,
-        catalog::version_num(target).await?,
-    );
-    if versions.1 / 10000 < versions.0 / 10000 {
+/// The target runs the same or a newer major version.
+async fn versions(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    if x.versions.1 / 10000 < x.versions.0 / 10000 {
         f.error(
             Side::Target,
             format!(
                 "target runs PostgreSQL {} but the source runs {}",
-                versions.1 / 10000,
-                versions.0 / 10000
+                x.versions.1 / 10000,
+                x.versions.0 / 10000
             ),
             "install the same or a newer major version on the target",
         );
     }
 
-    // Subscriber side: every enabled subscription holds an apply worker for good, and the
-    // initial copy needs one more; without a free one the copy waits forever, silently.
-    if !already_started {
+    Ok(())
+}
+
+/// Subscriber side: every enabled subscription holds an apply worker for good, and the initial
+/// copy needs one more; without a free one the copy waits forever, silently.
+async fn apply_workers(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let target = x.target;
+    if !x.already_started {
         let workers: i64 = catalog::setting(target, "max_logical_replication_workers")
             .await?
             .parse()
@@ -220,10 +339,15 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         }
     }
 
-    // The replication links as the subscribing servers will open them: their libpq reads the
-    // certificate paths on their own machine, so only they can prove the paths work.
+    Ok(())
+}
+
+/// The replication links as the subscribing servers will open them: their libpq reads the
+/// certificate paths on their own machine, so only they can prove the paths work.
+async fn replication_links(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let (pair, source, target) = (x.pair, x.source, x.target);
     let mut links = Vec::new();
-    if !already_started {
+    if !x.already_started {
         links.push((
             Side::Target,
             target,
@@ -275,29 +399,34 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         }
     }
 
-    // Publisher side: WAL, slots, senders.
+    Ok(())
+}
+
+/// Publisher side: WAL, slots, senders, for the forward link and the reverse one.
+async fn publisher(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let (pair, source, target) = (x.pair, x.source, x.target);
     publisher_capacity(
-        &mut f,
+        f,
         source,
         Side::Source,
         &pair.names.subscription,
-        if already_started { 0 } else { 1 + sync_workers },
+        if x.already_started {
+            0
+        } else {
+            1 + x.sync_workers
+        },
     )
     .await?;
     if pair.plan.reverse_replication {
-        publisher_capacity(
-            &mut f,
-            target,
-            Side::Target,
-            &pair.names.reverse_subscription,
-            1,
-        )
-        .await?;
+        publisher_capacity(f, target, Side::Target, &pair.names.reverse_subscription, 1).await?;
     }
+    Ok(())
+}
 
-    // Privileges.
-    let source_privs = catalog::privileges(source).await?;
-    let target_privs = catalog::privileges(target).await?;
+/// What cutover's roles may do on each server.
+async fn privileges(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let pair = x.pair;
+    let (source_privs, target_privs) = (&x.source_privs, &x.target_privs);
     if !source_privs.superuser {
         if !source_privs.replication {
             f.error(
@@ -343,7 +472,7 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
             format!(
                 "role `{}` is not a superuser; PostgreSQL {} only lets superusers create subscriptions",
                 target_privs.user,
-                versions.1 / 10000
+                x.versions.1 / 10000
             ),
             format!("ALTER ROLE {} SUPERUSER; (or log in as one)", ident(&target_privs.user)),
         );
@@ -356,25 +485,33 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         );
     }
 
-    // Tables in scope.
-    let (tables, unknown) = catalog::in_scope(catalog::tables(source).await?, &pair.plan.tables);
-    for name in unknown {
+    Ok(())
+}
+
+/// The plan's tables exist, and there is something to replicate.
+async fn tables_in_scope(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    for name in &x.unknown {
         f.error(
             Side::Source,
             format!("table `{name}` from the plan's `tables` does not exist"),
             "correct the name in `tables` (write it as schema.table)",
         );
     }
-    if tables.is_empty() {
+    if x.tables.is_empty() {
         f.error(
             Side::Source,
             "there are no tables to replicate",
             "create the schema on the source, or check `dbname`",
         );
     }
-    if !already_started && !tables.is_empty() {
-        target_room(&mut f, pair, target, &tables).await;
-    }
+    Ok(())
+}
+
+/// Every table can be updated through replication: a usable identity, or `REPLICA IDENTITY
+/// FULL` at start when the plan allows it (returned: those tables).
+async fn replica_identity(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<Vec<String>, PgError> {
+    let pair = x.pair;
+    let tables = &x.tables;
     let no_identity: Vec<String> = tables
         .iter()
         .filter(|t| !t.has_usable_identity())
@@ -403,8 +540,15 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
             );
         }
     }
+    Ok(identity_full)
+}
+
+/// Without superuser, cutover's role must own the tables it publishes.
+async fn table_owners(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let source = x.source;
+    let (source_privs, tables) = (&x.source_privs, &x.tables);
     if !source_privs.superuser {
-        let not_owned = tables_not_owned(source, &tables).await?;
+        let not_owned = tables_not_owned(source, tables).await?;
         if !not_owned.is_empty() {
             f.error(
                 Side::Source,
@@ -421,7 +565,12 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         }
     }
 
-    // Transactions that would block slot creation or the fence.
+    Ok(())
+}
+
+/// Transactions that would block slot creation or the fence.
+async fn open_transactions(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let source = x.source;
     for p in super::writers::prepared(source).await? {
         let gid = p.gid;
         f.error(
@@ -468,7 +617,12 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         }
     }
 
-    // Roles.
+    Ok(())
+}
+
+/// The app roles exist on both servers, and cutover does not log in as one it would block.
+async fn app_roles(f: &mut Findings<'_>, x: &Facts<'_>) -> Result<(), PgError> {
+    let (pair, source, target) = (x.pair, x.source, x.target);
     for (side, db) in [(Side::Source, source), (Side::Target, target)] {
         let found = catalog::roles(db, &pair.plan.app_roles).await?;
         for role in &pair.plan.app_roles {
@@ -487,8 +641,6 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
             }
         }
     }
-    fence_scope(&mut f, pair, source, &tables).await?;
-    neighbours(&mut f, pair, source, target).await?;
     for (side, endpoint) in [
         (Side::Source, &pair.plan.source),
         (Side::Target, &pair.plan.target),
@@ -502,27 +654,7 @@ pub async fn run(pair: &Pair, source: &Db, target: &Db) -> Result<Report, PgErro
         }
     }
 
-    // What replication does not carry.
-    let source_inventory = inventory::Inventory::read(source).await?;
-    not_carried(&mut f, &source_inventory, &tables);
-
-    // Extensions and schema on the target.
-    let (copy_schema, new_tables) =
-        schema_on_target(&mut f, pair, source, target, &tables, already_started).await?;
-    if copy_schema || !new_tables.is_empty() {
-        roles_for_schema_copy(&mut f, source, target).await?;
-    }
-
-    Ok(Report {
-        pair: pair.plan.name.clone(),
-        findings: f.list,
-        tables,
-        identity_full,
-        copy_schema,
-        already_started,
-        versions,
-        new_tables,
-    })
+    Ok(())
 }
 
 /// The schema copy replays `OWNER TO` and `GRANT ... TO` for every role the source's objects
