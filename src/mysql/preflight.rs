@@ -200,16 +200,72 @@ pub async fn replicating(pair: &Pair, target: &mut Db) -> Result<bool, MyError> 
         .any(|row| row.text("Source_User").as_deref() == Some(user.as_str())))
 }
 
-/// Runs every check on both servers.
+/// Runs every check on both servers, one named check after another (each finding carries
+/// its check's name). Changes nothing.
 pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report, MyError> {
     let mut c = Collector {
         list: Vec::new(),
-        check: "",
+        check: "distinct-servers",
     };
-    c.check = "distinct-servers";
-    // Two distinct servers first: a replica of itself, or a fence on the only server the app
-    // has, must never be attempted. A server's identity: its server_id plus where it keeps
-    // its data (two servers may share an id by mistake; one server has one datadir).
+    if !distinct_servers(&mut c, pair, source, target).await? {
+        return Ok(Report {
+            pair: pair.plan.name.clone(),
+            findings: c.list,
+            versions: (source.version.to_string(), target.version.to_string()),
+            gtid: false,
+            tables: Vec::new(),
+            already_started: false,
+        });
+    }
+    c.check = "completed-cutover";
+    completed_cutover(&mut c, pair, source, target).await?;
+    let already_started = replicating(pair, target).await?;
+    c.check = "xa-prepared";
+    xa_prepared(&mut c, pair, source, target).await?;
+    c.check = "binary-log";
+    binary_log(&mut c, pair, source, target).await?;
+    c.check = "server-ids";
+    server_ids(&mut c, pair, source, target).await?;
+    c.check = "flavour-and-version";
+    flavour_and_version(&mut c, pair, source, target).await?;
+    c.check = "gtid";
+    let gtid = gtid(&mut c, pair, source, target).await?;
+    c.check = "privileges";
+    privileges(&mut c, pair, source, target).await?;
+    c.check = "databases-and-tables";
+    let all = databases_and_tables(&mut c, pair, source, target, already_started).await?;
+    c.check = "snapshot-consistency";
+    snapshot_consistency(&mut c, pair, source, target).await?;
+    c.check = "fence-scope";
+    writers_and_accounts(&mut c, pair, source, target).await?;
+    c.check = "neighbours";
+    neighbours(&mut c, pair, source, target).await?;
+    c.check = "transport";
+    transport(&mut c, pair, source, target).await?;
+    c.check = "time-zone-and-charset";
+    time_zone_and_charset(&mut c, pair, source, target).await?;
+    Ok(Report {
+        pair: pair.plan.name.clone(),
+        findings: c.list,
+        versions: (
+            format!("{} {:?}", source.version, source.flavour),
+            format!("{} {:?}", target.version, target.flavour),
+        ),
+        gtid,
+        tables: all,
+        already_started,
+    })
+}
+
+/// Two distinct servers first: a replica of itself, or a fence on the only server the app
+/// has, must never be attempted. A server's identity: its server_id plus where it keeps
+/// its data (two servers may share an id by mistake; one server has one datadir).
+async fn distinct_servers(
+    c: &mut Collector,
+    _pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<bool, MyError> {
     let identity = "SELECT CONCAT_WS(' ', @@GLOBAL.server_id, @@GLOBAL.hostname, @@GLOBAL.port, @@GLOBAL.datadir)";
     let (s_id, t_id): (String, String) = (
         source
@@ -229,18 +285,19 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             ),
             "point `target` at the new server (check host and port: 127.0.0.1 and localhost are the same machine)",
         );
-        return Ok(Report {
-            pair: pair.plan.name.clone(),
-            findings: c.list,
-            versions: (source.version.to_string(), target.version.to_string()),
-            gtid: false,
-            tables: Vec::new(),
-            already_started: false,
-        });
+        return Ok(false);
     }
-    c.check = "completed-cutover";
-    // The old primary of a completed cutover: a new run would copy its stale rows over the
-    // live side (another operator's plan, a state directory lost).
+    Ok(true)
+}
+
+/// The old primary of a completed cutover: a new run would copy its stale rows over the
+/// live side (another operator's plan, a state directory lost).
+async fn completed_cutover(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    _target: &mut Db,
+) -> Result<(), MyError> {
     let kept = writers::kept_locked(source, &pair.plan.name).await?;
     if !kept.is_empty() {
         c.add(
@@ -253,11 +310,17 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             "to move back, reverse that cutover from the state directory that ran it (`cutover run --rollback`); to move again, write a plan whose source is the current primary",
         );
     }
-    let already_started = replicating(pair, target).await?;
+    Ok(())
+}
 
-    c.check = "xa-prepared";
-    // Prepared XA transactions: their commit would come later, on whichever server their
-    // transaction manager reaches, and a snapshot taken meanwhile holds no trace of them.
+/// Prepared XA transactions: their commit would come later, on whichever server their
+/// transaction manager reaches, and a snapshot taken meanwhile holds no trace of them.
+async fn xa_prepared(
+    c: &mut Collector,
+    _pair: &Pair,
+    source: &mut Db,
+    _target: &mut Db,
+) -> Result<(), MyError> {
     for xid in super::writers::xa_prepared(source).await? {
         c.add(
             source,
@@ -266,9 +329,16 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             format!("let the transaction manager finish it, or XA COMMIT {xid}; / XA ROLLBACK {xid};"),
         );
     }
+    Ok(())
+}
 
-    c.check = "binary-log";
-    // Binary log on the source (and on the target when it must feed reverse replication).
+/// Binary log on the source (and on the target when it must feed reverse replication).
+async fn binary_log(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<(), MyError> {
     let reverse = pair.plan.reverse_replication;
     for (db, needed) in [(&mut *source, true), (&mut *target, reverse)] {
         if !needed {
@@ -299,9 +369,16 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             );
         }
     }
+    Ok(())
+}
 
-    c.check = "server-ids";
-    // Distinct, non-zero server ids.
+/// Distinct, non-zero server ids.
+async fn server_ids(
+    c: &mut Collector,
+    _pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<(), MyError> {
     let source_id = source.variable("server_id").await?.unwrap_or_default();
     let target_id = target.variable("server_id").await?.unwrap_or_default();
     for (db, id) in [(&*source, &source_id), (&*target, &target_id)] {
@@ -322,9 +399,16 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             "give the target its own `server_id` in [mysqld] and restart it",
         );
     }
+    Ok(())
+}
 
-    c.check = "flavour-and-version";
-    // Flavours must match (MariaDB GTIDs and MySQL GTIDs do not mix).
+/// Flavours must match (MariaDB GTIDs and MySQL GTIDs do not mix).
+async fn flavour_and_version(
+    c: &mut Collector,
+    _pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<(), MyError> {
     if source.flavour != target.flavour {
         c.add(
             target,
@@ -347,9 +431,16 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             "replicating to an older server can fail on new syntax; upgrade the target first",
         );
     }
+    Ok(())
+}
 
-    c.check = "gtid";
-    // GTIDs.
+/// GTIDs.
+async fn gtid(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<bool, MyError> {
     let gtid = match source.dialect {
         Dialect::Mariadb => true,
         _ => {
@@ -374,13 +465,20 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
     }
     if source.flavour == Flavour::Mariadb
         && !on(&target.variable("log_slave_updates").await?)
-        && reverse
+        && pair.plan.reverse_replication
     {
         c.add(target, Severity::Error, "log_slave_updates is off: after the cutover the old source could not follow the replicated history", "set `log_slave_updates = ON` in [mysqld] on the target");
     }
+    Ok(gtid)
+}
 
-    c.check = "privileges";
-    // Privileges of the login users.
+/// Privileges of the login users.
+async fn privileges(
+    c: &mut Collector,
+    _pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<(), MyError> {
     for (db, needs) in [
         (
             &mut *source,
@@ -397,9 +495,17 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             c.add(db, Severity::Warning, format!("`{}` does not hold ALL PRIVILEGES ON *.*; cutover needs {needs}", db.label), "GRANT the listed privileges to cutover's user, or check the grants below if start fails");
         }
     }
+    Ok(())
+}
 
-    c.check = "databases-and-tables";
-    // Databases and tables.
+/// Databases and tables.
+async fn databases_and_tables(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+    already_started: bool,
+) -> Result<Vec<String>, MyError> {
     let (all, keyless) = tables(source, &pair.plan.databases).await?;
     for database in &pair.plan.databases {
         let exists: Option<(String,)> = source
@@ -426,11 +532,18 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
         if !on_target.is_empty() {
             c.add(target, Severity::Error, format!("the target already has tables in the replicated databases: {}", on_target.join(", ")), "drop those databases on the target (start copies them), or point the plan at an empty server");
         }
-        target_room(&mut c, pair, source, target).await?;
+        target_room(c, pair, source, target).await?;
     }
+    Ok(all)
+}
 
-    c.check = "snapshot-consistency";
-    // Tables whose snapshot --single-transaction cannot make consistent while they are written.
+/// Tables whose snapshot --single-transaction cannot make consistent while they are written.
+async fn snapshot_consistency(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    _target: &mut Db,
+) -> Result<(), MyError> {
     for database in &pair.plan.databases {
         let rows: Vec<(String, String)> = source
             .exec_all(
@@ -452,11 +565,18 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             );
         }
     }
+    Ok(())
+}
 
-    c.check = "fence-scope";
-    // Fence scope: who else can write, and app users read_only does not bind.
+/// Fence scope: who else can write, and app users read_only does not bind.
+async fn writers_and_accounts(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<(), MyError> {
     let accounts = writers::accounts(source, &pair.plan.databases).await?;
-    fence_scope(&mut c, pair, source, &accounts);
+    fence_scope(c, pair, source, &accounts);
     // Accounts live in the `mysql` schema, which is neither dumped nor replicated.
     let on_target = writers::accounts(target, &pair.plan.databases).await?;
     for a in accounts
@@ -491,9 +611,16 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             Some(_) => {}
         }
     }
+    Ok(())
+}
 
-    c.check = "neighbours";
-    // The other databases of the source server: read_only is server-wide.
+/// The other databases of the source server: read_only is server-wide.
+async fn neighbours(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    _target: &mut Db,
+) -> Result<(), MyError> {
     let neighbours = super::neighbours::read(pair, source).await?;
     let refused = super::neighbours::refusal(pair, &neighbours).is_some();
     for n in &neighbours {
@@ -519,9 +646,16 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             _ => c.add(source, Severity::Info, problem, "nothing to do"),
         }
     }
+    Ok(())
+}
 
-    c.check = "transport";
-    // Transport: how each of cutover's connections is protected, and the replica's link.
+/// Transport: how each of cutover's connections is protected, and the replica's link.
+async fn transport(
+    c: &mut Collector,
+    pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<(), MyError> {
     for (db, endpoint) in [
         (&mut *source, &pair.plan.source),
         (&mut *target, &pair.plan.target),
@@ -583,9 +717,16 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             "set the source's ssl_mode to `verify_identity` (with `ssl_ca`) to encrypt and verify the binlog stream",
         ),
     }
+    Ok(())
+}
 
-    c.check = "time-zone-and-charset";
-    // Time zone and character set.
+/// Time zone and character set.
+async fn time_zone_and_charset(
+    c: &mut Collector,
+    _pair: &Pair,
+    source: &mut Db,
+    target: &mut Db,
+) -> Result<(), MyError> {
     for name in [
         "time_zone",
         "system_time_zone",
@@ -597,16 +738,5 @@ pub async fn run(pair: &Pair, source: &mut Db, target: &mut Db) -> Result<Report
             c.add(target, Severity::Warning, format!("{name} differs: source {}, target {}", s.unwrap_or_default(), t.unwrap_or_default()), format!("set `{name}` on the target to the source's value so the app sees the same times and text"));
         }
     }
-
-    Ok(Report {
-        pair: pair.plan.name.clone(),
-        findings: c.list,
-        versions: (
-            format!("{} {:?}", source.version, source.flavour),
-            format!("{} {:?}", target.version, target.flavour),
-        ),
-        gtid,
-        tables: all,
-        already_started,
-    })
+    Ok(())
 }
