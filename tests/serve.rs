@@ -229,8 +229,8 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
         connects(&scrape(&http, &base).await),
     );
     assert!(
-        !before.0.is_empty() && !before.1.is_empty(),
-        "the poller holds sessions on both servers: {before:?}"
+        before.0.len() == 1 && before.1.len() == 1,
+        "two plans and a watch of the same servers share one session on each: {before:?}"
     );
     assert_eq!(before, after, "no new session across three polls");
     assert!(before.2.is_some_and(|n| n >= 1.0), "{before:?}");
@@ -646,7 +646,21 @@ async fn the_daemon_reads_a_mariadb_pair_on_the_same_sessions_poll_after_poll() 
     let plan_text = plan.display().to_string();
     let (code, _, err) = run(&["mysql", "start", &plan_text]);
     assert_eq!(code, 0, "{err}");
-    let daemon = start(&config(m.dir.path(), &plan, ""));
+    // A second team's plan of the same pair, and a `[[watch]]` of the replica: the daemon
+    // still holds one session per server for all three.
+    let other = write_plan(m.dir.path(), "my-too", &m.pair_toml());
+    let watch = format!(
+        "\n[[watch]]\nname = \"replica\"\nmysql = {{ host = \"127.0.0.1\", port = {}, user = \"cutover\", password_file = \"{}\" }}\n",
+        m.target.port,
+        m.target.password_file.display()
+    );
+    let config = config(m.dir.path(), &plan, &watch);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("plans = [\"{}\"]", plan.display()),
+        &format!("plans = [\"{}\", \"{}\"]", plan.display(), other.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = start(&config);
     let http = reqwest::Client::new();
     let component = [("migration", "my"), ("component", "mysql app-db")];
     until(&http, &daemon.base, "the pair up and replicating", |t| {
@@ -656,6 +670,12 @@ async fn the_daemon_reads_a_mariadb_pair_on_the_same_sessions_poll_after_poll() 
                 "cutover_replication_running",
                 &[("migration", "my"), ("stream", "app-db")],
             ) == Some(1.0)
+            && sample(
+                t,
+                "cutover_up",
+                &[("migration", "my-too"), ("component", "mysql app-db")],
+            ) == Some(1.0)
+            && sample(t, "mysql_up", &[("migration", "replica")]) == Some(1.0)
     })
     .await;
     let before = (
@@ -668,8 +688,8 @@ async fn the_daemon_reads_a_mariadb_pair_on_the_same_sessions_poll_after_poll() 
         mariadb_sessions(&m.target).await,
     );
     assert!(
-        !before.0.is_empty() && !before.1.is_empty(),
-        "the poller holds sessions on both servers: {before:?}"
+        before.0.len() == 1 && before.1.len() == 1,
+        "two plans and a watch of the same servers share one session on each: {before:?}"
     );
     assert_eq!(before, after, "no new session across three polls");
     let text = scrape(&http, &daemon.base).await;

@@ -100,7 +100,16 @@ impl engine::Pair for Pair {
     }
 
     async fn watch(&self) -> Result<Box<dyn Watch>, DbError> {
-        let (source, target) = self.connect().await?;
+        // One session per server for every watch that names it; a pair whose two ends are the
+        // same server keeps a second one of its own (a state reading holds both at once).
+        let source = super::shared::SharedServer::of(&self.source);
+        let mut target = super::shared::SharedServer::of(&self.target);
+        if source.same_server(&target) {
+            target = std::sync::Arc::new(super::shared::SharedServer::private(&self.target));
+        }
+        // Connected now, so a server that cannot be reached reads as down at once.
+        source.lock(&self.source.label).await?.keep();
+        target.lock(&self.target.label).await?.keep();
         Ok(Box::new(MyWatch {
             pair: self.clone(),
             source,
@@ -171,12 +180,12 @@ impl Probe for MyProbe {
     }
 }
 
-/// The daemon's kept connections to both servers of a pair (the source's is held so that an
-/// unreachable source reads as down).
+/// The daemon's kept sessions to both servers of a pair, shared with every other watch of the
+/// same servers (the source's is held so that an unreachable source reads as down).
 struct MyWatch {
     pair: Pair,
-    source: Db,
-    target: Db,
+    source: std::sync::Arc<super::shared::SharedServer>,
+    target: std::sync::Arc<super::shared::SharedServer>,
 }
 
 #[async_trait::async_trait]
@@ -184,8 +193,13 @@ impl Watch for MyWatch {
     async fn replication(&mut self) -> Result<Replication, DbError> {
         // The replica's own threads and Seconds_Behind: a reading writes no heartbeat to the
         // source; the source answers a ping, so an unreachable one reads as down.
-        self.source.ping().await?;
-        let target = &mut self.target;
+        {
+            let mut source = self.source.lock(&self.pair.source.label).await?;
+            source.ping().await?;
+            source.keep();
+        }
+        let mut session = self.target.lock(&self.pair.target.label).await?;
+        let target = &mut *session;
         let status_sql = target.dialect.replica_status();
         let source_words = target.flavour != super::dialect::Flavour::Mariadb
             && status_sql.starts_with("SHOW REPLICA");
@@ -210,6 +224,7 @@ impl Watch for MyWatch {
         if let Some(r) = row {
             exporter.extend(super::monitor::channel_samples(r, source_words));
         }
+        session.keep();
         Ok(Replication {
             exporter,
             running,
@@ -223,6 +238,19 @@ impl Watch for MyWatch {
     }
 
     async fn state(&mut self) -> Result<engine::PairState, DbError> {
-        Ok(super::cutover::pair_state(&self.pair, &mut self.source, &mut self.target).await?)
+        // Both sessions at once, always taken in the same order (by server) whichever end
+        // each is, so two watches of one pair in opposite directions cannot wait on each other.
+        let (source_label, target_label) = (&self.pair.source.label, &self.pair.target.label);
+        let (mut source, mut target) = if self.source.orders_before(&self.target) {
+            let source = self.source.lock(source_label).await?;
+            (source, self.target.lock(target_label).await?)
+        } else {
+            let target = self.target.lock(target_label).await?;
+            (self.source.lock(source_label).await?, target)
+        };
+        let state = super::cutover::pair_state(&self.pair, &mut source, &mut target).await?;
+        source.keep();
+        target.keep();
+        Ok(state)
     }
 }

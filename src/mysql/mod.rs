@@ -31,6 +31,7 @@ pub mod neighbours;
 pub mod parallel;
 pub mod preflight;
 pub mod resync;
+pub mod shared;
 pub mod snapshot;
 pub mod start;
 pub mod status;

@@ -190,7 +190,7 @@ impl crate::run::States for Watches {
 /// A `[[watch]]` entry's kept connection.
 enum Conn {
     Pg(crate::postgres::Db),
-    My(crate::mysql::Db),
+    My(std::sync::Arc<crate::mysql::shared::SharedServer>),
 }
 
 /// Polls one `[[watch]]` entry every `every` until `stop`: one connection kept between polls,
@@ -230,12 +230,17 @@ pub(crate) async fn watch_loop(
                     )
                     .await
                     .map(|r| r.map(Conn::Pg).map_err(|e| e.to_string())),
-                    Watched::Mysql { endpoint, .. } => tokio::time::timeout(
-                        READ_TIMEOUT,
-                        crate::mysql::db::Server::new("watched", endpoint).connect(),
-                    )
-                    .await
-                    .map(|r| r.map(Conn::My).map_err(|e| e.to_string())),
+                    Watched::Mysql { endpoint, .. } => {
+                        // The session every watch of this server shares (a plan's pairs too).
+                        let server = crate::mysql::db::Server::new("watched", endpoint);
+                        let shared = crate::mysql::shared::SharedServer::of(&server);
+                        tokio::time::timeout(READ_TIMEOUT, async {
+                            shared.lock(&server.label).await?.keep();
+                            Ok::<_, crate::mysql::MyError>(())
+                        })
+                        .await
+                        .map(|r| r.map(|()| Conn::My(shared)).map_err(|e| e.to_string()))
+                    }
                 };
                 match opened {
                     Ok(Ok(c)) => conn = Some(c),
@@ -255,15 +260,25 @@ pub(crate) async fn watch_loop(
                         )
                         .await
                         .map(|r| r.map_err(|e| e.to_string())),
-                        Conn::My(db) => {
-                            let heartbeat = match &watched {
-                                Watched::Mysql { heartbeat, .. } => heartbeat.as_ref(),
-                                Watched::Postgres { .. } => None,
+                        Conn::My(shared) => {
+                            let (heartbeat, label) = match &watched {
+                                Watched::Mysql {
+                                    heartbeat,
+                                    endpoint,
+                                    ..
+                                } => (
+                                    heartbeat.as_ref(),
+                                    format!("watched {}:{}", endpoint.host, endpoint.port),
+                                ),
+                                Watched::Postgres { .. } => (None, String::new()),
                             };
-                            tokio::time::timeout(
-                                READ_TIMEOUT,
-                                crate::mysql::monitor::samples(db, heartbeat),
-                            )
+                            tokio::time::timeout(READ_TIMEOUT, async {
+                                let mut session = shared.lock(&label).await?;
+                                let samples =
+                                    crate::mysql::monitor::samples(&mut session, heartbeat).await?;
+                                session.keep();
+                                Ok::<_, crate::mysql::MyError>(samples)
+                            })
                             .await
                             .map(|r| r.map_err(|e| e.to_string()))
                         }
