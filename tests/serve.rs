@@ -133,9 +133,32 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
     assert_eq!(code, 0, "{err}");
     wait_pg_ready(&plan).await;
 
-    let daemon = start(&config(pg.dir.path(), &plan, ""));
+    // A second team's plan of the same pair and a `[[watch]]` of the source database: one
+    // session per database still serves all of them.
+    let other = write_plan(pg.dir.path(), "m-too", &pg.pair_toml("shop", ""));
+    let watch = format!(
+        "\n[[watch]]\nname = \"shop-primary\"\npostgres = {{ host = \"127.0.0.1\", port = {}, dbname = \"shop\", user = \"postgres\", password_file = \"{}\" }}\n",
+        pg.source.port,
+        pg.source.password_file.display()
+    );
+    let config = config(pg.dir.path(), &plan, &watch);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("plans = [\"{}\"]", plan.display()),
+        &format!("plans = [\"{}\", \"{}\"]", plan.display(), other.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = start(&config);
     let http = reqwest::Client::new();
     let base = daemon.base.clone();
+    until(&http, &base, "the second plan and the watch read", |t| {
+        sample(
+            t,
+            "cutover_up",
+            &[("migration", "m-too"), ("component", "postgres shop")],
+        ) == Some(1.0)
+            && sample(t, "pg_up", &[("migration", "shop-primary")]) == Some(1.0)
+    })
+    .await;
 
     // The pair as the poller reads it: up, replicating, neither side fenced or promoted, and
     // no run yet.
@@ -230,7 +253,7 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
     );
     assert!(
         before.0.len() == 1 && before.1.len() == 1,
-        "two plans and a watch of the same servers share one session on each: {before:?}"
+        "two plans and a watch of the same databases share one session on each: {before:?}"
     );
     assert_eq!(before, after, "no new session across three polls");
     assert!(before.2.is_some_and(|n| n >= 1.0), "{before:?}");

@@ -109,9 +109,15 @@ impl engine::Pair for Pair {
     }
 
     async fn watch(&self) -> Result<Box<dyn Watch>, DbError> {
-        let (source, target) = self.connect().await?;
+        // One session per database for every watch that names it.
+        let shared = (
+            super::shared::SharedSession::of(&self.source),
+            super::shared::SharedSession::of(&self.target),
+        );
+        let (source, target) = tokio::try_join!(shared.0.session(), shared.1.session())?;
         Ok(Box::new(PgWatch {
             pair: self.clone(),
+            shared,
             source,
             target,
         }))
@@ -203,17 +209,44 @@ impl Probe for PgProbe {
     }
 }
 
-/// The daemon's kept connections to both servers of a pair.
+/// The daemon's kept sessions to both databases of a pair, shared with every other watch of
+/// the same databases.
 struct PgWatch {
     pair: Pair,
-    source: Db,
-    target: Db,
+    shared: (
+        std::sync::Arc<super::shared::SharedSession>,
+        std::sync::Arc<super::shared::SharedSession>,
+    ),
+    source: std::sync::Arc<Db>,
+    target: std::sync::Arc<Db>,
+}
+
+/// Forgets a watch's sessions when dropped armed: a reading that failed, or that its caller
+/// cancelled halfway (a timeout), hands neither session to the next watch.
+struct ForgetUnlessDone<'a> {
+    watch: &'a PgWatch,
+    done: bool,
+}
+
+impl Drop for ForgetUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.watch.shared.0.forget(&self.watch.source);
+            self.watch.shared.1.forget(&self.watch.target);
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Watch for PgWatch {
     async fn replication(&mut self) -> Result<Replication, DbError> {
+        let mut reading = ForgetUnlessDone {
+            watch: self,
+            done: false,
+        };
         let st = status::status(&self.pair, &self.source, &self.target, None).await?;
+        reading.done = true;
+        drop(reading);
         let mut exporter: Vec<engine::ExporterSample> =
             [&self.pair.plan.source, &self.pair.plan.target]
                 .iter()
@@ -247,6 +280,13 @@ impl Watch for PgWatch {
     }
 
     async fn state(&mut self) -> Result<engine::PairState, DbError> {
-        Ok(super::cutover::pair_state(&self.pair, &self.source, &self.target).await?)
+        let mut reading = ForgetUnlessDone {
+            watch: self,
+            done: false,
+        };
+        let state = super::cutover::pair_state(&self.pair, &self.source, &self.target).await?;
+        reading.done = true;
+        drop(reading);
+        Ok(state)
     }
 }

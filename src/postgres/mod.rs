@@ -35,6 +35,7 @@ pub mod neighbours;
 pub mod preflight;
 pub mod schema;
 pub mod sequences;
+pub mod shared;
 pub mod start;
 pub mod status;
 pub mod tls;

@@ -189,7 +189,10 @@ impl crate::run::States for Watches {
 
 /// A `[[watch]]` entry's kept connection.
 enum Conn {
-    Pg(crate::postgres::Db),
+    Pg(
+        std::sync::Arc<crate::postgres::shared::SharedSession>,
+        std::sync::Arc<crate::postgres::Db>,
+    ),
     My(std::sync::Arc<crate::mysql::shared::SharedServer>),
 }
 
@@ -220,16 +223,18 @@ pub(crate) async fn watch_loop(
         } else {
             if conn.is_none() {
                 let opened = match &watched {
-                    Watched::Postgres { endpoint, .. } => tokio::time::timeout(
-                        READ_TIMEOUT,
-                        crate::postgres::db::Server::new(
-                            crate::postgres::Side::Source,
-                            endpoint.clone(),
-                        )
-                        .connect(),
-                    )
-                    .await
-                    .map(|r| r.map(Conn::Pg).map_err(|e| e.to_string())),
+                    Watched::Postgres { endpoint, .. } => {
+                        // The session every watch of this database shares (a plan's pairs too).
+                        let shared = crate::postgres::shared::SharedSession::of(
+                            &crate::postgres::db::Server::new(
+                                crate::postgres::Side::Source,
+                                endpoint.clone(),
+                            ),
+                        );
+                        tokio::time::timeout(READ_TIMEOUT, shared.session())
+                            .await
+                            .map(|r| r.map(|db| Conn::Pg(shared, db)).map_err(|e| e.to_string()))
+                    }
                     Watched::Mysql { endpoint, .. } => {
                         // The session every watch of this server shares (a plan's pairs too).
                         let server = crate::mysql::db::Server::new("watched", endpoint);
@@ -254,7 +259,7 @@ pub(crate) async fn watch_loop(
                 None => Err("not connected".to_owned()),
                 Some(c) => {
                     let read = match c {
-                        Conn::Pg(db) => tokio::time::timeout(
+                        Conn::Pg(_, db) => tokio::time::timeout(
                             READ_TIMEOUT,
                             crate::postgres::monitor::samples(db),
                         )
@@ -290,7 +295,11 @@ pub(crate) async fn watch_loop(
         match &reading {
             Ok(_) => failures = 0,
             Err(e) => {
-                if conn.take().is_some() || failures == 0 {
+                let dropped = conn.take();
+                if let Some(Conn::Pg(shared, db)) = &dropped {
+                    shared.forget(db);
+                }
+                if dropped.is_some() || failures == 0 {
                     tracing::warn!(watch = watched.name(), error = %e, "reading failed");
                 }
                 if Instant::now() >= retry_at {
