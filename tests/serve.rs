@@ -1142,11 +1142,12 @@ async fn a_streaming_standby_and_its_primary_are_watched_without_a_plan() {
     let s = standby.connect("postgres").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let n: i64 = s
-            .query_one("SELECT count(*) FROM t", &[])
-            .await
-            .unwrap()
-            .get(0);
+        // Until the standby replays the CREATE TABLE, the table does not exist there.
+        let n: i64 = match s.query_one("SELECT count(*) FROM t", &[]).await {
+            Ok(row) => row.get(0),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+            Err(e) => panic!("reading the standby: {e}"),
+        };
         if n == 2 {
             break;
         }

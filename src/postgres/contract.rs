@@ -244,7 +244,15 @@ impl Watch for PgWatch {
             watch: self,
             done: false,
         };
-        let st = status::status(&self.pair, &self.source, &self.target, None).await?;
+        // Replication only: the fence comes with the pair's state, drift is `pg status`'s.
+        let st = status::read(
+            &self.pair,
+            &self.source,
+            &self.target,
+            None,
+            status::Depth::Replication,
+        )
+        .await?;
         reading.done = true;
         drop(reading);
         let mut exporter: Vec<engine::ExporterSample> =

@@ -79,7 +79,7 @@ pub struct Status {
 }
 
 /// Roles cutover blocks on each side.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct BlockedRoles {
     /// On the source (fenced).
     pub source: Vec<String>,
@@ -98,6 +98,19 @@ fn state_name(code: &str) -> &'static str {
     }
 }
 
+/// How much a status reading covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Everything `pg status` says: replication, the fence, prepared transactions and the
+    /// schema drift (two catalog inventories).
+    Full,
+    /// Replication only (subscription, tables' copy state, slot, lag, errors): what the
+    /// daemon's poll reads every second for every pair. Fence, prepared transactions and drift
+    /// are left empty: the daemon reads the fence with the pair's state, and drift is the
+    /// `pg status` and cutover gate's to find.
+    Replication,
+}
+
 /// Reads the status of `pair` from both servers. With `history_dir`, the retained-WAL figure is
 /// remembered there and a warning is given when it grew on each of the last samples.
 pub async fn status(
@@ -106,6 +119,18 @@ pub async fn status(
     target: &Db,
     history_dir: Option<&Path>,
 ) -> Result<Status, PgError> {
+    read(pair, source, target, history_dir, Depth::Full).await
+}
+
+/// Reads `pair`'s status to `depth` from both servers.
+pub async fn read(
+    pair: &Pair,
+    source: &Db,
+    target: &Db,
+    history_dir: Option<&Path>,
+    depth: Depth,
+) -> Result<Status, PgError> {
+    let full = depth == Depth::Full;
     let name = &pair.names.subscription;
     let sub = target
         .query_opt(
@@ -172,21 +197,29 @@ pub async fn status(
         replication_running: false,
         apply_errors: 0,
         sync_errors: 0,
-        prepared: super::writers::prepared(source).await?,
+        prepared: if full {
+            super::writers::prepared(source).await?
+        } else {
+            Vec::new()
+        },
         wal_retained_bytes: slot.as_ref().and_then(|r| r.get(2)),
         slot_wal_status: slot.as_ref().and_then(|r| r.get(3)),
-        blocked_roles: BlockedRoles {
-            source: fence::blocked(source, &pair.names.pair).await?,
-            target: fence::blocked(target, &pair.names.pair).await?,
-        },
-        fence_scope: BlockedRoles {
-            source: fence::blocked_described(source, &pair.names.pair).await?,
-            target: fence::blocked_described(target, &pair.names.pair).await?,
-        },
+        blocked_roles: BlockedRoles::default(),
+        fence_scope: BlockedRoles::default(),
         drift: Vec::new(),
         warnings: Vec::new(),
     };
-    if status.subscribed {
+    if full {
+        status.blocked_roles = BlockedRoles {
+            source: fence::blocked(source, &pair.names.pair).await?,
+            target: fence::blocked(target, &pair.names.pair).await?,
+        };
+        status.fence_scope = BlockedRoles {
+            source: fence::blocked_described(source, &pair.names.pair).await?,
+            target: fence::blocked_described(target, &pair.names.pair).await?,
+        };
+    }
+    if full && status.subscribed {
         let (tables, _) =
             super::catalog::in_scope(super::catalog::tables(source).await?, &pair.plan.tables);
         let scope: Vec<String> = tables.iter().map(|t| t.display_name()).collect();
