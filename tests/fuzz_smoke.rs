@@ -187,3 +187,124 @@ fn a_mutated_journal_is_read_without_a_panic() {
         let _ = cutover::run::last_run(&values);
     });
 }
+
+/// Real answers, encoded as servers send them: A, AAAA and CNAME records (two of them, one
+/// duplicated), NXDOMAIN, REFUSED.
+fn dns_answers() -> Vec<Vec<u8>> {
+    use hickory_proto::op::{Message, OpCode, ResponseCode};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+    use hickory_proto::rr::{Name, RData, Record};
+    let owner = Name::from_ascii("app.example.org.").unwrap();
+    let answer = |records: Vec<RData>, code: ResponseCode| {
+        let mut m = Message::response(7, OpCode::Query);
+        m.metadata.authoritative = true;
+        m.metadata.response_code = code;
+        for r in records {
+            m.add_answer(Record::from_rdata(owner.clone(), 300, r));
+        }
+        m.to_vec().unwrap()
+    };
+    vec![
+        answer(
+            vec![
+                RData::A(A::new(192, 0, 2, 10)),
+                RData::A(A::new(192, 0, 2, 11)),
+                RData::A(A::new(192, 0, 2, 10)),
+            ],
+            ResponseCode::NoError,
+        ),
+        answer(
+            vec![RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))],
+            ResponseCode::NoError,
+        ),
+        answer(
+            vec![RData::CNAME(CNAME(
+                Name::from_ascii("New.Example.NET.").unwrap(),
+            ))],
+            ResponseCode::NoError,
+        ),
+        answer(Vec::new(), ResponseCode::NXDomain),
+        answer(Vec::new(), ResponseCode::Refused),
+    ]
+}
+
+#[test]
+fn a_mutated_dns_answer_is_classified_without_a_panic() {
+    use cutover::dns::probe::{Question, Served, classify_bytes};
+    use cutover::plan::RecordType;
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], 53));
+    let question = |t| Question::new("app.example.org", t, server, false);
+    // The seeds read as what they are, so the mutations start from answers that parse.
+    let seeds = dns_answers();
+    assert_eq!(
+        classify_bytes(&question(RecordType::A), &seeds[0]),
+        Some(Served::Answer {
+            ttl: 300,
+            values: vec!["192.0.2.10".into(), "192.0.2.11".into()],
+            authoritative: true
+        })
+    );
+    assert_eq!(
+        classify_bytes(&question(RecordType::Cname), &seeds[2]),
+        Some(Served::Answer {
+            ttl: 300,
+            values: vec!["new.example.net".into()],
+            authoritative: true
+        })
+    );
+    assert_eq!(
+        classify_bytes(&question(RecordType::A), &seeds[4]),
+        Some(Served::Failed {
+            rcode: "Query Refused".into()
+        })
+    );
+    let parsed = std::sync::atomic::AtomicUsize::new(0);
+    fuzz("dns answer", &seeds, 2000, |input| {
+        for t in [RecordType::A, RecordType::Aaaa, RecordType::Cname] {
+            if classify_bytes(&question(t), input).is_some() {
+                parsed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    assert!(
+        parsed.into_inner() > 1000,
+        "the mutations still reach the classification"
+    );
+}
+
+#[test]
+fn provider_names_and_values_are_handled_without_a_panic() {
+    use cutover_providers::{RecordSet, RecordType, relative_name};
+    let seeds: Vec<Vec<u8>> = vec![
+        b"app.example.org.\nA\n192.0.2.10\n 192.0.2.11 \n".to_vec(),
+        b"www.Example.ORG\nCNAME\napp.example.org.\n".to_vec(),
+        b"example.org\nexample.org\n2001:db8::1\n".to_vec(),
+        b"[2001:db8::53]:5353\nAAAA\n::ffff:192.0.2.1\n".to_vec(),
+    ];
+    fuzz("provider values", &seeds, 2000, |input| {
+        let text = String::from_utf8_lossy(input);
+        let mut parts = text.splitn(3, '\n');
+        let (name, kind, values) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let values: Vec<String> = values.lines().map(str::to_owned).collect();
+        let _ = RecordType::parse(kind);
+        for t in [RecordType::A, RecordType::Aaaa, RecordType::Cname] {
+            let set = RecordSet::new(name, t, 300, &values);
+            let xml = cutover_providers::route53::change_batch_xml(std::slice::from_ref(&set));
+            // Values reach the XML document escaped: every <Value> holds text, no markup,
+            // and there is one per value.
+            let contents: Vec<&str> = xml
+                .split("<Value>")
+                .skip(1)
+                .map(|rest| rest.split("</Value>").next().unwrap_or(""))
+                .collect();
+            assert_eq!(contents.len(), set.values.len(), "{xml}");
+            assert!(contents.iter().all(|c| !c.contains('<')), "{xml}");
+        }
+        let _ = relative_name(name, kind);
+        let _ = cutover_providers::wire::server_address(name);
+    });
+}

@@ -144,14 +144,26 @@ pub async fn ask(question: &Question) -> Served {
     let rtype = wire_type(question.record_type);
     let mut message = wire::query_message(&question.name, rtype);
     message.metadata.recursion_desired = question.recursive;
-    let answer = match exchange(question.server, &message).await {
-        Ok(answer) => answer,
-        Err(e) => {
-            return Served::Unreachable {
-                error: e.to_string(),
-            };
-        }
-    };
+    match exchange(question.server, &message).await {
+        Ok(answer) => classify(question, &answer),
+        Err(e) => Served::Unreachable {
+            error: e.to_string(),
+        },
+    }
+}
+
+/// A server's answer in wire format, classified for `question`; `None` when the bytes are not
+/// a DNS message (the fuzz targets' entry: every byte of it comes from the network).
+pub fn classify_bytes(question: &Question, bytes: &[u8]) -> Option<Served> {
+    Message::from_vec(bytes)
+        .ok()
+        .map(|answer| classify(question, &answer))
+}
+
+/// What `answer` says about `question`: its records of the asked type and name (values
+/// normalised, sorted, without duplicates), none, or an error code.
+pub fn classify(question: &Question, answer: &Message) -> Served {
+    let rtype = wire_type(question.record_type);
     let authoritative = answer.metadata.authoritative;
     match answer.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {}

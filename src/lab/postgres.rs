@@ -213,8 +213,10 @@ impl Postgres {
                     "max_wal_senders=16".into(),
                     "-c".into(),
                     "max_logical_replication_workers=8".into(),
+                    // Room for the daemon's fleet benchmark: one session per database for
+                    // 300 pairs on one cluster.
                     "-c".into(),
-                    "max_connections=100".into(),
+                    "max_connections=400".into(),
                     "-c".into(),
                     "shared_buffers=32MB".into(),
                     "-c".into(),
