@@ -167,6 +167,7 @@ fn the_parsers_of_server_and_tool_answers_never_panic() {
         }
         let _ = cutover::mysql::dialect::parse_version(&text);
         let _ = cutover::mysql::cutover::gtid_sequences(&text);
+        let _ = cutover::mysql::cutover::gtid_count(&cutover::mysql::cutover::gtid_set(&text));
     });
 }
 

@@ -9,4 +9,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     let _ = cutover::mysql::dialect::parse_version(&text);
     let _ = cutover::mysql::cutover::gtid_sequences(&text);
+        let _ = cutover::mysql::cutover::gtid_count(&cutover::mysql::cutover::gtid_set(&text));
 });

@@ -301,6 +301,81 @@ pub fn gtid_sequences(list: &str) -> std::collections::BTreeMap<u32, u64> {
         .collect()
 }
 
+/// A MySQL GTID set (`@@GLOBAL.gtid_executed`: `uuid:1-5:7,uuid2[:tag]:1-3`, commas often
+/// followed by a newline) as sorted, merged intervals per source UUID (and tag, MySQL 8.4).
+/// Unreadable parts are skipped: a set that cannot be read counts as fewer transactions,
+/// which only makes the gate wait longer.
+pub fn gtid_set(text: &str) -> std::collections::BTreeMap<String, Vec<(u64, u64)>> {
+    let mut set: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    for member in text.split(',') {
+        let mut parts = member.trim().split(':');
+        let Some(uuid) = parts.next().map(str::trim).filter(|u| !u.is_empty()) else {
+            continue;
+        };
+        let mut key = uuid.to_ascii_lowercase();
+        for part in parts {
+            let part = part.trim();
+            let interval = match part.split_once('-') {
+                Some((a, b)) => a.parse::<u64>().ok().zip(b.parse::<u64>().ok()),
+                None => part.parse::<u64>().ok().map(|n| (n, n)),
+            };
+            match interval {
+                Some((a, b)) if a <= b && a > 0 => set.entry(key.clone()).or_default().push((a, b)),
+                Some(_) => {}
+                // A tag names the transactions after it (`uuid:tag:1-3`).
+                None => key = format!("{}:{}", uuid.to_ascii_lowercase(), part),
+            }
+        }
+    }
+    for intervals in set.values_mut() {
+        intervals.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+        for &(a, b) in intervals.iter() {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        *intervals = merged;
+    }
+    set
+}
+
+/// Transactions in a GTID set.
+pub fn gtid_count(set: &std::collections::BTreeMap<String, Vec<(u64, u64)>>) -> u64 {
+    set.values()
+        .flatten()
+        .map(|(a, b)| b - a + 1)
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Transactions of `source` that `target` also has (per UUID and tag): what the target
+/// applied of what the source committed, whatever else the target executed itself.
+pub fn gtid_overlap(
+    source: &std::collections::BTreeMap<String, Vec<(u64, u64)>>,
+    target: &std::collections::BTreeMap<String, Vec<(u64, u64)>>,
+) -> u64 {
+    let mut n = 0u64;
+    for (key, ours) in source {
+        let Some(theirs) = target.get(key) else {
+            continue;
+        };
+        let (mut i, mut j) = (0, 0);
+        while i < ours.len() && j < theirs.len() {
+            let (a, b) = (ours[i].0.max(theirs[j].0), ours[i].1.min(theirs[j].1));
+            if a <= b {
+                n = n.saturating_add(b - a + 1);
+            }
+            if ours[i].1 < theirs[j].1 {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+    }
+    n
+}
+
 /// One pair's window, phase by phase ([`crate::engine::Window`]). Each phase reads the
 /// servers' state, so a fresh window can finish or undo what a crashed process left.
 pub struct MyWindow {
@@ -890,7 +965,20 @@ impl MyWindow {
     pub async fn progress(&mut self) -> Result<Option<engine::Progress>, MyError> {
         if self.gtid {
             if self.source.flavour != super::dialect::Flavour::Mariadb {
-                return Ok(None);
+                // MySQL: transactions per source UUID, what the source executed against what
+                // the replica executed of it.
+                let committed = self.source.variable("gtid_executed").await?;
+                let applied = self.target.variable("gtid_executed").await?;
+                let (Some(committed), Some(applied)) = (committed, applied) else {
+                    return Ok(None);
+                };
+                let source = gtid_set(&committed);
+                return Ok(Some(engine::Progress {
+                    committed: gtid_count(&source),
+                    applied: gtid_overlap(&source, &gtid_set(&applied)),
+                    unit: engine::Unit::Transactions,
+                    settled: 0,
+                }));
             }
             let committed = self.source.variable("gtid_binlog_pos").await?;
             let applied = self.target.variable("gtid_slave_pos").await?;
@@ -1080,5 +1168,45 @@ impl engine::Window for MyWindow {
 
     async fn state(&mut self) -> Result<engine::PairState, DbError> {
         Ok(MyWindow::state(self).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{gtid_count, gtid_overlap, gtid_set};
+
+    const A: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    const B: &str = "4f2b0c1d-71ca-11e1-9e33-c80aa9429562";
+
+    #[test]
+    fn a_gtid_set_is_read_as_mysql_prints_it() {
+        // Newlines after commas, single transactions, overlapping and adjacent intervals,
+        // upper case, a tag (MySQL 8.4), and parts that are not GTIDs at all.
+        let set = gtid_set(&format!(
+            "{A}:1-5:7:6:10-12,\n{}:1-3,\n{B}:orders:1-4, junk, {B}:0, {B}:9-2",
+            B.to_uppercase()
+        ));
+        assert_eq!(set[A], vec![(1, 7), (10, 12)]);
+        assert_eq!(set[B], vec![(1, 3)]);
+        assert_eq!(set[&format!("{B}:orders")], vec![(1, 4)]);
+        assert_eq!(gtid_count(&set), 7 + 3 + 3 + 4);
+        assert_eq!(gtid_count(&gtid_set("")), 0);
+    }
+
+    #[test]
+    fn the_target_counts_only_what_it_applied_of_the_source() {
+        let source = gtid_set(&format!("{A}:1-100,{B}:1-10"));
+        // The replica is 20 transactions behind on A, has all of B, and executed 50 of its
+        // own (another UUID) that are no part of the source's history.
+        let target = gtid_set(&format!(
+            "{A}:1-80,{B}:1-10,aaaaaaaa-0000-0000-0000-000000000000:1-50"
+        ));
+        assert_eq!(gtid_count(&source), 110);
+        assert_eq!(gtid_overlap(&source, &target), 90);
+        // A gap in the middle (parallel apply out of order) is not counted as applied.
+        let target = gtid_set(&format!("{A}:1-40:46-100,{B}:1-10"));
+        assert_eq!(gtid_overlap(&source, &target), 105);
+        assert_eq!(gtid_overlap(&source, &source), gtid_count(&source));
+        assert_eq!(gtid_overlap(&source, &gtid_set("")), 0);
     }
 }
