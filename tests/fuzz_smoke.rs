@@ -309,3 +309,69 @@ fn provider_names_and_values_are_handled_without_a_panic() {
         let _ = cutover_providers::wire::server_address(name);
     });
 }
+
+/// pgoutput protocol-1 messages, cut at 0xFE as the `pgoutput` fuzz target cuts its input.
+fn pgoutput_seeds() -> Vec<Vec<u8>> {
+    let relation = |relid: u32, schema: &str, name: &str| {
+        let mut m = vec![b'R'];
+        m.extend(relid.to_be_bytes());
+        m.extend(schema.as_bytes());
+        m.push(0);
+        m.extend(name.as_bytes());
+        m.extend([0, b'd', 0, 1]);
+        m
+    };
+    let change = |kind: u8, relid: u32| {
+        let mut m = vec![kind];
+        m.extend(relid.to_be_bytes());
+        m.extend([b'N', 0, 0]);
+        m
+    };
+    let mut truncate = vec![b'T'];
+    truncate.extend(1u32.to_be_bytes());
+    truncate.push(0);
+    truncate.extend(16384u32.to_be_bytes());
+    let join = |messages: Vec<Vec<u8>>| messages.join(&0xFEu8);
+    vec![
+        join(vec![
+            vec![b'B', 0, 0, 0],
+            relation(16384, "public", "writes"),
+            change(b'I', 16384),
+            change(b'U', 16384),
+            change(b'D', 16384),
+            truncate.clone(),
+            vec![b'C', 0],
+        ]),
+        join(vec![
+            vec![b'B', 0, 0, 0],
+            b"O\0\0\0\0\0\0\0\0pg_1\0".to_vec(),
+            change(b'I', 16384),
+            vec![b'C', 0],
+        ]),
+    ]
+}
+
+#[test]
+fn mutated_pgoutput_messages_are_counted_without_a_panic() {
+    let decode = |input: &[u8]| {
+        let messages: Vec<(String, Vec<u8>)> = input
+            .split(|b| *b == 0xFE)
+            .map(|m| ("1".to_owned(), m.to_vec()))
+            .collect();
+        cutover::postgres::writers::count_writes(&messages, "cutover")
+    };
+    let seeds = pgoutput_seeds();
+    assert_eq!(decode(&seeds[0]).rows(), 4, "the seed reads as it is");
+    fuzz("pgoutput", &seeds, 3000, |input| {
+        let _ = decode(input).describe();
+    });
+    // A TRUNCATE that claims four billion relations holds one: counted once, at once.
+    let mut huge = vec![b'T'];
+    huge.extend(u32::MAX.to_be_bytes());
+    huge.push(0);
+    huge.extend(16384u32.to_be_bytes());
+    let started = std::time::Instant::now();
+    let audit = decode(&[vec![b'B', 0, 0, 0], huge, vec![b'C', 0]].join(&0xFEu8));
+    assert_eq!(audit.rows(), 1, "{audit:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}

@@ -384,7 +384,8 @@ pub fn count_writes(messages: &[(String, Vec<u8>)], own_schema: &str) -> OldPrim
                 }
             }
             b'T' => {
-                let n = be_u32(rest).unwrap_or(0) as usize;
+                // The count comes from the message: never loop past the relids it holds.
+                let n = (be_u32(rest).unwrap_or(0) as usize).min(rest.len().saturating_sub(5) / 4);
                 for i in 0..n {
                     let at = 5 + 4 * i;
                     if let Some(relid) = rest.get(at..).and_then(be_u32) {
