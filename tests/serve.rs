@@ -388,15 +388,32 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
     }
 
     // The target dies: the next polls say so, and scrapes keep being answered at once.
+    let pair = [("migration", "m"), ("component", "postgres shop")];
+    let read_at = sample(&text, "cutover_last_success_timestamp_seconds", &pair);
+    assert!(read_at.is_some_and(|t| t > 1.7e9), "{text}");
     pg.target.process().kill();
     let text = until(&http, &base, "the pair down", |t| {
-        sample(
-            t,
-            "cutover_up",
-            &[("migration", "m"), ("component", "postgres shop")],
-        ) == Some(0.0)
+        sample(t, "cutover_up", &pair) == Some(0.0)
     })
     .await;
+    // Down, it keeps the time it was last read, which stops moving.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = scrape(&http, &base).await;
+    let last = sample(&later, "cutover_last_success_timestamp_seconds", &pair);
+    assert!(
+        last.is_some_and(|t| t >= read_at.unwrap_or(0.0))
+            && last == sample(&text, "cutover_last_success_timestamp_seconds", &pair),
+        "{last:?} then {:?}",
+        sample(&text, "cutover_last_success_timestamp_seconds", &pair)
+    );
+    assert!(
+        sample(
+            &later,
+            "cutover_last_poll_timestamp_seconds",
+            &[("migration", "m")]
+        ) > last,
+        "polls go on while the pair is down"
+    );
     assert!(
         sample(
             &text,

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub registry: Registry,
     up: GaugeVec,
     last_poll: GaugeVec,
+    last_success: GaugeVec,
     poll_seconds: GaugeVec,
     phase: GaugeVec,
     steps_done: GaugeVec,
@@ -188,6 +189,12 @@ impl Metrics {
                 "When the last poll of the migration ended",
                 &m,
             ),
+            last_success: gauge(
+                &r,
+                "cutover_last_success_timestamp_seconds",
+                "When the component was last read (kept while it is down: how long it has been)",
+                &mc,
+            ),
             poll_seconds: gauge(
                 &r,
                 "cutover_poll_duration_seconds",
@@ -324,6 +331,11 @@ impl Metrics {
         self.up
             .with_label_values(&[name, &component])
             .set(if ok { 1.0 } else { 0.0 });
+        if ok {
+            self.last_success
+                .with_label_values(&[name, &component])
+                .set(super::collect::now());
+        }
         let Ok(mut e) = self.exporter.lock() else {
             return;
         };
@@ -391,6 +403,11 @@ pub fn record(m: &Metrics, snap: &Snapshot) -> PlanReading {
     let mut up = |component: &str, ok: bool, text: String| {
         m.up.with_label_values(&[name, component])
             .set(if ok { 1.0 } else { 0.0 });
+        if ok {
+            m.last_success
+                .with_label_values(&[name, component])
+                .set(snap.at);
+        }
         components.push(Reading {
             component: component.to_owned(),
             up: ok,
