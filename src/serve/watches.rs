@@ -72,20 +72,21 @@ impl Watches {
     }
 
     fn key(plan: &Plan, db: Db, reverse: bool) -> Key {
+        // The settings' `Debug` text: secrets appear by reference only.
         let (component, settings) = match db {
             Db::Postgres(i) => (
                 format!("postgres {}", plan.postgres[i].name),
-                serde_json::to_string(&plan.postgres[i]),
+                format!("{:?}", plan.postgres[i]),
             ),
             Db::Mysql(i) => (
                 format!("mysql {}", plan.mysql[i].name),
-                serde_json::to_string(&plan.mysql[i]),
+                format!("{:?}", plan.mysql[i]),
             ),
         };
         Key {
             component,
             reverse,
-            settings: settings.unwrap_or_default(),
+            settings,
         }
     }
 
