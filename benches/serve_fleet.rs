@@ -103,8 +103,6 @@ async fn measure(
     let (mut child, base) = start_daemon(&config);
     let pid = child.id();
     let http = reqwest::Client::new();
-    // Let every plan be polled once before measuring.
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let scrape = |http: reqwest::Client, base: String| async move {
         http.get(format!("{base}/metrics"))
             .send()
@@ -114,6 +112,28 @@ async fn measure(
             .await
             .unwrap()
     };
+    // Every plan polled once before measuring (the first poll connects every session).
+    let began = Instant::now();
+    loop {
+        let text = scrape(http.clone(), base.clone()).await;
+        let polled = text
+            .lines()
+            .filter(|l| l.starts_with("cutover_last_poll_timestamp_seconds{"))
+            .count();
+        if polled >= pairs as usize {
+            println!(
+                "{pairs} pairs: every plan polled once after {:.1} s",
+                began.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "only {polled} of {pairs} plans polled after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let connects0 = connects_in(&scrape(http.clone(), base.clone()).await);
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();

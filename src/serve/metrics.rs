@@ -34,6 +34,9 @@ const PHASES: [Phase; 10] = [
 pub struct Metrics {
     /// Everything `/metrics` encodes.
     pub registry: Registry,
+    /// The exposition as last rendered, and when: a scrape hands these bytes out instead of
+    /// encoding every family of the fleet itself ([`Metrics::text`]).
+    rendered: std::sync::Mutex<(std::time::Instant, axum::body::Bytes)>,
     up: GaugeVec,
     last_poll: GaugeVec,
     last_success: GaugeVec,
@@ -313,6 +316,7 @@ impl Metrics {
             ttl_runs,
             watch_connects,
             exporter: std::sync::Mutex::new(Exported::default()),
+            rendered: std::sync::Mutex::new((std::time::Instant::now(), axum::body::Bytes::new())),
             registry: r,
         }
     }
@@ -351,6 +355,32 @@ impl Metrics {
         }
     }
 
+    /// Renders the exposition now and keeps it for the scrapes ([`RENDER_EVERY`] by the
+    /// daemon's render task).
+    pub fn render(&self) {
+        let text = axum::body::Bytes::from(self.encode());
+        let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        *rendered = (std::time::Instant::now(), text);
+    }
+
+    /// What a scrape answers: the last rendering, when it is younger than [`RENDER_STALE`]
+    /// (the render task keeps it so); else rendered now. A scrape's cost no longer grows with
+    /// the fleet's series: encoding 300 pairs' families took most of a scrape's 54 ms p99.
+    pub fn text(&self) -> axum::body::Bytes {
+        {
+            let rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+            if !rendered.1.is_empty() && rendered.0.elapsed() < RENDER_STALE {
+                return rendered.1.clone();
+            }
+        }
+        self.render();
+        self.rendered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
     /// The text exposition of every family.
     pub fn encode(&self) -> String {
         use prometheus::Encoder;
@@ -368,6 +398,14 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+/// How often the daemon renders the exposition for the scrapes: a scrape's figures are at most
+/// this much younger than the last poll's.
+pub const RENDER_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A rendering older than this is not handed out (the render task is behind): the scrape
+/// renders.
+pub const RENDER_STALE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One component's reading in a poll, for `/status`.
 #[derive(Debug, Clone, Serialize)]

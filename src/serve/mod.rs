@@ -146,6 +146,20 @@ pub async fn serve(
             config.poll,
         ));
     }
+    {
+        // The exposition rendered for the scrapes, off their path.
+        let (shared, stop) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                let metrics = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || metrics.metrics.render()).await;
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(metrics::RENDER_EVERY) => {}
+                }
+            }
+        });
+    }
     if let Some(every) = config.ttl_every {
         let (shared, stop) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -262,7 +276,7 @@ async fn scrape(State(shared): State<Arc<Shared>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        shared.metrics.encode(),
+        shared.metrics.text(),
     )
         .into_response()
 }
@@ -321,6 +335,8 @@ async fn run_ttl_job(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
         return refused;
     }
     let results = ttl_job(&shared).await;
+    // The job's counters in the very next scrape.
+    shared.metrics.render();
     let code = if results.iter().any(|r| r.outcome == "failed") {
         StatusCode::BAD_GATEWAY
     } else if results.iter().any(|r| r.outcome == "refused") {
