@@ -1176,3 +1176,108 @@ async fn a_streaming_standby_and_its_primary_are_watched_without_a_plan() {
     }
     drop(daemon);
 }
+
+/// Sends `signal` to process `pid` and every process it started (a PostgreSQL cluster: the
+/// postmaster and its backends, the daemon's session among them).
+fn signal_tree(pid: u32, signal: i32) {
+    let mut pids = vec![pid];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            pids.push(child);
+        }
+    }
+    for p in pids {
+        unsafe { libc::kill(p as i32, signal) };
+    }
+}
+
+/// Two pairs in one plan, one on a server that hangs (every process of it stopped): the other
+/// pair is still read every poll on the sessions it had (its last-read time keeps moving, its
+/// backends stay the same), scrapes answer at once, and the hung pair reads down. Reading the
+/// pairs one after another, with the run's status bounded as a whole, held the healthy pair up
+/// for the hung one's 10 s timeouts and reconnected it every poll; waiting for every pair's
+/// reading held it up for the hung one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_server_holds_up_only_its_own_pair() {
+    use cutover::lab::{Postgres, Supervision};
+    let pg = PgPair::start().await;
+    pg.database("shop").await;
+    let mut other = Postgres::start(pg.dir.path(), "pg-other", Supervision::Owned)
+        .await
+        .unwrap();
+    for server in [&pg.source, &other] {
+        let c = server.connect("postgres").await.unwrap();
+        c.batch_execute("CREATE DATABASE hung").await.unwrap();
+    }
+    let endpoint = |server: &Postgres| {
+        format!(
+            "{{ host = \"127.0.0.1\", port = {}, dbname = \"hung\", user = \"postgres\", password_file = \"{}\" }}",
+            server.port,
+            server.password_file.display()
+        )
+    };
+    let body = format!(
+        "{}\n[[postgres]]\nname = \"hung\"\nsource = {}\ntarget = {}\napp_roles = [\"app\"]\n",
+        pg.pair_toml("shop", ""),
+        endpoint(&pg.source),
+        endpoint(&other)
+    );
+    let plan = write_plan(pg.dir.path(), "two", &body);
+    let daemon = start(&config(pg.dir.path(), &plan, ""));
+    let http = reqwest::Client::new();
+    let shop = [("migration", "two"), ("component", "postgres shop")];
+    let hung = [("migration", "two"), ("component", "postgres hung")];
+    until(&http, &daemon.base, "both pairs read", |t| {
+        sample(t, "cutover_up", &shop) == Some(1.0) && sample(t, "cutover_up", &hung) == Some(1.0)
+    })
+    .await;
+    let sessions = cutover_sessions(&pg.target).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+
+    let postmaster = other.process().pid();
+    signal_tree(postmaster, libc::SIGSTOP);
+    let hung_at = Instant::now();
+    // Over the hung pair's first read bound (10 s), the healthy pair is read every poll.
+    let mut seen = Vec::new();
+    while hung_at.elapsed() < Duration::from_secs(8) {
+        let asked = Instant::now();
+        let text = scrape(&http, &daemon.base).await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "a scrape waited {:?}",
+            asked.elapsed()
+        );
+        if let Some(t) = sample(&text, "cutover_last_success_timestamp_seconds", &shop) {
+            if seen.last() != Some(&t) {
+                seen.push(t);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = until(&http, &daemon.base, "the hung pair down", |t| {
+        sample(t, "cutover_up", &hung) == Some(0.0)
+    })
+    .await;
+    let after = cutover_sessions(&pg.target).await;
+    signal_tree(postmaster, libc::SIGCONT);
+    assert!(
+        seen.len() >= 4,
+        "the healthy pair was read {} times in 8 s while the other hung: {seen:?}",
+        seen.len()
+    );
+    assert_eq!(sample(&text, "cutover_up", &shop), Some(1.0), "{text}");
+    assert_eq!(after, sessions, "the healthy pair kept its session");
+    drop(daemon);
+}

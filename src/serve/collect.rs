@@ -78,26 +78,26 @@ pub async fn poll(
     watches: &mut super::watches::Watches,
 ) -> Snapshot {
     let started = std::time::Instant::now();
-    // The run: journal, lease, report, and each pair's state read from its servers.
-    let run = bounded(crate::run::status_with(plan, watches)).await;
-    if run.is_err() {
-        // Cut off in the middle of a reading: a kept session may be left mid-statement.
-        watches.reset();
-    }
+    // Every pair at once (its servers' state and replication, each bounded), so one hung
+    // server never holds up another pair; then the run (journal, lease, report) with those
+    // states. A reading cut off by its bound never leaves a session to be reused mid-statement
+    // (the engines' shared sessions close or forget it).
+    let (reads, mut states) = watches.read_all(plan).await;
+    let run = bounded(crate::run::status_with(plan, &mut states)).await;
+    drop(states);
     // Replication, pair by pair, through the engine contract's read-only reading.
     let mut pairs = Vec::new();
     let mut pair_components = Vec::new();
-    for (db, component) in crate::run::databases(plan) {
+    let components: std::collections::HashMap<_, _> =
+        crate::run::databases(plan).into_iter().collect();
+    for (db, read) in reads {
         let pair = crate::run::pairs::pair(plan, db);
-        let replication = watches
-            .replication(plan, db)
-            .await
-            .map_err(|e| e.to_string());
+        let component = components.get(&db).cloned().unwrap_or_default();
         pair_components.push(component.clone());
         pairs.push(PairReading {
             component,
             name: pair.name().to_owned(),
-            replication,
+            replication: read.replication.map_err(|e| e.to_string()),
         });
     }
     // DNS: every authoritative server's answer, and the TTL job's safe time.

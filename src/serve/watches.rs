@@ -3,7 +3,9 @@
 //! reading cost each server two sessions a second per pair). Every connect and read is bounded
 //! by [`READ_TIMEOUT`]. A reading that fails or times out drops its watch (the session may be
 //! hung or gone); the next connection attempt waits a backoff that doubles from 1 s to 60 s,
-//! and meanwhile the pair reads as down with the last error. Watches of pairs a plan no longer
+//! and meanwhile the pair reads as down with the last error. A poll reads every pair of its
+//! plan at once ([`Watches::read_all`]), so a hung server costs its own pair a timeout and
+//! never delays another pair. Watches of pairs a plan no longer
 //! names (or names with other settings) are closed at the end of the poll. A `[[watch]]` entry
 //! (replication no plan names) gets the same: one kept connection, its own task
 //! ([`watch_loop`]), the same bounds and backoff.
@@ -44,7 +46,18 @@ pub struct Watches {
     kept: HashMap<Key, Slot>,
     used: HashSet<Key>,
     connects: u64,
+    /// Readings a poll stopped waiting for ([`POLL_WAIT`]); the watch is theirs until they
+    /// end, and the first poll after that takes their result.
+    in_flight: HashMap<Key, (Instant, Reading)>,
 }
+
+/// A pair's reading running on its own: the slot to keep, the reading, connections opened.
+type Reading = tokio::task::JoinHandle<(Slot, PairRead, u64)>;
+
+/// How long a poll waits for its pairs' readings: one still reading after that reads down for
+/// this poll (its reading goes on, bounded by [`READ_TIMEOUT`], and a later poll takes its
+/// answer), so a hung server never holds up the other pairs of its plan.
+pub const POLL_WAIT: Duration = Duration::from_secs(2);
 
 /// The backoff after `failures` failed readings in a row.
 fn backoff(failures: u32) -> Duration {
@@ -139,31 +152,7 @@ impl Watches {
     }
 
     fn down(&mut self, key: &Key, failures_before: u32, e: &DbError) {
-        let failures = failures_before + 1;
-        self.kept.insert(
-            key.clone(),
-            Slot::Down {
-                retry_at: Instant::now() + backoff(failures),
-                failures,
-                error: e.to_string(),
-            },
-        );
-    }
-
-    /// Where pair `db`'s replication stands, on the kept connections.
-    pub async fn replication(&mut self, plan: &Plan, db: Db) -> Result<Replication, DbError> {
-        let key = Watches::key(plan, db, false);
-        let w = self.open(plan, db, &key).await?;
-        let read = bounded(w.replication()).await;
-        if let Err(e) = &read {
-            self.down(&key, 0, e);
-        }
-        read
-    }
-
-    /// Closes every watch (the next reading connects again).
-    pub fn reset(&mut self) {
-        self.kept.clear();
+        self.kept.insert(key.clone(), down(failures_before, e));
     }
 
     /// Closes the watches this poll did not use (pairs gone from the plan, settings changed).
@@ -171,6 +160,7 @@ impl Watches {
     pub fn end_poll(&mut self) -> u64 {
         let used = std::mem::take(&mut self.used);
         self.kept.retain(|k, _| used.contains(k));
+        self.in_flight.retain(|k, _| used.contains(k));
         std::mem::take(&mut self.connects)
     }
 }
@@ -185,6 +175,181 @@ impl crate::run::States for Watches {
             self.down(&key, 0, e);
         }
         read
+    }
+}
+
+/// One pair's reading in a poll: its servers' state and its replication.
+pub struct PairRead {
+    /// The pair's servers' state (forward).
+    pub state: Result<PairState, DbError>,
+    /// Its replication.
+    pub replication: Result<Replication, DbError>,
+}
+
+/// Reads one pair on its kept watch (connecting first when it is due), each step bounded:
+/// the slot to keep, the reading, and the connections opened.
+async fn read_one(plan: std::sync::Arc<Plan>, db: Db, slot: Option<Slot>) -> (Slot, PairRead, u64) {
+    let failed = |e: DbError| PairRead {
+        state: Err(e.clone()),
+        replication: Err(e),
+    };
+    let (failures, kept) = match slot {
+        Some(Slot::Open(w)) => (0, Some(w)),
+        Some(Slot::Down {
+            retry_at,
+            failures,
+            error,
+        }) => {
+            let now = Instant::now();
+            if now < retry_at {
+                let e = DbError::Failed(format!(
+                    "{error} (connecting again in {} s)",
+                    retry_at.duration_since(now).as_secs() + 1
+                ));
+                return (
+                    Slot::Down {
+                        retry_at,
+                        failures,
+                        error,
+                    },
+                    failed(e),
+                    0,
+                );
+            }
+            (failures, None)
+        }
+        None => (0, None),
+    };
+    let (mut watch, connects) = match kept {
+        Some(w) => (w, 0),
+        None => match bounded(crate::run::pairs::pair(&plan, db).watch()).await {
+            Ok(w) => (w, 1),
+            Err(e) => return (down(failures, &e), failed(e), 1),
+        },
+    };
+    let state = bounded(watch.state()).await;
+    if let Err(e) = &state {
+        return (down(0, e), failed(e.clone()), connects);
+    }
+    let replication = bounded(watch.replication()).await;
+    let slot = match &replication {
+        Ok(_) => Slot::Open(watch),
+        Err(e) => down(0, e),
+    };
+    (slot, PairRead { state, replication }, connects)
+}
+
+/// The slot of a watch whose reading failed for the `failures_before + 1`th time in a row.
+fn down(failures_before: u32, e: &DbError) -> Slot {
+    let failures = failures_before + 1;
+    Slot::Down {
+        retry_at: Instant::now() + backoff(failures),
+        failures,
+        error: e.to_string(),
+    }
+}
+
+/// A poll's pair states as [`Watches::read_all`] read them, for the run's status; a reading
+/// it does not hold (a reverse run's, or a pair only the kept plan names) comes from the
+/// watches one at a time.
+pub struct Prefetched<'a> {
+    states: HashMap<Key, Result<PairState, DbError>>,
+    watches: &'a mut Watches,
+}
+
+#[async_trait::async_trait]
+impl crate::run::States for Prefetched<'_> {
+    async fn state(&mut self, plan: &Plan, db: Db, reverse: bool) -> Result<PairState, DbError> {
+        match self.states.get(&Watches::key(plan, db, reverse)) {
+            Some(read) => read.clone(),
+            None => self.watches.state(plan, db, reverse).await,
+        }
+    }
+}
+
+impl Watches {
+    /// Reads every pair of `plan` at once, each on its own kept watch and bounded by
+    /// [`READ_TIMEOUT`], waiting at most [`POLL_WAIT`]: a hung or dead server costs its own
+    /// pair a down reading and never delays another pair's, nor closes another pair's
+    /// sessions. Returns each pair's reading in the plan's order, and the states for the run's
+    /// status.
+    pub async fn read_all(&mut self, plan: &Plan) -> (Vec<(Db, PairRead)>, Prefetched<'_>) {
+        let shared = std::sync::Arc::new(plan.clone());
+        let deadline = tokio::time::Instant::now() + POLL_WAIT;
+        let mut pending = Vec::new();
+        for (db, _) in crate::run::databases(plan) {
+            let key = Watches::key(plan, db, false);
+            self.used.insert(key.clone());
+            let handle = match self.in_flight.remove(&key) {
+                // A reading an earlier poll left: this poll takes it, or waits for it no more.
+                Some((began, handle)) if !handle.is_finished() => {
+                    let e = DbError::Failed(format!(
+                        "no answer yet ({} s): the server is hung or slow",
+                        began.elapsed().as_secs()
+                    ));
+                    self.in_flight.insert(key.clone(), (began, handle));
+                    pending.push((key, db, None, Some(e)));
+                    continue;
+                }
+                Some((_, handle)) => handle,
+                None => {
+                    let slot = self.kept.remove(&key);
+                    tokio::spawn(read_one(shared.clone(), db, slot))
+                }
+            };
+            pending.push((key, db, Some(handle), None));
+        }
+        let mut reads = Vec::new();
+        let mut states = HashMap::new();
+        for (key, db, handle, waiting) in pending {
+            let read = match (handle, waiting) {
+                (Some(mut handle), _) => {
+                    match tokio::time::timeout_at(deadline, &mut handle).await {
+                        Ok(Ok((slot, read, connects))) => {
+                            self.kept.insert(key.clone(), slot);
+                            self.connects += connects;
+                            read
+                        }
+                        Ok(Err(joined)) => {
+                            let e =
+                                DbError::Failed(format!("the reading ended abnormally: {joined}"));
+                            PairRead {
+                                state: Err(e.clone()),
+                                replication: Err(e),
+                            }
+                        }
+                        Err(_) => {
+                            let began = Instant::now() - POLL_WAIT;
+                            self.in_flight.insert(key.clone(), (began, handle));
+                            let e = DbError::Failed(format!(
+                                "no answer within {} s: the server is hung or slow",
+                                POLL_WAIT.as_secs()
+                            ));
+                            PairRead {
+                                state: Err(e.clone()),
+                                replication: Err(e),
+                            }
+                        }
+                    }
+                }
+                (None, waiting) => {
+                    let e = waiting.unwrap_or_else(|| DbError::Failed("not read".to_owned()));
+                    PairRead {
+                        state: Err(e.clone()),
+                        replication: Err(e),
+                    }
+                }
+            };
+            states.insert(key, read.state.clone());
+            reads.push((db, read));
+        }
+        (
+            reads,
+            Prefetched {
+                states,
+                watches: self,
+            },
+        )
     }
 }
 
