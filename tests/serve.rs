@@ -1259,10 +1259,10 @@ async fn a_hung_server_holds_up_only_its_own_pair() {
             "a scrape waited {:?}",
             asked.elapsed()
         );
-        if let Some(t) = sample(&text, "cutover_last_success_timestamp_seconds", &shop) {
-            if seen.last() != Some(&t) {
-                seen.push(t);
-            }
+        if let Some(t) = sample(&text, "cutover_last_success_timestamp_seconds", &shop)
+            && seen.last() != Some(&t)
+        {
+            seen.push(t);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
