@@ -112,24 +112,25 @@ async fn measure(
             .await
             .unwrap()
     };
-    // Every plan polled once before measuring (the first poll connects every session).
+    // Every pair read before measuring (the first poll connects every session).
     let began = Instant::now();
     loop {
         let text = scrape(http.clone(), base.clone()).await;
-        let polled = text
+        let up = text
             .lines()
-            .filter(|l| l.starts_with("cutover_last_poll_timestamp_seconds{"))
+            .filter(|l| l.starts_with("cutover_up{") && l.contains("component=\"postgres "))
+            .filter(|l| l.ends_with(" 1"))
             .count();
-        if polled >= pairs as usize {
+        if up >= pairs as usize {
             println!(
-                "{pairs} pairs: every plan polled once after {:.1} s",
+                "{pairs} pairs: every pair read after {:.1} s",
                 began.elapsed().as_secs_f64()
             );
             break;
         }
         assert!(
             began.elapsed() < Duration::from_secs(120),
-            "only {polled} of {pairs} plans polled after 120 s"
+            "only {up} of {pairs} pairs read after 120 s"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

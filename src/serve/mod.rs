@@ -119,7 +119,14 @@ pub async fn serve(
     let tasks = tokio_util::task::TaskTracker::new();
     for i in 0..shared.plans.len() {
         let (shared, stop, every) = (shared.clone(), shutdown.clone(), config.poll);
+        let offset = every.mul_f64(i as f64 / shared.plans.len() as f64);
         tasks.spawn(async move {
+            // The plans' polls spread over the interval, not all at its start: a fleet's
+            // servers and this daemon see a steady load instead of a burst every interval.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(offset) => {}
+            }
             // This plan's kept connections, read again at every poll.
             let mut watches = watches::Watches::new();
             loop {

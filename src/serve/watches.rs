@@ -45,14 +45,16 @@ enum Slot {
 pub struct Watches {
     kept: HashMap<Key, Slot>,
     used: HashSet<Key>,
-    connects: u64,
+    /// Connections opened, counted when they are opened (a reading a poll stopped waiting for
+    /// still counts in the poll it connected in).
+    connects: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Readings a poll stopped waiting for ([`POLL_WAIT`]); the watch is theirs until they
     /// end, and the first poll after that takes their result.
     in_flight: HashMap<Key, (Instant, Reading)>,
 }
 
-/// A pair's reading running on its own: the slot to keep, the reading, connections opened.
-type Reading = tokio::task::JoinHandle<(Slot, PairRead, u64)>;
+/// A pair's reading running on its own: the slot to keep, and the reading.
+type Reading = tokio::task::JoinHandle<(Slot, PairRead)>;
 
 /// How long a poll waits for its pairs' readings: one still reading after that reads down for
 /// this poll (its reading goes on, bounded by [`READ_TIMEOUT`], and a later poll takes its
@@ -134,7 +136,8 @@ impl Watches {
             if key.reverse {
                 pair = pair.reversed();
             }
-            self.connects += 1;
+            self.connects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match bounded(pair.watch()).await {
                 Ok(w) => {
                     self.kept.insert(key.clone(), Slot::Open(w));
@@ -161,7 +164,7 @@ impl Watches {
         let used = std::mem::take(&mut self.used);
         self.kept.retain(|k, _| used.contains(k));
         self.in_flight.retain(|k, _| used.contains(k));
-        std::mem::take(&mut self.connects)
+        self.connects.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -186,9 +189,14 @@ pub struct PairRead {
     pub replication: Result<Replication, DbError>,
 }
 
-/// Reads one pair on its kept watch (connecting first when it is due), each step bounded:
-/// the slot to keep, the reading, and the connections opened.
-async fn read_one(plan: std::sync::Arc<Plan>, db: Db, slot: Option<Slot>) -> (Slot, PairRead, u64) {
+/// Reads one pair on its kept watch (connecting first when it is due, counted in `connects`),
+/// each step bounded: the slot to keep and the reading.
+async fn read_one(
+    plan: std::sync::Arc<Plan>,
+    db: Db,
+    slot: Option<Slot>,
+    connects: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> (Slot, PairRead) {
     let failed = |e: DbError| PairRead {
         state: Err(e.clone()),
         replication: Err(e),
@@ -213,30 +221,32 @@ async fn read_one(plan: std::sync::Arc<Plan>, db: Db, slot: Option<Slot>) -> (Sl
                         error,
                     },
                     failed(e),
-                    0,
                 );
             }
             (failures, None)
         }
         None => (0, None),
     };
-    let (mut watch, connects) = match kept {
-        Some(w) => (w, 0),
-        None => match bounded(crate::run::pairs::pair(&plan, db).watch()).await {
-            Ok(w) => (w, 1),
-            Err(e) => return (down(failures, &e), failed(e), 1),
-        },
+    let mut watch = match kept {
+        Some(w) => w,
+        None => {
+            connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match bounded(crate::run::pairs::pair(&plan, db).watch()).await {
+                Ok(w) => w,
+                Err(e) => return (down(failures, &e), failed(e)),
+            }
+        }
     };
     let state = bounded(watch.state()).await;
     if let Err(e) = &state {
-        return (down(0, e), failed(e.clone()), connects);
+        return (down(0, e), failed(e.clone()));
     }
     let replication = bounded(watch.replication()).await;
     let slot = match &replication {
         Ok(_) => Slot::Open(watch),
         Err(e) => down(0, e),
     };
-    (slot, PairRead { state, replication }, connects)
+    (slot, PairRead { state, replication })
 }
 
 /// The slot of a watch whose reading failed for the `failures_before + 1`th time in a row.
@@ -294,7 +304,7 @@ impl Watches {
                 Some((_, handle)) => handle,
                 None => {
                     let slot = self.kept.remove(&key);
-                    tokio::spawn(read_one(shared.clone(), db, slot))
+                    tokio::spawn(read_one(shared.clone(), db, slot, self.connects.clone()))
                 }
             };
             pending.push((key, db, Some(handle), None));
@@ -305,9 +315,8 @@ impl Watches {
             let read = match (handle, waiting) {
                 (Some(mut handle), _) => {
                     match tokio::time::timeout_at(deadline, &mut handle).await {
-                        Ok(Ok((slot, read, connects))) => {
+                        Ok(Ok((slot, read))) => {
                             self.kept.insert(key.clone(), slot);
-                            self.connects += connects;
                             read
                         }
                         Ok(Err(joined)) => {
