@@ -65,6 +65,25 @@ fn config(dir: &std::path::Path, plan: &std::path::Path, extra: &str) -> std::pa
     config
 }
 
+/// [`config`] naming two plans.
+fn config_of_two(
+    dir: &std::path::Path,
+    plans: [&std::path::Path; 2],
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = config(dir, plans[0], extra);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("plans = [\"{}\"]", plans[0].display()),
+        &format!(
+            "plans = [\"{}\", \"{}\"]",
+            plans[0].display(),
+            plans[1].display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// The value of the sample `name{labels}` in a scrape, labels given in any order.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|l| {
@@ -141,12 +160,7 @@ async fn the_daemon_serves_a_replicating_pair_and_keeps_answering_when_a_server_
         pg.source.port,
         pg.source.password_file.display()
     );
-    let config = config(pg.dir.path(), &plan, &watch);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("plans = [\"{}\"]", plan.display()),
-        &format!("plans = [\"{}\", \"{}\"]", plan.display(), other.display()),
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = config_of_two(pg.dir.path(), [&plan, &other], &watch);
     let daemon = start(&config);
     let http = reqwest::Client::new();
     let base = daemon.base.clone();
@@ -694,12 +708,7 @@ async fn the_daemon_reads_a_mariadb_pair_on_the_same_sessions_poll_after_poll() 
         m.target.port,
         m.target.password_file.display()
     );
-    let config = config(m.dir.path(), &plan, &watch);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("plans = [\"{}\"]", plan.display()),
-        &format!("plans = [\"{}\", \"{}\"]", plan.display(), other.display()),
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = config_of_two(m.dir.path(), [&plan, &other], &watch);
     let daemon = start(&config);
     let http = reqwest::Client::new();
     let component = [("migration", "my"), ("component", "mysql app-db")];

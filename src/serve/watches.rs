@@ -40,6 +40,25 @@ enum Slot {
     },
 }
 
+impl Slot {
+    /// Down and not due to connect again yet: the error a reading gives meanwhile.
+    fn waiting(&self) -> Option<DbError> {
+        let Slot::Down {
+            retry_at, error, ..
+        } = self
+        else {
+            return None;
+        };
+        let now = Instant::now();
+        (now < *retry_at).then(|| {
+            DbError::Failed(format!(
+                "{error} (connecting again in {} s)",
+                retry_at.duration_since(now).as_secs() + 1
+            ))
+        })
+    }
+}
+
 /// One plan's kept watches (the poll task owns it).
 #[derive(Default)]
 pub struct Watches {
@@ -114,22 +133,13 @@ impl Watches {
     ) -> Result<&mut Box<dyn Watch>, DbError> {
         self.used.insert(key.clone());
         let failures = match self.kept.get(key) {
-            Some(Slot::Open(_)) => 0,
-            Some(Slot::Down {
-                retry_at,
-                failures,
-                error,
-            }) => {
-                let now = Instant::now();
-                if now < *retry_at {
-                    return Err(DbError::Failed(format!(
-                        "{error} (connecting again in {} s)",
-                        retry_at.duration_since(now).as_secs() + 1
-                    )));
+            Some(slot @ Slot::Down { failures, .. }) => {
+                if let Some(e) = slot.waiting() {
+                    return Err(e);
                 }
                 *failures
             }
-            None => 0,
+            _ => 0,
         };
         if !matches!(self.kept.get(key), Some(Slot::Open(_))) {
             let mut pair = crate::run::pairs::pair(plan, db);
@@ -203,28 +213,10 @@ async fn read_one(
     };
     let (failures, kept) = match slot {
         Some(Slot::Open(w)) => (0, Some(w)),
-        Some(Slot::Down {
-            retry_at,
-            failures,
-            error,
-        }) => {
-            let now = Instant::now();
-            if now < retry_at {
-                let e = DbError::Failed(format!(
-                    "{error} (connecting again in {} s)",
-                    retry_at.duration_since(now).as_secs() + 1
-                ));
-                return (
-                    Slot::Down {
-                        retry_at,
-                        failures,
-                        error,
-                    },
-                    failed(e),
-                );
-            }
-            (failures, None)
-        }
+        Some(slot @ Slot::Down { failures, .. }) => match slot.waiting() {
+            Some(e) => return (slot, failed(e)),
+            None => (failures, None),
+        },
         None => (0, None),
     };
     let mut watch = match kept {
