@@ -199,6 +199,16 @@ pub struct PairRead {
     pub replication: Result<Replication, DbError>,
 }
 
+impl PairRead {
+    /// A reading that failed as a whole.
+    fn failed(e: DbError) -> PairRead {
+        PairRead {
+            state: Err(e.clone()),
+            replication: Err(e),
+        }
+    }
+}
+
 /// Reads one pair on its kept watch (connecting first when it is due, counted in `connects`),
 /// each step bounded: the slot to keep and the reading.
 async fn read_one(
@@ -207,14 +217,10 @@ async fn read_one(
     slot: Option<Slot>,
     connects: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> (Slot, PairRead) {
-    let failed = |e: DbError| PairRead {
-        state: Err(e.clone()),
-        replication: Err(e),
-    };
     let (failures, kept) = match slot {
         Some(Slot::Open(w)) => (0, Some(w)),
         Some(slot @ Slot::Down { failures, .. }) => match slot.waiting() {
-            Some(e) => return (slot, failed(e)),
+            Some(e) => return (slot, PairRead::failed(e)),
             None => (failures, None),
         },
         None => (0, None),
@@ -225,13 +231,13 @@ async fn read_one(
             connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match bounded(crate::run::pairs::pair(&plan, db).watch()).await {
                 Ok(w) => w,
-                Err(e) => return (down(failures, &e), failed(e)),
+                Err(e) => return (down(failures, &e), PairRead::failed(e)),
             }
         }
     };
     let state = bounded(watch.state()).await;
     if let Err(e) = &state {
-        return (down(0, e), failed(e.clone()));
+        return (down(0, e), PairRead::failed(e.clone()));
     }
     let replication = bounded(watch.replication()).await;
     let slot = match &replication {
@@ -278,11 +284,12 @@ impl Watches {
     pub async fn read_all(&mut self, plan: &Plan) -> (Vec<(Db, PairRead)>, Prefetched<'_>) {
         let shared = std::sync::Arc::new(plan.clone());
         let deadline = tokio::time::Instant::now() + POLL_WAIT;
+        // Per pair: the reading to wait for (and when it began), or why there is none.
         let mut pending = Vec::new();
         for (db, _) in crate::run::databases(plan) {
             let key = Watches::key(plan, db, false);
             self.used.insert(key.clone());
-            let handle = match self.in_flight.remove(&key) {
+            let reading = match self.in_flight.remove(&key) {
                 // A reading an earlier poll left: this poll takes it, or waits for it no more.
                 Some((began, handle)) if !handle.is_finished() => {
                     let e = DbError::Failed(format!(
@@ -290,54 +297,41 @@ impl Watches {
                         began.elapsed().as_secs()
                     ));
                     self.in_flight.insert(key.clone(), (began, handle));
-                    pending.push((key, db, None, Some(e)));
-                    continue;
+                    Err(e)
                 }
-                Some((_, handle)) => handle,
+                Some(left) => Ok(left),
                 None => {
                     let slot = self.kept.remove(&key);
-                    tokio::spawn(read_one(shared.clone(), db, slot, self.connects.clone()))
+                    let connects = self.connects.clone();
+                    Ok((
+                        Instant::now(),
+                        tokio::spawn(read_one(shared.clone(), db, slot, connects)),
+                    ))
                 }
             };
-            pending.push((key, db, Some(handle), None));
+            pending.push((key, db, reading));
         }
         let mut reads = Vec::new();
         let mut states = HashMap::new();
-        for (key, db, handle, waiting) in pending {
-            let read = match (handle, waiting) {
-                (Some(mut handle), _) => {
+        for (key, db, reading) in pending {
+            let read = match reading {
+                Err(e) => PairRead::failed(e),
+                Ok((began, mut handle)) => {
                     match tokio::time::timeout_at(deadline, &mut handle).await {
                         Ok(Ok((slot, read))) => {
                             self.kept.insert(key.clone(), slot);
                             read
                         }
-                        Ok(Err(joined)) => {
-                            let e =
-                                DbError::Failed(format!("the reading ended abnormally: {joined}"));
-                            PairRead {
-                                state: Err(e.clone()),
-                                replication: Err(e),
-                            }
-                        }
+                        Ok(Err(joined)) => PairRead::failed(DbError::Failed(format!(
+                            "the reading ended abnormally: {joined}"
+                        ))),
                         Err(_) => {
-                            let began = Instant::now() - POLL_WAIT;
                             self.in_flight.insert(key.clone(), (began, handle));
-                            let e = DbError::Failed(format!(
+                            PairRead::failed(DbError::Failed(format!(
                                 "no answer within {} s: the server is hung or slow",
                                 POLL_WAIT.as_secs()
-                            ));
-                            PairRead {
-                                state: Err(e.clone()),
-                                replication: Err(e),
-                            }
+                            )))
                         }
-                    }
-                }
-                (None, waiting) => {
-                    let e = waiting.unwrap_or_else(|| DbError::Failed("not read".to_owned()));
-                    PairRead {
-                        state: Err(e.clone()),
-                        replication: Err(e),
                     }
                 }
             };
