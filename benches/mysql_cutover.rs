@@ -20,7 +20,10 @@
 //! `ssl_mode = "verify_identity"` for cutover and the replica's link), each half summarised,
 //! with the TLS/plaintext ratio of the p50 window.
 //!
-//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1] [--budget-ms MS]`
+//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1] [--budget-ms MS] [--alternate 0]`
+//!
+//! `--alternate 0` runs every run with `--workers W` (and TLS off): no baseline runs, each
+//! run's baseline is then its largest writer gap away from the cutover.
 //!
 //! `--budget-ms MS` sets `window_budget` (without it, `"off"`: the fixed ceilings alone, the
 //! figures before the adaptive gate): each run reports the adaptive gate's wait and its
@@ -281,6 +284,7 @@ fn main() {
     let workers = arg("--workers", 4);
     let budget_ms = arg("--budget-ms", 0);
     let tls = arg("--tls", 0) == 1;
+    let alternate = arg("--alternate", 1) == 1;
     runtime().block_on(async move {
         println!(
             "MariaDB cutover benchmark: {runs} runs, writer at {rate} inserts/s (2 connections), {saturate} saturating connections, fresh servers per run"
@@ -291,7 +295,7 @@ fn main() {
         for i in 0..runs {
             // Saturating: odd runs are the one-applier baseline. TLS mode: odd runs over
             // verified TLS, even runs the plaintext baseline.
-            let base = (saturate > 0 || tls) && i % 2 == 1;
+            let base = (saturate > 0 || tls) && alternate && i % 2 == 1;
             let w = if saturate > 0 && base { 0 } else { workers };
             match one_run(i, rate, saturate, w, tls && base, budget_ms).await {
                 Some(r) => {

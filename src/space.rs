@@ -4,7 +4,8 @@
 //! retries for ever, and meanwhile the source keeps WAL or binary logs for it. The engines read
 //! what will be copied (their tables' size on the source, indexes included) and where the
 //! target server writes it (its data directory); this module reads that filesystem's free
-//! space where it can (a server on this machine) and decides with one rule for every engine.
+//! space where it can (a server on this machine here, a host the plan reaches over ssh from
+//! what `df -P` prints there) and decides with one rule for every engine.
 
 use std::path::Path;
 
@@ -44,61 +45,117 @@ pub enum Room {
     },
 }
 
+/// Where the target server's filesystem can be read from.
+#[derive(Debug, Clone)]
+pub enum Reach {
+    /// The server runs on this machine: its paths are this machine's.
+    Here,
+    /// Its host was read over ssh (the plan's `[hosts]` entry for it): the free bytes, or why
+    /// they could not be read, and the ssh destination.
+    Ssh {
+        destination: String,
+        free: Result<u64, String>,
+    },
+    /// Another host that no `[hosts]` entry names: nothing can read it.
+    Elsewhere,
+}
+
 /// Decides for a copy of `copy` bytes into `dir` (the target server's data directory as that
-/// server names it, when known) on a server at `host`: read only when `local` (the server
-/// runs on this machine, so its paths are this machine's).
-pub fn room(local: bool, dir: Result<&Path, String>, copy: u64) -> Room {
+/// server names it, when known), read as `reach` allows.
+pub fn room(reach: &Reach, dir: Result<&Path, String>, copy: u64) -> Room {
     let required = required(copy);
-    let dir = match (local, dir) {
-        (false, _) => {
-            return Room::Unknown {
-                copy,
-                required,
-                why: "the target server runs on another host".to_owned(),
-            };
-        }
-        (true, Err(why)) => {
-            return Room::Unknown {
-                copy,
-                required,
-                why,
-            };
-        }
-        (true, Ok(dir)) => dir,
+    let unknown = |why: String| Room::Unknown {
+        copy,
+        required,
+        why,
     };
-    match free(dir) {
-        Ok(free) if free >= required => Room::Enough {
+    let dir = match dir {
+        Ok(dir) => dir,
+        Err(why) => return unknown(why),
+    };
+    let free = match reach {
+        Reach::Elsewhere => {
+            return unknown(
+                "the target server runs on another host, and no `[hosts]` entry names it (with one, its free space is read over ssh)"
+                    .to_owned(),
+            );
+        }
+        Reach::Ssh {
+            destination,
+            free: Err(e),
+        } => {
+            return unknown(format!(
+                "cannot read the free space of {} over ssh on {destination}: {e}",
+                dir.display()
+            ));
+        }
+        Reach::Ssh { free: Ok(free), .. } => *free,
+        Reach::Here => match free(dir) {
+            Ok(free) => free,
+            Err(e) => {
+                return unknown(format!(
+                    "cannot read the free space of {}: {e}",
+                    dir.display()
+                ));
+            }
+        },
+    };
+    if free >= required {
+        Room::Enough {
             copy,
             free,
             required,
-        },
-        Ok(free) => Room::Short {
+        }
+    } else {
+        Room::Short {
             copy,
             free,
             required,
-        },
-        Err(e) => Room::Unknown {
-            copy,
-            required,
-            why: format!("cannot read the free space of {}: {e}", dir.display()),
-        },
+        }
     }
 }
 
+/// The bytes an unprivileged writer may still write, from the output of POSIX `df -P -k DIR`
+/// (a header, then one line: file system, 1024-blocks, used, available, capacity, mount
+/// point). The file system's and the mount point's names may hold spaces, so the figures are
+/// found as three numbers followed by a percentage.
+pub fn parse_df(output: &str) -> Result<u64, String> {
+    let line = output
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| "df printed nothing".to_owned())?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let number = |w: &str| w.parse::<u64>().ok();
+    words
+        .windows(4)
+        .find_map(|w| {
+            let percent = w[3].strip_suffix('%')?;
+            number(percent).or(if percent == "-" { Some(0) } else { None })?;
+            number(w[0])?;
+            number(w[1])?;
+            number(w[2])
+        })
+        .map(|kib| kib.saturating_mul(1024))
+        .ok_or_else(|| format!("df printed no figures cutover can read: {line:?}"))
+}
+
 /// The whole check for a copy of `copy` bytes (`what`, in words) to a server whose data
-/// directory is `dir` (or why it is not known), `local` when it runs on this machine: the
-/// finding's severity, problem and fix.
+/// directory is `dir` (or why it is not known), read as `reach` allows: the finding's
+/// severity, problem and fix.
 pub fn check(
-    local: bool,
+    reach: &Reach,
     dir: Result<String, String>,
     copy: u64,
     what: &str,
 ) -> (Severity, String, String) {
-    let shown = dir
-        .clone()
-        .unwrap_or_else(|_| "its data directory".to_owned());
+    let shown = match (&dir, reach) {
+        (Ok(dir), Reach::Ssh { destination, .. }) => format!("{dir} (on {destination}, over ssh)"),
+        (Ok(dir), _) => dir.clone(),
+        (Err(_), _) => "its data directory".to_owned(),
+    };
     room(
-        local,
+        reach,
         dir.as_deref().map(Path::new).map_err(Clone::clone),
         copy,
     )
@@ -191,13 +248,14 @@ mod tests {
 
     #[test]
     fn a_remote_server_or_an_unreadable_directory_says_the_size_needed_and_refuses_nothing() {
-        let remote = room(false, Ok(Path::new("/")), 10 << 20);
+        let remote = room(&Reach::Elsewhere, Ok(Path::new("/")), 10 << 20);
         assert!(matches!(remote, Room::Unknown { .. }));
         let (severity, problem, fix) = remote.finding("the copy", "/var/lib/x");
         assert_eq!(severity, Severity::Warning);
         assert!(problem.contains("10.0 MiB") && problem.contains("another host"));
+        assert!(problem.contains("[hosts]"), "{problem}");
         assert!(fix.contains("76.0 MiB"), "{fix}");
-        let hidden = room(true, Err("no privilege".into()), 1);
+        let hidden = room(&Reach::Here, Err("no privilege".into()), 1);
         assert!(matches!(hidden, Room::Unknown { ref why, .. } if why == "no privilege"));
     }
 
@@ -207,14 +265,56 @@ mod tests {
         let free = free(dir.path()).unwrap();
         assert!(free > 0);
         assert!(matches!(
-            room(true, Ok(dir.path()), 0),
+            room(&Reach::Here, Ok(dir.path()), 0),
             Room::Enough { .. } | Room::Short { .. }
         ));
-        let (severity, problem, _) = room(true, Ok(dir.path()), u64::MAX / 2).finding("x", "d");
+        let (severity, problem, _) =
+            room(&Reach::Here, Ok(dir.path()), u64::MAX / 2).finding("x", "d");
         assert_eq!(severity, Severity::Error, "{problem}");
         assert!(matches!(
-            room(true, Ok(Path::new("/nonexistent/cutover")), 0),
+            room(&Reach::Here, Ok(Path::new("/nonexistent/cutover")), 0),
             Room::Unknown { .. }
         ));
+    }
+
+    #[test]
+    fn a_hosts_df_output_is_read_whatever_its_names_hold() {
+        let plain = "Filesystem     1024-blocks    Used Available Capacity Mounted on\n/dev/sda1         10000000 4000000   5000000      45% /\n";
+        assert_eq!(parse_df(plain), Ok(5_000_000 * 1024));
+        let spaced = "Filesystem 1024-blocks Used Available Capacity Mounted on\nmy disk 1 200 100 80 56% /mnt/my data\n";
+        assert_eq!(parse_df(spaced), Ok(80 * 1024));
+        assert!(parse_df("").is_err());
+        assert!(parse_df("Filesystem 1024-blocks Used Available Capacity Mounted on\n").is_err());
+        assert!(parse_df("df: /x: No such file or directory").is_err());
+        // A real df on this machine agrees with statvfs to within what changed in between.
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("df")
+            .args(["-P", "-k", "--"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let read = parse_df(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let here = free(dir.path()).unwrap();
+        assert!(read.abs_diff(here) < 64 << 20, "df {read}, statvfs {here}");
+        let over_ssh = Reach::Ssh {
+            destination: "db2".into(),
+            free: Ok(1 << 20),
+        };
+        let (severity, problem, _) = check(&over_ssh, Ok("/var/lib/x".into()), 1 << 30, "the copy");
+        assert_eq!(severity, Severity::Error);
+        assert!(
+            problem.contains("/var/lib/x (on db2, over ssh) has 1.0 MiB free"),
+            "{problem}"
+        );
+        let failed = Reach::Ssh {
+            destination: "db2".into(),
+            free: Err("Permission denied (publickey)".into()),
+        };
+        let (severity, problem, _) = check(&failed, Ok("/d".into()), 1, "the copy");
+        assert_eq!(severity, Severity::Warning);
+        assert!(
+            problem.contains("over ssh on db2: Permission denied"),
+            "{problem}"
+        );
     }
 }

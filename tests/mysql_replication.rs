@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use cutover::engine::{self, Event, Rollback};
-use cutover::lab::MariaDb;
 use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyLedger, MyWriter, MyWriterConfig};
+use cutover::lab::{MariaDb, Sshd, Supervision};
 use cutover::mysql::preflight::{self, Severity};
 use cutover::mysql::{Pair, cleanup, resync, start, status, verify};
 use cutover::plan::{self, Plan};
@@ -1278,4 +1278,84 @@ async fn a_replica_whose_binlog_was_purged_is_refused_with_a_fresh_copy_never_a_
     );
     assert_eq!(count(&f.source, "SELECT @@GLOBAL.read_only").await, 0);
     app_can_write(&f.source).await.unwrap();
+}
+
+/// A target whose disk cannot hold the snapshot is refused by preflight and by `start`, with
+/// the size needed and the free space, before anything is created on either server; the free
+/// space is read here, and over ssh when the plan's `[hosts]` name the target's machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_disk_too_small_for_the_snapshot_is_refused_before_anything_starts() {
+    let disk = crate::support::SmallFs::mount(300);
+    let fx = Fixture(MariaPair::seeded_in(3000, Some(&disk.path)).await);
+    let pair = fx.pair("");
+    let (mut s, mut t) = pair.connect().await.unwrap();
+    let report = preflight::run(&pair, &mut s, &mut t).await.unwrap();
+    assert!(report.passed(), "{:#?}", report.findings);
+    let room = report
+        .findings
+        .iter()
+        .find(|f| {
+            f.problem
+                .contains("the snapshot of the replicated databases")
+        })
+        .expect("the size needed is said");
+    assert_eq!(room.severity, Severity::Info, "{room:?}");
+    assert!(room.problem.contains("free"), "{room:?}");
+
+    // Far more than the disk's free space, with the margin.
+    let mut c = fx.source.connect(Some("app")).await.unwrap();
+    c.query_drop(
+        "CREATE TABLE app.big (id INT PRIMARY KEY, pad TEXT) ENGINE=InnoDB;
+         INSERT INTO app.big SELECT seq, REPEAT(MD5(seq), 24) FROM seq_1_to_200000;
+         ANALYZE TABLE app.big;",
+    )
+    .await
+    .unwrap();
+    let refused = |report: &preflight::Report| {
+        report
+            .findings
+            .iter()
+            .find(|f| f.severity == Severity::Error && f.problem.contains("does not fit"))
+            .cloned()
+            .unwrap_or_else(|| panic!("refused for room: {:#?}", report.findings))
+    };
+    let report = preflight::run(&pair, &mut s, &mut t).await.unwrap();
+    let short = refused(&report);
+    assert!(short.server.starts_with("target"), "{short:?}");
+    assert!(short.problem.contains("MiB free"), "{short:?}");
+    assert!(short.fix.contains("free at least"), "{short:?}");
+
+    let sshd = Sshd::start(fx.dir.path(), "sshd", Supervision::Owned)
+        .await
+        .expect("sshd starts");
+    let config = sshd.ssh_config.display();
+    let over_ssh = Pair::select(
+        &fx.plan(&format!(
+            "\n[hosts.source]\nssh = \"lab-source\"\nssh_config = \"{config}\"\n[hosts.target]\nssh = \"lab-target\"\nssh_config = \"{config}\"\n"
+        )),
+        None,
+    )
+    .remove(0);
+    let short = refused(&preflight::run(&over_ssh, &mut s, &mut t).await.unwrap());
+    assert!(
+        short.problem.contains("(on lab-target, over ssh) has"),
+        "{short:?}"
+    );
+    drop(sshd);
+
+    let err = start::start(&pair).await.expect_err("start refuses");
+    assert!(err.to_string().contains("does not fit"), "{err}");
+    let mut tc = fx.target.connect(None).await.unwrap();
+    let replicas: Vec<mysql_async::Row> = tc.query("SHOW ALL SLAVES STATUS").await.unwrap();
+    assert!(
+        replicas.is_empty(),
+        "no replica was configured on the target"
+    );
+    let users: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM mysql.user WHERE User LIKE 'cutover_repl%'")
+        .await
+        .unwrap();
+    assert_eq!(users, Some(0), "no replication account on the source");
+    drop((s, t, c, tc));
+    drop(fx);
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cutover::engine::{self, Event, Phase, Rollback};
-use cutover::lab::Postgres;
 use cutover::lab::writer::{Writer, WriterConfig};
+use cutover::lab::{Postgres, Sshd, Supervision};
 
 use crate::support::{self, NeighbourWriter, PgPair, connect_grants};
 use cutover::plan::{self, Plan};
@@ -1369,6 +1369,28 @@ async fn a_target_disk_too_small_for_the_copy_is_refused_before_anything_starts(
     assert!(short.server.starts_with("target"), "{short:?}");
     assert!(short.problem.contains("MiB free"), "{short:?}");
     assert!(short.fix.contains("free at least"), "{short:?}");
+
+    // The plan's `[hosts]` name the target's machine (an alias of an ssh config whose
+    // HostName is the target server's address): its free space is read there, over ssh.
+    let sshd = Sshd::start(fx.dir.path(), "sshd", Supervision::Owned)
+        .await
+        .expect("sshd starts");
+    let config = sshd.ssh_config.display();
+    let over_ssh = pair_of(&fx.plan(&format!(
+        "\n[hosts.source]\nssh = \"lab-source\"\nssh_config = \"{config}\"\n[hosts.target]\nssh = \"lab-target\"\nssh_config = \"{config}\"\n"
+    )));
+    let report = preflight::run(&over_ssh, &s, &t).await.unwrap();
+    let short = report
+        .findings
+        .iter()
+        .find(|f| f.severity == Severity::Error && f.problem.contains("does not fit"))
+        .unwrap_or_else(|| panic!("refused for room, read over ssh: {:#?}", report.findings));
+    assert!(
+        short.problem.contains("(on lab-target, over ssh) has")
+            && short.problem.contains("MiB free"),
+        "{short:?}"
+    );
+    drop(sshd);
 
     let refused = start::start(&pair).await.expect_err("start refuses");
     assert!(refused.to_string().contains("does not fit"), "{refused}");

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::plan::Host;
+use crate::plan::{Host, Hosts};
+use crate::space::Reach;
 
 use super::FilesError;
 
@@ -153,6 +154,70 @@ pub fn on_host(
     let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
     let full = ssh_argv(host, &argv);
     async move { run(&full, timeout).await }
+}
+
+/// The `[hosts]` entry for the machine a database server named `server_host` (as the plan
+/// names it) runs on: the one whose ssh destination resolves to that name (`ssh -G`, so
+/// aliases of its ssh config count; two loopback names match each other).
+pub async fn machine_of<'a>(hosts: Option<&'a Hosts>, server_host: &str) -> Option<&'a Host> {
+    let hosts = hosts?;
+    let wanted = server_host.trim_start_matches('[').trim_end_matches(']');
+    for host in [&hosts.target, &hosts.source] {
+        let mut argv = vec!["ssh".to_owned(), "-G".to_owned()];
+        argv.extend(ssh_options(host));
+        argv.push(host.ssh.clone());
+        let Ok(out) = run(&argv, Duration::from_secs(5)).await else {
+            continue;
+        };
+        let resolved = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("hostname "))
+            .map(str::trim);
+        if let Some(name) = resolved
+            && (name.eq_ignore_ascii_case(wanted)
+                || (crate::plan::is_loopback(name) && crate::plan::is_loopback(wanted)))
+        {
+            return Some(host);
+        }
+    }
+    None
+}
+
+/// Free bytes an unprivileged writer has on the filesystem holding `dir` on `host`, read with
+/// POSIX `df -P -k` over ssh.
+pub async fn free_space(host: &Host, dir: &str) -> Result<u64, String> {
+    let out = on_host(
+        host,
+        &["df", "-P", "-k", "--", dir],
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if !out.ok() {
+        return Err(format!("df failed: {}", out.stderr.trim()));
+    }
+    crate::space::parse_df(&out.stdout)
+}
+
+/// How the free space of a database target at `server_host` is read: over ssh when a
+/// `[hosts]` entry is its machine and its data directory `dir` is known, else here when it
+/// runs on this machine, else not at all.
+pub async fn reach(hosts: Option<&Hosts>, server_host: &str, dir: Option<&str>) -> Reach {
+    let local = crate::plan::is_loopback(server_host);
+    if let (Some(host), Some(dir)) = (machine_of(hosts, server_host).await, dir) {
+        match free_space(host, dir).await {
+            // The same machine: what this one reads is as true.
+            Err(_) if local => return Reach::Here,
+            free => {
+                return Reach::Ssh {
+                    destination: host.ssh.clone(),
+                    free,
+                };
+            }
+        }
+    }
+    if local { Reach::Here } else { Reach::Elsewhere }
 }
 
 #[cfg(test)]

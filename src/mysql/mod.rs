@@ -59,6 +59,8 @@ pub struct Pair {
     pub target: Server,
     /// The adaptive gate's budget (the plan's `window_budget` and `gate_timeout`).
     pub budget: Option<crate::engine::gate::Budget>,
+    /// The plan's hosts over ssh: where a server's machine can be read (its free space).
+    pub machines: Option<crate::plan::Hosts>,
 }
 
 impl Pair {
@@ -76,6 +78,7 @@ impl Pair {
             target: self.source.clone(),
             migration: self.migration.clone(),
             budget: self.budget,
+            machines: self.machines.clone(),
             plan,
         }
     }
@@ -88,6 +91,7 @@ impl Pair {
             source: Server::new("source", &pair.source),
             target: Server::new("target", &pair.target),
             budget: crate::engine::gate::Budget::of(plan),
+            machines: plan.hosts.clone(),
         }
     }
 

@@ -118,8 +118,14 @@ async fn target_room(
     }
     let dir = target.variable("datadir").await?;
     let dir = dir.ok_or_else(|| "the server does not say its @@datadir".to_owned());
+    let reach = crate::files::remote::reach(
+        pair.machines.as_ref(),
+        &pair.plan.target.host,
+        dir.as_deref().ok(),
+    )
+    .await;
     let (severity, problem, fix) = crate::space::check(
-        crate::plan::is_loopback(&pair.plan.target.host),
+        &reach,
         dir,
         copy,
         "the snapshot of the replicated databases",

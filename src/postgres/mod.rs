@@ -83,6 +83,8 @@ pub struct Pair {
     pub target: Server,
     /// The adaptive gate's budget (the plan's `window_budget` and `gate_timeout`).
     pub budget: Option<crate::engine::gate::Budget>,
+    /// The plan's hosts over ssh: where a server's machine can be read (its free space).
+    pub machines: Option<crate::plan::Hosts>,
 }
 
 impl Pair {
@@ -94,6 +96,7 @@ impl Pair {
             source: Server::new(Side::Source, pair.source.clone()),
             target: Server::new(Side::Target, pair.target.clone()),
             budget: crate::engine::gate::Budget::of(plan),
+            machines: plan.hosts.clone(),
         }
     }
 
@@ -141,6 +144,7 @@ impl Pair {
             plan,
             names,
             budget: self.budget,
+            machines: self.machines.clone(),
         }
     }
 

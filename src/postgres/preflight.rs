@@ -972,8 +972,14 @@ async fn target_room(f: &mut Findings<'_>, pair: &Pair, target: &Db, tables: &[T
                 "the data directory is not readable to this account ({e}; pg_read_all_settings allows it)"
             )
         });
+    let reach = crate::files::remote::reach(
+        pair.machines.as_ref(),
+        &pair.plan.target.host,
+        dir.as_deref().ok(),
+    )
+    .await;
     let (severity, problem, fix) = crate::space::check(
-        crate::plan::is_loopback(&pair.plan.target.host),
+        &reach,
         dir,
         copy,
         &format!("the initial copy of {} table(s)", tables.len()),

@@ -169,10 +169,20 @@ impl MariaPair {
 
     /// Two servers; on the source the `app` database with `rows` rows in `writes`.
     pub async fn seeded(rows: u32) -> MariaPair {
+        MariaPair::seeded_in(rows, None).await
+    }
+
+    /// [`MariaPair::seeded`], the target's data under `target_root` when given (a small disk).
+    pub async fn seeded_in(rows: u32, target_root: Option<&Path>) -> MariaPair {
         let dir = LabDir::temporary().expect("lab dir");
         let (source, target) = tokio::try_join!(
             MariaDb::start(dir.path(), "maria-source", 1, Supervision::Owned),
-            MariaDb::start(dir.path(), "maria-target", 2, Supervision::Owned),
+            MariaDb::start(
+                target_root.unwrap_or(dir.path()),
+                "maria-target",
+                2,
+                Supervision::Owned
+            ),
         )
         .expect("servers start");
         for m in [&source, &target] {
