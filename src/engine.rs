@@ -453,9 +453,9 @@ pub trait Pair: Send + Sync {
     fn says(&self, act: Act) -> String;
     /// Checks both servers for everything replication and a cutover need; changes nothing.
     async fn preflight(&self) -> Result<Preflighted, DbError>;
-    /// Sets replication up (idempotent: a second start keeps what is there). Returns the
-    /// engine's report of what it did.
-    async fn start(&self) -> Result<serde_json::Value, DbError>;
+    /// Sets replication up (idempotent: a second start keeps what is there). What it did, in
+    /// the engine's own terms, is [`Reports::started`]'s typed report.
+    async fn start(&self) -> Result<(), DbError>;
     /// Connects a reader of replication progress.
     async fn probe(&self) -> Result<Box<dyn Probe>, DbError>;
     /// Where replication stands, read-only, on connections opened for this reading.
@@ -482,6 +482,32 @@ pub trait Pair: Send + Sync {
     /// while a holder from another state directory stopped without releasing it (its run may
     /// be mid-window); both name the holder.
     async fn lease(&self, holder: &Holder) -> Result<Box<dyn ServerLease>, DbError>;
+}
+
+/// A pair's own reports, typed per engine: what `start` did and where replication stands,
+/// in the engine's own terms (`cutover pg status`, `cutover mysql start`). The single-pair
+/// commands are generic over it, so they print typed fields and name no engine; the run and
+/// the daemon need [`Pair`] alone. Adding an engine: its folder, this trait, one line in the
+/// CLI.
+#[async_trait::async_trait]
+pub trait Reports: Pair + Sized + 'static {
+    /// The plan's section of these pairs (`postgres`, `mysql`).
+    const SECTION: &'static str;
+    /// The command group that acts on them (`pg`, `mysql`).
+    const COMMAND: &'static str;
+    /// What `start` did.
+    type Started: Serialize + Send;
+    /// Where replication stands.
+    type Status: Serialize + Send;
+    /// The plan's pairs of this engine, or only the one named `only`.
+    fn select(plan: &crate::plan::Plan, only: Option<&str>) -> Vec<Self>;
+    /// Sets replication up ([`Pair::start`]) and says what it did.
+    async fn started(&self) -> Result<Self::Started, DbError>;
+    /// Where replication stands, read now (`state_dir`: the migration's, for what earlier
+    /// readings left there).
+    async fn status(&self, state_dir: &std::path::Path) -> Result<Self::Status, DbError>;
+    /// Whether that status is healthy (the command's exit status).
+    fn healthy(status: &Self::Status) -> bool;
 }
 
 /// One pair's cutover window, phase by phase. Every phase may be called again on a fresh

@@ -17,7 +17,8 @@
 //! - [`dns`]: TTL jobs, record switches, propagation on every authoritative server.
 //! - [`proxy`]: reverse-proxy routes read, switched and read back, one adapter per file.
 //! - [`engine`]: the contract every database engine implements for a pair's whole life
-//!   (preflight, start, readiness, the window's phases, reverse preparation, state), its shared
+//!   (preflight, start, readiness, the window's phases, reverse preparation, state), the
+//!   start and status reports each engine types for the single-pair commands, its shared
 //!   result types, and the single-pair driver and resume built on it.
 //! - [`plan`]: the TOML plan file, its types and validation.
 //! - [`dberror`]: the error both engines report (server, context, the server's message).

@@ -380,25 +380,6 @@ pub struct LabArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Which kind of `--pair` a command selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PairKind {
-    /// `[[postgres]]`
-    Postgres,
-    /// `[[mysql]]`
-    Mysql,
-}
-
-impl PairKind {
-    /// The command group that acts on this kind of pair (`pg`, `mysql`).
-    pub fn command(self) -> &'static str {
-        match self {
-            PairKind::Postgres => "pg",
-            PairKind::Mysql => "mysql",
-        }
-    }
-}
-
 /// Runs the parsed command and returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {

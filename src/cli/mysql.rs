@@ -1,33 +1,29 @@
 //! `cutover mysql ...`: MySQL/MariaDB pairs, one after another; prints, never decides.
 
-use std::time::Duration;
-
-use super::pairs::{OwnStep, run_pairs};
-use super::{DbCommand, Output, PairKind, report};
+use super::pairs::{Printed, run_pairs};
+use super::{DbCommand, report};
+use crate::mysql::status::STATUS_LAG_LIMIT;
 use crate::mysql::{Pair, resync, start, status};
-
-/// How long `status` waits for the heartbeat to reach the target.
-const STATUS_LAG_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs one `mysql` subcommand for the selected pairs.
 pub fn run(cmd: DbCommand) -> u8 {
-    run_pairs(
-        &cmd,
-        PairKind::Mysql,
-        Pair::select,
-        |pair, ctx| async move {
-            let (pair, output) = (&pair, ctx.output);
-            match ctx.step {
-                OwnStep::Start => report(output, start::start(pair).await, print_start),
-                OwnStep::Status => run_status(pair, output).await,
-                OwnStep::Resync => report(
-                    output,
-                    resync::resync(pair, &ctx.tables, &ctx.state_dir).await,
-                    print_resync,
-                ),
-            }
-        },
-    )
+    run_pairs(&cmd, |pair: Pair, ctx| async move {
+        report(
+            ctx.output,
+            resync::resync(&pair, &ctx.tables, &ctx.state_dir).await,
+            print_resync,
+        )
+    })
+}
+
+impl Printed for Pair {
+    fn print_started(report: &start::Started) {
+        print_start(report)
+    }
+
+    fn print_status(status: &status::Status) {
+        print_status(status)
+    }
 }
 
 fn print_resync(r: &resync::Resynced) {
@@ -76,17 +72,6 @@ fn print_start(r: &start::Started) {
         r.replication_user
     );
     outln!("  follow the lag with `cutover mysql status`");
-}
-
-async fn run_status(pair: &Pair, output: Output) -> (bool, serde_json::Value) {
-    let result = async {
-        let (mut source, mut target) = pair.connect().await?;
-        status::status(pair, &mut source, &mut target, STATUS_LAG_LIMIT).await
-    }
-    .await;
-    let healthy = result.as_ref().is_ok_and(|s| s.running());
-    let (_, value) = report(output, result, print_status);
-    (healthy, value)
 }
 
 fn print_status(s: &status::Status) {

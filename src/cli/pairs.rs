@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::plan::{check_pair, load_or_report};
-use super::{DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, PairKind, runtime};
+use super::{DbCommand, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Output, report, runtime};
+use crate::engine::Reports;
 use crate::finding::{Finding, Severity};
-use crate::plan::Plan;
 
 pub use crate::run::single::PairStep as DbStep;
 
@@ -29,41 +29,32 @@ impl DbCommand {
     }
 }
 
-/// The steps whose reports are each engine's own (the others go through the contract).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnStep {
-    /// `start`
-    Start,
-    /// `status`
-    Status,
-    /// `resync --table ...`
-    Resync,
+/// How the CLI prints an engine's own reports (`start`, `status`): the formatters live here,
+/// the typed reports in the engine ([`Reports`]).
+pub trait Printed: Reports {
+    /// `start`'s report, for a person.
+    fn print_started(report: &Self::Started);
+    /// `status`'s report, for a person.
+    fn print_status(status: &Self::Status);
 }
 
-/// What an engine's own step needs besides its pair.
+/// What `resync` (the one step whose repair is an engine's own) needs besides its pair.
 #[derive(Debug, Clone)]
-pub struct StepContext {
-    /// Which step.
-    pub step: OwnStep,
+pub struct ResyncContext {
     /// Output format.
     pub output: Output,
     /// The migration's state directory.
     pub state_dir: PathBuf,
-    /// `resync`'s tables.
+    /// `--table`s.
     pub tables: Vec<String>,
 }
 
-/// Runs `cmd` on the plan's pairs of `kind` (selected by `select`): the steps every engine
-/// shares through the engine contract, and `own` (the engine's start and status, whose reports
-/// are its own) for the rest; it returns (success, JSON). Returns the exit status.
-pub fn run_pairs<P, Fut>(
-    cmd: &DbCommand,
-    kind: PairKind,
-    select: impl Fn(&Plan, Option<&str>) -> Vec<P>,
-    own: impl Fn(P, StepContext) -> Fut,
-) -> u8
+/// Runs `cmd` on the plan's pairs of engine `P`: every step through the engine contract
+/// (start and status through its typed [`Reports`]), and `resync` for the repair only some
+/// engines have; each returns (success, JSON). Returns the exit status.
+pub fn run_pairs<P, Fut>(cmd: &DbCommand, resync: impl Fn(P, ResyncContext) -> Fut) -> u8
 where
-    P: crate::engine::Pair,
+    P: Printed,
     Fut: Future<Output = (bool, serde_json::Value)>,
 {
     let args = cmd.args();
@@ -72,19 +63,16 @@ where
         Err(code) => return code,
     };
     if let Some(name) = &args.pair
-        && let Err(code) = check_pair(&args.plan, &plan, kind, name)
+        && let Err(code) = check_pair::<P>(&args.plan, &plan, name)
     {
         return code;
     }
-    let pairs = select(&plan, args.pair.as_deref());
+    let pairs = P::select(&plan, args.pair.as_deref());
     if pairs.is_empty() {
-        let section = match kind {
-            PairKind::Postgres => "postgres",
-            PairKind::Mysql => "mysql",
-        };
         errln!(
-            "{}: the plan has no [[{section}]] pairs",
-            args.plan.display()
+            "{}: the plan has no [[{}]] pairs",
+            args.plan.display(),
+            P::SECTION
         );
         return EXIT_INVALID;
     }
@@ -92,7 +80,7 @@ where
         return EXIT_FAILED;
     };
     let step = cmd.step();
-    let _lease = match step.lease(&plan, kind.command()) {
+    let _lease = match step.lease(&plan, P::COMMAND) {
         Ok(lease) => lease,
         Err(e) => {
             errln!("{}: {e}", args.plan.display());
@@ -108,7 +96,7 @@ where
     rt.block_on(async move {
         // The servers' lease too: another state directory's run or command is refused.
         let leases = if step.changes_servers() {
-            let purpose = format!("{} {}", kind.command(), step.verb());
+            let purpose = format!("{} {}", P::COMMAND, step.verb());
             match crate::run::single::ServerLeases::take(
                 &plan,
                 &purpose,
@@ -126,26 +114,30 @@ where
             None
         };
         let results = crate::run::single::each_pair(step, pairs, |pair| {
-            let context = |step| StepContext {
-                step,
+            let context = ResyncContext {
                 output,
                 state_dir: state_dir.clone(),
                 tables: tables.clone(),
             };
-            let own = &own;
+            let resync = &resync;
             async move {
                 match step {
                     DbStep::Preflight => preflight_pair(&pair, output).await,
-                    DbStep::Cutover => cutover_pair(&pair, pair.name(), kind, output).await,
+                    DbStep::Start => report(output, pair.started().await, P::print_started),
+                    DbStep::Status => {
+                        let status = pair.status(&context.state_dir).await;
+                        let healthy = status.as_ref().is_ok_and(P::healthy);
+                        let (_, value) = report(output, status, P::print_status);
+                        (healthy, value)
+                    }
+                    DbStep::Cutover => cutover_pair(&pair, pair.name(), P::COMMAND, output).await,
                     DbStep::Resume { go_on } => {
                         let window = pair.window(true).await;
                         resume_pair(window, pair.name(), output, go_on).await
                     }
                     DbStep::Verify => verify_pair(&pair, output).await,
                     DbStep::Cleanup => cleanup_pair(&pair, output).await,
-                    DbStep::Start => own(pair, context(OwnStep::Start)).await,
-                    DbStep::Status => own(pair, context(OwnStep::Status)).await,
-                    DbStep::Resync => own(pair, context(OwnStep::Resync)).await,
+                    DbStep::Resync => resync(pair, context).await,
                 }
             }
         })
@@ -289,12 +281,11 @@ impl EventLog {
 pub async fn cutover_pair(
     pair: &dyn crate::engine::Pair,
     name: &str,
-    kind: PairKind,
+    group: &str,
     output: Output,
 ) -> (bool, serde_json::Value) {
     use crate::engine::{DbError, Event, Rollback};
     let human = output == Output::Human;
-    let group = kind.command();
     let mut log = EventLog::new(name, output);
     let mut on_event = |event: &Event| log.record(event, describe_event);
     let result = crate::engine::cutover(pair, &mut on_event).await;

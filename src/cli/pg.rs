@@ -1,7 +1,7 @@
 //! `cutover pg ...`: PostgreSQL pairs, one after another; prints, never decides.
 
-use super::pairs::{OwnStep, run_pairs};
-use super::{DbCommand, Output, PairKind, report};
+use super::pairs::{Printed, run_pairs};
+use super::{DbCommand, report};
 use crate::postgres::{Pair, start, status};
 
 /// Runs one `pg` subcommand for the selected pairs.
@@ -11,26 +11,22 @@ pub fn run(cmd: DbCommand) -> u8 {
         errln!("{PG_RESYNC}");
         return super::EXIT_INVALID;
     }
-    run_pairs(
-        &cmd,
-        PairKind::Postgres,
-        Pair::select,
-        |pair, ctx| async move {
-            let (pair, output) = (&pair, ctx.output);
-            match ctx.step {
-                OwnStep::Start => report(output, start::start(pair).await, print_start),
-                OwnStep::Status => run_status(pair, output, &ctx.state_dir).await,
-                OwnStep::Resync => unreachable_resync(output),
-            }
-        },
-    )
+    run_pairs(&cmd, |_: Pair, ctx| async move {
+        report(ctx.output, Err::<(), _>(PG_RESYNC), |_| {})
+    })
 }
 
 /// Why `pg resync` does not exist as a repair.
 const PG_RESYNC: &str = "cutover pg resync: nothing to do for PostgreSQL: its apply worker stops on a column the target lacks (and goes on once it exists) instead of dropping the values, and a table whose definition changed during the sync is compared row by row inside the cutover window (`verify_in_window`); to copy a table again, clean the pair up and start it";
 
-fn unreachable_resync(output: Output) -> (bool, serde_json::Value) {
-    report(output, Err::<(), _>(PG_RESYNC), |_| {})
+impl Printed for Pair {
+    fn print_started(report: &start::StartReport) {
+        print_start(report)
+    }
+
+    fn print_status(status: &status::Status) {
+        print_status(status)
+    }
 }
 
 fn print_start(r: &start::StartReport) {
@@ -75,20 +71,6 @@ fn bytes(n: i64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
-}
-
-async fn run_status(
-    pair: &Pair,
-    output: Output,
-    state_dir: &std::path::Path,
-) -> (bool, serde_json::Value) {
-    let result = async {
-        let (source, target) = pair.connect().await?;
-        let samples = crate::state::StateDir::new(state_dir).postgres();
-        status::status(pair, &source, &target, Some(&samples)).await
-    }
-    .await;
-    report(output, result, print_status)
 }
 
 fn print_status(s: &status::Status) {

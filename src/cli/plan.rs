@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::{EXIT_INVALID, EXIT_OK, Output, PairKind};
+use super::{EXIT_INVALID, EXIT_OK, Output};
 use crate::plan::{self, Plan, PlanError};
 use crate::run::{self, Step};
 
@@ -101,18 +101,15 @@ fn render(path: &Path, plan: &Plan, steps: &[Step], rollback: &str) -> String {
     out
 }
 
-/// Checks that `--pair NAME` names a pair of the given kind; prints the choices when not.
-pub fn check_pair(path: &Path, plan: &Plan, kind: PairKind, name: &str) -> Result<(), u8> {
-    let (section, names): (&str, Vec<&str>) = match kind {
-        PairKind::Postgres => (
-            "postgres",
-            plan.postgres.iter().map(|p| p.name.as_str()).collect(),
-        ),
-        PairKind::Mysql => (
-            "mysql",
-            plan.mysql.iter().map(|p| p.name.as_str()).collect(),
-        ),
-    };
+/// Checks that `--pair NAME` names a pair of engine `P`; prints the choices when not.
+pub fn check_pair<P: crate::engine::Reports>(
+    path: &Path,
+    plan: &Plan,
+    name: &str,
+) -> Result<(), u8> {
+    let section = P::SECTION;
+    let pairs = P::select(plan, None);
+    let names: Vec<&str> = pairs.iter().map(|p| p.name()).collect();
     if names.contains(&name) {
         return Ok(());
     }

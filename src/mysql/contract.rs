@@ -2,10 +2,35 @@
 //! the daemon and the single-pair commands call, mapped onto this engine's own modules.
 
 use super::cutover::MyWindow;
-use super::{Db, Pair, cleanup, heartbeat, preflight, start, verify, writers};
+use super::{Db, Pair, cleanup, heartbeat, preflight, start, status, verify, writers};
 use crate::engine::{
     self, Act, Cleaned, DbError, Preflighted, Probe, Reading, Replication, Verified, Watch, Window,
 };
+
+#[async_trait::async_trait]
+impl engine::Reports for Pair {
+    const SECTION: &'static str = "mysql";
+    const COMMAND: &'static str = "mysql";
+    type Started = start::Started;
+    type Status = status::Status;
+
+    fn select(plan: &crate::plan::Plan, only: Option<&str>) -> Vec<Pair> {
+        Pair::select(plan, only)
+    }
+
+    async fn started(&self) -> Result<start::Started, DbError> {
+        Ok(start::start(self).await?)
+    }
+
+    async fn status(&self, _state_dir: &std::path::Path) -> Result<status::Status, DbError> {
+        let (mut source, mut target) = self.connect().await?;
+        Ok(status::status(self, &mut source, &mut target, status::STATUS_LAG_LIMIT).await?)
+    }
+
+    fn healthy(status: &status::Status) -> bool {
+        status.running()
+    }
+}
 
 #[async_trait::async_trait]
 impl engine::Pair for Pair {
@@ -85,9 +110,9 @@ impl engine::Pair for Pair {
         })
     }
 
-    async fn start(&self) -> Result<serde_json::Value, DbError> {
-        let r = start::start(self).await?;
-        engine::to_json("the start report", &r)
+    async fn start(&self) -> Result<(), DbError> {
+        start::start(self).await?;
+        Ok(())
     }
 
     async fn probe(&self) -> Result<Box<dyn Probe>, DbError> {

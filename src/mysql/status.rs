@@ -51,6 +51,9 @@ impl Status {
     }
 }
 
+/// How long `status` waits for the heartbeat to reach the target.
+pub const STATUS_LAG_LIMIT: Duration = Duration::from_secs(10);
+
 /// Reads the state of one pair; the heartbeat wait is bounded by `lag_timeout`.
 pub async fn status(
     pair: &Pair,

@@ -8,6 +8,33 @@ use crate::engine::{
 };
 
 #[async_trait::async_trait]
+impl engine::Reports for Pair {
+    const SECTION: &'static str = "postgres";
+    const COMMAND: &'static str = "pg";
+    type Started = start::StartReport;
+    type Status = status::Status;
+
+    fn select(plan: &crate::plan::Plan, only: Option<&str>) -> Vec<Pair> {
+        Pair::select(plan, only)
+    }
+
+    async fn started(&self) -> Result<start::StartReport, DbError> {
+        Ok(start::start(self).await?)
+    }
+
+    async fn status(&self, state_dir: &std::path::Path) -> Result<status::Status, DbError> {
+        let (source, target) = self.connect().await?;
+        let samples = crate::state::StateDir::new(state_dir).postgres();
+        Ok(status::status(self, &source, &target, Some(&samples)).await?)
+    }
+
+    fn healthy(_: &status::Status) -> bool {
+        // Read is enough: what it says (a copy still running, a lost slot) is for the reader.
+        true
+    }
+}
+
+#[async_trait::async_trait]
 impl engine::Pair for Pair {
     fn engine(&self) -> &'static str {
         "postgres"
@@ -94,9 +121,9 @@ impl engine::Pair for Pair {
         })
     }
 
-    async fn start(&self) -> Result<serde_json::Value, DbError> {
-        let r = start::start(self).await?;
-        engine::to_json("the start report", &r)
+    async fn start(&self) -> Result<(), DbError> {
+        start::start(self).await?;
+        Ok(())
     }
 
     async fn probe(&self) -> Result<Box<dyn Probe>, DbError> {
