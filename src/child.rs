@@ -75,3 +75,9 @@ pub async fn run<'a>(
         }
     }
 }
+
+/// The last non-blank lines of `text` (a command's output), for error messages.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -20,7 +20,10 @@
 //!   (preflight, start, readiness, the window's phases, reverse preparation, state), the
 //!   start and status reports each engine types for the single-pair commands, its shared
 //!   result types, and the single-pair driver and resume built on it.
-//! - [`plan`]: the TOML plan file, its types and validation.
+//! - [`plan`]: the TOML plan file, its types and validation. Each database engine's section
+//!   is that engine's own file (`postgres::config`, `mysql::config`): written at this layer
+//!   (importing only what sits below `plan`, and `plan`'s shared checker), re-exported by
+//!   `plan`, whose loader delegates the section's checks to it.
 //! - [`dberror`]: the error both engines report (server, context, the server's message).
 //! - [`space`]: room on the target for an initial copy (free space read where the server runs
 //!   on this machine), one rule for every engine.
@@ -52,3 +55,100 @@ pub mod serve;
 pub mod space;
 pub mod state;
 pub mod test_stop;
+
+#[cfg(test)]
+mod layering {
+    //! The list above is a rule: every `crate::` path in a module's files names the module
+    //! itself or one listed below it.
+
+    use std::path::Path;
+
+    /// The top-level modules, top to bottom, as this file's documentation lists them.
+    fn layers() -> Vec<String> {
+        include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! - [`"))
+            .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_owned()))
+            .collect()
+    }
+
+    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The top-level modules a file's code names through `crate::`.
+    fn named(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, _) in text.match_indices("crate::") {
+            let before = text[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = &text[i + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn no_module_names_one_listed_above_it() {
+        let layers = layers();
+        assert!(layers.len() > 10, "the list is read: {layers:?}");
+        let rank = |m: &str| layers.iter().position(|l| l == m);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        let mut upward = Vec::new();
+        for path in all {
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let top = rel.split(['/', '.']).next().unwrap_or_default().to_owned();
+            // An engine's plan section sits at the plan's layer.
+            let layer =
+                if rel.ends_with("/config.rs") && ["postgres", "mysql"].contains(&top.as_str()) {
+                    "plan".to_owned()
+                } else {
+                    top.clone()
+                };
+            let Some(own) = rank(&layer) else {
+                continue;
+            };
+            let text: String = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            for name in named(&text) {
+                let Some(theirs) = rank(&name) else {
+                    continue;
+                };
+                let section = layer == "plan"
+                    && ["postgres", "mysql"].contains(&name.as_str())
+                    && text.contains(&format!("crate::{name}::config"));
+                if theirs < own && !section {
+                    upward.push(format!("{rel} ({layer}) names crate::{name}"));
+                }
+            }
+        }
+        upward.sort();
+        upward.dedup();
+        assert!(upward.is_empty(), "upward imports:\n{}", upward.join("\n"));
+    }
+}

@@ -156,11 +156,8 @@ pub fn token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The last lines of `text`, for error messages.
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
+/// The last lines of a command's output, for error messages.
+pub use crate::child::tail;
 
 /// The `files` commands, for the one rule of which of them change a tree (and so hold the
 /// migration's lease and its servers').

@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod cleanup;
+pub mod config;
 mod contract;
 pub mod cutover;
 pub mod db;

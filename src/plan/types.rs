@@ -13,9 +13,8 @@ pub use cutover_providers::{ProviderKind, RecordType};
 use serde::{Deserialize, Serialize};
 
 use super::dns::*;
-use super::mysql::*;
-use super::postgres::*;
 use super::proxy::*;
+use super::{MysqlPair, PostgresPair};
 
 /// A whole migration plan.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -351,24 +350,6 @@ impl Check {
 
 pub(super) fn default_true() -> bool {
     true
-}
-pub(super) fn default_pg_port() -> u16 {
-    5432
-}
-pub(super) fn default_mysql_port() -> u16 {
-    3306
-}
-pub(super) fn default_max_lag_bytes() -> u64 {
-    1024 * 1024
-}
-pub(super) fn default_apply_workers() -> u32 {
-    4
-}
-pub(super) fn default_max_lag() -> Duration {
-    Duration::from_secs(1)
-}
-pub(super) fn default_catchup_timeout() -> Duration {
-    Duration::from_secs(30)
 }
 pub(super) fn default_cutover_ttl() -> u32 {
     60

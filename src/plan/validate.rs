@@ -2,8 +2,6 @@
 //! argv-not-shell-strings, credentials present, addresses that parse.
 
 use super::dns::dns_record;
-use super::mysql::mysql_endpoint;
-use super::postgres::pg_endpoint;
 use super::proxy::proxy_route;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,38 +16,34 @@ use super::{Check, Hook, Migration, Plan, ProxyAdapter, RunOn};
 /// Longest migration or pair name; keeps derived PostgreSQL identifiers under 63 bytes.
 pub const MAX_NAME_LEN: usize = 24;
 
-/// Databases that are never migrated as application data.
-const MYSQL_SYSTEM_DATABASES: [&str; 4] =
-    ["mysql", "sys", "information_schema", "performance_schema"];
-
 /// A key path under construction.
 #[derive(Clone)]
-pub(super) struct KeyPath(Vec<Seg>);
+pub(crate) struct KeyPath(Vec<Seg>);
 
 impl KeyPath {
-    pub(super) fn root() -> KeyPath {
+    pub(crate) fn root() -> KeyPath {
         KeyPath(Vec::new())
     }
-    pub(super) fn k(&self, key: &str) -> KeyPath {
+    pub(crate) fn k(&self, key: &str) -> KeyPath {
         let mut v = self.0.clone();
         v.push(Seg::Key(key.to_owned()));
         KeyPath(v)
     }
-    pub(super) fn i(&self, index: usize) -> KeyPath {
+    pub(crate) fn i(&self, index: usize) -> KeyPath {
         let mut v = self.0.clone();
         v.push(Seg::Index(index));
         KeyPath(v)
     }
 }
 
-pub(super) struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     src: &'a SourceText<'a>,
     root: &'a DeTable<'a>,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    pub(super) fn fail(
+    pub(crate) fn fail(
         &mut self,
         at: &KeyPath,
         message: impl Into<String>,
@@ -62,7 +56,7 @@ impl Checker<'_> {
 
     /// `exempt_roles` / `exempt_users`: every entry needs a reason, and none may also be fenced
     /// or be cutover's own login.
-    pub(super) fn exemptions(
+    pub(crate) fn exemptions(
         &mut self,
         at: &KeyPath,
         exempt: &std::collections::BTreeMap<String, String>,
@@ -96,7 +90,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn name(&mut self, at: &KeyPath, value: &str, what: &str) {
+    pub(crate) fn name(&mut self, at: &KeyPath, value: &str, what: &str) {
         let ok_chars = value
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -113,7 +107,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn absolute(&mut self, at: &KeyPath, path: &Path, example: &str) {
+    pub(crate) fn absolute(&mut self, at: &KeyPath, path: &Path, example: &str) {
         if !path.is_absolute() {
             self.fail(
                 at,
@@ -123,7 +117,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn one_secret_source(&mut self, at: &KeyPath, prefix: &str, env: bool, file: bool) {
+    pub(crate) fn one_secret_source(&mut self, at: &KeyPath, prefix: &str, env: bool, file: bool) {
         if env && file {
             self.fail(
                 &at.k(&format!("{prefix}_file")),
@@ -133,7 +127,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn argv(&mut self, at: &KeyPath, command: &[String]) {
+    pub(crate) fn argv(&mut self, at: &KeyPath, command: &[String]) {
         match command {
             [] => self.fail(
                 at,
@@ -158,7 +152,7 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn needs_hosts(&mut self, plan: &Plan, at: &KeyPath, on: RunOn) {
+    pub(crate) fn needs_hosts(&mut self, plan: &Plan, at: &KeyPath, on: RunOn) {
         if on != RunOn::Local && plan.hosts.is_none() {
             self.fail(
                 at,
@@ -226,32 +220,6 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
         );
     }
 
-    check_unique(
-        &mut c,
-        "postgres",
-        plan.postgres.iter().map(|p| p.name.as_str()),
-    );
-    // Replication objects are named `cutover_<migration>_<pair>` with `-` written as `_`:
-    // `app-db` and `app_db` would share one publication, slot and subscription.
-    let mut objects: HashMap<String, usize> = HashMap::new();
-    for (i, pair) in plan.postgres.iter().enumerate() {
-        let object = pair.name.replace('-', "_");
-        match objects.get(&object) {
-            Some(first) if plan.postgres[*first].name != pair.name => c.fail(
-                &KeyPath::root().k("postgres").i(i).k("name"),
-                format!(
-                    "`{}` and postgres[{first}]'s `{}` name the same replication objects (`-` becomes `_` in them)",
-                    pair.name, plan.postgres[*first].name
-                ),
-                "give the pairs names that differ in more than `-` and `_`",
-            ),
-            Some(_) => {}
-            None => {
-                objects.insert(object, i);
-            }
-        }
-    }
-    check_unique(&mut c, "mysql", plan.mysql.iter().map(|p| p.name.as_str()));
     check_unique(&mut c, "files", plan.files.iter().map(|f| f.name.as_str()));
     check_unique(&mut c, "checks", plan.checks.iter().map(Check::name));
     check_unique(&mut c, "proxy", plan.proxy.iter().map(|p| p.name.as_str()));
@@ -303,151 +271,8 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
         }
     }
 
-    for (i, pair) in plan.postgres.iter().enumerate() {
-        let at = top.k("postgres").i(i);
-        c.name(&at.k("name"), &pair.name, "pair name");
-        pg_endpoint(&mut c, &at.k("source"), &pair.source);
-        pg_endpoint(&mut c, &at.k("target"), &pair.target);
-        if same_server(
-            &pair.source.host,
-            pair.source.port,
-            &pair.target.host,
-            pair.target.port,
-        ) && pair.source.dbname == pair.target.dbname
-        {
-            c.fail(
-                &at.k("target"),
-                "source and target are the same database",
-                "point `target` at the new server",
-            );
-        }
-        if pair.app_roles.is_empty() {
-            c.fail(
-                &at.k("app_roles"),
-                "no application roles are listed, so writes cannot be fenced at cutover",
-                "list the roles your application connects as, e.g. `app_roles = [\"forgejo\"]`",
-            );
-        }
-        for (side, endpoint) in [("source", &pair.source), ("target", &pair.target)] {
-            if pair.app_roles.contains(&endpoint.user) {
-                c.fail(
-                    &at.k(side).k("user"),
-                    format!(
-                        "cutover logs in as `{}`, which is also listed in `app_roles`; the fence would lock cutover out",
-                        endpoint.user
-                    ),
-                    "give cutover its own role (superuser, or REPLICATION + CREATEROLE + pg_signal_backend)",
-                );
-            }
-        }
-        c.exemptions(
-            &at.k("exempt_roles"),
-            &pair.exempt_roles,
-            &pair.app_roles,
-            "app_roles",
-            [&pair.source.user, &pair.target.user],
-        );
-        for (j, table) in pair.tables.iter().enumerate() {
-            let parts: Vec<&str> = table.split('.').collect();
-            let well_formed = parts.len() <= 2
-                && parts
-                    .iter()
-                    .all(|p| !p.is_empty() && !p.chars().any(char::is_whitespace));
-            if !well_formed {
-                c.fail(
-                    &at.k("tables").i(j),
-                    format!("`{table}` is not a table name"),
-                    "write `schema.table` (or `table` for the public schema), without quotes or spaces",
-                );
-            }
-        }
-        if pair.max_lag_bytes == 0 {
-            c.fail(
-                &at.k("max_lag_bytes"),
-                "0 bytes of lag is never reached under writes",
-                "use a few MiB, e.g. `max_lag_bytes = 1048576`",
-            );
-        }
-        if pair.catchup_timeout.is_zero() {
-            c.fail(
-                &at.k("catchup_timeout"),
-                "a zero timeout always fails",
-                "use e.g. \"30s\"",
-            );
-        }
-    }
-
-    for (i, pair) in plan.mysql.iter().enumerate() {
-        let at = top.k("mysql").i(i);
-        c.name(&at.k("name"), &pair.name, "pair name");
-        mysql_endpoint(&mut c, &at.k("source"), &pair.source);
-        mysql_endpoint(&mut c, &at.k("target"), &pair.target);
-        if same_server(
-            &pair.source.host,
-            pair.source.port,
-            &pair.target.host,
-            pair.target.port,
-        ) {
-            c.fail(
-                &at.k("target"),
-                "source and target are the same server",
-                "point `target` at the new server",
-            );
-        }
-        if pair.databases.is_empty() {
-            c.fail(
-                &at.k("databases"),
-                "no databases are listed",
-                "list the application's databases, e.g. `databases = [\"app\"]`",
-            );
-        }
-        for (j, db) in pair.databases.iter().enumerate() {
-            if MYSQL_SYSTEM_DATABASES.contains(&db.to_ascii_lowercase().as_str()) {
-                c.fail(
-                    &at.k("databases").i(j),
-                    format!("`{db}` is a system database"),
-                    "list only application databases; users and grants are not migrated by replication",
-                );
-            }
-        }
-        if pair.app_users.is_empty() {
-            c.fail(
-                &at.k("app_users"),
-                "no application users are listed, so their sessions cannot be ended at the fence",
-                "list the users your application connects as, e.g. `app_users = [\"app\"]`",
-            );
-        }
-        c.exemptions(
-            &at.k("exempt_users"),
-            &pair.exempt_users,
-            &pair.app_users,
-            "app_users",
-            [&pair.source.user, &pair.target.user],
-        );
-        for (j, user) in pair.privileged_app_users.iter().enumerate() {
-            if !pair.app_users.contains(user) {
-                c.fail(
-                    &at.k("privileged_app_users").i(j),
-                    format!("`{user}` is not in `app_users`, so the fence would not lock it"),
-                    format!("add `{user}` to `app_users` too"),
-                );
-            }
-        }
-        if pair.catchup_timeout.is_zero() {
-            c.fail(
-                &at.k("catchup_timeout"),
-                "a zero timeout always fails",
-                "use e.g. \"30s\"",
-            );
-        }
-        if pair.neighbours == super::Neighbours::FenceAccounts && pair.reverse_replication {
-            c.fail(
-                &at.k("reverse_replication"),
-                "reverse replication cannot follow a fence by account (`neighbours = \"fence-accounts\"`): the old primary keeps taking its other databases' writes, and a replica that writes its own transactions diverges from its primary",
-                "set `reverse_replication = false`, or fence the whole server (`neighbours = \"read-only\"`, or move the other databases too)",
-            );
-        }
-    }
+    crate::postgres::config::check_section(&mut c, &top, &plan.postgres);
+    crate::mysql::config::check_section(&mut c, &top, &plan.mysql);
 
     for (i, f) in plan.files.iter().enumerate() {
         let at = top.k("files").i(i);
@@ -527,7 +352,11 @@ pub(crate) fn validate(plan: &Plan, src: &SourceText<'_>, root: &DeTable<'_>) ->
     c.problems
 }
 
-fn check_unique<'a>(c: &mut Checker<'_>, section: &str, names: impl Iterator<Item = &'a str>) {
+pub(crate) fn check_unique<'a>(
+    c: &mut Checker<'_>,
+    section: &str,
+    names: impl Iterator<Item = &'a str>,
+) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, name) in names.enumerate() {
         if let Some(first) = seen.get(name) {
@@ -542,13 +371,13 @@ fn check_unique<'a>(c: &mut Checker<'_>, section: &str, names: impl Iterator<Ite
     }
 }
 
-pub(super) fn same_server(a_host: &str, a_port: u16, b_host: &str, b_port: u16) -> bool {
+pub(crate) fn same_server(a_host: &str, a_port: u16, b_host: &str, b_port: u16) -> bool {
     a_host.eq_ignore_ascii_case(b_host) && a_port == b_port
 }
 
 /// A private key file must not be readable by group or world (libpq and the mysql client
 /// refuse such a key); a file that is not there yet is for the connection to report.
-pub(super) fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
+pub(crate) fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
     if key.exists()
         && let Err(why) = crate::secret::check_private_file(key)
     {
@@ -556,7 +385,7 @@ pub(super) fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::pat
     }
 }
 
-pub(super) fn is_hostname(name: &str) -> bool {
+pub(crate) fn is_hostname(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
         && name.len() <= 253
@@ -570,7 +399,7 @@ pub(super) fn is_hostname(name: &str) -> bool {
 }
 
 /// `address`, `address:port` or `[v6]:port`.
-pub(super) fn is_server_address(s: &str) -> bool {
+pub(crate) fn is_server_address(s: &str) -> bool {
     if s.parse::<IpAddr>().is_ok() || s.parse::<std::net::SocketAddr>().is_ok() {
         return true;
     }
@@ -580,7 +409,7 @@ pub(super) fn is_server_address(s: &str) -> bool {
     }
 }
 
-pub(super) fn url(c: &mut Checker<'_>, at: &KeyPath, value: &str) {
+pub(crate) fn url(c: &mut Checker<'_>, at: &KeyPath, value: &str) {
     if !(value.starts_with("http://") || value.starts_with("https://")) {
         c.fail(
             at,
@@ -599,5 +428,54 @@ fn hook_checks(c: &mut Checker<'_>, plan: &Plan, at: &KeyPath, hook: &Hook) {
             "a zero timeout always fails",
             "use e.g. \"60s\"",
         );
+    }
+}
+
+/// `localhost`, a loopback address, or a Unix socket directory.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.starts_with('/')
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A replication link's certificate paths (`names`: CA, certificate, key), as the server at
+/// the other end of the link sees them: absolute, and a certificate with its key once the
+/// defaults (cutover's own certificate and key: `defaults`) are applied.
+pub(crate) fn link_paths(
+    c: &mut Checker<'_>,
+    at: &KeyPath,
+    names: [&str; 3],
+    values: [&Option<String>; 3],
+    defaults: (bool, bool),
+) {
+    let cert = values[1].is_some() || defaults.0;
+    let key = values[2].is_some() || defaults.1;
+    if cert != key {
+        let (missing, has) = if cert {
+            (names[2], names[1])
+        } else {
+            (names[1], names[2])
+        };
+        c.fail(
+            &at.k(missing),
+            format!("the replication link has `{has}` (or its default) but no `{missing}`: a client certificate needs its key"),
+            format!("set `{missing}` to the path as the server at the other end of the link sees it"),
+        );
+    }
+    for (name, value) in names.iter().zip(values) {
+        if let Some(v) = value
+            && !v.starts_with('/')
+            && !(*name == names[0] && v == "system")
+        {
+            c.fail(
+                &at.k(name),
+                format!("`{name}` is {v:?}: the server that opens it resolves a relative path against its own data directory"),
+                "give the absolute path as that server sees it",
+            );
+        }
     }
 }

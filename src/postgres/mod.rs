@@ -23,6 +23,7 @@
 
 pub mod catalog;
 pub mod cleanup;
+pub mod config;
 mod contract;
 pub mod cutover;
 pub mod db;

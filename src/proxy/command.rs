@@ -91,7 +91,7 @@ impl Command {
                     Some(code) => format!("exited {code}"),
                     None => "was killed".to_owned(),
                 },
-                crate::files::tail(ran.stderr.trim(), 5)
+                crate::child::tail(ran.stderr.trim(), 5)
             ),
             "run the command by hand to see why; the route is as the command left it",
         )

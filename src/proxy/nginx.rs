@@ -127,7 +127,7 @@ impl Nginx {
         if ended.code == Some(0) {
             Ok((ended.stdout, ended.stderr))
         } else {
-            Err(crate::files::tail(ended.stderr.trim(), 5))
+            Err(crate::child::tail(ended.stderr.trim(), 5))
         }
     }
 

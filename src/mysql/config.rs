@@ -1,5 +1,8 @@
 //! `[[mysql]]`: a MySQL/MariaDB pair and how cutover reaches each server (TLS named as the
-//! MySQL client names it).
+//! MySQL client names it): its keys, their defaults and their checks.
+//!
+//! The engine owns its section; it is written at the plan's layer (it imports only the plan's
+//! shared parts and `secret`), and the plan loader delegates to [`check_section`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,9 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::postgres::{is_loopback, link_paths};
-use super::types::*;
-use super::validate::*;
+use crate::plan::validate::*;
+use crate::plan::{duration, is_loopback};
 use crate::secret::SecretRef;
 
 /// How cutover connects to one MySQL or MariaDB server.
@@ -201,9 +203,22 @@ pub enum VerifyInWindow {
     Off,
 }
 
+fn default_mysql_port() -> u16 {
+    3306
+}
+fn default_apply_workers() -> u32 {
+    4
+}
+fn default_max_lag() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_catchup_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 // Validation of this section's keys (every problem reported, with its key and fix).
 
-pub(super) fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
+pub(crate) fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoint) {
     if e.host.trim().is_empty() {
         c.fail(
             &at.k("host"),
@@ -240,7 +255,7 @@ pub(super) fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoin
         [&e.link_ssl_ca, &e.link_ssl_cert, &e.link_ssl_key],
         (e.ssl_cert.is_some(), e.ssl_key.is_some()),
     );
-    if e.effective_ssl_mode() == super::MysqlSslMode::Disabled {
+    if e.effective_ssl_mode() == MysqlSslMode::Disabled {
         for (key, set) in [
             ("ssl_ca", e.ssl_ca.is_some()),
             ("ssl_cert", e.ssl_cert.is_some()),
@@ -258,5 +273,85 @@ pub(super) fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoin
     }
     if let Some(key) = &e.ssl_key {
         key_file_private(c, &at.k("ssl_key"), key);
+    }
+}
+
+/// Databases that are never migrated as application data.
+const MYSQL_SYSTEM_DATABASES: [&str; 4] =
+    ["mysql", "sys", "information_schema", "performance_schema"];
+
+/// Every check of the plan's `[[mysql]]` entries: names unique, then each entry's keys.
+pub(crate) fn check_section(c: &mut Checker<'_>, top: &KeyPath, pairs: &[MysqlPair]) {
+    check_unique(c, "mysql", pairs.iter().map(|p| p.name.as_str()));
+    for (i, pair) in pairs.iter().enumerate() {
+        let at = top.k("mysql").i(i);
+        c.name(&at.k("name"), &pair.name, "pair name");
+        mysql_endpoint(c, &at.k("source"), &pair.source);
+        mysql_endpoint(c, &at.k("target"), &pair.target);
+        if same_server(
+            &pair.source.host,
+            pair.source.port,
+            &pair.target.host,
+            pair.target.port,
+        ) {
+            c.fail(
+                &at.k("target"),
+                "source and target are the same server",
+                "point `target` at the new server",
+            );
+        }
+        if pair.databases.is_empty() {
+            c.fail(
+                &at.k("databases"),
+                "no databases are listed",
+                "list the application's databases, e.g. `databases = [\"app\"]`",
+            );
+        }
+        for (j, db) in pair.databases.iter().enumerate() {
+            if MYSQL_SYSTEM_DATABASES.contains(&db.to_ascii_lowercase().as_str()) {
+                c.fail(
+                    &at.k("databases").i(j),
+                    format!("`{db}` is a system database"),
+                    "list only application databases; users and grants are not migrated by replication",
+                );
+            }
+        }
+        if pair.app_users.is_empty() {
+            c.fail(
+                &at.k("app_users"),
+                "no application users are listed, so their sessions cannot be ended at the fence",
+                "list the users your application connects as, e.g. `app_users = [\"app\"]`",
+            );
+        }
+        c.exemptions(
+            &at.k("exempt_users"),
+            &pair.exempt_users,
+            &pair.app_users,
+            "app_users",
+            [&pair.source.user, &pair.target.user],
+        );
+        for (j, user) in pair.privileged_app_users.iter().enumerate() {
+            if !pair.app_users.contains(user) {
+                c.fail(
+                    &at.k("privileged_app_users").i(j),
+                    format!("`{user}` is not in `app_users`, so the fence would not lock it"),
+                    format!("add `{user}` to `app_users` too"),
+                );
+            }
+        }
+        if pair.catchup_timeout.is_zero() {
+            c.fail(
+                &at.k("catchup_timeout"),
+                "a zero timeout always fails",
+                "use e.g. \"30s\"",
+            );
+        }
+        if pair.neighbours == Neighbours::FenceAccounts && pair.reverse_replication {
+            c.fail(
+                &at.k("reverse_replication"),
+                "reverse replication cannot follow a fence by account (`neighbours = \"fence-accounts\"`): the old primary keeps taking its other databases' writes, and a replica that writes its own transactions diverges from its primary",
+                "set `reverse_replication = false`, or fence the whole server (`neighbours = \"read-only\"`, or move the other databases too)",
+            );
+        }
     }
 }

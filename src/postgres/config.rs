@@ -1,14 +1,17 @@
 //! `[[postgres]]`: a PostgreSQL pair and how cutover reaches each server (TLS named as libpq
-//! names it).
+//! names it): its keys, their defaults and their checks.
+//!
+//! The engine owns its section; it is written at the plan's layer (it imports only the plan's
+//! shared parts and `secret`), and the plan loader delegates to [`check_section`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::*;
-use super::validate::*;
+use crate::plan::validate::*;
+use crate::plan::{duration, is_loopback};
 use crate::secret::SecretRef;
 
 /// How cutover connects to one PostgreSQL server.
@@ -77,17 +80,6 @@ impl PgEndpoint {
     }
 }
 
-/// `localhost`, a loopback address, or a Unix socket directory.
-pub fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host.starts_with('/')
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// libpq `sslmode` values cutover understands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -151,9 +143,19 @@ pub struct PostgresPair {
     pub drain: Duration,
 }
 
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_max_lag_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_catchup_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 // Validation of this section's keys (every problem reported, with its key and fix).
 
-pub(super) fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
+pub(crate) fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
     if e.host.trim().is_empty() {
         c.fail(
             &at.k("host"),
@@ -194,7 +196,7 @@ pub(super) fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
         (e.sslcert.is_some(), e.sslkey.is_some()),
     );
     let mode = e.effective_sslmode();
-    if mode == super::SslMode::Disable {
+    if mode == SslMode::Disable {
         for (key, set) in [
             ("sslrootcert", e.sslrootcert.is_some()),
             ("sslcert", e.sslcert.is_some()),
@@ -215,39 +217,100 @@ pub(super) fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
     }
 }
 
-/// A replication link's certificate paths (`names`: CA, certificate, key), as the server at
-/// the other end of the link sees them: absolute, and a certificate with its key once the
-/// defaults (cutover's own certificate and key: `defaults`) are applied.
-pub(super) fn link_paths(
-    c: &mut Checker<'_>,
-    at: &KeyPath,
-    names: [&str; 3],
-    values: [&Option<String>; 3],
-    defaults: (bool, bool),
-) {
-    let cert = values[1].is_some() || defaults.0;
-    let key = values[2].is_some() || defaults.1;
-    if cert != key {
-        let (missing, has) = if cert {
-            (names[2], names[1])
-        } else {
-            (names[1], names[2])
-        };
-        c.fail(
-            &at.k(missing),
-            format!("the replication link has `{has}` (or its default) but no `{missing}`: a client certificate needs its key"),
-            format!("set `{missing}` to the path as the server at the other end of the link sees it"),
-        );
+/// Every check of the plan's `[[postgres]]` entries: names unique (and distinct in the
+/// replication objects they name), then each entry's keys.
+pub(crate) fn check_section(c: &mut Checker<'_>, top: &KeyPath, pairs: &[PostgresPair]) {
+    check_unique(c, "postgres", pairs.iter().map(|p| p.name.as_str()));
+    // Replication objects are named `cutover_<migration>_<pair>` with `-` written as `_`:
+    // `app-db` and `app_db` would share one publication, slot and subscription.
+    let mut objects: HashMap<String, usize> = HashMap::new();
+    for (i, pair) in pairs.iter().enumerate() {
+        let object = pair.name.replace('-', "_");
+        match objects.get(&object) {
+            Some(first) if pairs[*first].name != pair.name => c.fail(
+                &top.k("postgres").i(i).k("name"),
+                format!(
+                    "`{}` and postgres[{first}]'s `{}` name the same replication objects (`-` becomes `_` in them)",
+                    pair.name, pairs[*first].name
+                ),
+                "give the pairs names that differ in more than `-` and `_`",
+            ),
+            Some(_) => {}
+            None => {
+                objects.insert(object, i);
+            }
+        }
     }
-    for (name, value) in names.iter().zip(values) {
-        if let Some(v) = value
-            && !v.starts_with('/')
-            && !(*name == names[0] && v == "system")
+    for (i, pair) in pairs.iter().enumerate() {
+        let at = top.k("postgres").i(i);
+        c.name(&at.k("name"), &pair.name, "pair name");
+        pg_endpoint(c, &at.k("source"), &pair.source);
+        pg_endpoint(c, &at.k("target"), &pair.target);
+        if same_server(
+            &pair.source.host,
+            pair.source.port,
+            &pair.target.host,
+            pair.target.port,
+        ) && pair.source.dbname == pair.target.dbname
         {
             c.fail(
-                &at.k(name),
-                format!("`{name}` is {v:?}: the server that opens it resolves a relative path against its own data directory"),
-                "give the absolute path as that server sees it",
+                &at.k("target"),
+                "source and target are the same database",
+                "point `target` at the new server",
+            );
+        }
+        if pair.app_roles.is_empty() {
+            c.fail(
+                &at.k("app_roles"),
+                "no application roles are listed, so writes cannot be fenced at cutover",
+                "list the roles your application connects as, e.g. `app_roles = [\"forgejo\"]`",
+            );
+        }
+        for (side, endpoint) in [("source", &pair.source), ("target", &pair.target)] {
+            if pair.app_roles.contains(&endpoint.user) {
+                c.fail(
+                    &at.k(side).k("user"),
+                    format!(
+                        "cutover logs in as `{}`, which is also listed in `app_roles`; the fence would lock cutover out",
+                        endpoint.user
+                    ),
+                    "give cutover its own role (superuser, or REPLICATION + CREATEROLE + pg_signal_backend)",
+                );
+            }
+        }
+        c.exemptions(
+            &at.k("exempt_roles"),
+            &pair.exempt_roles,
+            &pair.app_roles,
+            "app_roles",
+            [&pair.source.user, &pair.target.user],
+        );
+        for (j, table) in pair.tables.iter().enumerate() {
+            let parts: Vec<&str> = table.split('.').collect();
+            let well_formed = parts.len() <= 2
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && !p.chars().any(char::is_whitespace));
+            if !well_formed {
+                c.fail(
+                    &at.k("tables").i(j),
+                    format!("`{table}` is not a table name"),
+                    "write `schema.table` (or `table` for the public schema), without quotes or spaces",
+                );
+            }
+        }
+        if pair.max_lag_bytes == 0 {
+            c.fail(
+                &at.k("max_lag_bytes"),
+                "0 bytes of lag is never reached under writes",
+                "use a few MiB, e.g. `max_lag_bytes = 1048576`",
+            );
+        }
+        if pair.catchup_timeout.is_zero() {
+            c.fail(
+                &at.k("catchup_timeout"),
+                "a zero timeout always fails",
+                "use e.g. \"30s\"",
             );
         }
     }
