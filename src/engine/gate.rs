@@ -197,8 +197,19 @@ pub async fn wait_until_fits(
     budget: Budget,
     say: &mut (dyn FnMut(String) + Send),
 ) -> Result<Option<Waited>, DbError> {
-    let started = Instant::now();
-    let mut tracked = Tracked::default();
+    wait_with(w, budget, say, &mut Tracked::default(), Instant::now()).await
+}
+
+/// [`wait_until_fits`] on samples already taken (`tracked`), the timeout counted from
+/// `started`: a wait resumed after the pair's own checks ran again decides on the rates it
+/// had measured, at its first sample.
+async fn wait_with(
+    w: &mut dyn Window,
+    budget: Budget,
+    say: &mut (dyn FnMut(String) + Send),
+    tracked: &mut Tracked,
+    started: Instant,
+) -> Result<Option<Waited>, DbError> {
     let mut last_said = Instant::now();
     loop {
         let Some(prediction) = tracked.sample(w).await? else {
@@ -311,7 +322,9 @@ const REGATE_AFTER: Duration = Duration::from_secs(1);
 /// A pair's whole gate: its own checks, then (with a budget) the wait until its predicted
 /// window fits. A pair only behind a fixed ceiling ([`DbError::Behind`]) is waited on,
 /// every other refusal stands; after a wait the pair's own checks run again, the ceilings as
-/// hard limits. Returns the gate and, when it waited, what it predicted.
+/// hard limits, and the gate passes only on a sample taken after them that still fits (the
+/// checks take a while under load, and a prediction from before them would be stale at the
+/// fence). Returns the gate and, when it waited, what it predicted.
 pub async fn gate(
     w: &mut dyn Window,
     budget: Option<Budget>,
@@ -331,16 +344,34 @@ pub async fn gate(
         }
         Err(e) => return Err(e),
     };
-    let waited = wait_until_fits(w, budget, say).await?;
-    let regate = match waited {
-        None => first.is_none(),
-        Some(waited) => first.is_none() || waited.waited_ms > REGATE_AFTER.as_secs_f64() * 1000.0,
+    let started = Instant::now();
+    let mut tracked = Tracked::default();
+    let mut waited = wait_with(w, budget, say, &mut tracked, started).await?;
+    let Some(mut fit) = waited else {
+        // No backlog to measure: the fixed ceilings decide (the checks again if they failed).
+        return Ok(match first {
+            Some(g) => (g, None),
+            None => (w.gate().await?, None),
+        });
     };
-    let gated = match first {
-        Some(g) if !regate => g,
+    let mut gated = match first {
+        Some(g) if fit.waited_ms <= REGATE_AFTER.as_secs_f64() * 1000.0 => return Ok((g, waited)),
         _ => w.gate().await?,
     };
-    Ok((gated, waited))
+    // The checks again took time, and the backlog moved meanwhile: the fence comes only on a
+    // sample taken after them that still fits (the checks once more after another long wait).
+    loop {
+        let checked = Instant::now();
+        waited = wait_with(w, budget, say, &mut tracked, started).await?;
+        let Some(again) = waited else {
+            return Ok((gated, Some(fit)));
+        };
+        fit = again;
+        if checked.elapsed() <= REGATE_AFTER {
+            return Ok((gated, waited));
+        }
+        gated = w.gate().await?;
+    }
 }
 
 /// What would let a refused gate pass, from its last figures.

@@ -47,7 +47,10 @@ pub enum Stage {
     Gate,
     /// Blocking roles and ending sessions.
     Fence,
-    /// Waiting for the marker and the slot; copying sequences.
+    /// Waiting until the marker is visible on the target (everything committed before it
+    /// is applied).
+    Applied,
+    /// Then until the slot confirms it flushed (and the sequences are copied).
     CatchUp,
     /// Setting up reverse replication.
     Reverse,
@@ -419,6 +422,7 @@ impl PgWindow {
                 .await
                 .map_err(at(Stage::Fence))?;
         };
+        let mut applied_at: Option<Instant> = None;
         let caught_up = async {
             let mut seen = false;
             loop {
@@ -429,6 +433,9 @@ impl PgWindow {
                         .await
                         .map_err(|e| target.error("look for the fence marker", &e))?
                         .get(0);
+                    if seen {
+                        applied_at = Some(Instant::now());
+                    }
                 }
                 if seen {
                     let row = source
@@ -466,6 +473,14 @@ impl PgWindow {
         let (caught_up, synced) = tokio::join!(timed, sequences::sync(source, target));
         caught_up.map_err(at(Stage::CatchUp))?;
         let count = synced.map_err(at(Stage::CatchUp))?;
+        if let Some(applied) = applied_at {
+            // Split from the stage: the apply, then the flush feedback and the sequences.
+            self.stages.push((
+                Stage::Applied,
+                applied.duration_since(self.last).as_secs_f64() * 1000.0,
+            ));
+            self.last = applied;
+        }
         self.fence_lsn = fence_lsn.clone();
         self.sequences = count;
         self.done(Stage::CatchUp);
