@@ -132,9 +132,12 @@ impl Sampler {
         } else {
             match rates {
                 // The engine's reporting residue (a subscriber reports what it applied in
-                // steps) is not work left: only what exceeds it is divided by the rate.
+                // steps) is not work left: only what exceeds it is divided by the rate. The
+                // target's measured delay is the floor: what the source committed a moment
+                // ago took that long to be applied, whatever the rates say.
                 Some((_, apply)) if apply > 0.0 => {
-                    Some(backlog.saturating_sub(last.settled) as f64 / apply * 1000.0)
+                    let by_rate = backlog.saturating_sub(last.settled) as f64 / apply * 1000.0;
+                    Some(by_rate.max(self.delay_ms(last.settled).unwrap_or(0.0)))
                 }
                 // Nothing committed and nothing applied over the span, a residue within what
                 // the engine calls settled (a subscriber confirms lazily when idle).
@@ -153,6 +156,36 @@ impl Sampler {
             catch_up_ms,
             fixed_ms: fixed.as_secs_f64() * 1000.0,
         })
+    }
+}
+
+impl Sampler {
+    /// How long the target took, lately, to apply what the source had committed: over the
+    /// span, the longest time from a sample to the later sample that shows its committed
+    /// position applied (beyond the engine's residue `settled`), the crossing interpolated
+    /// between the two samples around it. It holds what the rates miss (decoding, the
+    /// network, an applier that works in bursts), which the catch-up after the fence pays
+    /// too, whenever in a burst the fence falls.
+    fn delay_ms(&self, settled: u64) -> Option<f64> {
+        let samples: Vec<&(Instant, Progress)> = self.samples.iter().collect();
+        let mut longest: Option<f64> = None;
+        for (i, (at, p)) in samples.iter().enumerate() {
+            let goal = p.committed.saturating_sub(settled);
+            let mut before = (*at, p.applied);
+            for (later_at, later) in &samples[i + 1..] {
+                if later.applied >= goal {
+                    let (t0, a0) = before;
+                    let step = later.applied.saturating_sub(a0).max(1) as f64;
+                    let part = goal.saturating_sub(a0) as f64 / step;
+                    let crossed = t0 + later_at.duration_since(t0).mul_f64(part.min(1.0));
+                    let ms = crossed.duration_since(*at).as_secs_f64() * 1000.0;
+                    longest = Some(longest.map_or(ms, |l| l.max(ms)));
+                    break;
+                }
+                before = (*later_at, later.applied);
+            }
+        }
+        longest
     }
 }
 
@@ -424,6 +457,45 @@ mod tests {
         assert_eq!(later.apply_rate, Some(1000.0));
         assert_eq!(later.catch_up_ms, Some(100.0));
         assert_eq!(later.window_ms(), Some(110.0));
+    }
+
+    #[test]
+    fn the_targets_measured_delay_is_the_floor_of_the_prediction() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Sampler::default();
+        // The source commits 1,000/s; the target applies at the same rate, 300 ms behind.
+        for k in 0..11u64 {
+            let committed = 1000 + k * 100;
+            s.push(t0 + ms(k * 100), p(committed, committed - 300));
+        }
+        let delayed = s.predict(Duration::ZERO).unwrap();
+        assert_eq!(delayed.backlog, 300);
+        // By the rates alone: 300 / 1,000 per second = 300 ms; measured: the same.
+        let got = delayed.catch_up_ms.unwrap();
+        assert!((got - 300.0).abs() < 1.0, "{delayed:?}");
+        // A target that applies in bursts: the backlog is small at the last sample, but what
+        // was committed took 600 ms to show up applied.
+        let mut s = Sampler::default();
+        for k in 0..11u64 {
+            let committed = 1000 + k * 100;
+            let applied = if k < 10 {
+                1000 + (k / 6) * 600
+            } else {
+                committed - 50
+            };
+            s.push(t0 + ms(k * 100), p(committed, applied));
+        }
+        let bursty = s.predict(Duration::ZERO).unwrap();
+        assert_eq!(bursty.backlog, 50);
+        let by_rate = 50.0 / bursty.apply_rate.unwrap() * 1000.0;
+        assert!(bursty.catch_up_ms.unwrap() > by_rate * 5.0, "{bursty:?}");
+        assert!(bursty.catch_up_ms.unwrap() >= 400.0, "{bursty:?}");
+        // Nothing resolved yet: the rates alone.
+        let mut s = Sampler::default();
+        s.push(t0, p(1000, 0));
+        s.push(t0 + ms(600), p(1600, 300));
+        assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(2600.0));
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub enum Stage {
     Connect,
     /// The gate.
     Gate,
-    /// Blocking roles and ending sessions.
+    /// Blocking the app roles (one transaction).
+    Blocked,
+    /// Then ending their sessions until none is left.
     Fence,
     /// Waiting until the marker is visible on the target (everything committed before it
     /// is applied).
@@ -329,11 +331,13 @@ impl PgWindow {
             )
             .await
             .map_err(|e| (Stage::Fence, source.error("prepare the slot check", &e)))?;
-        // The marker's commit must be flushed at once: logical decoding only sends flushed WAL.
+        // The block's commit need not wait for its flush: the marker's commit, synchronous,
+        // flushes it before anything depends on it (and a crash before that leaves a window
+        // that never promoted). Under load that flush is most of the block's time.
         source
             .batch(
-                "make the marker commit synchronous",
-                "SET synchronous_commit = on",
+                "let the fence's own commit skip its flush",
+                "SET synchronous_commit = off",
             )
             .await
             .map_err(at(Stage::Fence))?;
@@ -344,9 +348,20 @@ impl PgWindow {
         let planned = fence::plan(source, roles).await.map_err(at(Stage::Fence))?;
         self.last = Instant::now();
         self.started = Some(self.last);
-        fence::apply(source, &planned, &pair.names.pair)
-            .await
-            .map_err(at(Stage::Fence))?;
+        let applied = fence::apply(source, &planned, &pair.names.pair).await;
+        // The marker's commit (and a rollback's) must be flushed at once: logical decoding
+        // only sends flushed WAL. Set back whether the block committed or not.
+        let synchronous = source
+            .batch(
+                "make the marker commit synchronous",
+                "SET synchronous_commit = on",
+            )
+            .await;
+        applied.map_err(at(Stage::Fence))?;
+        synchronous.map_err(at(Stage::Fence))?;
+        self.done(Stage::Blocked);
+        let (source, pair) = (&self.source, &self.pair);
+        let roles = &pair.plan.app_roles;
         self.fence_scope = planned.described();
         self.sessions_ended =
             fence::end_sessions(source, roles, pair.plan.drain, SESSION_EXIT_LIMIT)
