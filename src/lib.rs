@@ -33,7 +33,8 @@
 //! - [`child`]: commands started for the operator (hooks, checks, proxy commands): argv, an
 //!   explicit environment, their own process group, bounded.
 //! - [`test_stop`]: a test's way to stop the process at a journal record, a step or an event
-//!   (SIGSTOP, then `kill -9` or SIGCONT); inert without its environment variables.
+//!   (SIGSTOP, then `kill -9` or SIGCONT); inert without its environment variables, and
+//!   compiled out unless the `test-stop` feature is on (only `cargo test` turns it on).
 //! - [`secret`]: secrets from the environment or files, never printed; the private-key file
 //!   rule both engines' TLS keys follow; the variables a started command may inherit.
 

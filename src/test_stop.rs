@@ -1,7 +1,9 @@
 //! A test's way to catch a runner exactly at a step boundary: with
 //! `CUTOVER_TEST_STOP_AT_RECORD=N` in its environment, the runner stops itself (SIGSTOP) right
 //! after journal record N is durable, so a test can `kill -9` it there instead of guessing with
-//! sleeps. Without the variable this does nothing.
+//! sleeps. Without the variable this does nothing, and a build without the `test-stop`
+//! feature (every build but the tests': `cargo test` turns it on through the crate's
+//! dev-dependency on itself) has no hook at all: its variables are never read.
 
 /// The variable naming a single-pair cutover's event (`fenced`, `caught-up`, `promoted`)
 /// after which `pg cutover` / `mysql cutover` stop themselves the same way; a run stops at
@@ -11,7 +13,7 @@ pub const EVENT_VAR: &str = "CUTOVER_TEST_STOP_AT_EVENT";
 
 /// Stops the process if `event` is the one [`EVENT_VAR`] names.
 pub fn maybe_stop_at_event(event: &str) {
-    if std::env::var(EVENT_VAR).ok().as_deref() == Some(event) {
+    if cfg!(feature = "test-stop") && std::env::var(EVENT_VAR).ok().as_deref() == Some(event) {
         // SAFETY: raise() only signals this process; SIGSTOP cannot be caught.
         unsafe {
             libc::raise(libc::SIGSTOP);
@@ -24,6 +26,9 @@ pub const VAR: &str = "CUTOVER_TEST_STOP_AT_RECORD";
 
 /// Stops the process if record `seq` is the one the variable names.
 pub fn maybe_stop(seq: u64) {
+    if !cfg!(feature = "test-stop") {
+        return;
+    }
     let wanted = std::env::var(VAR).ok().and_then(|v| v.parse::<u64>().ok());
     if wanted == Some(seq) {
         // SAFETY: raise() only signals this process; SIGSTOP cannot be caught.
@@ -40,7 +45,9 @@ pub const STEP_VAR: &str = "CUTOVER_TEST_STOP_AT_STEP";
 
 /// Stops the process if step `index`'s `side` record is the one [`STEP_VAR`] names.
 pub fn maybe_stop_at_step(index: usize, side: &str) {
-    if std::env::var(STEP_VAR).ok() == Some(format!("{index}:{side}")) {
+    if cfg!(feature = "test-stop")
+        && std::env::var(STEP_VAR).ok() == Some(format!("{index}:{side}"))
+    {
         // SAFETY: raise() only signals this process; SIGSTOP cannot be caught.
         unsafe {
             libc::raise(libc::SIGSTOP);
