@@ -1,7 +1,8 @@
 //! The fuzz targets' entry points (`fuzz/`, cargo-fuzz on nightly) run in the ordinary suite on
 //! a fixed set of mutations of real inputs, so a parser that panics on hostile input fails CI
 //! even where no fuzzer runs: every example plan, HAProxy's answer, a change log, rsync's
-//! statistics, version strings, GTID lists and a journal, each mutated thousands of ways
+//! statistics, version strings, GTID lists, a journal, DNS answers, DNS providers' values and
+//! raw API answers, and pgoutput messages, each mutated thousands of ways
 //! (bytes flipped, cut, repeated, spliced with the characters parsers trip on).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -307,6 +308,53 @@ fn provider_names_and_values_are_handled_without_a_panic() {
         }
         let _ = relative_name(name, kind);
         let _ = cutover_providers::wire::server_address(name);
+    });
+}
+
+/// Answers shaped as each provider's API documents them.
+fn provider_answers() -> Vec<Vec<u8>> {
+    [
+        // Cloudflare: a page of DNS records, and a zone.
+        r#"{"success":true,"errors":[],"result":[{"id":"a1","type":"A","name":"app.example.org","content":"192.0.2.10","ttl":1,"proxied":false}],"result_info":{"page":1,"total_pages":1}}"#,
+        r#"{"success":true,"errors":[],"result":{"id":"z1","name":"example.org","name_servers":["a.ns.example","b.ns.example"]}}"#,
+        // deSEC: an RRset, and a domain.
+        r#"{"subname":"app","name":"app.example.org.","type":"A","ttl":3600,"records":["192.0.2.10"]}"#,
+        r#"{"name":"example.org","minimum_ttl":3600}"#,
+        // DigitalOcean: a page of domain records.
+        r#"{"domain_records":[{"id":1,"type":"A","name":"app","data":"192.0.2.10","ttl":1800}],"links":{"pages":{"next":"https://api.digitalocean.com/v2/domains/example.org/records?page=2"}},"meta":{"total":2}}"#,
+        // Gandi: an RRset, and the nameservers.
+        r#"{"rrset_name":"app","rrset_type":"A","rrset_ttl":10800,"rrset_values":["192.0.2.10"]}"#,
+        r#"["ns1.gandi.net","ns2.gandi.net"]"#,
+        // Hetzner: a zone, an action, an RRset.
+        r#"{"zone":{"id":1,"name":"example.org","ttl":3600,"authoritative_nameservers":{"assigned":["hydrogen.ns.hetzner.com."]}}}"#,
+        r#"{"action":{"id":7,"status":"running"}}"#,
+        r#"{"rrset":{"name":"app","type":"A","ttl":null,"records":[{"value":"192.0.2.10"}]}}"#,
+        // PowerDNS: a zone with its rrsets.
+        r#"{"name":"example.org.","rrsets":[{"name":"app.example.org.","type":"A","ttl":60,"records":[{"content":"192.0.2.10","disabled":false}]}]}"#,
+        // Route 53: a record set listing, a change, a hosted zone.
+        r#"<?xml version="1.0"?><ListResourceRecordSetsResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ResourceRecordSets><ResourceRecordSet><Name>app.example.org.</Name><Type>A</Type><TTL>300</TTL><ResourceRecords><ResourceRecord><Value>192.0.2.10</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></ResourceRecordSets><IsTruncated>false</IsTruncated><MaxItems>100</MaxItems></ListResourceRecordSetsResponse>"#,
+        r#"<?xml version="1.0"?><ChangeResourceRecordSetsResponse><ChangeInfo><Id>/change/C1</Id><Status>PENDING</Status><SubmittedAt>2026-12-07T00:00:00Z</SubmittedAt></ChangeInfo></ChangeResourceRecordSetsResponse>"#,
+        r#"<?xml version="1.0"?><GetHostedZoneResponse><HostedZone><Id>/hostedzone/Z1</Id><Name>example.org.</Name></HostedZone><DelegationSet><NameServers><NameServer>ns-1.awsdns-00.com</NameServer></NameServers></DelegationSet></GetHostedZoneResponse>"#,
+    ]
+    .iter()
+    .map(|a| a.as_bytes().to_vec())
+    .collect()
+}
+
+#[test]
+fn mutated_provider_answers_are_decoded_without_a_panic() {
+    let seeds = provider_answers();
+    // Each documented answer is one the adapters read: it decodes as at least one of their
+    // answer types (so the mutations start from inputs that reach the decoders' depths).
+    for seed in &seeds {
+        assert!(
+            cutover_providers::decoded_as(seed) > 0,
+            "decodes as no adapter's answer: {}",
+            String::from_utf8_lossy(seed)
+        );
+    }
+    fuzz("provider answers", &seeds, 1500, |input| {
+        let _ = cutover_providers::decoded_as(input);
     });
 }
 

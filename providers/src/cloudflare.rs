@@ -223,3 +223,15 @@ impl DnsProvider for Cloudflare {
         Ok((!ns.is_empty()).then(|| ns.iter().map(|n| fqdn(n)).collect()))
     }
 }
+
+/// Decodes `body` as each answer this adapter reads, as it reads them (the fuzz targets' way
+/// in): whether each one decoded.
+#[doc(hidden)]
+pub fn decodes(body: &[u8]) -> Vec<bool> {
+    let json = |ok: Result<(), serde_json::Error>| ok.is_ok();
+    vec![
+        json(serde_json::from_slice::<Envelope<Vec<ZoneRef>>>(body).map(drop)),
+        json(serde_json::from_slice::<Envelope<ZoneRef>>(body).map(drop)),
+        json(serde_json::from_slice::<Envelope<Vec<DnsRecord>>>(body).map(drop)),
+    ]
+}

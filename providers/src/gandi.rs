@@ -107,3 +107,14 @@ impl DnsProvider for Gandi {
         Ok((!ns.is_empty()).then(|| ns.iter().map(|n| fqdn(n)).collect()))
     }
 }
+
+/// Decodes `body` as each answer this adapter reads, as it reads them (the fuzz targets' way
+/// in): whether each one decoded.
+#[doc(hidden)]
+pub fn decodes(body: &[u8]) -> Vec<bool> {
+    let json = |ok: Result<(), serde_json::Error>| ok.is_ok();
+    vec![
+        json(serde_json::from_slice::<RRSet>(body).map(drop)),
+        json(serde_json::from_slice::<Vec<String>>(body).map(drop)),
+    ]
+}

@@ -133,3 +133,22 @@ pub trait DnsProvider: Send + Sync {
         Ok(self.kind().documented_min_ttl())
     }
 }
+
+/// Decodes `body` as every answer every HTTP adapter reads, as each reads it: how many of them
+/// it decoded as. What the fuzz targets feed with raw API answers.
+#[doc(hidden)]
+pub fn decoded_as(body: &[u8]) -> usize {
+    [
+        cloudflare::decodes(body),
+        desec::decodes(body),
+        digitalocean::decodes(body),
+        gandi::decodes(body),
+        hetzner::decodes(body),
+        powerdns::decodes(body),
+        route53::decodes(body),
+    ]
+    .iter()
+    .flatten()
+    .filter(|ok| **ok)
+    .count()
+}

@@ -446,3 +446,16 @@ impl DnsProvider for Route53 {
             .map(|d| d.name_servers.names.iter().map(|n| fqdn(n)).collect()))
     }
 }
+
+/// Decodes `body` as each answer this adapter reads, as it reads them (the fuzz targets' way
+/// in): whether each one decoded.
+#[doc(hidden)]
+pub fn decodes(body: &[u8]) -> Vec<bool> {
+    let text = String::from_utf8_lossy(body);
+    let xml = |ok: Result<(), quick_xml::DeError>| ok.is_ok();
+    vec![
+        xml(quick_xml::de::from_str::<ListResponse>(&text).map(drop)),
+        xml(quick_xml::de::from_str::<ChangeResponse>(&text).map(drop)),
+        xml(quick_xml::de::from_str::<HostedZoneResponse>(&text).map(drop)),
+    ]
+}
