@@ -226,54 +226,32 @@ pub(crate) fn mysql_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &MysqlEndpoin
             "set the server's host name or address",
         );
     }
-    c.one_secret_source(
+    let plaintext = e.effective_ssl_mode() == MysqlSslMode::Disabled;
+    c.endpoint(
         at,
-        "password",
-        e.password_env.is_some(),
-        e.password_file.is_some(),
+        Password {
+            env: e.password_env.is_some(),
+            file: e.password_file.as_deref(),
+            example: "/etc/cutover/mysql.password",
+        },
+        ClientTls {
+            cert: ["ssl_cert", "ssl_key"],
+            cert_set: e.ssl_cert.is_some(),
+            key: e.ssl_key.as_deref(),
+            link_names: ["link_ssl_ca", "link_ssl_cert", "link_ssl_key"],
+            link_values: [&e.link_ssl_ca, &e.link_ssl_cert, &e.link_ssl_key],
+            plaintext: plaintext.then_some((
+                "ssl_mode = \"disabled\"",
+                "remove it, or choose an ssl_mode that uses TLS (`verify_identity`)",
+            )),
+            used_by_tls: &[
+                ("ssl_ca", e.ssl_ca.is_some()),
+                ("ssl_cert", e.ssl_cert.is_some()),
+                ("link_ssl_ca", e.link_ssl_ca.is_some()),
+                ("link_ssl_cert", e.link_ssl_cert.is_some()),
+            ],
+        },
     );
-    if let Some(p) = &e.password_file {
-        c.absolute(&at.k("password_file"), p, "/etc/cutover/mysql.password");
-    }
-    match (&e.ssl_cert, &e.ssl_key) {
-        (Some(_), None) => c.fail(
-            &at.k("ssl_key"),
-            "`ssl_cert` is set without `ssl_key`: a client certificate needs its private key",
-            "set `ssl_key` to the certificate's private key file",
-        ),
-        (None, Some(_)) => c.fail(
-            &at.k("ssl_cert"),
-            "`ssl_key` is set without `ssl_cert`: a private key alone is not a client certificate",
-            "set `ssl_cert` to the client certificate file, or remove `ssl_key`",
-        ),
-        _ => {}
-    }
-    link_paths(
-        c,
-        at,
-        ["link_ssl_ca", "link_ssl_cert", "link_ssl_key"],
-        [&e.link_ssl_ca, &e.link_ssl_cert, &e.link_ssl_key],
-        (e.ssl_cert.is_some(), e.ssl_key.is_some()),
-    );
-    if e.effective_ssl_mode() == MysqlSslMode::Disabled {
-        for (key, set) in [
-            ("ssl_ca", e.ssl_ca.is_some()),
-            ("ssl_cert", e.ssl_cert.is_some()),
-            ("link_ssl_ca", e.link_ssl_ca.is_some()),
-            ("link_ssl_cert", e.link_ssl_cert.is_some()),
-        ] {
-            if set {
-                c.fail(
-                    &at.k(key),
-                    format!("`{key}` is set but `ssl_mode = \"disabled\"` never uses TLS"),
-                    "remove it, or choose an ssl_mode that uses TLS (`verify_identity`)",
-                );
-            }
-        }
-    }
-    if let Some(key) = &e.ssl_key {
-        key_file_private(c, &at.k("ssl_key"), key);
-    }
 }
 
 /// Databases that are never migrated as application data.

@@ -127,6 +127,52 @@ impl Checker<'_> {
         }
     }
 
+    /// What every database endpoint shares: a password from one source (a file by absolute
+    /// path, like `example`), and TLS keys named as that engine's client names them
+    /// (`tls`): a certificate with its key, none of them under a mode that never uses TLS, a
+    /// private key nobody else can read, the replication link's paths.
+    pub(crate) fn endpoint(&mut self, at: &KeyPath, password: Password<'_>, tls: ClientTls<'_>) {
+        self.one_secret_source(at, "password", password.env, password.file.is_some());
+        if let Some(p) = password.file {
+            self.absolute(&at.k("password_file"), p, password.example);
+        }
+        let ([cert, key], [has_cert, has_key]) = (tls.cert, [tls.cert_set, tls.key.is_some()]);
+        match (has_cert, has_key) {
+            (true, false) => self.fail(
+                &at.k(key),
+                format!("`{cert}` is set without `{key}`: a client certificate needs its private key"),
+                format!("set `{key}` to the certificate's private key file"),
+            ),
+            (false, true) => self.fail(
+                &at.k(cert),
+                format!("`{key}` is set without `{cert}`: a private key alone is not a client certificate"),
+                format!("set `{cert}` to the client certificate file, or remove `{key}`"),
+            ),
+            _ => {}
+        }
+        link_paths(
+            self,
+            at,
+            tls.link_names,
+            tls.link_values,
+            (has_cert, has_key),
+        );
+        if let Some((mode, fix)) = tls.plaintext {
+            for (name, set) in tls.used_by_tls {
+                if *set {
+                    self.fail(
+                        &at.k(name),
+                        format!("`{name}` is set but `{mode}` never uses TLS"),
+                        fix,
+                    );
+                }
+            }
+        }
+        if let Some(path) = tls.key {
+            key_file_private(self, &at.k(key), path);
+        }
+    }
+
     pub(crate) fn argv(&mut self, at: &KeyPath, command: &[String]) {
         match command {
             [] => self.fail(
@@ -377,7 +423,7 @@ pub(crate) fn same_server(a_host: &str, a_port: u16, b_host: &str, b_port: u16) 
 
 /// A private key file must not be readable by group or world (libpq and the mysql client
 /// refuse such a key); a file that is not there yet is for the connection to report.
-pub(crate) fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
+fn key_file_private(c: &mut Checker<'_>, at: &KeyPath, key: &std::path::Path) {
     if key.exists()
         && let Err(why) = crate::secret::check_private_file(key)
     {
@@ -445,7 +491,7 @@ pub fn is_loopback(host: &str) -> bool {
 /// A replication link's certificate paths (`names`: CA, certificate, key), as the server at
 /// the other end of the link sees them: absolute, and a certificate with its key once the
 /// defaults (cutover's own certificate and key: `defaults`) are applied.
-pub(crate) fn link_paths(
+fn link_paths(
     c: &mut Checker<'_>,
     at: &KeyPath,
     names: [&str; 3],
@@ -478,4 +524,31 @@ pub(crate) fn link_paths(
             );
         }
     }
+}
+
+/// An endpoint's password keys, for [`Checker::endpoint`].
+pub(crate) struct Password<'a> {
+    /// `password_env` is set.
+    pub env: bool,
+    /// `password_file`.
+    pub file: Option<&'a Path>,
+    /// An absolute path to show in the fix.
+    pub example: &'a str,
+}
+
+/// An endpoint's TLS keys as its engine's client names them, for [`Checker::endpoint`].
+pub(crate) struct ClientTls<'a> {
+    /// The names of the client certificate's keys: certificate, private key.
+    pub cert: [&'a str; 2],
+    /// The certificate is set.
+    pub cert_set: bool,
+    /// The private key's path, when set.
+    pub key: Option<&'a Path>,
+    /// The replication link's keys (CA, certificate, key) and their values.
+    pub link_names: [&'a str; 3],
+    pub link_values: [&'a Option<String>; 3],
+    /// When the mode never uses TLS: the mode as written, and the fix.
+    pub plaintext: Option<(&'a str, &'a str)>,
+    /// The keys only TLS uses, and whether each is set.
+    pub used_by_tls: &'a [(&'a str, bool)],
 }

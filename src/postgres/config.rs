@@ -166,55 +166,32 @@ pub(crate) fn pg_endpoint(c: &mut Checker<'_>, at: &KeyPath, e: &PgEndpoint) {
     if e.dbname.trim().is_empty() {
         c.fail(&at.k("dbname"), "dbname is empty", "set the database name");
     }
-    c.one_secret_source(
+    let plaintext = e.effective_sslmode() == SslMode::Disable;
+    c.endpoint(
         at,
-        "password",
-        e.password_env.is_some(),
-        e.password_file.is_some(),
+        Password {
+            env: e.password_env.is_some(),
+            file: e.password_file.as_deref(),
+            example: "/etc/cutover/pg.password",
+        },
+        ClientTls {
+            cert: ["sslcert", "sslkey"],
+            cert_set: e.sslcert.is_some(),
+            key: e.sslkey.as_deref(),
+            link_names: ["link_sslrootcert", "link_sslcert", "link_sslkey"],
+            link_values: [&e.link_sslrootcert, &e.link_sslcert, &e.link_sslkey],
+            plaintext: plaintext.then_some((
+                "sslmode = \"disable\"",
+                "remove it, or choose an sslmode that uses TLS (`verify-full`)",
+            )),
+            used_by_tls: &[
+                ("sslrootcert", e.sslrootcert.is_some()),
+                ("sslcert", e.sslcert.is_some()),
+                ("link_sslrootcert", e.link_sslrootcert.is_some()),
+                ("link_sslcert", e.link_sslcert.is_some()),
+            ],
+        },
     );
-    if let Some(p) = &e.password_file {
-        c.absolute(&at.k("password_file"), p, "/etc/cutover/pg.password");
-    }
-    match (&e.sslcert, &e.sslkey) {
-        (Some(_), None) => c.fail(
-            &at.k("sslkey"),
-            "`sslcert` is set without `sslkey`: a client certificate needs its private key",
-            "set `sslkey` to the certificate's private key file",
-        ),
-        (None, Some(_)) => c.fail(
-            &at.k("sslcert"),
-            "`sslkey` is set without `sslcert`: a private key alone is not a client certificate",
-            "set `sslcert` to the client certificate file, or remove `sslkey`",
-        ),
-        _ => {}
-    }
-    link_paths(
-        c,
-        at,
-        ["link_sslrootcert", "link_sslcert", "link_sslkey"],
-        [&e.link_sslrootcert, &e.link_sslcert, &e.link_sslkey],
-        (e.sslcert.is_some(), e.sslkey.is_some()),
-    );
-    let mode = e.effective_sslmode();
-    if mode == SslMode::Disable {
-        for (key, set) in [
-            ("sslrootcert", e.sslrootcert.is_some()),
-            ("sslcert", e.sslcert.is_some()),
-            ("link_sslrootcert", e.link_sslrootcert.is_some()),
-            ("link_sslcert", e.link_sslcert.is_some()),
-        ] {
-            if set {
-                c.fail(
-                    &at.k(key),
-                    format!("`{key}` is set but `sslmode = \"disable\"` never uses TLS"),
-                    "remove it, or choose an sslmode that uses TLS (`verify-full`)",
-                );
-            }
-        }
-    }
-    if let Some(key) = &e.sslkey {
-        key_file_private(c, &at.k("sslkey"), key);
-    }
 }
 
 /// Every check of the plan's `[[postgres]]` entries: names unique (and distinct in the
