@@ -449,6 +449,12 @@ pub trait Pair: Send + Sync {
     fn reversed(&self) -> Box<dyn Pair>;
     /// The adaptive gate's budget from the plan (`None`: off).
     fn budget(&self) -> Option<gate::Budget>;
+    /// The plan sets replication up from the new primary back to the old one (what makes a
+    /// reverse cutover lossless).
+    fn replicates_back(&self) -> bool;
+    /// The pair's settings as the plan gives them, secrets by reference only: what tells two
+    /// watches of the same pair apart.
+    fn settings(&self) -> String;
     /// What `act` does on this pair's servers, as the step list says it (from the plan alone).
     fn says(&self, act: Act) -> String;
     /// Checks both servers for everything replication and a cutover need; changes nothing.

@@ -44,6 +44,14 @@ impl engine::Pair for Pair {
         &self.plan.name
     }
 
+    fn replicates_back(&self) -> bool {
+        self.plan.reverse_replication
+    }
+
+    fn settings(&self) -> String {
+        format!("{:?}", self.plan)
+    }
+
     fn budget(&self) -> Option<engine::gate::Budget> {
         self.budget
     }

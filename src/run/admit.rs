@@ -83,17 +83,10 @@ fn one_way_check(plan: &Plan) -> Result<(), RunError> {
     if plan.migration.accept_one_way {
         return Ok(());
     }
-    let one_way: Vec<String> = plan
-        .postgres
-        .iter()
-        .filter(|p| !p.reverse_replication)
-        .map(|p| format!("postgres {}", p.name))
-        .chain(
-            plan.mysql
-                .iter()
-                .filter(|m| !m.reverse_replication)
-                .map(|m| format!("mysql {}", m.name)),
-        )
+    let one_way: Vec<String> = databases(plan)
+        .into_iter()
+        .filter(|(db, _)| !super::pairs::pair(plan, *db).replicates_back())
+        .map(|(_, component)| component)
         .collect();
     if one_way.is_empty() {
         return Ok(());
@@ -298,16 +291,12 @@ pub fn decide(
                     .join(", ")
             )));
         }
-        if let Some(pair) = plan.postgres.iter().find(|p| !p.reverse_replication) {
+        if let Some((_, component)) = databases(plan)
+            .into_iter()
+            .find(|(db, _)| !super::pairs::pair(plan, *db).replicates_back())
+        {
             return Err(RunError::Refused(format!(
-                "postgres {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
-                pair.name
-            )));
-        }
-        if let Some(pair) = plan.mysql.iter().find(|m| !m.reverse_replication) {
-            return Err(RunError::Refused(format!(
-                "mysql {} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
-                pair.name
+                "{component} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them"
             )));
         }
         return Ok(Admission::Start { reverse: true });
@@ -794,6 +783,39 @@ mod tests {
         };
         assert!(
             matches!(decide(&plan, &other, None, &resume), Err(RunError::Refused(m)) if m.contains("steps changed"))
+        );
+    }
+
+    #[test]
+    fn a_pair_without_reverse_replication_is_refused_unless_one_way_is_accepted() {
+        let mut plan = plan();
+        let fresh = opts(false, false, false);
+        assert_eq!(
+            decide(&plan, &[], None, &fresh).unwrap(),
+            Admission::Start { reverse: false }
+        );
+        plan.postgres[0].reverse_replication = false;
+        let name = plan.postgres[0].name.clone();
+        assert!(
+            matches!(decide(&plan, &[], None, &fresh), Err(RunError::Refused(m)) if m.contains(&format!("postgres {name} run(s) without reverse_replication"))),
+        );
+        plan.migration.accept_one_way = true;
+        assert_eq!(
+            decide(&plan, &[], None, &fresh).unwrap(),
+            Admission::Start { reverse: false }
+        );
+        // Accepted one way, a reverse cutover after a completed run is still refused, naming
+        // the pair whose old primary lacks the writes.
+        let done = run_of(
+            &plan,
+            false,
+            vec![
+                Entry::PointOfNoReturn,
+                finished(Outcome::Completed, false, false),
+            ],
+        );
+        assert!(
+            matches!(decide(&plan, &done, Some("r1"), &opts(false, true, true)), Err(RunError::Refused(m)) if m.contains(&format!("postgres {name} has no reverse replication")))
         );
     }
 }

@@ -107,16 +107,8 @@ impl Watches {
 
     fn key(plan: &Plan, db: Db, reverse: bool) -> Key {
         // The settings' `Debug` text: secrets appear by reference only.
-        let (component, settings) = match db {
-            Db::Postgres(i) => (
-                format!("postgres {}", plan.postgres[i].name),
-                format!("{:?}", plan.postgres[i]),
-            ),
-            Db::Mysql(i) => (
-                format!("mysql {}", plan.mysql[i].name),
-                format!("{:?}", plan.mysql[i]),
-            ),
-        };
+        let pair = crate::run::pairs::pair(plan, db);
+        let (component, settings) = (pair.component(), pair.settings());
         Key {
             component,
             reverse,
