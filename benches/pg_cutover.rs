@@ -6,13 +6,15 @@
 //! between the writer's successful commits across the cutover, the longest gap anywhere else in
 //! the same run (this machine's own stalls: the baseline), and rows lost or duplicated.
 //!
-//! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S] [--tls 1] [--saturate N]`
+//! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S] [--tls 1] [--saturate N] [--load-retry-ms MS]`
 //!
 //! Saturating mode (`--saturate N`): N more app connections commit multi-statement
 //! transactions (an update, a delete, two inserts on a 300,000-row table) as fast as they can
 //! beside the checked writer, with the plan's defaults (the adaptive gate's 100 ms budget);
 //! a refused run is counted, not failed, and the source's commit rate and the target's apply
-//! rate are printed before each cutover.
+//! rate are printed before each cutover. A refused load connection tries the other server after
+//! `--load-retry-ms` (default 5): every try is a forked backend and a SCRAM exchange on the same
+//! cores as the apply.
 //!
 //! With `--tls 1` a second pair of clusters takes TLS only (`hostssl`, a CA the lab makes) and
 //! runs alternate in the same job: even runs plaintext (`sslmode = "disable"`, the baseline),
@@ -147,6 +149,7 @@ async fn load_task(
     servers: [tokio_postgres::Config; 2],
     task: i64,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    retry: Duration,
 ) -> u64 {
     use rand::Rng;
     let mut done = 0;
@@ -155,7 +158,7 @@ async fn load_task(
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let Ok((c, conn)) = servers[on].connect(tokio_postgres::NoTls).await else {
             on = 1 - on;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(retry).await;
             continue;
         };
         tokio::spawn(conn);
@@ -259,12 +262,15 @@ async fn one_run(
         first_task: 0,
     });
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // How long a refused load connection waits before trying the other server.
+    let load_retry_ms = arg("--load-retry-ms", 5);
     let load: Vec<_> = (0..saturate)
         .map(|task| {
             tokio::spawn(load_task(
                 [app(source), app(target)],
                 task.into(),
                 stop.clone(),
+                Duration::from_millis(load_retry_ms.into()),
             ))
         })
         .collect();
