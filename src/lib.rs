@@ -84,8 +84,14 @@ mod layering {
         }
     }
 
-    /// The top-level modules a file's code names through `crate::`.
-    fn named(text: &str) -> Vec<String> {
+    /// The paths a file's code names through `crate::`: each top-level module with the
+    /// segment after it (`("postgres", "config")` for `crate::postgres::config::X`).
+    fn named(text: &str) -> Vec<(String, String)> {
+        let word = |rest: &str| -> String {
+            rest.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        };
         let mut out = Vec::new();
         for (i, _) in text.match_indices("crate::") {
             let before = text[..i].chars().next_back();
@@ -93,12 +99,13 @@ mod layering {
                 continue;
             }
             let rest = &text[i + "crate::".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
+            let name = word(rest);
+            let next = rest[name.len()..]
+                .strip_prefix("::")
+                .map(word)
+                .unwrap_or_default();
             if !name.is_empty() {
-                out.push(name);
+                out.push((name, next));
             }
         }
         out
@@ -136,13 +143,13 @@ mod layering {
                 .filter(|l| !l.trim_start().starts_with("//"))
                 .collect::<Vec<_>>()
                 .join("\n");
-            for name in named(&text) {
+            for (name, next) in named(&text) {
                 let Some(theirs) = rank(&name) else {
                     continue;
                 };
                 let section = layer == "plan"
                     && ["postgres", "mysql"].contains(&name.as_str())
-                    && text.contains(&format!("crate::{name}::config"));
+                    && next == "config";
                 if theirs < own && !section {
                     upward.push(format!("{rel} ({layer}) names crate::{name}"));
                 }

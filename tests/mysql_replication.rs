@@ -1328,14 +1328,7 @@ async fn a_target_disk_too_small_for_the_snapshot_is_refused_before_anything_sta
     let sshd = Sshd::start(fx.dir.path(), "sshd", Supervision::Owned)
         .await
         .expect("sshd starts");
-    let config = sshd.ssh_config.display();
-    let over_ssh = Pair::select(
-        &fx.plan(&format!(
-            "\n[hosts.source]\nssh = \"lab-source\"\nssh_config = \"{config}\"\n[hosts.target]\nssh = \"lab-target\"\nssh_config = \"{config}\"\n"
-        )),
-        None,
-    )
-    .remove(0);
+    let over_ssh = fx.pair(&crate::support::lab_hosts(&sshd));
     let short = refused(&preflight::run(&over_ssh, &mut s, &mut t).await.unwrap());
     assert!(
         short.problem.contains("(on lab-target, over ssh) has"),

@@ -1375,10 +1375,7 @@ async fn a_target_disk_too_small_for_the_copy_is_refused_before_anything_starts(
     let sshd = Sshd::start(fx.dir.path(), "sshd", Supervision::Owned)
         .await
         .expect("sshd starts");
-    let config = sshd.ssh_config.display();
-    let over_ssh = pair_of(&fx.plan(&format!(
-        "\n[hosts.source]\nssh = \"lab-source\"\nssh_config = \"{config}\"\n[hosts.target]\nssh = \"lab-target\"\nssh_config = \"{config}\"\n"
-    )));
+    let over_ssh = pair_of(&fx.plan(&support::lab_hosts(&sshd)));
     let report = preflight::run(&over_ssh, &s, &t).await.unwrap();
     let short = report
         .findings

@@ -157,9 +157,7 @@ impl Sampler {
             fixed_ms: fixed.as_secs_f64() * 1000.0,
         })
     }
-}
 
-impl Sampler {
     /// How long the target took, lately, to apply what the source had committed: over the
     /// span, the longest time from a sample to the later sample that shows its committed
     /// position applied (beyond the engine's residue `settled`), the crossing interpolated
@@ -167,12 +165,11 @@ impl Sampler {
     /// network, an applier that works in bursts), which the catch-up after the fence pays
     /// too, whenever in a burst the fence falls.
     fn delay_ms(&self, settled: u64) -> Option<f64> {
-        let samples: Vec<&(Instant, Progress)> = self.samples.iter().collect();
         let mut longest: Option<f64> = None;
-        for (i, (at, p)) in samples.iter().enumerate() {
+        for (i, (at, p)) in self.samples.iter().enumerate() {
             let goal = p.committed.saturating_sub(settled);
             let mut before = (*at, p.applied);
-            for (later_at, later) in &samples[i + 1..] {
+            for (later_at, later) in self.samples.range(i + 1..) {
                 if later.applied >= goal {
                     let (t0, a0) = before;
                     let step = later.applied.saturating_sub(a0).max(1) as f64;
@@ -222,21 +219,12 @@ fn fits(p: &Prediction, budget: Budget) -> bool {
         || (p.catch_up_ms == Some(0.0) && p.fixed_ms > budget_ms)
 }
 
-/// Waits until `w`'s predicted window fits `budget`; `say` hears every [`SAY_EVERY`] what it
-/// waits for. `Ok(None)`: the engine cannot measure its backlog (the fixed ceilings decided).
-/// Refused at the timeout with the figures, nothing fenced.
-pub async fn wait_until_fits(
-    w: &mut dyn Window,
-    budget: Budget,
-    say: &mut (dyn FnMut(String) + Send),
-) -> Result<Option<Waited>, DbError> {
-    wait_with(w, budget, say, &mut Tracked::default(), Instant::now()).await
-}
-
-/// [`wait_until_fits`] on samples already taken (`tracked`), the timeout counted from
-/// `started`: a wait resumed after the pair's own checks ran again decides on the rates it
-/// had measured, at its first sample.
-async fn wait_with(
+/// Waits until `w`'s predicted window fits `budget`, on the samples `tracked` already holds
+/// (a wait resumed after the pair's own checks ran again decides at its first sample, on the
+/// rates it had measured), the timeout counted from `started`; `say` hears every
+/// [`SAY_EVERY`] what it waits for. `Ok(None)`: the engine cannot measure its backlog (the
+/// fixed ceilings decide). Refused at the timeout with the figures, nothing fenced.
+async fn wait_until_fits(
     w: &mut dyn Window,
     budget: Budget,
     say: &mut (dyn FnMut(String) + Send),
@@ -379,31 +367,25 @@ pub async fn gate(
     };
     let started = Instant::now();
     let mut tracked = Tracked::default();
-    let mut waited = wait_with(w, budget, say, &mut tracked, started).await?;
-    let Some(mut fit) = waited else {
-        // No backlog to measure: the fixed ceilings decide (the checks again if they failed).
-        return Ok(match first {
-            Some(g) => (g, None),
-            None => (w.gate().await?, None),
-        });
-    };
-    let mut gated = match first {
-        Some(g) if fit.waited_ms <= REGATE_AFTER.as_secs_f64() * 1000.0 => return Ok((g, waited)),
-        _ => w.gate().await?,
-    };
-    // The checks again took time, and the backlog moved meanwhile: the fence comes only on a
-    // sample taken after them that still fits (the checks once more after another long wait).
+    // `gated`: the pair's own checks as last run; `None` while only behind a ceiling.
+    let mut gated = first;
     loop {
         let checked = Instant::now();
-        waited = wait_with(w, budget, say, &mut tracked, started).await?;
-        let Some(again) = waited else {
-            return Ok((gated, Some(fit)));
+        let Some(fit) = wait_until_fits(w, budget, say, &mut tracked, started).await? else {
+            // No backlog to measure: the fixed ceilings decide (the checks again if they failed).
+            let gated = match gated {
+                Some(g) => g,
+                None => w.gate().await?,
+            };
+            return Ok((gated, None));
         };
-        fit = again;
-        if checked.elapsed() <= REGATE_AFTER {
-            return Ok((gated, waited));
+        match gated {
+            // The checks were recent enough: the fit holds at the fence.
+            Some(g) if checked.elapsed() <= REGATE_AFTER => return Ok((g, Some(fit))),
+            // They took a while, or the wait did, and the backlog moved meanwhile: the checks
+            // again, and the fence only on a sample taken after them that still fits.
+            _ => gated = Some(w.gate().await?),
         }
-        gated = w.gate().await?;
     }
 }
 

@@ -331,13 +331,11 @@ impl PgWindow {
             )
             .await
             .map_err(|e| (Stage::Fence, source.error("prepare the slot check", &e)))?;
-        // The block's commit need not wait for its flush: the marker's commit, synchronous,
-        // flushes it before anything depends on it (and a crash before that leaves a window
-        // that never promoted). Under load that flush is most of the block's time.
+        // The marker's commit must be flushed at once: logical decoding only sends flushed WAL.
         source
             .batch(
-                "let the fence's own commit skip its flush",
-                "SET synchronous_commit = off",
+                "make the marker commit synchronous",
+                "SET synchronous_commit = on",
             )
             .await
             .map_err(at(Stage::Fence))?;
@@ -348,17 +346,10 @@ impl PgWindow {
         let planned = fence::plan(source, roles).await.map_err(at(Stage::Fence))?;
         self.last = Instant::now();
         self.started = Some(self.last);
-        let applied = fence::apply(source, &planned, &pair.names.pair).await;
-        // The marker's commit (and a rollback's) must be flushed at once: logical decoding
-        // only sends flushed WAL. Set back whether the block committed or not.
-        let synchronous = source
-            .batch(
-                "make the marker commit synchronous",
-                "SET synchronous_commit = on",
-            )
-            .await;
-        applied.map_err(at(Stage::Fence))?;
-        synchronous.map_err(at(Stage::Fence))?;
+        // The marker's synchronous commit, right after, flushes the block's.
+        fence::apply_unflushed(source, &planned, &pair.names.pair)
+            .await
+            .map_err(at(Stage::Fence))?;
         self.done(Stage::Blocked);
         let (source, pair) = (&self.source, &self.pair);
         let roles = &pair.plan.app_roles;

@@ -403,6 +403,26 @@ pub async fn apply(db: &Db, planned: &Planned, pair: &str) -> Result<(), PgError
     db.batch_role_change("block the app roles", &sql).await
 }
 
+/// [`apply`] without waiting for its commit's flush, for a window whose marker, committed
+/// synchronously right after, flushes it before anything depends on it (a crash before that
+/// leaves a window that never promoted): under load that flush is most of the block's time.
+/// The session's commits are synchronous again afterwards, whether the block committed or not.
+pub async fn apply_unflushed(db: &Db, planned: &Planned, pair: &str) -> Result<(), PgError> {
+    db.batch(
+        "let the fence's own commit skip its flush",
+        "SET synchronous_commit = off",
+    )
+    .await?;
+    let applied = apply(db, planned, pair).await;
+    let synchronous = db
+        .batch(
+            "make the session's commits synchronous again",
+            "SET synchronous_commit = on",
+        )
+        .await;
+    applied.and(synchronous)
+}
+
 /// [`plan`] then [`apply`].
 pub async fn block(db: &Db, roles: &[String], pair: &str) -> Result<Planned, PgError> {
     let planned = plan(db, roles).await?;

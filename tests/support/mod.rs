@@ -439,6 +439,15 @@ pub async fn connect_grants(pg: &Postgres, db: &str) -> Vec<String> {
         .collect()
 }
 
+/// A plan's `[hosts]` naming the lab sshd's two aliases (both this machine), to append at
+/// the end of a plan's text.
+pub fn lab_hosts(sshd: &cutover::lab::Sshd) -> String {
+    let config = sshd.ssh_config.display();
+    format!(
+        "\n[hosts.source]\nssh = \"lab-source\"\nssh_config = \"{config}\"\n[hosts.target]\nssh = \"lab-target\"\nssh_config = \"{config}\"\n"
+    )
+}
+
 /// A tmpfs of `mib` MiB mounted on a fresh directory (a small disk for a server's data),
 /// unmounted when dropped. Needs root, as the lab's CI has it.
 pub struct SmallFs {
