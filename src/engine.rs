@@ -493,8 +493,8 @@ pub trait Pair: Send + Sync {
 /// A pair's own reports, typed per engine: what `start` did and where replication stands,
 /// in the engine's own terms (`cutover pg status`, `cutover mysql start`). The single-pair
 /// commands are generic over it, so they print typed fields and name no engine; the run and
-/// the daemon need [`Pair`] alone. Adding an engine: its folder, this trait, one line in the
-/// CLI.
+/// the daemon need [`Pair`] alone, listed through [`Engine::of`]. Adding an engine: its
+/// folder, this trait, one line in the run's factory and one in the CLI.
 #[async_trait::async_trait]
 pub trait Reports: Pair + Sized + 'static {
     /// The plan's section of these pairs (`postgres`, `mysql`).
@@ -514,6 +514,40 @@ pub trait Reports: Pair + Sized + 'static {
     async fn status(&self, state_dir: &std::path::Path) -> Result<Self::Status, DbError>;
     /// Whether that status is healthy (the command's exit status).
     fn healthy(status: &Self::Status) -> bool;
+}
+
+/// One database engine as the run, the daemon and the step list see it: its plan section and
+/// its pairs behind [`Pair`]. The run's factory lists one per engine
+/// ([`Engine::of`] over the engine's [`Reports`] type), so adding an engine there is one line.
+#[derive(Clone, Copy)]
+pub struct Engine {
+    /// The plan's section (`postgres`, `mysql`), the first word of its components.
+    pub section: &'static str,
+    /// The plan's pairs of this engine, in plan order.
+    pub pairs: fn(&crate::plan::Plan) -> Vec<Box<dyn Pair>>,
+}
+
+impl Engine {
+    /// The engine whose pairs are `P`.
+    pub const fn of<P: Reports>() -> Engine {
+        Engine {
+            section: P::SECTION,
+            pairs: pairs_of::<P>,
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.section)
+    }
+}
+
+fn pairs_of<P: Reports>(plan: &crate::plan::Plan) -> Vec<Box<dyn Pair>> {
+    P::select(plan, None)
+        .into_iter()
+        .map(|p| Box::new(p) as Box<dyn Pair>)
+        .collect()
 }
 
 /// One pair's cutover window, phase by phase. Every phase may be called again on a fresh

@@ -1542,7 +1542,7 @@ async fn kill_9_at_the_files_hooks_and_dns_records_of_a_whole_lab_run_then_resum
         (|s| matches!(s.kind, Kind::FinalFiles(_)), "begin", false),
         (|s| matches!(s.kind, Kind::FinalFiles(_)), "done", false),
         (
-            |s| matches!(s.kind, Kind::Fence(run::Db::Mysql(_))),
+            |s| matches!(s.kind, Kind::Fence(db) if db.engine().section == "mysql"),
             "done",
             false,
         ),

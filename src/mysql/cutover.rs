@@ -16,6 +16,7 @@
 //!
 //! Any failure in 2-5 unfences the source: it stays the writable primary.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -396,6 +397,9 @@ pub struct MyWindow {
     fence_binlog: Option<(String, u64)>,
     /// Tables compared row by row inside the window.
     verified_in_window: Vec<String>,
+    /// The table definitions remembered at `start`, read by the gate (`verify_in_window =
+    /// "changed"`); `None` in a resumed window, which reads them in the window.
+    started_shapes: Option<BTreeMap<String, String>>,
 }
 
 impl MyWindow {
@@ -426,6 +430,7 @@ impl MyWindow {
             caught_up: Duration::ZERO,
             fence_binlog: None,
             verified_in_window: Vec::new(),
+            started_shapes: None,
             position: None,
             promoted_at: None,
             write_unavailable_ms: None,
@@ -588,6 +593,10 @@ impl MyWindow {
         let to_lock = writers::prepare_lock(source, &pair.plan.app_users, &pair.plan.name).await?;
         self.lock_sql = writers::lock_sql(&to_lock);
         self.target_unlock = writers::prepare_unlock(target, &pair.plan.name).await?;
+        if pair.plan.verify_in_window == VerifyInWindow::Changed {
+            self.started_shapes =
+                Some(super::inventory::started_shapes(target, &pair.plan.name).await?);
+        }
         Ok(lag)
     }
 
@@ -661,13 +670,14 @@ impl MyWindow {
                 .into_keys()
                 .collect(),
             VerifyInWindow::Changed => {
-                super::inventory::changed_since_start(
-                    &mut self.source,
-                    &mut self.target,
-                    &self.pair.plan.name,
-                    &databases,
-                )
-                .await?
+                let then = match self.started_shapes.take() {
+                    Some(then) => then,
+                    None => {
+                        super::inventory::started_shapes(&mut self.target, &self.pair.plan.name)
+                            .await?
+                    }
+                };
+                super::inventory::changed_since(&mut self.source, &databases, &then).await?
             }
         };
         for table in &tables {

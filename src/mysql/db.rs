@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Instant;
 
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, OptsBuilder, Params, Row, Value};
@@ -165,6 +166,12 @@ pub struct Db {
 }
 
 impl Db {
+    /// Logs a statement's round trip at `trace` (`--log cutover::mysql=trace`): which of the
+    /// window's statements cost what, by their context, never their text.
+    fn took(&self, context: &str, started: Instant) {
+        tracing::trace!(server = %self.label, what = context, ms = started.elapsed().as_secs_f64() * 1000.0, "statement");
+    }
+
     /// A SQL error with context.
     pub fn error(&self, context: &str, e: &mysql_async::Error) -> MyError {
         MyError::Sql {
@@ -176,7 +183,9 @@ impl Db {
 
     /// Runs statements without results.
     pub async fn run(&mut self, context: &str, sql: &str) -> Result<(), MyError> {
+        let started = Instant::now();
         let r = self.conn.query_drop(sql).await;
+        self.took(context, started);
         r.map_err(|e| self.error(context, &e))
     }
 
@@ -187,7 +196,9 @@ impl Db {
         sql: &str,
         params: impl Into<Params> + Send,
     ) -> Result<(), MyError> {
+        let started = Instant::now();
         let r = self.conn.exec_drop(sql, params).await;
+        self.took(context, started);
         r.map_err(|e| self.error(context, &e))
     }
 
@@ -197,7 +208,9 @@ impl Db {
         context: &str,
         sql: &str,
     ) -> Result<T, MyError> {
+        let started = Instant::now();
         let r = self.conn.query_first::<T, _>(sql).await;
+        self.took(context, started);
         r.map_err(|e| self.error(context, &e))?
             .ok_or_else(|| MyError::Sql {
                 server: self.label.clone(),
@@ -213,7 +226,9 @@ impl Db {
         sql: &str,
         params: impl Into<Params> + Send,
     ) -> Result<Option<T>, MyError> {
+        let started = Instant::now();
         let r = self.conn.exec_first::<T, _, _>(sql, params).await;
+        self.took(context, started);
         r.map_err(|e| self.error(context, &e))
     }
 
@@ -224,7 +239,9 @@ impl Db {
         sql: &str,
         params: impl Into<Params> + Send,
     ) -> Result<Vec<T>, MyError> {
+        let started = Instant::now();
         let r = self.conn.exec::<T, _, _>(sql, params).await;
+        self.took(context, started);
         r.map_err(|e| self.error(context, &e))
     }
 
@@ -234,7 +251,9 @@ impl Db {
         context: &str,
         sql: &str,
     ) -> Result<Vec<NamedRow>, MyError> {
+        let started = Instant::now();
         let r = self.conn.query::<Row, _>(sql).await;
+        self.took(context, started);
         let rows = r.map_err(|e| self.error(context, &e))?;
         Ok(rows.into_iter().map(NamedRow::from).collect())
     }

@@ -54,12 +54,12 @@ pub fn differences(file: &Plan, kept: &Plan) -> Vec<String> {
     }
     let mut out = Vec::new();
     let names = |p: &Plan| -> Vec<String> {
-        p.postgres
-            .iter()
-            .map(|x| format!("postgres {}", x.name))
-            .chain(p.mysql.iter().map(|x| format!("mysql {}", x.name)))
+        super::steps::databases(p)
+            .into_iter()
+            .map(|(_, name)| name)
             .chain(p.files.iter().map(|x| format!("files {}", x.name)))
             .chain(p.dns.iter().map(|x| format!("dns {}", x.name)))
+            .chain(p.proxy.iter().map(|x| format!("proxy {}", x.name)))
             .collect()
     };
     let (now, then) = (names(file), names(kept));
@@ -69,16 +69,13 @@ pub fn differences(file: &Plan, kept: &Plan) -> Vec<String> {
     for new in now.iter().filter(|n| !then.contains(n)) {
         out.push(format!("{new} was added to the plan file"));
     }
-    for section in [
-        "migration",
-        "hosts",
-        "postgres",
-        "mysql",
-        "files",
-        "dns",
-        "hooks",
-        "checks",
-    ] {
+    // Every section of either plan, so one added to the plan's types is compared too.
+    let sections: std::collections::BTreeSet<&String> = [&a, &b]
+        .into_iter()
+        .filter_map(|v| v.as_object())
+        .flat_map(|o| o.keys())
+        .collect();
+    for section in sections {
         if a.get(section) != b.get(section) && out.iter().all(|o| !o.starts_with(section)) {
             out.push(format!("[{section}] changed"));
         }
@@ -96,4 +93,43 @@ pub fn for_resume(file: &Plan) -> Result<(Plan, Vec<String>), StateError> {
         }
         None => (file.clone(), Vec::new()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> Plan {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        crate::plan::parse_str(&text, &path).unwrap()
+    }
+
+    #[test]
+    fn differences_name_every_component_and_section_the_file_changed() {
+        let kept = example("haproxy-route.toml");
+        assert!(differences(&kept, &kept).is_empty());
+
+        let mut file = kept.clone();
+        file.postgres.clear();
+        file.proxy[0].target = "127.0.0.1:1".into();
+        let said = differences(&file, &kept);
+        assert!(
+            said.contains(&"postgres wiki-db is no longer in the plan file".to_owned()),
+            "{said:?}"
+        );
+        // A section the names do not cover is compared whole: each one the plan has.
+        assert!(said.contains(&"[proxy] changed".to_owned()), "{said:?}");
+
+        let mut file = kept.clone();
+        file.proxy[0].name = "other".into();
+        let said = differences(&file, &kept);
+        assert!(
+            said.contains(&"proxy wiki-web is no longer in the plan file".to_owned())
+                && said.contains(&"proxy other was added to the plan file".to_owned()),
+            "{said:?}"
+        );
+    }
 }

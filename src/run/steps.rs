@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::pairs::Db;
 use crate::engine::Act;
 use crate::plan::{Check, HookPoint, Plan, RunOn};
 
@@ -50,16 +51,6 @@ impl Phase {
             Phase::Report => "report",
         }
     }
-}
-
-/// A database pair of the plan, by position in its list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(tag = "engine", content = "index", rename_all = "lowercase")]
-pub enum Db {
-    /// `[[postgres]]` entry.
-    Postgres(usize),
-    /// `[[mysql]]` entry.
-    Mysql(usize),
 }
 
 /// What a step executes.
@@ -167,18 +158,11 @@ fn host_label(plan: &Plan, on: RunOn) -> String {
     }
 }
 
-/// The database pairs of `plan`, PostgreSQL first, with their component names.
+/// The database pairs of `plan`, engine by engine, with their component names.
 pub fn databases(plan: &Plan) -> Vec<(Db, String)> {
-    plan.postgres
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (Db::Postgres(i), format!("postgres {}", p.name)))
-        .chain(
-            plan.mysql
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (Db::Mysql(i), format!("mysql {}", m.name))),
-        )
+    super::pairs::all(plan)
+        .into_iter()
+        .map(|(db, p)| (db, p.component()))
         .collect()
 }
 
@@ -189,10 +173,7 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
         Some(h) => (h.source.ssh.clone(), h.target.ssh.clone()),
         None => ("source".to_owned(), "target".to_owned()),
     };
-    let dbs: Vec<(Db, Box<dyn crate::engine::Pair>)> = databases(plan)
-        .into_iter()
-        .map(|(db, _)| (db, super::pairs::pair(plan, db)))
-        .collect();
+    let dbs = super::pairs::all(plan);
 
     for (db, p) in &dbs {
         out.push(step(
@@ -522,7 +503,7 @@ pub fn reverse_steps(plan: &Plan) -> Vec<Step> {
 /// What happens when a step fails before the point of no return.
 pub fn rollback_summary(plan: &Plan) -> String {
     let mut parts = Vec::new();
-    if !plan.postgres.is_empty() || !plan.mysql.is_empty() {
+    if !super::pairs::all(plan).is_empty() {
         parts.push("unfence every source so it takes writes again");
     }
     // DNS is switched only after the point of no return: a rollback before it has no record

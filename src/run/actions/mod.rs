@@ -147,7 +147,11 @@ mod detail_tests {
     fn journals_on_disk_read_back_typed_and_new_records_round_trip() {
         // A finish record as journals before `links` wrote it.
         let old = json!({ "old_primary_clean": false, "lost": "3 rows", "warnings": ["w"], "detail": {} });
-        match Detail::read(Kind::Finish(Db::Postgres(0)), "WRITES LOST", &old) {
+        match Detail::read(
+            Kind::Finish(Db::of("postgres", 0).unwrap()),
+            "WRITES LOST",
+            &old,
+        ) {
             Detail::Finished(f) => {
                 assert_eq!(f.old_primary_clean, Some(false));
                 assert_eq!(f.warnings, ["w"]);
@@ -184,7 +188,7 @@ mod detail_tests {
             position: None,
         });
         match Detail::read(
-            Kind::Promote(Db::Mysql(0)),
+            Kind::Promote(Db::of("mysql", 0).unwrap()),
             "",
             &promoted.to_journal().unwrap(),
         ) {
@@ -217,7 +221,7 @@ mod detail_tests {
         // A record that does not parse is kept as it is, never taken for a clean one.
         let odd = json!({ "old_primary_clean": "maybe" });
         assert!(matches!(
-            Detail::read(Kind::Finish(Db::Postgres(0)), "", &odd),
+            Detail::read(Kind::Finish(Db::of("postgres", 0).unwrap()), "", &odd),
             Detail::Record(_)
         ));
     }
