@@ -47,8 +47,8 @@ pub enum RunError {
     State(#[from] StateError),
     /// The migration's lease on a pair's servers is held by another process, or was left by
     /// a holder from another state directory that stopped mid-way (named). Nothing was changed.
-    #[error("{0}")]
-    Held(String),
+    #[error(transparent)]
+    Held(super::single::LeaseError),
     /// The run is refused before anything is changed.
     #[error("{0}")]
     Refused(String),

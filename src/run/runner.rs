@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::actions::{self, Done};
+use super::actions::{self, Done, StepError};
 use super::hooks;
 use super::journal::{Entry, Outcome, Progress, Record, now_ms, step_line};
 use super::pairs::open_window;
@@ -120,11 +120,9 @@ impl<'a> Runner<'a> {
         }
     }
 
-    pub(super) async fn window(&mut self, db: Db) -> Result<&mut Box<dyn Window>, String> {
+    pub(super) async fn window(&mut self, db: Db) -> Result<&mut Box<dyn Window>, StepError> {
         if !self.windows.contains_key(&db) {
-            let w = open_window(self.plan, db, self.resumed, self.reverse)
-                .await
-                .map_err(|e| e.to_string())?;
+            let w = open_window(self.plan, db, self.resumed, self.reverse).await?;
             self.windows.insert(db, w);
         }
         Ok(self.windows.get_mut(&db).expect("inserted above"))
@@ -141,7 +139,7 @@ impl<'a> Runner<'a> {
 
     /// Executes one step through its component's action; returns (summary, detail) or why it
     /// failed.
-    async fn exec(&mut self, step: &Step) -> Result<Done, String> {
+    async fn exec(&mut self, step: &Step) -> Result<Done, StepError> {
         let plan = self.plan;
         match step.kind {
             Kind::PreflightDb(db) => actions::db::preflight(plan, db).await,
@@ -151,7 +149,7 @@ impl<'a> Runner<'a> {
             Kind::DnsReady(i) => actions::dns::ready(plan, i, self.force),
             Kind::WarmFiles(i) => actions::files::warm(plan, i).await,
             Kind::StartDb(db) => {
-                let mut note = |text: String| self.note(text).map_err(|e| e.to_string());
+                let mut note = |text: String| self.note(text);
                 actions::db::start(plan, db, &mut note).await
             }
             Kind::Hook(i) => actions::hooks::hook(plan, i, step.phase.as_str(), self.reverse).await,
@@ -170,14 +168,14 @@ impl<'a> Runner<'a> {
                 let gated = {
                     let mut note = |text: String| {
                         if let Err(e) = self.note(text) {
-                            unjournalled.get_or_insert(e.to_string());
+                            unjournalled.get_or_insert(e);
                         }
                     };
                     actions::db::gate(w.as_mut(), budget, &mut note).await
                 };
                 self.windows.insert(db, w);
                 if let Some(e) = unjournalled {
-                    return Err(e);
+                    return Err(e.into());
                 }
                 let gated = gated?;
                 // The last gate of several pairs fenced together: every pair must fit at once.
@@ -229,7 +227,7 @@ impl<'a> Runner<'a> {
         &mut self,
         gates: &[Db],
         budget: crate::engine::gate::Budget,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         for db in gates {
             self.window(*db).await?;
         }
@@ -242,7 +240,7 @@ impl<'a> Runner<'a> {
             let mut refs: Vec<&mut Box<dyn Window>> = taken.iter_mut().map(|(_, w)| w).collect();
             let mut note = |text: String| {
                 if let Err(e) = self.note(text) {
-                    unjournalled.get_or_insert(e.to_string());
+                    unjournalled.get_or_insert(e);
                 }
             };
             crate::engine::gate::wait_until_all_fit(&mut refs, budget, &mut note).await
@@ -251,9 +249,9 @@ impl<'a> Runner<'a> {
             self.windows.insert(db, w);
         }
         if let Some(e) = unjournalled {
-            return Err(e);
+            return Err(e.into());
         }
-        let fits = result.map_err(|e| e.to_string())?;
+        let fits = result?;
         Ok(format!(
             "every pair fits together after {:.1} s: {}",
             fits.first().map_or(0.0, |(_, w)| w.waited_ms) / 1000.0,
@@ -271,8 +269,8 @@ impl<'a> Runner<'a> {
 
     /// A promotion, tried again on a fresh connection: past the point of no return, giving up
     /// at the first broken connection would leave the pair for a resume.
-    async fn promote(&mut self, db: Db, kind: Kind) -> Result<Done, String> {
-        let mut last = String::new();
+    async fn promote(&mut self, db: Db, kind: Kind) -> Result<Done, StepError> {
+        let mut last = None;
         for attempt in 1..=PROMOTE_ATTEMPTS {
             let result = match self.window(db).await {
                 Ok(w) => actions::db::phase(w.as_mut(), kind).await,
@@ -281,8 +279,8 @@ impl<'a> Runner<'a> {
             match result {
                 Ok(done) => return Ok(done),
                 Err(e) => {
-                    last = e;
-                    tracing::warn!(attempt, error = %last, "promotion failed; retrying");
+                    tracing::warn!(attempt, error = %e, "promotion failed; retrying");
+                    last = Some(e);
                     // A broken connection is replaced on the next attempt.
                     self.windows.remove(&db);
                     self.resumed = true;
@@ -290,7 +288,7 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        Err(last)
+        Err(last.unwrap_or_else(|| "no promotion attempt was made".into()))
     }
 
     /// Runs steps from the first not done. Returns the outcome.
@@ -361,8 +359,12 @@ impl<'a> Runner<'a> {
                         None => std::future::pending().await,
                     }
                 };
-                let interrupted =
-                    |why: String| batch.iter().map(|&i| (i, 0.0, Err(why.clone()))).collect();
+                let interrupted = |why: String| {
+                    batch
+                        .iter()
+                        .map(|&i| (i, 0.0, Err(StepError::Refused(why.clone()))))
+                        .collect()
+                };
                 tokio::select! {
                     r = self.exec_batch(&batch) => r,
                     _ = cancel.cancelled() => interrupted("interrupted (SIGINT/SIGTERM) before the point of no return".to_owned()),
@@ -386,7 +388,7 @@ impl<'a> Runner<'a> {
                         // says so in the journal instead of passing for empty.
                         let detail = detail.to_journal().unwrap_or_else(|e| {
                             tracing::error!(step = i, error = %e, "a step's result was not journalled");
-                            serde_json::json!({ "unrecorded": e })
+                            serde_json::json!({ "unrecorded": e.to_string() })
                         });
                         ends.push(Entry::StepDone {
                             step: i,
@@ -399,7 +401,7 @@ impl<'a> Runner<'a> {
                         ends.push(Entry::StepFailed {
                             step: i,
                             ms,
-                            error: error.clone(),
+                            error: error.to_string(),
                         });
                         first_failure.get_or_insert((i, error));
                     }
@@ -447,7 +449,7 @@ impl<'a> Runner<'a> {
     /// Executes `batch` (one step, or one window phase across pairs, concurrently). Returns
     /// each step's duration and result, in order.
     #[allow(clippy::type_complexity)]
-    async fn exec_batch(&mut self, batch: &[usize]) -> Vec<(usize, f64, Result<Done, String>)> {
+    async fn exec_batch(&mut self, batch: &[usize]) -> Vec<(usize, f64, Result<Done, StepError>)> {
         if batch.len() == 1 {
             let step = self.steps[batch[0]].clone();
             let started = Instant::now();
@@ -461,7 +463,11 @@ impl<'a> Runner<'a> {
             let db = match kind {
                 Kind::Fence(db) | Kind::CatchUp(db) | Kind::Promote(db) => db,
                 other => {
-                    out.push((i, 0.0, Err(format!("{other:?} is not a window phase"))));
+                    out.push((
+                        i,
+                        0.0,
+                        Err(format!("{other:?} is not a window phase").into()),
+                    ));
                     continue;
                 }
             };
@@ -505,7 +511,7 @@ impl<'a> Runner<'a> {
         let mut states = Vec::new();
         for (db, component) in databases(self.plan) {
             let read = match self.window(db).await {
-                Ok(w) => w.state().await.map_err(|e| e.to_string()),
+                Ok(w) => w.state().await.map_err(StepError::from),
                 Err(e) => Err(e),
             };
             match read {
@@ -545,7 +551,7 @@ impl<'a> Runner<'a> {
         self.roll_back_all("the journal could not be written").await
     }
 
-    async fn failed(&mut self, step: &Step, error: String) -> Result<Outcome, StateError> {
+    async fn failed(&mut self, step: &Step, error: StepError) -> Result<Outcome, StateError> {
         if self.past_ponr {
             let summary = match step.kind {
                 Kind::Check(_) if !self.reverse => {
@@ -596,7 +602,7 @@ impl<'a> Runner<'a> {
             })?;
             return Ok(Outcome::Failed);
         }
-        self.roll_back_all(&error).await
+        self.roll_back_all(&error.to_string()).await
     }
 
     /// Rolls back every pair whose fence began, then runs the on-rollback hooks if the window

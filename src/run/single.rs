@@ -7,9 +7,27 @@
 //! holds it). A cutover stops at the first pair that fails: the others are left untouched and
 //! serving from their sources, rather than cut over in a state nobody planned.
 
-use crate::engine::{Holder, Pair, ServerLease};
+use crate::engine::{DbError, Holder, Pair, ServerLease};
 use crate::plan::Plan;
 use crate::state::{FileStore, Lease, StateDir, StateError, Store};
+
+/// Why a lease was not taken (nothing is held then).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// A pair's servers: another process holds their lease (named), a holder from another
+    /// state directory stopped without releasing it, or they could not be reached.
+    #[error("{component}: {error}")]
+    Servers {
+        /// `postgres NAME`, `mysql NAME`.
+        component: String,
+        /// What the pair's engine said.
+        #[source]
+        error: DbError,
+    },
+    /// The migration's own lease in its state directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
 
 /// The migration's lease on the servers of several pairs (see [`ServerLease`]): taken pair by
 /// pair before anything changes, let go together.
@@ -23,7 +41,7 @@ impl ServerLeases {
         plan: &Plan,
         purpose: &str,
         pairs: impl IntoIterator<Item = &'a dyn Pair>,
-    ) -> Result<ServerLeases, String> {
+    ) -> Result<ServerLeases, LeaseError> {
         let holder = Holder::this_process(purpose, &plan.migration.state_dir);
         let mut held = ServerLeases(Vec::new());
         for pair in pairs {
@@ -31,7 +49,10 @@ impl ServerLeases {
                 Ok(lease) => held.0.push(lease),
                 Err(e) => {
                     held.release().await;
-                    return Err(format!("{}: {e}", pair.component()));
+                    return Err(LeaseError::Servers {
+                        component: pair.component(),
+                        error: e,
+                    });
                 }
             }
         }
@@ -41,10 +62,10 @@ impl ServerLeases {
     /// The lease on the servers of every database pair of `plan` (none: nothing held), for a
     /// command that changes something else the migration owns (a DNS record, a file tree):
     /// another state directory's run holds them, so the command is refused while it runs.
-    pub async fn of_plan(plan: &Plan, purpose: &str) -> Result<ServerLeases, String> {
-        let pairs: Vec<Box<dyn Pair>> = super::steps::databases(plan)
+    pub async fn of_plan(plan: &Plan, purpose: &str) -> Result<ServerLeases, LeaseError> {
+        let pairs: Vec<Box<dyn Pair>> = super::pairs::all(plan)
             .into_iter()
-            .map(|(db, _)| super::pairs::pair(plan, db))
+            .map(|(_, pair)| pair)
             .collect();
         ServerLeases::take(plan, purpose, pairs.iter().map(|p| p.as_ref())).await
     }
@@ -76,9 +97,8 @@ pub struct ChangeGuard {
 impl ChangeGuard {
     /// Takes both for `purpose` (`dns update`, `files final`...); refused, naming the holder,
     /// with nothing held.
-    pub async fn take(plan: &Plan, purpose: &str) -> Result<ChangeGuard, String> {
-        let lease = crate::state::take_lease(&plan.migration.state_dir, purpose)
-            .map_err(|e| e.to_string())?;
+    pub async fn take(plan: &Plan, purpose: &str) -> Result<ChangeGuard, LeaseError> {
+        let lease = crate::state::take_lease(&plan.migration.state_dir, purpose)?;
         let servers = ServerLeases::of_plan(plan, purpose).await?;
         Ok(ChangeGuard {
             _lease: lease,

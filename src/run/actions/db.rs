@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Detail, Done};
+use super::{Detail, Done, StepError};
+use crate::engine::Window;
 use crate::engine::gate::{self, Budget};
-use crate::engine::{DbError, Window};
 use crate::plan::Plan;
 use crate::run::pairs::pair;
 use crate::run::steps::{Db, Kind};
@@ -18,18 +18,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// Pause between readings while replication gets ready.
 const READY_POLL: Duration = Duration::from_millis(200);
 
-fn words(e: DbError) -> String {
-    e.to_string()
-}
-
 /// Both servers checked; nothing changed.
-pub(in crate::run) async fn preflight(plan: &Plan, db: Db) -> Result<Done, String> {
-    let r = pair(plan, db).preflight().await.map_err(words)?;
+pub(in crate::run) async fn preflight(plan: &Plan, db: Db) -> Result<Done, StepError> {
+    let r = pair(plan, db).preflight().await?;
     if !r.passed() {
         return Err(format!(
             "preflight failed:\n{}",
             crate::finding::errors_text(&r.findings)
-        ));
+        )
+        .into());
     }
     Ok((
         format!("passed, {} tables in scope", r.tables),
@@ -42,15 +39,15 @@ pub(in crate::run) async fn preflight(plan: &Plan, db: Db) -> Result<Done, Strin
 pub(in crate::run) async fn start(
     plan: &Plan,
     db: Db,
-    note: &mut (dyn FnMut(String) -> Result<(), String> + Send),
-) -> Result<Done, String> {
+    note: &mut (dyn FnMut(String) -> Result<(), crate::state::StateError> + Send),
+) -> Result<Done, StepError> {
     let p = pair(plan, db);
-    p.start().await.map_err(words)?;
-    let mut probe = p.probe().await.map_err(words)?;
+    p.start().await?;
+    let mut probe = p.probe().await?;
     let deadline = Instant::now() + WARM_TIMEOUT;
     let mut last_note = Instant::now();
     loop {
-        let reading = probe.read().await.map_err(words)?;
+        let reading = probe.read().await?;
         if reading.ready {
             return Ok((reading.words, Detail::None));
         }
@@ -59,7 +56,8 @@ pub(in crate::run) async fn start(
                 "replication was not ready within {}: {}",
                 humantime::format_duration(WARM_TIMEOUT),
                 reading.words
-            ));
+            )
+            .into());
         }
         if last_note.elapsed() >= PROGRESS_EVERY {
             last_note = Instant::now();
@@ -75,8 +73,8 @@ pub(in crate::run) async fn gate(
     w: &mut dyn Window,
     budget: Option<Budget>,
     note: &mut (dyn FnMut(String) + Send),
-) -> Result<Done, String> {
-    let (g, waited) = gate::gate(w, budget, note).await.map_err(words)?;
+) -> Result<Done, StepError> {
+    let (g, waited) = gate::gate(w, budget, note).await?;
     Ok(match (budget, waited) {
         (Some(budget), Some(waited)) => (
             format!(
@@ -100,9 +98,9 @@ pub(in crate::run) async fn gate(
 }
 
 /// One window phase (fence, catch-up or promotion) of `w`.
-pub(in crate::run) async fn phase(w: &mut dyn Window, kind: Kind) -> Result<Done, String> {
+pub(in crate::run) async fn phase(w: &mut dyn Window, kind: Kind) -> Result<Done, StepError> {
     match kind {
-        Kind::Fence(_) => w.fence().await.map_err(words).map(|f| {
+        Kind::Fence(_) => w.fence().await.map_err(StepError::from).map(|f| {
             (
                 format!(
                     "fenced ({}), {} session(s) ended",
@@ -112,25 +110,25 @@ pub(in crate::run) async fn phase(w: &mut dyn Window, kind: Kind) -> Result<Done
                 Detail::None,
             )
         }),
-        Kind::CatchUp(_) => w.catch_up().await.map_err(words).map(|c| {
+        Kind::CatchUp(_) => w.catch_up().await.map_err(StepError::from).map(|c| {
             (
                 format!("target has everything up to {}", c.position),
                 Detail::None,
             )
         }),
-        Kind::Promote(_) => w.promote().await.map_err(words).map(|p| {
+        Kind::Promote(_) => w.promote().await.map_err(StepError::from).map(|p| {
             (
                 "the target is the writable primary".to_owned(),
                 Detail::Promoted(p),
             )
         }),
-        other => Err(format!("{other:?} is not a window phase")),
+        other => Err(format!("{other:?} is not a window phase").into()),
     }
 }
 
 /// After the promotion: the old primary audited, replication back set up, tidied.
 /// `reverse`: the fenced side is the run's new primary.
-pub(in crate::run) async fn finish(w: &mut dyn Window, reverse: bool) -> Result<Done, String> {
+pub(in crate::run) async fn finish(w: &mut dyn Window, reverse: bool) -> Result<Done, StepError> {
     let f = w.finish().await;
     let fenced = if reverse {
         "the new primary"
@@ -161,12 +159,12 @@ pub(in crate::run) async fn finish(w: &mut dyn Window, reverse: bool) -> Result<
 }
 
 /// A reverse cutover's first database step: the old primary's fence made liftable.
-pub(in crate::run) async fn prepare_reverse(plan: &Plan, db: Db) -> Result<Done, String> {
-    let words = pair(plan, db).prepare_reverse().await.map_err(words)?;
+pub(in crate::run) async fn prepare_reverse(plan: &Plan, db: Db) -> Result<Done, StepError> {
+    let words = pair(plan, db).prepare_reverse().await?;
     Ok((words, Detail::None))
 }
 
 /// A rolled-back reverse cutover: the old primary's fence is for good again.
-pub(in crate::run) async fn keep_fenced(plan: &Plan, db: Db) -> Result<(), String> {
-    pair(plan, db).keep_fenced().await.map_err(words)
+pub(in crate::run) async fn keep_fenced(plan: &Plan, db: Db) -> Result<(), StepError> {
+    Ok(pair(plan, db).keep_fenced().await?)
 }

@@ -4,16 +4,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use super::{Detail, DnsWaited, Done};
+use super::{Detail, DnsWaited, Done, StepError};
 use crate::dns;
 use crate::plan::Plan;
 
 /// Record `i`'s zone and authoritative servers resolve.
-pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, String> {
+pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, StepError> {
     let target = resolve(i, &plan.dns[i]).await?;
-    dns::expect::check_current(&target)
-        .await
-        .map_err(|e| e.to_string())?;
+    dns::expect::check_current(&target).await?;
     Ok((
         format!(
             "zone {}, {} authoritative address(es)",
@@ -24,20 +22,16 @@ pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, Str
     ))
 }
 
-async fn resolve(i: usize, record: &crate::plan::DnsRecord) -> Result<dns::Target<'_>, String> {
+async fn resolve(i: usize, record: &crate::plan::DnsRecord) -> Result<dns::Target<'_>, StepError> {
     let discovery = dns::Discovery::system();
-    dns::Target::resolve(i, record, &discovery)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(dns::Target::resolve(i, record, &discovery).await?)
 }
 
 /// The lowered TTL has been served for at least one old TTL (`force`: said, not required).
-pub(in crate::run) fn ready(plan: &Plan, i: usize, force: bool) -> Result<Done, String> {
+pub(in crate::run) fn ready(plan: &Plan, i: usize, force: bool) -> Result<Done, StepError> {
     let record = &plan.dns[i];
     let states = dns::state::Records::new(&plan.migration.state_dir);
-    let state = states
-        .load(&record.name, record.record_type)
-        .map_err(|e| e.to_string())?;
+    let state = states.load(&record.name, record.record_type)?;
     match dns::update::check_safe(&dns::label(record), state.as_ref(), SystemTime::now()) {
         Ok(()) => Ok((
             "the lowered TTL has been served long enough".into(),
@@ -50,17 +44,15 @@ pub(in crate::run) fn ready(plan: &Plan, i: usize, force: bool) -> Result<Done, 
                 Detail::None,
             ))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Switches record `i` to the plan's values (`force`: before the safe time).
-pub(in crate::run) async fn switch(plan: &Plan, i: usize, force: bool) -> Result<Done, String> {
+pub(in crate::run) async fn switch(plan: &Plan, i: usize, force: bool) -> Result<Done, StepError> {
     let target = resolve(i, &plan.dns[i]).await?;
     let states = dns::state::Records::new(&plan.migration.state_dir);
-    let reports = dns::update::update_all(std::slice::from_ref(&target), &states, force)
-        .await
-        .map_err(|e| e.to_string())?;
+    let reports = dns::update::update_all(std::slice::from_ref(&target), &states, force).await?;
     let r = reports.first().ok_or("no update report")?;
     Ok((
         format!(
@@ -76,7 +68,7 @@ pub(in crate::run) async fn switch(plan: &Plan, i: usize, force: bool) -> Result
 }
 
 /// Waits until every authoritative server serves record `i`'s new values.
-pub(in crate::run) async fn wait(plan: &Plan, i: usize) -> Result<Done, String> {
+pub(in crate::run) async fn wait(plan: &Plan, i: usize) -> Result<Done, StepError> {
     let record = &plan.dns[i];
     let target = resolve(i, record).await?;
     let outcome = dns::propagation::wait(
@@ -101,7 +93,8 @@ pub(in crate::run) async fn wait(plan: &Plan, i: usize) -> Result<Done, String> 
             "not served everywhere within {}: {}",
             humantime::format_duration(record.propagation_timeout),
             pending.join(", ")
-        ));
+        )
+        .into());
     }
     Ok((
         format!(
@@ -121,7 +114,7 @@ pub(in crate::run) async fn restore(
     plan: &Plan,
     i: usize,
     previous: &HashMap<usize, Vec<String>>,
-) -> Result<Done, String> {
+) -> Result<Done, StepError> {
     let Some(values) = previous.get(&i).cloned() else {
         return Ok((
             "nothing to restore: the run did not switch this record".to_owned(),
@@ -137,9 +130,7 @@ pub(in crate::run) async fn restore(
     let target = resolve(i, &record).await?;
     let states = dns::state::Records::new(&plan.migration.state_dir);
     // Going back is never held to the safe time: the old address served until now.
-    let reports = dns::update::update_all(std::slice::from_ref(&target), &states, true)
-        .await
-        .map_err(|e| e.to_string())?;
+    let reports = dns::update::update_all(std::slice::from_ref(&target), &states, true).await?;
     let r = reports.first().ok_or("no update report")?;
     Ok((
         format!("back to {}", r.current.values.join(",")),

@@ -4,28 +4,26 @@
 
 use std::collections::BTreeMap;
 
-use super::{Detail, Done, WrapUp};
+use super::{Detail, Done, StepError, WrapUp};
 use crate::files;
 use crate::plan::Plan;
 
-pub(in crate::run) fn entry(plan: &Plan, i: usize) -> Result<files::Entry, String> {
-    files::Entry::select(plan, Some(&plan.files[i].name))
-        .map_err(|e| e.to_string())?
+pub(in crate::run) fn entry(plan: &Plan, i: usize) -> Result<files::Entry, StepError> {
+    files::Entry::select(plan, Some(&plan.files[i].name))?
         .pop()
-        .ok_or_else(|| format!("no files entry {i}"))
+        .ok_or_else(|| format!("no files entry {i}").into())
 }
 
 /// Both hosts reachable, the trees readable and writable, the target's disk large enough.
-pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, String> {
+pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, StepError> {
     let entry = entry(plan, i)?;
-    let r = files::preflight::run(&entry)
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = files::preflight::run(&entry).await?;
     if !r.passed() {
         return Err(format!(
             "preflight failed:\n{}",
             crate::finding::errors_text(&r.findings)
-        ));
+        )
+        .into());
     }
     let warnings: Vec<String> = crate::plan::warnings(plan)
         .into_iter()
@@ -51,11 +49,9 @@ pub(in crate::run) async fn preflight(plan: &Plan, i: usize) -> Result<Done, Str
 }
 
 /// A warm pass while the service runs (it starts the change log the final pass reads).
-pub(in crate::run) async fn warm(plan: &Plan, i: usize) -> Result<Done, String> {
+pub(in crate::run) async fn warm(plan: &Plan, i: usize) -> Result<Done, StepError> {
     let entry = entry(plan, i)?;
-    let r = files::sync::warm(&entry, &plan.migration.state_dir, &mut |_, _| {})
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = files::sync::warm(&entry, &plan.migration.state_dir, &mut |_, _| {}).await?;
     Ok((
         format!(
             "{} files, {} bytes sent in {:.1} s",
@@ -76,13 +72,12 @@ pub(in crate::run) async fn ready_all(plan: &Plan) {
 }
 
 /// The final pass inside the window, from the change log where it is complete.
-pub(in crate::run) async fn final_pass(plan: &Plan, i: usize) -> Result<Done, String> {
+pub(in crate::run) async fn final_pass(plan: &Plan, i: usize) -> Result<Done, StepError> {
     let entry = entry(plan, i)?;
     // The watcher keeps watching to the end of the run: the report proves that nothing
     // changed on the old host after this pass, or names what did.
-    let r = files::sync::final_pass_watching(&entry, &plan.migration.state_dir, &mut |_, _| {})
-        .await
-        .map_err(|e| e.to_string())?;
+    let r =
+        files::sync::final_pass_watching(&entry, &plan.migration.state_dir, &mut |_, _| {}).await?;
     Ok((
         format!(
             "{} ({}), {} files, {} bytes sent in {:.2} s{}",
@@ -106,7 +101,7 @@ pub(in crate::run) async fn final_pass(plan: &Plan, i: usize) -> Result<Done, St
 pub(in crate::run) async fn wrap_up(
     plan: &Plan,
     reverse: bool,
-) -> Result<(WrapUp, Vec<String>), String> {
+) -> Result<(WrapUp, Vec<String>), StepError> {
     let state_dir = &plan.migration.state_dir;
     let mut after = BTreeMap::new();
     let mut not_carried = Vec::new();
@@ -139,9 +134,7 @@ pub(in crate::run) async fn wrap_up(
             after.insert(entry.plan.name.clone(), seen);
             // The target tree is the live side now: no pass of any migration copies over it
             // again without the operator saying so.
-            files::claim::write(&entry, files::claim::ClaimState::Live)
-                .await
-                .map_err(|e| e.to_string())?;
+            files::claim::write(&entry, files::claim::ClaimState::Live).await?;
         }
         // The running hosts' shared ssh connections have done their work.
         if let Err(e) = files::hop::close(&entry, state_dir).await {

@@ -1,6 +1,6 @@
 //! Hooks and health checks as steps: what ran, how long, and whether a failure is allowed.
 
-use super::{Detail, Done, HookRan};
+use super::{Detail, Done, HookRan, StepError};
 use crate::plan::Plan;
 use crate::run::hooks;
 
@@ -10,7 +10,7 @@ pub(in crate::run) async fn hook(
     i: usize,
     phase: &str,
     reverse: bool,
-) -> Result<Done, String> {
+) -> Result<Done, StepError> {
     let (outcome, warning) = hooks::run_hook(plan, &plan.hooks[i], phase, reverse).await?;
     Ok((
         match &warning {
@@ -27,7 +27,7 @@ pub(in crate::run) async fn hook(
 }
 
 /// Runs health check `i` of `plan` with its retries.
-pub(in crate::run) async fn check(plan: &Plan, i: usize) -> Result<Done, String> {
+pub(in crate::run) async fn check(plan: &Plan, i: usize) -> Result<Done, StepError> {
     let outcome = hooks::run_check(plan, &plan.checks[i]).await;
     let detail = Detail::record(&outcome)?;
     if outcome.passed {
@@ -43,6 +43,7 @@ pub(in crate::run) async fn check(plan: &Plan, i: usize) -> Result<Done, String>
         Err(format!(
             "check {} failed after {} tries: {}",
             outcome.name, outcome.tries, outcome.last
-        ))
+        )
+        .into())
     }
 }

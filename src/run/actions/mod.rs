@@ -11,6 +11,47 @@ pub(super) mod proxy;
 /// A step's summary (for the journal and the progress lines) and its typed result.
 pub(super) type Done = (String, Detail);
 
+/// Why a step failed: the component's own error, kept typed (a database pair's
+/// [`DbError`](crate::engine::DbError) with its server and context), or cutover's own words
+/// for what it refuses (a preflight's findings, replication not ready in time, a hook or a
+/// check that failed, a record served nowhere in time).
+#[derive(Debug, thiserror::Error)]
+pub(in crate::run) enum StepError {
+    /// A database pair's phase.
+    #[error(transparent)]
+    Db(#[from] crate::engine::DbError),
+    /// A DNS record's provider or servers.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    /// A file tree's pass.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
+    /// A proxy route.
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
+    /// The state directory (the journal, a record's saved state).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// A step's result that could not be written down.
+    #[error("the step's result could not be recorded: {0}")]
+    Record(#[from] serde_json::Error),
+    /// What cutover refuses, in its own words.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for StepError {
+    fn from(words: String) -> StepError {
+        StepError::Refused(words)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(words: &str) -> StepError {
+        StepError::Refused(words.to_owned())
+    }
+}
+
 /// What a step did, typed: the runner's decisions (writes lost, a hook's allowed failure,
 /// files not carried) and the report's figures read these fields, which the compiler checks.
 /// The journal keeps each as its JSON record (the same shape journals on disk already have),
@@ -76,15 +117,13 @@ pub(in crate::run) struct WrapUp {
 
 impl Detail {
     /// A component's own record, as JSON (an error, never a silent `null`, when it cannot be).
-    pub fn record(value: &impl serde::Serialize) -> Result<Detail, String> {
-        serde_json::to_value(value)
-            .map(Detail::Record)
-            .map_err(|e| format!("the step's result could not be recorded: {e}"))
+    pub fn record(value: &impl serde::Serialize) -> Result<Detail, StepError> {
+        Ok(Detail::Record(serde_json::to_value(value)?))
     }
 
     /// The JSON record the journal keeps; a value that cannot be written is an error, never
     /// a silent `null`.
-    pub fn to_journal(&self) -> Result<serde_json::Value, String> {
+    pub fn to_journal(&self) -> Result<serde_json::Value, StepError> {
         let value = match self {
             Detail::None => Ok(serde_json::Value::Null),
             Detail::Gated(g) => serde_json::to_value(g),
@@ -98,7 +137,7 @@ impl Detail {
             Detail::Report(w) => serde_json::to_value(w),
             Detail::Record(v) => Ok(v.clone()),
         };
-        value.map_err(|e| format!("the step's result could not be journalled: {e}"))
+        Ok(value?)
     }
 
     /// A journalled record of a step of `kind`, typed again (`summary`: the step's words, for
