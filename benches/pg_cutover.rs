@@ -6,7 +6,10 @@
 //! between the writer's successful commits across the cutover, the longest gap anywhere else in
 //! the same run (this machine's own stalls: the baseline), and rows lost or duplicated.
 //!
-//! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S] [--tls 1] [--saturate N] [--load-retry-ms MS]`
+//! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S] [--tls 1] [--saturate N] [--load-retry-ms MS] [--reverse 1]`
+//!
+//! `--reverse 1` sets `reverse_replication = true` (what a plan needs unless it accepts a one-way
+//! cutover): the reverse subscription is created inside the window, after the catch-up.
 //!
 //! Saturating mode (`--saturate N`): N more app connections commit multi-statement
 //! transactions (an update, a delete, two inserts on a 300,000-row table) as fast as they can
@@ -231,8 +234,13 @@ async fn one_run(
             pg.password_file.display()
         )
     };
+    let reverse = if arg("--reverse", 0) == 1 {
+        "reverse_replication = true\n"
+    } else {
+        ""
+    };
     let text = format!(
-        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[postgres]]\nname = \"app\"\nsource = {}\ntarget = {}\napp_roles = [\"{role}\"]\ncopy_schema = true\n",
+        "[migration]\nname = \"bench{i}\"\nstate_dir = \"{}\"\n[[postgres]]\nname = \"app\"\nsource = {}\ntarget = {}\napp_roles = [\"{role}\"]\ncopy_schema = true\n{reverse}",
         dir.path().join("state").display(),
         endpoint(source),
         endpoint(target)

@@ -236,6 +236,33 @@ async fn with_the_change_log_the_final_pass_sends_only_what_changed_and_is_exact
     cutover::files::hop::close(&entry, &state).await.unwrap();
     assert!(!Path::new(&dir).exists());
     assert!(cutover::files::hop::load(&state, &entry).is_none());
+    // That warm pass started a change-log watcher again (a daemon on the source host, so it
+    // outlives a crash): stopped here, or it outlives the test too.
+    let watch = cutover::files::changelog::load(&state, "tree")
+        .unwrap()
+        .expect("a warm pass with change_log starts a watcher");
+    cutover::files::changelog::stop(&entry, &state, &watch)
+        .await
+        .unwrap();
+    // Gone, or dead and waiting for its parent to collect it (`Z` in its stat); a signal takes
+    // a moment to end it.
+    let running = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", watch.pid)).unwrap_or_default();
+        let up = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+        up.then_some(stat)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running().is_some() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        running(),
+        None,
+        "the watcher (pid {}) still runs",
+        watch.pid
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
