@@ -20,7 +20,11 @@
 //! `ssl_mode = "verify_identity"` for cutover and the replica's link), each half summarised,
 //! with the TLS/plaintext ratio of the p50 window.
 //!
-//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1] [--budget-ms MS] [--alternate 0]`
+//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1] [--budget-ms MS] [--alternate 0] [--writer-retry-ms MS]`
+//!
+//! `--writer-retry-ms MS` (default 3): how long the checked writer waits before asking both
+//! servers again after a refusal. Each ask opens a connection to each server: over TLS a
+//! handshake on the same two cores the window runs on.
 //!
 //! `--alternate 0` runs every run with `--workers W` (and TLS off): no baseline runs, each
 //! run's baseline is then its largest writer gap away from the cutover.
@@ -219,12 +223,16 @@ async fn one_run(
             ))
         })
         .collect();
-    let writer = MyWriter::start(MyWriterConfig {
-        source: app_opts(&source),
-        target: app_opts(&target),
-        rate,
-        tasks: 2,
-    });
+    let retry = Duration::from_millis(arg("--writer-retry-ms", 3).into());
+    let writer = MyWriter::start_retrying(
+        MyWriterConfig {
+            source: app_opts(&source),
+            target: app_opts(&target),
+            rate,
+            tasks: 2,
+        },
+        retry,
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (committed, applied) = rates(&source, &target, Duration::from_secs(3)).await;
     println!(

@@ -400,14 +400,23 @@ fn help(p: &Prediction, budget: Budget) -> String {
     }
     match (p.source_rate, p.apply_rate) {
         (_, Some(0.0)) => {
-            "the target applies nothing: look for what holds its applier (a lock, a long query, FLUSH TABLES WITH READ LOCK, a stopped worker)"
+            "the target applies nothing: look for what holds its applier (a lock, a long query, FLUSH TABLES WITH READ LOCK, a stopped worker)".to_owned()
         }
         (Some(source), Some(apply)) if source > apply => {
-            "the source commits faster than the target applies: more `apply_workers` (MySQL/MariaDB), a quieter moment, or a larger `window_budget`"
+            "the source commits faster than the target applies: more `apply_workers` (MySQL/MariaDB), a quieter moment, or a larger `window_budget`".to_owned()
         }
-        _ => "a quieter moment, or a larger `window_budget`",
+        // Draining, but not in time: how long the rest would take at these rates.
+        (Some(source), Some(apply)) if p.backlog > 0 => {
+            let net = apply - source;
+            let drain = p.backlog as f64 / net;
+            format!(
+                "the target applies faster than the source commits ({net:.0} {}/s net), so the backlog would be gone in about {drain:.0} s at these rates: a longer `gate_timeout` (at least {:.0}s), a quieter moment, or a larger `window_budget`",
+                p.unit.word(),
+                (budget.timeout.as_secs_f64() + drain * 1.5).ceil()
+            )
+        }
+        _ => "a quieter moment, or a larger `window_budget`".to_owned(),
     }
-    .to_owned()
 }
 
 #[cfg(test)]
@@ -493,6 +502,31 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert!(help(&held, budget).contains("applies nothing"));
+        // Draining too slowly for the timeout: 3 MB left, 1 MB/s net, 60 s already waited.
+        let draining = Prediction {
+            backlog: 3_000_000,
+            unit: Unit::Bytes,
+            source_rate: Some(5_000_000.0),
+            apply_rate: Some(6_000_000.0),
+            catch_up_ms: Some(500.0),
+            fixed_ms: 20.0,
+        };
+        let minute = Budget {
+            timeout: Duration::from_secs(60),
+            ..budget
+        };
+        let said = help(&draining, minute);
+        assert!(
+            said.contains("1000000 bytes/s net")
+                && said.contains("gone in about 3 s")
+                && said.contains("`gate_timeout` (at least 65s)"),
+            "{said}"
+        );
+        let outrun = Prediction {
+            source_rate: Some(7_000_000.0),
+            ..draining
+        };
+        assert!(help(&outrun, minute).contains("faster than the target applies"));
         let mut s = Sampler::default();
         s.push(t0, p(7, 7));
         assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));

@@ -46,6 +46,12 @@ fn refused_read_only(e: &mysql_async::Error) -> bool {
 impl MyWriter {
     /// Starts the tasks.
     pub fn start(config: MyWriterConfig) -> MyWriter {
+        MyWriter::start_retrying(config, RETRY_PAUSE)
+    }
+
+    /// [`MyWriter::start`], asking both servers again `retry` after a refusal (each ask is a
+    /// new connection to each: a login, over TLS a handshake, on the servers' cores).
+    pub fn start_retrying(config: MyWriterConfig, retry: Duration) -> MyWriter {
         let (tasks, rate) = (config.tasks, config.rate);
         MyWriter(Tasks::spawn(
             0,
@@ -54,7 +60,7 @@ impl MyWriter {
             &["writes"],
             // The probe is a write: both accepting it at once is split brain.
             SplitBrain::Probes,
-            move |task, period, control| run_task(task, config.clone(), period, control),
+            move |task, period, control| run_task(task, config.clone(), period, control, retry),
         ))
     }
 
@@ -76,6 +82,7 @@ async fn run_task(
     config: MyWriterConfig,
     period: Duration,
     control: Control,
+    retry: Duration,
 ) -> TaskLog {
     let mut log = TaskLog::default();
     let mut current: Option<(Server, Conn)> = None;
@@ -88,7 +95,7 @@ async fn run_task(
             let (s, t) = tokio::join!(writable(&config.source), writable(&config.target));
             current = log.choose(s, t);
             if current.is_none() {
-                tokio::time::sleep(RETRY_PAUSE).await;
+                tokio::time::sleep(retry).await;
             }
             continue;
         };
@@ -138,7 +145,7 @@ async fn run_task(
             Err((e, at_commit)) if refused_read_only(&e) && !at_commit => {
                 // Refused before it happened: ask both servers again.
                 current = None;
-                tokio::time::sleep(RETRY_PAUSE).await;
+                tokio::time::sleep(retry).await;
             }
             Err((e, _)) => {
                 // The connection died with the statement in flight (killed at the fence), or

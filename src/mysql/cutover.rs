@@ -65,10 +65,23 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Kills every session of `users` on `db`; returns how many.
+/// Kills every session of `users` on `db` but this one; returns how many.
 pub async fn kill_sessions(db: &mut Db, users: &[String]) -> Result<usize, MyError> {
     if users.is_empty() {
         return Ok(0);
+    }
+    // One statement per user (no listing first), unless this session is one of them.
+    if !users.contains(&db.user)
+        && let Some(kills) = users
+            .iter()
+            .map(|u| db.dialect.kill_user(u))
+            .collect::<Option<Vec<String>>>()
+    {
+        let mut killed = 0;
+        for sql in kills {
+            killed += db.run_counted("end the app sessions", &sql).await? as usize;
+        }
+        return Ok(killed);
     }
     let marks = vec!["?"; users.len()].join(", ");
     let ids: Vec<u64> = db
@@ -194,12 +207,18 @@ async fn promote(target: &mut Db, gtid: bool, unlock: Option<&str>) -> Result<St
         .run("stop the replica's applier", d.stop_applier())
         .await?;
     let position = source_position(target, gtid).await?;
-    // Writable first: MySQL's super_read_only refuses account changes too.
-    target.run("make the target writable", d.unfence()).await?;
-    if let Some(sql) = unlock {
-        target
-            .run("unlock the app accounts on the target", sql)
-            .await?;
+    // Writable first: MySQL's super_read_only refuses account changes too. One round trip:
+    // the server stops at the first statement that fails.
+    match unlock {
+        Some(unlock) => {
+            target
+                .run(
+                    "make the target writable and unlock the app accounts",
+                    &format!("{}; {unlock}", d.unfence()),
+                )
+                .await?
+        }
+        None => target.run("make the target writable", d.unfence()).await?,
     }
     Ok(position)
 }
@@ -597,6 +616,20 @@ impl MyWindow {
             self.started_shapes =
                 Some(super::inventory::started_shapes(target, &pair.plan.name).await?);
         }
+        // The window's statements with values, prepared now: each is then one round trip.
+        if !pair.plan.app_users.is_empty() {
+            let sql = writers::sessions_sql(pair.plan.app_users.len());
+            source.prepare("count the app sessions", &sql).await?;
+        }
+        if pair.plan.verify_in_window != VerifyInWindow::Off {
+            super::inventory::prepare_columns(source).await?;
+        }
+        let wait = if self.gtid {
+            target.dialect.wait_for_gtids()
+        } else {
+            target.dialect.wait_for_position(target.version)
+        };
+        target.prepare("wait for the fence position", wait).await?;
         Ok(lag)
     }
 
@@ -621,14 +654,21 @@ impl MyWindow {
                 &writers::prepare_lock(source, &pair.plan.app_users, &pair.plan.name).await?,
             ),
         };
-        if let Some(sql) = &lock_sql {
-            source.run("lock the app accounts", sql).await?;
-        }
         let by_account = pair.plan.neighbours == Neighbours::FenceAccounts;
-        if !by_account {
-            source
-                .run("fence the source (read-only)", source.dialect.fence())
-                .await?;
+        // One round trip: the server runs them in order and stops at the first that fails.
+        let fence = match (lock_sql, by_account) {
+            (Some(lock), false) => Some(format!("{lock}; {}", source.dialect.fence())),
+            (Some(lock), true) => Some(lock),
+            (None, false) => Some(source.dialect.fence().to_owned()),
+            (None, true) => None,
+        };
+        if let Some(sql) = fence {
+            let what = if by_account {
+                "lock the app accounts"
+            } else {
+                "lock the app accounts and make the source read-only"
+            };
+            source.run(what, &sql).await?;
         }
         let killed = end_sessions(source, &pair.plan.app_users).await?;
         if by_account {

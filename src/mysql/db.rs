@@ -125,6 +125,7 @@ impl Server {
         };
         let mut db = Db {
             label: self.label.clone(),
+            user: self.endpoint.user.clone(),
             conn,
             flavour: Flavour::Mysql,
             version: Version::new(0, 0, 0),
@@ -155,6 +156,8 @@ impl Server {
 pub struct Db {
     /// Which server, for messages.
     pub label: String,
+    /// The account this session logged in as (its user name).
+    pub user: String,
     /// The connection.
     pub conn: Conn,
     /// MySQL or MariaDB.
@@ -187,6 +190,19 @@ impl Db {
         let r = self.conn.query_drop(sql).await;
         self.took(context, started);
         r.map_err(|e| self.error(context, &e))
+    }
+
+    /// Runs a statement without results; returns the rows the server says it affected.
+    pub async fn run_counted(&mut self, context: &str, sql: &str) -> Result<u64, MyError> {
+        self.run(context, sql).await?;
+        Ok(self.conn.affected_rows())
+    }
+
+    /// Prepares `sql` on this session ahead of its first use (the session keeps it), so that
+    /// use inside the window is one round trip, not two.
+    pub async fn prepare(&mut self, context: &str, sql: &str) -> Result<(), MyError> {
+        let r = self.conn.prep(sql).await;
+        r.map(drop).map_err(|e| self.error(context, &e))
     }
 
     /// Runs a statement with bound values.

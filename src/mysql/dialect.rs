@@ -357,6 +357,16 @@ impl Dialect {
         }
     }
 
+    /// Ends every session of `user` (whatever its host) in one statement where the flavour has
+    /// one (MariaDB `KILL CONNECTION USER`, whose affected rows are the sessions ended);
+    /// `None`: they are listed and killed one by one.
+    pub fn kill_user(self, user: &str) -> Option<String> {
+        match self {
+            Dialect::Mariadb => Some(format!("KILL CONNECTION USER {}", literal(user))),
+            _ => None,
+        }
+    }
+
     /// Undo [`Dialect::fence`] (and plain `read_only`).
     pub fn unfence(self) -> &'static str {
         match self {
@@ -806,5 +816,15 @@ mod tests {
     fn literals_and_identifiers_are_quoted() {
         assert_eq!(literal("a'b\\c"), "'a\\'b\\\\c'");
         assert_eq!(ident("we`ird"), "`we``ird`");
+    }
+
+    #[test]
+    fn sessions_end_by_user_in_one_statement_on_mariadb_only() {
+        assert_eq!(
+            Dialect::Mariadb.kill_user("a'pp").as_deref(),
+            Some("KILL CONNECTION USER 'a\\'pp'")
+        );
+        assert_eq!(Dialect::Mysql80.kill_user("app"), None);
+        assert_eq!(Dialect::Mysql84.kill_user("app"), None);
     }
 }

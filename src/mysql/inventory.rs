@@ -12,6 +12,19 @@ use std::collections::BTreeMap;
 
 use super::{Db, MyError};
 
+/// A database's base tables.
+const LIST_TABLES: &str = "SELECT TABLE_NAME FROM information_schema.TABLES
+     WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'";
+/// A database's columns, table by table in order.
+const LIST_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS
+     WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION";
+
+/// Prepares what [`columns`] runs, ahead of a window that will run it.
+pub async fn prepare_columns(db: &mut Db) -> Result<(), MyError> {
+    db.prepare("list tables", LIST_TABLES).await?;
+    db.prepare("list columns", LIST_COLUMNS).await
+}
+
 /// `db.table` -> `column type` in column order, for the base tables of `databases`.
 ///
 /// Two single-table reads per database, joined here: MariaDB answers a join of
@@ -25,24 +38,14 @@ pub async fn columns(
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for database in databases {
         let tables: Vec<String> = db
-            .exec_all(
-                "list tables",
-                "SELECT TABLE_NAME FROM information_schema.TABLES
-                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'",
-                (database,),
-            )
+            .exec_all("list tables", LIST_TABLES, (database,))
             .await?;
         if tables.is_empty() {
             continue;
         }
         let tables: std::collections::BTreeSet<String> = tables.into_iter().collect();
         let rows: Vec<(String, String, String)> = db
-            .exec_all(
-                "list columns",
-                "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS
-                 WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION",
-                (database,),
-            )
+            .exec_all("list columns", LIST_COLUMNS, (database,))
             .await?;
         for (table, column, kind) in rows {
             if tables.contains(&table) {

@@ -476,17 +476,22 @@ pub async fn sessions(db: &mut Db, users: &[String]) -> Result<u64, MyError> {
     if users.is_empty() {
         return Ok(0);
     }
-    let marks = vec!["?"; users.len()].join(", ");
     let n: Option<(u64,)> = db
         .exec_opt(
             "count the app sessions",
-            &format!(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER IN ({marks}) AND ID <> CONNECTION_ID()"
-            ),
+            &sessions_sql(users.len()),
             users.to_vec(),
         )
         .await?;
     Ok(n.map_or(0, |(n,)| n))
+}
+
+/// What [`sessions`] runs for `users` names.
+pub fn sessions_sql(users: usize) -> String {
+    let marks = vec!["?"; users].join(", ");
+    format!(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER IN ({marks}) AND ID <> CONNECTION_ID()"
+    )
 }
 
 /// Before a reverse cutover: the old primary's app accounts, kept locked for good after the
