@@ -16,7 +16,8 @@ use super::{Db, MyError};
 const LIST_TABLES: &str = "SELECT TABLE_NAME FROM information_schema.TABLES
      WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE'";
 /// A database's columns, table by table in order.
-const LIST_COLUMNS: &str = "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS
+const LIST_COLUMNS: &str =
+    "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS
      WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME, ORDINAL_POSITION";
 
 /// Prepares what [`columns`] runs, ahead of a window that will run it.
@@ -37,9 +38,7 @@ pub async fn columns(
 ) -> Result<BTreeMap<String, Vec<String>>, MyError> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for database in databases {
-        let tables: Vec<String> = db
-            .exec_all("list tables", LIST_TABLES, (database,))
-            .await?;
+        let tables: Vec<String> = db.exec_all("list tables", LIST_TABLES, (database,)).await?;
         if tables.is_empty() {
             continue;
         }
