@@ -405,6 +405,18 @@ fn help(p: &Prediction, budget: Budget) -> String {
         (Some(source), Some(apply)) if source > apply => {
             "the source commits faster than the target applies: more `apply_workers` (MySQL/MariaDB), a quieter moment, or a larger `window_budget`".to_owned()
         }
+        // The backlog alone would fit: what is left is the target's measured delay (how long a
+        // commit takes to be applied under this load), which waiting does not shorten.
+        (_, Some(apply))
+            if p.backlog as f64 / apply * 1000.0 + p.fixed_ms
+                <= budget.window.as_secs_f64() * 1000.0 =>
+        {
+            format!(
+                "the backlog alone would fit, but the target applies each commit about {:.0} ms after the source under this load (its measured delay), more than the budget leaves: a quieter moment, or a larger `window_budget` (at least {:.0}ms)",
+                p.catch_up_ms.unwrap_or_default(),
+                (p.window_ms().unwrap_or_default() * 1.2).ceil()
+            )
+        }
         // Draining, but not in time: how long the rest would take at these rates.
         (Some(source), Some(apply)) if p.backlog > 0 => {
             let net = apply - source;
@@ -527,6 +539,20 @@ mod tests {
             ..draining
         };
         assert!(help(&outrun, minute).contains("faster than the target applies"));
+        // A backlog that would fit on its own, behind a measured delay that does not.
+        let delayed = Prediction {
+            backlog: 131_344,
+            catch_up_ms: Some(112.0),
+            ..draining
+        };
+        let said = help(&delayed, minute);
+        assert!(
+            said.contains("backlog alone would fit")
+                && said.contains("about 112 ms after the source")
+                && said.contains("at least 159ms")
+                && !said.contains("gate_timeout"),
+            "{said}"
+        );
         let mut s = Sampler::default();
         s.push(t0, p(7, 7));
         assert_eq!(s.predict(Duration::ZERO).unwrap().catch_up_ms, Some(0.0));
