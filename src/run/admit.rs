@@ -83,10 +83,10 @@ fn one_way_check(plan: &Plan) -> Result<(), RunError> {
     if plan.migration.accept_one_way {
         return Ok(());
     }
-    let one_way: Vec<String> = databases(plan)
+    let one_way: Vec<String> = super::pairs::all(plan)
         .into_iter()
-        .filter(|(db, _)| !super::pairs::pair(plan, *db).replicates_back())
-        .map(|(_, component)| component)
+        .filter(|(_, pair)| !pair.replicates_back())
+        .map(|(_, pair)| pair.component())
         .collect();
     if one_way.is_empty() {
         return Ok(());
@@ -117,9 +117,9 @@ pub async fn run(
     };
     // A runner from another state directory (another operator, another machine) is refused
     // here, naming the holder, before anything changes.
-    let pairs: Vec<Box<dyn crate::engine::Pair>> = databases(plan)
+    let pairs: Vec<Box<dyn crate::engine::Pair>> = super::pairs::all(plan)
         .into_iter()
-        .map(|(db, _)| super::pairs::pair(plan, db))
+        .map(|(_, pair)| pair)
         .collect();
     // The state directory's lease first (it guards the journal; a second runner on it is told
     // so), then the servers' (they guard the servers from any other state directory).
@@ -291,12 +291,13 @@ pub fn decide(
                     .join(", ")
             )));
         }
-        if let Some((_, component)) = databases(plan)
+        if let Some((_, pair)) = super::pairs::all(plan)
             .into_iter()
-            .find(|(db, _)| !super::pairs::pair(plan, *db).replicates_back())
+            .find(|(_, pair)| !pair.replicates_back())
         {
             return Err(RunError::Refused(format!(
-                "{component} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them"
+                "{} has no reverse replication: its old primary lacks every write since the promotion, so promoting it back would lose them",
+                pair.component()
             )));
         }
         return Ok(Admission::Start { reverse: true });
@@ -594,6 +595,11 @@ mod tests {
         .collect()
     }
 
+    /// A run that passed the point of no return and then ended with `end`.
+    fn past_the_point(plan: &Plan, reverse: bool, end: Entry) -> Vec<Record> {
+        run_of(plan, reverse, vec![Entry::PointOfNoReturn, end])
+    }
+
     fn begin(step: usize) -> Entry {
         Entry::StepBegin {
             step,
@@ -715,14 +721,7 @@ mod tests {
         );
 
         // Failed past the point of no return: moved; a reverse cutover may follow.
-        let failed_past = run_of(
-            &plan,
-            false,
-            vec![
-                Entry::PointOfNoReturn,
-                finished(Outcome::Failed, false, false),
-            ],
-        );
+        let failed_past = past_the_point(&plan, false, finished(Outcome::Failed, false, false));
         assert!(
             matches!(decide(&plan, &failed_past, Some("r1"), &fresh), Err(RunError::Moved(m)) if m.contains("point of no return"))
         );
@@ -738,28 +737,14 @@ mod tests {
         );
 
         // A health check failed after the promotion and the reverse cutover never began.
-        let check_failed = run_of(
-            &plan,
-            false,
-            vec![
-                Entry::PointOfNoReturn,
-                finished(Outcome::Failed, true, true),
-            ],
-        );
+        let check_failed = past_the_point(&plan, false, finished(Outcome::Failed, true, true));
         assert_eq!(
             decide(&plan, &check_failed, None, &resume).unwrap(),
             Admission::ReverseAfterFailedCheck
         );
 
         // A completed reverse cutover: nothing to roll back again; the migration may move again.
-        let back = run_of(
-            &plan,
-            true,
-            vec![
-                Entry::PointOfNoReturn,
-                finished(Outcome::Completed, false, false),
-            ],
-        );
+        let back = past_the_point(&plan, true, finished(Outcome::Completed, false, false));
         assert!(
             matches!(decide(&plan, &back, Some("r1"), &opts(false, true, true)), Err(RunError::Refused(m)) if m.contains("nothing to roll back"))
         );
@@ -806,14 +791,7 @@ mod tests {
         );
         // Accepted one way, a reverse cutover after a completed run is still refused, naming
         // the pair whose old primary lacks the writes.
-        let done = run_of(
-            &plan,
-            false,
-            vec![
-                Entry::PointOfNoReturn,
-                finished(Outcome::Completed, false, false),
-            ],
-        );
+        let done = past_the_point(&plan, false, finished(Outcome::Completed, false, false));
         assert!(
             matches!(decide(&plan, &done, Some("r1"), &opts(false, true, true)), Err(RunError::Refused(m)) if m.contains(&format!("postgres {name} has no reverse replication")))
         );

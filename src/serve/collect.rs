@@ -88,11 +88,13 @@ pub async fn poll(
     // Replication, pair by pair, through the engine contract's read-only reading.
     let mut pairs = Vec::new();
     let mut pair_components = Vec::new();
-    let components: std::collections::HashMap<_, _> =
-        crate::run::databases(plan).into_iter().collect();
+    let all: std::collections::HashMap<_, _> = crate::run::pairs::all(plan).into_iter().collect();
     for (db, read) in reads {
-        let pair = crate::run::pairs::pair(plan, db);
-        let component = components.get(&db).cloned().unwrap_or_default();
+        // The readings are of this plan's pairs, one each.
+        let Some(pair) = all.get(&db) else {
+            continue;
+        };
+        let component = pair.component();
         pair_components.push(component.clone());
         pairs.push(PairReading {
             component,
