@@ -20,6 +20,11 @@
 //! `ssl_mode = "verify_identity"` for cutover and the replica's link), each half summarised,
 //! with the TLS/plaintext ratio of the p50 window.
 //!
+//! The checked writer and the saturating load run on their own runtime (two threads of their
+//! own, `common::apps`), as an app is another process: on cutover's runtime a client's TLS
+//! handshake or transaction would hold the window's next statement until it yields.
+//! `CUTOVER_BENCH_LOG=cutover::mysql=trace` logs each window statement's round trip.
+//!
 //! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1] [--budget-ms MS] [--alternate 0] [--writer-retry-ms MS]`
 //!
 //! `--writer-retry-ms MS` (default 3): how long the checked writer waits before asking both
@@ -154,6 +159,7 @@ async fn one_run(
         ca: &ca,
         names: vec!["127.0.0.1".into()],
         client_cert: false,
+        session_status: false,
     };
     let with = tls.then_some(&server_tls);
     let (source, target) = tokio::try_join!(
@@ -216,7 +222,7 @@ async fn one_run(
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..saturate)
         .map(|task| {
-            tokio::spawn(load_task(
+            common::apps().spawn(load_task(
                 [app_opts(&source), app_opts(&target)],
                 task.into(),
                 stop.clone(),
@@ -224,15 +230,18 @@ async fn one_run(
         })
         .collect();
     let retry = Duration::from_millis(arg("--writer-retry-ms", 3).into());
-    let writer = MyWriter::start_retrying(
-        MyWriterConfig {
-            source: app_opts(&source),
-            target: app_opts(&target),
-            rate,
-            tasks: 2,
-        },
-        retry,
-    );
+    let writer = {
+        let _apps = common::apps().enter();
+        MyWriter::start_retrying(
+            MyWriterConfig {
+                source: app_opts(&source),
+                target: app_opts(&target),
+                rate,
+                tasks: 2,
+            },
+            retry,
+        )
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (committed, applied) = rates(&source, &target, Duration::from_secs(3)).await;
     println!(
@@ -271,9 +280,7 @@ async fn one_run(
         Some(w) => format!(
             "{stages}; gate waited {:.1} s, predicted catch-up {}",
             w.waited_ms / 1000.0,
-            w.prediction
-                .catch_up_ms
-                .map_or("unbounded".to_owned(), |ms| format!("{ms:.1}"))
+            common::predicted(w)
         ),
         None => stages,
     };

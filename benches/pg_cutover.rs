@@ -6,6 +6,11 @@
 //! between the writer's successful commits across the cutover, the longest gap anywhere else in
 //! the same run (this machine's own stalls: the baseline), and rows lost or duplicated.
 //!
+//! The checked writer and the saturating load run on their own runtime (two threads of their
+//! own, `common::apps`), as an app is another process: on cutover's runtime a client's TLS
+//! handshake or transaction would hold the window's next statement until it yields.
+//! `CUTOVER_BENCH_LOG=cutover::mysql=trace` logs each window statement's round trip.
+//!
 //! `cargo bench --bench pg_cutover -- [--runs N] [--rate TX_PER_S] [--tls 1] [--saturate N] [--load-retry-ms MS] [--reverse 1]`
 //!
 //! `--reverse 1` sets `reverse_replication = true` (what a plan needs unless it accepts a one-way
@@ -49,6 +54,7 @@ fn main() {
             ca: &ca,
             names: vec!["127.0.0.1".into()],
             client_cert: false,
+            session_status: false,
         };
         let (source, target) = tokio::try_join!(
             Postgres::start(dir.path(), "pg-source", Supervision::Owned),
@@ -262,19 +268,22 @@ async fn one_run(
         config.user(&role).password(password);
         config
     };
-    let writer = Writer::start(WriterConfig {
-        source: app(source),
-        target: app(target),
-        rate,
-        tasks: 2,
-        first_task: 0,
-    });
+    let writer = {
+        let _apps = common::apps().enter();
+        Writer::start(WriterConfig {
+            source: app(source),
+            target: app(target),
+            rate,
+            tasks: 2,
+            first_task: 0,
+        })
+    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // How long a refused load connection waits before trying the other server.
     let load_retry_ms = arg("--load-retry-ms", 5);
     let load: Vec<_> = (0..saturate)
         .map(|task| {
-            tokio::spawn(load_task(
+            common::apps().spawn(load_task(
                 [app(source), app(target)],
                 task.into(),
                 stop.clone(),
@@ -346,9 +355,7 @@ async fn one_run(
         Some(w) => format!(
             "{stages}; gate waited {:.1} s, predicted catch-up {}",
             w.waited_ms / 1000.0,
-            w.prediction
-                .catch_up_ms
-                .map_or("unbounded".to_owned(), |ms| format!("{ms:.0} ms"))
+            common::predicted(w)
         ),
         None => stages,
     };

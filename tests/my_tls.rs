@@ -57,11 +57,13 @@ async fn ssl_modes_verify_as_the_mysql_client_does_and_say_why_a_handshake_faile
             ca: &ca,
             names: vec!["127.0.0.1".into()],
             client_cert: false,
+            session_status: true,
         },
         ServerTls {
             ca: &ca,
             names: vec!["db.example.com".into()],
             client_cert: false,
+            session_status: true,
         },
     );
     let (good, misnamed, plain) = tokio::try_join!(
@@ -164,6 +166,7 @@ async fn a_cutover_between_servers_that_require_secure_transport_verifies_both_l
         ca: &ca,
         names: vec!["127.0.0.1".into()],
         client_cert: false,
+        session_status: true,
     };
     let (source, target) = tokio::try_join!(
         MariaDb::start_with(

@@ -44,6 +44,7 @@ async fn sslmodes_verify_as_libpq_does_and_say_why_a_handshake_failed() {
         ca: &ca,
         names: names.iter().map(|n| n.to_string()).collect(),
         client_cert,
+        session_status: false,
     };
     let (t_good, t_misnamed, t_certs) = (
         tls(&["127.0.0.1", "localhost"], false),
@@ -205,6 +206,7 @@ async fn a_whole_run_against_tls_only_servers_verifies_them_and_encrypts_both_li
         ca: &ca,
         names: vec!["127.0.0.1".into()],
         client_cert: false,
+        session_status: false,
     };
     let (source, target) = tokio::try_join!(
         Postgres::start_with(dir.path(), "pg-source", Supervision::Owned, Some(&tls)),
@@ -299,6 +301,7 @@ async fn preflight_proves_each_link_from_the_subscribing_server_with_its_own_cer
         ca: &ca,
         names: vec!["127.0.0.1".into()],
         client_cert: false,
+        session_status: false,
     };
     let (source, target) = tokio::try_join!(
         Postgres::start_with(dir.path(), "pg-source", Supervision::Owned, Some(&tls)),

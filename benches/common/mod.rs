@@ -14,11 +14,35 @@ pub fn arg(name: &str, default: u32) -> u32 {
 
 /// A two-worker runtime: the CI machine has two cores.
 pub fn runtime() -> tokio::runtime::Runtime {
+    // `CUTOVER_BENCH_LOG=cutover::mysql=trace`: the library's logs on stderr (each window
+    // statement's round trip at trace), to see where a run's time went.
+    if let Ok(filter) = std::env::var("CUTOVER_BENCH_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// The runtime the bench's app clients (the checked writer, the saturating load) run on,
+/// apart from the one cutover runs on: a real app is another process, which the kernel
+/// schedules beside cutover; on cutover's own two workers a client's TLS handshake or a
+/// load transaction would hold the window's next statement until it yields.
+pub fn apps() -> &'static tokio::runtime::Runtime {
+    static APPS: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    APPS.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bench-app")
+            .enable_all()
+            .build()
+            .expect("app runtime")
+    })
 }
 
 /// Resident memory of process `pid` in MiB (0 when it is gone).
@@ -192,5 +216,22 @@ impl Timed {
             rate,
             stages,
         }
+    }
+}
+
+/// A gate's prediction in a run's stage line: the catch-up it predicted and, when the
+/// target's measured delay was its floor, that delay beside what the backlog alone would take
+/// at the apply rate.
+pub fn predicted(w: &cutover::engine::gate::Waited) -> String {
+    let p = &w.prediction;
+    let catch_up = p
+        .catch_up_ms
+        .map_or("unbounded".to_owned(), |ms| format!("{ms:.1} ms"));
+    match (p.delay_floor_ms, p.apply_rate) {
+        (Some(delay), Some(rate)) if rate > 0.0 => format!(
+            "{catch_up} (measured delay {delay:.0} ms; the backlog alone {:.0} ms)",
+            p.backlog as f64 / rate * 1000.0
+        ),
+        _ => catch_up,
     }
 }

@@ -109,10 +109,12 @@ impl MariaDb {
                 format!("--ssl-key={}", key.display()),
                 format!("--ssl-ca={}", tls.ca.ca_file.display()),
                 "--require-secure-transport=ON".to_owned(),
+            ]);
+            if tls.session_status {
                 // Each session's TLS status, read from the source's side by the tests (the
                 // replication session's cipher).
-                "--performance-schema=ON".to_owned(),
-            ]);
+                tls_args.push("--performance-schema=ON".to_owned());
+            }
         }
 
         let mut retry = PortRetry::default();

@@ -168,11 +168,13 @@ impl Lab {
             ca: &ca,
             names: vec!["127.0.0.1".into(), "localhost".into()],
             client_cert: false,
+            session_status: true,
         };
         let my_tls = tls::ServerTls {
             ca: &ca,
             names: vec!["127.0.0.1".into(), "localhost".into()],
             client_cert: false,
+            session_status: true,
         };
         let (pg_source, pg_target, maria_source, maria_target, powerdns, bind, sshd) = tokio::try_join!(
             Postgres::start_with(&root, "pg-source", supervision, Some(&pg_tls)),

@@ -81,4 +81,8 @@ pub struct ServerTls<'a> {
     pub names: Vec<String>,
     /// Only clients with a certificate from `ca` get in (`clientcert=verify-full`).
     pub client_cert: bool,
+    /// MariaDB: `performance_schema` on, so each session's TLS status can be read from the
+    /// server's side (the tests' proof of a replication link's cipher). It costs every
+    /// statement something, so a benchmark comparing TLS with plaintext leaves it off.
+    pub session_status: bool,
 }
