@@ -1362,3 +1362,51 @@ async fn a_target_disk_too_small_for_the_snapshot_is_refused_before_anything_sta
     drop((s, t, c, tc));
     drop(fx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fence_does_not_wait_for_a_killed_session_read_only_already_stops() {
+    let f = Fixture::new().await;
+    let pair = f.pair("");
+    start::start(&pair).await.unwrap();
+    // An app session in the middle of a large transaction: killed, it rolls back for a while.
+    let mut big = mysql_async::Conn::new(app_opts(&f.source)).await.unwrap();
+    big.query_drop("BEGIN").await.unwrap();
+    big.query_drop("INSERT INTO writes (k, payload) SELECT seq, MD5(seq) FROM seq_1_to_500000")
+        .await
+        .unwrap();
+    let mut w = cutover::mysql::cutover::MyWindow::open(&pair)
+        .await
+        .unwrap();
+    w.gate().await.unwrap();
+    let killed = w.fence().await.unwrap();
+    let sessions = "SELECT COALESCE(GROUP_CONCAT(COMMAND), '') FROM information_schema.PROCESSLIST WHERE USER = 'app'";
+    let left = text(&f.source, sessions).await;
+    // The gate wrote its heartbeat; from here the binlog must not move.
+    let fenced_at = text(&f.source, "SELECT @@GLOBAL.gtid_binlog_pos").await;
+    assert!(killed >= 1, "{killed}");
+    // Right after the fence the session is still leaving, and shown as such: read_only
+    // (which binds this user) refuses whatever it could still try to commit.
+    assert!(
+        !left.is_empty() && left.split(',').all(|c| c == "Killed"),
+        "the fence returned with only killed sessions left: {left:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !text(&f.source, sessions).await.is_empty() {
+        assert!(Instant::now() < deadline, "the killed session never left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(big);
+    assert_eq!(
+        count(&f.source, "SELECT COUNT(*) FROM app.writes WHERE k > 0").await,
+        0,
+        "the killed transaction committed nothing"
+    );
+    assert_eq!(
+        text(&f.source, "SELECT @@GLOBAL.gtid_binlog_pos").await,
+        fenced_at,
+        "nothing was written to the source's binlog after the fence"
+    );
+    let back = engine::Window::roll_back(&mut w).await;
+    assert!(matches!(back, Rollback::SourceReopened { .. }), "{back:?}");
+    app_can_write(&f.source).await.unwrap();
+}

@@ -111,12 +111,16 @@ const SESSION_EXIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Kills the sessions of `users` until none is left (a session that was logging in while the
 /// account was locked is caught by the next round); returns how many were killed.
-async fn end_sessions(db: &mut Db, users: &[String]) -> Result<usize, MyError> {
+async fn end_sessions(
+    db: &mut Db,
+    users: &[String],
+    count: writers::Count,
+) -> Result<usize, MyError> {
     let deadline = Instant::now() + SESSION_EXIT_LIMIT;
     let mut killed = 0;
     loop {
         killed += kill_sessions(db, users).await?;
-        let left = writers::sessions(db, users).await?;
+        let left = writers::sessions(db, users, count).await?;
         if left == 0 {
             return Ok(killed);
         }
@@ -419,6 +423,9 @@ pub struct MyWindow {
     /// The table definitions remembered at `start`, read by the gate (`verify_in_window =
     /// "changed"`); `None` in a resumed window, which reads them in the window.
     started_shapes: Option<BTreeMap<String, String>>,
+    /// Which app sessions the fence waits to see gone, decided at the gate (a resumed
+    /// window, which has no gate, waits for all of them).
+    count: writers::Count,
 }
 
 impl MyWindow {
@@ -450,6 +457,7 @@ impl MyWindow {
             fence_binlog: None,
             verified_in_window: Vec::new(),
             started_shapes: None,
+            count: writers::Count::All,
             position: None,
             promoted_at: None,
             write_unavailable_ms: None,
@@ -616,9 +624,21 @@ impl MyWindow {
             self.started_shapes =
                 Some(super::inventory::started_shapes(target, &pair.plan.name).await?);
         }
+        // Under read_only, binding every app user, a killed session that is still leaving
+        // can commit nothing more: the fence need not wait for it to be gone (a TLS session
+        // takes a while: its shutdown on the server's side).
+        self.count = if pair.plan.neighbours != Neighbours::FenceAccounts
+            && !accounts
+                .iter()
+                .any(|a| pair.plan.app_users.contains(&a.user) && a.bypasses_read_only)
+        {
+            writers::Count::NotKilled
+        } else {
+            writers::Count::All
+        };
         // The window's statements with values, prepared now: each is then one round trip.
         if !pair.plan.app_users.is_empty() {
-            let sql = writers::sessions_sql(pair.plan.app_users.len());
+            let sql = writers::sessions_sql(pair.plan.app_users.len(), self.count);
             source.prepare("count the app sessions", &sql).await?;
         }
         if pair.plan.verify_in_window != VerifyInWindow::Off {
@@ -670,7 +690,7 @@ impl MyWindow {
             };
             source.run(what, &sql).await?;
         }
-        let killed = end_sessions(source, &pair.plan.app_users).await?;
+        let killed = end_sessions(source, &pair.plan.app_users, self.count).await?;
         if by_account {
             // Every app session is gone and none can come back: what the binlog holds for the
             // moved databases from here on was written after the fence.

@@ -471,15 +471,27 @@ pub async fn keep_locked(db: &mut Db, pair: &str) -> Result<(), MyError> {
     .await
 }
 
+/// Which sessions [`sessions`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// Every session, killed or not: until a killed session has left the server it may
+    /// still commit what it was committing.
+    All,
+    /// Only sessions not killed yet. Enough when `read_only` binds every app user: a killed
+    /// session still leaving can no longer commit anything (setting `read_only` waited for
+    /// commits in flight, and every commit after it is refused).
+    NotKilled,
+}
+
 /// Sessions of `users` other than this one.
-pub async fn sessions(db: &mut Db, users: &[String]) -> Result<u64, MyError> {
+pub async fn sessions(db: &mut Db, users: &[String], count: Count) -> Result<u64, MyError> {
     if users.is_empty() {
         return Ok(0);
     }
     let n: Option<(u64,)> = db
         .exec_opt(
             "count the app sessions",
-            &sessions_sql(users.len()),
+            &sessions_sql(users.len(), count),
             users.to_vec(),
         )
         .await?;
@@ -487,10 +499,16 @@ pub async fn sessions(db: &mut Db, users: &[String]) -> Result<u64, MyError> {
 }
 
 /// What [`sessions`] runs for `users` names.
-pub fn sessions_sql(users: usize) -> String {
+pub fn sessions_sql(users: usize, count: Count) -> String {
     let marks = vec!["?"; users].join(", ");
     format!(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER IN ({marks}) AND ID <> CONNECTION_ID()"
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER IN ({marks}) AND ID <> CONNECTION_ID(){}",
+        match count {
+            Count::All => "",
+            // Both servers show a session `KILL CONNECTION` ended, until it has left, as
+            // the command `Killed`.
+            Count::NotKilled => " AND COMMAND <> 'Killed'",
+        }
     )
 }
 
@@ -516,6 +534,17 @@ pub async fn release_for_reverse(db: &mut Db, pair: &str) -> Result<(), MyError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fence_counts_killed_sessions_only_when_read_only_does_not_bind_them() {
+        let all = sessions_sql(2, Count::All);
+        assert!(
+            all.contains("USER IN (?, ?)") && !all.contains("Killed"),
+            "{all}"
+        );
+        let live = sessions_sql(1, Count::NotKilled);
+        assert!(live.ends_with("AND COMMAND <> 'Killed'"), "{live}");
+    }
 
     #[test]
     fn grant_patterns_match_like_the_server() {
