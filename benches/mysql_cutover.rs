@@ -25,7 +25,10 @@
 //! handshake or transaction would hold the window's next statement until it yields.
 //! `CUTOVER_BENCH_LOG=cutover::mysql=trace` logs each window statement's round trip.
 //!
-//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1] [--budget-ms MS] [--alternate 0] [--writer-retry-ms MS]`
+//! `cargo bench --bench mysql_cutover -- [--runs N] [--rate TX_PER_S] [--saturate N] [--workers W] [--tls 1] [--budget-ms MS] [--alternate 0] [--writer-retry-ms MS] [--round-trips N]`
+//!
+//! `--round-trips N`: instead, N statement round trips to an idle TLS-only server and to a
+//! plaintext one (what TLS adds to each of the window's statements, nothing else running).
 //!
 //! `--writer-retry-ms MS` (default 3): how long the checked writer waits before asking both
 //! servers again after a refusal. Each ask opens a connection to each server: over TLS a
@@ -292,7 +295,65 @@ async fn one_run(
     Some(run)
 }
 
+/// `--round-trips N`: what one statement's round trip costs over verified TLS against
+/// plaintext, with nothing else running: N `DO 1` on an idle session to a TLS-only server and
+/// to a plaintext one, interleaved in blocks of 100, each side's median and mean.
+async fn round_trips(n: u32) {
+    let dir = LabDir::temporary().expect("lab dir");
+    let ca = LabCa::create(&dir.path().join("ca"), "bench").expect("CA");
+    let server_tls = ServerTls {
+        ca: &ca,
+        names: vec!["127.0.0.1".into()],
+        client_cert: false,
+        session_status: false,
+    };
+    let (plain, tls) = tokio::try_join!(
+        MariaDb::start_with(dir.path(), "maria-plain", 1, Supervision::Owned, None),
+        MariaDb::start_with(
+            dir.path(),
+            "maria-tls",
+            2,
+            Supervision::Owned,
+            Some(&server_tls)
+        ),
+    )
+    .expect("servers start");
+    let mut conns = [
+        plain.connect(None).await.expect("connect"),
+        tls.connect(None).await.expect("connect"),
+    ];
+    let mut took: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..n.div_ceil(100) {
+        for (c, t) in conns.iter_mut().zip(took.iter_mut()) {
+            for _ in 0..100 {
+                let started = std::time::Instant::now();
+                c.query_drop("DO 1").await.expect("DO 1");
+                t.push(started.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let (p, t) = (stats(&mut took[0]), stats(&mut took[1]));
+    println!(
+        "one round trip (DO 1), {} a side: plaintext median {:.1} us, mean {:.1} us; TLS median {:.1} us, mean {:.1} us; TLS adds {:.1} us (median)",
+        took[0].len(),
+        p.0,
+        p.1,
+        t.0,
+        t.1,
+        t.0 - p.0
+    );
+}
+
 fn main() {
+    let trips = arg("--round-trips", 0);
+    if trips > 0 {
+        runtime().block_on(round_trips(trips));
+        return;
+    }
     let runs = arg("--runs", 10);
     let rate = arg("--rate", 1000);
     let saturate = arg("--saturate", 0);
