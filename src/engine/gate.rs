@@ -187,14 +187,17 @@ impl Sampler {
         })
     }
 
-    /// How long the target took, lately, to apply what the source had committed: over the
-    /// span, the longest time from a sample to the later sample that shows its committed
-    /// position applied (beyond the engine's residue `settled`), the crossing interpolated
-    /// between the two samples around it. It holds what the rates miss (decoding, the
+    /// How long the target takes, lately, to apply what the source committed: over the span,
+    /// for each sample the time to the later sample that shows its committed position applied
+    /// (beyond the engine's residue `settled`), the crossing interpolated between the two
+    /// samples around it; the median of those. It holds what the rates miss (decoding, the
     /// network, an applier that works in bursts), which the catch-up after the fence pays
-    /// too, whenever in a burst the fence falls.
+    /// too. The median, not the longest: a fence falls at one moment of the span, and the
+    /// longest of ten samples refused loads the target applied well within the budget
+    /// (PostgreSQL, 2 saturating connections: floors of 112-146 ms where the windows that
+    /// cut over measured 26-66 ms from the fence to caught up).
     fn delay_ms(&self, settled: u64) -> Option<f64> {
-        let mut longest: Option<f64> = None;
+        let mut delays = Vec::new();
         for (i, (at, p)) in self.samples.iter().enumerate() {
             let goal = p.committed.saturating_sub(settled);
             let mut before = (*at, p.applied);
@@ -204,14 +207,14 @@ impl Sampler {
                     let step = later.applied.saturating_sub(a0).max(1) as f64;
                     let part = goal.saturating_sub(a0) as f64 / step;
                     let crossed = t0 + later_at.duration_since(t0).mul_f64(part.min(1.0));
-                    let ms = crossed.duration_since(*at).as_secs_f64() * 1000.0;
-                    longest = Some(longest.map_or(ms, |l| l.max(ms)));
+                    delays.push(crossed.duration_since(*at).as_secs_f64() * 1000.0);
                     break;
                 }
                 before = (*later_at, later.applied);
             }
         }
-        longest
+        delays.sort_by(f64::total_cmp);
+        delays.get(delays.len() / 2).copied()
     }
 }
 
@@ -542,8 +545,9 @@ mod tests {
         let bursty = s.predict(Duration::ZERO).unwrap();
         assert_eq!(bursty.backlog, 50);
         let by_rate = 50.0 / bursty.apply_rate.unwrap() * 1000.0;
-        assert!(bursty.catch_up_ms.unwrap() > by_rate * 5.0, "{bursty:?}");
-        assert!(bursty.catch_up_ms.unwrap() >= 400.0, "{bursty:?}");
+        // Its commits took 0-416 ms to show up applied, 166 ms the median.
+        assert!(bursty.catch_up_ms.unwrap() > by_rate * 3.0, "{bursty:?}");
+        assert!(bursty.catch_up_ms.unwrap() >= 150.0, "{bursty:?}");
         assert_eq!(bursty.delay_floor_ms, bursty.catch_up_ms, "{bursty:?}");
         assert!(
             bursty.words().contains("measured delay"),
