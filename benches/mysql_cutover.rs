@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use cutover::lab::PLAN_EXEMPT_USERS;
 use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig, TABLE_SQL};
-use cutover::lab::tls::{LabCa, ServerTls};
+use cutover::lab::tls::LabCa;
 use cutover::lab::{LabDir, MariaDb, Supervision};
 use cutover::mysql::{Pair, start};
 use cutover::plan;
@@ -158,12 +158,7 @@ async fn one_run(
 ) -> Option<Run> {
     let dir = LabDir::temporary().expect("lab dir");
     let ca = LabCa::create(&dir.path().join("ca"), "bench").expect("CA");
-    let server_tls = ServerTls {
-        ca: &ca,
-        names: vec!["127.0.0.1".into()],
-        client_cert: false,
-        session_status: false,
-    };
+    let server_tls = common::server_tls(&ca);
     let with = tls.then_some(&server_tls);
     let (source, target) = tokio::try_join!(
         MariaDb::start_with(dir.path(), "maria-source", 1, Supervision::Owned, with),
@@ -301,12 +296,7 @@ async fn one_run(
 async fn round_trips(n: u32) {
     let dir = LabDir::temporary().expect("lab dir");
     let ca = LabCa::create(&dir.path().join("ca"), "bench").expect("CA");
-    let server_tls = ServerTls {
-        ca: &ca,
-        names: vec!["127.0.0.1".into()],
-        client_cert: false,
-        session_status: false,
-    };
+    let server_tls = common::server_tls(&ca);
     let (plain, tls) = tokio::try_join!(
         MariaDb::start_with(dir.path(), "maria-plain", 1, Supervision::Owned, None),
         MariaDb::start_with(

@@ -35,7 +35,7 @@ use common::{Run, arg, print_header, print_run, print_summary, runtime};
 
 use std::time::Duration;
 
-use cutover::lab::tls::{LabCa, ServerTls};
+use cutover::lab::tls::LabCa;
 use cutover::lab::writer::{self, Writer, WriterConfig};
 use cutover::lab::{LabDir, Postgres, Supervision};
 use cutover::plan;
@@ -50,12 +50,7 @@ fn main() {
     rt.block_on(async move {
         let dir = LabDir::temporary().expect("lab dir");
         let ca = LabCa::create(&dir.path().join("ca"), "bench").expect("CA");
-        let server_tls = ServerTls {
-            ca: &ca,
-            names: vec!["127.0.0.1".into()],
-            client_cert: false,
-            session_status: false,
-        };
+        let server_tls = common::server_tls(&ca);
         let (source, target) = tokio::try_join!(
             Postgres::start(dir.path(), "pg-source", Supervision::Owned),
             Postgres::start(dir.path(), "pg-target", Supervision::Owned),

@@ -235,3 +235,15 @@ pub fn predicted(w: &cutover::engine::gate::Waited) -> String {
         _ => catch_up,
     }
 }
+
+/// What a bench's TLS servers present: a certificate from `ca` for 127.0.0.1, no client
+/// certificates, `performance_schema` off (a TLS run must differ from a plaintext one in TLS
+/// alone).
+pub fn server_tls(ca: &cutover::lab::tls::LabCa) -> cutover::lab::tls::ServerTls<'_> {
+    cutover::lab::tls::ServerTls {
+        ca,
+        names: vec!["127.0.0.1".into()],
+        client_cert: false,
+        session_status: false,
+    }
+}
