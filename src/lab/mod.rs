@@ -168,7 +168,7 @@ impl Lab {
             ca: &ca,
             names: vec!["127.0.0.1".into(), "localhost".into()],
             client_cert: false,
-            session_status: true,
+            session_status: false,
         };
         let my_tls = tls::ServerTls {
             ca: &ca,
