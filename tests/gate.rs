@@ -281,3 +281,153 @@ async fn pairs_fenced_together_wait_until_every_pair_fits_at_once() {
         assert!(check.clean() && check.acked > 0, "{db}: {check:?}");
     }
 }
+
+/// The rates a refusal states: (source commits, target applies), in the engine's unit.
+fn stated_rates(said: &str) -> Option<(f64, f64)> {
+    // The last figure after `key` (the help's words use it too, without a figure).
+    let number_after = |key: &str| -> Option<f64> {
+        said.rmatch_indices(key).find_map(|(at, _)| {
+            said[at + key.len()..]
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    Some((
+        number_after("source commits ")?,
+        number_after("target applies ")?,
+    ))
+}
+
+/// A target that applies, but slower than the source commits, for the whole `gate_timeout`
+/// (a trigger the apply worker fires sleeps 20 ms per row; the writer commits 200 a second):
+/// refused at the timeout with both rates, the source's above the target's, and what would
+/// help; nothing fenced, the source serving, the writer never moved, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_source_that_outruns_its_target_for_the_whole_timeout_is_refused_with_both_rates()
+ {
+    let pg = PgPair::start().await;
+    pg.database("og").await;
+    let path = write_plan(
+        pg.dir.path(),
+        "og",
+        // The fixed ceiling out of the way: the adaptive gate is what refuses.
+        &(format!("{BUDGET}gate_timeout = \"8s\"\n")
+            + &pg.pair_toml("og", "max_lag_bytes = 1073741824")),
+    );
+    let plan_arg = path.display().to_string();
+    let (code, out, err) = support::run(&["pg", "start", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // Copied first: the trigger is for the apply worker's changes.
+    support::wait_pg_ready(&path).await;
+    let slow = pg.target.connect("og").await.unwrap();
+    slow.batch_execute(
+        "CREATE FUNCTION slow_apply() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
+         CREATE TRIGGER slow_apply BEFORE INSERT ON writes
+           FOR EACH ROW EXECUTE FUNCTION slow_apply();
+         ALTER TABLE writes ENABLE REPLICA TRIGGER slow_apply",
+    )
+    .await
+    .unwrap();
+    let writer = pg.writer("og", 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    let said = format!("{out}\n{err}");
+    assert_ne!(code, 0, "{said}");
+    assert!(
+        said.contains("did not fit window_budget")
+            && said.contains("the source commits faster than the target applies"),
+        "refused with the figures and the help:\n{said}"
+    );
+    let (source_rate, apply_rate) =
+        stated_rates(&said).unwrap_or_else(|| panic!("both rates are stated:\n{said}"));
+    assert!(
+        apply_rate > 0.0 && source_rate > apply_rate,
+        "the target applies, slower than the source commits: {source_rate} > {apply_rate}:\n{said}"
+    );
+    assert!(
+        pg.app_writes(&pg.source, "og").await,
+        "the source still serves"
+    );
+    slow.batch_execute("DROP TRIGGER slow_apply ON writes")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = writer.stop().await;
+    let check = ledger
+        .check(&pg.source.connect("og").await.unwrap())
+        .await
+        .unwrap();
+    assert!(check.clean() && check.acked > 0, "{check:?}");
+    assert_eq!(
+        check.acked_on_target, 0,
+        "the writer never moved: {check:?}"
+    );
+}
+
+/// The same on MariaDB: a trigger the replica's appliers fire (`slave_run_triggers_for_rbr`)
+/// sleeps 100 ms per row, so its four apply workers fall behind a writer that commits 200
+/// transactions a second. Refused at `gate_timeout` with both rates; nothing fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_a_source_that_outruns_its_target_for_the_whole_timeout_is_refused_with_both_rates()
+{
+    use cutover::lab::mysql_writer::{MyWriter, MyWriterConfig};
+    use mysql_async::prelude::Queryable;
+    let m = MariaPair::start().await;
+    let path = write_plan(
+        m.dir.path(),
+        "my",
+        // The fixed ceiling out of the way (the lag grows past a second before the gate): the
+        // adaptive gate is what refuses.
+        &(format!("{BUDGET}gate_timeout = \"8s\"\n") + &m.pair_toml() + "max_lag = \"1h\"\n"),
+    );
+    let plan_arg = path.display().to_string();
+    let (code, out, err) = support::run(&["mysql", "start", &plan_arg]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let mut slow = m.target.connect(Some("app")).await.unwrap();
+    // Not in the target's binlog: a transaction of its own would be drift.
+    slow.query_drop(
+        "SET SESSION sql_log_bin = 0;
+         SET GLOBAL slave_run_triggers_for_rbr = 'YES';
+         CREATE TRIGGER slow_apply BEFORE INSERT ON writes
+           FOR EACH ROW SET @slept = SLEEP(0.1)",
+    )
+    .await
+    .unwrap();
+    let writer = MyWriter::start(MyWriterConfig {
+        source: m.opts(&m.source),
+        target: m.opts(&m.target),
+        rate: 200,
+        tasks: 2,
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, out, err) = support::run(&["run", &plan_arg]);
+    let said = format!("{out}\n{err}");
+    assert_ne!(code, 0, "{said}");
+    assert!(
+        said.contains("did not fit window_budget")
+            && said.contains("the source commits faster than the target applies"),
+        "refused with the figures and the help:\n{said}"
+    );
+    let (source_rate, apply_rate) =
+        stated_rates(&said).unwrap_or_else(|| panic!("both rates are stated:\n{said}"));
+    assert!(
+        apply_rate > 0.0 && source_rate > apply_rate,
+        "the target applies, slower than the source commits: {source_rate} > {apply_rate}:\n{said}"
+    );
+    assert!(m.writable(&m.source).await, "the source still serves");
+    slow.query_drop("DROP TRIGGER slow_apply; SET GLOBAL slave_run_triggers_for_rbr = 'NO'")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = writer.stop().await;
+    let mut conn = m.source.connect(Some("app")).await.unwrap();
+    let check = ledger.check(&mut conn).await.unwrap();
+    assert!(check.clean() && check.acked > 0, "{check:?}");
+    assert_eq!(
+        check.acked_on_target, 0,
+        "the writer never moved: {check:?}"
+    );
+}

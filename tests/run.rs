@@ -140,8 +140,24 @@ async fn crash_and_resume_run(
         wait_stopped(&mut child, Duration::from_secs(30))
     }));
     if !matches!(stopped, Ok(true)) {
+        // It exited on its own (a refusal, a rollback): what it said is the why.
+        let said = match stopped {
+            Ok(false) => child
+                .wait_with_output()
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         let (_, out, err) = support::run(&["status", &plan_arg]);
-        panic!("record {at}: the runner did not stop there ({stopped:?}); status:\n{out}\n{err}");
+        panic!(
+            "record {at}: the runner did not stop there ({stopped:?}); it said:\n{said}\nstatus:\n{out}\n{err}"
+        );
     }
     // A phase's records are made durable together (one fsync per batch), so a stop after
     // record `at` is a stop after the batch that holds it: the point of no return and its

@@ -383,8 +383,30 @@ pub async fn gate(
             // The checks were recent enough: the fit holds at the fence.
             Some(g) if checked.elapsed() <= REGATE_AFTER => return Ok((g, Some(fit))),
             // They took a while, or the wait did, and the backlog moved meanwhile: the checks
-            // again, and the fence only on a sample taken after them that still fits.
-            _ => gated = Some(w.gate().await?),
+            // again, and the fence only on a sample taken after them that still fits. Their
+            // reading of the lag is one moment of a moving load: over a ceiling there, the
+            // wait goes on (the timeout still counts from the start), as it does before.
+            _ => {
+                gated = match w.gate().await {
+                    Ok(g) => Some(g),
+                    Err(DbError::Behind(why)) if started.elapsed() < budget.timeout => {
+                        say(format!(
+                            "{}: {why}; waiting for the backlog to clear",
+                            w.component()
+                        ));
+                        tokio::time::sleep(SAMPLE_EVERY).await;
+                        None
+                    }
+                    Err(DbError::Behind(why)) => {
+                        return Err(DbError::Refused(format!(
+                            "{}: {why}, still at gate_timeout ({}); nothing was fenced, the source serves",
+                            w.component(),
+                            humantime::format_duration(budget.timeout)
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
 }
@@ -587,6 +609,79 @@ mod tests {
             },
             budget
         ));
+    }
+
+    /// A pair whose backlog reads empty every sample while its own checks read its lag over
+    /// the fixed ceiling every time (two readings of a moving load, moments apart).
+    struct OverTheCeiling {
+        checks: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Window for OverTheCeiling {
+        fn component(&self) -> String {
+            "postgres moving".to_owned()
+        }
+        async fn gate(&mut self) -> Result<Gated, DbError> {
+            self.checks += 1;
+            Err(DbError::Behind(
+                "lag is 1048608 bytes, above max_lag_bytes = 1048576".to_owned(),
+            ))
+        }
+        async fn progress(&mut self) -> Result<Option<Progress>, DbError> {
+            Ok(Some(p(7, 7)))
+        }
+        async fn fence(&mut self) -> Result<super::super::Fenced, DbError> {
+            unreachable!("the gate never fences")
+        }
+        async fn catch_up(&mut self) -> Result<super::super::CaughtUp, DbError> {
+            unreachable!("the gate never catches up")
+        }
+        async fn promote(&mut self) -> Result<super::super::Promoted, DbError> {
+            unreachable!("the gate never promotes")
+        }
+        async fn finish(&mut self) -> super::super::Finished {
+            unreachable!("the gate never finishes a window")
+        }
+        async fn roll_back(&mut self) -> super::super::Rollback {
+            unreachable!("the gate never rolls back")
+        }
+        async fn state(&mut self) -> Result<super::super::PairState, DbError> {
+            unreachable!("the gate reads no state")
+        }
+    }
+
+    #[tokio::test]
+    async fn checks_over_a_ceiling_after_a_fitting_wait_keep_waiting_until_the_timeout() {
+        let mut w = OverTheCeiling { checks: 0 };
+        let budget = Budget {
+            window: Duration::from_millis(100),
+            timeout: Duration::from_millis(600),
+        };
+        let mut said = Vec::new();
+        let started = Instant::now();
+        let got = gate(&mut w, Some(budget), &mut |s| said.push(s)).await;
+        let Err(DbError::Refused(why)) = got else {
+            panic!("refused at the timeout, not at the first check after a fit: {got:?}");
+        };
+        assert!(
+            started.elapsed() >= budget.timeout,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            why.contains("above max_lag_bytes") && why.contains("still at gate_timeout"),
+            "{why}"
+        );
+        assert!(
+            w.checks >= 3,
+            "checked again after each fitting sample: {}",
+            w.checks
+        );
+        assert!(
+            said.iter().all(|s| s.contains("waiting for the backlog")),
+            "{said:?}"
+        );
     }
 
     #[test]
