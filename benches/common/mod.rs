@@ -219,11 +219,21 @@ impl Timed {
     }
 }
 
-/// A gate's prediction in a run's stage line: the catch-up it predicted.
+/// A gate's prediction in a run's stage line: the catch-up it predicted and, when the
+/// target's measured delay was its floor, that delay beside what the backlog alone would take
+/// at the apply rate.
 pub fn predicted(w: &cutover::engine::gate::Waited) -> String {
-    w.prediction
+    let p = &w.prediction;
+    let catch_up = p
         .catch_up_ms
-        .map_or("unbounded".to_owned(), |ms| format!("{ms:.1} ms"))
+        .map_or("unbounded".to_owned(), |ms| format!("{ms:.1} ms"));
+    match (p.delay_floor_ms, p.apply_rate) {
+        (Some(delay), Some(rate)) if rate > 0.0 => format!(
+            "{catch_up} (measured delay {delay:.0} ms; the backlog alone {:.0} ms)",
+            p.backlog as f64 / rate * 1000.0
+        ),
+        _ => catch_up,
+    }
 }
 
 /// What a bench's TLS servers present: a certificate from `ca` for 127.0.0.1, no client
