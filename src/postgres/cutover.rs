@@ -248,6 +248,9 @@ pub struct PgWindow {
     fence_lsn: String,
     sequences: usize,
     write_unavailable_ms: Option<f64>,
+    /// The gate reads the subscription's replication origin on the target (`false` once the
+    /// target refused: a role without the right; the subscriber's reports alone then).
+    read_origin: bool,
 }
 
 impl PgWindow {
@@ -271,6 +274,7 @@ impl PgWindow {
             fence_lsn: String::new(),
             sequences: 0,
             write_unavailable_ms: None,
+            read_origin: true,
         })
     }
 
@@ -770,25 +774,63 @@ impl engine::Window for PgWindow {
     }
 
     async fn progress(&mut self) -> Result<Option<engine::Progress>, DbError> {
+        let (source, target) = (&self.source, &self.target);
+        let subscription: [&(dyn tokio_postgres::types::ToSql + Sync); 1] =
+            [&self.pair.names.subscription];
         // WAL written on the source and WAL the subscriber reports applied (its walsender's
         // replay position: committed there, not waiting for its own WAL flush as the slot's
         // confirmed position does), both read on the source in one statement.
-        let row = self
-            .source
-            .query_opt(
-                "read the source's WAL position and the subscriber's applied position",
-                "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint,
-                        (replay_lsn - '0/0'::pg_lsn)::bigint
-                   FROM pg_stat_replication WHERE application_name = $1
-                  ORDER BY backend_start DESC LIMIT 1",
-                &[&self.pair.names.subscription],
+        let reported = source.query_opt(
+            "read the source's WAL position and the subscriber's applied position",
+            "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint,
+                    (replay_lsn - '0/0'::pg_lsn)::bigint
+               FROM pg_stat_replication WHERE application_name = $1
+              ORDER BY backend_start DESC LIMIT 1",
+            &subscription,
+        );
+        // At the same time, on the target, the source position of the last commit the
+        // subscription applied (its replication origin, moved by every applied commit). The
+        // subscriber reports what it applied only between bursts of the stream, so under a
+        // saturating load its report can trail by 100 ms; the origin does not. Idle, the
+        // report runs ahead instead (past WAL nothing needed applied: other databases',
+        // checkpoints'), so the applied position is the later of the two.
+        let origin = async {
+            if !self.read_origin {
+                return None;
+            }
+            Some(
+                target
+                    .query_opt(
+                        "read the subscription's applied position on the target",
+                        "SELECT (pg_replication_origin_progress('pg_' || oid, false) - '0/0'::pg_lsn)::bigint
+                           FROM pg_subscription
+                          WHERE subname = $1
+                            AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                        &subscription,
+                    )
+                    .await,
             )
-            .await?;
-        Ok(row.and_then(|r| {
+        };
+        let (reported, origin) = tokio::join!(reported, origin);
+        let origin = match origin {
+            Some(Ok(row)) => row
+                .and_then(|r| r.get::<_, Option<i64>>(0))
+                .and_then(|v| u64::try_from(v).ok()),
+            Some(Err(e)) => {
+                tracing::debug!(pair = %self.pair.plan.name, error = %e, "the subscription's origin is unreadable on the target; the gate reads the subscriber's reports alone");
+                self.read_origin = false;
+                None
+            }
+            None => None,
+        };
+        Ok(reported?.and_then(|r| {
             let (current, confirmed): (Option<i64>, Option<i64>) = (r.get(0), r.get(1));
+            let reported = u64::try_from(confirmed?).ok()?;
+            let committed = u64::try_from(current?).ok()?;
+            tracing::trace!(pair = %self.pair.plan.name, committed, reported, origin, "applied positions");
             Some(engine::Progress {
-                committed: u64::try_from(current?).ok()?,
-                applied: u64::try_from(confirmed?).ok()?,
+                committed,
+                applied: origin.map_or(reported, |o| o.max(reported)),
                 unit: engine::Unit::Bytes,
                 settled: SETTLED_WAL_BYTES,
             })
