@@ -282,6 +282,25 @@ async fn pairs_fenced_together_wait_until_every_pair_fits_at_once() {
     }
 }
 
+/// Runs the plan and proves it refused because the source outran the target: the figures,
+/// the help, and both rates, the target's above zero and below the source's.
+fn run_refused_as_outrun(plan_arg: &str) {
+    let (code, out, err) = support::run(&["run", plan_arg]);
+    let said = format!("{out}\n{err}");
+    assert_ne!(code, 0, "{said}");
+    assert!(
+        said.contains("did not fit window_budget")
+            && said.contains("the source commits faster than the target applies"),
+        "refused with the figures and the help:\n{said}"
+    );
+    let (source_rate, apply_rate) =
+        stated_rates(&said).unwrap_or_else(|| panic!("both rates are stated:\n{said}"));
+    assert!(
+        apply_rate > 0.0 && source_rate > apply_rate,
+        "the target applies, slower than the source commits: {source_rate} > {apply_rate}:\n{said}"
+    );
+}
+
 /// The rates a refusal states: (source commits, target applies), in the engine's unit.
 fn stated_rates(said: &str) -> Option<(f64, f64)> {
     // The last figure after `key` (the help's words use it too, without a figure).
@@ -333,20 +352,7 @@ async fn postgres_a_source_that_outruns_its_target_for_the_whole_timeout_is_refu
     .unwrap();
     let writer = pg.writer("og", 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (code, out, err) = support::run(&["run", &plan_arg]);
-    let said = format!("{out}\n{err}");
-    assert_ne!(code, 0, "{said}");
-    assert!(
-        said.contains("did not fit window_budget")
-            && said.contains("the source commits faster than the target applies"),
-        "refused with the figures and the help:\n{said}"
-    );
-    let (source_rate, apply_rate) =
-        stated_rates(&said).unwrap_or_else(|| panic!("both rates are stated:\n{said}"));
-    assert!(
-        apply_rate > 0.0 && source_rate > apply_rate,
-        "the target applies, slower than the source commits: {source_rate} > {apply_rate}:\n{said}"
-    );
+    run_refused_as_outrun(&plan_arg);
     assert!(
         pg.app_writes(&pg.source, "og").await,
         "the source still serves"
@@ -403,20 +409,7 @@ async fn mariadb_a_source_that_outruns_its_target_for_the_whole_timeout_is_refus
         tasks: 2,
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (code, out, err) = support::run(&["run", &plan_arg]);
-    let said = format!("{out}\n{err}");
-    assert_ne!(code, 0, "{said}");
-    assert!(
-        said.contains("did not fit window_budget")
-            && said.contains("the source commits faster than the target applies"),
-        "refused with the figures and the help:\n{said}"
-    );
-    let (source_rate, apply_rate) =
-        stated_rates(&said).unwrap_or_else(|| panic!("both rates are stated:\n{said}"));
-    assert!(
-        apply_rate > 0.0 && source_rate > apply_rate,
-        "the target applies, slower than the source commits: {source_rate} > {apply_rate}:\n{said}"
-    );
+    run_refused_as_outrun(&plan_arg);
     assert!(m.writable(&m.source).await, "the source still serves");
     slow.query_drop("DROP TRIGGER slow_apply; SET GLOBAL slave_run_triggers_for_rbr = 'NO'")
         .await
