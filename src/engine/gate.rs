@@ -370,21 +370,20 @@ pub async fn gate(
     let Some(budget) = budget else {
         return Ok((w.gate().await?, None));
     };
-    let first = match w.gate().await {
+    let waiting = |w: &dyn Window, why: &str| {
+        format!("{}: {why}; waiting for the backlog to clear", w.component())
+    };
+    // `gated`: the pair's own checks as last run; `None` while only behind a ceiling.
+    let mut gated = match own_checks(w).await? {
         Ok(g) => Some(g),
-        Err(DbError::Behind(why)) => {
-            say(format!(
-                "{}: {why}; waiting for the backlog to clear",
-                w.component()
-            ));
+        Err(why) => {
+            say(waiting(w, &why));
             None
         }
-        Err(e) => return Err(e),
     };
     let started = Instant::now();
+    let mut last_said = started;
     let mut tracked = Tracked::default();
-    // `gated`: the pair's own checks as last run; `None` while only behind a ceiling.
-    let mut gated = first;
     loop {
         let checked = Instant::now();
         let Some(fit) = wait_until_fits(w, budget, say, &mut tracked, started).await? else {
@@ -395,35 +394,43 @@ pub async fn gate(
             };
             return Ok((gated, None));
         };
-        match gated {
+        if let Some(g) = gated.take()
+            && checked.elapsed() <= REGATE_AFTER
+        {
             // The checks were recent enough: the fit holds at the fence.
-            Some(g) if checked.elapsed() <= REGATE_AFTER => return Ok((g, Some(fit))),
-            // They took a while, or the wait did, and the backlog moved meanwhile: the checks
-            // again, and the fence only on a sample taken after them that still fits. Their
-            // reading of the lag is one moment of a moving load: over a ceiling there, the
-            // wait goes on (the timeout still counts from the start), as it does before.
-            _ => {
-                gated = match w.gate().await {
-                    Ok(g) => Some(g),
-                    Err(DbError::Behind(why)) if started.elapsed() < budget.timeout => {
-                        say(format!(
-                            "{}: {why}; waiting for the backlog to clear",
-                            w.component()
-                        ));
-                        tokio::time::sleep(SAMPLE_EVERY).await;
-                        None
-                    }
-                    Err(DbError::Behind(why)) => {
-                        return Err(DbError::Refused(format!(
-                            "{}: {why}, still at gate_timeout ({}); nothing was fenced, the source serves",
-                            w.component(),
-                            humantime::format_duration(budget.timeout)
-                        )));
-                    }
-                    Err(e) => return Err(e),
+            return Ok((g, Some(fit)));
+        }
+        // They took a while, or the wait did, and the backlog moved meanwhile: the checks
+        // again, and the fence only on a sample taken after them that still fits. Their reading
+        // of the lag is one moment of a moving load: over a ceiling there, the wait goes on
+        // (the timeout still counts from the start), as it does before.
+        match own_checks(w).await? {
+            Ok(g) => gated = Some(g),
+            Err(why) if started.elapsed() >= budget.timeout => {
+                return Err(DbError::Refused(format!(
+                    "{}: {why}, still at gate_timeout ({}); nothing was fenced, the source serves",
+                    w.component(),
+                    humantime::format_duration(budget.timeout)
+                )));
+            }
+            Err(why) => {
+                if last_said.elapsed() >= SAY_EVERY {
+                    last_said = Instant::now();
+                    say(waiting(w, &why));
                 }
+                tokio::time::sleep(SAMPLE_EVERY).await;
             }
         }
+    }
+}
+
+/// The pair's own checks; `Ok(Err(why))`: it is only behind a fixed ceiling, which the gate
+/// waits on rather than refuses.
+async fn own_checks(w: &mut dyn Window) -> Result<Result<Gated, String>, DbError> {
+    match w.gate().await {
+        Ok(g) => Ok(Ok(g)),
+        Err(DbError::Behind(why)) => Ok(Err(why)),
+        Err(e) => Err(e),
     }
 }
 
